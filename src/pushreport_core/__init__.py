@@ -1,0 +1,32 @@
+"""pushreport_core: the pure, I/O-free heart of pushreport.
+
+It contains no networking code, reads no file, no clock and no environment: time and
+settings are arguments, results are values. It parses and validates the request the
+Acrobits app sends to the Push Token Reporter, compiles the Account XML templates that
+describe that request, merges a report into a stored registration, and renders the
+Account XML keys for a configuration.
+"""
+
+from ._accountxml import account_xml, DEFAULT_ACCOUNT_XML
+from ._client import DEFAULT_USER_AGENT, render_request, substitute
+from ._defaults import DEFAULT_SHAPES, DefaultShapes
+from ._errors import (AuthenticationFailed, ConfigurationError, InvalidReport,
+                      MethodNotAllowed, PushReportError, RequestTooLarge, StorageUnavailable)
+from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
+from ._grammar import is_unknown
+from ._merge import merge
+from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
+from ._templates import METHODS, Template, xml_unescape
+from ._values import (REGISTRATION_FIELDS, TOKEN_FIELDS, Purpose, Registration, Report,
+                      Request, Secret, TokenPair, format_time, parse_time)
+
+__all__ = [
+    "DEFAULT_ACCOUNT_XML", "DEFAULT_KEYS", "DEFAULT_MAX_BODY", "DEFAULT_SHAPES",
+    "DEFAULT_USER_AGENT", "MAX_TARGET", "METHODS", "PASSWORD_VARIABLE",
+    "REGISTRATION_FIELDS", "REPORT_FIELDS", "TOKEN_FIELDS", "VARIABLE_FIELDS",
+    "AuthenticationFailed", "ConfigurationError", "DefaultShapes", "InvalidReport",
+    "MethodNotAllowed", "PushReportError", "Purpose", "Registration", "Report", "Request",
+    "RequestTooLarge", "Secret", "Shapes", "StorageUnavailable", "Template", "TokenPair",
+    "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
+    "render_request", "substitute", "xml_unescape",
+]

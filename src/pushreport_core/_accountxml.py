@@ -1,0 +1,50 @@
+"""The sending side: the Account XML keys that make the app send what we parse."""
+
+from __future__ import annotations
+
+import re
+from xml.sax.saxutils import escape
+
+from ._templates import Template
+
+__all__ = ["account_xml", "DEFAULT_ACCOUNT_XML", "default_template"]
+
+#: The default shape pushreport recommends: the spec's first example, GET with every
+#: field in the query string.
+DEFAULT_ACCOUNT_XML = {
+    "pushTokenReporterUrl": (
+        "{base_url}/token/?username=%account[username]%&selector=%selector%"
+        "&token_calls=%pushTokenIncomingCall%&appid_calls=%pushappid_incoming_call%"
+        "&token_msgs=%pushTokenOther%&appid_msgs=%pushappid_other%"
+    ),
+}
+
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+
+
+def default_template(base_url: str = "http://127.0.0.1:8080") -> Template:
+    """The template of :data:`DEFAULT_ACCOUNT_XML` for *base_url*."""
+    return Template.parse(url=DEFAULT_ACCOUNT_XML["pushTokenReporterUrl"].format(
+        base_url=base_url.rstrip("/")))
+
+
+def account_xml(template: Template | None = None, *, base_url: str | None = None) -> str:
+    """Render the Account XML keys for *template* (``None``: the default shapes).
+
+    The values are XML-escaped (``&`` → ``&amp;``), ready to paste into Account XML,
+    one element a line. *base_url* (``https://push.example.com``) replaces the scheme and
+    host of the template's URL; the path is kept, since that is what the receiver matches.
+    """
+    if template is None:
+        template = default_template(base_url or "http://127.0.0.1:8080")
+    elif base_url:
+        m = _ORIGIN.match(base_url.strip())
+        if m is None:
+            raise ValueError(f"base_url {base_url!r} is not an absolute http(s) URL")
+        template = Template.parse(
+            url=_ORIGIN.sub(lambda _: m.group(0), template.url, count=1),
+            post_data=template.post_data, content_type=template.content_type,
+            method=template.method, prefix=template.prefix)
+    lines = [f"<{key}>{escape(value)}</{key}>"
+             for key, value in template.as_account_xml().items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""The default shapes: what the receiver accepts with no template configured.
+
+Every shape the specification shows, out of the box:
+
+- ``GET /token/?username=…&selector=…&token_calls=…`` (the spec's query example);
+- ``/pushToken/<username>/<selector>/<pushToken>&appid=<pushappid>`` (the path example);
+- a form ``POST`` to ``/token/`` (the spec's form example);
+- a JSON ``POST`` to ``/token/`` or ``/token/<username>/`` (username from the path when the
+  body has none).
+
+Field names are the spec's (``username``, ``selector``, ``token_calls``, ``appid_calls``,
+``token_msgs``, ``appid_msgs``) or the raw variable names (``pushToken``,
+``pushTokenIncomingCall``, ...), matched case-insensitively. Any other field is kept as an
+``extra`` under its lower-cased name.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import InvalidReport, MethodNotAllowed
+from ._fields import DEFAULT_KEYS, FieldCollector, decode_form, decode_url, split_pairs
+from ._templates import FORM, load_json_body, media_type, _json_scalar
+from ._values import Report, Request
+
+__all__ = ["DefaultShapes", "DEFAULT_SHAPES"]
+
+_TOKEN_PATH = re.compile(r"/token(?:/([^/]*)/?)?")
+_PUSHTOKEN_PATH = re.compile(r"/pushToken/([^/]*)/([^/]*)/([^/]*?)/?")
+_METHODS = ("GET", "HEAD", "POST", "PUT")
+
+
+def _add(into: FieldCollector, key: str, value: str) -> None:
+    lk = key.lower()
+    field = DEFAULT_KEYS.get(lk)
+    if field is None:
+        into.add_extra(lk, value)
+    else:
+        into.add(field, value)
+
+
+def _add_pairs(into: FieldCollector, raw: str) -> None:
+    for key, value in split_pairs(raw):
+        name = decode_form(key, "a parameter name")
+        _add(into, name, decode_form(value, name))
+
+
+class DefaultShapes:
+    """Parser for the default shapes (no template configured)."""
+
+    #: Paths the default shapes own, for documentation and ``account-xml``.
+    paths = ("/token/", "/token/<username>/",
+             "/pushToken/<username>/<selector>/<pushToken>&appid=<pushappid>")
+
+    def owns(self, raw_path: str) -> bool:
+        return (_TOKEN_PATH.fullmatch(raw_path) is not None
+                or _PUSHTOKEN_PATH.fullmatch(raw_path) is not None)
+
+    def allowed_methods(self) -> tuple[str, ...]:
+        return _METHODS
+
+    def parse_request(self, request: Request) -> Report:
+        method = request.method.upper()
+        if method not in _METHODS:
+            raise MethodNotAllowed(f"method {method} is not allowed here",
+                                   allowed=_METHODS)
+        path = request.path
+        into = FieldCollector()
+        path_username: str | None = None
+        m = _TOKEN_PATH.fullmatch(path)
+        if m is not None:
+            shape = "default-token"
+            if m.group(1):
+                path_username = decode_url(m.group(1), "username")
+        else:
+            m = _PUSHTOKEN_PATH.fullmatch(path)
+            if m is None:
+                raise InvalidReport("path is not one of the default report paths")
+            shape = "default-path"
+            path_username = decode_url(m.group(1), "username")
+            into.add("selector", decode_url(m.group(2), "selector"))
+            # ".../%pushToken%&appid=%pushappid%": the app id sits inside the segment.
+            token, _, rest = m.group(3).partition("&")
+            into.add("token_msgs", decode_url(token, "token_msgs"))
+            for key, value in split_pairs(rest):
+                name = decode_url(key, "a parameter name")
+                _add(into, name, decode_url(value, name))
+        if request.query:
+            _add_pairs(into, request.query)
+        if method in ("POST", "PUT") and request.body.strip():
+            mt = media_type(request.content_type)
+            if mt.endswith("json"):
+                data = load_json_body(request.body)
+                if not isinstance(data, dict):
+                    raise InvalidReport("body must be a JSON object")
+                for key, value in data.items():
+                    scalar = _json_scalar(value, key)
+                    if scalar is not None:
+                        _add(into, key, scalar)
+                shape = "default-json"
+            elif mt in ("", FORM):
+                try:
+                    text = request.body.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidReport("body is not valid UTF-8") from None
+                _add_pairs(into, text.strip())
+                shape = "default-form"
+            else:
+                raise InvalidReport(f"Content-Type {mt!r} is not a default shape; configure "
+                                    "a template for it")
+        elif shape == "default-token":
+            shape = "default-query"
+        if path_username is not None and "username" not in into.fields:
+            into.add("username", path_username)
+        return into.report(user_agent=request.user_agent, shape=shape)
+
+
+DEFAULT_SHAPES = DefaultShapes()

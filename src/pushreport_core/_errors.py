@@ -1,0 +1,104 @@
+"""Errors that say whose fault it is.
+
+Every error pushreport raises derives from :class:`PushReportError` and carries an
+``error_status_hint``: the HTTP status an adapter should answer with. The core never
+speaks HTTP itself; only the WSGI adapter turns hints into responses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PushReportError",
+    "InvalidReport",
+    "RequestTooLarge",
+    "AuthenticationFailed",
+    "StorageUnavailable",
+    "ConfigurationError",
+    "MethodNotAllowed",
+]
+
+
+class PushReportError(Exception):
+    """Base class of every error pushreport raises on purpose."""
+
+    #: The HTTP status an adapter should answer with.
+    error_status_hint: int = 500
+
+    def __init__(self, msg: str, *, error_status_hint: int | None = None) -> None:
+        if type(self) is PushReportError:
+            raise TypeError("PushReportError is abstract; raise one of its subclasses")
+        super().__init__(msg)
+        self.msg = msg
+        if error_status_hint is not None:
+            self.error_status_hint = error_status_hint
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+class InvalidReport(PushReportError):
+    """The request is not a valid report: the client's fault (4xx).
+
+    Nothing of an invalid report is ever stored.
+    """
+
+    error_status_hint = 400
+
+
+class RequestTooLarge(InvalidReport):
+    """The body, target or a field is over its limit."""
+
+    error_status_hint = 413
+
+
+class AuthenticationFailed(PushReportError):
+    """The report's credentials were refused (403)."""
+
+    error_status_hint = 403
+
+
+class StorageUnavailable(PushReportError):
+    """A storage backend failed or stayed locked: the backend's fault (503).
+
+    The app retries any non-2xx answer, so the report is not lost: it comes again.
+    ``retry_after`` is the number of seconds to advertise in ``Retry-After``.
+    """
+
+    error_status_hint = 503
+
+    def __init__(self, msg: str, *, retry_after: int = 5) -> None:
+        super().__init__(msg)
+        self.retry_after = retry_after
+
+
+class ConfigurationError(PushReportError):
+    """The deployer's configuration is unusable; raised at start-up, never per request.
+
+    ``key`` names the configuration value (e.g. ``pushTokenReporterUrl``) and
+    ``position`` the 0-based character offset in it where the problem is, when known.
+    """
+
+    error_status_hint = 500
+
+    def __init__(self, msg: str, *, key: str | None = None, position: int | None = None,
+                 text: str | None = None) -> None:
+        self.key = key
+        self.position = position
+        self.text = text
+        full = msg
+        if key is not None:
+            full = f"{key}: {msg}"
+        if text is not None and position is not None:
+            # Point at the spot, like a compiler does.
+            full += f"\n    {text}\n    {' ' * position}^"
+        super().__init__(full)
+
+
+class MethodNotAllowed(InvalidReport):
+    """The request's method is not one the configured shapes accept (405)."""
+
+    error_status_hint = 405
+
+    def __init__(self, msg: str, *, allowed: tuple[str, ...]) -> None:
+        super().__init__(msg)
+        self.allowed = allowed

@@ -1,0 +1,208 @@
+"""Domain values: a parsed :class:`Report` and a stored :class:`Registration`.
+
+All values are frozen; changing one means ``attrs.evolve``. Untrusted input never reaches
+these classes directly: it goes through :func:`pushreport_core.parse_request`, which
+validates every field first. Validators here only guard invariants.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime, timezone
+from typing import Any, Literal, Mapping
+
+import attrs
+
+__all__ = ["Secret", "Request", "Report", "Registration", "TokenPair", "Purpose", "TOKEN_FIELDS",
+           "REGISTRATION_FIELDS"]
+
+Purpose = Literal["call", "message"]
+
+#: The four fields that travel as two (token, app id) pairs.
+TOKEN_FIELDS = ("token_calls", "appid_calls", "token_msgs", "appid_msgs")
+
+#: The keys of a registration as ``pushreport list --json`` prints it, in order.
+REGISTRATION_FIELDS = (
+    "selector", "username", "token_calls", "appid_calls", "token_msgs", "appid_msgs",
+    "extra", "user_agent", "first_seen", "last_seen", "reports",
+)
+
+
+class Secret:
+    """A credential (the account password) that never shows itself.
+
+    ``repr()`` and ``str()`` are redacted, it is not JSON-serialisable and it does not
+    pickle, so it cannot end up in a log line, a stored row or an error message by
+    accident. :meth:`reveal` hands the value to the one place that needs it
+    (authentication); :meth:`matches` compares in constant time.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def matches(self, other: str) -> bool:
+        return hmac.compare_digest(self._value.encode("utf-8"), other.encode("utf-8"))
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            return self.matches(other._value)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(Secret)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled")
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _utc(instance: Any, attribute: attrs.Attribute[Any], value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() != timezone.utc.utcoffset(None):
+        raise ValueError(f"{attribute.name} must be an aware datetime in UTC, got {value!r}")
+
+
+def _extra(value: Mapping[str, str] | None) -> dict[str, str]:
+    return dict(value) if value else {}
+
+
+@attrs.frozen(kw_only=True)
+class TokenPair:
+    """A device token and the app id to send it with: what the push gateway needs."""
+
+    token: str
+    app_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """One report as the app sent it, validated.
+
+    A field that is ``None`` was not known to the app at the time (the iOS delay), and
+    never erases a stored value when merged.
+    """
+
+    selector: str
+    username: str | None = None
+    token_calls: str | None = None
+    appid_calls: str | None = None
+    token_msgs: str | None = None
+    appid_msgs: str | None = None
+    extra: dict[str, str] = attrs.field(factory=dict, converter=_extra, hash=False)
+    user_agent: str | None = None
+    #: The account password, when the template carries ``%account[password]%``. Handed
+    #: to authentication only: never stored, never shown.
+    password: Secret | None = attrs.field(default=None, repr=False, eq=False, hash=False)
+    #: Which shape the request matched ("template", "default-query", ...): for logs.
+    shape: str = attrs.field(default="template", eq=False, hash=False)
+
+
+@attrs.frozen(kw_only=True)
+class Registration:
+    """What is stored for one ``selector`` (one account in one app install)."""
+
+    selector: str
+    username: str | None = None
+    token_calls: str | None = None
+    appid_calls: str | None = None
+    token_msgs: str | None = None
+    appid_msgs: str | None = None
+    extra: dict[str, str] = attrs.field(factory=dict, converter=_extra, hash=False)
+    user_agent: str | None = None
+    first_seen: datetime = attrs.field(validator=_utc)
+    last_seen: datetime = attrs.field(validator=_utc)
+    reports: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+    def pair(self, purpose: Purpose) -> TokenPair | None:
+        """The pair to push with: PushKit for calls, the other pair for everything else.
+
+        ``None`` when this registration lacks the token (or app id) the purpose needs.
+        """
+        if purpose == "call":
+            token, app_id = self.token_calls, self.appid_calls
+        elif purpose == "message":
+            token, app_id = self.token_msgs, self.appid_msgs
+        else:
+            raise ValueError(f"purpose must be 'call' or 'message', not {purpose!r}")
+        if token is None or app_id is None:
+            return None
+        return TokenPair(token=token, app_id=app_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with exactly :data:`REGISTRATION_FIELDS` as keys."""
+        return {
+            "selector": self.selector,
+            "username": self.username,
+            "token_calls": self.token_calls,
+            "appid_calls": self.appid_calls,
+            "token_msgs": self.token_msgs,
+            "appid_msgs": self.appid_msgs,
+            "extra": dict(self.extra),
+            "user_agent": self.user_agent,
+            "first_seen": format_time(self.first_seen),
+            "last_seen": format_time(self.last_seen),
+            "reports": self.reports,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Registration:
+        """The inverse of :meth:`to_json` (for backends that store JSON)."""
+        return cls(
+            selector=data["selector"],
+            username=data.get("username"),
+            token_calls=data.get("token_calls"),
+            appid_calls=data.get("appid_calls"),
+            token_msgs=data.get("token_msgs"),
+            appid_msgs=data.get("appid_msgs"),
+            extra=data.get("extra") or {},
+            user_agent=data.get("user_agent"),
+            first_seen=parse_time(data["first_seen"]),
+            last_seen=parse_time(data["last_seen"]),
+            reports=int(data.get("reports", 1)),
+        )
+
+
+def format_time(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, microseconds kept so that values round-trip."""
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """The parts of an HTTP request that a report can travel in.
+
+    ``target`` is the *raw* request target (path and query, still percent-encoded) as
+    it came over the wire, so that a token carrying ``%2F`` in a path segment survives.
+    """
+
+    method: str
+    target: str
+    body: bytes = b""
+    content_type: str | None = None
+    user_agent: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
