@@ -1,0 +1,89 @@
+"""Hook specifications: how plugins extend pushreport.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose names are
+the hooks below. Installed plugins are found through the ``pushreport`` entry-point
+group, the same way the built-in storage backends are::
+
+    [project.entry-points.pushreport]
+    mybackend = "my_package.pushreport_plugin"
+
+Every hook takes keyword arguments only; an implementation may accept any subset of
+them, in any order (pluggy's rule).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pushreport_core import Registration, Report, Request, Secret
+
+    from .storage import StorageFactory
+
+__all__ = ["hookspec", "hookimpl", "PROJECT"]
+
+PROJECT = "pushreport"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Mark a plugin function as a pushreport hook implementation.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+    """Register storage backends by name.
+
+    Called once, when the plugin manager is set up, before the configuration picks its
+    backends by name (``[storage] backends = ["sqlite"]``).
+
+    :param register: call ``register(name, factory)`` for each backend this plugin
+        provides. ``factory(options, context)`` gets the backend's own table of the
+        configuration (``[storage.<name>]``, a dict) and a :class:`StorageContext`,
+        and returns an object that implements :class:`pushreport_wsgi.storage.Storage`.
+        Registering a name twice is a configuration error.
+    """
+
+
+@hookspec
+def pushreport_authenticate(report: Report, username: str | None, password: Secret | None,
+                            request: Request) -> bool | None:
+    """Decide whether a parsed report may be stored.
+
+    Called for every valid report, before it is stored. Every implementation is called.
+
+    :param report: the validated report.
+    :param username: the account username the request carries (``report.username``).
+    :param password: the account password from ``%account[password]%``, as a
+        :class:`~pushreport_core.Secret` (``None`` when the request carries none). Call
+        ``password.reveal()`` or ``password.matches(expected)``; never log it.
+    :param request: the raw request, for plugins that authenticate on the target.
+    :return: ``False`` to refuse (the app gets ``403`` and nothing is stored), ``True``
+        to vouch for it, ``None`` for no opinion. One ``False`` refuses the report.
+    """
+
+
+@hookspec
+def pushreport_transform_report(report: Report, request: Request) -> Report | None:
+    """Validate or rewrite a report before it is stored.
+
+    Called for every authenticated report. Implementations are called in turn, each
+    seeing the report as the previous one returned it.
+
+    :return: a new :class:`~pushreport_core.Report` (make one with ``attrs.evolve``) to
+        replace it, or ``None`` to keep it. Raise
+        :class:`~pushreport_core.InvalidReport` to refuse it (``400``, nothing stored).
+    """
+
+
+@hookspec
+def pushreport_report_stored(registration: Registration, report: Report) -> None:
+    """Notification that a report was committed by every required backend.
+
+    Called after the commit and before the app's ``200``. Every implementation is called.
+    An exception here is logged and does not change the answer: the report is stored.
+
+    :param registration: the registration as stored after the merge.
+    :param report: the report that was merged.
+    """
