@@ -1,0 +1,40 @@
+"""pushreport_sqlite: the built-in SQLite storage backend.
+
+This module is the plugin. It is declared in pushreport's own ``pyproject.toml`` exactly
+as a third-party backend would be::
+
+    [project.entry-points.pushreport]
+    sqlite = "pushreport_sqlite"
+
+and picked in the configuration by name::
+
+    [storage]
+    backends = ["sqlite"]
+
+    [storage.sqlite]
+    path = "pushreport.sqlite3"   # relative to the configuration file's folder
+    synchronous = "normal"        # or "full": fsync before answering
+    busy_timeout = 2.0            # seconds a lock may be waited for, then 503
+
+The database is an ordinary SQLite file (WAL mode) with one table, ``registrations``,
+readable with the ``sqlite3`` shell; ``PRAGMA user_version`` is the schema version.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pushreport_wsgi.hookspecs import hookimpl
+from pushreport_wsgi.storage import StorageFactory
+
+from ._storage import (DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SCHEMA_VERSION, SYNCHRONOUS,
+                       SQLiteStorage)
+
+__all__ = ["SQLiteStorage", "SCHEMA_VERSION", "DEFAULT_PATH", "DEFAULT_BUSY_TIMEOUT",
+           "SYNCHRONOUS", "pushreport_register_storage"]
+
+
+@hookimpl
+def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+    """Register the ``sqlite`` backend."""
+    register("sqlite", SQLiteStorage.from_options)

@@ -174,8 +174,13 @@ class Registration:
 
 
 def format_time(value: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, microseconds kept so that values round-trip."""
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with a ``Z`` and always six fractional digits.
+
+    Microseconds are kept so that values round-trip, and always written so that text
+    order is time order (a backend may compare the strings, as SQLite's MIN/MAX do).
+    """
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
 
 
 def parse_time(value: str) -> datetime:

@@ -1,0 +1,349 @@
+"""The SQLite storage backend: one file, WAL mode, the merge rule done by one statement."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import attrs
+
+from pushreport_core import (ConfigurationError, Registration, Report, StorageUnavailable,
+                             format_time, parse_time)
+from pushreport_wsgi.storage import StorageContext
+
+__all__ = ["SQLiteStorage", "SCHEMA_VERSION", "DEFAULT_PATH", "SYNCHRONOUS",
+           "DEFAULT_BUSY_TIMEOUT", "MAX_BUSY_TIMEOUT"]
+
+#: ``PRAGMA user_version`` of the schema below.
+SCHEMA_VERSION = 1
+#: ``[storage.sqlite] path`` when unset, relative to the configuration's folder.
+DEFAULT_PATH = "pushreport.sqlite3"
+#: ``[storage.sqlite] synchronous``: "normal" survives a process crash (WAL), "full"
+#: also a power loss (fsync before the answer).
+SYNCHRONOUS = ("normal", "full")
+DEFAULT_BUSY_TIMEOUT = 2.0
+#: A request thread waiting longer than this for a lock is worth less than a 503: the
+#: app retries any non-2xx answer.
+MAX_BUSY_TIMEOUT = 60.0
+#: Rows fetched per query while iterating, so that ``iter(storage)`` never loads the
+#: whole table and holds no statement open between pages.
+PAGE_SIZE = 256
+
+_OPTIONS = ("path", "synchronous", "busy_timeout")
+
+_COLUMNS = ("selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
+            "extra, user_agent, first_seen, last_seen, reports")
+
+# Times are stored as ISO 8601 in UTC with exactly six fractional digits, so that text
+# order is time order and MIN()/MAX() below compare instants correctly.
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS registrations (
+    selector    TEXT NOT NULL PRIMARY KEY,
+    username    TEXT,
+    token_calls TEXT,
+    appid_calls TEXT,
+    token_msgs  TEXT,
+    appid_msgs  TEXT,
+    extra       TEXT NOT NULL DEFAULT '{}',  -- JSON object of strings
+    user_agent  TEXT,
+    first_seen  TEXT NOT NULL,  -- ISO 8601 UTC, e.g. 2024-05-01T12:00:00.000000Z
+    last_seen   TEXT NOT NULL,
+    reports     INTEGER NOT NULL
+)""",
+    # (username, selector): find() by username returns rows in selector order
+    # straight from the index, without a sort.
+    "CREATE INDEX IF NOT EXISTS registrations_username ON registrations (username, selector)",
+)
+
+# The merge rule of pushreport_core.merge, done by the database in one atomic statement:
+# "a null value for pushTokenOther" (the iOS delay) never erases a stored value.
+UPSERT = f"""INSERT INTO registrations ({_COLUMNS})
+VALUES (:selector, :username, :token_calls, :appid_calls, :token_msgs, :appid_msgs,
+        :extra, :user_agent, :now, :now, 1)
+ON CONFLICT (selector) DO UPDATE SET
+    username    = COALESCE(excluded.username, registrations.username),
+    token_calls = COALESCE(excluded.token_calls, registrations.token_calls),
+    appid_calls = COALESCE(excluded.appid_calls, registrations.appid_calls),
+    token_msgs  = COALESCE(excluded.token_msgs, registrations.token_msgs),
+    appid_msgs  = COALESCE(excluded.appid_msgs, registrations.appid_msgs),
+    extra       = json_patch(registrations.extra, excluded.extra),
+    user_agent  = COALESCE(excluded.user_agent, registrations.user_agent),
+    first_seen  = MIN(registrations.first_seen, excluded.first_seen),
+    last_seen   = MAX(registrations.last_seen, excluded.last_seen),
+    reports     = registrations.reports + 1
+RETURNING {_COLUMNS}"""
+GET = f"SELECT {_COLUMNS} FROM registrations WHERE selector = ?"
+FIND_BY_USERNAME = f"SELECT {_COLUMNS} FROM registrations WHERE username = ? ORDER BY selector"
+PAGE_FIRST = f"SELECT {_COLUMNS} FROM registrations ORDER BY selector LIMIT ?"
+PAGE_AFTER = f"SELECT {_COLUMNS} FROM registrations WHERE selector > ? ORDER BY selector LIMIT ?"
+REMOVE = "DELETE FROM registrations WHERE selector = ?"
+# A write that changes nothing: it waits for the write lock like an upsert and fails on
+# a read-only file (a bare BEGIN IMMEDIATE does not, in WAL mode).
+PING = "DELETE FROM registrations WHERE 0"
+_PRAGMA_SYNCHRONOUS = {"normal": "PRAGMA synchronous = NORMAL",
+                       "full": "PRAGMA synchronous = FULL"}
+
+# Short messages by SQLite primary result code: no SQL, no values, no path.
+_MESSAGES = {
+    sqlite3.SQLITE_READONLY: "sqlite database is read-only",
+    sqlite3.SQLITE_IOERR: "sqlite disk I/O error",
+    sqlite3.SQLITE_CORRUPT: "sqlite database file is corrupt",
+    sqlite3.SQLITE_FULL: "sqlite database or disk is full",
+    sqlite3.SQLITE_CANTOPEN: "sqlite database file cannot be opened",
+    sqlite3.SQLITE_NOTADB: "sqlite database file is not a database",
+    sqlite3.SQLITE_PERM: "sqlite database access is denied",
+}
+_LOCKED = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _db_time(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"now must be an aware datetime, got {value!r}")
+    return format_time(value)
+
+
+def _dump_extra(extra: Mapping[str, str]) -> str:
+    return json.dumps(dict(extra), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _decode(row: tuple[Any, ...]) -> Registration:
+    (selector, username, token_calls, appid_calls, token_msgs, appid_msgs, extra,
+     user_agent, first_seen, last_seen, reports) = row
+    try:
+        return Registration(
+            selector=selector, username=username, token_calls=token_calls,
+            appid_calls=appid_calls, token_msgs=token_msgs, appid_msgs=appid_msgs,
+            extra=json.loads(extra), user_agent=user_agent,
+            first_seen=parse_time(first_seen), last_seen=parse_time(last_seen),
+            reports=reports)
+    except (TypeError, ValueError) as exc:
+        raise StorageUnavailable("sqlite database holds a row that cannot be read") from exc
+
+
+def _check_synchronous(instance: Any, attribute: Any, value: str) -> None:
+    if value not in SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {value!r}")
+
+
+def _check_busy_timeout(instance: Any, attribute: Any, value: float) -> None:
+    if not 0 <= value <= MAX_BUSY_TIMEOUT:
+        raise ValueError(f"busy_timeout must be 0 to {MAX_BUSY_TIMEOUT:g} seconds, "
+                         f"not {value!r}")
+
+
+@attrs.define(eq=False)
+class SQLiteStorage:
+    """A :class:`~pushreport_wsgi.storage.Storage` in one SQLite file.
+
+    Safe across threads (one connection per thread, opened on first use) and across
+    processes (gunicorn workers: SQLite's file locks, WAL mode). Every write is one
+    statement committed before the method returns; a lock held longer than
+    *busy_timeout* seconds, or any database failure, raises
+    :class:`~pushreport_core.StorageUnavailable`.
+    """
+
+    name = "sqlite"
+
+    path: Path = attrs.field(converter=Path)
+    synchronous: str = attrs.field(default="normal", validator=_check_synchronous)
+    busy_timeout: float = attrs.field(default=DEFAULT_BUSY_TIMEOUT, converter=float,
+                                      validator=_check_busy_timeout)
+    _local: threading.local = attrs.field(init=False, factory=threading.local, repr=False)
+    _schema_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock,
+                                               repr=False)
+    _schema_ready: bool = attrs.field(init=False, default=False, repr=False)
+    _closed: bool = attrs.field(init=False, default=False, repr=False)
+    # Connections inherited through fork(): SQLite forbids using (or closing) them in
+    # the child, so the child only keeps them from being collected.
+    _inherited: list[sqlite3.Connection] = attrs.field(init=False, factory=list,
+                                                       repr=False)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> SQLiteStorage:
+        """The backend for the ``[storage.sqlite]`` table of the configuration.
+
+        Options: ``path`` (default ``pushreport.sqlite3``, relative to
+        ``context.base_dir``), ``synchronous`` (``"normal"`` or ``"full"``) and
+        ``busy_timeout`` (seconds, default 2). Opens nothing yet.
+
+        :raises ConfigurationError: an unknown option or a value of the wrong type,
+            naming ``storage.sqlite.<option>``.
+        """
+        for key in options:
+            if key not in _OPTIONS:
+                raise ConfigurationError("unknown option; the options are "
+                                         + ", ".join(_OPTIONS),
+                                         key=f"storage.sqlite.{key}")
+        path = options.get("path", DEFAULT_PATH)
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigurationError(f"must be a file path (a non-empty string), not {path!r}",
+                                     key="storage.sqlite.path")
+        synchronous = options.get("synchronous", "normal")
+        if not isinstance(synchronous, str) or synchronous.lower() not in SYNCHRONOUS:
+            raise ConfigurationError(f'must be "normal" or "full", not {synchronous!r}',
+                                     key="storage.sqlite.synchronous")
+        busy_timeout = options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)
+        if (isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float))
+                or not 0 <= busy_timeout <= MAX_BUSY_TIMEOUT):
+            raise ConfigurationError(f"must be a number of seconds from 0 to "
+                                     f"{MAX_BUSY_TIMEOUT:g}, not {busy_timeout!r}",
+                                     key="storage.sqlite.busy_timeout")
+        return cls(path=Path(context.base_dir, path), synchronous=synchronous.lower(),
+                   busy_timeout=busy_timeout)
+
+    # -- connections -------------------------------------------------------------
+
+    def _unavailable(self, exc: sqlite3.Error) -> StorageUnavailable:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        if primary in _LOCKED:
+            return StorageUnavailable("sqlite database is locked",
+                                      retry_after=max(1, math.ceil(self.busy_timeout)))
+        return StorageUnavailable(_MESSAGES.get(primary, "sqlite database failed"))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageUnavailable("sqlite storage is closed")
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None:
+            if local.pid == os.getpid():
+                return conn
+            self._inherited.append(conn)
+            local.conn = None
+        conn = self._open()
+        local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: autocommit. Each write below is a single statement,
+        # which SQLite runs as its own transaction and commits when it completes.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            conn.execute(_PRAGMA_SYNCHRONOUS[self.synchronous])
+            if not self._schema_ready:
+                with self._schema_lock:
+                    if not self._schema_ready:
+                        self._create_schema(conn)
+                        self._schema_ready = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StorageUnavailable(f"sqlite database schema version {version} is newer "
+                                     f"than this pushreport's ({SCHEMA_VERSION})")
+        self._switch_to_wal(conn)
+        conn.execute("BEGIN IMMEDIATE")  # another process may be creating it too
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                for statement in SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA journal_mode = WAL``, persistent: recorded in the file.
+
+        SQLite answers SQLITE_BUSY at once, without its busy handler, while another
+        connection holds a lock (workers starting together on a new file), so retry
+        here until *busy_timeout*.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code not in _LOCKED or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _run(self, sql: str, params: Any = (), *, rowcount: bool = False) -> Any:
+        """Run one statement to completion on this thread's connection.
+
+        Returns its rows, or with *rowcount* the number of rows it changed.
+        """
+        try:
+            cursor = self._connection().execute(sql, params)
+            # Stepping to the end completes (and, in autocommit, commits) the statement.
+            rows = cursor.fetchall()
+            return cursor.rowcount if rowcount else rows
+        except sqlite3.ProgrammingError:
+            raise  # our bug, not the database's
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- Storage -------------------------------------------------------------------
+
+    def upsert(self, report: Report, *, now: datetime) -> Registration:
+        """Merge *report* into its selector's row in one statement; committed on return.
+
+        The account password (``report.password``) is not a column: it is never written.
+        """
+        params = {
+            "selector": report.selector,
+            "username": report.username,
+            "token_calls": report.token_calls,
+            "appid_calls": report.appid_calls,
+            "token_msgs": report.token_msgs,
+            "appid_msgs": report.appid_msgs,
+            "extra": _dump_extra(report.extra),
+            "user_agent": report.user_agent,
+            "now": _db_time(now),
+        }
+        (row,) = self._run(UPSERT, params)
+        return _decode(row)
+
+    def get(self, selector: str) -> Registration | None:
+        rows = self._run(GET, (selector,))
+        return _decode(rows[0]) if rows else None
+
+    def find(self, *, username: str | None = None) -> list[Registration]:
+        if username is None:
+            return list(self)
+        return [_decode(row) for row in self._run(FIND_BY_USERNAME, (username,))]
+
+    def __iter__(self) -> Iterator[Registration]:
+        # Keyset pages: no statement stays open between yields, so a caller may
+        # remove() while iterating and each removal commits at once.
+        rows = self._run(PAGE_FIRST, (PAGE_SIZE,))
+        while True:
+            for row in rows:
+                yield _decode(row)
+            if len(rows) < PAGE_SIZE:
+                return
+            rows = self._run(PAGE_AFTER, (rows[-1][0], PAGE_SIZE))
+
+    def remove(self, selector: str) -> bool:
+        return self._run(REMOVE, (selector,), rowcount=True) > 0
+
+    def ping(self) -> None:
+        """Take and release the write lock: fails on a locked, read-only or broken file."""
+        self._run(PING)
+
+    def close(self) -> None:
+        """Close this thread's connection; other threads' close as they are collected."""
+        self._closed = True
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local = threading.local()

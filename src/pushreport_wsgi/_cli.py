@@ -1,0 +1,138 @@
+"""The ``pushreport`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from pushreport_core import DEFAULT_SHAPES, ConfigurationError, Registration, account_xml
+
+from ._config import Config, load_config
+from ._redact import shorten
+from ._service import Receiver
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("pushreport")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushreport",
+        description="Receive, validate and store the push tokens the Acrobits app reports.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE",
+                       help="TOML configuration file (default: the embedded default: "
+                            "default shapes, SQLite in ./pushreport.sqlite3)")
+
+    serve = sub.add_parser("serve", help="run the receiver under a production WSGI server")
+    config_option(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
+                       "[storage.sqlite] path (default ./pushreport.sqlite3)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 2)")
+
+    lst = sub.add_parser("list", help="print the stored registrations")
+    config_option(lst)
+    lst.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
+                     "[storage.sqlite] path")
+    lst.add_argument("--username", metavar="U", help="only this username's registrations")
+    lst.add_argument("--selector", metavar="S", help="only this selector's registration")
+    lst.add_argument("--json", action="store_true",
+                     help="print a JSON array of objects, for scripts")
+
+    axml = sub.add_parser("account-xml",
+                          help="print the Account XML keys for the configured shapes")
+    config_option(axml)
+    axml.add_argument("--base-url", metavar="URL",
+                      help="scheme and host the app should call, e.g. "
+                           "https://push.example.com")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config) if args.config else Config()
+    if getattr(args, "db", None):
+        config = config.with_sqlite_path(args.db)
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "list":
+            return _list(args)
+        if args.command == "account-xml":
+            return _account_xml(args)
+    except ConfigurationError as e:
+        print(f"pushreport: configuration error: {e}", file=sys.stderr)
+        return 2
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ._server import serve
+
+    config = _load(args)
+    server = config.server
+    return serve(config, host=args.host or server.host,
+                 port=args.port if args.port is not None else server.port,
+                 workers=args.workers or server.workers)
+
+
+def _list(args: argparse.Namespace) -> int:
+    config = _load(args)
+    receiver = Receiver.from_config(config)
+    try:
+        storage = receiver.storage
+        registrations: list[Registration]
+        if args.selector:
+            one = storage.get(args.selector)
+            registrations = [one] if one is not None else []
+            if args.username:
+                registrations = [r for r in registrations if r.username == args.username]
+        elif args.username:
+            registrations = storage.find(username=args.username)
+        else:
+            registrations = list(storage)
+    finally:
+        receiver.close()
+    if args.json:
+        json.dump([r.to_json() for r in registrations], sys.stdout, ensure_ascii=False,
+                  indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not registrations:
+        print("no registrations")
+        return 0
+    header = ("SELECTOR", "USERNAME", "TOKEN_MSGS", "TOKEN_CALLS", "LAST_SEEN", "REPORTS")
+    rows = [header] + [
+        (r.selector, r.username or "-", shorten(r.token_msgs or "-", 12),
+         shorten(r.token_calls or "-", 12),
+         r.last_seen.strftime("%Y-%m-%d %H:%M:%S"), str(r.reports))
+        for r in registrations
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _account_xml(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else Config()
+    shapes = config.reporter.shapes()
+    template = None if shapes is DEFAULT_SHAPES else shapes
+    sys.stdout.write(account_xml(template, base_url=args.base_url))  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

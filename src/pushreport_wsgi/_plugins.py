@@ -1,0 +1,140 @@
+"""The plugin manager: built by a factory, never a global (tox's ``plugin/manager.py``).
+
+:func:`make_plugin_manager` builds a :class:`pluggy.PluginManager` for the
+``pushreport`` project: the hookspecs of :mod:`pushreport_wsgi.hookspecs`, the plugin
+objects the caller passes, and the plugins installed under the ``pushreport``
+entry-point group (the built-in storage backends among them, declared in our own
+``pyproject.toml`` exactly as a third party would). The helpers below call the hooks
+whose semantics pluggy does not give by itself: registration by name, a chained
+transform, and a veto.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import pluggy
+
+from pushreport_core import ConfigurationError, Report, Request
+
+from . import hookspecs
+from .hookspecs import PROJECT
+
+if TYPE_CHECKING:
+    from .storage import StorageFactory
+
+__all__ = ["make_plugin_manager", "collect_storage_factories", "transform_report",
+           "authenticate"]
+
+
+def make_plugin_manager(*, load_entrypoints: bool = True, blocked: Iterable[str] = (),
+                        plugins: Iterable[object] = ()) -> pluggy.PluginManager:
+    """A new plugin manager with every pushreport plugin registered.
+
+    :param load_entrypoints: load the plugins installed under the ``pushreport``
+        entry-point group (``False`` for tests and embedders that pass their own).
+    :param blocked: entry-point names (``"sqlite"``) or plugin names that must not be
+        loaded, e.g. a broken third-party plugin. Blocked before anything is loaded.
+    :param plugins: plugin objects (modules, instances) to register, before the
+        installed ones; since pluggy calls the most recently registered plugin first,
+        installed plugins run before these. A module that is also an installed entry
+        point must not be passed here too: block its name or pass
+        ``load_entrypoints=False``.
+    :raises pluggy.PluginValidationError: a plugin implements a hook that does not
+        exist (``check_pending``) or with an unknown argument.
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in blocked:
+        pm.set_blocked(name)
+    for plugin in plugins:
+        pm.register(plugin)
+    if load_entrypoints:
+        pm.load_setuptools_entrypoints(PROJECT)
+    # A misspelled hook (pushreport_report_sotred) fails here, at start-up, not silently.
+    pm.check_pending()
+    return pm
+
+
+def _impls_in_call_order(pm: pluggy.PluginManager, hook_name: str) -> Iterator[Any]:
+    """The plain (non-wrapper) implementations of *hook_name*, in pluggy's call order."""
+    caller = getattr(pm.hook, hook_name)
+    for impl in reversed(caller.get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        yield impl
+
+
+def _call(impl: Any, **kwargs: Any) -> Any:
+    # pluggy calls an implementation with the arguments it asked for, by position.
+    return impl.function(*[kwargs[name] for name in impl.argnames])
+
+
+def collect_storage_factories(pm: pluggy.PluginManager) -> dict[str, StorageFactory]:
+    """Every storage backend the plugins register, by name.
+
+    Calls each implementation of ``pushreport_register_storage`` in turn (pluggy's
+    order), so that a clash names both plugins.
+
+    :raises ConfigurationError: a name is registered twice, is not a non-empty string,
+        or comes with something that is not callable.
+    """
+    factories: dict[str, StorageFactory] = {}
+    owners: dict[str, str] = {}
+    for impl in _impls_in_call_order(pm, "pushreport_register_storage"):
+        plugin_name = impl.plugin_name
+
+        def register(name: str, factory: StorageFactory, *, _plugin: str = plugin_name) -> None:
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(
+                    f"plugin {_plugin!r} registered a storage backend with an invalid "
+                    f"name {name!r}")
+            if not callable(factory):
+                raise ConfigurationError(
+                    f"plugin {_plugin!r} registered storage backend {name!r} with a "
+                    f"factory that is not callable")
+            if name in factories:
+                raise ConfigurationError(
+                    f"storage backend {name!r} is registered twice, by plugin "
+                    f"{owners[name]!r} and by plugin {_plugin!r}")
+            factories[name] = factory
+            owners[name] = _plugin
+
+        _call(impl, register=register)
+    return factories
+
+
+def transform_report(pm: pluggy.PluginManager, report: Report, request: Request) -> Report:
+    """Run ``pushreport_transform_report`` as a chain and return the final report.
+
+    Each implementation, in pluggy's call order (last registered first, ``tryfirst``
+    and ``trylast`` honoured), sees the report as the previous one returned it;
+    ``None`` keeps it. Hook wrappers are not part of the chain. An
+    :class:`~pushreport_core.InvalidReport` raised by a plugin propagates.
+
+    :raises TypeError: a plugin returned something that is neither a ``Report`` nor
+        ``None`` (a plugin bug, not the client's fault).
+    """
+    for impl in _impls_in_call_order(pm, "pushreport_transform_report"):
+        result = _call(impl, report=report, request=request)
+        if result is None:
+            continue
+        if not isinstance(result, Report):
+            raise TypeError(f"plugin {impl.plugin_name!r} returned "
+                            f"{type(result).__name__} from pushreport_transform_report; "
+                            "expected a Report or None")
+        report = result
+    return report
+
+
+def authenticate(pm: pluggy.PluginManager, report: Report, request: Request) -> bool:
+    """Ask every ``pushreport_authenticate`` implementation; ``False`` if any refuses.
+
+    ``True`` when no plugin has an opinion (authentication is opt-in). A plugin that
+    answers anything but ``True`` or ``None`` counts as a refusal: a credential check
+    fails closed.
+    """
+    answers: list[Any] = pm.hook.pushreport_authenticate(
+        report=report, username=report.username, password=report.password,
+        request=request)
+    return all(answer is True for answer in answers)

@@ -1,0 +1,142 @@
+"""The receiver: one report in, one durable registration out.
+
+It ties the pure core to the plugins (authentication, transformation, storage,
+notification). It knows nothing of HTTP: the WSGI adapter turns its results and errors
+into responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import attrs
+import pluggy
+
+from pushreport_core import (AuthenticationFailed, ConfigurationError, Registration,
+                             Request, Shapes, StorageUnavailable, parse_request)
+
+from ._config import Config
+from ._plugins import (authenticate, collect_storage_factories, make_plugin_manager,
+                       transform_report)
+from .storage import Storage, StorageContext
+
+__all__ = ["Receiver", "Backend"]
+
+log = logging.getLogger("pushreport")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@attrs.frozen
+class Backend:
+    """A configured storage backend and whether the app's 200 waits for it."""
+
+    name: str
+    storage: Storage
+    required: bool = True
+
+
+@attrs.define
+class Receiver:
+    """Parse, authenticate, transform and store reports for one configuration."""
+
+    config: Config
+    shapes: Shapes
+    plugin_manager: pluggy.PluginManager
+    backends: list[Backend]
+    clock: Callable[[], datetime] = _utcnow
+    failures: dict[str, int] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config | None = None, *,
+                    plugin_manager: pluggy.PluginManager | None = None,
+                    clock: Callable[[], datetime] = _utcnow) -> Receiver:
+        config = config if config is not None else Config()
+        pm = plugin_manager or make_plugin_manager(blocked=config.blocked_plugins)
+        shapes = config.reporter.shapes()
+        backends = open_backends(config, pm)
+        return cls(config=config, shapes=shapes, plugin_manager=pm, backends=backends,
+                   clock=clock)
+
+    def owns(self, method: str, raw_path: str) -> bool:
+        return self.shapes.owns(method, raw_path)
+
+    def handle(self, request: Request) -> Registration:
+        """Store the report *request* carries; return the registration as stored.
+
+        Raises a :class:`~pushreport_core.PushReportError` subclass when the report is
+        refused (nothing stored) or a required backend failed (the app retries).
+        """
+        report = parse_request(request, self.shapes, max_body=self.config.reporter.max_body)
+        pm = self.plugin_manager
+        if not authenticate(pm, report, request):
+            raise AuthenticationFailed("authentication refused")
+        report = transform_report(pm, report, request)
+        now = self.clock()
+        stored: Registration | None = None
+        for backend in self.backends:
+            try:
+                result = backend.storage.upsert(report, now=now)
+            except StorageUnavailable as e:
+                if backend.required:
+                    raise
+                self._best_effort_failed(backend, e)
+                continue
+            except Exception as e:
+                if backend.required:
+                    log.exception("storage backend %r failed", backend.name)
+                    raise StorageUnavailable(f"storage backend {backend.name!r} failed") \
+                        from e
+                self._best_effort_failed(backend, e)
+                continue
+            if stored is None:
+                stored = result
+        if stored is None:  # pragma: no cover - open_backends requires one required
+            raise StorageUnavailable("no storage backend committed the report")
+        try:
+            pm.hook.pushreport_report_stored(registration=stored, report=report)
+        except Exception:
+            log.exception("a pushreport_report_stored hook failed; the report is stored")
+        return stored
+
+    def _best_effort_failed(self, backend: Backend, error: Exception) -> None:
+        self.failures[backend.name] = self.failures.get(backend.name, 0) + 1
+        log.warning("best-effort storage backend %r failed: %s", backend.name, error)
+
+    @property
+    def storage(self) -> Storage:
+        """The first backend: the one ``pushreport list`` reads."""
+        return self.backends[0].storage
+
+    def close(self) -> None:
+        for backend in self.backends:
+            try:
+                backend.storage.close()
+            except Exception:  # pragma: no cover
+                log.exception("closing storage backend %r failed", backend.name)
+
+
+def open_backends(config: Config, pm: pluggy.PluginManager) -> list[Backend]:
+    """Open the configured backends, in order."""
+    factories = collect_storage_factories(pm)
+    context = StorageContext(base_dir=config.base_dir)
+    backends: list[Backend] = []
+    for name in config.storage.backends:
+        factory = factories.get(name)
+        if factory is None:
+            known = ", ".join(sorted(factories)) or "none"
+            raise ConfigurationError(f"no storage backend named {name!r} is installed "
+                                     f"(installed: {known})", key="storage.backends")
+        options: dict[str, Any] = config.storage.options_for(name)
+        required = options.pop("required", True)
+        if not isinstance(required, bool):
+            raise ConfigurationError("must be true or false", key=f"storage.{name}.required")
+        backends.append(Backend(name, factory(options, context), required))
+    if not any(b.required for b in backends):
+        raise ConfigurationError("at least one backend must be required",
+                                 key="storage.backends")
+    return backends

@@ -1,0 +1,96 @@
+"""Helpers to run ``pushreport serve`` as a real process on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+PUSHREPORT = [sys.executable, "-m", "pushreport_wsgi._cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, tmp_path: Path, *args: str, workers: int = 2) -> None:
+        self.port = free_port()
+        self.db = tmp_path / "pushreport.sqlite3"
+        self.log = (tmp_path / "server.log").open("w+b")
+        self.proc = subprocess.Popen(
+            [*PUSHREPORT, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--db", str(self.db), "--workers", str(workers), *args],
+            cwd=tmp_path, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not listen:\n{self.output()}") from None
+                time.sleep(0.05)
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def send(self, raw: bytes, timeout: float = 10.0) -> bytes:
+        """Send *raw* bytes as one request over a new connection; return the answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(raw)
+            chunks = []
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def kill(self) -> None:
+        """``kill -9`` the master and every worker."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def pushreport_list(db: Path, *args: str) -> list[dict]:
+    out = subprocess.run([*PUSHREPORT, "list", "--db", str(db), "--json", *args],
+                         capture_output=True, check=True, text=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -1,0 +1,183 @@
+"""`pushreport serve` as a real process: the spec's examples byte for byte, read back
+with `pushreport list --json`, and a kill -9 under load that loses nothing answered."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import PUSHREPORT, Server, pushreport_list
+
+pytestmark = pytest.mark.e2e
+
+SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
+TOKEN_MSGS = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
+TOKEN_CALLS = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
+
+SPEC_GET = (
+    b"GET /token/?username=johndow&password=12345678&selector="
+    b"12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14&token_msgs="
+    b"QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J&appid_msgs="
+    b"com.cloudsoftphone.app&token_calls=Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wxkrY%3D"
+    b"&appid_calls=com.cloudsoftphone.app.pushkit HTTP/1.1\r\n"
+    b"Host: example.com\r\n"
+    b"Connection: close\r\n"
+    b"Cache-Control: max-age=0\r\n"
+    b"User-Agent: CloudSoftphone/1.5.6\r\n"
+    b"\r\n"
+)
+
+SPEC_JSON_BODY = (
+    b'{\n'
+    b'    "token_msgs"    : "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J",\n'
+    b'    "appid_msgs"    : "com.cloudsoftphone.app",\n'
+    b'    "token_calls"   : "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY=",\n'
+    b'    "appid_calls"   : "com.cloudsoftphone.app.pushkit",\n'
+    b'    "selector"      : "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"\n'
+    b'}'
+)
+
+
+def spec_post(body: bytes) -> bytes:
+    return (b"POST /token/johndow/ HTTP/1.1\r\n"
+            b"Host: example.com\r\n"
+            b"Connection: close\r\n"
+            b"Cache-Control: max-age=0\r\n"
+            b"User-Agent: CloudSoftphone/1.5.6\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+            b"\r\n" + body)
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_spec_get_example(server: Server):
+    answer = server.send(SPEC_GET)
+    assert status_of(answer) == 200, answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert body == b""
+    assert b"content-type" not in head.lower()
+    [reg] = pushreport_list(server.db)
+    assert set(reg) == {"selector", "username", "token_calls", "appid_calls", "token_msgs",
+                        "appid_msgs", "extra", "user_agent", "first_seen", "last_seen",
+                        "reports"}
+    assert reg["selector"] == SELECTOR
+    assert reg["username"] == "johndow"
+    assert reg["token_calls"] == TOKEN_CALLS
+    assert reg["token_msgs"] == TOKEN_MSGS
+    assert reg["appid_calls"] == "com.cloudsoftphone.app.pushkit"
+    assert reg["appid_msgs"] == "com.cloudsoftphone.app"
+    assert reg["user_agent"] == "CloudSoftphone/1.5.6"
+    assert reg["reports"] == 1
+    assert reg["first_seen"].endswith("Z")
+    # The password travelled in the URL: it is in no stored byte and no log line.
+    for f in server.db.parent.glob("pushreport.sqlite3*"):
+        assert b"12345678" not in f.read_bytes()
+    assert "12345678" not in server.output()
+
+
+def test_spec_json_example_then_ios_delay(server: Server):
+    assert status_of(server.send(spec_post(SPEC_JSON_BODY))) == 200
+    delayed = SPEC_JSON_BODY.replace(TOKEN_MSGS.encode(), b"")
+    assert status_of(server.send(spec_post(delayed))) == 200
+    [reg] = pushreport_list(server.db, "--username", "johndow")
+    assert reg["token_msgs"] == TOKEN_MSGS and reg["reports"] == 2
+    assert pushreport_list(server.db, "--selector", SELECTOR)[0]["username"] == "johndow"
+    assert pushreport_list(server.db, "--username", "nobody") == []
+
+
+def test_spec_path_example(server: Server):
+    raw = (b"GET /pushToken/johndow/" + SELECTOR.encode()
+           + b"/Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wxkrY%3D&appid=com.cloudsoftphone.app"
+           b" HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+    assert status_of(server.send(raw)) == 200
+    [reg] = pushreport_list(server.db)
+    assert reg["token_msgs"] == TOKEN_CALLS  # the %2F survived the server
+    assert reg["appid_msgs"] == "com.cloudsoftphone.app"
+
+
+def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(server: Server):
+    bad = [
+        b"GET /token/?selector=xyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        spec_post(b"[" * 10000),
+        spec_post(b"\xff\xfe not utf-8"),
+        spec_post(b'{"selector": "' + SELECTOR.encode() + b'", "selector": "x"}'),
+        b"GET /token/?selector=%ZZ%FF HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ]
+    for raw in bad:
+        answer = server.send(raw)
+        assert 400 <= status_of(answer) < 500, answer
+        assert b"text/plain" in answer.partition(b"\r\n\r\n")[0]
+    assert pushreport_list(server.db) == []
+    assert status_of(server.send(SPEC_GET)) == 200
+
+
+def test_serve_logs_where_it_listens_and_what_it_accepts(server: Server):
+    out = server.output()
+    assert f"listening on http://127.0.0.1:{server.port}" in out
+    assert "accepting the default shapes" in out
+    assert "storage backend 'sqlite'" in out
+
+
+def test_account_xml_command(tmp_path: Path):
+    out = subprocess.run([*PUSHREPORT, "account-xml", "--base-url", "https://push.example.com"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.startswith("<pushTokenReporterUrl>https://push.example.com/token/?username="
+                          "%account[username]%&amp;selector=%selector%&amp;")
+
+
+def test_bad_configuration_fails_at_start_up(tmp_path: Path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[reporter]\nurl = "https://x/%selector%%pushToken%"\n')
+    proc = subprocess.run([*PUSHREPORT, "serve", "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "pushTokenReporterUrl: %selector% and %pushToken% have no literal text" in proc.stderr
+
+
+def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path):
+    server = Server(tmp_path)
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set() and i < 5000:
+            selector = f"{n:08X}{i:032X}:{n:04X}"
+            i += 1
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+                conn.request("GET", f"/token/?selector={selector}&token_msgs=AAAAAAAAAAAA"
+                             f"&username=u{n}", headers={"Connection": "close"})
+                status = conn.getresponse().status
+                conn.close()
+            except OSError:
+                continue
+            if status == 200:
+                with lock:
+                    answered.append(selector)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(answered) < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.kill()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    server.log.close()
+    assert len(answered) >= 50, "the load did not get going"
+    stored = {r["selector"] for r in pushreport_list(server.db)}
+    lost = [s for s in answered if s not in stored]
+    assert lost == []
