@@ -20,6 +20,8 @@ DEFAULT_ACCOUNT_XML = {
 }
 
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+# A raw CR would be read back as LF (XML end-of-line handling): write it as a reference.
+_CR = {"\r": "&#13;"}
 
 
 def default_template(base_url: str = "http://127.0.0.1:8080") -> Template:
@@ -41,10 +43,12 @@ def account_xml(template: Template | None = None, *, base_url: str | None = None
         m = _ORIGIN.match(base_url.strip())
         if m is None:
             raise ValueError(f"base_url {base_url!r} is not an absolute http(s) URL")
+        # Template.parse XML-unescapes what it is given: hand it escaped values, or a
+        # literal "&amp;" in the template would lose its escaping a second time.
         template = Template.parse(
-            url=_ORIGIN.sub(lambda _: m.group(0), template.url, count=1),
-            post_data=template.post_data, content_type=template.content_type,
+            url=escape(_ORIGIN.sub(lambda _: m.group(0), template.url, count=1)),
+            post_data=escape(template.post_data), content_type=escape(template.content_type),
             method=template.method, prefix=template.prefix)
-    lines = [f"<{key}>{escape(value)}</{key}>"
+    lines = [f"<{key}>{escape(value, _CR)}</{key}>"
              for key, value in template.as_account_xml().items()]
     return "\n".join(lines) + "\n"

@@ -52,9 +52,13 @@ class DefaultShapes:
     paths = ("/token/", "/token/<username>/",
              "/pushToken/<username>/<selector>/<pushToken>&appid=<pushappid>")
 
-    def owns(self, raw_path: str) -> bool:
-        return (_TOKEN_PATH.fullmatch(raw_path) is not None
-                or _PUSHTOKEN_PATH.fullmatch(raw_path) is not None)
+    def owns(self, method: str, raw_path: str) -> bool:
+        m = _TOKEN_PATH.fullmatch(raw_path)
+        if m is not None:
+            # "/token/<username>/" is the JSON POST shape; a portal's own GET page under
+            # /token/ (say /token/list) is not a report and passes through.
+            return not m.group(1) or method.upper() in ("POST", "PUT")
+        return _PUSHTOKEN_PATH.fullmatch(raw_path) is not None
 
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS

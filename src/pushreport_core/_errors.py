@@ -89,8 +89,11 @@ class ConfigurationError(PushReportError):
         if key is not None:
             full = f"{key}: {msg}"
         if text is not None and position is not None:
-            # Point at the spot, like a compiler does.
-            full += f"\n    {text}\n    {' ' * position}^"
+            # Point at the spot, like a compiler does: in its line, for a multi-line body.
+            start = text.rfind("\n", 0, position) + 1
+            end = text.find("\n", position)
+            line = text[start:] if end < 0 else text[start:end]
+            full += f"\n    {line}\n    {' ' * (position - start)}^"
         super().__init__(full)
 
 

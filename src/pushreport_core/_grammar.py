@@ -14,6 +14,8 @@ __all__ = [
     "TOKEN",
     "APP_ID",
     "CONTROL",
+    "SURROGATE",
+    "BAD_TEXT",
     "MAX_SELECTOR",
     "MAX_TOKEN",
     "MIN_TOKEN",
@@ -27,9 +29,11 @@ __all__ = [
 
 # "Parameter templates ... can use any variables from Global parameters and Account
 # parameters scopes": %installid%, %account[username]%, %account[cloud_username]%, and the
-# service's own %selector%, %pushToken%, ... A name starts with a letter or "_", so that a
-# literal percent-escape such as "%2F" in a template is never taken for a placeholder.
-PLACEHOLDER = re.compile(r"%([A-Za-z_][A-Za-z0-9_.\-]*(?:\[[A-Za-z0-9_.\-]+\])?)%")
+# service's own %selector%, %pushToken%, ... A name starts with a letter or "_" and is not
+# two hex digits, so that literal percent-escapes such as "%2F" or "%C3%A9" in a template
+# are never taken for a placeholder.
+PLACEHOLDER = re.compile(
+    r"%(?![0-9A-Fa-f]{2}%)([A-Za-z_][A-Za-z0-9_.\-]*(?:\[[A-Za-z0-9_.\-]+\])?)%")
 
 # "The value is a SHA1 hash with a suffix.
 #  Example: 12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
@@ -50,6 +54,11 @@ MAX_APP_ID = 255
 
 # Usernames and extra values are free text, but never control characters.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A JSON body may spell a lone surrogate ("\ud800"): not UTF-8, so it cannot be stored,
+# logged or compared as bytes.
+SURROGATE = re.compile("[\ud800-\udfff]")
+# Either of the two, in one scan: the common (valid) case pays for one search only.
+BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 MAX_USERNAME = 256
 MAX_EXTRA_NAME = 64
 MAX_EXTRA_VALUE = 1024
@@ -63,9 +72,15 @@ _UNKNOWN = frozenset({"", "null", "(null)", "nil", "<null>"})
 _LONE_PLACEHOLDER = re.compile(r"%[A-Za-z_][A-Za-z0-9_.\-]*(?:\[[A-Za-z0-9_.\-]+\])?%")
 
 
+_MAX_UNKNOWN = max(map(len, _UNKNOWN))
+
+
 def is_unknown(value: str | None) -> bool:
     """True when *value* means "the app did not know this yet"."""
     if value is None:
         return True
     v = value.strip()
-    return v.lower() in _UNKNOWN or _LONE_PLACEHOLDER.fullmatch(v) is not None
+    # Cheap tests first: this runs for every value of every report.
+    if len(v) <= _MAX_UNKNOWN and v.lower() in _UNKNOWN:
+        return True
+    return v[:1] == "%" and _LONE_PLACEHOLDER.fullmatch(v) is not None

@@ -19,7 +19,8 @@ MAX_TARGET = 8 * 1024
 class Shapes(Protocol):
     """What the adapter needs of a configured template or of the default shapes."""
 
-    def owns(self, raw_path: str) -> bool: ...
+    def owns(self, method: str, raw_path: str) -> bool:
+        """Whether a *method* request for *raw_path* (still percent-encoded) is ours."""
 
     def allowed_methods(self) -> tuple[str, ...]: ...
 

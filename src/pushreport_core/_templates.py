@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote_plus
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import attrs
@@ -85,12 +86,18 @@ def _url_literal(text: str) -> str:
     out = []
     for ch in text:
         if ch in _UNRESERVED:
-            out.append(ch)
+            out.append(re.escape(ch))  # "." is unreserved, and a regex wildcard
         elif ch == " ":
             out.append(r"(?: |%20|\+)")
         else:
             out.append(f"(?:{re.escape(ch)}|{_hex_insensitive(_percent(ch))})")
     return "".join(out)
+
+
+def _path_literal(text: str) -> str:
+    """Like :func:`_url_literal`, but a ``/`` matches only ``/``: in a path, ``%2F`` is
+    data inside a segment (a token's "/"), never a separator."""
+    return "/".join(_url_literal(part) for part in text.split("/"))
 
 
 def _plain_literal(text: str) -> str:
@@ -126,7 +133,14 @@ def _check_variable(name: str, spot: _Spot, position: int) -> None:
 
 def _compile_text(text: str, spot: _Spot, literal: Callable[[str], str],
                   capture: str) -> tuple[str, tuple[str, ...]]:
-    """Regex source (unanchored) for *text*, and its variables in group order."""
+    """Regex source (unanchored) for *text*, and its variables in group order.
+
+    A value ends at the first occurrence of the literal text that follows it: each value
+    but the last is an atomic group with that text, so a hostile request cannot make the
+    captures backtrack against each other (time polynomial in the request's length). The
+    split is the one lazy backtracking found anyway: a capture takes any text (within one
+    path segment, in a path), so ending earlier never makes the rest fail to match.
+    """
     parts: list[str] = []
     variables: list[str] = []
     pos = 0
@@ -136,10 +150,12 @@ def _compile_text(text: str, spot: _Spot, literal: Callable[[str], str],
                 f"%{variables[-1]}% and %{m.group(1)}% have no literal text between them, "
                 "so the request cannot be split unambiguously", m.start())
         _check_variable(m.group(1), spot, m.start())
-        parts.append(literal(text[pos:m.start()]))
-        parts.append(capture)
+        lit = literal(text[pos:m.start()])
+        parts.append(f"(?>{capture}{lit})" if variables else lit)
         variables.append(m.group(1))
         pos = m.end()
+    if variables:
+        parts.append(capture)
     parts.append(literal(text[pos:]))
     return "".join(parts), tuple(variables)
 
@@ -153,10 +169,8 @@ class _Pattern:
 
     @classmethod
     def compile(cls, text: str, spot: _Spot, literal: Callable[[str], str], capture: str,
-                flags: int = 0, pad: bool = False) -> _Pattern:
+                flags: int = 0) -> _Pattern:
         source, variables = _compile_text(text, spot, literal, capture)
-        if pad:
-            source = r"\s*" + source + r"\s*"
         return cls(re.compile(source, flags), variables)
 
 
@@ -168,6 +182,9 @@ class _Pair:
     lower: str
     pattern: _Pattern
     constant: bool
+    #: The variable when the value is exactly ``%variable%`` (the usual case): the whole
+    #: value is captured, no regex needed.
+    whole: str | None = None
 
 
 def _compile_pairs(text: str, spot: _Spot) -> tuple[_Pair, ...]:
@@ -184,14 +201,18 @@ def _compile_pairs(text: str, spot: _Spot) -> tuple[_Pair, ...]:
         if m is not None:
             raise spot.error("a variable in a parameter name is not supported",
                              here + m.start())
-        lower = key.strip().lower()
+        # Compared with the request's names decoded the same way ("+" is a space, "%5F"
+        # an underscore) and stripped (a multi-line form template puts "\n" before them).
+        lower = unquote_plus(key).strip().lower()
         if lower in seen:
             raise spot.error(f"parameter {key!r} appears twice", here)
         seen.add(lower)
         pattern = _Pattern.compile(value, _Spot(spot.key, spot.text, spot.offset + here
                                                 + len(key) + len(eq)),
                                    _url_literal, "(.*?)", re.S)
-        pairs.append(_Pair(key.strip(), lower, pattern, not pattern.variables))
+        whole = g.PLACEHOLDER.fullmatch(value)
+        pairs.append(_Pair(key.strip(), lower, pattern, not pattern.variables,
+                           whole.group(1) if whole else None))
     return tuple(pairs)
 
 
@@ -199,7 +220,7 @@ def _match_pairs(pairs: Sequence[_Pair], raw: str, into: FieldCollector,
                  where: str) -> None:
     got: dict[str, str] = {}
     for key, value in split_pairs(raw):
-        lk = decode_form(key, "a parameter name").lower()
+        lk = decode_form(key, "a parameter name").strip().lower()
         old = got.get(lk)
         if old is not None and old != value:
             raise InvalidReport(f"{where} {key!r} appears more than once")
@@ -208,6 +229,9 @@ def _match_pairs(pairs: Sequence[_Pair], raw: str, into: FieldCollector,
         value = got.get(pair.lower)
         if value is None:
             raise InvalidReport(f"{where} {pair.key!r} is missing")
+        if pair.whole is not None:
+            into.add_variable(pair.whole, decode_form(value, pair.whole))
+            continue
         m = pair.pattern.regex.fullmatch(value)
         if m is None:
             raise InvalidReport(f"{where} {pair.key!r} does not match the configured template")
@@ -265,6 +289,10 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return d
 
 
+# Built once: json.loads with a hook builds a new decoder on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs)
+
+
 def load_json_body(body: bytes) -> Any:
     """Decode a JSON request body; every failure is an :class:`InvalidReport`."""
     try:
@@ -272,7 +300,7 @@ def load_json_body(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidReport("body is not valid UTF-8") from None
     try:
-        return json.loads(text, object_pairs_hook=_object_pairs)
+        return _DECODER.decode(text)
     except _DuplicateKey as e:
         raise InvalidReport(f"JSON key {str(e)!r} appears more than once") from None
     except RecursionError:
@@ -333,7 +361,8 @@ def _compile_json(text: str, spot: _Spot) -> Any:
                     raise spot.error("a variable in a JSON key is not supported", pos)
                 lk = key.lower()
                 if lk in seen:
-                    raise spot.error(f"JSON key {key!r} appears twice", 0)
+                    # The parsed tree keeps no offsets: name the key, point nowhere.
+                    raise ConfigurationError(f"JSON key {key!r} appears twice", key=spot.key)
                 seen.add(lk)
                 members.append((lk, key, build(value)))
             return _JObject(tuple(members))
@@ -347,7 +376,9 @@ def _compile_json(text: str, spot: _Spot) -> Any:
                 var, _ = variables[int(found[0].group(1))]
                 return _JVar(var, node[0] == _BARE)
             # Literal text around the values: rebuild it with the placeholders back in.
-            first = variables[int(found[0].group(1))][1]
+            # Positions in the rebuilt string count from the string's start; anchor them
+            # so that the first placeholder lands where it is in the template.
+            first = variables[int(found[0].group(1))][1] - found[0].start()
             restored = _SENTINEL.sub(lambda m: f"%{variables[int(m.group(1))][0]}%", node)
             return _JText(_Pattern.compile(restored, _Spot(spot.key, spot.text, first),
                                            _plain_literal, "(.*?)", re.S))
@@ -475,7 +506,7 @@ class Template:
         path_offset = m.start(3)
         if not path:
             path = "/"
-        path_pattern = _Pattern.compile(path, _Spot(url_key, url, path_offset), _url_literal,
+        path_pattern = _Pattern.compile(path, _Spot(url_key, url, path_offset), _path_literal,
                                         "([^/]*?)")
         query_pairs = _compile_pairs(query, _Spot(url_key, url,
                                                   path_offset + len(path) + len(qmark)))
@@ -483,17 +514,20 @@ class Template:
         mt = media_type(content_type)
         body_kind: str = "none"
         body: Any = None
-        body_spot = _Spot(body_key, post_data)
+        # Form and text bodies are compiled stripped; positions still count from the
+        # value as configured.
+        body_spot = _Spot(body_key, post_data, len(post_data) - len(post_data.lstrip()))
         if method_u in BODY_METHODS and post_data.strip():
             if mt in ("", FORM):
                 body_kind, body = "form", _compile_pairs(post_data.strip(), body_spot)
             elif mt.endswith("json"):
-                body_kind, body = "json", _compile_json(post_data, body_spot)
+                body_kind, body = "json", _compile_json(post_data, _Spot(body_key, post_data))
             else:
                 body_kind = "text"
                 literal = _plain_literal
-                body = _Pattern.compile(post_data.strip(), body_spot, literal, "(.*?)", re.S,
-                                        pad=True)
+                # Compiled stripped and matched against the stripped body: whitespace
+                # around the body is tolerated (a padding regex would backtrack).
+                body = _Pattern.compile(post_data.strip(), body_spot, literal, "(.*?)", re.S)
                 if "xml" in mt:
                     body_kind = "xml"
 
@@ -524,8 +558,12 @@ class Template:
         assert m is not None
         return m.group(3).partition("?")[0] or "/"
 
-    def owns(self, raw_path: str) -> bool:
-        """Whether a request for *raw_path* (still percent-encoded) is meant for us."""
+    def owns(self, method: str, raw_path: str) -> bool:
+        """Whether a request for *raw_path* (still percent-encoded) is meant for us.
+
+        Any method: a request on the template's path with another method is answered
+        405, not passed on.
+        """
         return self._path.regex.fullmatch(raw_path) is not None
 
     def allowed_methods(self) -> tuple[str, ...]:
@@ -558,13 +596,41 @@ class Template:
                 if kind == "form":
                     _match_pairs(self._body, text.strip(), into, "form field")
                 else:
-                    bm = self._body.regex.fullmatch(text)
+                    bm = self._body.regex.fullmatch(text.strip())
                     if bm is None:
                         raise InvalidReport("body does not match the configured template")
                     for variable, captured in zip(self._body.variables, bm.groups()):
                         into.add_variable(variable, xml_unescape(captured)
                                           if kind == "xml" else captured)
         return into.report(user_agent=request.user_agent, shape="template")
+
+    def redact(self, target: str) -> str:
+        """*target* with the account password and constant query values (shared
+        secrets) masked as ``***``: what may be logged of a request."""
+        path, qmark, query = target.partition("?")
+        if PASSWORD_VARIABLE in self._path.variables:
+            m = self._path.regex.fullmatch(path)
+            if m is not None:
+                for i in reversed(range(len(self._path.variables))):
+                    if self._path.variables[i] == PASSWORD_VARIABLE:
+                        start, end = m.span(i + 1)
+                        path = f"{path[:start]}***{path[end:]}"
+        if query and self._query:
+            secret = {p.lower for p in self._query
+                      if p.constant or PASSWORD_VARIABLE in p.pattern.variables}
+            if secret:
+                items = []
+                for item in query.split("&"):
+                    key, eq, value = item.partition("=")
+                    try:
+                        name = decode_form(key, "a parameter name").strip().lower()
+                    except InvalidReport:
+                        name = key.lower()
+                    if eq and value and name in secret:
+                        value = "***"
+                    items.append(f"{key}{eq}{value}")
+                query = "&".join(items)
+        return f"{path}{qmark}{query}"
 
     def as_account_xml(self) -> Mapping[str, str]:
         """The Account XML keys and (unescaped) values that configure the app."""

@@ -230,3 +230,14 @@ def test_config_can_be_a_path(tmp_path: Path):
     resp = Client(app).get(f"/r/?s={SELECTOR}&t={TOKEN_MSGS}")
     assert resp.status_code == 200, resp.data
     assert (tmp_path / "data.sqlite3").exists()
+
+
+def test_template_password_and_shared_secret_are_masked_in_the_access_log(tmp_path, caplog):
+    app = create_app(make_config(
+        tmp_path, url="https://e.com/r/%account[password]%/?s=%selector%&amp;key=s3cret"
+                      "&amp;pw=x%account[password]%"))
+    with caplog.at_level(logging.INFO, logger="pushreport.access"):
+        resp = Client(app).get(f"/r/hunter2/?s={SELECTOR}&key=s3cret&pw=xhunter2")
+    assert resp.status_code == 200
+    assert "hunter2" not in caplog.text and "s3cret" not in caplog.text
+    assert f'"GET /r/***/?s={SELECTOR}&key=***&pw=***" 200' in caplog.text
