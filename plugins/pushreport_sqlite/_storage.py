@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -111,6 +111,21 @@ def _db_time(value: datetime) -> str:
 
 def _dump_extra(extra: Mapping[str, str]) -> str:
     return json.dumps(dict(extra), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _params(report: Report, now: datetime) -> dict[str, Any]:
+    # The account password (report.password) is not a column: it is never written.
+    return {
+        "selector": report.selector,
+        "username": report.username,
+        "token_calls": report.token_calls,
+        "appid_calls": report.appid_calls,
+        "token_msgs": report.token_msgs,
+        "appid_msgs": report.appid_msgs,
+        "extra": _dump_extra(report.extra),
+        "user_agent": report.user_agent,
+        "now": _db_time(now),
+    }
 
 
 def _decode(row: tuple[Any, ...]) -> Registration:
@@ -299,19 +314,31 @@ class SQLiteStorage:
 
         The account password (``report.password``) is not a column: it is never written.
         """
-        params = {
-            "selector": report.selector,
-            "username": report.username,
-            "token_calls": report.token_calls,
-            "appid_calls": report.appid_calls,
-            "token_msgs": report.token_msgs,
-            "appid_msgs": report.appid_msgs,
-            "extra": _dump_extra(report.extra),
-            "user_agent": report.user_agent,
-            "now": _db_time(now),
-        }
-        (row,) = self._run(UPSERT, params)
+        (row,) = self._run(UPSERT, _params(report, now))
         return _decode(row)
+
+    def upsert_many(self, items: Sequence[tuple[Report, datetime]]) -> list[Registration]:
+        """Upsert every ``(report, now)`` in one transaction: one commit, one fsync.
+
+        All or nothing: on failure nothing of the batch is stored and
+        ``StorageUnavailable`` is raised. Reports of one selector are merged in order.
+        """
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = [conn.execute(UPSERT, _params(report, now)).fetchone()
+                        for report, now in items]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.ProgrammingError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from exc
+        return [_decode(row) for row in rows]
 
     def get(self, selector: str) -> Registration | None:
         rows = self._run(GET, (selector,))

@@ -17,6 +17,7 @@ import pluggy
 from pushreport_core import (AuthenticationFailed, ConfigurationError, Registration,
                              Request, Shapes, StorageUnavailable, parse_request)
 
+from ._batch import GroupCommit
 from ._config import Config
 from ._plugins import (authenticate, collect_storage_factories, make_plugin_manager,
                        transform_report)
@@ -38,6 +39,14 @@ class Backend:
     name: str
     storage: Storage
     required: bool = True
+    #: What writes go through: the storage itself, or a :class:`GroupCommit` over it
+    #: when the backend can upsert a batch in one transaction (``upsert_many``).
+    writer: Any = attrs.field(default=attrs.Factory(lambda self: _writer_for(self.storage),
+                                                    takes_self=True))
+
+
+def _writer_for(storage: Storage) -> Any:
+    return GroupCommit(storage) if hasattr(storage, "upsert_many") else storage  # type: ignore[arg-type]
 
 
 @attrs.define
@@ -80,7 +89,7 @@ class Receiver:
         stored: Registration | None = None
         for backend in self.backends:
             try:
-                result = backend.storage.upsert(report, now=now)
+                result = backend.writer.upsert(report, now=now)
             except StorageUnavailable as e:
                 if backend.required:
                     raise
