@@ -78,12 +78,16 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> int:
         "loglevel": "info",
         "limit_request_line": 8190,
         "proc_name": "pushreport",
+        # gunicorn >= 24 opens a control socket at one fixed path per user: two
+        # servers on one machine would fight over it, and nothing here uses it.
+        "control_socket_disable": True,
     }
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in options.items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:  # older gunicorn lacks some settings
+                    self.cfg.set(key, value)
 
         def load(self) -> Any:
             _configure_logging()
