@@ -18,6 +18,7 @@
     [server]              # defaults of `pushreport serve`
     host = "127.0.0.1"
     port = 8080
+    access_log = false    # one line per request, credentials masked
 
     [plugins]
     blocked = []          # entry-point names not to load
@@ -82,6 +83,10 @@ class ServerConfig:
     workers: int = 2
     threads: int = 1
     timeout: int = 30
+    #: One line per request on the ``pushreport.access`` logger, credentials masked.
+    #: Off by default under ``serve``, like gunicorn's: it costs about a quarter of a
+    #: report's time (bench/README.md), and a proxy in front usually logs already.
+    access_log: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -130,13 +135,18 @@ class Config:
             options[name] = dict(value)
         sc = StorageConfig(backends=tuple(backends), options=options)
         server = _table(data, "server")
-        _only(server, "server", {"host", "port", "workers", "threads", "timeout"})
+        _only(server, "server", {"host", "port", "workers", "threads", "timeout",
+                                 "access_log"})
+        access_log = server.get("access_log", False)
+        if not isinstance(access_log, bool):
+            raise ConfigurationError("must be true or false", key="server.access_log")
         sv = ServerConfig(
             host=_str(server, "server", "host", "127.0.0.1") or "127.0.0.1",
             port=_int(server, "server", "port", 8080, low=0, high=65535),
             workers=_int(server, "server", "workers", 2, low=1, high=256),
             threads=_int(server, "server", "threads", 1, low=1, high=1024),
             timeout=_int(server, "server", "timeout", 30, low=1),
+            access_log=access_log,
         )
         plugins = _table(data, "plugins")
         _only(plugins, "plugins", {"blocked"})
@@ -177,7 +187,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 CONFIG_KEYS = (
     "reporter.url", "reporter.post_data", "reporter.content_type", "reporter.method",
     "reporter.max_body", "storage.backends", "server.host", "server.port",
-    "server.workers", "server.threads", "server.timeout", "plugins.blocked",
+    "server.workers", "server.threads", "server.timeout", "server.access_log",
+    "plugins.blocked",
 )
 
 

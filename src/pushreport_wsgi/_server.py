@@ -44,17 +44,22 @@ def describe(receiver: Receiver) -> list[str]:
     return lines
 
 
-def _configure_logging() -> None:
+def _configure_logging(access_log: bool) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pushreport.access").setLevel(
+        logging.INFO if access_log else logging.WARNING)
 
 
-def serve(config: Config, *, host: str, port: int, workers: int) -> int:
+def serve(config: Config, *, host: str, port: int, workers: int,
+          access_log: bool | None = None) -> int:
     from gunicorn.app.base import BaseApplication
 
-    _configure_logging()
+    if access_log is None:
+        access_log = config.server.access_log
+    _configure_logging(access_log)
     # Check everything once in the master, so a bad configuration fails at start-up
     # instead of in every worker. Workers open their own storage after the fork.
     receiver = Receiver.from_config(config)
@@ -90,7 +95,7 @@ def serve(config: Config, *, host: str, port: int, workers: int) -> int:
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            _configure_logging()
+            _configure_logging(access_log)
             return create_app(config)
 
     log.info("pushreport listening on http://%s:%d", host, port)

@@ -181,3 +181,18 @@ def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path):
     stored = {r["selector"] for r in pushreport_list(server.db)}
     lost = [s for s in answered if s not in stored]
     assert lost == []
+
+
+def test_access_log_masks_the_password_and_shortens_tokens(tmp_path: Path):
+    server = Server(tmp_path, "--access-log")
+    try:
+        assert status_of(server.send(SPEC_GET)) == 200
+        deadline = time.monotonic() + 10
+        while "pushreport.access" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out = server.output()
+    finally:
+        server.stop()
+    assert "password=***" in out and " 200 " in out
+    assert "12345678" not in out
+    assert TOKEN_MSGS not in out and "token_msgs=QVBBOTFi…" in out

@@ -57,7 +57,7 @@ def test_options_are_taken(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"file": "x.db"},
-     "storage.sqlite.file: unknown option; the options are path, synchronous, busy_timeout"),
+     "storage.sqlite.file: unknown option; the options are path, synchronous, busy_timeout, checkpoint_interval"),
     ({"path": ""}, "storage.sqlite.path: must be a file path (a non-empty string), not ''"),
     ({"path": 3}, "storage.sqlite.path: must be a file path (a non-empty string), not 3"),
     ({"synchronous": "off"},
@@ -445,3 +445,32 @@ def test_registered_under_its_name() -> None:
     pushreport_sqlite.pushreport_register_storage(
         register=lambda name, factory: registered.setdefault(name, factory))
     assert registered == {"sqlite": SQLiteStorage.from_options}
+
+
+def test_checkpoints_run_off_the_request_path(tmp_path: Path) -> None:
+    """Requests only append to the WAL; a background thread copies it into the file."""
+    from pushreport_core import Report
+    from pushreport_sqlite import SQLiteStorage
+
+    path = tmp_path / "c.sqlite3"
+    storage = SQLiteStorage(path, checkpoint_interval=1.0)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    storage.upsert(Report(selector=f"{0:040X}:01"), now=now)
+    time.sleep(1.5)  # the first checkpoint copies the schema
+    before = path.stat().st_size
+    started = time.monotonic()
+    for i in range(1, 400):
+        storage.upsert(Report(selector=f"{i:040X}:01", token_msgs="A" * 160), now=now)
+    if time.monotonic() - started < 0.9:  # no checkpoint could have run meanwhile
+        assert path.stat().st_size == before, "a request checkpointed"
+    assert storage._connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 1000
+    deadline = time.monotonic() + 10
+    while path.stat().st_size == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size > before, "the background checkpoint never ran"
+    assert "pushreport-sqlite-checkpoint" in [t.name for t in threading.enumerate()]
+    storage.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "pushreport-sqlite-checkpoint" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the checkpoint thread outlived close()"
+        time.sleep(0.05)

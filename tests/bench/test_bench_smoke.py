@@ -1,0 +1,98 @@
+"""The bench scripts still run: a second or two each, no timing assertion.
+
+Each script runs as a user runs it (``python bench/<script>.py --quick``) and must exit 0
+with every column and a ratio; ``load.py`` must also leave none of its servers behind.
+How fast anything is, is for ``bench/README.md``, not for the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
+
+
+def run_script(name: str, *args: str, timeout: float = 120) -> str:
+    out = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
+                         text=True, timeout=timeout, cwd=BENCH.parent)
+    assert out.returncode == 0, \
+        f"{name} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("tool", [
+    "python",
+    pytest.param("wrk", marks=pytest.mark.skipif(shutil.which("wrk") is None,
+                                                 reason="wrk is not installed")),
+])
+def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: Path):
+    out = run_script("load.py", "--quick", "--tool", tool,
+                     "--json", str(tmp_path / "r.json"))
+    assert re.search(r"^target\s+req/s\s+p50 ms\s+p99 ms\s+errors\s+ratio"
+                     r"\s+server CPU µs/req$", out, re.M), out
+    rows = {}
+    for label in ("bare WSGI app", "pushreport serve (synchronous=normal)",
+                  "pushreport serve (synchronous=full)"):
+        m = re.search(rf"^{re.escape(label)}.*?\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})"
+                      rf"\s+(\d+)\s+({NUMBER})\s+({NUMBER})$", out, re.M)
+        assert m, f"no row for {label!r}:\n{out}"
+        rows[label] = [float(g.replace(",", "")) for g in m.groups()]
+    assert rows["bare WSGI app"][4] == 1.0
+    for label, (rps, p50, p99, errors, ratio, cpu_us) in rows.items():
+        # Every target answered reports, and the ratio is the one of the req/s column.
+        assert rps > 0 and p50 <= p99 and cpu_us > 0, (label, out)
+        assert ratio == pytest.approx(rps / rows["bare WSGI app"][0], abs=0.011), \
+            (label, out)
+    assert re.search(rf"^normal: ratio {NUMBER} vs target >= 0\.70: (met|MISSED); "
+                     rf"p99 {NUMBER} ms vs target < 15 ms: (met|MISSED)$", out, re.M), out
+    assert re.search(rf"^full: ratio {NUMBER} vs target >= 0\.50: (met|MISSED)$", out,
+                     re.M), out
+    assert f"{tool}, 32 connections" in out
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["tool"] == tool
+    assert [r["target"] for r in report["results"]] == ["bare", "normal", "full"]
+    for r in report["results"]:
+        assert set(r) >= {"rps", "p50_ms", "p99_ms", "errors", "ratio", "cpu_us", "port"}
+        assert refused(r["port"]), f"{r['target']} still listens on {r['port']}"
+    assert report["machine"]["nproc"] and report["machine"]["sqlite"]
+
+
+def test_growth_quick_prints_sizes_and_ratio():
+    out = run_script("growth.py", "--quick")
+    assert re.search(r"^\s*stored\s+update µs\s+insert µs\s+find p50 ms\s+find p99 ms"
+                     r"\s+db MiB\s+fill s$", out, re.M), out
+    assert re.search(rf"^\s*1,000(\s+{NUMBER}){{6}}$", out, re.M), out
+    assert re.search(rf"^\s*20,000(\s+{NUMBER}){{6}}$", out, re.M), out
+    assert re.search(rf"^ratio \(20,000 / 1,000\): update {NUMBER}, insert {NUMBER}$",
+                     out, re.M), out
+    assert re.search(r"^find\(username\) at 20,000: .*: (met|MISSED)$", out, re.M), out
+
+
+def test_memory_quick_prints_the_series_and_growth():
+    report = json.loads(run_script("memory.py", "--quick", "--json"))
+    assert len(report["samples"]) >= 2
+    assert all(s["rss_kib"] > 0 for s in report["samples"])
+    assert report["growth_kib"] == (report["samples"][-1]["rss_kib"]
+                                    - report["samples"][0]["rss_kib"])
+    # Every report sent was answered 2xx: the server stored them all.
+    assert report["load"]["ok"] == 2_000 and report["load"]["errors"] == 0
