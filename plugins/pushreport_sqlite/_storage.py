@@ -190,6 +190,8 @@ class SQLiteStorage:
                                              converter=float, kw_only=True)
     _checkpointer_pid: int = attrs.field(init=False, default=0, repr=False)
     _stop: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
+    _checkpointer: threading.Thread | None = attrs.field(init=False, default=None,
+                                                         repr=False)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> SQLiteStorage:
@@ -287,6 +289,7 @@ class SQLiteStorage:
             thread = threading.Thread(target=self._checkpoint_loop, args=(self._stop,),
                                       name="pushreport-sqlite-checkpoint", daemon=True)
             thread.start()
+            self._checkpointer = thread
 
     def _checkpoint_loop(self, stop: threading.Event) -> None:
         conn: sqlite3.Connection | None = None

@@ -4,13 +4,17 @@ It contains no networking code, reads no file, no clock and no environment: time
 settings are arguments, results are values. It parses and validates the request the
 Acrobits app sends to the Push Token Reporter, compiles the Account XML templates that
 describe that request, merges a report into a stored registration, and renders the
-Account XML keys for a configuration.
+Account XML keys for a configuration; and it models the app itself (:class:`AppModel`:
+the request it sends, how it judges the answer, when it retries), which the conformance
+kit in :mod:`pushreport_core.testing` builds on.
 """
 
 from ._accountxml import account_xml, DEFAULT_ACCOUNT_XML
-from ._client import DEFAULT_USER_AGENT, render_request, substitute
+from ._client import (DEFAULT_BACKOFF, DEFAULT_USER_AGENT, TRANSITIONS, AppEvent, AppModel,
+                      AppState, Sent, app_variables, judge_response, render_request,
+                      response_problem, substitute, to_http_bytes, transition)
 from ._defaults import DEFAULT_SHAPES, DefaultShapes
-from ._errors import (AuthenticationFailed, ConfigurationError, InvalidReport,
+from ._errors import (AppModelError, AuthenticationFailed, ConfigurationError, InvalidReport,
                       MethodNotAllowed, PushReportError, RequestTooLarge, StorageUnavailable)
 from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
 from ._grammar import is_unknown
@@ -21,6 +25,9 @@ from ._values import (REGISTRATION_FIELDS, TOKEN_FIELDS, Purpose, Registration, 
                       Request, Secret, TokenPair, format_time, parse_time)
 
 __all__ = [
+    "DEFAULT_BACKOFF", "TRANSITIONS", "AppEvent", "AppModel", "AppModelError", "AppState",
+    "Sent", "app_variables", "judge_response", "response_problem", "to_http_bytes",
+    "transition",
     "DEFAULT_ACCOUNT_XML", "DEFAULT_KEYS", "DEFAULT_MAX_BODY", "DEFAULT_SHAPES",
     "DEFAULT_USER_AGENT", "MAX_TARGET", "METHODS", "PASSWORD_VARIABLE",
     "REGISTRATION_FIELDS", "REPORT_FIELDS", "TOKEN_FIELDS", "VARIABLE_FIELDS",

@@ -15,6 +15,7 @@ __all__ = [
     "StorageUnavailable",
     "ConfigurationError",
     "MethodNotAllowed",
+    "AppModelError",
 ]
 
 
@@ -105,3 +106,16 @@ class MethodNotAllowed(InvalidReport):
     def __init__(self, msg: str, *, allowed: tuple[str, ...]) -> None:
         super().__init__(msg)
         self.allowed = allowed
+
+
+class AppModelError(PushReportError):
+    """An event the app model cannot take in its current state (a harness bug).
+
+    ``state`` and ``event`` name the two; raised before anything changes, so the model
+    is still usable.
+    """
+
+    def __init__(self, msg: str, *, state: object = None, event: object = None) -> None:
+        super().__init__(msg)
+        self.state = state
+        self.event = event

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
                        "[storage.sqlite] path (default ./pushreport.sqlite3)")
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
+    serve.add_argument("--access-log", action="store_true", default=None,
+                       help="log one line per request (credentials masked, tokens "
+                            "shortened); default: [server] access_log, off")
 
     lst = sub.add_parser("list", help="print the stored registrations")
     config_option(lst)
@@ -53,6 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     axml.add_argument("--base-url", metavar="URL",
                       help="scheme and host the app should call, e.g. "
                            "https://push.example.com")
+    check = sub.add_parser(
+        "check", help="check a running receiver (ours or another) against the app model "
+                      "over HTTP")
+    check.add_argument("url", metavar="URL",
+                       help="where the receiver listens, e.g. http://127.0.0.1:8080")
+    check.add_argument("--config", metavar="FILE",
+                       help="TOML configuration whose [reporter] template the app uses "
+                            "(default: the spec's examples, for the default shapes)")
+    check.add_argument("--sessions", type=int, default=20, metavar="N",
+                       help="generated app sessions to run (default 20)")
+    check.add_argument("--seed", type=int, metavar="S",
+                       help="seed of the generated sessions (default: random, printed)")
+    check.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="per connection (default 10)")
     return parser
 
 
@@ -72,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args)
         if args.command == "account-xml":
             return _account_xml(args)
+        if args.command == "check":
+            return _check(args)
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
@@ -85,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
     server = config.server
     return serve(config, host=args.host or server.host,
                  port=args.port if args.port is not None else server.port,
-                 workers=args.workers or server.workers)
+                 workers=args.workers or server.workers, access_log=args.access_log)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -132,6 +151,16 @@ def _account_xml(args: argparse.Namespace) -> int:
     template = None if shapes is DEFAULT_SHAPES else shapes
     sys.stdout.write(account_xml(template, base_url=args.base_url))  # type: ignore[arg-type]
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ._check import run_check
+
+    shapes = load_config(args.config).reporter.shapes() if args.config else DEFAULT_SHAPES
+    template = None if shapes is DEFAULT_SHAPES else shapes
+    return run_check(args.url, template=template,  # type: ignore[arg-type]
+                     sessions=args.sessions, seed=args.seed, timeout=args.timeout,
+                     out=sys.stdout)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ from hypothesis import given
 from pushreport_core import (DEFAULT_ACCOUNT_XML, Template, account_xml, parse_request,
                              render_request)
 
-from . import strategies as s
+from pushreport_core.testing import strategies as s
 
 TEMPLATES = {name: Template.parse(**xml) for name, xml in s.ROUNDTRIP_TEMPLATES.items()}
 TEMPLATES["crlf-text"] = Template.parse(

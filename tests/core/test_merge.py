@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 
 from pushreport_core import Registration, Report, merge
 
-from . import strategies as s
+from pushreport_core.testing import strategies as s
 
 SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 KNOWN = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs", "user_agent")

@@ -13,7 +13,7 @@ from pushreport_core import (InvalidReport, Report, Request, Template, parse_req
                              render_request)
 from pushreport_core._grammar import APP_ID, CONTROL, SELECTOR, TOKEN
 
-from . import strategies as s
+from pushreport_core.testing import strategies as s
 
 TEMPLATES = [None] + [Template.parse(**xml) for xml in s.ROUNDTRIP_TEMPLATES.values()]
 SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"

@@ -11,7 +11,7 @@ from hypothesis import example, given
 
 from pushreport_core import Report, Template, parse_request, render_request
 
-from . import strategies as s
+from pushreport_core.testing import strategies as s
 
 TEMPLATES = {name: Template.parse(**xml) for name, xml in s.ROUNDTRIP_TEMPLATES.items()}
 RUNS = [pytest.param(name, "template", id=f"{name}-template") for name in TEMPLATES] + [

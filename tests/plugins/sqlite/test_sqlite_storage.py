@@ -468,9 +468,8 @@ def test_checkpoints_run_off_the_request_path(tmp_path: Path) -> None:
     while path.stat().st_size == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert path.stat().st_size > before, "the background checkpoint never ran"
-    assert "pushreport-sqlite-checkpoint" in [t.name for t in threading.enumerate()]
+    thread = storage._checkpointer
+    assert thread is not None and thread.is_alive()
     storage.close()
-    deadline = time.monotonic() + 5
-    while any(t.name == "pushreport-sqlite-checkpoint" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the checkpoint thread outlived close()"
-        time.sleep(0.05)
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the checkpoint thread outlived close()"

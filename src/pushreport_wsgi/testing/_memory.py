@@ -1,0 +1,86 @@
+"""A reference storage backend in memory: :func:`pushreport_core.merge` under a lock."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import datetime
+from typing import ClassVar, Iterator
+
+import attrs
+
+from pushreport_core import Registration, Report, StorageUnavailable, merge
+
+__all__ = ["MemoryStorage", "MemoryStore"]
+
+
+@attrs.define(eq=False)
+class MemoryStore:
+    """The data of :class:`MemoryStorage`; several handles may share one (a "reopen")."""
+
+    registrations: dict[str, Registration] = attrs.field(factory=dict)
+    lock: threading.RLock = attrs.field(factory=threading.RLock)
+    #: While true, every handle raises ``StorageUnavailable``.
+    down: bool = False
+
+    @contextlib.contextmanager
+    def unavailable(self) -> Iterator[None]:
+        """Make the store unavailable while inside."""
+        self.down = True
+        try:
+            yield
+        finally:
+            self.down = False
+
+
+@attrs.define(eq=False)
+class MemoryStorage:
+    """The simplest correct :class:`~pushreport_wsgi.Storage`: the reference model the
+    differential check compares real backends with. Not durable: nothing survives the
+    process."""
+
+    name: ClassVar[str] = "memory"
+
+    store: MemoryStore = attrs.field(factory=MemoryStore)
+    _closed: bool = attrs.field(default=False, init=False)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StorageUnavailable("memory storage is closed")
+        if self.store.down:
+            raise StorageUnavailable("memory storage is unavailable")
+
+    def upsert(self, report: Report, *, now: datetime) -> Registration:
+        with self.store.lock:
+            self._check()
+            data = self.store.registrations
+            registration = merge(data.get(report.selector), report, now=now)
+            data[report.selector] = registration
+            return registration
+
+    def get(self, selector: str) -> Registration | None:
+        with self.store.lock:
+            self._check()
+            return self.store.registrations.get(selector)
+
+    def find(self, *, username: str | None = None) -> list[Registration]:
+        return [r for r in self if username is None or r.username == username]
+
+    def __iter__(self) -> Iterator[Registration]:
+        with self.store.lock:
+            self._check()
+            data = self.store.registrations
+            rows = [data[k] for k in sorted(data)]
+        return iter(rows)
+
+    def remove(self, selector: str) -> bool:
+        with self.store.lock:
+            self._check()
+            return self.store.registrations.pop(selector, None) is not None
+
+    def ping(self) -> None:
+        with self.store.lock:
+            self._check()
+
+    def close(self) -> None:
+        self._closed = True

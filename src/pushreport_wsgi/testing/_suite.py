@@ -1,0 +1,429 @@
+"""The storage conformance suite: one base class every backend runs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import queue as queue_module
+import threading
+import traceback
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar, ContextManager, Iterator
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from pushreport_core import Registration, Report, StorageUnavailable, merge
+
+from ..storage import Storage
+from ._model import StorageOpener, StorageMachine
+
+__all__ = ["StorageConformance"]
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+SELECTOR = "0123456789abcdef0123456789abcdef01234567:c0f"
+OTHER = "fedcba9876543210fedcba9876543210fedcba98:c0f"
+THIRD = "89abcdef0123456789abcdef0123456789abcdef:c0f"
+TOKEN_CALLS = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
+TOKEN_MSGS = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
+
+FULL = Report(selector=SELECTOR, username="alice", token_calls=TOKEN_CALLS,
+              appid_calls="com.cloudsoftphone.app.pushkit", token_msgs=TOKEN_MSGS,
+              appid_msgs="com.cloudsoftphone.app", extra={"installid": "i-1"},
+              user_agent="CloudSoftphone/1.5.6")
+#: The iOS delay at its most extreme: a report that knows nothing but the selector.
+BARE = Report(selector=SELECTOR)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+_CONCURRENT_SELECTORS = (SELECTOR, OTHER)
+
+
+def _concurrent_report(worker: int, i: int) -> Report:
+    """Worker *worker*'s *i*-th report: each knows only some of the values."""
+    k = i // len(_CONCURRENT_SELECTORS)
+    return Report(
+        selector=_CONCURRENT_SELECTORS[i % len(_CONCURRENT_SELECTORS)],
+        username=f"user{worker}" if k % 4 == 0 else None,
+        token_calls=f"call{worker}x{i}AAAA" if k % 2 == 0 else None,
+        appid_calls="com.example.app.voip" if k % 2 == 0 else None,
+        token_msgs=f"msg{worker}x{i}AAAA" if k % 3 != 1 else None,
+        appid_msgs="com.example.app" if k % 3 != 1 else None,
+        extra={f"w{worker}": str(i)},
+    )
+
+
+def _concurrent_now(worker: int, i: int) -> datetime:
+    return T0 + timedelta(microseconds=i * 1000 + worker)
+
+
+Upsert = tuple[Report, datetime, Registration]
+
+
+def _check_linearizable(upserts: list[Upsert], final: dict[str, Registration | None]) -> None:
+    """Every upsert returned its place in its selector's commit order (``reports``);
+    folding merge over the reports in that order gives each returned registration and
+    the final one: no lost update, no lost token, nothing counted twice."""
+    by_selector: dict[str, list[Upsert]] = defaultdict(list)
+    for upsert in upserts:
+        by_selector[upsert[0].selector].append(upsert)
+    for selector, group in by_selector.items():
+        group.sort(key=lambda u: u[2].reports)
+        places = [u[2].reports for u in group]
+        assert places == list(range(1, len(group) + 1)), (
+            f"{selector}: concurrent upserts returned reports counts {places}, not 1..n: "
+            "an update was lost or counted twice")
+        expected: Registration | None = None
+        for report, now, returned in group:
+            expected = merge(expected, report, now=now)
+            assert returned == expected, (
+                f"{selector}: upsert #{returned.reports} returned {returned!r}; folding "
+                f"merge in commit order gives {expected!r}")
+        assert final[selector] == expected, (
+            f"{selector}: stored {final[selector]!r}, expected {expected!r}")
+
+
+def _process_worker(make_storage: StorageOpener, worker: int, count: int,
+                    queue: Any, barrier: Any) -> None:
+    try:
+        storage = make_storage()
+        try:
+            barrier.wait(timeout=60)  # all at once, however long each took to start
+            out = []
+            for i in range(count):
+                report, now = _concurrent_report(worker, i), _concurrent_now(worker, i)
+                out.append((worker, i, storage.upsert(report, now=now).to_json()))
+        finally:
+            storage.close()
+        queue.put(("ok", out))
+    except BaseException:
+        queue.put(("error", traceback.format_exc()))
+
+
+def _process_context(make_storage: StorageOpener) -> Any:
+    """Fresh interpreters (``spawn``) when the factory pickles; else ``fork``, which
+    copies the test process with whatever locks its other threads hold."""
+    try:
+        pickle.dumps(make_storage)
+    except Exception:
+        try:
+            return multiprocessing.get_context("fork")
+        except ValueError:
+            pytest.skip("make_storage does not pickle and this platform has no fork(): "
+                        "give it a picklable factory (functools.partial)")
+    return multiprocessing.get_context("spawn")
+
+
+# -- the suite ---------------------------------------------------------------------------------
+
+class StorageConformance:
+    """What every storage backend must do, as tests. Subclass it in a ``Test*`` class and
+    give it a ``make_storage`` fixture that returns a zero-argument factory; each call
+    opens a new handle on the same, initially empty, store::
+
+        class TestMyStorage(StorageConformance):
+            @pytest.fixture
+            def make_storage(self, tmp_path):
+                return functools.partial(MyStorage, tmp_path / "db")
+
+    A factory that pickles (``functools.partial`` of an importable class) lets the
+    process test run its children in fresh interpreters; any other (a lambda) is
+    carried into them by ``fork()``.
+
+    Capability flags say what the backend can do; a test that needs one the backend
+    lacks is skipped with the reason. With ``supports_unavailable = True``, implement
+    :meth:`make_unavailable`.
+    """
+
+    # Collected only in subclasses (see __init_subclass__), never as the base itself.
+    __test__ = False
+
+    #: A new handle (``make_storage()`` again) sees what an earlier one stored, also
+    #: after that one was closed.
+    supports_reopen: ClassVar[bool] = True
+    #: One handle may be used from several threads at once.
+    supports_threads: ClassVar[bool] = True
+    #: Handles in several processes (``fork``) share the store.
+    supports_processes: ClassVar[bool] = True
+    #: The test can make the backend unavailable (:meth:`make_unavailable`).
+    supports_unavailable: ClassVar[bool] = False
+
+    #: Threads (and processes) and upserts each in the concurrency tests.
+    concurrency: ClassVar[tuple[int, int]] = (4, 30)
+    #: Hypothesis settings of the state-machine test; ``None``: the loaded profile,
+    #: with no deadline and 30 steps a run.
+    machine_settings: ClassVar[settings | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__test__" not in cls.__dict__:
+            cls.__test__ = True
+
+    # -- what a backend provides --------------------------------------------------------
+
+    @pytest.fixture
+    def make_storage(self) -> StorageOpener:
+        """Override: a zero-argument factory opening a handle on a fresh store."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define a make_storage fixture returning a "
+            "zero-argument factory of storage handles")
+
+    def make_unavailable(self, storage: Storage) -> ContextManager[None]:
+        """Override with ``supports_unavailable = True``: a context manager inside which
+        *storage* cannot commit (a lock held elsewhere, the server stopped)."""
+        raise NotImplementedError(f"{type(self).__name__} sets supports_unavailable but "
+                                  "does not implement make_unavailable")
+
+    @pytest.fixture
+    def storage(self, make_storage: StorageOpener) -> Iterator[Storage]:
+        s = make_storage()
+        try:
+            yield s
+        finally:
+            s.close()
+
+    def _require(self, flag: str, why: str) -> None:
+        if not getattr(self, flag):
+            pytest.skip(f"{type(self).__name__} declares {flag} = False: {why}")
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    def test_is_a_storage(self, storage: Storage) -> None:
+        assert isinstance(storage, Storage), "missing methods of pushreport_wsgi.Storage"
+        assert isinstance(storage.name, str) and storage.name
+
+    def test_empty_store(self, storage: Storage) -> None:
+        assert storage.get(SELECTOR) is None
+        assert list(storage) == []
+        assert storage.find(username="alice") == []
+        assert storage.remove(SELECTOR) is False
+
+    def test_ping_when_healthy(self, storage: Storage) -> None:
+        assert storage.ping() is None
+
+    # -- upsert and the merge rule -------------------------------------------------------
+
+    def test_first_upsert_returns_and_stores_the_new_registration(self,
+                                                                  storage: Storage) -> None:
+        expected = merge(None, FULL, now=T0)
+        assert storage.upsert(FULL, now=T0) == expected
+        assert storage.get(SELECTOR) == expected
+        assert expected.first_seen == expected.last_seen == T0 and expected.reports == 1
+
+    def test_ios_delay_never_erases_a_known_value(self, storage: Storage) -> None:
+        # "On iOS, there is sometimes a delay getting the pushTokenOther which results in
+        # the web service being called with a null value for pushTokenOther."
+        storage.upsert(FULL, now=T0)
+        late = attrs.evolve(FULL, token_msgs=None, appid_msgs=None)
+        expected = merge(merge(None, FULL, now=T0), late, now=at(1))
+        assert storage.upsert(late, now=at(1)) == expected
+        assert storage.upsert(BARE, now=at(2)) == merge(expected, BARE, now=at(2))
+        stored = storage.get(SELECTOR)
+        assert stored is not None
+        assert (stored.token_msgs, stored.appid_msgs, stored.token_calls, stored.username,
+                stored.user_agent, dict(stored.extra)) == (
+            TOKEN_MSGS, "com.cloudsoftphone.app", TOKEN_CALLS, "alice",
+            "CloudSoftphone/1.5.6", {"installid": "i-1"})
+        assert stored.reports == 3
+
+    def test_late_token_fills_in(self, storage: Storage) -> None:
+        first = attrs.evolve(FULL, token_msgs=None)
+        storage.upsert(first, now=T0)
+        stored = storage.upsert(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS),
+                                now=at(3))
+        assert stored.token_msgs == TOKEN_MSGS and stored.token_calls == TOKEN_CALLS
+        assert storage.get(SELECTOR) == stored
+
+    def test_known_values_replace_stored_ones(self, storage: Storage) -> None:
+        storage.upsert(FULL, now=T0)
+        newer = Report(selector=SELECTOR, username="bob", token_msgs="bmV3ZXJ0b2tlbg==",
+                       extra={"installid": "i-2", "device": "x"})
+        stored = storage.upsert(newer, now=at(1))
+        assert (stored.username, stored.token_msgs, stored.token_calls) == (
+            "bob", "bmV3ZXJ0b2tlbg==", TOKEN_CALLS)
+        assert dict(stored.extra) == {"installid": "i-2", "device": "x"}
+        assert storage.get(SELECTOR) == stored
+
+    def test_times_out_of_order_keep_first_and_last_seen(self, storage: Storage) -> None:
+        storage.upsert(FULL, now=at(10))
+        storage.upsert(BARE, now=at(5))
+        stored = storage.upsert(BARE, now=at(7.000001))
+        assert (stored.first_seen, stored.last_seen, stored.reports) == (at(5), at(10), 3)
+        assert storage.get(SELECTOR) == stored
+
+    def test_selectors_are_independent(self, storage: Storage) -> None:
+        storage.upsert(FULL, now=T0)
+        other = storage.upsert(attrs.evolve(BARE, selector=OTHER), now=at(1))
+        assert other == merge(None, attrs.evolve(BARE, selector=OTHER), now=at(1))
+        assert storage.get(SELECTOR) == merge(None, FULL, now=T0)
+
+    # -- lookups and removal -------------------------------------------------------------
+
+    def test_find_by_username_in_selector_order(self, storage: Storage) -> None:
+        for selector in (THIRD, OTHER, SELECTOR):
+            storage.upsert(attrs.evolve(FULL, selector=selector), now=T0)
+        storage.upsert(attrs.evolve(FULL, selector=OTHER, username="alice "), now=at(1))
+        found = storage.find(username="alice")
+        assert [r.selector for r in found] == sorted([SELECTOR, THIRD])
+        assert [r.selector for r in storage.find(username="alice ")] == [OTHER]
+        assert storage.find(username="nobody") == []
+        everything = storage.find()
+        assert [r.selector for r in everything] == sorted([SELECTOR, OTHER, THIRD])
+
+    def test_iteration_in_selector_order(self, storage: Storage) -> None:
+        expected = {}
+        for i, selector in enumerate((THIRD, SELECTOR, OTHER)):
+            expected[selector] = storage.upsert(attrs.evolve(FULL, selector=selector),
+                                                now=at(i))
+        assert list(storage) == [expected[s] for s in sorted(expected)]
+
+    def test_remove(self, storage: Storage) -> None:
+        storage.upsert(FULL, now=T0)
+        storage.upsert(attrs.evolve(FULL, selector=OTHER), now=T0)
+        assert storage.remove(SELECTOR) is True
+        assert storage.get(SELECTOR) is None
+        assert storage.remove(SELECTOR) is False
+        assert [r.selector for r in storage] == [OTHER]
+        # A report after removal starts afresh.
+        assert storage.upsert(BARE, now=at(1)) == merge(None, BARE, now=at(1))
+
+    # -- durability ------------------------------------------------------------------------
+
+    def test_acknowledged_is_visible_to_another_handle_at_once(
+            self, make_storage: StorageOpener) -> None:
+        self._require("supports_reopen", "handles do not share a store")
+        a, b = make_storage(), make_storage()
+        try:
+            stored = a.upsert(FULL, now=T0)
+            # Acknowledged means committed: nothing may wait for a later call or close().
+            assert b.get(SELECTOR) == stored, "an acknowledged upsert is not committed"
+            assert b.find(username="alice") == [stored]
+        finally:
+            a.close()
+            b.close()
+
+    def test_durable_across_reopen(self, make_storage: StorageOpener) -> None:
+        self._require("supports_reopen", "handles do not share a store")
+        a = make_storage()
+        a.upsert(FULL, now=T0)
+        stored = a.upsert(attrs.evolve(BARE, selector=OTHER), now=at(1))
+        a.close()
+        b = make_storage()
+        try:
+            assert b.get(SELECTOR) == merge(None, FULL, now=T0)
+            assert b.get(OTHER) == stored
+            assert b.upsert(BARE, now=at(2)).reports == 2
+        finally:
+            b.close()
+
+    # -- concurrency -----------------------------------------------------------------------
+
+    def test_concurrent_threads_on_the_same_selectors(self, storage: Storage) -> None:
+        self._require("supports_threads", "a handle may not be shared between threads")
+        workers, count = self.concurrency
+        upserts: list[Upsert] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(workers)
+
+        def work(worker: int) -> None:
+            try:
+                barrier.wait(timeout=30)
+                for i in range(count):
+                    report, now = _concurrent_report(worker, i), _concurrent_now(worker, i)
+                    returned = storage.upsert(report, now=now)
+                    with lock:
+                        upserts.append((report, now, returned))
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, f"upsert raised in a thread: {errors[0]!r}"
+        assert len(upserts) == workers * count
+        _check_linearizable(upserts, {s: storage.get(s) for s in _CONCURRENT_SELECTORS})
+
+    def test_concurrent_processes_on_the_same_selectors(
+            self, make_storage: StorageOpener) -> None:
+        self._require("supports_processes", "processes do not share a store")
+        ctx = _process_context(make_storage)
+        workers, count = self.concurrency
+        queue, barrier = ctx.Queue(), ctx.Barrier(workers)
+        procs = [ctx.Process(target=_process_worker,
+                             args=(make_storage, w, count, queue, barrier))
+                 for w in range(workers)]
+        for p in procs:
+            p.start()
+        results = []
+        try:
+            for _ in procs:
+                try:
+                    results.append(queue.get(timeout=120))
+                except queue_module.Empty:
+                    pytest.fail(
+                        f"a child process gave no result within 120 s (start method "
+                        f"{ctx.get_start_method()!r}); with 'fork', a lock held by another "
+                        "thread at the fork can hang the child: give make_storage a "
+                        "picklable factory (functools.partial) to run children fresh")
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():  # pragma: no cover
+                    p.kill()
+        errors = [detail for status, detail in results if status == "error"]
+        assert not errors, f"upsert failed in a child process:\n{errors[0]}"
+        upserts = [(_concurrent_report(w, i), _concurrent_now(w, i),
+                    Registration.from_json(data))
+                   for _, rows in results for w, i, data in rows]
+        assert len(upserts) == workers * count
+        reader = make_storage()
+        try:
+            _check_linearizable(upserts, {s: reader.get(s) for s in _CONCURRENT_SELECTORS})
+        finally:
+            reader.close()
+
+    # -- unavailability ----------------------------------------------------------------------
+
+    def test_unavailable_raises_and_leaves_no_trace(self, storage: Storage) -> None:
+        self._require("supports_unavailable", "the test cannot make it unavailable")
+        before = storage.upsert(FULL, now=T0)
+        newer = attrs.evolve(FULL, token_msgs="bmV3ZXJ0b2tlbg==", username="bob")
+        with self.make_unavailable(storage):
+            # It must raise: a return would tell the app its report is stored.
+            with pytest.raises(StorageUnavailable):
+                storage.upsert(newer, now=at(1))
+            with pytest.raises(StorageUnavailable):
+                storage.upsert(attrs.evolve(newer, selector=OTHER), now=at(1))
+            with pytest.raises(StorageUnavailable):
+                storage.ping()
+        assert storage.get(SELECTOR) == before, "a failed upsert left a trace"
+        assert storage.get(OTHER) is None, "a failed upsert left a trace"
+
+    def test_recovers_after_unavailable(self, storage: Storage) -> None:
+        self._require("supports_unavailable", "the test cannot make it unavailable")
+        before = storage.upsert(FULL, now=T0)
+        with self.make_unavailable(storage):
+            with pytest.raises(StorageUnavailable):
+                storage.upsert(BARE, now=at(1))
+        assert storage.ping() is None
+        assert storage.upsert(BARE, now=at(2)) == merge(before, BARE, now=at(2))
+
+    # -- everything at random, against a dict ------------------------------------------------
+
+    def test_state_machine_against_a_dict_model(self, make_storage: StorageOpener) -> None:
+        machine = StorageMachine.for_factory(make_storage, reopen=self.supports_reopen)
+        run_state_machine_as_test(machine, settings=self.machine_settings or settings(
+            deadline=None, stateful_step_count=30,
+            suppress_health_check=[HealthCheck.too_slow]))
+
