@@ -40,7 +40,7 @@ import attrs
 
 from . import _grammar as g
 from ._errors import AppModelError
-from ._templates import BODY_METHODS, FORM, Template, media_type
+from ._templates import BODY_METHODS, FORM, Template, media_type, split_json_template
 from ._values import Request
 
 __all__ = ["render_request", "substitute", "DEFAULT_USER_AGENT", "DEFAULT_BACKOFF",
@@ -79,26 +79,13 @@ def substitute(text: str, variables: Mapping[str, str | None], *, kind: str) -> 
 
 def _substitute_json(text: str, variables: Mapping[str, str | None]) -> str:
     out: list[str] = []
-    in_string = False
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "%":
-            m = g.PLACEHOLDER.match(text, i)
-            if m is not None:
-                value = variables.get(m.group(1))
-                value = "" if value is None else value
-                out.append(_json_escape(value) if in_string else json.dumps(value))
-                i = m.end()
-                continue
-        if in_string and ch == "\\":
-            out.append(text[i:i + 2])
-            i += 2
+    for _, piece, in_string in split_json_template(text):
+        if isinstance(piece, str):
+            out.append(piece)
             continue
-        if ch == '"':
-            in_string = not in_string
-        out.append(ch)
-        i += 1
+        value = variables.get(piece.group(1))
+        value = "" if value is None else value
+        out.append(_json_escape(value) if in_string else json.dumps(value))
     return "".join(out)
 
 

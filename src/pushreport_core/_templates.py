@@ -315,35 +315,52 @@ def _json_reason(e: ValueError) -> str:
     return "cannot decode"
 
 
-def _compile_json(text: str, spot: _Spot) -> Any:
-    out: list[str] = []
-    origin: list[int] = []  # source offset of each output chunk's first character
-    variables: list[tuple[str, int]] = []
+def split_json_template(text: str) -> Iterator[tuple[int, str | re.Match[str], bool]]:
+    """Split a JSON template into literal text and placeholders, in order.
+
+    Yields ``(offset, piece, in_string)``: *piece* is literal text or the placeholder's
+    match, and *in_string* tells whether a placeholder sits inside a JSON string (the
+    app JSON-escapes it there) or stands for a whole value. Shared by the parser (which
+    compiles the template) and the app model (which fills it in).
+    """
     in_string = False
-    i, n = 0, len(text)
+    start = i = 0
+    n = len(text)
     while i < n:
         ch = text[i]
         if ch == "%":
             m = g.PLACEHOLDER.match(text, i)
             if m is not None:
-                _check_variable(m.group(1), spot, i)
-                idx = len(variables)
-                variables.append((m.group(1), i))
-                chunk = f"{_IN}{idx}{_END}" if in_string else f'"{_BARE}{idx}{_END}"'
-                out.append(chunk)
-                origin.extend([i] * len(chunk))
-                i = m.end()
+                if start < i:
+                    yield start, text[start:i], False
+                yield i, m, in_string
+                i = start = m.end()
                 continue
         if in_string and ch == "\\":
-            out.append(text[i:i + 2])
-            origin.extend([i] * len(text[i:i + 2]))
             i += 2
             continue
         if ch == '"':
             in_string = not in_string
-        out.append(ch)
-        origin.append(i)
         i += 1
+    if start < n:
+        yield start, text[start:], False
+
+
+def _compile_json(text: str, spot: _Spot) -> Any:
+    out: list[str] = []
+    origin: list[int] = []  # source offset of each output character
+    variables: list[tuple[str, int]] = []
+    for offset, piece, in_string in split_json_template(text):
+        if isinstance(piece, str):
+            out.append(piece)
+            origin.extend(range(offset, offset + len(piece)))
+            continue
+        _check_variable(piece.group(1), spot, offset)
+        idx = len(variables)
+        variables.append((piece.group(1), offset))
+        chunk = f"{_IN}{idx}{_END}" if in_string else f'"{_BARE}{idx}{_END}"'
+        out.append(chunk)
+        origin.extend([offset] * len(chunk))
     source = "".join(out)
     try:
         tree = json.loads(source, object_pairs_hook=_Members)

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from pushreport_core import to_http_bytes
+from pushreport_core.testing import SPEC_REQUESTS
+
 from .conftest import PUSHREPORT, Server, pushreport_list
 
 pytestmark = pytest.mark.e2e
@@ -20,28 +23,10 @@ SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 TOKEN_MSGS = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
 TOKEN_CALLS = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
 
-SPEC_GET = (
-    b"GET /token/?username=johndow&password=12345678&selector="
-    b"12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14&token_msgs="
-    b"QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J&appid_msgs="
-    b"com.cloudsoftphone.app&token_calls=Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wxkrY%3D"
-    b"&appid_calls=com.cloudsoftphone.app.pushkit HTTP/1.1\r\n"
-    b"Host: example.com\r\n"
-    b"Connection: close\r\n"
-    b"Cache-Control: max-age=0\r\n"
-    b"User-Agent: CloudSoftphone/1.5.6\r\n"
-    b"\r\n"
-)
-
-SPEC_JSON_BODY = (
-    b'{\n'
-    b'    "token_msgs"    : "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J",\n'
-    b'    "appid_msgs"    : "com.cloudsoftphone.app",\n'
-    b'    "token_calls"   : "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY=",\n'
-    b'    "appid_calls"   : "com.cloudsoftphone.app.pushkit",\n'
-    b'    "selector"      : "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"\n'
-    b'}'
-)
+# The spec's examples as the app sends them, byte for byte (tests/conformance/
+# test_app_model.py checks these bytes against the specification's own text).
+SPEC_GET = to_http_bytes(SPEC_REQUESTS["GET"], "example.com")
+SPEC_JSON_BODY = SPEC_REQUESTS["POST JSON"].body
 
 
 def spec_post(body: bytes) -> bytes:
