@@ -259,6 +259,26 @@ class StorageConformance:
         assert (stored.first_seen, stored.last_seen, stored.reports) == (at(5), at(10), 3)
         assert storage.get(SELECTOR) == stored
 
+    def test_batch_upsert_is_the_merges_in_order(self, storage: Storage) -> None:
+        """``upsert_many`` (optional; the receiver batches concurrent reports through
+        it): one call equals the upserts one by one, in order, reports of one selector
+        included."""
+        upsert_many = getattr(storage, "upsert_many", None)
+        if upsert_many is None:
+            pytest.skip(f"{type(self).__name__}'s backend has no upsert_many: the "
+                        "receiver writes one report at a time")
+        other = attrs.evolve(BARE, selector=OTHER)
+        late = attrs.evolve(FULL, token_msgs=None, username=None)
+        items = [(FULL, T0), (other, at(1)), (late, at(2)), (BARE, at(3))]
+        expected = []
+        model: dict[str, Registration] = {}
+        for report, now in items:
+            model[report.selector] = merge(model.get(report.selector), report, now=now)
+            expected.append(model[report.selector])
+        assert upsert_many(items) == expected
+        assert storage.get(SELECTOR) == model[SELECTOR]
+        assert storage.get(OTHER) == model[OTHER]
+
     def test_selectors_are_independent(self, storage: Storage) -> None:
         storage.upsert(FULL, now=T0)
         other = storage.upsert(attrs.evolve(BARE, selector=OTHER), now=at(1))
