@@ -44,14 +44,14 @@ def at(seconds: float) -> datetime:
 
 # -- concurrency -------------------------------------------------------------------------------
 
-_CONCURRENT_SELECTORS = (SELECTOR, OTHER)
+CONCURRENT_SELECTORS = (SELECTOR, OTHER)
 
 
-def _concurrent_report(worker: int, i: int) -> Report:
+def concurrent_report(worker: int, i: int) -> Report:
     """Worker *worker*'s *i*-th report: each knows only some of the values."""
-    k = i // len(_CONCURRENT_SELECTORS)
+    k = i // len(CONCURRENT_SELECTORS)
     return Report(
-        selector=_CONCURRENT_SELECTORS[i % len(_CONCURRENT_SELECTORS)],
+        selector=CONCURRENT_SELECTORS[i % len(CONCURRENT_SELECTORS)],
         username=f"user{worker}" if k % 4 == 0 else None,
         token_calls=f"call{worker}x{i}AAAA" if k % 2 == 0 else None,
         appid_calls="com.example.app.voip" if k % 2 == 0 else None,
@@ -61,14 +61,14 @@ def _concurrent_report(worker: int, i: int) -> Report:
     )
 
 
-def _concurrent_now(worker: int, i: int) -> datetime:
+def concurrent_now(worker: int, i: int) -> datetime:
     return T0 + timedelta(microseconds=i * 1000 + worker)
 
 
 Upsert = tuple[Report, datetime, Registration]
 
 
-def _check_linearizable(upserts: list[Upsert], final: dict[str, Registration | None]) -> None:
+def check_linearizable(upserts: list[Upsert], final: dict[str, Registration | None]) -> None:
     """Every upsert returned its place in its selector's commit order (``reports``);
     folding merge over the reports in that order gives each returned registration and
     the final one: no lost update, no lost token, nothing counted twice."""
@@ -99,7 +99,7 @@ def _process_worker(make_storage: StorageOpener, worker: int, count: int,
             barrier.wait(timeout=60)  # all at once, however long each took to start
             out = []
             for i in range(count):
-                report, now = _concurrent_report(worker, i), _concurrent_now(worker, i)
+                report, now = concurrent_report(worker, i), concurrent_now(worker, i)
                 out.append((worker, i, storage.upsert(report, now=now).to_json()))
         finally:
             storage.close()
@@ -358,7 +358,7 @@ class StorageConformance:
             try:
                 barrier.wait(timeout=30)
                 for i in range(count):
-                    report, now = _concurrent_report(worker, i), _concurrent_now(worker, i)
+                    report, now = concurrent_report(worker, i), concurrent_now(worker, i)
                     returned = storage.upsert(report, now=now)
                     with lock:
                         upserts.append((report, now, returned))
@@ -372,7 +372,7 @@ class StorageConformance:
             t.join(timeout=120)
         assert not errors, f"upsert raised in a thread: {errors[0]!r}"
         assert len(upserts) == workers * count
-        _check_linearizable(upserts, {s: storage.get(s) for s in _CONCURRENT_SELECTORS})
+        check_linearizable(upserts, {s: storage.get(s) for s in CONCURRENT_SELECTORS})
 
     def test_concurrent_processes_on_the_same_selectors(
             self, make_storage: StorageOpener) -> None:
@@ -403,13 +403,13 @@ class StorageConformance:
                     p.kill()
         errors = [detail for status, detail in results if status == "error"]
         assert not errors, f"upsert failed in a child process:\n{errors[0]}"
-        upserts = [(_concurrent_report(w, i), _concurrent_now(w, i),
+        upserts = [(concurrent_report(w, i), concurrent_now(w, i),
                     Registration.from_json(data))
                    for _, rows in results for w, i, data in rows]
         assert len(upserts) == workers * count
         reader = make_storage()
         try:
-            _check_linearizable(upserts, {s: reader.get(s) for s in _CONCURRENT_SELECTORS})
+            check_linearizable(upserts, {s: reader.get(s) for s in CONCURRENT_SELECTORS})
         finally:
             reader.close()
 
