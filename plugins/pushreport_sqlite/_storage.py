@@ -14,9 +14,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import attrs
 
-from pushreport_core import (ConfigurationError, Registration, Report, StorageUnavailable,
+from pushreport_core import (Registration, Report, StorageUnavailable,
                              format_time, parse_time)
-from pushreport_wsgi.storage import StorageContext
+from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 __all__ = ["SQLiteStorage", "SCHEMA_VERSION", "DEFAULT_PATH", "SYNCHRONOUS",
            "DEFAULT_BUSY_TIMEOUT", "MAX_BUSY_TIMEOUT"]
@@ -204,31 +204,14 @@ class SQLiteStorage:
         :raises ConfigurationError: an unknown option or a value of the wrong type,
             naming ``storage.sqlite.<option>``.
         """
-        for key in options:
-            if key not in _OPTIONS:
-                raise ConfigurationError("unknown option; the options are "
-                                         + ", ".join(_OPTIONS),
-                                         key=f"storage.sqlite.{key}")
-        path = options.get("path", DEFAULT_PATH)
-        if not isinstance(path, str) or not path.strip():
-            raise ConfigurationError(f"must be a file path (a non-empty string), not {path!r}",
-                                     key="storage.sqlite.path")
-        synchronous = options.get("synchronous", "normal")
-        if not isinstance(synchronous, str) or synchronous.lower() not in SYNCHRONOUS:
-            raise ConfigurationError(f'must be "normal" or "full", not {synchronous!r}',
-                                     key="storage.sqlite.synchronous")
-        busy_timeout = options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)
-        if (isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float))
-                or not 0 <= busy_timeout <= MAX_BUSY_TIMEOUT):
-            raise ConfigurationError(f"must be a number of seconds from 0 to "
-                                     f"{MAX_BUSY_TIMEOUT:g}, not {busy_timeout!r}",
-                                     key="storage.sqlite.busy_timeout")
-        interval = options.get("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL)
-        if (isinstance(interval, bool) or not isinstance(interval, (int, float))
-                or not 0 <= interval <= 3600):
-            raise ConfigurationError(f"must be a number of seconds from 0 to 3600, not "
-                                     f"{interval!r}", key="storage.sqlite.checkpoint_interval")
-        return cls(path=Path(context.base_dir, path), synchronous=synchronous.lower(),
+        opts = BackendOptions("sqlite", options, _OPTIONS)
+        path = opts.string("path", DEFAULT_PATH, what="a file path (a non-empty string)")
+        synchronous = opts.string("synchronous", "normal", choices=SYNCHRONOUS)
+        busy_timeout = opts.number("busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0,
+                                   high=MAX_BUSY_TIMEOUT)
+        interval = opts.number("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL, low=0,
+                               high=3600)
+        return cls(path=Path(context.base_dir, path), synchronous=synchronous,
                    busy_timeout=busy_timeout, checkpoint_interval=interval)
 
     # -- connections -------------------------------------------------------------

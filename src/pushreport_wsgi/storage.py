@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import attrs
 
-from pushreport_core import Registration, Report
+from pushreport_core import ConfigurationError, Registration, Report
 
-__all__ = ["Storage", "StorageContext", "StorageFactory"]
+__all__ = ["Storage", "StorageContext", "StorageFactory", "BackendOptions"]
 
 
 @attrs.frozen(kw_only=True)
@@ -72,3 +72,59 @@ class Storage(Protocol):
 
 
 StorageFactory = Callable[[Mapping[str, Any], StorageContext], Storage]
+
+
+class BackendOptions:
+    """Checked access to a backend's ``[storage.<name>]`` table, for factories.
+
+    Every error is a :class:`~pushreport_core.ConfigurationError` naming
+    ``storage.<name>.<key>`` and the reason, raised when the configuration is loaded::
+
+        opts = BackendOptions("files", options, allowed=("path", "fsync"))
+        path = opts.string("path", "pushreport-files")
+        fsync = opts.boolean("fsync", True)
+    """
+
+    def __init__(self, backend: str, options: Mapping[str, Any],
+                 allowed: tuple[str, ...]) -> None:
+        self.backend = backend
+        self.options = options
+        for key in options:
+            if key not in allowed:
+                raise self.error(key, "unknown option; the options are " + ", ".join(allowed))
+
+    def error(self, key: str, reason: str) -> ConfigurationError:
+        return ConfigurationError(reason, key=f"storage.{self.backend}.{key}")
+
+    def string(self, key: str, default: str, *, what: str = "a non-empty string",
+               choices: tuple[str, ...] = ()) -> str:
+        value = self.options.get(key, default)
+        if choices:
+            if not isinstance(value, str) or value.lower() not in choices:
+                raise self.error(key, "must be " + " or ".join(f'"{c}"' for c in choices)
+                                 + f", not {value!r}")
+            return value.lower()
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(key, f"must be {what}, not {value!r}")
+        return value
+
+    def number(self, key: str, default: float, *, low: float, high: float,
+               what: str = "a number of seconds") -> float:
+        value = self.options.get(key, default)
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not low <= value <= high):
+            raise self.error(key, f"must be {what} from {low:g} to {high:g}, not {value!r}")
+        return float(value)
+
+    def integer(self, key: str, default: int, *, low: int, high: int,
+                what: str = "a whole number") -> int:
+        value = self.options.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(key, f"must be {what} from {low} to {high}, not {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.options.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, not {value!r}")
+        return value
