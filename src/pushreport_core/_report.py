@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ._defaults import DEFAULT_SHAPES
-from ._errors import InvalidReport, RequestTooLarge
+from ._errors import RequestTooLarge
 from ._values import Report, Request
 
 __all__ = ["parse_request", "Shapes", "DEFAULT_MAX_BODY", "MAX_TARGET"]

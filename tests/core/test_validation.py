@@ -65,7 +65,7 @@ def refused(request: Request, template: Template | None = None, **kw: int) -> In
     pytest.param(get(q(selector="")), None, "selector is missing", id="selector-empty"),
     pytest.param(post_json({"selector": None}), None, "selector is missing",
                  id="selector-null"),
-    pytest.param(get(f"/token/?key=s3c.et&selector=&username=x&token_msgs=&appid_msgs="),
+    pytest.param(get("/token/?key=s3c.et&selector=&username=x&token_msgs=&appid_msgs="),
                  QUERY, "selector is missing", id="selector-missing-template"),
     pytest.param(get(q(selector=SEL[:39] + ":7C")), None,
                  "selector is not valid: expected 40 hex digits, ':' and a hex suffix",

@@ -4,7 +4,6 @@ with `pushreport list --json`, and a kill -9 under load that loses nothing answe
 from __future__ import annotations
 
 import http.client
-import os
 import subprocess
 import threading
 import time

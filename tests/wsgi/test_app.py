@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import attrs
-import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
