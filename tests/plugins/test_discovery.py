@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,13 @@ from pushreport_wsgi.storage import Storage, StorageContext
 
 REQUEST = Request(method="GET", target="/token/?selector=s")
 
+# The built-in backends, as our own pyproject.toml declares them: exactly the way a third
+# party declares theirs.
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+ENTRY_POINTS: dict[str, str] = tomllib.loads(_PYPROJECT.read_text())[
+    "project"]["entry-points"]["pushreport"]
+BUILT_IN = sorted(ENTRY_POINTS)
+
 
 # -- discovery -----------------------------------------------------------------------
 
@@ -37,6 +46,14 @@ def test_builtin_sqlite_is_discovered_through_the_entry_point(tmp_path: Path) ->
     storage = factories["sqlite"]({"path": "x.db"}, StorageContext(base_dir=tmp_path))
     assert isinstance(storage, Storage) and storage.name == "sqlite"
     storage.close()
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_every_built_in_backend_is_discovered_by_its_entry_point(name: str) -> None:
+    pm = make_plugin_manager()
+    module = importlib.import_module(ENTRY_POINTS[name])
+    assert pm.get_plugin(name) is module
+    assert name in collect_storage_factories(pm)
 
 
 def test_without_entry_points_nothing_is_loaded() -> None:
@@ -61,7 +78,7 @@ def test_given_plugins_are_registered() -> None:
     plugin = Memory()
     pm = make_plugin_manager(plugins=[plugin])
     assert pm.is_registered(plugin)
-    assert sorted(collect_storage_factories(pm)) == ["memory", "sqlite"]
+    assert sorted(collect_storage_factories(pm)) == sorted(["memory", *BUILT_IN])
 
 
 def test_unknown_hook_fails_at_start_up() -> None:
@@ -414,14 +431,14 @@ def _probe(site: Path, *blocked: str) -> dict[str, object]:
 def test_third_party_plugin_is_discovered(tiny_site: Path) -> None:
     assert list(tiny_site.glob("tiny_plugin-0.1.dist-info/entry_points.txt"))
     out = _probe(tiny_site)
-    assert out["backends"] == ["sqlite", "tiny"]
-    assert out["dists"] == ["pushreport", "tiny-plugin"]
+    assert out["backends"] == sorted([*BUILT_IN, "tiny"])
+    assert sorted(set(out["dists"])) == ["pushreport", "tiny-plugin"]
     assert out["options"] == {"opt": 1}
     assert out["stored"] == [["sel", "tinyTOKEN1", 1]]
 
 
 def test_blocked_third_party_plugin_is_not_even_imported(tiny_site: Path) -> None:
     out = _probe(tiny_site, "tiny")
-    assert out["backends"] == ["sqlite"]
+    assert out["backends"] == BUILT_IN
     assert out["imported"] is False
-    assert out["dists"] == ["pushreport"]
+    assert sorted(set(out["dists"])) == ["pushreport"]

@@ -1,0 +1,404 @@
+"""The PostgreSQL storage backend: a connection pool per process, the merge rule done by
+one ``INSERT … ON CONFLICT DO UPDATE`` statement inside the database."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator, Mapping, Sequence
+
+import attrs
+import psycopg
+from psycopg import errors, sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pushreport_core import Registration, Report, StorageUnavailable
+from pushreport_wsgi.storage import BackendOptions, StorageContext
+
+__all__ = ["PostgreSQLStorage", "SCHEMA_VERSION", "DEFAULT_TABLE", "DEFAULT_POOL_MIN",
+           "DEFAULT_POOL_MAX", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "DSN_ENV"]
+
+#: The version recorded in ``<table>_schema`` for the schema below.
+SCHEMA_VERSION = 1
+DEFAULT_TABLE = "pushreport_registrations"
+DEFAULT_POOL_MIN = 1
+DEFAULT_POOL_MAX = 4
+DEFAULT_TIMEOUT = 2.0
+#: A request thread waiting longer than this is worth less than a 503: the app retries
+#: any non-2xx answer.
+MAX_TIMEOUT = 60.0
+MAX_POOL = 1000
+#: Where the DSN is read from when ``[storage.postgresql] dsn`` is absent, so that a
+#: password need not be written in the configuration file.
+DSN_ENV = "PUSHREPORT_DATABASE_URL"
+#: Rows fetched per query while iterating: no connection is held between pages.
+PAGE_SIZE = 256
+
+_OPTIONS = ("dsn", "pool_min", "pool_max", "timeout", "table")
+# Unquoted-style names only, short enough that "<table>_username" and "<table>_schema"
+# stay within PostgreSQL's 63-byte identifiers.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+_COLUMNS = ("selector", "username", "token_calls", "appid_calls", "token_msgs",
+            "appid_msgs", "extra", "user_agent", "first_seen", "last_seen", "reports")
+_KNOWN_WINS = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs",
+               "user_agent")
+
+
+def _check_table(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or not _TABLE_NAME.fullmatch(value):
+        raise ValueError(f"table must be letters, digits and _ (at most 48, not starting "
+                         f"with a digit), not {value!r}")
+
+
+def _check_timeout(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value <= MAX_TIMEOUT:
+        raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, "
+                         f"not {value!r}")
+
+
+def _check_pool(instance: PostgreSQLStorage, attribute: attrs.Attribute[Any],
+                value: int) -> None:
+    if not 1 <= instance.pool_max <= MAX_POOL or not 0 <= instance.pool_min <= instance.pool_max:
+        raise ValueError(f"need 0 <= pool_min <= pool_max, 1 <= pool_max <= {MAX_POOL}; got "
+                         f"pool_min={instance.pool_min!r}, pool_max={instance.pool_max!r}")
+
+
+class _Statements:
+    """The statements of one table, composed once with quoted identifiers."""
+
+    def __init__(self, table: str) -> None:
+        t = sql.Identifier(table)
+        cols = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+        self.version_table = sql.Identifier(f"{table}_schema")
+        self.lock_key = f"pushreport:{table}"
+        # "C" collation: byte order, which for these ASCII selectors is Python's str
+        # order, the order find() and iteration promise.
+        self.schema = (
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+    selector    text COLLATE "C" NOT NULL PRIMARY KEY,
+    username    text COLLATE "C",
+    token_calls text,
+    appid_calls text,
+    token_msgs  text,
+    appid_msgs  text,
+    extra       jsonb NOT NULL DEFAULT '{{}}',
+    user_agent  text,
+    first_seen  timestamptz NOT NULL,
+    last_seen   timestamptz NOT NULL,
+    reports     integer NOT NULL
+)""").format(t),
+            # (username, selector): find() by username in selector order from the index.
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (username, selector)").format(
+                sql.Identifier(f"{table}_username"), t),
+        )
+        # The merge rule of pushreport_core.merge, done by the database in one atomic
+        # statement: "a null value for pushTokenOther" (the iOS delay) never erases a
+        # stored value, whichever host the report reached.
+        sets = [sql.SQL("{c} = COALESCE(EXCLUDED.{c}, t.{c})").format(c=sql.Identifier(c))
+                for c in _KNOWN_WINS]
+        self.upsert = sql.SQL("""INSERT INTO {t} AS t ({cols})
+VALUES (%(selector)s, %(username)s, %(token_calls)s, %(appid_calls)s, %(token_msgs)s,
+        %(appid_msgs)s, %(extra)s, %(user_agent)s, %(now)s, %(now)s, 1)
+ON CONFLICT (selector) DO UPDATE SET
+    {sets},
+    extra      = t.extra || EXCLUDED.extra,
+    first_seen = LEAST(t.first_seen, EXCLUDED.first_seen),
+    last_seen  = GREATEST(t.last_seen, EXCLUDED.last_seen),
+    reports    = t.reports + 1
+RETURNING {cols}""").format(t=t, cols=cols, sets=sql.SQL(",\n    ").join(sets))
+        self.get = sql.SQL("SELECT {} FROM {} WHERE selector = %s").format(cols, t)
+        self.find = sql.SQL("SELECT {} FROM {} WHERE username = %s ORDER BY selector").format(
+            cols, t)
+        self.page_first = sql.SQL("SELECT {} FROM {} ORDER BY selector LIMIT %s").format(cols, t)
+        self.page_after = sql.SQL(
+            "SELECT {} FROM {} WHERE selector > %s ORDER BY selector LIMIT %s").format(cols, t)
+        self.remove = sql.SQL("DELETE FROM {} WHERE selector = %s").format(t)
+        # A write that changes nothing: it waits for the table's write lock like an
+        # upsert, and fails on a read-only server (a standby) as an upsert would.
+        self.ping = sql.SQL("DELETE FROM {} WHERE false").format(t)
+
+
+def _params(report: Report, now: datetime) -> dict[str, Any]:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be an aware datetime, got {now!r}")
+    # The account password (report.password) is not a column: it is never written.
+    return {
+        "selector": report.selector,
+        "username": report.username,
+        "token_calls": report.token_calls,
+        "appid_calls": report.appid_calls,
+        "token_msgs": report.token_msgs,
+        "appid_msgs": report.appid_msgs,
+        "extra": Jsonb(dict(report.extra)),
+        "user_agent": report.user_agent,
+        "now": now,
+    }
+
+
+def _decode(row: tuple[Any, ...]) -> Registration:
+    (selector, username, token_calls, appid_calls, token_msgs, appid_msgs, extra,
+     user_agent, first_seen, last_seen, reports) = row
+    try:
+        return Registration(
+            selector=selector, username=username, token_calls=token_calls,
+            appid_calls=appid_calls, token_msgs=token_msgs, appid_msgs=appid_msgs,
+            extra=extra, user_agent=user_agent,
+            first_seen=first_seen.astimezone(timezone.utc),
+            last_seen=last_seen.astimezone(timezone.utc), reports=reports)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise StorageUnavailable("postgresql table holds a row that cannot be read") from exc
+
+
+# Pools are per process; this lock guards opening one. A lock another thread held at a
+# fork() would stay held in the child, so the child gets a fresh one.
+_open_lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@attrs.define(eq=False)
+class PostgreSQLStorage:
+    """A :class:`~pushreport_wsgi.storage.Storage` in one PostgreSQL table.
+
+    Safe across threads (a ``psycopg_pool.ConnectionPool``, opened on first use), across
+    processes (a new pool after ``fork()``) and across hosts: every write is one
+    statement, committed before the method returns. A connection, lock or statement
+    that takes longer than *timeout* seconds, or any database failure, raises
+    :class:`~pushreport_core.StorageUnavailable`. The DSN (which may hold a password)
+    is not in the repr and in no message.
+    """
+
+    name = "postgresql"
+
+    dsn: str = attrs.field(repr=False)
+    table: str = attrs.field(default=DEFAULT_TABLE, validator=_check_table)
+    pool_min: int = attrs.field(default=DEFAULT_POOL_MIN, validator=_check_pool)
+    pool_max: int = attrs.field(default=DEFAULT_POOL_MAX, validator=_check_pool)
+    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, converter=float,
+                                 validator=_check_timeout)
+    _sql: _Statements = attrs.field(init=False, repr=False)
+    _pool: ConnectionPool | None = attrs.field(init=False, default=None, repr=False)
+    _pid: int = attrs.field(init=False, default=0, repr=False)
+    _schema_ready: bool = attrs.field(init=False, default=False, repr=False)
+    _closed: bool = attrs.field(init=False, default=False, repr=False)
+    # Pools inherited through fork(): their sockets belong to the parent, so the child
+    # neither uses nor closes them, and keeps them from being collected.
+    _inherited: list[ConnectionPool] = attrs.field(init=False, factory=list, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._sql = _Statements(self.table)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], context: StorageContext, *,
+                     environ: Mapping[str, str] = os.environ) -> PostgreSQLStorage:
+        """The backend for the ``[storage.postgresql]`` table of the configuration.
+
+        Options: ``dsn`` (a libpq connection string or URL; when absent, the
+        ``PUSHREPORT_DATABASE_URL`` environment variable), ``pool_min`` (default 1),
+        ``pool_max`` (default 4), ``timeout`` (seconds, default 2) and ``table``
+        (default ``pushreport_registrations``). Connects to nothing yet.
+
+        :raises ConfigurationError: an unknown option, a missing DSN or a value of the
+            wrong type, naming ``storage.postgresql.<option>``.
+        """
+        opts = BackendOptions("postgresql", options, _OPTIONS)
+        if "dsn" in options:
+            dsn = options["dsn"]
+            if not isinstance(dsn, str) or not dsn.strip():
+                # Not the value: it may hold a password.
+                raise opts.error("dsn", "must be a connection string (a non-empty string)")
+        else:
+            dsn = environ.get(DSN_ENV, "")
+            if not dsn.strip():
+                raise opts.error("dsn", f"missing: set it, or the environment variable "
+                                        f"{DSN_ENV}")
+        pool_min = opts.integer("pool_min", DEFAULT_POOL_MIN, low=0, high=MAX_POOL)
+        pool_max = opts.integer("pool_max", DEFAULT_POOL_MAX, low=1, high=MAX_POOL)
+        if pool_min > pool_max:
+            raise opts.error("pool_min", f"must be at most pool_max ({pool_max}), not "
+                                         f"{pool_min!r}")
+        timeout = options.get("timeout", DEFAULT_TIMEOUT)
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not 0 < timeout <= MAX_TIMEOUT):
+            raise opts.error("timeout", f"must be a number of seconds more than 0 and at "
+                                        f"most {MAX_TIMEOUT:g}, not {timeout!r}")
+        table = options.get("table", DEFAULT_TABLE)
+        if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
+            raise opts.error("table", f"must be a table name of letters, digits and _ (at "
+                                      f"most 48, not starting with a digit), not {table!r}")
+        return cls(dsn=dsn, table=table, pool_min=pool_min, pool_max=pool_max,
+                   timeout=timeout)
+
+    # -- connections -------------------------------------------------------------
+
+    @property
+    def _retry_after(self) -> int:
+        return max(1, math.ceil(self.timeout))
+
+    def _unavailable(self, exc: psycopg.Error) -> StorageUnavailable:
+        # Short messages from the error's class and SQLSTATE only: psycopg's own text
+        # may quote the server, the user or values.
+        if isinstance(exc, PoolTimeout):
+            return StorageUnavailable("postgresql connection pool timed out",
+                                      retry_after=self._retry_after)
+        if isinstance(exc, errors.LockNotAvailable):
+            return StorageUnavailable("postgresql table is locked",
+                                      retry_after=self._retry_after)
+        if isinstance(exc, errors.QueryCanceled):
+            return StorageUnavailable("postgresql statement timed out",
+                                      retry_after=self._retry_after)
+        if isinstance(exc, errors.ReadOnlySqlTransaction):
+            return StorageUnavailable("postgresql server is read-only")
+        if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57")):
+            return StorageUnavailable("postgresql server is unreachable")
+        return StorageUnavailable(f"postgresql failed (SQLSTATE {exc.sqlstate})")
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        ms = str(max(1, round(self.timeout * 1000)))
+        conn.execute("SELECT set_config('statement_timeout', %s, false), "
+                     "set_config('lock_timeout', %s, false), "
+                     "set_config('TimeZone', 'UTC', false)", (ms, ms))
+
+    def _get_pool(self) -> ConnectionPool:
+        if self._closed:
+            raise StorageUnavailable("postgresql storage is closed")
+        pid = os.getpid()
+        pool = self._pool
+        if pool is not None and self._pid == pid:
+            return pool
+        with _open_lock:
+            if self._pool is not None and self._pid == pid:
+                return self._pool
+            if self._pool is not None:
+                self._inherited.append(self._pool)
+            pool = ConnectionPool(
+                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
+                timeout=self.timeout, open=False, configure=self._configure,
+                name=f"pushreport-postgresql-{self.table}",
+                kwargs={"autocommit": True,
+                        "connect_timeout": max(2, math.ceil(self.timeout))})
+            pool.open(wait=False)
+            self._pool, self._pid = pool, pid
+            return pool
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit) on which the schema exists; every database
+        failure inside becomes ``StorageUnavailable``."""
+        try:
+            with self._get_pool().connection(timeout=self.timeout) as conn:
+                if not self._schema_ready:
+                    self._create_schema(conn)
+                    self._schema_ready = True
+                yield conn
+        except psycopg.ProgrammingError as exc:
+            if exc.sqlstate is None:
+                raise  # our bug (a wrong parameter), not the database's
+            raise self._unavailable(exc) from exc
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _create_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Create or upgrade the table; workers and hosts starting together take turns
+        (an advisory lock held until the transaction ends)."""
+        s = self._sql
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (s.lock_key,))
+            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL)")
+                         .format(s.version_table))
+            row = conn.execute(sql.SQL("SELECT max(version) FROM {}")
+                               .format(s.version_table)).fetchone()
+            version = row[0] if row else None
+            if version is not None and version > SCHEMA_VERSION:
+                raise StorageUnavailable(f"postgresql table schema version {version} is "
+                                         f"newer than this pushreport's ({SCHEMA_VERSION})")
+            if version == SCHEMA_VERSION:
+                return
+            # Version None: a new table. Upgrades from older versions go here.
+            for statement in s.schema:
+                conn.execute(statement)
+            conn.execute(sql.SQL("DELETE FROM {}").format(s.version_table))
+            conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (%s)")
+                         .format(s.version_table), (SCHEMA_VERSION,))
+
+    def _rows(self, statement: sql.Composable, params: Any) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(statement, params).fetchall()
+
+    # -- Storage -------------------------------------------------------------------
+
+    def upsert(self, report: Report, *, now: datetime) -> Registration:
+        """Merge *report* into its selector's row in one statement; committed on return.
+
+        The account password (``report.password``) is not a column: it is never written.
+        """
+        (row,) = self._rows(self._sql.upsert, _params(report, now))
+        return _decode(row)
+
+    def upsert_many(self, items: Sequence[tuple[Report, datetime]]) -> list[Registration]:
+        """Upsert every ``(report, now)`` in one transaction, in order: one commit.
+
+        All or nothing: on failure nothing of the batch is stored and
+        ``StorageUnavailable`` is raised. Reports of one selector are merged in order.
+        """
+        params = [_params(report, now) for report, now in items]
+        if not params:
+            return []
+        rows = []
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(self._sql.upsert, params, returning=True)
+            while True:
+                rows.append(cursor.fetchone())
+                if not cursor.nextset():
+                    break
+        return [_decode(row) for row in rows]
+
+    def get(self, selector: str) -> Registration | None:
+        rows = self._rows(self._sql.get, (selector,))
+        return _decode(rows[0]) if rows else None
+
+    def find(self, *, username: str | None = None) -> list[Registration]:
+        if username is None:
+            return list(self)
+        return [_decode(row) for row in self._rows(self._sql.find, (username,))]
+
+    def __iter__(self) -> Iterator[Registration]:
+        # Keyset pages: no connection is held between yields, so a caller may remove()
+        # while iterating, and a slow consumer does not starve the pool.
+        rows = self._rows(self._sql.page_first, (PAGE_SIZE,))
+        while True:
+            for row in rows:
+                yield _decode(row)
+            if len(rows) < PAGE_SIZE:
+                return
+            rows = self._rows(self._sql.page_after, (rows[-1][0], PAGE_SIZE))
+
+    def remove(self, selector: str) -> bool:
+        with self._connection() as conn:
+            return conn.execute(self._sql.remove, (selector,)).rowcount > 0
+
+    def ping(self) -> None:
+        """Take and release the table's write lock: fails on a locked table, a read-only
+        server or an unreachable one."""
+        with self._connection() as conn:
+            conn.execute(self._sql.ping)
+
+    def close(self) -> None:
+        """Close this process's pool; a pool inherited through fork() is left to its owner."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close()
