@@ -5,7 +5,9 @@ The folder holds three files:
 ``log.jsonl``
     The log. Its first line is a header, ``{"format": 1, "generation": N}``; every
     other line is one record: ``{"op": "report", ...the report's fields..., "now": T}``
-    (the account password is never one of them) or ``{"op": "remove", "selector": S}``.
+    (the account password is never one of them), ``{"op": "put", ...a registration's
+    JSON...}`` (``put_many``: the registration as given replaces its selector's state)
+    or ``{"op": "remove", "selector": S}``.
     A record is appended with one ``write()`` and ``fsync``-ed before the method
     returns.
 ``snapshot.json``
@@ -113,6 +115,10 @@ def _record_report(record: Mapping[str, Any]) -> Report:
                   extra=record.get("extra") or {}, user_agent=record.get("user_agent"))
 
 
+def _record_registration(record: Mapping[str, Any]) -> Registration:
+    return Registration.from_json({k: v for k, v in record.items() if k != "op"})
+
+
 def _apply(state: dict[str, Registration], record: Mapping[str, Any]) -> None:
     """Fold one log record into *state*, with the core's merge rule."""
     op = record.get("op")
@@ -120,6 +126,9 @@ def _apply(state: dict[str, Registration], record: Mapping[str, Any]) -> None:
         report = _record_report(record)
         selector = report.selector
         state[selector] = merge(state.get(selector), report, now=parse_time(record["now"]))
+    elif op == "put":
+        registration = _record_registration(record)
+        state[registration.selector] = registration
     elif op == "remove":
         state.pop(record["selector"], None)
     else:
@@ -444,6 +453,21 @@ class FilesStorage:
         """
         items = list(items)
         return self._locked(fcntl.LOCK_EX, lambda: self._upsert_locked(items))
+
+    def put_many(self, registrations: Sequence[Registration]) -> None:
+        """Store *registrations* exactly as given (``first_seen``, ``last_seen`` and
+        ``reports`` included), replacing any state of the same selector: ``put``
+        records, with one append and one fsync. All or nothing."""
+        lines = [_dumps({"op": "put", **r.to_json()}) for r in registrations]
+
+        def put_locked() -> None:
+            if not lines:
+                return
+            self._append(lines)
+            for r in registrations:
+                self._state[r.selector] = r
+            self._maybe_compact()
+        self._locked(fcntl.LOCK_EX, put_locked)
 
     def get(self, selector: str) -> Registration | None:
         return self._locked(fcntl.LOCK_SH, lambda: self._state.get(selector))

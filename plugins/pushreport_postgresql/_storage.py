@@ -112,6 +112,15 @@ ON CONFLICT (selector) DO UPDATE SET
     last_seen  = GREATEST(t.last_seen, EXCLUDED.last_seen),
     reports    = t.reports + 1
 RETURNING {cols}""").format(t=t, cols=cols, sets=sql.SQL(",\n    ").join(sets))
+        # put_many: a registration stored exactly as given, replacing its selector's row.
+        self.put = sql.SQL("""INSERT INTO {t} AS t ({cols})
+VALUES (%(selector)s, %(username)s, %(token_calls)s, %(appid_calls)s, %(token_msgs)s,
+        %(appid_msgs)s, %(extra)s, %(user_agent)s, %(first_seen)s, %(last_seen)s,
+        %(reports)s)
+ON CONFLICT (selector) DO UPDATE SET
+    {sets}""").format(t=t, cols=cols, sets=sql.SQL(",\n    ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in _COLUMNS if c != "selector"))
         self.get = sql.SQL("SELECT {} FROM {} WHERE selector = %s").format(cols, t)
         self.find = sql.SQL("SELECT {} FROM {} WHERE username = %s ORDER BY selector").format(
             cols, t)
@@ -139,6 +148,11 @@ def _params(report: Report, now: datetime) -> dict[str, Any]:
         "user_agent": report.user_agent,
         "now": now,
     }
+
+
+def _put_params(registration: Registration) -> dict[str, Any]:
+    return {**attrs.asdict(registration, recurse=False),
+            "extra": Jsonb(dict(registration.extra))}
 
 
 def _decode(row: tuple[Any, ...]) -> Registration:
@@ -365,6 +379,16 @@ class PostgreSQLStorage:
                 if not cursor.nextset():
                     break
         return [_decode(row) for row in rows]
+
+    def put_many(self, registrations: Sequence[Registration]) -> None:
+        """Store *registrations* exactly as given (``first_seen``, ``last_seen`` and
+        ``reports`` included), replacing any row of the same selector, in one
+        transaction: one commit. All or nothing."""
+        params = [_put_params(r) for r in registrations]
+        if not params:
+            return
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(self._sql.put, params)
 
     def get(self, selector: str) -> Registration | None:
         rows = self._rows(self._sql.get, (selector,))

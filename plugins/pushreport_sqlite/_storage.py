@@ -10,13 +10,15 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
 from pushreport_core import (Registration, Report, StorageUnavailable,
                              format_time, parse_time)
 from pushreport_wsgi.storage import BackendOptions, StorageContext
+
+T = TypeVar("T")
 
 __all__ = ["SQLiteStorage", "SCHEMA_VERSION", "DEFAULT_PATH", "SYNCHRONOUS",
            "DEFAULT_BUSY_TIMEOUT", "MAX_BUSY_TIMEOUT"]
@@ -86,6 +88,21 @@ ON CONFLICT (selector) DO UPDATE SET
     last_seen   = MAX(registrations.last_seen, excluded.last_seen),
     reports     = registrations.reports + 1
 RETURNING {_COLUMNS}"""
+# put_many: a registration stored exactly as given, replacing its selector's row.
+PUT = f"""INSERT INTO registrations ({_COLUMNS})
+VALUES (:selector, :username, :token_calls, :appid_calls, :token_msgs, :appid_msgs,
+        :extra, :user_agent, :first_seen, :last_seen, :reports)
+ON CONFLICT (selector) DO UPDATE SET
+    username    = excluded.username,
+    token_calls = excluded.token_calls,
+    appid_calls = excluded.appid_calls,
+    token_msgs  = excluded.token_msgs,
+    appid_msgs  = excluded.appid_msgs,
+    extra       = excluded.extra,
+    user_agent  = excluded.user_agent,
+    first_seen  = excluded.first_seen,
+    last_seen   = excluded.last_seen,
+    reports     = excluded.reports"""
 GET = f"SELECT {_COLUMNS} FROM registrations WHERE selector = ?"
 FIND_BY_USERNAME = f"SELECT {_COLUMNS} FROM registrations WHERE username = ? ORDER BY selector"
 PAGE_FIRST = f"SELECT {_COLUMNS} FROM registrations ORDER BY selector LIMIT ?"
@@ -133,6 +150,11 @@ def _params(report: Report, now: datetime) -> dict[str, Any]:
         "user_agent": report.user_agent,
         "now": _db_time(now),
     }
+
+
+def _put_params(registration: Registration) -> dict[str, Any]:
+    # to_json's times are format_time's: the stored form.
+    return {**registration.to_json(), "extra": _dump_extra(registration.extra)}
 
 
 def _decode(row: tuple[Any, ...]) -> Registration:
@@ -358,22 +380,35 @@ class SQLiteStorage:
         All or nothing: on failure nothing of the batch is stored and
         ``StorageUnavailable`` is raised. Reports of one selector are merged in order.
         """
+        rows = self._transaction(lambda conn: [
+            conn.execute(UPSERT, _params(report, now)).fetchone() for report, now in items])
+        return [_decode(row) for row in rows]
+
+    def put_many(self, registrations: Sequence[Registration]) -> None:
+        """Store *registrations* exactly as given (``first_seen``, ``last_seen`` and
+        ``reports`` included), replacing any row of the same selector, in one
+        transaction: one commit, one fsync. All or nothing."""
+        params = [_put_params(r) for r in registrations]
+        if params:
+            self._transaction(lambda conn: conn.executemany(PUT, params))
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run *work* in one ``BEGIN IMMEDIATE`` transaction; roll back on any failure."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                rows = [conn.execute(UPSERT, _params(report, now)).fetchone()
-                        for report, now in items]
+                result = work(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.ProgrammingError:
-            raise
+            raise  # our bug, not the database's
         except sqlite3.DatabaseError as exc:
             raise self._unavailable(exc) from exc
-        return [_decode(row) for row in rows]
+        return result
 
     def get(self, selector: str) -> Registration | None:
         rows = self._run(GET, (selector,))

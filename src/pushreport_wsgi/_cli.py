@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of the generated sessions (default: random, printed)")
     check.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                        help="per connection (default 10)")
+
+    mig = sub.add_parser(
+        "migrate", help="copy every registration from one storage backend to another")
+    mig.add_argument("--from", dest="from_spec", required=True, metavar="SPEC",
+                     help="sqlite:PATH, files:PATH, postgresql:DSN, or a backend NAME "
+                          "as configured in --config")
+    mig.add_argument("--to", dest="to_spec", required=True, metavar="SPEC",
+                     help="where to copy to, in the same form")
+    config_option(mig)
+    mig.add_argument("--batch", type=int, default=500, metavar="N",
+                     help="registrations per transaction (default 500)")
+    mig.add_argument("--from-option", action="append", metavar="KEY=VALUE",
+                     help="an option of the source backend (e.g. table=NAME); repeatable")
+    mig.add_argument("--to-option", action="append", metavar="KEY=VALUE",
+                     help="an option of the target backend (e.g. table=NAME); repeatable")
     return parser
 
 
@@ -91,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _account_xml(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "migrate":
+            return _migrate(args)
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
@@ -151,6 +168,15 @@ def _account_xml(args: argparse.Namespace) -> int:
     template = None if shapes is DEFAULT_SHAPES else shapes
     sys.stdout.write(account_xml(template, base_url=args.base_url))  # type: ignore[arg-type]
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from ._migrate import options_of, parse_spec, run_migrate
+
+    config = load_config(args.config) if args.config else Config()
+    return run_migrate(parse_spec(args.from_spec, options_of(args.from_option)),
+                       parse_spec(args.to_spec, options_of(args.to_option)), config,
+                       batch=args.batch)
 
 
 def _check(args: argparse.Namespace) -> int:

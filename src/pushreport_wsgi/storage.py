@@ -46,6 +46,18 @@ class Storage(Protocol):
         """
         ...
 
+    # Optional methods, looked up with ``getattr`` (not part of the runtime check):
+    #
+    # ``upsert_many(items: Sequence[tuple[Report, datetime]]) -> list[Registration]``
+    #     Upsert every ``(report, now)`` in one transaction, in order; the receiver
+    #     batches concurrent reports through it.
+    #
+    # ``put_many(registrations: Sequence[Registration]) -> None``
+    #     Store these registrations exactly as given (``first_seen``, ``last_seen`` and
+    #     ``reports`` included, not merged as a new report), replacing any with the same
+    #     selector, in one transaction (one commit, one fsync); all or nothing.
+    #     ``pushreport migrate`` copies through it, so a rerun gives the same target.
+
     def get(self, selector: str) -> Registration | None:
         """The registration of *selector*, or ``None``."""
         ...

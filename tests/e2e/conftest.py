@@ -24,13 +24,17 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, *args: str, workers: int = 2) -> None:
+    def __init__(self, tmp_path: Path, *args: str, workers: int = 2,
+                 db: bool = True) -> None:
+        """*db*: pass ``--db`` (needs sqlite among the backends); ``False`` to store
+        only where the ``--config`` in *args* says."""
         self.port = free_port()
         self.db = tmp_path / "pushreport.sqlite3"
         self.log = (tmp_path / "server.log").open("w+b")
+        db_args = ["--db", str(self.db)] if db else []
         self.proc = subprocess.Popen(
             [*PUSHREPORT, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--db", str(self.db), "--workers", str(workers), *args],
+             *db_args, "--workers", str(workers), *args],
             cwd=tmp_path, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 30

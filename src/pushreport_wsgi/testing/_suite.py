@@ -279,6 +279,33 @@ class StorageConformance:
         assert storage.get(SELECTOR) == model[SELECTOR]
         assert storage.get(OTHER) == model[OTHER]
 
+    def test_put_many_stores_registrations_exactly(self, storage: Storage) -> None:
+        """``put_many`` (optional; ``pushreport migrate`` copies through it): the
+        registrations are stored as given, replacing the selector's state; putting them
+        again changes nothing; a later upsert merges on top of them."""
+        put_many = getattr(storage, "put_many", None)
+        if put_many is None:
+            pytest.skip(f"{type(self).__name__}'s backend has no put_many: "
+                        "pushreport migrate cannot copy into it")
+        storage.upsert(attrs.evolve(FULL, token_calls="b2xkdG9rZW4="), now=at(-5))
+        put = [
+            attrs.evolve(merge(None, FULL, now=T0), first_seen=at(-100),
+                         last_seen=at(50.000001), reports=17),
+            merge(None, attrs.evolve(BARE, selector=OTHER), now=at(3)),
+        ]
+        assert put_many(put) is None
+        assert storage.get(SELECTOR) == put[0], "put_many merged instead of replacing"
+        assert storage.get(OTHER) == put[1]
+        put_many(put)
+        assert list(storage) == sorted(put, key=lambda r: r.selector), \
+            "putting the same registrations again is not idempotent"
+        put_many([])
+        late = attrs.evolve(BARE, token_msgs="bmV3ZXJ0b2tlbg==")
+        expected = merge(put[0], late, now=at(60))
+        assert storage.upsert(late, now=at(60)) == expected
+        assert storage.get(SELECTOR) == expected
+        assert expected.reports == 18 and expected.first_seen == at(-100)
+
     def test_selectors_are_independent(self, storage: Storage) -> None:
         storage.upsert(FULL, now=T0)
         other = storage.upsert(attrs.evolve(BARE, selector=OTHER), now=at(1))

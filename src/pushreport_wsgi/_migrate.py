@@ -1,0 +1,225 @@
+"""``pushreport migrate``: copy every registration from one backend to another.
+
+A backend is named by a SPEC: ``NAME:VALUE`` sets the backend's main option (``path``
+for ``sqlite`` and ``files``, ``dsn`` for ``postgresql``; for another installed backend,
+``path`` or else ``dsn``, whichever it accepts) on top of its ``[storage.NAME]`` table
+of ``--config``; a bare ``NAME`` is that backend exactly as ``--config`` configures it.
+The copy goes through the target's ``put_many``: each registration is stored exactly
+as the source holds it (``first_seen``, ``last_seen``, ``reports``), replacing the
+target's registration of the same selector, so running it twice gives the same target.
+A DSN may hold a password: it is never printed (``postgresql:***``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable, Sequence, TextIO
+
+import attrs
+
+from pushreport_core import ConfigurationError, Registration, StorageUnavailable
+
+from ._config import Config
+from ._plugins import collect_storage_factories, make_plugin_manager
+from .storage import Storage, StorageContext, StorageFactory
+
+__all__ = ["BackendSpec", "parse_spec", "parse_option", "migrate", "run_migrate",
+           "DEFAULT_BATCH"]
+
+DEFAULT_BATCH = 500
+#: The main option of the built-in backends; another backend is tried with ``path``,
+#: then ``dsn``.
+MAIN_OPTIONS = {"sqlite": "path", "files": "path", "postgresql": "dsn"}
+_SECRET_OPTIONS = ("dsn",)
+
+
+@attrs.frozen
+class BackendSpec:
+    """A backend named on the command line, and how to show it without secrets."""
+
+    name: str
+    value: str | None = None  # the VALUE of NAME:VALUE; None for a bare NAME
+    options: tuple[tuple[str, Any], ...] = ()  # --from-option / --to-option
+
+    def display(self, main: str | None = None) -> str:
+        if self.value is None:
+            return self.name
+        if main in _SECRET_OPTIONS or (main is None and self.name not in MAIN_OPTIONS
+                                       and "=" in self.value):
+            return f"{self.name}:***"
+        return f"{self.name}:{self.value}"
+
+
+def parse_spec(text: str, options: Iterable[tuple[str, Any]] = ()) -> BackendSpec:
+    """``NAME:VALUE`` or ``NAME`` (the name is everything before the first colon)."""
+    name, sep, value = text.partition(":")
+    if not name or (sep and not value):
+        raise ConfigurationError(f"{'a backend' if not name else repr(name)}: a backend is "
+                                 "NAME:PATH, NAME:DSN or a NAME configured in --config")
+    return BackendSpec(name=name, value=value if sep else None, options=tuple(options))
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; VALUE as TOML when it parses (``5``, ``true``, ``"x"``), else text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigurationError(f"backend option {key or text!r} must be KEY=VALUE")
+    try:
+        value: Any = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _open(spec: BackendSpec, config: Config, factories: dict[str, StorageFactory], *,
+          source: bool) -> tuple[Storage, str]:
+    """Open the backend *spec* names; return it and how to show it."""
+    factory = factories.get(spec.name)
+    if factory is None:
+        known = ", ".join(sorted(factories)) or "none"
+        raise ConfigurationError(f"no storage backend named {spec.name!r} is installed "
+                                 f"(installed: {known})")
+    options = config.storage.options_for(spec.name)
+    options.pop("required", None)
+    if spec.value is None:
+        options.update(spec.options)
+        return factory(options, StorageContext(base_dir=config.base_dir)), spec.display()
+    mains = ([MAIN_OPTIONS[spec.name]] if spec.name in MAIN_OPTIONS else ["path", "dsn"])
+    error: ConfigurationError | None = None
+    for main in mains:
+        value = spec.value
+        if main == "path":
+            path = Path(value).absolute()  # relative to where the command runs
+            if source and not path.exists():
+                raise ConfigurationError(f"{spec.display(main)}: no such file or folder")
+            value = str(path)
+        attempt = {k: v for k, v in options.items() if k not in ("path", "dsn")}
+        attempt[main] = value
+        attempt.update(spec.options)
+        try:
+            return (factory(attempt, StorageContext(base_dir=config.base_dir)),
+                    spec.display(main))
+        except ConfigurationError as e:
+            error = e
+            if e.key == f"storage.{spec.name}.{main}" and "unknown option" in str(e):
+                continue  # this backend has no such main option: try the next
+            raise
+    raise ConfigurationError(f"backend {spec.name!r} takes neither a path nor a dsn; name "
+                             "it alone and configure it in --config") from error
+
+
+class Progress:
+    """A progress bar on *err*: redrawn with ``\\r`` on a terminal, else a line every
+    *interval* seconds. Nothing for a copy shorter than *delay* seconds."""
+
+    def __init__(self, total: int, err: TextIO, *, interval: float | None = None,
+                 delay: float = 0.5, width: int = 30) -> None:
+        self.total, self.err, self.width = total, err, width
+        self.tty = bool(getattr(err, "isatty", lambda: False)())
+        self.interval = interval if interval is not None else (0.1 if self.tty else 5.0)
+        self.start = time.monotonic()
+        self.delay = delay
+        self.last = self.start
+        self.drawn = False
+
+    def _line(self, done: int) -> str:
+        total = max(self.total, done)
+        fraction = done / total if total else 1.0
+        filled = int(fraction * self.width)
+        return (f"[{'#' * filled}{'-' * (self.width - filled)}] {fraction:4.0%} "
+                f"{done}/{total} registrations")
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.start < self.delay or now - self.last < self.interval:
+            return
+        self.last = now
+        self.drawn = True
+        if self.tty:
+            self.err.write("\r" + self._line(done))
+        else:
+            self.err.write(self._line(done) + "\n")
+        self.err.flush()
+
+    def finish(self, done: int) -> None:
+        if not self.drawn:
+            return
+        self.err.write(("\r" + self._line(done) + "\n") if self.tty
+                       else self._line(done) + "\n")
+        self.err.flush()
+
+
+def migrate(source: Storage, target: Storage, *, batch: int = DEFAULT_BATCH,
+            progress: Progress | None = None) -> int:
+    """Copy every registration of *source* into *target* with ``put_many``, *batch* at a
+    time; return how many."""
+    put_many = getattr(target, "put_many", None)
+    if put_many is None:
+        raise ConfigurationError(f"storage backend {target.name!r} has no put_many: "
+                                 "pushreport migrate cannot copy into it")
+    done = 0
+    pending: list[Registration] = []
+    for registration in source:
+        pending.append(registration)
+        if len(pending) >= batch:
+            put_many(pending)
+            done += len(pending)
+            pending = []
+            if progress is not None:
+                progress.update(done)
+    if pending:
+        put_many(pending)
+        done += len(pending)
+    if progress is not None:
+        progress.finish(done)
+    return done
+
+
+def run_migrate(source_spec: BackendSpec, target_spec: BackendSpec, config: Config, *,
+                batch: int = DEFAULT_BATCH, out: TextIO | None = None,
+                err: TextIO | None = None, interval: float | None = None,
+                delay: float = 0.5) -> int:
+    """The ``migrate`` command: the exit status (2 for an unknown or unreachable
+    backend, with one line on *err*)."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    if batch < 1:
+        raise ConfigurationError(f"--batch must be at least 1, not {batch}")
+    factories = collect_storage_factories(make_plugin_manager(blocked=config.blocked_plugins))
+    opened: list[Storage] = []
+    try:
+        source, shown_from = _open(source_spec, config, factories, source=True)
+        opened.append(source)
+        target, shown_to = _open(target_spec, config, factories, source=False)
+        opened.append(target)
+        try:
+            total = sum(1 for _ in source)
+            progress = Progress(total, err, interval=interval, delay=delay)
+            count = migrate(source, target, batch=batch, progress=progress)
+        except StorageUnavailable as e:
+            print(f"pushreport: migrate from {shown_from} to {shown_to} failed: {e}"
+                  " (what was copied stays; running it again is safe)", file=err)
+            return 2
+        except Exception as e:
+            # Only the kind of error: a driver's message may quote the DSN.
+            print(f"pushreport: migrate from {shown_from} to {shown_to} failed: "
+                  f"{type(e).__name__} (what was copied stays; running it again is safe)",
+                  file=err)
+            return 2
+    finally:
+        for storage in reversed(opened):
+            try:
+                storage.close()
+            except Exception:  # pragma: no cover
+                pass
+    print(f"copied {count} registrations from {shown_from} to {shown_to}", file=out)
+    return 0
+
+
+def options_of(values: Sequence[str] | None) -> list[tuple[str, Any]]:
+    """The parsed ``--from-option`` / ``--to-option`` values."""
+    return [parse_option(v) for v in values or ()]
