@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import sys
 from typing import Sequence
@@ -111,6 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `pushreport list --json | head`: the reader left; that is not an error. Point
+        # stdout at nothing so that the interpreter's final flush stays quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     raise AssertionError(args.command)  # pragma: no cover
 
 

@@ -180,3 +180,20 @@ def test_access_log_masks_the_password_and_shortens_tokens(tmp_path: Path):
     assert "password=***" in out and " 200 " in out
     assert "12345678" not in out
     assert TOKEN_MSGS not in out and "token_msgs=QVBBOTFi…" in out
+
+
+def test_list_into_a_closed_pipe_is_not_an_error(tmp_path: Path):
+    from datetime import datetime, timezone
+
+    from pushreport_core import Report
+    from pushreport_sqlite import SQLiteStorage
+
+    db = tmp_path / "many.sqlite3"
+    storage = SQLiteStorage(db)
+    storage.upsert_many([(Report(selector=f"{i:040X}:01"), datetime.now(timezone.utc))
+                         for i in range(3000)])
+    storage.close()
+    proc = subprocess.run(f"{' '.join(PUSHREPORT)} list --db {db} --json | head -c 10",
+                          shell=True, capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "[\n  {\n    "
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
