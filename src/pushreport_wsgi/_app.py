@@ -8,12 +8,12 @@ untouched. :func:`create_app` is the same thing standing alone, answering 404 to
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 import os
 import time
 from typing import TYPE_CHECKING, Iterable
 from urllib.parse import quote
 
-from werkzeug.exceptions import default_exceptions
 from werkzeug.wsgi import get_input_stream
 
 from pushreport_core import (MethodNotAllowed, PushReportError, RequestTooLarge,
@@ -164,8 +164,10 @@ class PushReportMiddleware:
     def _plain(self, start_response: StartResponse, status: int, reason: str,
                headers: list[tuple[str, str]], environ: WSGIEnvironment, target: str,
                started: float) -> Iterable[bytes]:
-        exc = default_exceptions.get(status)
-        phrase = exc.name if exc is not None else "Error"
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
         # One line, plain text: the reason never echoes request values.
         text = (reason.splitlines()[0] if reason else phrase) + "\n"
         data = text.encode("utf-8")

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import attrs
+import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
@@ -240,3 +241,12 @@ def test_template_password_and_shared_secret_are_masked_in_the_access_log(tmp_pa
     assert resp.status_code == 200
     assert "hunter2" not in caplog.text and "s3cret" not in caplog.text
     assert f'"GET /r/***/?s={SELECTOR}&key=***&pw=***" 200' in caplog.text
+
+
+@pytest.mark.parametrize("target, line", [
+    ("/token/?selector=bad", "400 Bad Request"),
+    ("/", "404 Not Found"),
+])
+def test_status_line_has_the_standard_reason_phrase(config, target, line):
+    resp = Client(create_app(config)).get(target)
+    assert resp.status == line
