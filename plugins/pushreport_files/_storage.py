@@ -48,13 +48,15 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
 from pushreport_core import (Registration, Report, StorageUnavailable,
                              format_time, merge, parse_time)
 from pushreport_wsgi.storage import BackendOptions, StorageContext
+
+T = TypeVar("T")
 
 __all__ = ["FilesStorage", "FORMAT", "DEFAULT_PATH", "DEFAULT_COMPACT_AFTER",
            "DEFAULT_LOCK_TIMEOUT", "MAX_LOCK_TIMEOUT"]
@@ -237,7 +239,7 @@ class FilesStorage:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.01)
 
-    def _locked(self, mode: int, action: Any) -> Any:
+    def _locked(self, mode: int, action: Callable[[], T]) -> T:
         with self._mutex:
             try:
                 self._flock(mode)

@@ -244,7 +244,9 @@ class SQLiteStorage:
         if primary in _LOCKED:
             return StorageUnavailable("sqlite database is locked",
                                       retry_after=max(1, math.ceil(self.busy_timeout)))
-        return StorageUnavailable(_MESSAGES.get(primary, "sqlite database failed"))
+        message = _MESSAGES.get(primary, "sqlite database failed") if primary is not None \
+            else "sqlite database failed"
+        return StorageUnavailable(message)
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
@@ -431,7 +433,8 @@ class SQLiteStorage:
             rows = self._run(PAGE_AFTER, (rows[-1][0], PAGE_SIZE))
 
     def remove(self, selector: str) -> bool:
-        return self._run(REMOVE, (selector,), rowcount=True) > 0
+        changed: int = self._run(REMOVE, (selector,), rowcount=True)
+        return changed > 0
 
     def ping(self) -> None:
         """Take and release the write lock: fails on a locked, read-only or broken file."""

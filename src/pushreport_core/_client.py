@@ -31,7 +31,7 @@ import json
 import re
 import zlib
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
 from xml.parsers import expat
 from xml.sax.saxutils import escape as xml_escape
@@ -68,7 +68,9 @@ def substitute(text: str, variables: Mapping[str, str | None], *, kind: str) -> 
     """
     if kind == "json":
         return _substitute_json(text, variables)
-    escape = {"url": _url_escape, "form": _url_escape, "xml": xml_escape}.get(kind, str)
+    escapes: dict[str, Callable[[str], str]] = {"url": _url_escape, "form": _url_escape,
+                                                "xml": xml_escape}
+    escape = escapes.get(kind, str)
 
     def sub(m: re.Match[str]) -> str:
         value = variables.get(m.group(1))

@@ -226,9 +226,10 @@ def _match_pairs(pairs: Sequence[_Pair], raw: str, into: FieldCollector,
             raise InvalidReport(f"{where} {key!r} appears more than once")
         got[lk] = value
     for pair in pairs:
-        value = got.get(pair.lower)
-        if value is None:
+        found = got.get(pair.lower)
+        if found is None:
             raise InvalidReport(f"{where} {pair.key!r} is missing")
+        value = found
         if pair.whole is not None:
             into.add_variable(pair.whole, decode_form(value, pair.whole))
             continue

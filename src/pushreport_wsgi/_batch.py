@@ -60,12 +60,12 @@ class GroupCommit:
 
     def upsert(self, report: Report, *, now: datetime) -> Registration:
         with self._lock:
+            item: _Item | None = None
             if self._leading:
-                item: _Item | None = _Item(report, now)
+                item = _Item(report, now)
                 self._queue.append(item)
             else:
                 self._leading = True
-                item = None
         if item is None:
             # Nobody else is writing: the backend's plain one-statement write, with no
             # more cost than a lock (a sync worker always takes this path).

@@ -55,11 +55,10 @@ def _configure_logging(access_log: bool) -> None:
 
 def serve(config: Config, *, host: str, port: int, workers: int,
           access_log: bool | None = None) -> int:
-    from gunicorn.app.base import BaseApplication
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-    if access_log is None:
-        access_log = config.server.access_log
-    _configure_logging(access_log)
+    log_access = config.server.access_log if access_log is None else access_log
+    _configure_logging(log_access)
     # Check everything once in the master, so a bad configuration fails at start-up
     # instead of in every worker. Workers open their own storage after the fork.
     receiver = Receiver.from_config(config)
@@ -95,7 +94,7 @@ def serve(config: Config, *, host: str, port: int, workers: int,
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            _configure_logging(access_log)
+            _configure_logging(log_access)
             return create_app(config)
 
     log.info("pushreport listening on http://%s:%d", host, port)
