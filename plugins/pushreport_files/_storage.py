@@ -92,12 +92,7 @@ def _dumps(value: Any) -> bytes:
 def _report_record(report: Report, now: datetime) -> dict[str, Any]:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be an aware datetime, got {now!r}")
-    # The account password (report.password) is not a field here: it is never written.
-    return {"op": "report", "selector": report.selector, "username": report.username,
-            "token_calls": report.token_calls, "appid_calls": report.appid_calls,
-            "token_msgs": report.token_msgs, "appid_msgs": report.appid_msgs,
-            "extra": dict(report.extra), "user_agent": report.user_agent,
-            "now": format_time(now)}
+    return {"op": "report", **report.stored_fields(), "now": format_time(now)}
 
 
 def _parse_line(line: bytes) -> dict[str, Any]:

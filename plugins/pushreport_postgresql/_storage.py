@@ -136,18 +136,7 @@ ON CONFLICT (selector) DO UPDATE SET
 def _params(report: Report, now: datetime) -> dict[str, Any]:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be an aware datetime, got {now!r}")
-    # The account password (report.password) is not a column: it is never written.
-    return {
-        "selector": report.selector,
-        "username": report.username,
-        "token_calls": report.token_calls,
-        "appid_calls": report.appid_calls,
-        "token_msgs": report.token_msgs,
-        "appid_msgs": report.appid_msgs,
-        "extra": Jsonb(dict(report.extra)),
-        "user_agent": report.user_agent,
-        "now": now,
-    }
+    return {**report.stored_fields(), "extra": Jsonb(dict(report.extra)), "now": now}
 
 
 def _put_params(registration: Registration) -> dict[str, Any]:

@@ -138,18 +138,8 @@ def _dump_extra(extra: Mapping[str, str]) -> str:
 
 
 def _params(report: Report, now: datetime) -> dict[str, Any]:
-    # The account password (report.password) is not a column: it is never written.
-    return {
-        "selector": report.selector,
-        "username": report.username,
-        "token_calls": report.token_calls,
-        "appid_calls": report.appid_calls,
-        "token_msgs": report.token_msgs,
-        "appid_msgs": report.appid_msgs,
-        "extra": _dump_extra(report.extra),
-        "user_agent": report.user_agent,
-        "now": _db_time(now),
-    }
+    return {**report.stored_fields(), "extra": _dump_extra(report.extra),
+            "now": _db_time(now)}
 
 
 def _put_params(registration: Registration) -> dict[str, Any]:

@@ -107,6 +107,20 @@ class Report:
     #: Which shape the request matched ("template", "default-query", ...): for logs.
     shape: str = attrs.field(default="template", eq=False, hash=False)
 
+    def stored_fields(self) -> dict[str, Any]:
+        """The fields a backend writes, by column name: never the password (nor the
+        shape, which is for logs). ``extra`` is a plain dict."""
+        return {
+            "selector": self.selector,
+            "username": self.username,
+            "token_calls": self.token_calls,
+            "appid_calls": self.appid_calls,
+            "token_msgs": self.token_msgs,
+            "appid_msgs": self.appid_msgs,
+            "extra": dict(self.extra),
+            "user_agent": self.user_agent,
+        }
+
 
 @attrs.frozen(kw_only=True)
 class Registration:

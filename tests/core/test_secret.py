@@ -66,3 +66,14 @@ def test_secret_compares_by_value() -> None:
 
 def test_the_password_does_not_make_reports_differ(report: Report) -> None:
     assert report == attrs.evolve(report, password=Secret("other"))
+
+
+def test_stored_fields_never_hold_the_password():
+    from pushreport_core import Report, Secret
+
+    report = Report(selector="A" * 40 + ":01", username="alice", extra={"k": "v"},
+                    password=Secret("hunter2"), shape="default-query")
+    fields = report.stored_fields()
+    assert set(fields) == {"selector", "username", "token_calls", "appid_calls",
+                           "token_msgs", "appid_msgs", "extra", "user_agent"}
+    assert "hunter2" not in repr(fields)
