@@ -9,14 +9,15 @@
 """
 
 from ._app import PushReportMiddleware, create_app, raw_target
-from ._config import Config, ReporterConfig, ServerConfig, StorageConfig, load_config
+from ._config import (Config, PluginsConfig, ReporterConfig, ServerConfig, StorageConfig,
+                      load_config)
 from ._plugins import make_plugin_manager
 from ._service import Backend, Receiver
 from .hookspecs import hookimpl
 from .storage import Storage, StorageContext, StorageFactory
 
 __all__ = [
-    "Backend", "Config", "PushReportMiddleware", "Receiver", "ReporterConfig",
+    "Backend", "Config", "PluginsConfig", "PushReportMiddleware", "Receiver", "ReporterConfig",
     "ServerConfig", "Storage", "StorageConfig", "StorageContext", "StorageFactory",
     "create_app", "hookimpl", "load_config", "make_plugin_manager", "raw_target",
 ]

@@ -24,6 +24,11 @@
     blocked = []          # entry-point names not to load
 
 Every key is checked at start-up; an error names the key and the reason.
+
+The schema is declarative: each section is an attrs class listed in :data:`SECTIONS`, each
+key one field made with :func:`setting` (its default, its bounds and the sentence that
+documents it). Loading, :data:`CONFIG_KEYS` and the generated configuration reference
+(``docs/configuration.md``) all read the same fields, so a key cannot exist undocumented.
 """
 
 from __future__ import annotations
@@ -38,19 +43,40 @@ import attrs
 from pushreport_core import (DEFAULT_MAX_BODY, DEFAULT_SHAPES, ConfigurationError, Shapes,
                              Template)
 
-__all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "load_config",
-           "CONFIG_KEYS"]
+__all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
+           "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
+
+
+def setting(default: Any, doc: str, *, low: float | None = None,
+            high: float | None = None, choices: tuple[str, ...] = (),
+            what: str = "") -> Any:
+    """One key of a section: an attrs field whose metadata documents and bounds it.
+
+    The TOML type is the default's type: ``str``, ``int``, ``float``, ``bool``, or
+    ``tuple`` (a TOML list of strings). *choices* limits a string (case-insensitive,
+    stored lower-case); *low*/*high* bound a number; *what* describes the value in errors
+    and docs (e.g. "a path").
+    """
+    meta = {"doc": doc, "low": low, "high": high, "choices": choices, "what": what,
+            "pushreport.setting": True}
+    if isinstance(default, tuple):
+        return attrs.field(default=default, converter=tuple, metadata=meta)
+    return attrs.field(default=default, metadata=meta)
 
 
 @attrs.frozen(kw_only=True)
 class ReporterConfig:
     """``[reporter]``: the Account XML values the app is configured with."""
 
-    url: str = ""
-    post_data: str = ""
-    content_type: str = ""
-    method: str = ""
-    max_body: int = DEFAULT_MAX_BODY
+    url: str = setting("", "pushTokenReporterUrl, with its %variables%; empty: the "
+                       "default shapes (see README)")
+    post_data: str = setting("", "pushTokenReporterPostData: the body template")
+    content_type: str = setting("", "pushTokenReporterContentType; empty means "
+                                "application/x-www-form-urlencoded")
+    method: str = setting("", "pushTokenReporterMethod; empty: GET without post_data, "
+                          "else POST")
+    max_body: int = setting(DEFAULT_MAX_BODY, "largest body accepted, in bytes; a larger "
+                            "one is answered 413", low=256)
 
     def shapes(self) -> Shapes:
         """The compiled template, or the default shapes when no ``url`` is set."""
@@ -62,12 +88,18 @@ class ReporterConfig:
         return Template.parse(url=self.url, post_data=self.post_data,
                               content_type=self.content_type, method=self.method)
 
+    def check(self) -> None:
+        self.shapes()  # a template error is a start-up error
+
 
 @attrs.frozen(kw_only=True)
 class StorageConfig:
     """``[storage]``: which backends, in order, and each one's own table."""
 
-    backends: tuple[str, ...] = ("sqlite",)
+    backends: tuple[str, ...] = setting(
+        ("sqlite",), "storage backends by name, in order; a report is acknowledged once "
+        "every required one committed. Each backend's options live in its own "
+        "[storage.NAME] table (with `required = false` for a best-effort one)")
     options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -78,15 +110,34 @@ class StorageConfig:
 class ServerConfig:
     """``[server]``: defaults of ``pushreport serve`` (command-line options win)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 2
-    threads: int = 1
-    timeout: int = 30
-    #: One line per request on the ``pushreport.access`` logger, credentials masked.
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(8080, "port to listen on", low=0, high=65535)
+    workers: int = setting(2, "worker processes", low=1, high=256)
+    threads: int = setting(1, "threads per worker", low=1, high=1024)
+    timeout: int = setting(30, "seconds a worker may spend on one request before it is "
+                           "restarted", low=1)
     #: Off by default under ``serve``, like gunicorn's: it costs about a quarter of a
     #: report's time (bench/README.md), and a proxy in front usually logs already.
-    access_log: bool = False
+    access_log: bool = setting(False, "one line per request on the pushreport.access "
+                               "logger, credentials masked, tokens shortened")
+
+
+@attrs.frozen(kw_only=True)
+class PluginsConfig:
+    """``[plugins]``: which installed plugins to load."""
+
+    blocked: tuple[str, ...] = setting((), "entry-point names (group `pushreport`) not to "
+                                       "load", what="a list of entry-point names")
+
+
+#: Every section of the file: its TOML name and the class holding its keys, in the order
+#: the reference documents them. ``Config`` has one attribute per section, of that name.
+SECTIONS: dict[str, type] = {
+    "reporter": ReporterConfig,
+    "storage": StorageConfig,
+    "server": ServerConfig,
+    "plugins": PluginsConfig,
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -97,66 +148,33 @@ class Config:
     reporter: ReporterConfig = attrs.field(factory=ReporterConfig)
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     server: ServerConfig = attrs.field(factory=ServerConfig)
-    blocked_plugins: tuple[str, ...] = ()
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: Where it was loaded from, if from a file.
     source: Path | None = None
 
+    @property
+    def blocked_plugins(self) -> tuple[str, ...]:
+        return self.plugins.blocked
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None,
                   source: Path | None = None) -> Config:
         """Build and check a configuration from a parsed TOML document."""
-        _only(data, "", {"reporter", "storage", "server", "plugins"})
-        reporter = _table(data, "reporter")
-        _only(reporter, "reporter", {"url", "post_data", "content_type", "method",
-                                     "max_body"})
-        rc = ReporterConfig(
-            url=_str(reporter, "reporter", "url"),
-            post_data=_str(reporter, "reporter", "post_data"),
-            content_type=_str(reporter, "reporter", "content_type"),
-            method=_str(reporter, "reporter", "method"),
-            max_body=_int(reporter, "reporter", "max_body", DEFAULT_MAX_BODY, low=256),
-        )
-        storage = _table(data, "storage")
-        backends = storage.get("backends", ["sqlite"])
-        if (not isinstance(backends, list) or not backends
-                or not all(isinstance(b, str) and b for b in backends)):
-            raise ConfigurationError("must be a non-empty list of backend names",
-                                     key="storage.backends")
-        if len(set(backends)) != len(backends):
-            raise ConfigurationError("names a backend twice", key="storage.backends")
-        options: dict[str, dict[str, Any]] = {}
-        for name, value in storage.items():
-            if name == "backends":
-                continue
-            if not isinstance(value, dict):
-                raise ConfigurationError("must be a table", key=f"storage.{name}")
-            options[name] = dict(value)
-        sc = StorageConfig(backends=tuple(backends), options=options)
-        server = _table(data, "server")
-        _only(server, "server", {"host", "port", "workers", "threads", "timeout",
-                                 "access_log"})
-        access_log = server.get("access_log", False)
-        if not isinstance(access_log, bool):
-            raise ConfigurationError("must be true or false", key="server.access_log")
-        sv = ServerConfig(
-            host=_str(server, "server", "host", "127.0.0.1") or "127.0.0.1",
-            port=_int(server, "server", "port", 8080, low=0, high=65535),
-            workers=_int(server, "server", "workers", 2, low=1, high=256),
-            threads=_int(server, "server", "threads", 1, low=1, high=1024),
-            timeout=_int(server, "server", "timeout", 30, low=1),
-            access_log=access_log,
-        )
-        plugins = _table(data, "plugins")
-        _only(plugins, "plugins", {"blocked"})
-        blocked = plugins.get("blocked", [])
-        if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
-            raise ConfigurationError("must be a list of entry-point names",
-                                     key="plugins.blocked")
-        config = cls(reporter=rc, storage=sc, server=sv, blocked_plugins=tuple(blocked),
-                     base_dir=base_dir or Path.cwd(), source=source)
-        config.reporter.shapes()  # a template error is a start-up error
+        _only(data, "", set(SECTIONS))
+        sections: dict[str, Any] = {}
+        for name, section_cls in SECTIONS.items():
+            table = _table(data, name)
+            if section_cls is StorageConfig:
+                sections[name] = _storage(table)
+            else:
+                sections[name] = _section(section_cls, name, table)
+        config = cls(**sections, base_dir=base_dir or Path.cwd(), source=source)
+        for section in sections.values():
+            check = getattr(section, "check", None)
+            if check is not None:
+                check()
         return config
 
     def with_sqlite_path(self, path: str | os.PathLike[str]) -> Config:
@@ -183,13 +201,88 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return Config.from_dict(data, base_dir=p.absolute().parent, source=p)
 
 
-#: Every key the file may hold, for the documentation check.
-CONFIG_KEYS = (
-    "reporter.url", "reporter.post_data", "reporter.content_type", "reporter.method",
-    "reporter.max_body", "storage.backends", "server.host", "server.port",
-    "server.workers", "server.threads", "server.timeout", "server.access_log",
-    "plugins.blocked",
-)
+def iter_settings() -> list[tuple[str, attrs.Attribute[Any]]]:
+    """``(section.key, field)`` for every documented key, in reference order."""
+    out = []
+    for name, section_cls in SECTIONS.items():
+        for field in attrs.fields(section_cls):
+            if field.metadata.get("pushreport.setting"):
+                out.append((f"{name}.{field.name}", field))
+    return out
+
+
+#: Every key the file may hold (besides the backends' own ``[storage.NAME]`` tables),
+#: for the documentation check.
+CONFIG_KEYS: tuple[str, ...] = tuple(key for key, _ in iter_settings())
+
+
+def _section(section_cls: type, where: str, table: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in attrs.fields(section_cls)
+              if f.metadata.get("pushreport.setting")}
+    _only(table, where, set(fields))
+    values = {name: _value(where, name, fields[name], table[name]) for name in table}
+    return section_cls(**values)
+
+
+def _value(where: str, name: str, field: attrs.Attribute[Any], value: Any) -> Any:
+    key = f"{where}.{name}"
+    meta = field.metadata
+    default = field.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigurationError("must be true or false", key=key)
+        return value
+    if isinstance(default, (int, float)):
+        kinds: tuple[type, ...] = (int,) if isinstance(default, int) else (int, float)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            noun = "an integer" if isinstance(default, int) else "a number"
+            raise ConfigurationError(f"must be {noun}, not {type(value).__name__}", key=key)
+        low, high = meta["low"], meta["high"]
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = (f"between {_num(low)} and {_num(high)}"
+                     if low is not None and high is not None
+                     else f"at least {_num(low)}" if low is not None else f"at most {_num(high)}")
+            raise ConfigurationError(f"must be {bound}, not {value}", key=key)
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigurationError(f"must be {meta['what'] or 'a list of strings'}",
+                                     key=key)
+        return tuple(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigurationError(f"must be a string, not {type(value).__name__}",
+                                     key=key)
+        if meta["choices"]:
+            if value.lower() not in meta["choices"]:
+                raise ConfigurationError(
+                    "must be " + " or ".join(f'"{c}"' for c in meta["choices"])
+                    + f", not {value!r}", key=key)
+            return value.lower()
+        return value
+    raise AssertionError(f"{key}: unsupported setting type")  # pragma: no cover
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _storage(table: Mapping[str, Any]) -> StorageConfig:
+    backends = table.get("backends", ["sqlite"])
+    if (not isinstance(backends, list) or not backends
+            or not all(isinstance(b, str) and b for b in backends)):
+        raise ConfigurationError("must be a non-empty list of backend names",
+                                 key="storage.backends")
+    if len(set(backends)) != len(backends):
+        raise ConfigurationError("names a backend twice", key="storage.backends")
+    options: dict[str, dict[str, Any]] = {}
+    for name, value in table.items():
+        if name == "backends":
+            continue
+        if not isinstance(value, dict):
+            raise ConfigurationError("must be a table", key=f"storage.{name}")
+        options[name] = dict(value)
+    return StorageConfig(backends=tuple(backends), options=options)
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -205,23 +298,3 @@ def _only(table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
             full = f"{where}.{key}" if where else key
             raise ConfigurationError(
                 f"unknown key (expected one of: {', '.join(sorted(allowed))})", key=full)
-
-
-def _str(table: Mapping[str, Any], where: str, key: str, default: str = "") -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str):
-        raise ConfigurationError(f"must be a string, not {type(value).__name__}",
-                                 key=f"{where}.{key}")
-    return value
-
-
-def _int(table: Mapping[str, Any], where: str, key: str, default: int, *, low: int = 0,
-         high: int | None = None) -> int:
-    value = table.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigurationError(f"must be an integer, not {type(value).__name__}",
-                                 key=f"{where}.{key}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ConfigurationError(f"must be {bound}, not {value}", key=f"{where}.{key}")
-    return value
