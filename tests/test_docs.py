@@ -1,0 +1,70 @@
+"""The reference in docs/ is generated from the code and must be up to date.
+
+When this fails after a change: ``python -m pushreport_wsgi._docs`` rewrites docs/, then
+review and commit the diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from pushreport_wsgi import _docs
+from pushreport_wsgi._cli import build_parser
+from pushreport_wsgi._config import CONFIG_KEYS
+
+
+@pytest.mark.parametrize("name", sorted(_docs.render_all()))
+def test_generated_reference_is_committed_and_current(name):
+    path = _docs.DOCS_DIR / name
+    assert path.exists(), f"docs/{name} is missing: run python -m pushreport_wsgi._docs"
+    assert path.read_text(encoding="utf-8") == _docs.render_all()[name], (
+        f"docs/{name} is stale: run python -m pushreport_wsgi._docs")
+
+
+def test_every_key_option_and_hook_has_its_own_text():
+    assert _docs.undocumented() == []
+
+
+def test_every_config_key_is_in_the_reference():
+    text = _docs.configuration_reference()
+    for key in CONFIG_KEYS:
+        section, _, name = key.partition(".")
+        block = text.split(f"## `[{section}]`", 1)[1].split("\n## ", 1)[0]
+        assert f"| `{name}` |" in block, key
+
+
+def test_every_cli_option_is_in_the_reference():
+    text = _docs.cli_reference()
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                block = text.split(f"## `pushreport {name}`", 1)[1].split("\n## ", 1)[0]
+                for option in sub._actions:
+                    if isinstance(option, argparse._HelpAction):
+                        continue
+                    for flag in option.option_strings:
+                        assert flag in block, (name, flag)
+
+
+def test_a_missing_help_text_is_reported(monkeypatch):
+    real = build_parser
+
+    def parser_with_a_silent_option() -> argparse.ArgumentParser:
+        parser = real()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                action.choices["list"].add_argument("--silent")
+        return parser
+
+    monkeypatch.setattr("pushreport_wsgi._cli.build_parser", parser_with_a_silent_option)
+    assert _docs.undocumented() == ["option list --silent"]
+
+
+def test_check_mode_names_a_stale_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_docs, "DOCS_DIR", tmp_path)
+    assert _docs.main(["--check"]) == 1
+    assert "stale: docs/configuration.md, docs/hooks.md, docs/cli.md" in capsys.readouterr().err
+    assert _docs.main([]) == 0
+    assert _docs.main(["--check"]) == 0
