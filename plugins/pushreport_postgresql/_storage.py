@@ -337,9 +337,10 @@ class PostgreSQLStorage:
             conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (%s)")
                          .format(s.version_table), (SCHEMA_VERSION,))
 
-    def _rows(self, statement: sql.Composable, params: Any) -> list[tuple[Any, ...]]:
+    def _rows(self, statement: sql.Composed, params: Any) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
-            return conn.execute(statement, params).fetchall()
+            rows: list[tuple[Any, ...]] = conn.execute(statement, params).fetchall()
+            return rows
 
     # -- Storage -------------------------------------------------------------------
 
@@ -364,7 +365,9 @@ class PostgreSQLStorage:
         with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
             cursor.executemany(self._sql.upsert, params, returning=True)
             while True:
-                rows.append(cursor.fetchone())
+                row = cursor.fetchone()
+                assert row is not None  # RETURNING gives one row per statement
+                rows.append(row)
                 if not cursor.nextset():
                     break
         return [_decode(row) for row in rows]

@@ -430,7 +430,7 @@ def run_session(session: Session, template: Template,
     kwargs: dict[str, Any] = {"backoff": tuple(backoff)}
     if user_agent is not None:
         kwargs["user_agent"] = user_agent
-    model = AppModel(template, session.variables(), **kwargs)
+    model = AppModel(template, session.variables(), **kwargs)  # type: ignore[arg-type]
     now = start
     fail_next = False
     exchanges: list[Exchange] = []

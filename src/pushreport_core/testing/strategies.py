@@ -65,7 +65,8 @@ fcm_tokens = st.builds(
 def _generic_tokens(draw: Any) -> str:
     kind = draw(st.sampled_from(("standard", "urlsafe", "hex")))
     if kind == "hex":
-        return draw(st.binary(min_size=4, max_size=150)).hex()
+        hex_text: str = draw(st.binary(min_size=4, max_size=150)).hex()
+        return hex_text
     # 6 bytes encode to 8 characters, 225 bytes to 300: always within 8..300.
     raw = draw(st.binary(min_size=6, max_size=225))
     text = (base64.b64encode(raw) if kind == "standard"

@@ -3,6 +3,7 @@ the differential check that runs the same operations against several backends.""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from datetime import datetime, timedelta, timezone
@@ -19,7 +20,7 @@ from pushreport_core import (ConfigurationError, Registration, Report, StorageUn
 from pushreport_core.testing import strategies as prs
 
 from .._plugins import collect_storage_factories, make_plugin_manager
-from ..storage import Storage, StorageContext
+from ..storage import Storage, StorageContext, StorageFactory
 
 __all__ = ["StorageMachine", "Operation", "storage_operations", "run_operations",
            "assert_backends_agree", "installed_backends", "StorageOpener", "T0"]
@@ -34,6 +35,11 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 # see each other's registrations.
 _RUNS = itertools.count(1)
 _SELECTORS = 4
+
+
+def _open(factory: StorageFactory, options: Mapping[str, Any],
+          context: StorageContext) -> Storage:
+    return factory(dict(options), context)
 
 
 def _namespace() -> int:
@@ -238,5 +244,5 @@ def installed_backends(base_dir: Path, *, options: Mapping[str, Mapping[str, Any
             if skipped is not None:
                 skipped[name] = str(e)
             continue
-        factories[name] = (lambda f=factory, o=own: f(dict(o), context))
+        factories[name] = functools.partial(_open, factory, own, context)
     return factories
