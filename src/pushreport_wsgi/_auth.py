@@ -394,7 +394,9 @@ class DigestAuthenticator:
                 self._floor = max(self._floor, t if t is not None else self._floor)
             return True
 
-    @hookimpl
+    # First: the HTTP challenge comes before any other check (a deployer's user table
+    # is not asked about requests that are not even authenticated at the HTTP level).
+    @hookimpl(tryfirst=True)
     def pushreport_authenticate(self, request: Request) -> bool:
         self.verify(request)
         return True
@@ -453,7 +455,8 @@ class CallableAuthenticator:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
 
-    @hookimpl
+    # Last: the most expensive check, behind the cheaper built-in ones.
+    @hookimpl(trylast=True)
     def pushreport_authenticate(self, username: str | None,
                                 password: Secret | None) -> bool:
         # "A report without a password was accepted on the username alone": never.
