@@ -44,6 +44,9 @@ def describe(receiver: Receiver) -> list[str]:
         extra = f" at {where}" if where else ""
         kind = "required" if backend.required else "best-effort"
         lines.append(f"storage backend {backend.name!r} ({kind}){extra}")
+    methods = receiver.config.auth.methods
+    if methods:
+        lines.append("authentication: " + ", ".join(methods))
     return lines
 
 

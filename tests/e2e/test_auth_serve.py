@@ -58,6 +58,7 @@ def test_urllib_digest_client_across_two_workers(tmp_path: Path):
     output = (tmp_path / "server.log").read_text("utf-8", "replace")
     assert output.count('"GET /token/') >= 24 and " 401 " in output and " 200 " in output
     assert DIGEST_PASSWORD not in output and TOKEN not in output
+    assert "pushreport: authentication: digest" in output
 
 
 def authorization(challenge: str, target: str) -> str:

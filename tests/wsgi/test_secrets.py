@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import sys
 import types
-from pathlib import Path
 
 import attrs
 import pytest
