@@ -18,10 +18,11 @@ from werkzeug.wsgi import get_input_stream
 
 from pushreport_core import (MethodNotAllowed, PushReportError, RequestTooLarge,
                              StorageUnavailable)
+from pushreport_core import AuthenticationRequired, TooManyRequests
 from pushreport_core import Request as CoreRequest
 
 from ._config import Config, load_config
-from ._redact import redact_target
+from ._limits import client_address
 from ._service import Receiver
 
 if TYPE_CHECKING:
@@ -83,7 +84,9 @@ class PushReportMiddleware:
     Requests whose path matches the configured shapes are answered here: ``200`` with
     an empty body once every required backend has committed; ``400``/``403``/``405``/
     ``413`` with a one-line ``text/plain`` reason when the report is refused (nothing
-    stored); ``503`` with ``Retry-After`` when storage fails, so that the app retries.
+    stored); ``401`` with ``WWW-Authenticate`` when HTTP Digest credentials are needed;
+    ``429`` with ``Retry-After`` over a rate limit or during a lock-out; ``503`` with
+    ``Retry-After`` when storage fails, so that the app retries.
     Handled requests carry ``pushreport.*`` keys in the environ for outer middleware.
     """
 
@@ -120,7 +123,10 @@ class PushReportMiddleware:
             body = self._read_body(environ)
             request = CoreRequest(method=method, target=target, body=body,
                                   content_type=environ.get("CONTENT_TYPE") or None,
-                                  user_agent=environ.get("HTTP_USER_AGENT"))
+                                  user_agent=environ.get("HTTP_USER_AGENT"),
+                                  authorization=environ.get("HTTP_AUTHORIZATION"),
+                                  client=client_address(
+                                      environ, self.receiver.config.limits.client_header))
             registration = self.receiver.handle(request)
         except PushReportError as e:
             status = e.error_status_hint
@@ -131,6 +137,10 @@ class PushReportMiddleware:
                 log.warning("storage unavailable: %s", e.msg)
             elif isinstance(e, MethodNotAllowed):
                 headers.append(("Allow", ", ".join(e.allowed)))
+            elif isinstance(e, TooManyRequests):
+                headers.append(("Retry-After", str(e.retry_after)))
+            elif isinstance(e, AuthenticationRequired):
+                headers.extend(("WWW-Authenticate", c) for c in e.challenges)
             return self._plain(start_response, status, e.msg, headers, environ,
                                target, started)
         except Exception:
@@ -186,7 +196,7 @@ class PushReportMiddleware:
         access_log.info(
             '%s "%s %s" %d %.1fms',
             environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
-            redact_target(target, self.receiver.shapes), status,
+            self.receiver.redact(target), status,
             (time.perf_counter() - started) * 1000.0,
         )
 
