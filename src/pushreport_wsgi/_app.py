@@ -80,8 +80,9 @@ class PushReportMiddleware:
     :param receiver: an already built :class:`Receiver` (tests, custom plugin managers);
         *config* is ignored then.
 
-    Requests whose path matches the configured shapes are answered here: ``200`` with
-    an empty body once every required backend has committed; ``400``/``403``/``405``/
+    Requests whose path matches the configured shapes (the reporter's, and the Account
+    Removal Reporter's) are answered here: ``200`` with an empty body once every
+    required backend has committed (a removal: deleted, or found already gone); ``400``/``403``/``405``/
     ``413`` with a one-line ``text/plain`` reason when the report is refused (nothing
     stored); ``503`` with ``Retry-After`` when storage fails, so that the app retries.
     Handled requests carry ``pushreport.*`` keys in the environ for outer middleware.
@@ -121,7 +122,12 @@ class PushReportMiddleware:
             request = CoreRequest(method=method, target=target, body=body,
                                   content_type=environ.get("CONTENT_TYPE") or None,
                                   user_agent=environ.get("HTTP_USER_AGENT"))
-            registration = self.receiver.handle(request)
+            if self.receiver.removes(method, request.path):
+                outcome = self.receiver.remove(request)
+                environ["pushreport.removed"] = outcome.removed is not None
+                selector = outcome.selector
+            else:
+                selector = self.receiver.handle(request).selector
         except PushReportError as e:
             status = e.error_status_hint
             environ["pushreport.error"] = e.msg
@@ -138,7 +144,7 @@ class PushReportMiddleware:
             return self._plain(start_response, 500, "internal error", [], environ,
                                target, started)
         status = 200
-        environ["pushreport.selector"] = registration.selector
+        environ["pushreport.selector"] = selector
         start_response("200 OK", list(_OK_HEADERS))
         self._log(environ, target, status, started)
         return [b""]
@@ -186,7 +192,8 @@ class PushReportMiddleware:
         access_log.info(
             '%s "%s %s" %d %.1fms',
             environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
-            redact_target(target, self.receiver.shapes), status,
+            redact_target(target, self.receiver.shapes_for(
+                environ.get("REQUEST_METHOD", "GET"), target.partition("?")[0])), status,
             (time.perf_counter() - started) * 1000.0,
         )
 
