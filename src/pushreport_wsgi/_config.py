@@ -9,6 +9,9 @@
     method = ""           # pushTokenReporterMethod
     max_body = 16384      # bytes; a larger body is answered 413
 
+    [removal]             # the Account Removal Reporter: accountRemovalReporter* values
+    enabled = true        # url empty: the default removal shapes (/removal/, DELETE /token/)
+
     [storage]
     backends = ["sqlite"] # tried in order; each must commit before the app gets 200
 
