@@ -82,8 +82,8 @@ class PushReportMiddleware:
 
     Requests whose path matches the configured shapes (the reporter's, and the Account
     Removal Reporter's) are answered here: ``200`` with an empty body once every
-    required backend has committed (a removal: deleted, or found already gone); ``400``/``403``/``405``/
-    ``413`` with a one-line ``text/plain`` reason when the report is refused (nothing
+    required backend has committed (a removal: deleted, or found already gone);
+    ``400``/``403``/``405``/``413`` with a one-line ``text/plain`` reason when the report is refused (nothing
     stored); ``503`` with ``Retry-After`` when storage fails, so that the app retries.
     Handled requests carry ``pushreport.*`` keys in the environ for outer middleware.
     """
