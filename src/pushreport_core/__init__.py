@@ -9,7 +9,7 @@ the request it sends, how it judges the answer, when it retries), which the conf
 kit in :mod:`pushreport_core.testing` builds on.
 """
 
-from ._accountxml import account_xml, DEFAULT_ACCOUNT_XML
+from ._accountxml import account_xml, DEFAULT_ACCOUNT_XML, removal_account_xml
 from ._client import (DEFAULT_BACKOFF, DEFAULT_USER_AGENT, TRANSITIONS, AppEvent, AppModel,
                       AppState, Sent, app_variables, judge_response, render_request,
                       response_problem, substitute, to_http_bytes, transition)
@@ -21,6 +21,9 @@ from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FI
 from ._grammar import is_unknown
 from ._merge import merge
 from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
+from ._removal import (DEFAULT_REMOVAL_ACCOUNT_XML, DEFAULT_REMOVAL_SHAPES, REMOVAL_PREFIX,
+                       DefaultRemovalShapes, Removal, default_removal_template, parse_removal,
+                       removal_template, shapes_overlap)
 from ._templates import METHODS, Template, xml_unescape
 from ._values import (REGISTRATION_FIELDS, TOKEN_FIELDS, Purpose, Registration, Report,
                       Request, Secret, TokenPair, format_time, parse_time)
@@ -38,4 +41,7 @@ __all__ = [
     "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
     "render_request", "substitute", "xml_unescape",
     "AuthenticationRequired", "TooManyRequests",
+    "DEFAULT_REMOVAL_ACCOUNT_XML", "DEFAULT_REMOVAL_SHAPES", "REMOVAL_PREFIX",
+    "DefaultRemovalShapes", "Removal", "default_removal_template", "parse_removal",
+    "removal_account_xml", "removal_template", "shapes_overlap",
 ]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import escape
 
+from ._removal import default_removal_template
 from ._templates import Template
 
-__all__ = ["account_xml", "DEFAULT_ACCOUNT_XML", "default_template"]
+__all__ = ["account_xml", "DEFAULT_ACCOUNT_XML", "default_template", "removal_account_xml"]
 
 #: The default shape pushreport recommends: the spec's first example, GET with every
 #: field in the query string.
@@ -52,3 +53,13 @@ def account_xml(template: Template | None = None, *, base_url: str | None = None
     lines = [f"<{key}>{escape(value, _CR)}</{key}>"
              for key, value in template.as_account_xml().items()]
     return "\n".join(lines) + "\n"
+
+
+def removal_account_xml(template: Template | None = None, *,
+                        base_url: str | None = None) -> str:
+    """The ``accountRemovalReporter*`` keys for a removal *template* (``None``: the
+    default removal shape, :data:`~pushreport_core.DEFAULT_REMOVAL_ACCOUNT_XML`), like
+    :func:`account_xml`."""
+    if template is None:
+        template = default_removal_template(base_url or "http://127.0.0.1:8080")
+    return account_xml(template, base_url=base_url)

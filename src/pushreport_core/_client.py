@@ -383,6 +383,9 @@ class AppModel:
     backoff: tuple[float, ...] = attrs.field(default=DEFAULT_BACKOFF, converter=tuple,
                                              validator=_check_backoff)
     user_agent: str = DEFAULT_USER_AGENT
+    #: The Account Removal Reporter's template (``accountRemovalReporter*``), if the
+    #: Account XML configures one: :meth:`log_out` renders it.
+    removal: Template | None = None
     state: AppState = attrs.field(default=AppState.IDLE, init=False)
     #: Consecutive failed reports since the last success or start.
     failures: int = attrs.field(default=0, init=False)
@@ -470,3 +473,18 @@ class AppModel:
     def stop(self, *, now: datetime) -> None:
         """The app was closed or killed."""
         self.feed(AppEvent.STOP, now=now)
+
+    def log_out(self, *, now: datetime) -> Request | None:
+        """The user logged out or removed the account.
+
+        The app stops reporting for it (a report in flight or a pending retry is
+        abandoned, as on :meth:`stop`) and calls the Account Removal Reporter with the
+        variables it knows now; returns that request, or ``None`` when :attr:`removal`
+        is not configured. *Unconfirmed*: whether the app retries a failed removal; the
+        model sends it once, and a later :meth:`start` (logging in again) reports anew.
+        """
+        if self.state is not AppState.IDLE:
+            self.feed(AppEvent.STOP, now=now)
+        if self.removal is None:
+            return None
+        return render_request(self.removal, self.variables, user_agent=self.user_agent)

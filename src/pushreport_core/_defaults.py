@@ -24,7 +24,7 @@ from ._fields import DEFAULT_KEYS, FieldCollector, decode_form, decode_url, spli
 from ._templates import FORM, load_json_body, media_type, _json_scalar
 from ._values import Report, Request
 
-__all__ = ["DefaultShapes", "DEFAULT_SHAPES"]
+__all__ = ["DefaultShapes", "DEFAULT_SHAPES", "parse_default"]
 
 _TOKEN_PATH = re.compile(r"/token(?:/([^/]*)/?)?")
 _PUSHTOKEN_PATH = re.compile(r"/pushToken/([^/]*)/([^/]*)/([^/]*?)/?")
@@ -81,55 +81,65 @@ class DefaultShapes:
         if method not in _METHODS:
             raise MethodNotAllowed(f"method {method} is not allowed here",
                                    allowed=_METHODS)
-        path = request.path
-        into = FieldCollector()
-        path_username: str | None = None
-        m = _TOKEN_PATH.fullmatch(path)
-        if m is not None:
-            shape = "default-token"
-            if m.group(1):
-                path_username = decode_url(m.group(1), "username")
-        else:
-            m = _PUSHTOKEN_PATH.fullmatch(path)
-            if m is None:
-                raise InvalidReport("path is not one of the default report paths")
-            shape = "default-path"
+        return parse_default(request, _TOKEN_PATH, body_methods=("POST", "PUT"))
+
+
+def parse_default(request: Request, token_path: re.Pattern[str], *,
+                  body_methods: tuple[str, ...], shape: str = "default") -> Report:
+    """Read a request of the default shapes: the fields from *token_path* (``/token/`` or
+    ``/token/<username>/``; the Account Removal Reporter's ``/removal/`` too) or the
+    spec's ``/pushToken/...`` path, the query string, and a form or JSON body for
+    *body_methods*. *shape* starts the shape name given to the report (for logs)."""
+    method = request.method.upper()
+    path = request.path
+    into = FieldCollector()
+    path_username: str | None = None
+    m = token_path.fullmatch(path)
+    if m is not None:
+        kind = "token"
+        if m.group(1):
             path_username = decode_url(m.group(1), "username")
-            into.add("selector", decode_url(m.group(2), "selector"))
-            # ".../%pushToken%&appid=%pushappid%": the app id sits inside the segment.
-            token, _, rest = m.group(3).partition("&")
-            into.add("token_msgs", decode_url(token, "token_msgs"))
-            for key, value in split_pairs(rest):
-                name = decode_url(key, "a parameter name")
-                _add(into, name, decode_url(value, name))
-        if request.query:
-            _add_pairs(into, request.query)
-        if method in ("POST", "PUT") and request.body.strip():
-            mt = media_type(request.content_type)
-            if mt.endswith("json"):
-                data = load_json_body(request.body)
-                if not isinstance(data, dict):
-                    raise InvalidReport("body must be a JSON object")
-                for key, value in data.items():
-                    scalar = _json_scalar(value, key)
-                    if scalar is not None:
-                        _add(into, key, scalar)
-                shape = "default-json"
-            elif mt in ("", FORM):
-                try:
-                    text = request.body.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InvalidReport("body is not valid UTF-8") from None
-                _add_pairs(into, text.strip())
-                shape = "default-form"
-            else:
-                raise InvalidReport(f"Content-Type {mt!r} is not a default shape; configure "
-                                    "a template for it")
-        elif shape == "default-token":
-            shape = "default-query"
-        if path_username is not None and "username" not in into.fields:
-            into.add("username", path_username)
-        return into.report(user_agent=request.user_agent, shape=shape)
+    else:
+        m = _PUSHTOKEN_PATH.fullmatch(path)
+        if m is None:
+            raise InvalidReport("path is not one of the default report paths")
+        kind = "path"
+        path_username = decode_url(m.group(1), "username")
+        into.add("selector", decode_url(m.group(2), "selector"))
+        # ".../%pushToken%&appid=%pushappid%": the app id sits inside the segment.
+        token, _, rest = m.group(3).partition("&")
+        into.add("token_msgs", decode_url(token, "token_msgs"))
+        for key, value in split_pairs(rest):
+            name = decode_url(key, "a parameter name")
+            _add(into, name, decode_url(value, name))
+    if request.query:
+        _add_pairs(into, request.query)
+    if method in body_methods and request.body.strip():
+        mt = media_type(request.content_type)
+        if mt.endswith("json"):
+            data = load_json_body(request.body)
+            if not isinstance(data, dict):
+                raise InvalidReport("body must be a JSON object")
+            for key, value in data.items():
+                scalar = _json_scalar(value, key)
+                if scalar is not None:
+                    _add(into, key, scalar)
+            kind = "json"
+        elif mt in ("", FORM):
+            try:
+                text = request.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidReport("body is not valid UTF-8") from None
+            _add_pairs(into, text.strip())
+            kind = "form"
+        else:
+            raise InvalidReport(f"Content-Type {mt!r} is not a default shape; configure "
+                                "a template for it")
+    elif kind == "token":
+        kind = "query"
+    if path_username is not None and "username" not in into.fields:
+        into.add("username", path_username)
+    return into.report(user_agent=request.user_agent, shape=f"{shape}-{kind}")
 
 
 DEFAULT_SHAPES = DefaultShapes()

@@ -568,10 +568,13 @@ class Template:
             variables.update(_json_variables(body))
         elif body_kind in ("text", "xml"):
             variables.update(body.variables)
+        # What the required variables are for, in the error: a removal deletes by them.
+        purpose = ("registrations are removed by" if prefix == "accountRemovalReporter"
+                   else "reports are stored by")
         for name in require:
             if name not in variables:
                 raise ConfigurationError(
-                    f"the template carries no %{name}%: reports are stored by {name}",
+                    f"the template carries no %{name}%: {purpose} {name}",
                     key=url_key if body_kind == "none" else f"{url_key}/{body_key}")
         return cls(url=url, post_data=post_data, content_type=content_type,
                    method=method_u, prefix=prefix, variables=frozenset(variables),

@@ -9,10 +9,10 @@
 """
 
 from ._app import PushReportMiddleware, create_app, raw_target
-from ._config import (Config, PluginsConfig, ReporterConfig, ServerConfig, StorageConfig,
-                      load_config)
+from ._config import (Config, PluginsConfig, RemovalConfig, ReporterConfig, ServerConfig,
+                      StorageConfig, load_config)
 from ._plugins import make_plugin_manager
-from ._service import Backend, Receiver
+from ._service import Backend, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
 from .storage import Storage, StorageContext, StorageFactory
 
@@ -20,4 +20,5 @@ __all__ = [
     "Backend", "Config", "PluginsConfig", "PushReportMiddleware", "Receiver", "ReporterConfig",
     "ServerConfig", "Storage", "StorageConfig", "StorageContext", "StorageFactory",
     "create_app", "hookimpl", "load_config", "make_plugin_manager", "raw_target",
+    "RemovalConfig", "RemovalOutcome",
 ]

@@ -81,12 +81,14 @@ class PushReportMiddleware:
     :param receiver: an already built :class:`Receiver` (tests, custom plugin managers);
         *config* is ignored then.
 
-    Requests whose path matches the configured shapes are answered here: ``200`` with
-    an empty body once every required backend has committed; ``400``/``403``/``405``/
-    ``413`` with a one-line ``text/plain`` reason when the report is refused (nothing
-    stored); ``401`` with ``WWW-Authenticate`` when HTTP Digest credentials are needed;
-    ``429`` with ``Retry-After`` over a rate limit or during a lock-out; ``503`` with
-    ``Retry-After`` when storage fails, so that the app retries.
+    Requests whose path matches the configured shapes (the reporter's, and the Account
+    Removal Reporter's) are answered here: ``200`` with an empty body once every
+    required backend has committed (a removal: deleted, or found already gone);
+    ``400``/``403``/``405``/``413`` with a one-line ``text/plain`` reason when the
+    request is refused (nothing stored or deleted); ``401`` with ``WWW-Authenticate``
+    when HTTP Digest credentials are needed; ``429`` with ``Retry-After`` over a rate
+    limit or during a lock-out; ``503`` with ``Retry-After`` when storage fails, so that
+    the app retries.
     Handled requests carry ``pushreport.*`` keys in the environ for outer middleware.
     """
 
@@ -127,7 +129,12 @@ class PushReportMiddleware:
                                   authorization=environ.get("HTTP_AUTHORIZATION"),
                                   client=client_address(
                                       environ, self.receiver.config.limits.client_header))
-            registration = self.receiver.handle(request)
+            if self.receiver.removes(method, request.path):
+                outcome = self.receiver.remove(request)
+                environ["pushreport.removed"] = outcome.removed is not None
+                selector = outcome.selector
+            else:
+                selector = self.receiver.handle(request).selector
         except PushReportError as e:
             status = e.error_status_hint
             environ["pushreport.error"] = e.msg
@@ -148,7 +155,7 @@ class PushReportMiddleware:
             return self._plain(start_response, 500, "internal error", [], environ,
                                target, started)
         status = 200
-        environ["pushreport.selector"] = registration.selector
+        environ["pushreport.selector"] = selector
         start_response("200 OK", list(_OK_HEADERS))
         self._log(environ, target, status, started)
         return [b""]
@@ -196,7 +203,7 @@ class PushReportMiddleware:
         access_log.info(
             '%s "%s %s" %d %.1fms',
             environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
-            self.receiver.redact(target), status,
+            self.receiver.redact(target, environ.get("REQUEST_METHOD", "GET")), status,
             (time.perf_counter() - started) * 1000.0,
         )
 

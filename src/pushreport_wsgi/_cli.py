@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 from pushreport_core import DEFAULT_SHAPES, ConfigurationError, Registration, account_xml
+from pushreport_core import Template, removal_account_xml
 
 from ._config import Config, load_config
 from ._redact import shorten
@@ -174,6 +175,11 @@ def _account_xml(args: argparse.Namespace) -> int:
     shapes = config.reporter.shapes()
     template = None if shapes is DEFAULT_SHAPES else shapes
     sys.stdout.write(account_xml(template, base_url=args.base_url))  # type: ignore[arg-type]
+    removal = config.removal.shapes(shapes)
+    if removal is not None:
+        # The Account Removal Reporter's keys: the default removal shape, or [removal].
+        sys.stdout.write(removal_account_xml(
+            removal if isinstance(removal, Template) else None, base_url=args.base_url))
     return 0
 
 

@@ -9,6 +9,9 @@
     method = ""           # pushTokenReporterMethod
     max_body = 16384      # bytes; a larger body is answered 413
 
+    [removal]             # the Account Removal Reporter: accountRemovalReporter* values
+    enabled = true        # url empty: the default removal shapes (/removal/, DELETE /token/)
+
     [storage]
     backends = ["sqlite"] # tried in order; each must commit before the app gets 200
 
@@ -40,11 +43,13 @@ from typing import Any, Mapping
 
 import attrs
 
-from pushreport_core import (DEFAULT_MAX_BODY, DEFAULT_SHAPES, ConfigurationError, Shapes,
-                             Template)
+from pushreport_core import (DEFAULT_MAX_BODY, DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES,
+                             ConfigurationError, Shapes, Template, removal_template,
+                             shapes_overlap)
 
 __all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
-           "AuthConfig", "LimitsConfig", "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
+           "AuthConfig", "LimitsConfig", "RemovalConfig",
+           "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
 
 
 def setting(default: Any, doc: str, *, low: float | None = None,
@@ -91,6 +96,49 @@ class ReporterConfig:
             return DEFAULT_SHAPES
         return Template.parse(url=self.url, post_data=self.post_data,
                               content_type=self.content_type, method=self.method)
+
+    def check(self) -> None:
+        self.shapes()  # a template error is a start-up error
+
+
+@attrs.frozen(kw_only=True)
+class RemovalConfig:
+    """``[removal]``: the Account Removal Reporter's Account XML values (the app calls it
+    on logout or account removal; the registration of its selector is deleted)."""
+
+    enabled: bool = setting(True, "accept removals (logout, account removal); false: the "
+                            "removal shapes are not claimed and pass through")
+    url: str = setting("", "accountRemovalReporterUrl, with its %variables% (%selector% "
+                       "required); empty: the default removal shapes (see README)")
+    post_data: str = setting("", "accountRemovalReporterPostData: the body template")
+    content_type: str = setting("", "accountRemovalReporterContentType; empty means "
+                                "application/x-www-form-urlencoded")
+    method: str = setting("", "accountRemovalReporterMethod; empty: GET without "
+                          "post_data, else POST")
+
+    def shapes(self, reporter: Shapes | None = None) -> Shapes | None:
+        """The compiled removal template, the default removal shapes when no ``url`` is
+        set, or ``None`` when removals are disabled. With the *reporter*'s shapes, a
+        removal shape that would take the reporter's requests is refused."""
+        if not self.enabled:
+            return None
+        if not self.url:
+            if self.post_data or self.content_type or self.method:
+                raise ConfigurationError(
+                    "post_data, content_type and method need a url", key="removal.url")
+            shapes: Shapes = DEFAULT_REMOVAL_SHAPES
+        else:
+            shapes = removal_template(url=self.url, post_data=self.post_data,
+                                      content_type=self.content_type, method=self.method)
+        if reporter is not None:
+            overlap = shapes_overlap(reporter, shapes)
+            if overlap is not None:
+                method, path = overlap
+                raise ConfigurationError(
+                    f"the removal shapes would take the reporter's {method} {path}: give "
+                    "the removal another path or method (or enabled = false)",
+                    key="removal.url" if self.url else "removal.enabled")
+        return shapes
 
     def check(self) -> None:
         self.shapes()  # a template error is a start-up error
@@ -220,6 +268,7 @@ class LimitsConfig:
 #: the reference documents them. ``Config`` has one attribute per section, of that name.
 SECTIONS: dict[str, type] = {
     "reporter": ReporterConfig,
+    "removal": RemovalConfig,
     "storage": StorageConfig,
     "server": ServerConfig,
     "plugins": PluginsConfig,
@@ -239,6 +288,7 @@ class Config:
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     auth: AuthConfig = attrs.field(factory=AuthConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    removal: RemovalConfig = attrs.field(factory=RemovalConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: Where it was loaded from, if from a file.
@@ -265,6 +315,7 @@ class Config:
             check = getattr(section, "check", None)
             if check is not None:
                 check()
+        config.removal.shapes(config.reporter.shapes())  # the two kept apart
         return config
 
     def with_sqlite_path(self, path: str | os.PathLike[str]) -> Config:

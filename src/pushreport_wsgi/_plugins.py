@@ -127,14 +127,16 @@ def transform_report(pm: pluggy.PluginManager, report: Report, request: Request)
     return report
 
 
-def authenticate(pm: pluggy.PluginManager, report: Report, request: Request) -> bool:
+def authenticate(pm: pluggy.PluginManager, report: Report, request: Request, *,
+                 kind: str = "report") -> bool:
     """Ask every ``pushreport_authenticate`` implementation; ``False`` if any refuses.
 
     ``True`` when no plugin has an opinion (authentication is opt-in). A plugin that
     answers anything but ``True`` or ``None`` counts as a refusal: a credential check
-    fails closed.
+    fails closed. *kind* is ``"report"`` or ``"removal"`` (then *report* is
+    ``removal.as_report()``).
     """
     answers: list[Any] = pm.hook.pushreport_authenticate(
         report=report, username=report.username, password=report.password,
-        request=request)
+        request=request, kind=kind)
     return all(answer is True for answer in answers)

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from pushreport_core import DEFAULT_SHAPES, Template
+from pushreport_core import DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES, Template
 from pushreport_core._templates import BODY_METHODS, FORM
 
 from ._app import create_app
@@ -39,6 +39,12 @@ def describe(receiver: Receiver) -> list[str]:
         if shapes.post_data and shapes.method in BODY_METHODS:
             line += f" with a {shapes.content_type or FORM} body"
         lines.append(line)
+    removal = receiver.removal_shapes
+    if removal is DEFAULT_REMOVAL_SHAPES:
+        lines.append("accepting removals by the default removal shapes: "
+                     + ", ".join(DEFAULT_REMOVAL_SHAPES.paths))
+    elif isinstance(removal, Template):
+        lines.append(f"accepting removals by {removal.method} {removal.path_template}")
     for backend in receiver.backends:
         where = getattr(backend.storage, "path", None)
         extra = f" at {where}" if where else ""

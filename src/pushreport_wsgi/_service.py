@@ -15,8 +15,9 @@ import attrs
 import pluggy
 
 from pushreport_core import (AuthenticationFailed, ConfigurationError, Registration,
-                             Request, Shapes, StorageUnavailable, parse_request)
-from pushreport_core import AuthenticationRequired
+                             Removal, Request, Shapes, StorageUnavailable, parse_removal,
+                             parse_request)
+from pushreport_core import AuthenticationRequired, Report
 
 from ._auth import build_authenticators, secret_fields
 from ._limits import Limiter
@@ -28,7 +29,7 @@ from ._plugins import (authenticate, collect_storage_factories, make_plugin_mana
                        transform_report)
 from .storage import Storage, StorageContext
 
-__all__ = ["Receiver", "Backend"]
+__all__ = ["Receiver", "Backend", "RemovalOutcome"]
 
 log = logging.getLogger("pushreport")
 
@@ -54,6 +55,23 @@ def _writer_for(storage: Storage) -> Any:
     return GroupCommit(storage) if hasattr(storage, "upsert_many") else storage  # type: ignore[arg-type]
 
 
+@attrs.frozen(kw_only=True)
+class RemovalOutcome:
+    """What an Account Removal Reporter call did."""
+
+    removal: Removal
+    #: The registration deleted, as the first backend that held it had it; ``None``
+    #: when nothing was deleted (already gone, or kept as newer).
+    removed: Registration | None = None
+    #: A backend kept a registration of the selector because it is newer than the
+    #: removal (it holds another token than the one the removal names).
+    kept_newer: bool = False
+
+    @property
+    def selector(self) -> str:
+        return self.removal.selector
+
+
 @attrs.define
 class Receiver:
     """Parse, authenticate, transform and store reports for one configuration."""
@@ -68,6 +86,8 @@ class Receiver:
     limiter: Limiter | None = None
     #: Fields that carry a configured secret: masked in logs (``[auth] secret_field``).
     secret_fields: frozenset[str] = frozenset()
+    #: The Account Removal Reporter's shapes (``None``: removals are not accepted).
+    removal_shapes: Shapes | None = None
 
     @classmethod
     def from_config(cls, config: Config | None = None, *,
@@ -86,12 +106,34 @@ class Receiver:
         for plugin in build_authenticators(config.auth, shapes, clock=seconds):
             pm.register(plugin)
         limiter = Limiter.from_config(config.limits, clock=seconds)
+        removal_shapes = config.removal.shapes(shapes)
         backends = open_backends(config, pm)
         return cls(config=config, shapes=shapes, plugin_manager=pm, backends=backends,
-                   clock=clock, limiter=limiter, secret_fields=secret_fields(config.auth))
+                   clock=clock, limiter=limiter, secret_fields=secret_fields(config.auth),
+                   removal_shapes=removal_shapes)
 
     def owns(self, method: str, raw_path: str) -> bool:
-        return self.shapes.owns(method, raw_path)
+        return self.shapes.owns(method, raw_path) or self.removes(method, raw_path)
+
+    def removes(self, method: str, raw_path: str) -> bool:
+        """Whether a *method* request for *raw_path* goes to the Account Removal Reporter
+        (:meth:`remove`) rather than to the reporter (:meth:`handle`).
+
+        The removal shapes take what they own and accept; a request on a path both own
+        goes to the one that accepts its method (a template on the reporter's path with
+        ``DELETE``), and one neither accepts to the reporter, which answers 405.
+        """
+        removal = self.removal_shapes
+        if removal is None or not removal.owns(method, raw_path):
+            return False
+        return (method.upper() in removal.allowed_methods()
+                or not self.shapes.owns(method, raw_path))
+
+    def shapes_for(self, method: str, raw_path: str) -> Shapes:
+        """The shapes that answer a *method* request for *raw_path* (for redaction)."""
+        if self.removal_shapes is not None and self.removes(method, raw_path):
+            return self.removal_shapes
+        return self.shapes
 
     def handle(self, request: Request) -> Registration:
         """Store the report *request* carries; return the registration as stored.
@@ -104,20 +146,7 @@ class Receiver:
             limiter.check_request(request)
         report = parse_request(request, self.shapes, max_body=self.config.reporter.max_body)
         pm = self.plugin_manager
-        if limiter is not None:
-            limiter.check_report(report, request)
-        try:
-            accepted = authenticate(pm, report, request)
-        except AuthenticationRequired as e:
-            if e.failed and limiter is not None:
-                limiter.failed(report, request)
-            raise
-        if not accepted:
-            if limiter is not None:
-                limiter.failed(report, request)
-            raise AuthenticationFailed("authentication refused")
-        if limiter is not None:
-            limiter.admitted(report, request)
+        self._admit(report, request, "report")
         report = transform_report(pm, report, request)
         now = self.clock()
         stored: Registration | None = None
@@ -146,10 +175,87 @@ class Receiver:
             log.exception("a pushreport_report_stored hook failed; the report is stored")
         return stored
 
-    def redact(self, target: str) -> str:
+    def _admit(self, report: Report, request: Request, kind: str) -> None:
+        """Length and rate limits, then authentication: raise unless *report* may go on.
+
+        A refusal counts against the ``[limits]`` lock-out of its username.
+        """
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.check_report(report, request)
+        try:
+            accepted = authenticate(self.plugin_manager, report, request, kind=kind)
+        except AuthenticationRequired as e:
+            if e.failed and limiter is not None:
+                limiter.failed(report, request)
+            raise
+        if not accepted:
+            if limiter is not None:
+                limiter.failed(report, request)
+            raise AuthenticationFailed("authentication refused")
+        if limiter is not None:
+            limiter.admitted(report, request)
+
+    def redact(self, target: str, method: str = "GET") -> str:
         """*target* as it may be logged: credentials and secrets masked, tokens
         shortened."""
-        return redact_target(target, self.shapes, also=self.secret_fields)
+        shapes = self.shapes_for(method, target.partition("?")[0])
+        return redact_target(target, shapes, also=self.secret_fields)
+
+    def remove(self, request: Request) -> RemovalOutcome:
+        """Carry out the Account Removal Reporter call *request* carries.
+
+        Deletes the registration of the removal's selector from every backend, unless
+        the removal names a token and the backend holds another one (a newer report
+        came after it: :meth:`~pushreport_core.Removal.applies_to`). Idempotent:
+        removing what is already gone is a success. Raises a
+        :class:`~pushreport_core.PushReportError` subclass when the removal is refused
+        (nothing deleted) or a required backend failed (the app may call again).
+
+        Each backend is read, then deleted from: not one atomic step. A report of the
+        same selector committed between the two is deleted with it; its app reports
+        again on its next start. It takes a stale removal and a fresh report of one
+        selector arriving within the same moment.
+        """
+        if self.removal_shapes is None:
+            raise ConfigurationError("removals are disabled", key="removal.enabled")
+        if self.limiter is not None:
+            self.limiter.check_request(request)
+        removal = parse_removal(request, self.removal_shapes,
+                                max_body=self.config.reporter.max_body)
+        pm = self.plugin_manager
+        self._admit(removal.as_report(), request, "removal")
+        removed: Registration | None = None
+        kept = False
+        for backend in self.backends:
+            try:
+                stored = backend.storage.get(removal.selector)
+                if removal.applies_to(stored):
+                    if backend.storage.remove(removal.selector) and removed is None:
+                        removed = stored
+                elif stored is not None:
+                    kept = True
+            except StorageUnavailable as e:
+                if backend.required:
+                    raise
+                self._best_effort_failed(backend, e)
+            except Exception as e:
+                if backend.required:
+                    log.exception("storage backend %r failed", backend.name)
+                    raise StorageUnavailable(f"storage backend {backend.name!r} failed") \
+                        from e
+                self._best_effort_failed(backend, e)
+        if kept:
+            log.info("removal of %s kept a newer registration (its token differs)",
+                     removal.selector)
+        if removed is not None:
+            try:
+                pm.hook.pushreport_registration_removed(registration=removed,
+                                                        removal=removal)
+            except Exception:
+                log.exception("a pushreport_registration_removed hook failed; the "
+                              "registration is removed")
+        return RemovalOutcome(removal=removal, removed=removed, kept_newer=kept)
 
     def _best_effort_failed(self, backend: Backend, error: Exception) -> None:
         self.failures[backend.name] = self.failures.get(backend.name, 0) + 1

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from pushreport_core import Registration, Report, Request, Secret
+    from pushreport_core import Registration, Removal, Report, Request, Secret
 
     from .storage import StorageFactory
 
@@ -48,20 +48,28 @@ def pushreport_register_storage(register: Callable[[str, StorageFactory], None])
 
 @hookspec
 def pushreport_authenticate(report: Report, username: str | None, password: Secret | None,
-                            request: Request) -> bool | None:
-    """Decide whether a parsed report may be stored.
+                            request: Request, kind: str) -> bool | None:
+    """Decide whether a parsed report may be stored, or a removal may delete.
 
-    Called for every valid report, before it is stored. Every implementation is called.
+    Called for every valid report, before it is stored, and for every valid removal
+    (Account Removal Reporter), before anything is deleted. Every implementation is
+    called. An implementation that does not take *kind* judges both alike, which is
+    what a credential check wants: a removal deletes what a report stored.
 
-    :param report: the validated report.
+    :param report: the validated report; for a removal, the removal as a report
+        (:meth:`pushreport_core.Removal.as_report`: selector, username, the tokens it
+        names, password; no app ids).
     :param username: the account username the request carries (``report.username``).
     :param password: the account password from ``%account[password]%``, as a
         :class:`~pushreport_core.Secret` (``None`` when the request carries none). Call
         ``password.reveal()`` or ``password.matches(expected)``; never log it.
     :param request: the raw request, for plugins that authenticate on the target or on
         HTTP headers (``request.authorization``, ``request.client``).
-    :return: ``False`` to refuse (the app gets ``403`` and nothing is stored), ``True``
-        to vouch for it, ``None`` for no opinion. One ``False`` refuses the report.
+    :param kind: ``"report"`` (Push Token Reporter) or ``"removal"`` (Account Removal
+        Reporter).
+    :return: ``False`` to refuse (the app gets ``403`` and nothing is stored or
+        deleted), ``True`` to vouch for it, ``None`` for no opinion. One ``False``
+        refuses the request.
         Raise :class:`~pushreport_core.AuthenticationRequired` with the
         ``WWW-Authenticate`` challenges to ask for HTTP credentials instead (``401``: the
         client retries with them). Refusals count against the ``[limits]`` lock-out.
@@ -91,4 +99,21 @@ def pushreport_report_stored(registration: Registration, report: Report) -> None
 
     :param registration: the registration as stored after the merge.
     :param report: the report that was merged.
+    """
+
+
+@hookspec
+def pushreport_registration_removed(registration: Registration, removal: Removal) -> None:
+    """Notification that an Account Removal Reporter call deleted a registration.
+
+    Called after every required backend has deleted it (or found it already gone) and
+    before the app's ``200``; not called when nothing was deleted (the selector was
+    unknown, or a newer registration was kept: see
+    :meth:`pushreport_core.Removal.applies_to`). Every implementation is called. An
+    exception here is logged and does not change the answer: the removal is done.
+
+    :param registration: the registration as it was stored before the removal (from
+        the first backend that held it).
+    :param removal: the validated removal (its ``password`` is a
+        :class:`~pushreport_core.Secret`; never log it).
     """

@@ -6,7 +6,8 @@ against the WSGI app with a real SQLite file: starts, the late iOS ``pushTokenOt
 the database's write lock from another connection, retries when due, stops. After every
 step what is stored equals a plain dict folded with :func:`pushreport_core.merge` over
 the reports the app saw acknowledged: nothing acknowledged is lost, no token is erased
-by a report that did not know it, no failed report leaves a trace.
+by a report that did not know it, no failed report leaves a trace; and a logout (the
+Account Removal Reporter) that the receiver acknowledged leaves no registration behind.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule, run_state_machine_as_test)
 
-from pushreport_core import (AppModel, AppState, Registration, Request, Template,
-                             judge_response, merge)
+from pushreport_core import (AppModel, AppState, Registration, Removal, Request, Template,
+                             default_removal_template, judge_response, merge)
 from pushreport_core.testing import (DEFAULT_COMPATIBLE, ROUNDTRIP_TEMPLATES, Session,
                                      expected_report, run_session, values_variables)
 from pushreport_core.testing import strategies as prs
@@ -39,6 +40,9 @@ from pushreport_wsgi.testing import wsgi_exchange
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 PLUGINS = make_plugin_manager()
 ROUNDTRIP = {name: Template.parse(**xml) for name, xml in ROUNDTRIP_TEMPLATES.items()}
+#: What the app calls on logout: the default removal shape, which the receiver accepts
+#: next to any reporter template.
+REMOVAL = default_removal_template("https://push.example.com")
 
 
 @attrs.define
@@ -174,7 +178,8 @@ class ReceiverMachine(RuleBasedStateMachine):
         late = None
         if ios and values["token_msgs"] is not None:
             late, values = values["token_msgs"], {**values, "token_msgs": None}
-        self.accounts.append(Account(model=AppModel(self.template, values_variables(values)),
+        self.accounts.append(Account(model=AppModel(self.template, values_variables(values),
+                                                    removal=REMOVAL),
                                      late_token=late))
 
     @rule(i=st.integers(0, 3), delayed=st.booleans(), token_in_flight=st.booleans())
@@ -230,11 +235,31 @@ class ReceiverMachine(RuleBasedStateMachine):
     def time_passes(self, seconds: int) -> None:
         self.h.now += timedelta(seconds=seconds)
 
-    # -- hook point: account removal ------------------------------------------------------
-    # The Account Removal Reporter is a later issue; nothing here pretends to test it.
-    # When the receiver accepts it, its rule goes here: the app reports the removal of an
-    # account (logout), and once the receiver acknowledges it the selector leaves
-    # `self.expected` (and `self.known`), so the invariant below checks it is gone.
+    # -- account removal ------------------------------------------------------------------
+
+    @rule(i=st.integers(0, 3))
+    def log_out(self, i: int) -> None:
+        """The user logs out: the app calls the Account Removal Reporter (the default
+        removal shapes) with what it knows now. Once acknowledged, the registration is
+        gone, unless a token the removal names differs from the stored one (a report of
+        a rotated token failed and the app logged out before retrying it: the receiver
+        cannot tell that from a stale removal, and keeps the registration)."""
+        account = self._pick(i)
+        sent = dict(account.model.variables)
+        request = account.model.log_out(now=self.h.now)
+        assert request is not None and account.model.state is AppState.IDLE
+        removal = Removal.from_report(expected_report(REMOVAL, sent))
+        deletes = removal.applies_to(self.expected.get(removal.selector))
+        status, headers, body = self.h.send(request)
+        ok = judge_response(status, headers, body, method=request.method)
+        if self.h.lock is None or not deletes:
+            # Nothing to delete needs no write: answered even while writes are locked.
+            assert ok, f"a valid removal was answered {status} {body!r}"
+        else:
+            assert status == 503 and not ok, f"storage is down, yet answered {status}"
+        if ok and deletes:
+            self.expected.pop(removal.selector)
+            self.known.pop(removal.selector, None)
 
     # -- what must hold after every step --------------------------------------------------
 
