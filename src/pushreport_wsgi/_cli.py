@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", default=None,
                        help="log one line per request (credentials masked, tokens "
                             "shortened); default: [server] access_log, off")
+    serve.add_argument("--log-format", choices=("text", "json"),
+                       help="log lines as text or one JSON object per line; default: "
+                            "[server] log_format, text")
 
     lst = sub.add_parser("list", help="print the stored registrations")
     config_option(lst)
@@ -128,7 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
     server = config.server
     return serve(config, host=args.host or server.host,
                  port=args.port if args.port is not None else server.port,
-                 workers=args.workers or server.workers, access_log=args.access_log)
+                 workers=args.workers or server.workers, access_log=args.access_log,
+                 log_format=args.log_format)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ workload (see ``bench/README.md``).
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from pushreport_core import DEFAULT_SHAPES, Template
@@ -17,6 +16,9 @@ from pushreport_core._templates import BODY_METHODS, FORM
 
 from ._app import create_app
 from ._config import Config
+from ._health import operator_routes
+from ._logs import JsonFormatter, configure_logging
+from ._metrics import prepare_multiprocess
 from ._service import Receiver
 
 __all__ = ["serve", "describe"]
@@ -44,25 +46,25 @@ def describe(receiver: Receiver) -> list[str]:
     return lines
 
 
-def _configure_logging(access_log: bool) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pushreport.access").setLevel(
-        logging.INFO if access_log else logging.WARNING)
+def _configure_logging(access_log: bool, log_format: str = "text") -> None:
+    configure_logging(access_log=access_log, log_format=log_format)
 
 
 def serve(config: Config, *, host: str, port: int, workers: int,
-          access_log: bool | None = None) -> int:
+          access_log: bool | None = None, log_format: str | None = None) -> int:
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     log_access = config.server.access_log if access_log is None else access_log
-    _configure_logging(log_access)
+    fmt = config.server.log_format if log_format is None else log_format
+    _configure_logging(log_access, fmt)
+    # Workers' counters meet in one folder; it must be set before prometheus_client is
+    # first imported, so before anything builds the metrics.
+    child_exit = prepare_multiprocess() if config.metrics.enabled else None
     # Check everything once in the master, so a bad configuration fails at start-up
     # instead of in every worker. Workers open their own storage after the fork.
     receiver = Receiver.from_config(config)
     try:
+        operator_routes(receiver)  # health and metrics paths clear of the report paths
         for line in describe(receiver):
             log.info("%s", line)
     finally:
@@ -86,6 +88,16 @@ def serve(config: Config, *, host: str, port: int, workers: int,
         # servers on one machine would fight over it, and nothing here uses it.
         "control_socket_disable": True,
     }
+    if fmt == "json":
+        def on_starting(server: Any) -> None:
+            # gunicorn's own lines (workers booting, timeouts) in the same JSON form.
+            for handler in logging.getLogger("gunicorn.error").handlers:
+                handler.setFormatter(JsonFormatter())
+        options["on_starting"] = on_starting
+    if child_exit is not None:
+        def on_child_exit(server: Any, worker: Any) -> None:
+            child_exit(worker.pid)
+        options["child_exit"] = on_child_exit
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -94,7 +106,7 @@ def serve(config: Config, *, host: str, port: int, workers: int,
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            _configure_logging(log_access)
+            _configure_logging(log_access, fmt)
             return create_app(config)
 
     log.info("pushreport listening on http://%s:%d", host, port)

@@ -8,6 +8,7 @@ into responses.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from pushreport_core import (AuthenticationFailed, ConfigurationError, Registrat
 
 from ._batch import GroupCommit
 from ._config import Config
+from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (authenticate, collect_storage_factories, make_plugin_manager,
                        transform_report)
 from .storage import Storage, StorageContext
@@ -59,6 +61,8 @@ class Receiver:
     backends: list[Backend]
     clock: Callable[[], datetime] = _utcnow
     failures: dict[str, int] = attrs.field(factory=dict)
+    #: Counters the receiver and the adapter feed (``[metrics]``; no-ops when off).
+    metrics: Metrics = attrs.field(factory=NullMetrics)
 
     @classmethod
     def from_config(cls, config: Config | None = None, *,
@@ -69,18 +73,23 @@ class Receiver:
         shapes = config.reporter.shapes()
         backends = open_backends(config, pm)
         return cls(config=config, shapes=shapes, plugin_manager=pm, backends=backends,
-                   clock=clock)
+                   clock=clock, metrics=make_metrics(config.metrics))
 
     def owns(self, method: str, raw_path: str) -> bool:
         return self.shapes.owns(method, raw_path)
 
-    def handle(self, request: Request) -> Registration:
+    def handle(self, request: Request, *,
+               notes: dict[str, str] | None = None) -> Registration:
         """Store the report *request* carries; return the registration as stored.
 
         Raises a :class:`~pushreport_core.PushReportError` subclass when the report is
         refused (nothing stored) or a required backend failed (the app retries).
+        *notes*, when given, receives the report's ``shape`` and ``selector`` as soon as
+        it is parsed (for the access log, even when the report is refused later).
         """
         report = parse_request(request, self.shapes, max_body=self.config.reporter.max_body)
+        if notes is not None:
+            notes["shape"], notes["selector"] = report.shape, report.selector
         pm = self.plugin_manager
         if not authenticate(pm, report, request):
             raise AuthenticationFailed("authentication refused")
@@ -88,20 +97,24 @@ class Receiver:
         now = self.clock()
         stored: Registration | None = None
         for backend in self.backends:
+            started = time.perf_counter()
             try:
                 result = backend.writer.upsert(report, now=now)
             except StorageUnavailable as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     raise
                 self._best_effort_failed(backend, e)
                 continue
             except Exception as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     log.exception("storage backend %r failed", backend.name)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") \
                         from e
                 self._best_effort_failed(backend, e)
                 continue
+            self.metrics.storage_done(backend.name, time.perf_counter() - started)
             if stored is None:
                 stored = result
         if stored is None:  # pragma: no cover - open_backends requires one required
