@@ -36,9 +36,16 @@ FORM = "application/x-www-form-urlencoded"
 _ENTITY = re.compile(r"&(amp|lt|gt|quot|apos|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(?:#.*)?\Z", re.S)
+#: Variables that carry push tokens: logged shortened by :meth:`Template.redact`.
+_TOKEN_VARIABLES = frozenset(v for v, f in VARIABLE_FIELDS.items()
+                             if f in ("token_calls", "token_msgs"))
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _KNOWN_LOWER = {v.lower(): v for v in (*VARIABLE_FIELDS, PASSWORD_VARIABLE,
                                        "account[username]")}
+
+
+def _shorten(value: str, keep: int = 8) -> str:
+    return value if len(value) <= keep else value[:keep] + "…"
 
 
 def xml_unescape(text: str) -> str:
@@ -624,19 +631,26 @@ class Template:
 
     def redact(self, target: str) -> str:
         """*target* with the account password and constant query values (shared
-        secrets) masked as ``***``: what may be logged of a request."""
+        secrets) masked as ``***``, and push tokens shortened to their first 8
+        characters: what may be logged of a request."""
         path, qmark, query = target.partition("?")
-        if PASSWORD_VARIABLE in self._path.variables:
+        if any(v == PASSWORD_VARIABLE or v in _TOKEN_VARIABLES
+               for v in self._path.variables):
             m = self._path.regex.fullmatch(path)
             if m is not None:
                 for i in reversed(range(len(self._path.variables))):
-                    if self._path.variables[i] == PASSWORD_VARIABLE:
-                        start, end = m.span(i + 1)
+                    variable = self._path.variables[i]
+                    start, end = m.span(i + 1)
+                    if variable == PASSWORD_VARIABLE:
                         path = f"{path[:start]}***{path[end:]}"
+                    elif variable in _TOKEN_VARIABLES:
+                        path = f"{path[:start]}{_shorten(path[start:end])}{path[end:]}"
         if query and self._query:
             secret = {p.lower for p in self._query
                       if p.constant or PASSWORD_VARIABLE in p.pattern.variables}
-            if secret:
+            tokens = {p.lower for p in self._query
+                      if _TOKEN_VARIABLES.intersection(p.pattern.variables)}
+            if secret or tokens:
                 items = []
                 for item in query.split("&"):
                     key, eq, value = item.partition("=")
@@ -646,6 +660,8 @@ class Template:
                         name = key.lower()
                     if eq and value and name in secret:
                         value = "***"
+                    elif eq and value and name in tokens:
+                        value = _shorten(value)
                     items.append(f"{key}{eq}{value}")
                 query = "&".join(items)
         return f"{path}{qmark}{query}"
