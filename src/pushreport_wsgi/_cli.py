@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true",
                      help="print a JSON array of objects, for scripts")
 
+    stats = sub.add_parser(
+        "stats", help="summarise the stored registrations: app ids, platforms, app "
+                      "versions, age of the last report")
+    config_option(stats)
+    stats.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
+                       "[storage.sqlite] path")
+    stats.add_argument("--json", action="store_true",
+                       help="print one JSON object, for scripts")
+
     axml = sub.add_parser("account-xml",
                           help="print the Account XML keys for the configured shapes")
     config_option(axml)
@@ -106,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "list":
             return _list(args)
+        if args.command == "stats":
+            return _stats(args)
         if args.command == "account-xml":
             return _account_xml(args)
         if args.command == "check":
@@ -171,6 +182,12 @@ def _list(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ._stats import run_stats
+
+    return run_stats(_load(args), as_json=args.json, out=sys.stdout)
 
 
 def _account_xml(args: argparse.Namespace) -> int:
