@@ -290,7 +290,15 @@ def prepare_multiprocess() -> Callable[[int], None]:
     imported = "prometheus_client.values" in sys.modules
     folder = tempfile.mkdtemp(prefix="pushreport-metrics-")
     os.environ[MULTIPROC_ENV] = folder
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    master = os.getpid()
+
+    def remove() -> None:
+        # Forked workers inherit this handler and exit through it: only the master
+        # removes the folder, when every worker is gone.
+        if os.getpid() == master:
+            shutil.rmtree(folder, ignore_errors=True)
+    atexit.register(remove)
+    log.info("metrics of the worker processes meet in %s", folder)
     try:
         from prometheus_client import multiprocess, values
     except ImportError:

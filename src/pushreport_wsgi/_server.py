@@ -89,11 +89,16 @@ def serve(config: Config, *, host: str, port: int, workers: int,
         "control_socket_disable": True,
     }
     if fmt == "json":
-        def on_starting(server: Any) -> None:
-            # gunicorn's own lines (workers booting, timeouts) in the same JSON form.
-            for handler in logging.getLogger("gunicorn.error").handlers:
-                handler.setFormatter(JsonFormatter())
-        options["on_starting"] = on_starting
+        from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+        class JsonLogger(Logger):  # type: ignore[misc]
+            """gunicorn's own lines (start, workers booting, timeouts) in JSON too."""
+
+            def setup(self, cfg: Any) -> None:
+                super().setup(cfg)
+                for handler in self.error_log.handlers:
+                    handler.setFormatter(JsonFormatter())
+        options["logger_class"] = JsonLogger
     if child_exit is not None:
         def on_child_exit(server: Any, worker: Any) -> None:
             child_exit(worker.pid)
