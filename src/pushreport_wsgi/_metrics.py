@@ -175,7 +175,7 @@ class PrometheusMetrics:
         if os.environ.get(MULTIPROC_ENV):
             from prometheus_client import multiprocess
 
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
             for metric in (self.reports, self.auth_failures, self.storage_seconds,
                            self.backend_failures):
@@ -306,9 +306,9 @@ def prepare_multiprocess() -> Callable[[int], None]:
     if imported and not getattr(values.ValueClass, "_multiprocess", False):
         # Something imported prometheus_client before serve could set the folder:
         # switch it to multiprocess values now, before any metric of ours exists.
-        values.ValueClass = values.MultiProcessValue()
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
     def child_exit(pid: int) -> None:
-        multiprocess.mark_process_dead(pid, folder)
+        multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
 
     return child_exit

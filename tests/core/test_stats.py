@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from pushreport_core import Registration
 from pushreport_core._stats import (AGE_BUCKETS, PLATFORMS, RegistrationStats, age_bucket,
