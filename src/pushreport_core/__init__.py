@@ -16,6 +16,7 @@ from ._client import (DEFAULT_BACKOFF, DEFAULT_USER_AGENT, TRANSITIONS, AppEvent
 from ._defaults import DEFAULT_SHAPES, DefaultShapes
 from ._errors import (AppModelError, AuthenticationFailed, ConfigurationError, InvalidReport,
                       MethodNotAllowed, PushReportError, RequestTooLarge, StorageUnavailable)
+from ._errors import AuthenticationRequired, TooManyRequests
 from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
 from ._grammar import is_unknown
 from ._merge import merge
@@ -36,4 +37,5 @@ __all__ = [
     "RequestTooLarge", "Secret", "Shapes", "StorageUnavailable", "Template", "TokenPair",
     "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
     "render_request", "substitute", "xml_unescape",
+    "AuthenticationRequired", "TooManyRequests",
 ]

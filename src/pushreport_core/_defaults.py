@@ -17,6 +17,7 @@ Field names are the spec's (``username``, ``selector``, ``token_calls``, ``appid
 from __future__ import annotations
 
 import re
+from typing import Collection
 
 from ._errors import InvalidReport, MethodNotAllowed
 from ._fields import DEFAULT_KEYS, FieldCollector, decode_form, decode_url, split_pairs
@@ -62,6 +63,18 @@ class DefaultShapes:
 
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS
+
+    def redact(self, target: str, *, also: Collection[str] = ()) -> str:
+        """*target* with the token of the path shape shortened (query parameters are
+        masked by name, by the caller)."""
+        path, qmark, query = target.partition("?")
+        m = _PUSHTOKEN_PATH.fullmatch(path)
+        if m is not None:
+            start, end = m.span(3)
+            token, amp, rest = m.group(3).partition("&")
+            if len(token) > 8:
+                path = f"{path[:start]}{token[:8]}…{amp}{rest}{path[end:]}"
+        return f"{path}{qmark}{query}"
 
     def parse_request(self, request: Request) -> Report:
         method = request.method.upper()

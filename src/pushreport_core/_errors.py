@@ -12,6 +12,8 @@ __all__ = [
     "InvalidReport",
     "RequestTooLarge",
     "AuthenticationFailed",
+    "AuthenticationRequired",
+    "TooManyRequests",
     "StorageUnavailable",
     "ConfigurationError",
     "MethodNotAllowed",
@@ -56,6 +58,38 @@ class AuthenticationFailed(PushReportError):
     """The report's credentials were refused (403)."""
 
     error_status_hint = 403
+
+
+class AuthenticationRequired(PushReportError):
+    """The request carries no valid credentials for HTTP authentication (401).
+
+    ``challenges`` are the ``WWW-Authenticate`` values to send, one header each, preferred
+    first; the client (the app, for HTTP Digest) answers one of them and retries.
+    ``failed`` tells whether credentials were presented and were wrong (counted against
+    the lock-out), rather than absent or merely stale.
+    """
+
+    error_status_hint = 401
+
+    def __init__(self, msg: str, *, challenges: tuple[str, ...] = (),
+                 failed: bool = False) -> None:
+        super().__init__(msg)
+        self.challenges = challenges
+        self.failed = failed
+
+
+class TooManyRequests(PushReportError):
+    """A rate limit or a lock-out refused the request (429).
+
+    ``retry_after`` is the number of seconds to advertise in ``Retry-After``: when the
+    request would be accepted again.
+    """
+
+    error_status_hint = 429
+
+    def __init__(self, msg: str, *, retry_after: int = 1) -> None:
+        super().__init__(msg)
+        self.retry_after = retry_after
 
 
 class StorageUnavailable(PushReportError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from urllib.parse import unquote_plus
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -36,16 +36,18 @@ FORM = "application/x-www-form-urlencoded"
 _ENTITY = re.compile(r"&(amp|lt|gt|quot|apos|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(?:#.*)?\Z", re.S)
-#: Variables that carry push tokens: logged shortened by :meth:`Template.redact`.
-_TOKEN_VARIABLES = frozenset(v for v, f in VARIABLE_FIELDS.items()
-                             if f in ("token_calls", "token_msgs"))
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_KNOWN_LOWER = {v.lower(): v for v in (*VARIABLE_FIELDS, PASSWORD_VARIABLE,
-                                       "account[username]")}
+#: Variables that carry push tokens: shortened in logs.
+_TOKEN_VARIABLES = frozenset({"pushToken", "pushTokenOther", "pushTokenIncomingCall"})
 
 
 def _shorten(value: str, keep: int = 8) -> str:
+    """Enough of a token to tell it apart in a log line, not to push with it."""
     return value if len(value) <= keep else value[:keep] + "…"
+
+
+_KNOWN_LOWER = {v.lower(): v for v in (*VARIABLE_FIELDS, PASSWORD_VARIABLE,
+                                       "account[username]")}
 
 
 def xml_unescape(text: str) -> str:
@@ -629,25 +631,25 @@ class Template:
                                           if kind == "xml" else captured)
         return into.report(user_agent=request.user_agent, shape="template")
 
-    def redact(self, target: str) -> str:
-        """*target* with the account password and constant query values (shared
-        secrets) masked as ``***``, and push tokens shortened to their first 8
-        characters: what may be logged of a request."""
+    def redact(self, target: str, *, also: Collection[str] = ()) -> str:
+        """*target* with the account password, constant query values (shared secrets)
+        and the variables in *also* (a configured secret) masked as ``***``, and push
+        tokens shortened: what may be logged of a request."""
+        masked = {PASSWORD_VARIABLE, *also}
         path, qmark, query = target.partition("?")
-        if any(v == PASSWORD_VARIABLE or v in _TOKEN_VARIABLES
-               for v in self._path.variables):
+        hidden = [v in masked or v in _TOKEN_VARIABLES for v in self._path.variables]
+        if any(hidden):
             m = self._path.regex.fullmatch(path)
             if m is not None:
                 for i in reversed(range(len(self._path.variables))):
-                    variable = self._path.variables[i]
-                    start, end = m.span(i + 1)
-                    if variable == PASSWORD_VARIABLE:
-                        path = f"{path[:start]}***{path[end:]}"
-                    elif variable in _TOKEN_VARIABLES:
-                        path = f"{path[:start]}{_shorten(path[start:end])}{path[end:]}"
+                    if hidden[i]:
+                        start, end = m.span(i + 1)
+                        value = "***" if self._path.variables[i] in masked \
+                            else _shorten(path[start:end])
+                        path = f"{path[:start]}{value}{path[end:]}"
         if query and self._query:
             secret = {p.lower for p in self._query
-                      if p.constant or PASSWORD_VARIABLE in p.pattern.variables}
+                      if p.constant or masked.intersection(p.pattern.variables)}
             tokens = {p.lower for p in self._query
                       if _TOKEN_VARIABLES.intersection(p.pattern.variables)}
             if secret or tokens:

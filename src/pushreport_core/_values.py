@@ -187,6 +187,16 @@ class Registration:
         )
 
 
+def _masked_target(target: str) -> str:
+    """The target for a repr: the path, and the query's names without their values (a
+    password or a shared secret may travel in them)."""
+    path, qmark, query = target.partition("?")
+    if qmark:
+        query = "&".join(item.partition("=")[0] + ("=…" if "=" in item else "")
+                         for item in query.split("&"))
+    return repr(f"{path}{qmark}{query}")
+
+
 def format_time(value: datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` and always six fractional digits.
 
@@ -213,10 +223,16 @@ class Request:
     """
 
     method: str
-    target: str
-    body: bytes = b""
+    target: str = attrs.field(repr=lambda t: _masked_target(t))
+    body: bytes = attrs.field(default=b"", repr=lambda b: f"<{len(b)} bytes>")
     content_type: str | None = None
     user_agent: str | None = None
+    #: The ``Authorization`` header, for authentication plugins (HTTP Digest). Never
+    #: shown: a digest response can be attacked offline.
+    authorization: str | None = attrs.field(default=None, repr=False)
+    #: The client's address (``REMOTE_ADDR``, or the proxy header configured), for
+    #: per-client limits.
+    client: str | None = None
 
     @property
     def path(self) -> str:

@@ -18,11 +18,13 @@ from werkzeug.wsgi import get_input_stream
 
 from pushreport_core import (MethodNotAllowed, PushReportError, RequestTooLarge,
                              StorageUnavailable)
+from pushreport_core import AuthenticationRequired, TooManyRequests
 from pushreport_core import Request as CoreRequest
 
 from ._config import Config, load_config
 from ._health import operator_routes
-from ._redact import redact_target, shorten
+from ._limits import client_address
+from ._redact import shorten
 from ._service import Receiver
 
 if TYPE_CHECKING:
@@ -84,7 +86,9 @@ class PushReportMiddleware:
     Requests whose path matches the configured shapes are answered here: ``200`` with
     an empty body once every required backend has committed; ``400``/``403``/``405``/
     ``413`` with a one-line ``text/plain`` reason when the report is refused (nothing
-    stored); ``503`` with ``Retry-After`` when storage fails, so that the app retries.
+    stored); ``401`` with ``WWW-Authenticate`` when HTTP Digest credentials are needed;
+    ``429`` with ``Retry-After`` over a rate limit or during a lock-out; ``503`` with
+    ``Retry-After`` when storage fails, so that the app retries.
     Handled requests carry ``pushreport.*`` keys in the environ for outer middleware.
     """
 
@@ -128,7 +132,10 @@ class PushReportMiddleware:
             body = self._read_body(environ)
             request = CoreRequest(method=method, target=target, body=body,
                                   content_type=environ.get("CONTENT_TYPE") or None,
-                                  user_agent=environ.get("HTTP_USER_AGENT"))
+                                  user_agent=environ.get("HTTP_USER_AGENT"),
+                                  authorization=environ.get("HTTP_AUTHORIZATION"),
+                                  client=client_address(
+                                      environ, self.receiver.config.limits.client_header))
             registration = self.receiver.handle(request, notes=notes)
         except PushReportError as e:
             self.receiver.metrics.report_refused(e)
@@ -140,6 +147,10 @@ class PushReportMiddleware:
                 log.warning("storage unavailable: %s", e.msg)
             elif isinstance(e, MethodNotAllowed):
                 headers.append(("Allow", ", ".join(e.allowed)))
+            elif isinstance(e, TooManyRequests):
+                headers.append(("Retry-After", str(e.retry_after)))
+            elif isinstance(e, AuthenticationRequired):
+                headers.extend(("WWW-Authenticate", c) for c in e.challenges)
             return self._plain(start_response, status, e.msg, headers, environ,
                                target, started)
         except Exception as e:
@@ -200,7 +211,7 @@ class PushReportMiddleware:
         fields = {
             "remote_addr": environ.get("REMOTE_ADDR", "-"),
             "method": environ.get("REQUEST_METHOD", "-"),
-            "target": redact_target(target, self.receiver.shapes),
+            "target": self.receiver.redact(target),
             "status": status,
             "shape": notes.get("shape", "-"),
             "selector": shorten(notes["selector"], 12) if "selector" in notes else "-",

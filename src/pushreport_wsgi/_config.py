@@ -44,24 +44,28 @@ from pushreport_core import (DEFAULT_MAX_BODY, DEFAULT_SHAPES, ConfigurationErro
                              Template)
 
 __all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
-           "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings",
+           "AuthConfig", "LimitsConfig", "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings",
            "MetricsConfig", "HealthConfig"]
 
 
 def setting(default: Any, doc: str, *, low: float | None = None,
             high: float | None = None, choices: tuple[str, ...] = (),
-            what: str = "") -> Any:
+            what: str = "", secret: bool = False) -> Any:
     """One key of a section: an attrs field whose metadata documents and bounds it.
 
     The TOML type is the default's type: ``str``, ``int``, ``float``, ``bool``, or
     ``tuple`` (a TOML list of strings). *choices* limits a string (case-insensitive,
     stored lower-case); *low*/*high* bound a number; *what* describes the value in errors
-    and docs (e.g. "a path").
+    and docs (e.g. "a path"). A *secret* (a password, a shared secret) is left out of
+    the section's repr.
     """
     meta = {"doc": doc, "low": low, "high": high, "choices": choices, "what": what,
             "pushreport.setting": True}
     if isinstance(default, tuple):
         return attrs.field(default=default, converter=tuple, metadata=meta)
+    if secret:
+        meta["secret"] = True
+        return attrs.field(default=default, metadata=meta, repr=False)
     return attrs.field(default=default, metadata=meta)
 
 
@@ -117,6 +121,11 @@ class ServerConfig:
     threads: int = setting(1, "threads per worker", low=1, high=1024)
     timeout: int = setting(30, "seconds a worker may spend on one request before it is "
                            "restarted", low=1)
+    #: gunicorn's keepalive: how long an idle kept-alive connection is held (threaded
+    #: workers only; sync workers close after each answer, as the app asks).
+    keepalive: int = setting(2, "seconds an idle kept-alive connection is held open "
+                             "(threads > 1 only); 0: close after each answer", low=0,
+                             high=300)
     #: Off by default under ``serve``, like gunicorn's: it costs about a quarter of a
     #: report's time (bench/README.md), and a proxy in front usually logs already.
     access_log: bool = setting(False, "one line per request on the pushreport.access "
@@ -132,6 +141,83 @@ class PluginsConfig:
 
     blocked: tuple[str, ...] = setting((), "entry-point names (group `pushreport`) not to "
                                        "load", what="a list of entry-point names")
+
+
+@attrs.frozen(kw_only=True)
+class AuthConfig:
+    """``[auth]``: the built-in authenticators (see ``pushreport_wsgi._auth``)."""
+
+    methods: tuple[str, ...] = setting(
+        (), "built-in authentication, all of which must pass: \"secret\", \"digest\", "
+        "\"callable\"; empty: none (plugins may still authenticate)",
+        what='a list of "secret", "digest" or "callable"')
+    secret: str = setting("", "the shared secret the template carries", secret=True)
+    secret_env: str = setting("", "environment variable holding the shared secret "
+                              "(instead of secret)")
+    secret_field: str = setting("", "the template variable (e.g. account[pushSecret]) "
+                                "or, with the default shapes, the parameter that "
+                                "carries the shared secret; never stored")
+    realm: str = setting("pushreport", "HTTP Digest realm")
+    digest_username: str = setting("", "pushTokenReporterAuthUsername, as in the "
+                                   "Account XML")
+    digest_password: str = setting("", "pushTokenReporterAuthPassword, as in the "
+                                   "Account XML", secret=True)
+    digest_password_env: str = setting("", "environment variable holding the digest "
+                                       "password (instead of digest_password)")
+    digest_algorithms: tuple[str, ...] = setting(
+        ("MD5",), "algorithms offered, preferred first: MD5, MD5-sess, SHA-256, "
+        "SHA-256-sess", what="a list of digest algorithms")
+    nonce_ttl: int = setting(300, "seconds a digest nonce is accepted", low=5,
+                             high=86400)
+    nonce_key: str = setting("", "key that signs digest nonces, shared by every process "
+                             "and host (empty: a random key per `serve`, shared by its "
+                             "workers)", secret=True)
+    nonce_key_env: str = setting("", "environment variable holding nonce_key")
+    callable: str = setting("", "module:function called as function(username, "
+                            "password) -> bool, e.g. a check against your user table")
+    cache_size: int = setting(1024, "successful callable checks remembered (0: none)",
+                              low=0, high=1_000_000)
+    cache_ttl: int = setting(300, "seconds a successful callable check is remembered",
+                             low=0, high=86400)
+
+    def check(self) -> None:
+        from ._auth import check_auth_config
+        check_auth_config(self)
+
+
+@attrs.frozen(kw_only=True)
+class LimitsConfig:
+    """``[limits]``: rate limits, lock-out and request size limits (``_limits.py``)."""
+
+    per_client: str = setting("", "reports per client address, e.g. \"600/minute\" "
+                              "(burst: the whole count); empty: no limit",
+                              what="a rate such as 60/minute")
+    per_username: str = setting("", "authenticated reports per username, e.g. "
+                                "\"30/minute\"; empty: no limit",
+                                what="a rate such as 30/minute")
+    auth_failures: int = setting(10, "failed authentications of one username before it "
+                                 "is locked out (0: never)", low=0, high=1_000_000)
+    lockout: int = setting(300, "seconds a username stays locked out, and the window "
+                           "failures are counted in", low=1, high=86400)
+    client_header: str = setting("", "request header your proxy puts the client address "
+                                 "in (e.g. X-Forwarded-For: its last address); empty: the "
+                                 "peer address")
+    max_url: int = setting(8192, "longest request target, in characters (414 above)",
+                           low=64, high=8192)
+    max_field: int = setting(4096, "longest value of one field, password included, in "
+                             "characters (413 above)", low=64, high=65536)
+    max_header: int = setting(8190, "longest request header, in bytes (431 above; under "
+                              "serve gunicorn refuses it)", low=256, high=65536)
+    max_headers: int = setting(100, "most request headers (serve: gunicorn refuses more)",
+                               low=10, high=32768)
+    max_tracked: int = setting(100_000, "clients and usernames remembered per process by "
+                               "the limits (least recently seen forgotten first)",
+                               low=100, high=10_000_000)
+
+    def check(self) -> None:
+        from ._limits import Rate
+        for key in ("per_client", "per_username"):
+            Rate.parse(getattr(self, key), key=f"limits.{key}")
 
 
 def _check_path(value: str, key: str) -> None:
@@ -181,6 +267,8 @@ SECTIONS: dict[str, type] = {
     "storage": StorageConfig,
     "server": ServerConfig,
     "plugins": PluginsConfig,
+    "auth": AuthConfig,
+    "limits": LimitsConfig,
     "metrics": MetricsConfig,
     "health": HealthConfig,
 }
@@ -195,6 +283,8 @@ class Config:
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     server: ServerConfig = attrs.field(factory=ServerConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    auth: AuthConfig = attrs.field(factory=AuthConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     health: HealthConfig = attrs.field(factory=HealthConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.

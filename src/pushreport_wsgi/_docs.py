@@ -48,6 +48,10 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _num(x: float) -> str:
+    return f"{int(x):,}".replace(",", "_") if float(x).is_integer() else str(x)
+
+
 def _bounds(field: attrs.Attribute[Any]) -> str:
     meta = field.metadata
     parts = []
@@ -55,11 +59,11 @@ def _bounds(field: attrs.Attribute[Any]) -> str:
         parts.append("one of " + ", ".join(f"`{_toml(c)}`" for c in meta["choices"]))
     low, high = meta.get("low"), meta.get("high")
     if low is not None and high is not None:
-        parts.append(f"{low:g} to {high:g}")
+        parts.append(f"{_num(low)} to {_num(high)}")
     elif low is not None:
-        parts.append(f"at least {low:g}")
+        parts.append(f"at least {_num(low)}")
     elif high is not None:
-        parts.append(f"at most {high:g}")
+        parts.append(f"at most {_num(high)}")
     return "; ".join(parts)
 
 

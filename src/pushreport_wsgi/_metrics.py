@@ -8,8 +8,10 @@ Metrics (all prefixed ``pushreport_``):
 
 - ``reports_total{outcome="accepted"|"refused", reason}`` — every request on a report
   path; ``reason`` is one of :data:`REASONS` for a refusal (derived from the error's
-  status hint, never from its message), empty for an accepted report;
-- ``auth_failures_total`` — reports an authentication plugin refused;
+  status hint, never from its message), empty for an accepted report; ``challenge`` is
+  the 401 that asks a request without credentials for HTTP Digest ones;
+- ``auth_failures_total`` — reports refused for their credentials (403, or a 401 to
+  wrong digest credentials);
 - ``storage_seconds{backend}`` — histogram of each backend's write, failures included;
 - ``backend_failures_total{backend}`` — writes that failed, required or best-effort;
 - ``registrations{backend}`` — stored registrations, for backends with ``count()``;
@@ -47,9 +49,10 @@ __all__ = ["Metrics", "NullMetrics", "PrometheusMetrics", "make_metrics", "refus
 log = logging.getLogger("pushreport")
 
 #: Every ``reason`` a refused report is counted under.
-REASONS = ("invalid", "too_large", "method", "auth", "rate_limited", "storage", "internal")
-_BY_STATUS = {401: "auth", 403: "auth", 405: "method", 413: "too_large",
-              429: "rate_limited", 503: "storage"}
+REASONS = ("invalid", "too_large", "method", "challenge", "auth", "rate_limited", "storage",
+           "internal")
+_BY_STATUS = {401: "auth", 403: "auth", 405: "method", 413: "too_large", 414: "too_large",
+              431: "too_large", 429: "rate_limited", 503: "storage"}
 #: Storage latency buckets, in seconds: a commit takes about a millisecond, a locked
 #: database up to its busy timeout (2 s by default).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -70,6 +73,10 @@ def refusal_reason(error: BaseException) -> str:
     status = getattr(error, "error_status_hint", None)
     if not isinstance(status, int):
         return "internal"
+    if status == 401 and getattr(error, "failed", True) is False:
+        # A digest challenge to a request that brought no credentials: the normal
+        # first half of every digest-authenticated report, not a failure.
+        return "challenge"
     reason = _BY_STATUS.get(status)
     if reason is not None:
         return reason

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 __all__ = ["redact_target", "SENSITIVE_KEYS", "shorten"]
 
@@ -21,16 +21,18 @@ def shorten(value: str, keep: int = 8) -> str:
     return value if len(value) <= keep else value[:keep] + "…"
 
 
-def redact_target(target: str, shapes: Any = None) -> str:
+def redact_target(target: str, shapes: Any = None, *, also: Collection[str] = ()) -> str:
     """*target* with credentials masked and tokens shortened, ready for a log line.
 
     Uses the shapes' own knowledge when they have it (``shapes.redact(target)``: a
     template knows which of its parts carry ``%account[password]%`` or a constant
-    secret), then masks parameters with well-known sensitive names.
+    secret), then masks parameters with well-known sensitive names. *also* names more
+    fields to mask: the template variables or parameter names that carry a configured
+    secret (``[auth] secret_field``).
     """
     redact = getattr(shapes, "redact", None)
     if redact is not None:
-        target = redact(target)
+        target = redact(target, also=also) if also else redact(target)
     path, qmark, query = target.partition("?")
     if not query:
         return target
@@ -39,7 +41,7 @@ def redact_target(target: str, shapes: Any = None) -> str:
         key, eq, value = item.partition("=")
         lk = key.lower()
         if eq and value:
-            if lk in SENSITIVE_KEYS:
+            if lk in SENSITIVE_KEYS or lk in also:
                 value = "***"
             elif lk in TOKEN_KEYS:
                 value = shorten(value)

@@ -9,7 +9,10 @@ workload (see ``bench/README.md``).
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
+
+import attrs
 
 from pushreport_core import DEFAULT_SHAPES, Template
 from pushreport_core._templates import BODY_METHODS, FORM
@@ -43,7 +46,20 @@ def describe(receiver: Receiver) -> list[str]:
         extra = f" at {where}" if where else ""
         kind = "required" if backend.required else "best-effort"
         lines.append(f"storage backend {backend.name!r} ({kind}){extra}")
+    methods = receiver.config.auth.methods
+    if methods:
+        lines.append("authentication: " + ", ".join(methods))
     return lines
+
+
+def shared_nonce_key(config: Config) -> Config:
+    """*config* with a random ``[auth] nonce_key`` when digest needs one and none is
+    configured: made once in the master, it reaches every worker (forked with this
+    configuration, restarted ones too), so they all accept each other's nonces."""
+    auth = config.auth
+    if "digest" not in auth.methods or auth.nonce_key or auth.nonce_key_env:
+        return config
+    return attrs.evolve(config, auth=attrs.evolve(auth, nonce_key=secrets.token_urlsafe(32)))
 
 
 def _configure_logging(access_log: bool, log_format: str = "text") -> None:
@@ -60,6 +76,7 @@ def serve(config: Config, *, host: str, port: int, workers: int,
     # Workers' counters meet in one folder; it must be set before prometheus_client is
     # first imported, so before anything builds the metrics.
     child_exit = prepare_multiprocess() if config.metrics.enabled else None
+    config = shared_nonce_key(config)
     # Check everything once in the master, so a bad configuration fails at start-up
     # instead of in every worker. Workers open their own storage after the fork.
     receiver = Receiver.from_config(config)
@@ -77,12 +94,15 @@ def serve(config: Config, *, host: str, port: int, workers: int,
         "worker_class": "gthread" if config.server.threads > 1 else "sync",
         "timeout": config.server.timeout,
         "graceful_timeout": 10,
-        "keepalive": 2,
+        "keepalive": config.server.keepalive,
         # Our own access log redacts credentials; gunicorn's would log the raw URL.
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
         "limit_request_line": 8190,
+        # The header limits of [limits], enforced by gunicorn before the app sees them.
+        "limit_request_field_size": config.limits.max_header,
+        "limit_request_fields": config.limits.max_headers,
         "proc_name": "pushreport",
         # gunicorn >= 24 opens a control socket at one fixed path per user: two
         # servers on one machine would fight over it, and nothing here uses it.

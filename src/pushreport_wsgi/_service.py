@@ -17,6 +17,11 @@ import pluggy
 
 from pushreport_core import (AuthenticationFailed, ConfigurationError, Registration,
                              Request, Shapes, StorageUnavailable, parse_request)
+from pushreport_core import AuthenticationRequired
+
+from ._auth import build_authenticators, secret_fields
+from ._limits import Limiter
+from ._redact import redact_target
 
 from ._batch import GroupCommit
 from ._config import Config
@@ -61,6 +66,10 @@ class Receiver:
     backends: list[Backend]
     clock: Callable[[], datetime] = _utcnow
     failures: dict[str, int] = attrs.field(factory=dict)
+    #: The ``[limits]``: rate limits, lock-out, length limits (``None``: none at all).
+    limiter: Limiter | None = None
+    #: Fields that carry a configured secret: masked in logs (``[auth] secret_field``).
+    secret_fields: frozenset[str] = frozenset()
     #: Counters the receiver and the adapter feed (``[metrics]``; no-ops when off).
     metrics: Metrics = attrs.field(factory=NullMetrics)
 
@@ -71,9 +80,20 @@ class Receiver:
         config = config if config is not None else Config()
         pm = plugin_manager or make_plugin_manager(blocked=config.blocked_plugins)
         shapes = config.reporter.shapes()
+
+        def seconds() -> float:
+            return clock().timestamp()
+
+        # The built-in authenticators are plugins like any other, registered from the
+        # configuration; a refusal at start-up (the template carries no credential) comes
+        # before any backend is opened.
+        for plugin in build_authenticators(config.auth, shapes, clock=seconds):
+            pm.register(plugin)
+        limiter = Limiter.from_config(config.limits, clock=seconds)
         backends = open_backends(config, pm)
         return cls(config=config, shapes=shapes, plugin_manager=pm, backends=backends,
-                   clock=clock, metrics=make_metrics(config.metrics))
+                   clock=clock, limiter=limiter, secret_fields=secret_fields(config.auth),
+                   metrics=make_metrics(config.metrics))
 
     def owns(self, method: str, raw_path: str) -> bool:
         return self.shapes.owns(method, raw_path)
@@ -87,12 +107,27 @@ class Receiver:
         *notes*, when given, receives the report's ``shape`` and ``selector`` as soon as
         it is parsed (for the access log, even when the report is refused later).
         """
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.check_request(request)
         report = parse_request(request, self.shapes, max_body=self.config.reporter.max_body)
         if notes is not None:
             notes["shape"], notes["selector"] = report.shape, report.selector
         pm = self.plugin_manager
-        if not authenticate(pm, report, request):
+        if limiter is not None:
+            limiter.check_report(report, request)
+        try:
+            accepted = authenticate(pm, report, request)
+        except AuthenticationRequired as e:
+            if e.failed and limiter is not None:
+                limiter.failed(report, request)
+            raise
+        if not accepted:
+            if limiter is not None:
+                limiter.failed(report, request)
             raise AuthenticationFailed("authentication refused")
+        if limiter is not None:
+            limiter.admitted(report, request)
         report = transform_report(pm, report, request)
         now = self.clock()
         stored: Registration | None = None
@@ -124,6 +159,11 @@ class Receiver:
         except Exception:
             log.exception("a pushreport_report_stored hook failed; the report is stored")
         return stored
+
+    def redact(self, target: str) -> str:
+        """*target* as it may be logged: credentials and secrets masked, tokens
+        shortened."""
+        return redact_target(target, self.shapes, also=self.secret_fields)
 
     def _best_effort_failed(self, backend: Backend, error: Exception) -> None:
         self.failures[backend.name] = self.failures.get(backend.name, 0) + 1

@@ -58,9 +58,14 @@ def pushreport_authenticate(report: Report, username: str | None, password: Secr
     :param password: the account password from ``%account[password]%``, as a
         :class:`~pushreport_core.Secret` (``None`` when the request carries none). Call
         ``password.reveal()`` or ``password.matches(expected)``; never log it.
-    :param request: the raw request, for plugins that authenticate on the target.
+    :param request: the raw request, for plugins that authenticate on the target or on
+        HTTP headers (``request.authorization``, ``request.client``).
     :return: ``False`` to refuse (the app gets ``403`` and nothing is stored), ``True``
         to vouch for it, ``None`` for no opinion. One ``False`` refuses the report.
+        Raise :class:`~pushreport_core.AuthenticationRequired` with the
+        ``WWW-Authenticate`` challenges to ask for HTTP credentials instead (``401``: the
+        client retries with them). Refusals count against the ``[limits]`` lock-out.
+        The built-in ``[auth]`` methods are implementations of this hook.
     """
 
 

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
-from pushreport_core import ConfigurationError, InvalidReport
+from pushreport_core import (AuthenticationRequired, ConfigurationError, InvalidReport,
+                             TooManyRequests)
 from pushreport_wsgi import Backend, Config, Receiver, create_app, hookimpl, \
     make_plugin_manager
 from pushreport_wsgi._config import MetricsConfig, load_config
@@ -246,6 +247,10 @@ def test_missing_prometheus_client_names_the_extra(tmp_path, monkeypatch):
     (RateLimited("x"), "rate_limited"),
     (InvalidReport("x", error_status_hint=401), "auth"),
     (InvalidReport("x", error_status_hint=418), "invalid"),
+    (InvalidReport("x", error_status_hint=414), "too_large"),
+    (AuthenticationRequired("x", challenges=("Digest x",)), "challenge"),
+    (AuthenticationRequired("x", challenges=("Digest x",), failed=True), "auth"),
+    (TooManyRequests("x", retry_after=3), "rate_limited"),
     (ValueError("x"), "internal"),
 ])
 def test_refusal_reason_comes_from_the_status_hint(error, reason):
