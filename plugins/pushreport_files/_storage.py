@@ -489,6 +489,10 @@ class FilesStorage:
             return True
         return self._locked(fcntl.LOCK_EX, remove_locked)
 
+    def count(self) -> int:
+        """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
+        return self._locked(fcntl.LOCK_SH, lambda: len(self._state))
+
     def ping(self) -> None:
         """Take the write lock and make sure the log exists and can be written."""
         def check() -> None:

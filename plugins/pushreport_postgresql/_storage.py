@@ -131,6 +131,7 @@ ON CONFLICT (selector) DO UPDATE SET
         # A write that changes nothing: it waits for the table's write lock like an
         # upsert, and fails on a read-only server (a standby) as an upsert would.
         self.ping = sql.SQL("DELETE FROM {} WHERE false").format(t)
+        self.count = sql.SQL("SELECT count(*) FROM {}").format(t)
 
 
 def _params(report: Report, now: datetime) -> dict[str, Any]:
@@ -405,6 +406,11 @@ class PostgreSQLStorage:
     def remove(self, selector: str) -> bool:
         with self._connection() as conn:
             return conn.execute(self._sql.remove, (selector,)).rowcount > 0
+
+    def count(self) -> int:
+        """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
+        ((n,),) = self._rows(self._sql.count, ())
+        return int(n)
 
     def ping(self) -> None:
         """Take and release the table's write lock: fails on a locked table, a read-only

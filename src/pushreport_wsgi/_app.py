@@ -22,7 +22,9 @@ from pushreport_core import AuthenticationRequired, TooManyRequests
 from pushreport_core import Request as CoreRequest
 
 from ._config import Config, load_config
+from ._health import operator_routes
 from ._limits import client_address
+from ._redact import shorten
 from ._service import Receiver
 
 if TYPE_CHECKING:
@@ -97,9 +99,14 @@ class PushReportMiddleware:
         self.app = app
         self.receiver = receiver if receiver is not None else \
             Receiver.from_config(_as_config(config))
+        #: Health checks and metrics by path ([health], [metrics]): never report paths.
+        self.operator_routes = operator_routes(self.receiver)
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        operator = self.operator_routes.get(environ.get("PATH_INFO", ""))
+        if operator is not None:
+            return operator(environ, start_response)
         target = raw_target(environ)
         path = target.partition("?")[0]
         receiver = self.receiver
@@ -121,6 +128,8 @@ class PushReportMiddleware:
         method = environ.get("REQUEST_METHOD", "GET")
         environ["pushreport.handled"] = True
         status = 500
+        # The report's shape and selector, once parsed: for the access log.
+        notes: dict[str, str] = environ.setdefault("pushreport.report", {})
         try:
             body = self._read_body(environ)
             request = CoreRequest(method=method, target=target, body=body,
@@ -130,12 +139,13 @@ class PushReportMiddleware:
                                   client=client_address(
                                       environ, self.receiver.config.limits.client_header))
             if self.receiver.removes(method, request.path):
-                outcome = self.receiver.remove(request)
+                outcome = self.receiver.remove(request, notes=notes)
                 environ["pushreport.removed"] = outcome.removed is not None
                 selector = outcome.selector
             else:
-                selector = self.receiver.handle(request).selector
+                selector = self.receiver.handle(request, notes=notes).selector
         except PushReportError as e:
+            self.receiver.metrics.report_refused(e)
             status = e.error_status_hint
             environ["pushreport.error"] = e.msg
             headers: list[tuple[str, str]] = []
@@ -150,11 +160,13 @@ class PushReportMiddleware:
                 headers.extend(("WWW-Authenticate", c) for c in e.challenges)
             return self._plain(start_response, status, e.msg, headers, environ,
                                target, started)
-        except Exception:
+        except Exception as e:
+            self.receiver.metrics.report_refused(e)
             log.exception("internal error while handling a report")
             return self._plain(start_response, 500, "internal error", [], environ,
                                target, started)
         status = 200
+        self.receiver.metrics.report_accepted()
         environ["pushreport.selector"] = selector
         start_response("200 OK", list(_OK_HEADERS))
         self._log(environ, target, status, started)
@@ -200,12 +212,20 @@ class PushReportMiddleware:
              started: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        access_log.info(
-            '%s "%s %s" %d %.1fms',
-            environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
-            self.receiver.redact(target, environ.get("REQUEST_METHOD", "GET")), status,
-            (time.perf_counter() - started) * 1000.0,
-        )
+        # One line per request; the same fields as attributes of the record, for a
+        # structured formatter (pushreport_wsgi._logs.JsonFormatter).
+        notes = environ.get("pushreport.report") or {}
+        fields = {
+            "remote_addr": environ.get("REMOTE_ADDR", "-"),
+            "method": environ.get("REQUEST_METHOD", "-"),
+            "target": self.receiver.redact(target, environ.get("REQUEST_METHOD", "GET")),
+            "status": status,
+            "shape": notes.get("shape", "-"),
+            "selector": shorten(notes["selector"], 12) if "selector" in notes else "-",
+            "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+        }
+        access_log.info('%(remote_addr)s "%(method)s %(target)s" %(status)d %(shape)s '
+                        '%(selector)s %(latency_ms).1fms', fields, extra=fields)
 
     def close(self) -> None:
         self.receiver.close()

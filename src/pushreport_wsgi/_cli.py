@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", default=None,
                        help="log one line per request (credentials masked, tokens "
                             "shortened); default: [server] access_log, off")
+    serve.add_argument("--log-format", choices=("text", "json"),
+                       help="log lines as text or one JSON object per line; default: "
+                            "[server] log_format, text")
 
     lst = sub.add_parser("list", help="print the stored registrations")
     config_option(lst)
@@ -51,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--selector", metavar="S", help="only this selector's registration")
     lst.add_argument("--json", action="store_true",
                      help="print a JSON array of objects, for scripts")
+
+    stats = sub.add_parser(
+        "stats", help="summarise the stored registrations: app ids, platforms, app "
+                      "versions, age of the last report")
+    config_option(stats)
+    stats.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
+                       "[storage.sqlite] path")
+    stats.add_argument("--json", action="store_true",
+                       help="print one JSON object, for scripts")
 
     axml = sub.add_parser("account-xml",
                           help="print the Account XML keys for the configured shapes")
@@ -104,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "list":
             return _list(args)
+        if args.command == "stats":
+            return _stats(args)
         if args.command == "account-xml":
             return _account_xml(args)
         if args.command == "check":
@@ -129,7 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
     server = config.server
     return serve(config, host=args.host or server.host,
                  port=args.port if args.port is not None else server.port,
-                 workers=args.workers or server.workers, access_log=args.access_log)
+                 workers=args.workers or server.workers, access_log=args.access_log,
+                 log_format=args.log_format)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -168,6 +183,12 @@ def _list(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ._stats import run_stats
+
+    return run_stats(_load(args), as_json=args.json, out=sys.stdout)
 
 
 def _account_xml(args: argparse.Namespace) -> int:

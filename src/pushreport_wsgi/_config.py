@@ -48,7 +48,7 @@ from pushreport_core import (DEFAULT_MAX_BODY, DEFAULT_REMOVAL_SHAPES, DEFAULT_S
                              shapes_overlap)
 
 __all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
-           "AuthConfig", "LimitsConfig", "RemovalConfig",
+           "AuthConfig", "LimitsConfig", "RemovalConfig", "MetricsConfig", "HealthConfig",
            "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
 
 
@@ -177,6 +177,9 @@ class ServerConfig:
     #: report's time (bench/README.md), and a proxy in front usually logs already.
     access_log: bool = setting(False, "one line per request on the pushreport.access "
                                "logger, credentials masked, tokens shortened")
+    log_format: str = setting("text", "format of the log lines `pushreport serve` writes "
+                              "to stderr: one text line, or one JSON object per line",
+                              choices=("text", "json"))
 
 
 @attrs.frozen(kw_only=True)
@@ -264,6 +267,46 @@ class LimitsConfig:
             Rate.parse(getattr(self, key), key=f"limits.{key}")
 
 
+def _check_path(value: str, key: str) -> None:
+    if not value.startswith("/") or any(c in value for c in "?# "):
+        raise ConfigurationError(f"must be a path starting with /, not {value!r}", key=key)
+
+
+@attrs.frozen(kw_only=True)
+class MetricsConfig:
+    """``[metrics]``: Prometheus metrics (``pip install 'pushreport[metrics]'``)."""
+
+    enabled: bool = setting(False, "expose Prometheus metrics (needs the `metrics` extra: "
+                            "pip install 'pushreport[metrics]')")
+    path: str = setting("/metrics", "path of the metrics endpoint; must not be a report "
+                        "path", what="a path")
+    count_interval: float = setting(60.0, "seconds a process reuses its count of stored "
+                                    "registrations (pushreport_registrations) between "
+                                    "scrapes; 0: count on every scrape", low=0, high=86400)
+
+    def check(self) -> None:
+        _check_path(self.path, "metrics.path")
+
+
+@attrs.frozen(kw_only=True)
+class HealthConfig:
+    """``[health]``: health checks for a load balancer, off the report paths."""
+
+    enabled: bool = setting(True, "answer the two health check paths below")
+    healthz: str = setting("/healthz", "path answered 200 while the process is up",
+                           what="a path")
+    readyz: str = setting("/readyz", "path answered 200 when every required storage "
+                          "backend answers, else 503 naming the failing ones", what="a path")
+    timeout: float = setting(1.0, "seconds /readyz waits for a backend's answer",
+                             low=0.01, high=60)
+
+    def check(self) -> None:
+        _check_path(self.healthz, "health.healthz")
+        _check_path(self.readyz, "health.readyz")
+        if self.healthz == self.readyz:
+            raise ConfigurationError("must differ from health.healthz", key="health.readyz")
+
+
 #: Every section of the file: its TOML name and the class holding its keys, in the order
 #: the reference documents them. ``Config`` has one attribute per section, of that name.
 SECTIONS: dict[str, type] = {
@@ -274,6 +317,8 @@ SECTIONS: dict[str, type] = {
     "plugins": PluginsConfig,
     "auth": AuthConfig,
     "limits": LimitsConfig,
+    "metrics": MetricsConfig,
+    "health": HealthConfig,
 }
 
 
@@ -289,6 +334,8 @@ class Config:
     auth: AuthConfig = attrs.field(factory=AuthConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     removal: RemovalConfig = attrs.field(factory=RemovalConfig)
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
+    health: HealthConfig = attrs.field(factory=HealthConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: Where it was loaded from, if from a file.

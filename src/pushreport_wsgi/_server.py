@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sys
 from typing import Any
 
 import attrs
@@ -20,6 +19,9 @@ from pushreport_core._templates import BODY_METHODS, FORM
 
 from ._app import create_app
 from ._config import Config
+from ._health import operator_routes
+from ._logs import JsonFormatter, configure_logging
+from ._metrics import prepare_multiprocess
 from ._service import Receiver
 
 __all__ = ["serve", "describe"]
@@ -66,26 +68,26 @@ def shared_nonce_key(config: Config) -> Config:
     return attrs.evolve(config, auth=attrs.evolve(auth, nonce_key=secrets.token_urlsafe(32)))
 
 
-def _configure_logging(access_log: bool) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pushreport.access").setLevel(
-        logging.INFO if access_log else logging.WARNING)
+def _configure_logging(access_log: bool, log_format: str = "text") -> None:
+    configure_logging(access_log=access_log, log_format=log_format)
 
 
 def serve(config: Config, *, host: str, port: int, workers: int,
-          access_log: bool | None = None) -> int:
+          access_log: bool | None = None, log_format: str | None = None) -> int:
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     log_access = config.server.access_log if access_log is None else access_log
-    _configure_logging(log_access)
+    fmt = config.server.log_format if log_format is None else log_format
+    _configure_logging(log_access, fmt)
+    # Workers' counters meet in one folder; it must be set before prometheus_client is
+    # first imported, so before anything builds the metrics.
+    child_exit = prepare_multiprocess() if config.metrics.enabled else None
     config = shared_nonce_key(config)
     # Check everything once in the master, so a bad configuration fails at start-up
     # instead of in every worker. Workers open their own storage after the fork.
     receiver = Receiver.from_config(config)
     try:
+        operator_routes(receiver)  # health and metrics paths clear of the report paths
         for line in describe(receiver):
             log.info("%s", line)
     finally:
@@ -112,6 +114,21 @@ def serve(config: Config, *, host: str, port: int, workers: int,
         # servers on one machine would fight over it, and nothing here uses it.
         "control_socket_disable": True,
     }
+    if fmt == "json":
+        from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+        class JsonLogger(Logger):  # type: ignore[misc]
+            """gunicorn's own lines (start, workers booting, timeouts) in JSON too."""
+
+            def setup(self, cfg: Any) -> None:
+                super().setup(cfg)
+                for handler in self.error_log.handlers:
+                    handler.setFormatter(JsonFormatter())
+        options["logger_class"] = JsonLogger
+    if child_exit is not None:
+        def on_child_exit(server: Any, worker: Any) -> None:
+            child_exit(worker.pid)
+        options["child_exit"] = on_child_exit
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -120,7 +137,7 @@ def serve(config: Config, *, host: str, port: int, workers: int,
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            _configure_logging(log_access)
+            _configure_logging(log_access, fmt)
             return create_app(config)
 
     log.info("pushreport listening on http://%s:%d", host, port)

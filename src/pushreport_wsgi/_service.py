@@ -8,6 +8,7 @@ into responses.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from ._redact import redact_target
 
 from ._batch import GroupCommit
 from ._config import Config
+from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (authenticate, collect_storage_factories, make_plugin_manager,
                        transform_report)
 from .storage import Storage, StorageContext
@@ -88,6 +90,8 @@ class Receiver:
     secret_fields: frozenset[str] = frozenset()
     #: The Account Removal Reporter's shapes (``None``: removals are not accepted).
     removal_shapes: Shapes | None = None
+    #: Counters the receiver and the adapter feed (``[metrics]``; no-ops when off).
+    metrics: Metrics = attrs.field(factory=NullMetrics)
 
     @classmethod
     def from_config(cls, config: Config | None = None, *,
@@ -110,7 +114,7 @@ class Receiver:
         backends = open_backends(config, pm)
         return cls(config=config, shapes=shapes, plugin_manager=pm, backends=backends,
                    clock=clock, limiter=limiter, secret_fields=secret_fields(config.auth),
-                   removal_shapes=removal_shapes)
+                   removal_shapes=removal_shapes, metrics=make_metrics(config.metrics))
 
     def owns(self, method: str, raw_path: str) -> bool:
         return self.shapes.owns(method, raw_path) or self.removes(method, raw_path)
@@ -135,36 +139,45 @@ class Receiver:
             return self.removal_shapes
         return self.shapes
 
-    def handle(self, request: Request) -> Registration:
+    def handle(self, request: Request, *,
+               notes: dict[str, str] | None = None) -> Registration:
         """Store the report *request* carries; return the registration as stored.
 
         Raises a :class:`~pushreport_core.PushReportError` subclass when the report is
         refused (nothing stored) or a required backend failed (the app retries).
+        *notes*, when given, receives the report's ``shape`` and ``selector`` as soon as
+        it is parsed (for the access log, even when the report is refused later).
         """
         limiter = self.limiter
         if limiter is not None:
             limiter.check_request(request)
         report = parse_request(request, self.shapes, max_body=self.config.reporter.max_body)
+        if notes is not None:
+            notes["shape"], notes["selector"] = report.shape, report.selector
         pm = self.plugin_manager
         self._admit(report, request, "report")
         report = transform_report(pm, report, request)
         now = self.clock()
         stored: Registration | None = None
         for backend in self.backends:
+            started = time.perf_counter()
             try:
                 result = backend.writer.upsert(report, now=now)
             except StorageUnavailable as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     raise
                 self._best_effort_failed(backend, e)
                 continue
             except Exception as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     log.exception("storage backend %r failed", backend.name)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") \
                         from e
                 self._best_effort_failed(backend, e)
                 continue
+            self.metrics.storage_done(backend.name, time.perf_counter() - started)
             if stored is None:
                 stored = result
         if stored is None:  # pragma: no cover - open_backends requires one required
@@ -202,7 +215,8 @@ class Receiver:
         shapes = self.shapes_for(method, target.partition("?")[0])
         return redact_target(target, shapes, also=self.secret_fields)
 
-    def remove(self, request: Request) -> RemovalOutcome:
+    def remove(self, request: Request, *,
+               notes: dict[str, str] | None = None) -> RemovalOutcome:
         """Carry out the Account Removal Reporter call *request* carries.
 
         Deletes the registration of the removal's selector from every backend, unless
@@ -223,6 +237,8 @@ class Receiver:
             self.limiter.check_request(request)
         removal = parse_removal(request, self.removal_shapes,
                                 max_body=self.config.reporter.max_body)
+        if notes is not None:
+            notes["shape"], notes["selector"] = "removal", removal.selector
         pm = self.plugin_manager
         self._admit(removal.as_report(), request, "removal")
         removed: Registration | None = None

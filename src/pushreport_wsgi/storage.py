@@ -57,6 +57,18 @@ class Storage(Protocol):
     #     ``reports`` included, not merged as a new report), replacing any with the same
     #     selector, in one transaction (one commit, one fsync); all or nothing.
     #     ``pushreport migrate`` copies through it, so a rerun gives the same target.
+    #
+    # ``count() -> int``
+    #     How many registrations are stored; the ``pushreport_registrations{backend}``
+    #     gauge, taken when Prometheus scrapes (at most once per ``[metrics]
+    #     count_interval`` per process). Should be cheap: one ``COUNT(*)``.
+    #
+    # ``metrics() -> dict[str, float]``
+    #     The backend's own figures, e.g. ``{"webhook_outbox_pending": 3,
+    #     "webhook_outbox_dead": 0}``, called when Prometheus scrapes: each key becomes the
+    #     gauge ``pushreport_<key>{backend="<name>"}``. Keys are lower_case names
+    #     (``[a-z_][a-z0-9_]*``); others are skipped with a warning. A backend that
+    #     raises gives no figures for that scrape. Keep it cheap (no scan of every row).
 
     def get(self, selector: str) -> Registration | None:
         """The registration of *selector*, or ``None``."""

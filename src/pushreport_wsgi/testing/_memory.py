@@ -78,6 +78,11 @@ class MemoryStorage:
             self._check()
             return self.store.registrations.pop(selector, None) is not None
 
+    def count(self) -> int:
+        with self.store.lock:
+            self._check()
+            return len(self.store.registrations)
+
     def ping(self) -> None:
         with self.store.lock:
             self._check()

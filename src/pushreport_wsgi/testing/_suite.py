@@ -342,6 +342,20 @@ class StorageConformance:
         # A report after removal starts afresh.
         assert storage.upsert(BARE, now=at(1)) == merge(None, BARE, now=at(1))
 
+    def test_count_is_the_number_of_registrations(self, storage: Storage) -> None:
+        """``count`` (optional; the ``pushreport_registrations`` gauge)."""
+        count = getattr(storage, "count", None)
+        if count is None:
+            pytest.skip(f"{type(self).__name__}'s backend has no count: the "
+                        "pushreport_registrations gauge leaves it out")
+        assert count() == 0
+        storage.upsert(FULL, now=T0)
+        storage.upsert(FULL, now=at(1))
+        storage.upsert(attrs.evolve(BARE, selector=OTHER), now=at(2))
+        assert count() == 2 == len(list(storage))
+        storage.remove(SELECTOR)
+        assert count() == 1
+
     # -- durability ------------------------------------------------------------------------
 
     def test_acknowledged_is_visible_to_another_handle_at_once(

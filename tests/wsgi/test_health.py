@@ -1,0 +1,158 @@
+"""/healthz and /readyz: off the report paths, GET/HEAD only, /readyz fails while the
+database is locked."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.test import Client
+
+from pushreport_core import ConfigurationError
+from pushreport_wsgi import Backend, Config, PushReportMiddleware, Receiver, create_app
+from pushreport_wsgi._config import HealthConfig, load_config
+from pushreport_wsgi.testing import MemoryStorage, MemoryStore
+
+from .conftest import SPEC_GET, make_config
+
+
+def portal(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"portal:" + environ["PATH_INFO"].encode()]
+
+
+def health_config(tmp_path: Path, *, busy_timeout: float = 0.3, **health: Any) -> Config:
+    config = make_config(tmp_path)
+    options = {"sqlite": {**config.storage.options["sqlite"], "busy_timeout": busy_timeout}}
+    return attrs.evolve(config, health=HealthConfig(**health),
+                        storage=attrs.evolve(config.storage, options=options))
+
+
+class Locked:
+    """Another connection holding the exclusive lock on the SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+def test_healthz_answers_ok_get_and_head(config):
+    c = Client(create_app(config))
+    resp = c.get("/healthz")
+    assert (resp.status_code, resp.data) == (200, b"ok\n")
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert resp.headers["Cache-Control"] == "no-store"
+    head = c.head("/healthz")
+    assert (head.status_code, head.data, head.headers["Content-Length"]) == (200, b"", "3")
+
+
+def test_health_paths_answer_get_and_head_only(config):
+    c = Client(create_app(config))
+    for path in ("/healthz", "/readyz"):
+        resp = c.post(path)
+        assert resp.status_code == 405 and resp.headers["Allow"] == "GET, HEAD"
+
+
+def test_readyz_fails_while_the_database_is_locked_and_recovers(tmp_path):
+    app = create_app(health_config(tmp_path))
+    c = Client(app)
+    assert Client(app).get(SPEC_GET).status_code == 200  # the file exists, in WAL mode
+    assert c.get("/readyz").data == b"ok\n"
+    lock = Locked(tmp_path / "db.sqlite3")
+    try:
+        resp = c.get("/readyz")
+        assert (resp.status_code, resp.data) == (503, b"not ready: sqlite\n")
+        assert str(tmp_path) not in resp.get_data(as_text=True)
+        assert c.get("/healthz").status_code == 200  # the process is still up
+    finally:
+        lock.release()
+    resp = c.get("/readyz")
+    assert (resp.status_code, resp.data) == (200, b"ok\n")
+
+
+def test_readyz_answers_within_its_timeout_when_a_backend_hangs(tmp_path, caplog):
+    app = create_app(health_config(tmp_path, busy_timeout=3.0, timeout=0.1))
+    c = Client(app)
+    assert c.get("/readyz").status_code == 200
+    lock = Locked(tmp_path / "db.sqlite3")
+    try:
+        started = time.monotonic()
+        first = c.get("/readyz")
+        second = c.get("/readyz")
+        elapsed = time.monotonic() - started
+        assert (first.status_code, second.status_code) == (503, 503)
+        assert elapsed < 1.5, elapsed  # not the backend's 3 s, twice
+        # The first ping is still waiting: the second check did not start another.
+        pings = [t for t in threading.enumerate() if t.name == "pushreport-readyz-sqlite"]
+        assert len(pings) == 1
+    finally:
+        lock.release()
+    assert "storage backend 'sqlite' is not ready: no answer within 0.1 s" in caplog.text
+    deadline = time.monotonic() + 10
+    while c.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "readyz did not recover"
+        time.sleep(0.05)
+
+
+def test_readyz_names_required_backends_only(tmp_path):
+    down = MemoryStore(down=True)
+    receiver = Receiver.from_config(make_config(tmp_path))
+    receiver.backends.append(Backend("memory", MemoryStorage(down), required=False))
+    assert Client(create_app(receiver=receiver)).get("/readyz").data == b"ok\n"
+    receiver = Receiver.from_config(make_config(tmp_path))
+    receiver.backends.append(Backend("memory", MemoryStorage(down), required=True))
+    resp = Client(create_app(receiver=receiver)).get("/readyz")
+    assert (resp.status_code, resp.data) == (503, b"not ready: memory\n")
+
+
+def test_health_paths_are_configurable_and_pass_through_when_off(tmp_path):
+    app = PushReportMiddleware(portal, health_config(tmp_path, healthz="/ops/live",
+                                                     readyz="/ops/ready"))
+    c = Client(app)
+    assert c.get("/ops/live").data == b"ok\n"
+    assert c.get("/ops/ready").data == b"ok\n"
+    assert c.get("/healthz").data == b"portal:/healthz"
+    off = PushReportMiddleware(portal, health_config(tmp_path, enabled=False))
+    assert Client(off).get("/healthz").data == b"portal:/healthz"
+
+
+def test_health_paths_are_relative_to_the_mount_point(tmp_path):
+    inner = PushReportMiddleware(portal, make_config(tmp_path))
+    app = DispatcherMiddleware(portal, {"/push": inner})
+    assert Client(app).get("/push/healthz").data == b"ok\n"
+    assert Client(app).get("/healthz").data == b"portal:/healthz"
+
+
+@pytest.mark.parametrize("health, message", [
+    ({"healthz": "/token/"}, "health.healthz: /token/ is a report path of the configured "
+                             "shapes"),
+    ({"readyz": "/pushToken/u/s/t&appid=a"},
+     "health.readyz: /pushToken/u/s/t&appid=a is a report path of the configured shapes"),
+])
+def test_health_paths_must_not_be_report_paths(tmp_path, health, message):
+    with pytest.raises(ConfigurationError) as e:
+        create_app(health_config(tmp_path, **health))
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('healthz = "healthz"', "health.healthz: must be a path starting with /, not 'healthz'"),
+    ('readyz = "/r?x=1"', "health.readyz: must be a path starting with /, not '/r?x=1'"),
+    ('readyz = "/healthz"', "health.readyz: must differ from health.healthz"),
+    ("timeout = 0", "health.timeout: must be between 0.01 and 60, not 0"),
+])
+def test_health_configuration_errors(tmp_path, toml, message):
+    (tmp_path / "p.toml").write_text(f"[health]\n{toml}\n")
+    with pytest.raises(ConfigurationError) as e:
+        load_config(tmp_path / "p.toml")
+    assert str(e.value) == message
