@@ -16,6 +16,9 @@ from ._client import (DEFAULT_BACKOFF, DEFAULT_USER_AGENT, TRANSITIONS, AppEvent
 from ._defaults import DEFAULT_SHAPES, DefaultShapes
 from ._errors import (AppModelError, AuthenticationFailed, ConfigurationError, InvalidReport,
                       MethodNotAllowed, PushReportError, RequestTooLarge, StorageUnavailable)
+from ._gateway import (DEFAULT_GATEWAY_URL, PUSH_VERBS, InvalidPush, OutcomeKind, PushOutcome,
+                       PushTarget, PushVerb, build_push, default_verb, judge_push_answer,
+                       parse_retry_after, push_targets, retry_delay)
 from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
 from ._grammar import is_unknown
 from ._merge import merge
@@ -36,4 +39,7 @@ __all__ = [
     "RequestTooLarge", "Secret", "Shapes", "StorageUnavailable", "Template", "TokenPair",
     "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
     "render_request", "substitute", "xml_unescape",
+    "DEFAULT_GATEWAY_URL", "PUSH_VERBS", "InvalidPush", "OutcomeKind", "PushOutcome",
+    "PushTarget", "PushVerb", "build_push", "default_verb", "judge_push_answer",
+    "parse_retry_after", "push_targets", "retry_delay",
 ]
