@@ -21,6 +21,7 @@ from pushreport_core import (MethodNotAllowed, PushReportError, RequestTooLarge,
 from pushreport_core import Request as CoreRequest
 
 from ._config import Config, load_config
+from ._lookup import LookupApp
 from ._redact import redact_target
 from ._service import Receiver
 
@@ -92,9 +93,17 @@ class PushReportMiddleware:
         self.app = app
         self.receiver = receiver if receiver is not None else \
             Receiver.from_config(_as_config(config))
+        # [lookup] enabled: the lookup endpoint, answered before the report shapes.
+        self.lookup: LookupApp | None = None
+        if self.receiver.config.lookup.enabled:
+            self.lookup = LookupApp.from_config(self.receiver.config.lookup,
+                                                self.receiver.storage)
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
+        lookup = self.lookup
+        if lookup is not None and lookup.owns(environ):
+            return lookup(environ, start_response)
         target = raw_target(environ)
         path = target.partition("?")[0]
         receiver = self.receiver

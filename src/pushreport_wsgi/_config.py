@@ -40,11 +40,11 @@ from typing import Any, Mapping
 
 import attrs
 
-from pushreport_core import (DEFAULT_MAX_BODY, DEFAULT_SHAPES, ConfigurationError, Shapes,
-                             Template)
+from pushreport_core import (DEFAULT_GATEWAY_URL, DEFAULT_MAX_BODY, DEFAULT_SHAPES,
+                             ConfigurationError, Secret, Shapes, Template)
 
 __all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
-           "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
+           "PushConfig", "LookupConfig", "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
 
 
 def setting(default: Any, doc: str, *, low: float | None = None,
@@ -130,6 +130,79 @@ class PluginsConfig:
                                        "load", what="a list of entry-point names")
 
 
+@attrs.frozen(kw_only=True)
+class PushConfig:
+    """``[push]``: the Acrobits push gateway ``pushreport push`` sends through."""
+
+    gateway_url: str = setting(DEFAULT_GATEWAY_URL, "the JSON gateway's address (POST)",
+                               what="an http or https URL")
+    timeout: float = setting(10.0, "seconds to wait for the gateway's answer", low=0.1,
+                             high=300)
+    attempts: int = setting(3, "tries per device before giving up on 5xx, 429 and "
+                            "timeouts", low=1, high=20)
+    backoff: float = setting(0.5, "seconds before the 2nd try; doubled each time, jittered",
+                             low=0, high=60)
+    max_delay: float = setting(30.0, "longest wait between tries, in seconds (a longer "
+                               "Retry-After is cut to it)", low=0, high=3600)
+
+    def check(self) -> None:
+        if not self.gateway_url.lower().startswith(("http://", "https://")):
+            raise ConfigurationError("must be an http or https URL", key="push.gateway_url")
+
+
+def _secret_setting(doc: str) -> Any:
+    # A setting that never shows in a repr (a logged Config must not carry it).
+    meta = {"doc": doc, "low": None, "high": None, "choices": (), "what": "",
+            "pushreport.setting": True}
+    return attrs.field(default="", repr=False, metadata=meta)
+
+
+#: Bearer tokens shorter than this are refused: the lookup endpoint hands out tokens.
+MIN_LOOKUP_TOKEN = 16
+
+
+@attrs.frozen(kw_only=True)
+class LookupConfig:
+    """``[lookup]``: the HTTP lookup endpoint (off by default)."""
+
+    enabled: bool = setting(False, "serve the lookup endpoint (needs token or token_env)")
+    path: str = setting("/pushreport/lookup", "where it is mounted: {path}/registrations "
+                        "and {path}/targets", what="a path")
+    token: str = _secret_setting("the bearer token callers must send (at least 16 "
+                                 "characters)")
+    token_env: str = setting("", "name of an environment variable holding the token "
+                             "instead", what="a variable name")
+
+    def bearer_token(self) -> Secret:
+        """The configured token (from ``token_env`` when that is set)."""
+        if self.token_env:
+            return Secret(os.environ.get(self.token_env, ""))
+        return Secret(self.token)
+
+    def check(self) -> None:
+        if not self.path.startswith("/") or self.path.endswith("/") or "?" in self.path:
+            raise ConfigurationError("must start with / and not end with /",
+                                     key="lookup.path")
+        if not self.enabled:
+            return
+        if self.token and self.token_env:
+            raise ConfigurationError("give token or token_env, not both", key="lookup.token")
+        if self.token_env:
+            value = os.environ.get(self.token_env, "")
+            if not value:
+                raise ConfigurationError(f"environment variable {self.token_env} is not set",
+                                         key="lookup.token_env")
+            key = "lookup.token_env"
+        elif self.token:
+            value, key = self.token, "lookup.token"
+        else:
+            raise ConfigurationError("the lookup endpoint needs token or token_env",
+                                     key="lookup.token")
+        if len(value) < MIN_LOOKUP_TOKEN:
+            raise ConfigurationError(f"the token must be at least {MIN_LOOKUP_TOKEN} "
+                                     "characters", key=key)
+
+
 #: Every section of the file: its TOML name and the class holding its keys, in the order
 #: the reference documents them. ``Config`` has one attribute per section, of that name.
 SECTIONS: dict[str, type] = {
@@ -137,6 +210,8 @@ SECTIONS: dict[str, type] = {
     "storage": StorageConfig,
     "server": ServerConfig,
     "plugins": PluginsConfig,
+    "push": PushConfig,
+    "lookup": LookupConfig,
 }
 
 
@@ -149,6 +224,8 @@ class Config:
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     server: ServerConfig = attrs.field(factory=ServerConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    push: PushConfig = attrs.field(factory=PushConfig)
+    lookup: LookupConfig = attrs.field(factory=LookupConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: Where it was loaded from, if from a file.
