@@ -6,7 +6,9 @@ Acrobits app sends to the Push Token Reporter, compiles the Account XML template
 describe that request, merges a report into a stored registration, and renders the
 Account XML keys for a configuration; and it models the app itself (:class:`AppModel`:
 the request it sends, how it judges the answer, when it retries), which the conformance
-kit in :mod:`pushreport_core.testing` builds on.
+kit in :mod:`pushreport_core.testing` builds on. For pushing, it picks the devices and
+the token pair of a purpose (:func:`push_targets`), builds the gateway's JSON
+(:func:`build_push`) and judges its answer (:func:`judge_push_answer`).
 """
 
 from ._accountxml import account_xml, DEFAULT_ACCOUNT_XML

@@ -10,7 +10,7 @@ import sys
 from typing import Sequence
 
 from pushreport_core import (DEFAULT_SHAPES, PUSH_VERBS, ConfigurationError, InvalidPush,
-                             Registration, account_xml)
+                             Purpose, Registration, account_xml)
 
 from ._config import Config, load_config
 from ._redact import shorten
@@ -225,7 +225,7 @@ def _push(args: argparse.Namespace) -> int:
         section = attrs.evolve(config.push, gateway_url=args.gateway_url)
         section.check()
         config = attrs.evolve(config, push=section)
-    purpose = "call" if args.call else "message"
+    purpose: Purpose = "call" if args.call else "message"
     try:
         results = push(config, username=args.username, purpose=purpose,
                        message=args.message, verb=args.verb)
