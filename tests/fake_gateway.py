@@ -3,7 +3,8 @@
 Each device token may have a plan: the answers to give, in order (the last one repeats);
 a token without a plan is answered ``200 {"code": 200}``. An answer is
 ``(status, body)`` or ``(status, body, headers)``; ``"hang"`` waits longer than any test's
-client timeout before answering (bounded, so the server always stops).
+client timeout before answering (bounded, so the server always stops); ``"drop"`` closes
+the connection without an answer; ``"short"`` sends less body than announced.
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ class FakeGateway:
                 if answer == "hang":
                     time.sleep(HANG_SECONDS)
                     answer = OK
+                if answer == "drop":  # close the connection without an answer
+                    self.close_connection = True
+                    return
+                if answer == "short":  # a body shorter than its Content-Length
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    self.wfile.write(b'{"code":')
+                    self.close_connection = True
+                    return
                 assert not isinstance(answer, str)
                 status, data = answer[0], answer[1]
                 headers = answer[2] if len(answer) > 2 else {}  # type: ignore[misc]

@@ -10,6 +10,7 @@ storage forget the token (``forget_token``), so that the next lookup no longer o
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -169,7 +170,7 @@ class PushClient:
                 answer = b""
             finally:
                 e.close()
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             if isinstance(reason, socket.timeout) or isinstance(e, TimeoutError):
                 reason = "timed out"

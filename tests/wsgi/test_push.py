@@ -165,6 +165,14 @@ def test_a_timeout_is_retried(app, gateway):
     assert (result.status, result.attempts) == ("delivered", 2)
 
 
+@pytest.mark.parametrize("broken", ["drop", "short"])
+def test_a_broken_answer_is_retried(app, gateway, broken):
+    gateway.plan("MSGTOKEN-C", [broken, OK])
+    [result] = push(app.receiver, username="bob", message="x", client=client(gateway))
+    assert (result.status, result.attempts) == ("delivered", 2)
+    assert len(gateway.requests) == 2
+
+
 def test_no_answer_at_all_gives_up_with_the_reason(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
