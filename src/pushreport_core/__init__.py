@@ -18,7 +18,7 @@ from ._errors import (AppModelError, AuthenticationFailed, ConfigurationError, I
                       MethodNotAllowed, PushReportError, RequestTooLarge, StorageUnavailable)
 from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
 from ._grammar import is_unknown
-from ._merge import merge
+from ._merge import merge, without_token
 from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
 from ._templates import METHODS, Template, xml_unescape
 from ._values import (REGISTRATION_FIELDS, TOKEN_FIELDS, Purpose, Registration, Report,
@@ -35,5 +35,5 @@ __all__ = [
     "MethodNotAllowed", "PushReportError", "Purpose", "Registration", "Report", "Request",
     "RequestTooLarge", "Secret", "Shapes", "StorageUnavailable", "Template", "TokenPair",
     "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
-    "render_request", "substitute", "xml_unescape",
+    "render_request", "substitute", "xml_unescape", "without_token",
 ]
