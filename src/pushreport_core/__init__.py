@@ -18,6 +18,8 @@ from ._errors import (AppModelError, AuthenticationFailed, ConfigurationError, I
                       MethodNotAllowed, PushReportError, RequestTooLarge, StorageUnavailable)
 from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
 from ._grammar import is_unknown
+from ._lifecycle import (DURATION_UNITS, TOKEN_OWNERS, claimed_tokens, format_duration,
+                         owners_to_forget, parse_duration, prune_cutoff, prune_due)
 from ._merge import merge, without_token
 from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
 from ._templates import METHODS, Template, xml_unescape
@@ -36,4 +38,6 @@ __all__ = [
     "RequestTooLarge", "Secret", "Shapes", "StorageUnavailable", "Template", "TokenPair",
     "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
     "render_request", "substitute", "xml_unescape", "without_token",
+    "DURATION_UNITS", "TOKEN_OWNERS", "claimed_tokens", "format_duration", "owners_to_forget",
+    "parse_duration", "prune_cutoff", "prune_due",
 ]
