@@ -64,13 +64,16 @@ class FakeGateway:
                 assert not isinstance(answer, str)
                 status, data = answer[0], answer[1]
                 headers = answer[2] if len(answer) > 2 else {}  # type: ignore[misc]
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left: that is what "hang" is for
 
             def log_message(self, *args: Any) -> None:
                 pass

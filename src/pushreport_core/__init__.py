@@ -23,7 +23,9 @@ from ._gateway import (DEFAULT_GATEWAY_URL, PUSH_VERBS, InvalidPush, OutcomeKind
                        parse_retry_after, push_targets, retry_delay)
 from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
 from ._grammar import is_unknown
-from ._merge import merge
+from ._lifecycle import (DURATION_UNITS, TOKEN_OWNERS, claimed_tokens, format_duration,
+                         owners_to_forget, parse_duration, prune_cutoff, prune_due)
+from ._merge import merge, without_token
 from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
 from ._templates import METHODS, Template, xml_unescape
 from ._values import (REGISTRATION_FIELDS, TOKEN_FIELDS, Purpose, Registration, Report,
@@ -40,7 +42,9 @@ __all__ = [
     "MethodNotAllowed", "PushReportError", "Purpose", "Registration", "Report", "Request",
     "RequestTooLarge", "Secret", "Shapes", "StorageUnavailable", "Template", "TokenPair",
     "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
-    "render_request", "substitute", "xml_unescape",
+    "render_request", "substitute", "xml_unescape", "without_token",
+    "DURATION_UNITS", "TOKEN_OWNERS", "claimed_tokens", "format_duration", "owners_to_forget",
+    "parse_duration", "prune_cutoff", "prune_due",
     "DEFAULT_GATEWAY_URL", "PUSH_VERBS", "InvalidPush", "OutcomeKind", "PushOutcome",
     "PushTarget", "PushVerb", "build_push", "default_verb", "judge_push_answer",
     "parse_retry_after", "push_targets", "retry_delay",

@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     psh.add_argument("--gateway-url", metavar="URL",
                      help="overrides [push] gateway_url (default: the public "
                           "https://pnm.cloudsoftphone.com/pnm2/send)")
+    prune = sub.add_parser(
+        "prune", help="delete registrations whose last report is older than a limit")
+    config_option(prune)
+    prune.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
+                       "[storage.sqlite] path")
+    prune.add_argument("--older-than", required=True, metavar="DURATION",
+                       help="e.g. 90d, 12h, 30m, 2w, 45s: registrations last seen longer "
+                            "ago are deleted")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="only print what would be deleted")
+    prune.add_argument("--json", action="store_true",
+                       help="print a JSON object (before, dry_run, count, registrations)")
     return parser
 
 
@@ -128,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(args)
         if args.command == "push":
             return _push(args)
+        if args.command == "prune":
+            return _prune(args)
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
@@ -203,6 +217,13 @@ def _migrate(args: argparse.Namespace) -> int:
     return run_migrate(parse_spec(args.from_spec, options_of(args.from_option)),
                        parse_spec(args.to_spec, options_of(args.to_option)), config,
                        batch=args.batch)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ._prune import run_prune
+
+    return run_prune(_load(args), args.older_than, dry_run=args.dry_run, as_json=args.json,
+                     out=sys.stdout)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -35,16 +35,19 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
 import attrs
 
 from pushreport_core import (DEFAULT_GATEWAY_URL, DEFAULT_MAX_BODY, DEFAULT_SHAPES,
-                             ConfigurationError, Secret, Shapes, Template)
+                             TOKEN_OWNERS, ConfigurationError, Secret, Shapes, Template,
+                             parse_duration)
 
 __all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
-           "PushConfig", "LookupConfig", "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
+           "PruneConfig", "PushConfig", "LookupConfig", "load_config", "CONFIG_KEYS",
+           "SECTIONS", "setting", "iter_settings"]
 
 
 def setting(default: Any, doc: str, *, low: float | None = None,
@@ -77,6 +80,9 @@ class ReporterConfig:
                           "else POST")
     max_body: int = setting(DEFAULT_MAX_BODY, "largest body accepted, in bytes; a larger "
                             "one is answered 413", low=256)
+    token_owner: str = setting("shared", "a token reported under another username: "
+                               "\"shared\" keeps it on both accounts, \"newest\" moves it "
+                               "to the one that reported it last", choices=TOKEN_OWNERS)
 
     def shapes(self) -> Shapes:
         """The compiled template, or the default shapes when no ``url`` is set."""
@@ -203,6 +209,30 @@ class LookupConfig:
                                      "characters", key=key)
 
 
+@attrs.frozen(kw_only=True)
+class PruneConfig:
+    """``[prune]``: delete registrations the app stopped reporting, while serving."""
+
+    older_than: str = setting("", "while serving, delete registrations whose last report "
+                              "is older than this (e.g. 90d; units s, m, h, d, w); empty: "
+                              "never", what="a duration")
+    interval: str = setting("1d", "how often the server prunes (one process at a time)",
+                            what="a duration")
+
+    def check(self) -> None:
+        self.older_than_delta()
+        self.interval_delta()
+
+    def older_than_delta(self) -> timedelta | None:
+        """``older_than`` as a timedelta; ``None`` when pruning is off."""
+        if not self.older_than:
+            return None
+        return parse_duration(self.older_than, key="prune.older_than")
+
+    def interval_delta(self) -> timedelta:
+        return parse_duration(self.interval, key="prune.interval")
+
+
 #: Every section of the file: its TOML name and the class holding its keys, in the order
 #: the reference documents them. ``Config`` has one attribute per section, of that name.
 SECTIONS: dict[str, type] = {
@@ -210,6 +240,7 @@ SECTIONS: dict[str, type] = {
     "storage": StorageConfig,
     "server": ServerConfig,
     "plugins": PluginsConfig,
+    "prune": PruneConfig,
     "push": PushConfig,
     "lookup": LookupConfig,
 }
@@ -224,6 +255,7 @@ class Config:
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     server: ServerConfig = attrs.field(factory=ServerConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    prune: PruneConfig = attrs.field(factory=PruneConfig)
     push: PushConfig = attrs.field(factory=PushConfig)
     lookup: LookupConfig = attrs.field(factory=LookupConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.
