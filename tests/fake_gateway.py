@@ -15,8 +15,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Sequence, Union
 
-import pytest
-
 Answer = Union[tuple[int, bytes], tuple[int, bytes, dict[str, str]], str]
 
 OK = (200, b'{"code":200,"message":"OK"}')
@@ -99,8 +97,8 @@ class FakeGateway:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
+def running_gateway() -> Iterator[FakeGateway]:
+    """For a fixture: ``yield from running_gateway()``; stopped afterwards."""
     g = FakeGateway()
     try:
         yield g

@@ -7,11 +7,12 @@ import http.client
 import json
 import subprocess
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlencode
 
 import pytest
 
-from ..fake_gateway import BUSY, GONE, FakeGateway, gateway  # noqa: F401
+from ..fake_gateway import BUSY, GONE, FakeGateway, running_gateway
 from .conftest import PUSHREPORT, Server, pushreport_list
 
 pytestmark = pytest.mark.e2e
@@ -23,6 +24,11 @@ PHONE = "1" * 40 + ":A1"
 TABLET = "2" * 40 + ":B2"
 BOBS = "3" * 40 + ":C3"
 
+
+
+@pytest.fixture
+def gateway() -> Iterator[FakeGateway]:
+    yield from running_gateway()
 
 def report(server: Server, username: str, selector: str, calls: str, msgs: str) -> None:
     query = urlencode({"username": username, "selector": selector, "token_calls": calls,

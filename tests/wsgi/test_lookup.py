@@ -20,7 +20,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def lookup_config(tmp_path: Path, **lookup: object):
     settings = {"enabled": True, "token": TOKEN, **lookup}
-    return attrs.evolve(make_config(tmp_path), lookup=LookupConfig(**settings))  # type: ignore[arg-type]
+    section = LookupConfig(**settings)  # type: ignore[arg-type]
+    return attrs.evolve(make_config(tmp_path), lookup=section)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+from typing import Iterator
 from urllib.parse import urlencode
 
 import attrs
@@ -13,7 +14,7 @@ from werkzeug.test import Client
 from pushreport_core import InvalidPush, PushTarget
 from pushreport_wsgi import PushClient, Receiver, create_app, push
 
-from ..fake_gateway import BUSY, GONE, OK, FakeGateway, gateway  # noqa: F401
+from ..fake_gateway import BUSY, GONE, OK, FakeGateway, running_gateway
 from .conftest import make_config
 
 SEL_A = "A" * 40 + ":1"
@@ -22,6 +23,11 @@ SEL_C = "C" * 40 + ":3"
 PUSHKIT = "com.example.app.pushkit"
 REMOTE = "com.example.app"
 
+
+
+@pytest.fixture
+def gateway() -> Iterator[FakeGateway]:
+    yield from running_gateway()
 
 def report(app, username: str, selector: str, *, calls: str | None = None,
            msgs: str | None = None) -> None:
