@@ -7,7 +7,9 @@ The folder holds three files:
     other line is one record: ``{"op": "report", ...the report's fields..., "now": T}``
     (the account password is never one of them), ``{"op": "put", ...a registration's
     JSON...}`` (``put_many``: the registration as given replaces its selector's state)
-    or ``{"op": "remove", "selector": S}``.
+    , ``{"op": "remove", "selector": S}``, ``{"op": "forget", "token": T, "selectors":
+    [...]}`` (``forget_token``: those registrations lose the token) or ``{"op": "prune",
+    "before": T}`` (every registration last seen before *T* is deleted).
     A record is appended with one ``write()`` and ``fsync``-ed before the method
     returns.
 ``snapshot.json``
@@ -53,7 +55,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 import attrs
 
 from pushreport_core import (Registration, Report, StorageUnavailable,
-                             format_time, merge, parse_time)
+                             format_time, merge, parse_time, without_token)
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 T = TypeVar("T")
@@ -128,6 +130,15 @@ def _apply(state: dict[str, Registration], record: Mapping[str, Any]) -> None:
         state[registration.selector] = registration
     elif op == "remove":
         state.pop(record["selector"], None)
+    elif op == "forget":
+        token = record["token"]
+        for selector in record["selectors"]:
+            if selector in state:
+                state[selector] = without_token(state[selector], token)
+    elif op == "prune":
+        before = parse_time(record["before"])
+        for selector in [s for s, r in state.items() if r.last_seen < before]:
+            del state[selector]
     else:
         raise _Corrupt
 
@@ -492,6 +503,45 @@ class FilesStorage:
     def count(self) -> int:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
         return self._locked(fcntl.LOCK_SH, lambda: len(self._state))
+
+    def forget_token(self, token: str, *, selector: str | None = None,
+                     keep: str | None = None) -> list[str]:
+        """Clear *token* where it is held: one ``forget`` record naming the registrations
+        changed, appended and fsync-ed. The selectors changed, sorted."""
+        def forget_locked() -> list[str]:
+            candidates = sorted(self._state) if selector is None else [selector]
+            changed = [s for s in candidates if s != keep and s in self._state
+                       and token in (self._state[s].token_calls, self._state[s].token_msgs)]
+            if changed:
+                record = {"op": "forget", "token": token, "selectors": changed}
+                self._append([_dumps(record)])
+                _apply(self._state, record)
+                self._maybe_compact()
+            return changed
+        return self._locked(fcntl.LOCK_EX, forget_locked)
+
+    def find_token(self, token: str) -> list[Registration]:
+        def select() -> list[Registration]:
+            return [self._state[s] for s in sorted(self._state)
+                    if token in (self._state[s].token_calls, self._state[s].token_msgs)]
+        return self._locked(fcntl.LOCK_SH, select)
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
+        """Delete the registrations last seen before *before*: one ``prune`` record,
+        appended and fsync-ed (all or nothing, even torn). Those deleted, by selector."""
+        if before.tzinfo is None or before.utcoffset() is None:
+            raise ValueError(f"before must be an aware datetime, got {before!r}")
+
+        def prune_locked() -> list[Registration]:
+            gone = [self._state[s] for s in sorted(self._state)
+                    if self._state[s].last_seen < before]
+            if gone and not dry_run:
+                record = {"op": "prune", "before": format_time(before)}
+                self._append([_dumps(record)])
+                _apply(self._state, record)
+                self._maybe_compact()
+            return gone
+        return self._locked(fcntl.LOCK_SH if dry_run else fcntl.LOCK_EX, prune_locked)
 
     def ping(self) -> None:
         """Take the write lock and make sure the log exists and can be written."""

@@ -128,6 +128,22 @@ ON CONFLICT (selector) DO UPDATE SET
         self.page_after = sql.SQL(
             "SELECT {} FROM {} WHERE selector > %s ORDER BY selector LIMIT %s").format(cols, t)
         self.remove = sql.SQL("DELETE FROM {} WHERE selector = %s").format(t)
+        # forget_token and prune: one statement each, atomic; row locks only, so a scan
+        # (neither the tokens nor last_seen are indexed: an index on last_seen, which
+        # every report changes, would end HOT updates) does not hold up other reports.
+        forget = sql.SQL("""UPDATE {} SET
+    token_calls = CASE WHEN token_calls = %(token)s THEN NULL ELSE token_calls END,
+    token_msgs  = CASE WHEN token_msgs = %(token)s THEN NULL ELSE token_msgs END
+WHERE (token_calls = %(token)s OR token_msgs = %(token)s)
+  AND selector IS DISTINCT FROM %(keep)s::text""").format(t)
+        self.forget_all = sql.SQL("{} RETURNING selector").format(forget)
+        self.forget_one = sql.SQL("{} AND selector = %(selector)s RETURNING selector").format(
+            forget)
+        self.find_token = sql.SQL("SELECT {} FROM {} WHERE token_calls = %s OR token_msgs = %s "
+                                  "ORDER BY selector").format(cols, t)
+        self.stale = sql.SQL("SELECT {} FROM {} WHERE last_seen < %s ORDER BY selector").format(
+            cols, t)
+        self.prune = sql.SQL("DELETE FROM {} WHERE last_seen < %s RETURNING {}").format(t, cols)
         # A write that changes nothing: it waits for the table's write lock like an
         # upsert, and fails on a read-only server (a standby) as an upsert would.
         self.ping = sql.SQL("DELETE FROM {} WHERE false").format(t)
@@ -411,6 +427,27 @@ class PostgreSQLStorage:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
         ((n,),) = self._rows(self._sql.count, ())
         return int(n)
+
+    def forget_token(self, token: str, *, selector: str | None = None,
+                     keep: str | None = None) -> list[str]:
+        """Clear *token* where it is held: one ``UPDATE … RETURNING``, committed on
+        return. The selectors changed, sorted."""
+        params = {"token": token, "keep": keep, "selector": selector}
+        statement = self._sql.forget_all if selector is None else self._sql.forget_one
+        return sorted(row[0] for row in self._rows(statement, params))
+
+    def find_token(self, token: str) -> list[Registration]:
+        """Registrations holding *token*, by selector (a scan: tokens are not indexed)."""
+        return [_decode(row) for row in self._rows(self._sql.find_token, (token, token))]
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
+        """Delete the rows last seen before *before*: one ``DELETE … RETURNING``,
+        committed on return. The registrations deleted (would be), by selector."""
+        if before.tzinfo is None or before.utcoffset() is None:
+            raise ValueError(f"before must be an aware datetime, got {before!r}")
+        statement = self._sql.stale if dry_run else self._sql.prune
+        rows = self._rows(statement, (before,))
+        return sorted((_decode(row) for row in rows), key=lambda r: r.selector)
 
     def ping(self) -> None:
         """Take and release the table's write lock: fails on a locked table, a read-only

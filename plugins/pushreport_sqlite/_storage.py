@@ -108,6 +108,26 @@ FIND_BY_USERNAME = f"SELECT {_COLUMNS} FROM registrations WHERE username = ? ORD
 PAGE_FIRST = f"SELECT {_COLUMNS} FROM registrations ORDER BY selector LIMIT ?"
 PAGE_AFTER = f"SELECT {_COLUMNS} FROM registrations WHERE selector > ? ORDER BY selector LIMIT ?"
 REMOVE = "DELETE FROM registrations WHERE selector = ?"
+# forget_token and prune find their rows with a read (a scan: neither last_seen nor the
+# tokens are indexed, since every report changes last_seen and each index would cost
+# the upsert a third or more), then change them with ONE statement that looks each up
+# by key and checks again, so the write lock is held for the keys only, never for a
+# scan of the table, and a row reported again in between is left alone.
+HOLDERS = "SELECT selector FROM registrations WHERE token_calls = ? OR token_msgs = ?"
+FIND_TOKEN = (f"SELECT {_COLUMNS} FROM registrations WHERE token_calls = ? OR token_msgs = ? "
+              "ORDER BY selector")
+FORGET = """UPDATE registrations SET
+    token_calls = CASE WHEN token_calls = :token THEN NULL ELSE token_calls END,
+    token_msgs  = CASE WHEN token_msgs = :token THEN NULL ELSE token_msgs END
+WHERE selector IN (SELECT value FROM json_each(:selectors))
+  AND (token_calls = :token OR token_msgs = :token)
+RETURNING selector"""
+# Text order is time order: times have a fixed width (six fractional digits, "Z").
+STALE = "SELECT selector FROM registrations WHERE last_seen < ?"
+STALE_ROWS = f"SELECT {_COLUMNS} FROM registrations WHERE last_seen < ? ORDER BY selector"
+PRUNE = f"""DELETE FROM registrations
+WHERE selector IN (SELECT value FROM json_each(:selectors)) AND last_seen < :before
+RETURNING {_COLUMNS}"""
 # A write that changes nothing: it waits for the write lock like an upsert and fails on
 # a read-only file (a bare BEGIN IMMEDIATE does not, in WAL mode).
 PING = "DELETE FROM registrations WHERE 0"
@@ -432,6 +452,39 @@ class SQLiteStorage:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
         ((n,),) = self._run(COUNT)
         return int(n)
+
+    def forget_token(self, token: str, *, selector: str | None = None,
+                     keep: str | None = None) -> list[str]:
+        """Clear *token* where it is held (in *selector*'s row only, when given), except
+        in *keep*'s row: one UPDATE, committed on return. The selectors changed, sorted."""
+        if selector is None:
+            selectors = [row[0] for row in self._run(HOLDERS, (token, token))]
+        else:
+            selectors = [selector]
+        selectors = [s for s in selectors if s != keep]
+        if not selectors:
+            return []
+        rows = self._run(FORGET, {"token": token, "selectors": json.dumps(selectors)})
+        return sorted(row[0] for row in rows)
+
+    def find_token(self, token: str) -> list[Registration]:
+        """Registrations holding *token* (as ``token_calls`` or ``token_msgs``), by
+        selector. A scan: tokens are not indexed."""
+        return [_decode(row) for row in self._run(FIND_TOKEN, (token, token))]
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
+        """Delete the rows last seen before *before*: one DELETE, committed on return.
+        The registrations deleted (with *dry_run*: that would be), by selector."""
+        if before.tzinfo is None or before.utcoffset() is None:
+            raise ValueError(f"before must be an aware datetime, got {before!r}")
+        cutoff = _db_time(before)
+        if dry_run:
+            return [_decode(row) for row in self._run(STALE_ROWS, (cutoff,))]
+        selectors = [row[0] for row in self._run(STALE, (cutoff,))]
+        if not selectors:
+            return []
+        rows = self._run(PRUNE, {"selectors": json.dumps(selectors), "before": cutoff})
+        return sorted((_decode(row) for row in rows), key=lambda r: r.selector)
 
     def ping(self) -> None:
         """Take and release the write lock: fails on a locked, read-only or broken file."""

@@ -8,7 +8,7 @@ import attrs
 
 from ._values import Registration, Report
 
-__all__ = ["merge"]
+__all__ = ["merge", "without_token"]
 
 
 def merge(stored: Registration | None, report: Report, *, now: datetime) -> Registration:
@@ -57,3 +57,17 @@ def merge(stored: Registration | None, report: Report, *, now: datetime) -> Regi
 
 def _known(new: str | None, old: str | None) -> str | None:
     return old if new is None else new
+
+
+def without_token(registration: Registration, token: str) -> Registration:
+    """*registration* with *token* cleared from ``token_calls`` and ``token_msgs``
+    (whichever holds it); the app ids, times and counts stay. The same registration
+    when it does not hold *token*: forgetting is idempotent.
+
+    What ``Storage.forget_token`` does to each registration it changes.
+    """
+    calls = None if registration.token_calls == token else registration.token_calls
+    msgs = None if registration.token_msgs == token else registration.token_msgs
+    if (calls, msgs) == (registration.token_calls, registration.token_msgs):
+        return registration
+    return attrs.evolve(registration, token_calls=calls, token_msgs=msgs)

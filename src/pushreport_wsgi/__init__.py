@@ -5,12 +5,16 @@
 - :class:`Config` / :func:`load_config` — the TOML configuration;
 - :class:`Receiver` — the service behind both, usable without HTTP;
 - :data:`hookimpl` — the marker for plugin hooks (see :mod:`pushreport_wsgi.hookspecs`);
-- :class:`Storage` — the protocol a storage backend implements.
+- :class:`Storage` — the protocol a storage backend implements;
+- :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them.
 """
 
 from ._app import PushReportMiddleware, create_app, raw_target
 from ._config import (Config, PluginsConfig, RemovalConfig, ReporterConfig, ServerConfig,
                       StorageConfig, load_config)
+from ._config import LookupConfig, PruneConfig, PushConfig
+from ._lookup import Lookup, LookupApp
+from ._push import PushClient, PushResult, push
 from ._plugins import make_plugin_manager
 from ._service import Backend, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
@@ -21,4 +25,6 @@ __all__ = [
     "ServerConfig", "Storage", "StorageConfig", "StorageContext", "StorageFactory",
     "create_app", "hookimpl", "load_config", "make_plugin_manager", "raw_target",
     "RemovalConfig", "RemovalOutcome",
+    "Lookup", "LookupApp", "LookupConfig", "PruneConfig", "PushClient", "PushConfig",
+    "PushResult", "push",
 ]

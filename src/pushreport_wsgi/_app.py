@@ -24,6 +24,7 @@ from pushreport_core import Request as CoreRequest
 from ._config import Config, load_config
 from ._health import operator_routes
 from ._limits import client_address
+from ._lookup import LookupApp
 from ._redact import shorten
 from ._service import Receiver
 
@@ -101,12 +102,20 @@ class PushReportMiddleware:
             Receiver.from_config(_as_config(config))
         #: Health checks and metrics by path ([health], [metrics]): never report paths.
         self.operator_routes = operator_routes(self.receiver)
+        # [lookup] enabled: the lookup endpoint, answered before the report shapes.
+        self.lookup: LookupApp | None = None
+        if self.receiver.config.lookup.enabled:
+            self.lookup = LookupApp.from_config(self.receiver.config.lookup,
+                                                self.receiver.storage)
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
         operator = self.operator_routes.get(environ.get("PATH_INFO", ""))
         if operator is not None:
             return operator(environ, start_response)
+        lookup = self.lookup
+        if lookup is not None and lookup.owns(environ):
+            return lookup(environ, start_response)
         target = raw_target(environ)
         path = target.partition("?")[0]
         receiver = self.receiver

@@ -9,8 +9,9 @@ import logging
 import sys
 from typing import Sequence
 
-from pushreport_core import DEFAULT_SHAPES, ConfigurationError, Registration, account_xml
-from pushreport_core import Template, removal_account_xml
+from pushreport_core import (DEFAULT_SHAPES, PUSH_VERBS, ConfigurationError, InvalidPush,
+                             Purpose, Registration, Template, account_xml,
+                             removal_account_xml)
 
 from ._config import Config, load_config
 from ._redact import shorten
@@ -99,6 +100,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an option of the source backend (e.g. table=NAME); repeatable")
     mig.add_argument("--to-option", action="append", metavar="KEY=VALUE",
                      help="an option of the target backend (e.g. table=NAME); repeatable")
+
+    psh = sub.add_parser("push", help="push every device of a username through the "
+                                      "Acrobits push gateway")
+    config_option(psh)
+    psh.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
+                     "[storage.sqlite] path")
+    psh.add_argument("--username", required=True, metavar="U", help="the account to push")
+    psh.add_argument("--message", metavar="TEXT", help="the text to show (Message)")
+    psh.add_argument("--call", action="store_true",
+                     help="an incoming call: push through the PushKit pair")
+    psh.add_argument("--verb", choices=PUSH_VERBS,
+                     help="default: NotifyTextMessage for --call or without --message, "
+                          "else NotifyGenericTextMessage")
+    psh.add_argument("--gateway-url", metavar="URL",
+                     help="overrides [push] gateway_url (default: the public "
+                          "https://pnm.cloudsoftphone.com/pnm2/send)")
+    prune = sub.add_parser(
+        "prune", help="delete registrations whose last report is older than a limit")
+    config_option(prune)
+    prune.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
+                       "[storage.sqlite] path")
+    prune.add_argument("--older-than", required=True, metavar="DURATION",
+                       help="e.g. 90d, 12h, 30m, 2w, 45s: registrations last seen longer "
+                            "ago are deleted")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="only print what would be deleted")
+    prune.add_argument("--json", action="store_true",
+                       help="print a JSON object (before, dry_run, count, registrations)")
     return parser
 
 
@@ -124,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "migrate":
             return _migrate(args)
+        if args.command == "push":
+            return _push(args)
+        if args.command == "prune":
+            return _prune(args)
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
@@ -213,6 +246,13 @@ def _migrate(args: argparse.Namespace) -> int:
                        batch=args.batch)
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from ._prune import run_prune
+
+    return run_prune(_load(args), args.older_than, dry_run=args.dry_run, as_json=args.json,
+                     out=sys.stdout)
+
+
 def _check(args: argparse.Namespace) -> int:
     from ._check import run_check
 
@@ -221,6 +261,32 @@ def _check(args: argparse.Namespace) -> int:
     return run_check(args.url, template=template,  # type: ignore[arg-type]
                      sessions=args.sessions, seed=args.seed, timeout=args.timeout,
                      out=sys.stdout)
+
+
+def _push(args: argparse.Namespace) -> int:
+    import attrs
+
+    from ._push import push
+
+    config = _load(args)
+    if args.gateway_url:
+        section = attrs.evolve(config.push, gateway_url=args.gateway_url)
+        section.check()
+        config = attrs.evolve(config, push=section)
+    purpose: Purpose = "call" if args.call else "message"
+    try:
+        results = push(config, username=args.username, purpose=purpose,
+                       message=args.message, verb=args.verb)
+    except InvalidPush as e:
+        print(f"pushreport: {e}", file=sys.stderr)
+        return 2
+    if not results:
+        print(f"pushreport: no device to push: no registration of {args.username!r} "
+              f"has a {purpose} token and app id", file=sys.stderr)
+        return 1
+    for result in results:
+        print(result.line())
+    return 0 if all(r.ok for r in results) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

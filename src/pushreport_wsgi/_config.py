@@ -38,17 +38,19 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
 
 import attrs
 
-from pushreport_core import (DEFAULT_MAX_BODY, DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES,
-                             ConfigurationError, Shapes, Template, removal_template,
-                             shapes_overlap)
+from pushreport_core import (DEFAULT_GATEWAY_URL, DEFAULT_MAX_BODY, DEFAULT_REMOVAL_SHAPES,
+                             DEFAULT_SHAPES, TOKEN_OWNERS, ConfigurationError, Secret, Shapes,
+                             Template, parse_duration, removal_template, shapes_overlap)
 
 __all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
            "AuthConfig", "LimitsConfig", "RemovalConfig", "MetricsConfig", "HealthConfig",
+           "PruneConfig", "PushConfig", "LookupConfig",
            "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
 
 
@@ -86,6 +88,9 @@ class ReporterConfig:
                           "else POST")
     max_body: int = setting(DEFAULT_MAX_BODY, "largest body accepted, in bytes; a larger "
                             "one is answered 413", low=256)
+    token_owner: str = setting("shared", "a token reported under another username: "
+                               "\"shared\" keeps it on both accounts, \"newest\" moves it "
+                               "to the one that reported it last", choices=TOKEN_OWNERS)
 
     def shapes(self) -> Shapes:
         """The compiled template, or the default shapes when no ``url`` is set."""
@@ -307,6 +312,96 @@ class HealthConfig:
             raise ConfigurationError("must differ from health.healthz", key="health.readyz")
 
 
+@attrs.frozen(kw_only=True)
+class PushConfig:
+    """``[push]``: the Acrobits push gateway ``pushreport push`` sends through."""
+
+    gateway_url: str = setting(DEFAULT_GATEWAY_URL, "the JSON gateway's address (POST)",
+                               what="an http or https URL")
+    timeout: float = setting(10.0, "seconds to wait for the gateway's answer", low=0.1,
+                             high=300)
+    attempts: int = setting(3, "tries per device before giving up on 5xx, 429 and "
+                            "timeouts", low=1, high=20)
+    backoff: float = setting(0.5, "seconds before the 2nd try; doubled each time, jittered",
+                             low=0, high=60)
+    max_delay: float = setting(30.0, "longest wait between tries, in seconds (a longer "
+                               "Retry-After is cut to it)", low=0, high=3600)
+
+    def check(self) -> None:
+        if not self.gateway_url.lower().startswith(("http://", "https://")):
+            raise ConfigurationError("must be an http or https URL", key="push.gateway_url")
+
+
+#: Bearer tokens shorter than this are refused: the lookup endpoint hands out tokens.
+MIN_LOOKUP_TOKEN = 16
+
+
+@attrs.frozen(kw_only=True)
+class LookupConfig:
+    """``[lookup]``: the HTTP lookup endpoint (off by default)."""
+
+    enabled: bool = setting(False, "serve the lookup endpoint (needs token or token_env)")
+    path: str = setting("/pushreport/lookup", "where it is mounted: {path}/registrations "
+                        "and {path}/targets", what="a path")
+    token: str = setting("", "the bearer token callers must send (at least 16 characters)",
+                         secret=True)
+    token_env: str = setting("", "name of an environment variable holding the token "
+                             "instead", what="a variable name")
+
+    def bearer_token(self) -> Secret:
+        """The configured token (from ``token_env`` when that is set)."""
+        if self.token_env:
+            return Secret(os.environ.get(self.token_env, ""))
+        return Secret(self.token)
+
+    def check(self) -> None:
+        if not self.path.startswith("/") or self.path.endswith("/") or "?" in self.path:
+            raise ConfigurationError("must start with / and not end with /",
+                                     key="lookup.path")
+        if not self.enabled:
+            return
+        if self.token and self.token_env:
+            raise ConfigurationError("give token or token_env, not both", key="lookup.token")
+        if self.token_env:
+            value = os.environ.get(self.token_env, "")
+            if not value:
+                raise ConfigurationError(f"environment variable {self.token_env} is not set",
+                                         key="lookup.token_env")
+            key = "lookup.token_env"
+        elif self.token:
+            value, key = self.token, "lookup.token"
+        else:
+            raise ConfigurationError("the lookup endpoint needs token or token_env",
+                                     key="lookup.token")
+        if len(value) < MIN_LOOKUP_TOKEN:
+            raise ConfigurationError(f"the token must be at least {MIN_LOOKUP_TOKEN} "
+                                     "characters", key=key)
+
+
+@attrs.frozen(kw_only=True)
+class PruneConfig:
+    """``[prune]``: delete registrations the app stopped reporting, while serving."""
+
+    older_than: str = setting("", "while serving, delete registrations whose last report "
+                              "is older than this (e.g. 90d; units s, m, h, d, w); empty: "
+                              "never", what="a duration")
+    interval: str = setting("1d", "how often the server prunes (one process at a time)",
+                            what="a duration")
+
+    def check(self) -> None:
+        self.older_than_delta()
+        self.interval_delta()
+
+    def older_than_delta(self) -> timedelta | None:
+        """``older_than`` as a timedelta; ``None`` when pruning is off."""
+        if not self.older_than:
+            return None
+        return parse_duration(self.older_than, key="prune.older_than")
+
+    def interval_delta(self) -> timedelta:
+        return parse_duration(self.interval, key="prune.interval")
+
+
 #: Every section of the file: its TOML name and the class holding its keys, in the order
 #: the reference documents them. ``Config`` has one attribute per section, of that name.
 SECTIONS: dict[str, type] = {
@@ -319,6 +414,9 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "metrics": MetricsConfig,
     "health": HealthConfig,
+    "prune": PruneConfig,
+    "push": PushConfig,
+    "lookup": LookupConfig,
 }
 
 
@@ -336,6 +434,9 @@ class Config:
     removal: RemovalConfig = attrs.field(factory=RemovalConfig)
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     health: HealthConfig = attrs.field(factory=HealthConfig)
+    prune: PruneConfig = attrs.field(factory=PruneConfig)
+    push: PushConfig = attrs.field(factory=PushConfig)
+    lookup: LookupConfig = attrs.field(factory=LookupConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: Where it was loaded from, if from a file.

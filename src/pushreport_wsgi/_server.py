@@ -90,6 +90,9 @@ def serve(config: Config, *, host: str, port: int, workers: int,
         operator_routes(receiver)  # health and metrics paths clear of the report paths
         for line in describe(receiver):
             log.info("%s", line)
+        if config.prune.older_than:
+            log.info("pruning registrations last seen more than %s ago, every %s",
+                     config.prune.older_than, config.prune.interval)
     finally:
         receiver.close()
 
@@ -138,7 +141,10 @@ def serve(config: Config, *, host: str, port: int, workers: int,
 
         def load(self) -> Any:
             _configure_logging(log_access, fmt)
-            return create_app(config)
+            app = create_app(config)
+            # In every worker, after the fork; a lock file elects the one that prunes.
+            app.receiver.start_pruning()
+            return app
 
     log.info("pushreport listening on http://%s:%d", host, port)
     Application().run()

@@ -16,9 +16,10 @@ import attrs
 import pluggy
 
 from pushreport_core import (AuthenticationFailed, ConfigurationError, Registration,
-                             Removal, Request, Shapes, StorageUnavailable, parse_removal,
-                             parse_request)
-from pushreport_core import AuthenticationRequired, Report
+                             Removal, Report, Request, Shapes, StorageUnavailable,
+                             claimed_tokens, owners_to_forget, parse_removal, parse_request,
+                             without_token)
+from pushreport_core import AuthenticationRequired
 
 from ._auth import build_authenticators, secret_fields
 from ._limits import Limiter
@@ -29,6 +30,7 @@ from ._config import Config
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (authenticate, collect_storage_factories, make_plugin_manager,
                        transform_report)
+from ._redact import shorten
 from .storage import Storage, StorageContext
 
 __all__ = ["Receiver", "Backend", "RemovalOutcome"]
@@ -92,6 +94,8 @@ class Receiver:
     removal_shapes: Shapes | None = None
     #: Counters the receiver and the adapter feed (``[metrics]``; no-ops when off).
     metrics: Metrics = attrs.field(factory=NullMetrics)
+    #: The background prune of :meth:`start_pruning`, when started.
+    pruner: Any = attrs.field(default=None, init=False)
 
     @classmethod
     def from_config(cls, config: Config | None = None, *,
@@ -112,6 +116,12 @@ class Receiver:
         limiter = Limiter.from_config(config.limits, clock=seconds)
         removal_shapes = config.removal.shapes(shapes)
         backends = open_backends(config, pm)
+        if config.reporter.token_owner == "newest":
+            for b in backends:
+                if not callable(getattr(b.storage, "forget_token", None)):
+                    raise ConfigurationError(
+                        f'"newest" needs forget_token, which storage backend {b.name!r} '
+                        f"lacks", key="reporter.token_owner")
         return cls(config=config, shapes=shapes, plugin_manager=pm, backends=backends,
                    clock=clock, limiter=limiter, secret_fields=secret_fields(config.auth),
                    removal_shapes=removal_shapes, metrics=make_metrics(config.metrics))
@@ -158,6 +168,8 @@ class Receiver:
         self._admit(report, request, "report")
         report = transform_report(pm, report, request)
         now = self.clock()
+        newest = self.config.reporter.token_owner == "newest"
+        before = self._stored_before(report) if newest else None
         stored: Registration | None = None
         for backend in self.backends:
             started = time.perf_counter()
@@ -182,6 +194,8 @@ class Receiver:
                 stored = result
         if stored is None:  # pragma: no cover - open_backends requires one required
             raise StorageUnavailable("no storage backend committed the report")
+        if newest:
+            stored = self._claim_tokens(before, report, stored)
         try:
             pm.hook.pushreport_report_stored(registration=stored, report=report)
         except Exception:
@@ -273,6 +287,67 @@ class Receiver:
                               "registration is removed")
         return RemovalOutcome(removal=removal, removed=removed, kept_newer=kept)
 
+    # -- token_owner = "newest" -------------------------------------------------------
+
+    def _stored_before(self, report: Report) -> Registration | None:
+        """The first backend's registration before the report (``None`` when it cannot
+        say: every token of the report is then looked up, which is correct, only slower)."""
+        try:
+            return self.backends[0].storage.get(report.selector)
+        except Exception as e:
+            log.warning("token_owner: cannot read %s before storing: %s",
+                        report.selector, e)
+            return None
+
+    def _claim_tokens(self, before: Registration | None, report: Report,
+                      stored: Registration) -> Registration:
+        """Make *stored* the only owner of each token its report brought, among other
+        usernames (:func:`pushreport_core.owners_to_forget`): the others forget it, in
+        every backend. A token the selector already held was claimed when it came, so
+        most reports (the same tokens on every app start) look nothing up.
+
+        Not one transaction with the upsert: each ``forget_token`` is atomic, and a
+        failure here is logged, not answered 503: the report is stored, and a retry
+        would not claim again. Returns *stored*, without a token it lost to a holder
+        that reported later (two reports racing)."""
+        primary = self.backends[0].storage
+        for token in claimed_tokens(before, report, stored):
+            try:
+                find = getattr(primary, "find_token", None)
+                holders = (find(token) if find is not None else
+                           [r for r in primary if token in (r.token_calls, r.token_msgs)])
+            except Exception as e:
+                log.warning("token_owner: cannot look up the holders of token %s: %s",
+                            shorten(token), e)
+                continue
+            for selector in owners_to_forget(stored, token, holders):
+                for backend in self.backends:
+                    try:
+                        backend.storage.forget_token(token, selector=selector)
+                    except Exception as e:
+                        log.warning("token_owner: backend %r could not forget token %s "
+                                    "in %s: %s", backend.name, shorten(token), selector, e)
+                log.info("token %s moved to %s: forgotten in %s", shorten(token),
+                         stored.selector, selector)
+                if selector == stored.selector:
+                    stored = without_token(stored, token)
+        return stored
+
+    def start_pruning(self) -> bool:
+        """Prune on ``[prune]``'s schedule, on a background thread, until :meth:`close`
+        (``pushreport serve`` does this in every worker; one of them prunes per
+        interval). For a long-lived receiver only. ``False`` when ``[prune]
+        older_than`` is empty (the default)."""
+        from ._prune import PruneSchedule
+
+        if self.pruner is None:
+            self.pruner = PruneSchedule.from_config(
+                self.config, [(b.name, b.storage) for b in self.backends], clock=self.clock)
+            if self.pruner is None:
+                return False
+            self.pruner.start()
+        return True
+
     def _best_effort_failed(self, backend: Backend, error: Exception) -> None:
         self.failures[backend.name] = self.failures.get(backend.name, 0) + 1
         log.warning("best-effort storage backend %r failed: %s", backend.name, error)
@@ -283,6 +358,9 @@ class Receiver:
         return self.backends[0].storage
 
     def close(self) -> None:
+        if self.pruner is not None:
+            self.pruner.stop()
+            self.pruner = None
         for backend in self.backends:
             try:
                 backend.storage.close()

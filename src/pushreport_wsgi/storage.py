@@ -69,6 +69,11 @@ class Storage(Protocol):
     #     gauge ``pushreport_<key>{backend="<name>"}``. Keys are lower_case names
     #     (``[a-z_][a-z0-9_]*``); others are skipped with a warning. A backend that
     #     raises gives no figures for that scrape. Keep it cheap (no scan of every row).
+    #
+    # ``find_token(token: str) -> list[Registration]``
+    #     Registrations whose ``token_calls`` or ``token_msgs`` equals *token*, by
+    #     selector. ``[reporter] token_owner = "newest"`` finds a token's other holders
+    #     through it (without it, by iterating every registration).
 
     def get(self, selector: str) -> Registration | None:
         """The registration of *selector*, or ``None``."""
@@ -84,6 +89,28 @@ class Storage(Protocol):
 
     def remove(self, selector: str) -> bool:
         """Delete the registration of *selector*; ``False`` when there was none."""
+        ...
+
+    def forget_token(self, token: str, *, selector: str | None = None,
+                     keep: str | None = None) -> list[str]:
+        """Clear *token* from the registrations holding it, atomically.
+
+        In the registration of *selector* (every registration holding *token* when
+        ``None``), except the one whose selector is *keep*, ``token_calls`` and
+        ``token_msgs`` become ``None`` where they equal *token*; the app ids, times and
+        ``reports`` stay (:func:`pushreport_core.without_token`). Returns the selectors
+        changed, sorted; idempotent (an absent token gives ``[]``). Durable on return;
+        raises ``StorageUnavailable`` when it cannot commit.
+        """
+        ...
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
+        """Delete every registration whose ``last_seen`` is earlier than *before* (an
+        aware datetime); return those deleted, by selector. With *dry_run*, delete
+        nothing and return those that would go. One transaction: durable on return,
+        all or nothing; a registration reported again meanwhile (``last_seen`` no
+        longer earlier) is kept.
+        """
         ...
 
     def ping(self) -> None:

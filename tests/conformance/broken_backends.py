@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -85,3 +85,18 @@ class RacyStorage(MemoryStorage):
         new = merge(old, report, now=now)
         self.store.registrations[report.selector] = new
         return new
+
+
+class InclusivePruneStorage(MemoryStorage):
+    """Prunes what was last seen *at* the limit too (``<=`` for ``<``)."""
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
+        return super().prune(before + timedelta(microseconds=1), dry_run=dry_run)
+
+
+class GreedyForgetStorage(MemoryStorage):
+    """Forgets the token in the registration it was told to keep as well."""
+
+    def forget_token(self, token: str, *, selector: str | None = None,
+                     keep: str | None = None) -> list[str]:
+        return super().forget_token(token, selector=selector)

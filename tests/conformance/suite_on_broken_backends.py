@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, Phase, settings
 
 from pushreport_wsgi.testing import MemoryStorage, MemoryStore, StorageConformance
 
-from .broken_backends import (DroppingStorage, EagerAckStorage, ErasingStorage, RacyStorage,
+from .broken_backends import (DroppingStorage, EagerAckStorage, ErasingStorage,
+                              GreedyForgetStorage, InclusivePruneStorage, RacyStorage,
                               SwallowingStorage)
 
 
@@ -54,3 +55,11 @@ class TestSwallowing(MemoryConformance):
 
 class TestRacy(MemoryConformance):
     storage_class = RacyStorage
+
+
+class TestInclusivePrune(MemoryConformance):
+    storage_class = InclusivePruneStorage
+
+
+class TestGreedyForget(MemoryConformance):
+    storage_class = GreedyForgetStorage

@@ -30,7 +30,7 @@ def test_template_is_compiled_at_load(tmp_path):
     ("[reporter]\nurl = 3\n", "reporter.url: must be a string, not int"),
     ("[reporter]\nurls = 'x'\n",
      "reporter.urls: unknown key (expected one of: content_type, max_body, method, "
-     "post_data, url)"),
+     "post_data, token_owner, url)"),
     ("[storage]\nbackends = []\n", "storage.backends: must be a non-empty list of backend names"),
     ("[storage]\nbackends = ['sqlite', 'sqlite']\n", "storage.backends: names a backend twice"),
     ("[server]\nport = 70000\n", "server.port: must be between 0 and 65535, not 70000"),

@@ -9,7 +9,7 @@ from typing import ClassVar, Iterator
 
 import attrs
 
-from pushreport_core import Registration, Report, StorageUnavailable, merge
+from pushreport_core import Registration, Report, StorageUnavailable, merge, without_token
 
 __all__ = ["MemoryStorage", "MemoryStore"]
 
@@ -82,6 +82,37 @@ class MemoryStorage:
         with self.store.lock:
             self._check()
             return len(self.store.registrations)
+
+    def forget_token(self, token: str, *, selector: str | None = None,
+                     keep: str | None = None) -> list[str]:
+        with self.store.lock:
+            self._check()
+            data = self.store.registrations
+            selectors = sorted(data) if selector is None else [selector]
+            changed = []
+            for s in selectors:
+                if s == keep or s not in data:
+                    continue
+                forgotten = without_token(data[s], token)
+                if forgotten != data[s]:
+                    data[s] = forgotten
+                    changed.append(s)
+            return changed
+
+    def find_token(self, token: str) -> list[Registration]:
+        return [r for r in self if token in (r.token_calls, r.token_msgs)]
+
+    def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
+        if before.tzinfo is None or before.utcoffset() is None:
+            raise ValueError(f"before must be an aware datetime, got {before!r}")
+        with self.store.lock:
+            self._check()
+            data = self.store.registrations
+            gone = [data[s] for s in sorted(data) if data[s].last_seen < before]
+            if not dry_run:
+                for registration in gone:
+                    del data[registration.selector]
+            return gone
 
     def ping(self) -> None:
         with self.store.lock:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule)
 
 from pushreport_core import (ConfigurationError, Registration, Report, StorageUnavailable,
-                             merge)
+                             merge, without_token)
 from pushreport_core.testing import strategies as prs
 
 from .._plugins import collect_storage_factories, make_plugin_manager
@@ -61,8 +61,8 @@ _REPORT = prs.reports(selector="0" * 40 + ":0", username=st.none())
 class StorageMachine(RuleBasedStateMachine):
     """A storage backend against a dict folded with :func:`pushreport_core.merge`.
 
-    Rules upsert (times in and out of order), get, find by username, iterate, remove and
-    reopen; after every step each selector reads back exactly as the model says.
+    Rules upsert (times in and out of order), get, find by username, iterate, remove,
+    forget a stored token, prune (and its dry run) and reopen; after every step each selector reads back exactly as the model says.
     Subclass and set :attr:`make_storage`, or build one with :meth:`for_factory`.
     """
 
@@ -104,6 +104,42 @@ class StorageMachine(RuleBasedStateMachine):
         removed = self.storage.remove(selector)
         assert removed == (selector in self.model), f"remove({selector!r}) gave {removed}"
         self.model.pop(selector, None)
+
+    def _tokens(self) -> list[str]:
+        return sorted({t for r in self.model.values() for t in (r.token_calls, r.token_msgs)
+                       if t is not None})
+
+    @precondition(lambda self: bool(self._tokens()))
+    @rule(data=st.data(), scope=st.sampled_from(("all", "one", "keep")),
+          i=st.integers(0, _SELECTORS - 1))
+    def forget_token(self, data: st.DataObject, scope: str, i: int) -> None:
+        token = data.draw(st.sampled_from(self._tokens()), label="token")
+        named = self.selectors[i]
+        selector = named if scope == "one" else None
+        keep = named if scope == "keep" else None
+        changed = [s for s in self.storage.forget_token(token, selector=selector, keep=keep)
+                   if s in self.selectors or s == selector]
+        expected = []
+        for s in sorted(self.model):
+            if s == keep or (selector is not None and s != selector):
+                continue
+            forgotten = without_token(self.model[s], token)
+            if forgotten != self.model[s]:
+                self.model[s] = forgotten
+                expected.append(s)
+        assert changed == expected, (f"forget_token({token!r}, selector={selector!r}, "
+                                     f"keep={keep!r}) gave {changed!r}, expected {expected!r}")
+
+    @rule(seconds=st.integers(-10**6, 10**7), dry_run=st.booleans())
+    def prune(self, seconds: int, dry_run: bool) -> None:
+        before = T0 + timedelta(seconds=seconds)
+        gone = self._mine(self.storage.prune(before, dry_run=dry_run))
+        expected = [self.model[s] for s in sorted(self.model)
+                    if self.model[s].last_seen < before]
+        assert gone == expected, f"prune({before}, dry_run={dry_run}) gave {gone!r}"
+        if not dry_run:
+            for registration in expected:
+                del self.model[registration.selector]
 
     @rule(u=st.integers(1, 3))
     def find(self, u: int) -> None:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from pushreport_core import Registration, Report, StorageUnavailable, merge
+from pushreport_core import Registration, Report, StorageUnavailable, merge, without_token
 
 from ..storage import Storage
 from ._model import StorageOpener, StorageMachine
@@ -356,6 +356,136 @@ class StorageConformance:
         storage.remove(SELECTOR)
         assert count() == 1
 
+    # -- forgetting a token, pruning --------------------------------------------------------
+
+    def _holders(self, storage: Storage) -> dict[str, Registration]:
+        """SELECTOR holds TOKEN_MSGS as its message token, OTHER as its call token (with
+        another message token), THIRD other tokens only."""
+        return {
+            SELECTOR: storage.upsert(FULL, now=T0),
+            OTHER: storage.upsert(attrs.evolve(FULL, selector=OTHER, username="bob",
+                                               token_calls=TOKEN_MSGS,
+                                               token_msgs="b3RoZXJtc2c="), now=at(1)),
+            THIRD: storage.upsert(attrs.evolve(FULL, selector=THIRD, token_calls="dGhpcmQ=",
+                                               token_msgs="dGhpcmRtc2c="), now=at(2)),
+        }
+
+    def test_forget_token_everywhere_but_keep(self, storage: Storage) -> None:
+        before = self._holders(storage)
+        assert storage.forget_token(TOKEN_MSGS, keep=SELECTOR) == [OTHER]
+        other = storage.get(OTHER)
+        assert other == without_token(before[OTHER], TOKEN_MSGS)
+        assert other is not None and other.token_calls is None
+        # Only the token goes: the app id, the other pair, times and count stay.
+        assert (other.appid_calls, other.token_msgs, other.last_seen, other.reports) == (
+            "com.cloudsoftphone.app.pushkit", "b3RoZXJtc2c=", at(1), 1)
+        assert storage.get(SELECTOR) == before[SELECTOR]
+        assert storage.get(THIRD) == before[THIRD]
+        assert storage.forget_token(TOKEN_MSGS, keep=SELECTOR) == [], "not idempotent"
+        assert storage.forget_token(TOKEN_MSGS) == [SELECTOR]
+        assert storage.get(SELECTOR) == without_token(before[SELECTOR], TOKEN_MSGS)
+        assert storage.forget_token("bm90aGVyZQ==") == []
+        assert storage.get(THIRD) == before[THIRD]
+
+    def test_forget_token_everywhere_in_selector_order(self, storage: Storage) -> None:
+        before = self._holders(storage)
+        storage.upsert(attrs.evolve(BARE, selector=THIRD, token_msgs=TOKEN_MSGS), now=at(3))
+        assert storage.forget_token(TOKEN_MSGS) == sorted([SELECTOR, OTHER, THIRD])
+        for selector, registration in before.items():
+            stored = storage.get(selector)
+            assert stored is not None and TOKEN_MSGS not in (stored.token_calls,
+                                                             stored.token_msgs)
+        assert [r.selector for r in storage] == sorted(before), "forgetting removed one"
+
+    def test_forget_token_in_one_registration(self, storage: Storage) -> None:
+        before = self._holders(storage)
+        assert storage.forget_token(TOKEN_MSGS, selector=OTHER) == [OTHER]
+        assert storage.get(OTHER) == without_token(before[OTHER], TOKEN_MSGS)
+        assert storage.get(SELECTOR) == before[SELECTOR]
+        assert storage.forget_token(TOKEN_MSGS, selector=OTHER) == []
+        assert storage.forget_token(TOKEN_MSGS, selector=SELECTOR, keep=SELECTOR) == []
+        assert storage.forget_token(TOKEN_MSGS, selector=THIRD) == []
+        assert storage.forget_token(TOKEN_MSGS, selector="0" * 40 + ":0") == []
+        assert storage.get(SELECTOR) == before[SELECTOR]
+        assert storage.get(THIRD) == before[THIRD]
+
+    def test_forget_token_held_as_both_tokens(self, storage: Storage) -> None:
+        stored = storage.upsert(attrs.evolve(FULL, token_calls=TOKEN_MSGS), now=T0)
+        assert storage.forget_token(TOKEN_MSGS) == [SELECTOR]
+        after = storage.get(SELECTOR)
+        assert after == attrs.evolve(stored, token_calls=None, token_msgs=None)
+        # A report carrying the token again stores it again.
+        again = storage.upsert(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=at(1))
+        assert again == merge(after, Report(selector=SELECTOR, token_msgs=TOKEN_MSGS),
+                              now=at(1))
+        assert storage.get(SELECTOR) == again
+
+    def test_find_token(self, storage: Storage) -> None:
+        """``find_token`` (optional; ``[reporter] token_owner = "newest"`` uses it)."""
+        find_token = getattr(storage, "find_token", None)
+        if find_token is None:
+            pytest.skip(f"{type(self).__name__}'s backend has no find_token: the "
+                        "receiver iterates every registration instead")
+        before = self._holders(storage)
+        assert find_token(TOKEN_MSGS) == [before[s] for s in sorted([SELECTOR, OTHER])]
+        assert find_token("b3RoZXJtc2c=") == [before[OTHER]]
+        assert find_token("bm90aGVyZQ==") == []
+
+    def test_prune_deletes_what_was_last_seen_before(self, storage: Storage) -> None:
+        old = storage.upsert(FULL, now=at(-86400))
+        edge = storage.upsert(attrs.evolve(FULL, selector=THIRD), now=at(-10))
+        new = storage.upsert(attrs.evolve(BARE, selector=OTHER), now=at(-20))
+        new = storage.upsert(attrs.evolve(BARE, selector=OTHER), now=at(5))  # seen again
+        # Dry run: what would go, nothing deleted.
+        assert storage.prune(at(-10), dry_run=True) == [old]
+        assert storage.get(SELECTOR) == old
+        # Strictly earlier: a registration last seen at the limit stays.
+        assert storage.prune(at(-10)) == [old]
+        assert storage.get(SELECTOR) is None
+        assert storage.get(THIRD) == edge and storage.get(OTHER) == new
+        assert storage.prune(at(-10)) == [], "not idempotent"
+        # One microsecond later, in another time zone: the same instant rules.
+        plus2 = timezone(timedelta(hours=2))
+        assert storage.prune((at(-10) + timedelta(microseconds=1)).astimezone(plus2),
+                             dry_run=True) == [edge]
+        assert storage.prune(at(10)) == sorted([new, edge], key=lambda r: r.selector)
+        assert list(storage) == []
+        # A pruned selector reporting again starts afresh.
+        assert storage.upsert(FULL, now=at(20)) == merge(None, FULL, now=at(20))
+
+    def test_prune_wants_an_aware_time(self, storage: Storage) -> None:
+        storage.upsert(FULL, now=T0)
+        with pytest.raises(ValueError):
+            storage.prune(datetime(2030, 1, 1))
+        assert storage.get(SELECTOR) == merge(None, FULL, now=T0)
+
+    def test_prune_nothing_to_prune(self, storage: Storage) -> None:
+        assert storage.prune(at(10)) == []
+        assert storage.prune(at(10), dry_run=True) == []
+        stored = storage.upsert(FULL, now=at(10))
+        assert storage.prune(at(10)) == [] and storage.get(SELECTOR) == stored
+
+    def test_forget_and_prune_are_visible_to_another_handle_at_once(
+            self, make_storage: StorageOpener) -> None:
+        self._require("supports_reopen", "handles do not share a store")
+        a, b = make_storage(), make_storage()
+        try:
+            self._holders(a)
+            assert b.forget_token(TOKEN_MSGS, keep=SELECTOR) == [OTHER]
+            assert a.get(OTHER) == b.get(OTHER)
+            assert a.get(OTHER).token_calls is None  # type: ignore[union-attr]
+            assert [r.selector for r in a.prune(at(1))] == [SELECTOR]
+            assert b.get(SELECTOR) is None
+        finally:
+            a.close()
+            b.close()
+        c = make_storage()
+        try:
+            assert [r.selector for r in c] == sorted([OTHER, THIRD])
+            assert c.get(OTHER).token_calls is None  # type: ignore[union-attr]
+        finally:
+            c.close()
+
     # -- durability ------------------------------------------------------------------------
 
     def test_acknowledged_is_visible_to_another_handle_at_once(
@@ -470,6 +600,19 @@ class StorageConformance:
                 storage.ping()
         assert storage.get(SELECTOR) == before, "a failed upsert left a trace"
         assert storage.get(OTHER) is None, "a failed upsert left a trace"
+
+    def test_unavailable_forget_and_prune_raise_and_change_nothing(
+            self, storage: Storage) -> None:
+        self._require("supports_unavailable", "the test cannot make it unavailable")
+        before = storage.upsert(FULL, now=T0)
+        with self.make_unavailable(storage):
+            with pytest.raises(StorageUnavailable):
+                storage.forget_token(TOKEN_MSGS)
+            with pytest.raises(StorageUnavailable):
+                storage.forget_token(TOKEN_MSGS, selector=SELECTOR)
+            with pytest.raises(StorageUnavailable):
+                storage.prune(at(1))
+        assert storage.get(SELECTOR) == before, "a failed forget or prune left a trace"
 
     def test_recovers_after_unavailable(self, storage: Storage) -> None:
         self._require("supports_unavailable", "the test cannot make it unavailable")

@@ -1,0 +1,229 @@
+"""The push gateway client: the I/O around :mod:`pushreport_core`'s gateway rules.
+
+:class:`PushClient` POSTs the JSON the core builds (:func:`~pushreport_core.build_push`)
+with :mod:`urllib.request` from the standard library — one small JSON POST per device
+needs no extra dependency — judges each answer with
+:func:`~pushreport_core.judge_push_answer`, retries ``retry`` outcomes after a jittered
+back-off (honouring a bounded ``Retry-After``), and on ``token_invalid`` makes the
+storage forget the token (``forget_token``), so that the next lookup no longer offers it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+
+from pushreport_core import (DEFAULT_GATEWAY_URL, Purpose, PushOutcome, PushTarget,
+                             build_push, default_verb, judge_push_answer, parse_retry_after,
+                             retry_delay)
+
+from ._config import Config, PushConfig, load_config
+from ._lookup import Lookup
+from ._redact import shorten
+from ._service import Receiver
+from .storage import Storage
+
+__all__ = ["PushClient", "PushResult", "push"]
+
+log = logging.getLogger("pushreport.push")
+
+#: The most of an answer that is read: the gateway answers a small JSON object.
+MAX_ANSWER = 64 * 1024
+USER_AGENT = "pushreport"
+
+
+@attrs.frozen(kw_only=True)
+class PushResult:
+    """What became of one device's push.
+
+    ``outcome`` is the last answer's judgement; ``attempts`` how many requests were
+    sent; ``forgotten`` the selectors whose token was removed after a 404.
+    """
+
+    target: PushTarget
+    outcome: PushOutcome
+    attempts: int
+    forgotten: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
+
+    @property
+    def status(self) -> str:
+        """One word: ``delivered``, ``token-removed`` (``token-invalid`` when no storage
+        could forget it), ``failed`` or ``gave-up`` (still failing after every attempt)."""
+        if self.outcome.kind == "token_invalid":
+            return "token-removed" if self.forgotten else "token-invalid"
+        return {"delivered": "delivered", "failed": "failed",
+                "retry": "gave-up"}[self.outcome.kind]
+
+    def line(self) -> str:
+        """The line ``pushreport push`` prints: selector, shortened token, outcome."""
+        detail = self.outcome.reason
+        tries = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
+        text = f"{self.target.selector}  {shorten(self.target.device_token, 12)}  " \
+               f"{self.status}  {tries}"
+        return f"{text}  {detail}" if detail else text
+
+
+def _no_redirects() -> urllib.request.OpenerDirector:
+    # urllib would follow a 301/302 by turning the POST into a GET without its body: a
+    # redirect is answered as what it is (a refusal, "failed") instead.
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(NoRedirect)
+
+
+@attrs.define
+class PushClient:
+    """Send pushes to the Acrobits JSON gateway, one device at a time.
+
+    :param gateway_url: where to POST (default: the public ``/pnm2/send``).
+    :param timeout: seconds to wait for one answer.
+    :param attempts: requests per device at most (``retry`` outcomes only).
+    :param backoff: seconds before the second request, doubled for each next one.
+    :param max_delay: the longest wait between requests (``Retry-After`` is cut to it).
+    :param storages: where a token the gateway calls invalid is forgotten (each one
+        that has ``forget_token``).
+    :param rng: the jitter's randomness; :param sleep: how to wait (tests pass their own).
+    """
+
+    gateway_url: str = DEFAULT_GATEWAY_URL
+    timeout: float = 10.0
+    attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    backoff: float = 0.5
+    max_delay: float = 30.0
+    storages: Sequence[Storage] = ()
+    rng: random.Random = attrs.field(factory=random.Random)
+    sleep: Callable[[float], None] = time.sleep
+    opener: urllib.request.OpenerDirector = attrs.field(factory=_no_redirects)
+
+    @classmethod
+    def from_config(cls, config: PushConfig, *, storages: Sequence[Storage] = (),
+                    **kwargs: Any) -> PushClient:
+        return cls(gateway_url=config.gateway_url, timeout=config.timeout,
+                   attempts=config.attempts, backoff=config.backoff,
+                   max_delay=config.max_delay, storages=storages, **kwargs)
+
+    def send(self, target: PushTarget, *, verb: str | None = None,
+             message: str | None = None, **fields: Any) -> PushResult:
+        """Push *target*; retry while the gateway says so; return what became of it.
+
+        *verb* defaults to :func:`~pushreport_core.default_verb` for the target's
+        purpose; *fields* are the gateway's optional fields (``badge=``, ``sound=``, ...).
+        Raises :class:`~pushreport_core.InvalidPush` before sending anything when the
+        push cannot be built (never a request without a ``DeviceToken``).
+        """
+        body = build_push(target, verb or default_verb(target.purpose, message),
+                          message=message, **fields)
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome, retry_after = self._post(data)
+            if outcome.kind != "retry" or attempt >= self.attempts:
+                break
+            delay = retry_delay(attempt, base=self.backoff, cap=self.max_delay, rng=self.rng,
+                                retry_after=retry_after)
+            log.info("push to %s: %s; retrying in %.1fs", target.selector, outcome.reason,
+                     delay)
+            self.sleep(delay)
+        forgotten: tuple[str, ...] = ()
+        if outcome.kind == "token_invalid":
+            forgotten = self._forget(target)
+        log.info("push to %s (%s): %s after %d attempt(s)", target.selector,
+                 shorten(target.device_token), outcome.kind, attempt)
+        return PushResult(target=target, outcome=outcome, attempts=attempt,
+                          forgotten=forgotten)
+
+    def send_all(self, targets: Iterable[PushTarget], **kwargs: Any) -> list[PushResult]:
+        return [self.send(target, **kwargs) for target in targets]
+
+    def _post(self, data: bytes) -> tuple[PushOutcome, float | None]:
+        request = urllib.request.Request(
+            self.gateway_url, data=data, method="POST",
+            headers={"Content-Type": "application/json", "Accept": "application/json",
+                     "User-Agent": USER_AGENT})
+        try:
+            with self.opener.open(request, timeout=self.timeout) as response:
+                status, headers = response.status, response.headers
+                answer = response.read(MAX_ANSWER)
+        except urllib.error.HTTPError as e:
+            status, headers = e.code, e.headers
+            try:
+                answer = e.read(MAX_ANSWER)
+            except (OSError, ValueError):
+                answer = b""
+            finally:
+                e.close()
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, socket.timeout) or isinstance(e, TimeoutError):
+                reason = "timed out"
+            return judge_push_answer(None, error=str(reason)), None
+        retry_after = parse_retry_after(headers.get("Retry-After") if headers else None,
+                                        now=datetime.now(timezone.utc))
+        return judge_push_answer(status, answer), retry_after
+
+    def _forget(self, target: PushTarget) -> tuple[str, ...]:
+        changed: set[str] = set()
+        for storage in self.storages:
+            forget = getattr(storage, "forget_token", None)
+            if forget is None:
+                log.warning("storage %r cannot forget tokens: the invalid token of %s stays",
+                            getattr(storage, "name", storage), target.selector)
+                continue
+            for selector in target.selectors:
+                try:
+                    changed.update(forget(target.device_token, selector=selector))
+                except Exception:
+                    log.exception("forgetting the invalid token of %s failed", selector)
+        return tuple(sorted(changed))
+
+
+def push(config_or_receiver: Receiver | Config | str | os.PathLike[str] | None = None, *,
+         username: str, purpose: Purpose = "message", message: str | None = None,
+         verb: str | None = None, client: PushClient | None = None,
+         **fields: Any) -> list[PushResult]:
+    """Push every device of *username* for *purpose*; one :class:`PushResult` each.
+
+    *config_or_receiver*: a :class:`Receiver` (its storage is used and left open), a
+    :class:`Config`, a configuration file's path, or ``None`` (the embedded default).
+    *client* overrides the one built from ``[push]``. An account without a device to
+    push returns ``[]``.
+    """
+    if isinstance(config_or_receiver, Receiver):
+        receiver, owned = config_or_receiver, False
+    else:
+        if config_or_receiver is None:
+            config = Config()
+        elif isinstance(config_or_receiver, Config):
+            config = config_or_receiver
+        else:
+            config = load_config(config_or_receiver)
+        receiver, owned = Receiver.from_config(config), True
+    try:
+        storages = [backend.storage for backend in receiver.backends]
+        if client is None:
+            client = PushClient.from_config(receiver.config.push, storages=storages)
+        elif not client.storages:
+            client = attrs.evolve(client, storages=storages)
+        targets = Lookup(receiver.storage).push_targets(username, purpose)
+        return client.send_all(targets, verb=verb, message=message, **fields)
+    finally:
+        if owned:
+            receiver.close()
