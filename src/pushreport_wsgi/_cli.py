@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an option of the source backend (e.g. table=NAME); repeatable")
     mig.add_argument("--to-option", action="append", metavar="KEY=VALUE",
                      help="an option of the target backend (e.g. table=NAME); repeatable")
+
+    obx = sub.add_parser(
+        "outbox", help="show the webhook backend's pending and dead events; replay dead ones")
+    config_option(obx)
+    obx.add_argument("--json", action="store_true",
+                     help="print a JSON object with the pending and dead events")
+    obx.add_argument("--replay-dead", action="store_true",
+                     help="move the dead events back to the outbox, to be delivered again")
+    obx.add_argument("--id", type=int, metavar="N",
+                     help="with --replay-dead: only the dead event with this id")
     return parser
 
 
@@ -109,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "migrate":
             return _migrate(args)
+        if args.command == "outbox":
+            return _outbox(args)
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
@@ -184,6 +196,13 @@ def _migrate(args: argparse.Namespace) -> int:
     return run_migrate(parse_spec(args.from_spec, options_of(args.from_option)),
                        parse_spec(args.to_spec, options_of(args.to_option)), config,
                        batch=args.batch)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from pushreport_webhook._cli import run_outbox
+
+    config = load_config(args.config) if args.config else Config()
+    return run_outbox(config, as_json=args.json, replay=args.replay_dead, event_id=args.id)
 
 
 def _check(args: argparse.Namespace) -> int:
