@@ -120,6 +120,8 @@ def _describe(error: object) -> str:
     """A short reason for a failed delivery: no URL, no body, no header."""
     if isinstance(error, (TimeoutError, socket.timeout)):
         return "timed out"
+    if isinstance(error, http.client.RemoteDisconnected):
+        return "connection closed without an answer"
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):

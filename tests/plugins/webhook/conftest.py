@@ -47,14 +47,16 @@ class Delivery:
 
 
 class Receiver:
-    """``mode``: "ok" (200), "fail" (500), "hang" (no answer for *hang* seconds, then
-    200: a late success after the sender gave up) or "drop" (close without answering).
+    """``mode``: "ok" (200, after *delay* seconds), "fail" (500), "hang" (no answer for
+    *hang* seconds, then 200: a late success after the sender gave up), "drop" (close
+    without answering) or "redirect" (302 to the same URL).
     """
 
     def __init__(self, secret: str = SECRET) -> None:
         self.secret = secret.encode()
         self.mode = "ok"
         self.hang = 2.0
+        self.delay = 0.0
         self.lock = threading.RLock()
         self.deliveries: list[Delivery] = []
         self.arrived = threading.Condition(self.lock)
@@ -74,16 +76,24 @@ class Receiver:
                 except ValueError:
                     verified = False
                 mode = receiver.mode
-                status: int | None = {"ok": 200, "fail": 500, "hang": 200}.get(mode)
+                status: int | None = {"ok": 200, "fail": 500, "hang": 200,
+                                      "redirect": 302}.get(mode)
                 if mode == "hang":
                     time.sleep(receiver.hang)
+                elif mode == "ok" and receiver.delay:
+                    time.sleep(receiver.delay)
                 if mode == "drop":
                     self.close_connection = True
                 if status is not None:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"{}")
+                    try:
+                        self.send_response(status)
+                        self.send_header("Content-Length", "2")
+                        if status == 302:
+                            self.send_header("Location", receiver.url)
+                        self.end_headers()
+                        self.wfile.write(b"{}")
+                    except OSError:  # the sender gave up (hang): answered all the same
+                        pass
                     self.close_connection = True
                 with receiver.arrived:
                     receiver.deliveries.append(Delivery(headers, body, status, verified,
