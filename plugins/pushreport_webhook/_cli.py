@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 from pushreport_core import StorageUnavailable, format_time
 from pushreport_sqlite._storage import DEFAULT_BUSY_TIMEOUT, MAX_BUSY_TIMEOUT, SYNCHRONOUS
@@ -64,7 +64,7 @@ def _dead_json(event: DeadEvent) -> dict[str, Any]:
             "registration": dict(event.registration)}
 
 
-def _table(rows: list[tuple[str, ...]], out: TextIO) -> None:
+def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=out)

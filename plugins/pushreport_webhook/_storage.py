@@ -106,8 +106,7 @@ class WebhookStorage(SQLiteStorage):
         self._start_deliverer()
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any],  # type: ignore[override]
-                     context: StorageContext) -> WebhookStorage:
+    def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> WebhookStorage:
         """The backend for the ``[storage.webhook]`` table of the configuration.
 
         ``url`` and one of ``secret`` or ``secret_env`` are required; the other options

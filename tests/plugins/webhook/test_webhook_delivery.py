@@ -3,6 +3,7 @@ signed, in order per selector, retried, dead-lettered, resumed after reopening."
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -62,8 +63,9 @@ def wait_until(condition: Any, timeout: float = 10.0) -> None:
 # -- signing ------------------------------------------------------------------------------
 
 def test_every_delivery_is_signed_and_passes_the_documented_recipe(
-        receiver: Receiver, open_storage: Any) -> None:
-    storage = open_storage()
+        receiver: Receiver, open_storage: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, "pushreport.webhook")
+    storage = open_storage(url=receiver.url + "?token=hunter2")
     stored = [storage.upsert(report(selector(1), n), now=T0) for n in range(3)]
     receiver.wait_for(lambda r: len(r.accepted()) == 3)
     deliveries = receiver.accepted()
@@ -82,6 +84,10 @@ def test_every_delivery_is_signed_and_passes_the_documented_recipe(
         assert PASSWORD.encode() not in d.body
     assert [d.event["id"] for d in deliveries] == sorted(d.event["id"] for d in deliveries)
     assert outbox(storage) == ([], [])
+    # The log names the host only: a path or a query may hold a credential.
+    port = receiver.server.server_address[1]
+    assert f"delivers to http://127.0.0.1:{port}\n" in caplog.text + "\n"
+    assert "hunter2" not in caplog.text and "/hooks" not in caplog.text
 
 
 def test_the_recipe_refuses_a_forgery_a_tampered_body_and_an_old_timestamp(

@@ -72,6 +72,9 @@ poll_interval = 0.05
         server.kill()  # while it delivers: some answers are lost with the process
         server.log.close()
     receiver.mode = "fail"
+    # Two workers, one deliverer: before the kill no event was accepted twice.
+    ids = [d.event["id"] for d in receiver.accepted()]
+    assert len(ids) == len(set(ids)), "two processes delivered the same events"
     left = outbox_json(config)
     assert left["pending"] != [] and left["dead"] == [], "nothing was left to deliver"
     assert len(receiver.unique_events()) < 36
