@@ -78,6 +78,13 @@ class Receiver:
                 mode = receiver.mode
                 status: int | None = {"ok": 200, "fail": 500, "hang": 200,
                                       "redirect": 302}.get(mode)
+                # Recorded on arrival, before the answer: the order in which a receiver
+                # would apply the events (answering 200 and then recording could let a
+                # later event be recorded first).
+                with receiver.arrived:
+                    receiver.deliveries.append(Delivery(headers, body, status, verified,
+                                                        time.monotonic()))
+                    receiver.arrived.notify_all()
                 if mode == "hang":
                     time.sleep(receiver.hang)
                 elif mode == "ok" and receiver.delay:
@@ -92,13 +99,9 @@ class Receiver:
                             self.send_header("Location", receiver.url)
                         self.end_headers()
                         self.wfile.write(b"{}")
-                    except OSError:  # the sender gave up (hang): answered all the same
+                    except OSError:  # the sender gave up (hang): applied all the same
                         pass
                     self.close_connection = True
-                with receiver.arrived:
-                    receiver.deliveries.append(Delivery(headers, body, status, verified,
-                                                        time.monotonic()))
-                    receiver.arrived.notify_all()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

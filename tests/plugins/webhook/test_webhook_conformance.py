@@ -9,6 +9,7 @@ import sqlite3
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pushreport_webhook import WebhookStorage
 from pushreport_wsgi.testing import StorageConformance
@@ -18,6 +19,10 @@ from .conftest import SECRET, Receiver
 
 class TestWebhookConformance(StorageConformance):
     supports_unavailable = True
+    # The registrations are the SQLite backend's, which runs the machine at full length:
+    # fewer runs here keep this file fast (each one starts and stops a deliverer).
+    machine_settings = settings(max_examples=40, deadline=None, stateful_step_count=30,
+                                suppress_health_check=[HealthCheck.too_slow])
 
     @pytest.fixture
     def make_storage(self, tmp_path, receiver: Receiver):
