@@ -1,5 +1,6 @@
 """A real ``pushreport serve`` with the webhook backend, killed with ``kill -9`` while it
-delivers and restarted: every acknowledged report's event arrives, in order per
+delivers and restarted while the receiver fails, then hangs past the timeout, then
+recovers: every acknowledged report's event arrives, in order per
 selector, none lost (a redelivery of the same id is allowed: the recipe dedupes)."""
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ poll_interval = 0.05
         for n in range(36, 42):
             report(restarted, n)
         receiver.wait_for(lambda r: sum(d.status == 500 for d in r.deliveries[before:]) >= 2)
+        # Then it hangs past the sender's timeout (applying the events all the same):
+        # the sender counts failures and sends them again; the recipe dedupes.
+        receiver.mode, receiver.hang = "hang", 0.5
+        hung = len(receiver.deliveries)
+        receiver.wait_for(lambda r: len(r.deliveries) >= hung + 2)
         receiver.mode, receiver.delay = "ok", 0.0
         receiver.wait_for(lambda r: len(r.unique_events()) == 42, timeout=30)
         deadline = time.monotonic() + 10
@@ -107,6 +113,8 @@ poll_interval = 0.05
     assert all(d.verified for d in receiver.deliveries)
     assert all(PASSWORD.encode() not in d.body for d in receiver.deliveries)
     assert PASSWORD not in output and SECRET not in output
+    assert "of 1000): HTTP 500; next in" in output  # the failures were seen as such
+    assert "of 1000): timed out; next in" in output
     for f in tmp_path.glob("outbox.sqlite3*"):
         assert PASSWORD.encode() not in f.read_bytes()
     # Exactly-once apart from the redelivery of answers lost to the kill.
