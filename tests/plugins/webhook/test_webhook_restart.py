@@ -119,3 +119,30 @@ poll_interval = 0.05
         assert PASSWORD.encode() not in f.read_bytes()
     # Exactly-once apart from the redelivery of answers lost to the kill.
     assert len(receiver.accepted()) < 42 + 12
+
+
+def test_webhook_alone_serves_lists_and_delivers(tmp_path: Path, receiver: Receiver) -> None:
+    config = tmp_path / "pushreport.toml"
+    config.write_text(f"""[storage]
+backends = ["webhook"]
+
+[storage.webhook]
+url = "{receiver.url}"
+secret = "{SECRET}"
+poll_interval = 0.05
+""")
+    server = Server(tmp_path, "--config", str(config), workers=1, db=False)
+    try:
+        answer = server.send(f"GET /token/?selector={SELECTORS[0]}&token_msgs=tok1AAAA "
+                             "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        receiver.wait_for(lambda r: len(r.accepted()) == 1)
+        assert "storage backend 'webhook' (required) at " + str(
+            tmp_path / "pushreport-outbox.sqlite3") in server.output()
+    finally:
+        server.stop()
+    [event] = receiver.unique_events()
+    listed = subprocess.run([*PUSHREPORT, "list", "--config", str(config), "--json"],
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(listed.stdout) == [event["registration"]]
+    assert not (tmp_path / "pushreport.sqlite3").exists()
