@@ -168,6 +168,8 @@ def where(url: str) -> str:
     """The scheme and host of *url*, for logs (a path or a user may hold a secret)."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
@@ -191,7 +193,7 @@ class Deliverer:
         self._pool: ThreadPoolExecutor | None = None
         #: Deliveries, failures and dead letters by this deliverer (tests, logs).
         self.delivered = 0
-        self.failed = 0
+        self.failures = 0
         self.dead = 0
 
     def start(self) -> None:
@@ -226,10 +228,11 @@ class Deliverer:
                 except StorageUnavailable as e:
                     log.warning("webhook outbox unavailable: %s", e)
                     delay = self.storage.poll_interval
+                except Exception:  # a bug, or a row it cannot read: say so, go on
+                    log.exception("webhook delivery round failed")
+                    delay = self.storage.poll_interval
                 if delay > 0:
                     self.wake.wait(delay)
-        except Exception:  # pragma: no cover - a bug: say so, the next handle resumes
-            log.exception("webhook deliverer stopped")
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
@@ -301,7 +304,7 @@ class Deliverer:
         now = self.clock()
         dead = storage._transaction(lambda conn: failed(
             conn, event.id, error, now=now, max_attempts=storage.max_attempts, delay=delay))
-        self.failed += 1
+        self.failures += 1
         if dead:
             self.dead += 1
             log.warning("webhook event %d (%s) failed %d times, last: %s; moved to the "

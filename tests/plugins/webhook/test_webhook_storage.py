@@ -296,3 +296,14 @@ def test_registration_json_round_trips_through_the_event(storage: WebhookStorage
     stored = storage.upsert(FULL, now=T0)
     [event] = pending(storage)
     assert Registration.from_json(json.loads(event_body(event))["registration"]) == stored
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:hunter2@portal.example.com/hook?token=hunter2", "https://portal.example.com"),
+    ("http://127.0.0.1:8080/x", "http://127.0.0.1:8080"),
+    ("http://[::1]:9000/x", "http://[::1]:9000"),
+])
+def test_logs_show_the_scheme_and_host_only(url: str, shown: str) -> None:
+    from pushreport_webhook._deliver import where
+
+    assert where(url) == shown
