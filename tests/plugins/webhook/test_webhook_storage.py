@@ -307,3 +307,18 @@ def test_logs_show_the_scheme_and_host_only(url: str, shown: str) -> None:
     from pushreport_webhook._deliver import where
 
     assert where(url) == shown
+
+
+def test_every_write_the_sqlite_backend_has_is_overridden_to_add_events() -> None:
+    """The registrations are the SQLite backend's: a write method it gains (a prune, a
+    batch removal) would change registrations without events until overridden here."""
+    from pushreport_sqlite import SQLiteStorage
+
+    reads = {"get", "find", "ping"}
+    methods = {name for name, value in vars(SQLiteStorage).items()
+               if not name.startswith("_") and (callable(value)
+                                                or isinstance(value, classmethod))}
+    assert {"upsert", "remove", "close"} <= methods
+    missing = methods - reads - set(vars(WebhookStorage))
+    assert missing == set(), (f"SQLiteStorage has {sorted(missing)}: WebhookStorage must "
+                              "override them to write their events in the same transaction")
