@@ -24,7 +24,7 @@ from ._outbox import OUTBOX_SCHEMA, REMOVED, UPDATED, enqueue
 
 T = TypeVar("T")
 
-__all__ = ["WebhookStorage", "DEFAULT_OUTBOX", "OPTIONS"]
+__all__ = ["WebhookStorage", "DEFAULT_OUTBOX", "OPTIONS", "OPTIONS_DOC", "webhook_storage"]
 
 #: ``[storage.webhook] outbox`` when unset, relative to the configuration's folder.
 DEFAULT_OUTBOX = "pushreport-outbox.sqlite3"
@@ -40,6 +40,36 @@ DEFAULT_CONCURRENCY = 4
 OPTIONS = ("url", "secret", "secret_env", "outbox", "timeout", "max_attempts",
            "backoff_base", "backoff_max", "deliver", "poll_interval", "concurrency",
            "synchronous", "busy_timeout")
+
+#: One sentence per option, for the generated configuration reference.
+OPTIONS_DOC = {
+    "url": "Required. The http:// or https:// URL every event is POSTed to (never logged: "
+           "only its host).",
+    "secret": "The HMAC-SHA256 key that signs every request (X-Pushreport-Signature); "
+              "this or secret_env is required.",
+    "secret_env": "The name of an environment variable holding the key, instead of "
+                  "secret.",
+    "outbox": f"The SQLite file holding the registrations, the outbox and the dead "
+              f"letters (default {DEFAULT_OUTBOX!r}, relative to the configuration's "
+              f"folder); not the sqlite backend's file.",
+    "timeout": f"Seconds for the connection and for each read of one delivery (default "
+               f"{DEFAULT_TIMEOUT:g}).",
+    "max_attempts": f"Failed attempts after which an event moves to the dead letters "
+                    f"(default {DEFAULT_MAX_ATTEMPTS}).",
+    "backoff_base": f"Seconds before the second attempt, doubled for each further one, "
+                    f"drawn with full jitter (default {DEFAULT_BACKOFF_BASE:g}).",
+    "backoff_max": f"Seconds at most between two attempts (default "
+                   f"{DEFAULT_BACKOFF_MAX:g}).",
+    "deliver": "Run the deliverer thread in this process (default true); one process "
+               "delivers at a time.",
+    "poll_interval": f"Seconds between looks for events other processes committed, and "
+                     f"between tries for the delivery lock (default "
+                     f"{DEFAULT_POLL_INTERVAL:g}).",
+    "concurrency": f"Selectors delivered at once (default {DEFAULT_CONCURRENCY}).",
+    "synchronous": "As [storage.sqlite] synchronous, for the outbox file.",
+    "busy_timeout": "As [storage.sqlite] busy_timeout, for the outbox file.",
+}
+assert tuple(OPTIONS_DOC) == OPTIONS
 
 _REMOVE = f"DELETE FROM registrations WHERE selector = ? RETURNING {_COLUMNS}"
 
@@ -291,3 +321,11 @@ def _secret_of(opts: BackendOptions, options: Mapping[str, Any]) -> Secret:
         raise opts.error("secret_env", f"environment variable {env!r} is not set")
     return Secret(value)
 
+
+def webhook_storage(options: Mapping[str, Any], context: StorageContext) -> WebhookStorage:
+    """The factory registered as ``webhook``: :meth:`WebhookStorage.from_options`, with
+    ``options_doc`` for the generated configuration reference."""
+    return WebhookStorage.from_options(options, context)
+
+
+webhook_storage.options_doc = OPTIONS_DOC  # type: ignore[attr-defined]

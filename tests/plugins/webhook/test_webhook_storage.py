@@ -322,3 +322,13 @@ def test_every_write_the_sqlite_backend_has_is_overridden_to_add_events() -> Non
     missing = methods - reads - set(vars(WebhookStorage))
     assert missing == set(), (f"SQLiteStorage has {sorted(missing)}: WebhookStorage must "
                               "override them to write their events in the same transaction")
+
+
+def test_the_registered_factory_documents_every_option() -> None:
+    from pushreport_webhook import OPTIONS, webhook_storage
+    from pushreport_wsgi._plugins import collect_storage_factories, make_plugin_manager
+
+    factory = collect_storage_factories(make_plugin_manager())["webhook"]
+    assert factory is webhook_storage
+    docs = getattr(factory, "options_doc")
+    assert tuple(docs) == OPTIONS and all(text.strip() for text in docs.values())
