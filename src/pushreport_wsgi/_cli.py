@@ -128,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only print what would be deleted")
     prune.add_argument("--json", action="store_true",
                        help="print a JSON object (before, dry_run, count, registrations)")
+    obx = sub.add_parser(
+        "outbox", help="show the webhook backend's pending and dead events; replay dead ones")
+    config_option(obx)
+    obx.add_argument("--json", action="store_true",
+                     help="print a JSON object with the pending and dead events")
+    obx.add_argument("--replay-dead", action="store_true",
+                     help="move the dead events back to the outbox, to be delivered again")
+    obx.add_argument("--id", type=int, metavar="N",
+                     help="with --replay-dead: only the dead event with this id")
     return parser
 
 
@@ -157,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _push(args)
         if args.command == "prune":
             return _prune(args)
+        if args.command == "outbox":
+            return _outbox(args)
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
@@ -251,6 +262,13 @@ def _prune(args: argparse.Namespace) -> int:
 
     return run_prune(_load(args), args.older_than, dry_run=args.dry_run, as_json=args.json,
                      out=sys.stdout)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from pushreport_webhook._cli import run_outbox
+
+    config = load_config(args.config) if args.config else Config()
+    return run_outbox(config, as_json=args.json, replay=args.replay_dead, event_id=args.id)
 
 
 def _check(args: argparse.Namespace) -> int:

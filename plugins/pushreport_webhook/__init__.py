@@ -1,0 +1,51 @@
+"""pushreport_webhook: forward every registration change to a webhook, through a
+durable outbox.
+
+Declared in pushreport's own ``pyproject.toml`` exactly as a third-party backend would
+be::
+
+    [project.entry-points.pushreport]
+    webhook = "pushreport_webhook"
+
+and picked in the configuration by name, alone or after another backend::
+
+    [storage]
+    backends = ["sqlite", "webhook"]
+
+    [storage.webhook]
+    url = "https://portal.example.com/hooks/pushreport"
+    secret_env = "PUSHREPORT_WEBHOOK_SECRET"   # or secret = "..."
+    outbox = "pushreport-outbox.sqlite3"       # relative to the configuration's folder
+
+A report is acknowledged once its registration and its event are committed to the
+outbox (one SQLite transaction), not once the webhook answered; a background thread
+delivers the events, signed (``X-Pushreport-Signature``), in order per selector, with
+retries, and moves an event that keeps failing to the dead letters.
+``pushreport outbox`` shows and replays them. ``docs/webhook.md`` is the receiver's
+side: the JSON, the headers and the verification recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pushreport_wsgi.hookspecs import hookimpl
+from pushreport_wsgi.storage import StorageFactory
+
+from ._deliver import USER_AGENT, Deliverer, backoff_delay, post
+from ._outbox import REMOVED, UPDATED, DeadEvent, Event, event_body
+from ._signing import (EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+                       TOLERANCE, signature, verify)
+from ._storage import DEFAULT_OUTBOX, OPTIONS, OPTIONS_DOC, WebhookStorage, webhook_storage
+
+__all__ = ["WebhookStorage", "Deliverer", "Event", "DeadEvent", "UPDATED", "REMOVED",
+           "DEFAULT_OUTBOX", "OPTIONS", "OPTIONS_DOC", "webhook_storage", "SIGNATURE_HEADER",
+           "TIMESTAMP_HEADER", "EVENT_ID_HEADER", "EVENT_HEADER", "TOLERANCE", "USER_AGENT",
+           "signature", "verify", "event_body", "backoff_delay", "post",
+           "pushreport_register_storage"]
+
+
+@hookimpl
+def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+    """Register the ``webhook`` backend."""
+    register("webhook", webhook_storage)

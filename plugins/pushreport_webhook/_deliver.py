@@ -1,0 +1,315 @@
+"""The deliverer: one background thread that POSTs the outbox's events to the webhook.
+
+Only one process delivers at a time: the one holding an exclusive ``flock`` on
+``<outbox>.deliver.lock``. The others (more gunicorn workers) try again every poll
+interval, so one of them takes over within that interval when the holder exits or dies
+(the kernel drops the lock of a dead process).
+
+Each round sends the oldest event of every selector whose next attempt is due, several
+selectors at once; a later event of a selector is not sent before the earlier ones were
+delivered or dead-lettered, so each selector's events arrive in commit order. A 2xx
+answer is a delivery (the event is deleted); anything else, a timeout or a connection
+error is a failure, retried after an exponential back-off with full jitter
+(``uniform(0, min(backoff_max, backoff_base * 2 ** (attempts - 1)))``), and moved to the
+dead letters at ``max_attempts``. Nothing is kept in memory between rounds: after a
+restart the outbox is where it was, and an event whose answer was lost with the process
+is sent again under the same id (at-least-once; receivers dedupe by the id).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
+
+from pushreport_core import Secret, StorageUnavailable
+
+from ._outbox import Event, delivered, due_heads, event_body, failed, next_due
+from ._signing import signed_headers
+
+if TYPE_CHECKING:
+    from ._storage import WebhookStorage
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: every process delivers
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Deliverer", "post", "backoff_delay", "USER_AGENT"]
+
+log = logging.getLogger("pushreport.webhook")
+
+USER_AGENT = "pushreport-webhook/1"
+#: Bytes of an answer read before the connection is closed: the body is not used.
+_MAX_ANSWER = 65536
+#: Heads fetched per round and per delivering thread.
+_ROUND_PER_THREAD = 8
+_SKIPPED = "skipped"
+
+# Lock files held by this process. A child made by fork() inherits them, and an
+# inherited descriptor would keep the lock held after the parent died, with no deliverer
+# in the child: the child closes its copies at once.
+_HELD: set[int] = set()
+
+
+def _close_inherited() -> None:  # pragma: no cover - runs in forked children
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited)
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive, non-blocking ``flock`` on *path*: the descriptor, or ``None``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    if fcntl is None:  # pragma: no cover
+        _HELD.add(fd)
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    _HELD.add(fd)
+    return fd
+
+
+def unlock(fd: int) -> None:
+    _HELD.discard(fd)
+    os.close(fd)  # closing the last descriptor releases the flock
+
+
+def backoff_delay(attempts: int, *, base: float, maximum: float,
+                  rng: random.Random) -> float:
+    """Seconds before the next attempt after *attempts* failures: "full jitter", a
+    uniform draw below the capped exponential ``base * 2 ** (attempts - 1)``, so that
+    many events failing together do not come back together."""
+    cap = min(maximum, base * 2.0 ** min(attempts - 1, 62))
+    return rng.uniform(0.0, cap)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer that is not 2xx: a failure, not followed (urllib would
+    turn the POST into a GET without the body)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _describe(error: object) -> str:
+    """A short reason for a failed delivery: no URL, no body, no header."""
+    if isinstance(error, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(error, http.client.RemoteDisconnected):
+        return "connection closed without an answer"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return "connection reset"
+    if isinstance(error, http.client.HTTPException):
+        return "no valid HTTP answer"
+    if isinstance(error, socket.gaierror):
+        return "host name not resolved"
+    if isinstance(error, ssl.SSLError):
+        return "TLS error"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return f"request failed ({type(error).__name__})"
+
+
+def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> str | None:
+    """POST *body*; ``None`` for a 2xx answer, else the short reason of the failure.
+
+    *timeout* bounds the connection and every read, as urllib's does.
+    """
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={**headers, "User-Agent": USER_AGENT})
+    try:
+        response = _OPENER.open(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        e.close()
+        return f"HTTP {e.code}"
+    except urllib.error.URLError as e:
+        return _describe(e.reason)
+    except (OSError, http.client.HTTPException) as e:
+        return _describe(e)
+    # urllib answers anything but 2xx with HTTPError: this is a delivery, whatever
+    # becomes of the rest of the answer.
+    try:
+        response.read(_MAX_ANSWER)
+    except (OSError, http.client.HTTPException):
+        pass
+    finally:
+        response.close()
+    return None
+
+
+def where(url: str) -> str:
+    """The scheme and host of *url*, for logs (a path or a user may hold a secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+class Deliverer:
+    """The background thread of one :class:`WebhookStorage` handle."""
+
+    def __init__(self, storage: WebhookStorage, *, url: str, secret: Secret,
+                 rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.storage = storage
+        self.url = url
+        self.secret = secret
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.lock_path = Path(f"{storage.path}.deliver.lock")
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self.holds_lock = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pushreport-webhook",
+                                        daemon=True)
+        self._pool: ThreadPoolExecutor | None = None
+        #: Deliveries, failures and dead letters by this deliverer (tests, logs).
+        self.delivered = 0
+        self.failures = 0
+        self.dead = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop and wait (at most *timeout* seconds) for the sends in flight: the lock is
+        released only after them, so no other process sends a selector's next event
+        while this one may still be sending the previous."""
+        self.stopping.set()
+        self.wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        lock: int | None = None
+        try:
+            # The first look is one poll interval after the start: a process that
+            # opens and closes the backend at once (gunicorn's master checking the
+            # configuration, `pushreport list`) never delivers.
+            if self.stopping.wait(self.storage.poll_interval):
+                return
+            while not self.stopping.is_set():
+                if lock is None:
+                    lock = self._lock()
+                    if lock is None:
+                        self.stopping.wait(self.storage.poll_interval)
+                        continue
+                self.wake.clear()
+                try:
+                    delay = self._round()
+                except StorageUnavailable as e:
+                    log.warning("webhook outbox unavailable: %s", e)
+                    delay = self.storage.poll_interval
+                except Exception:  # a bug, or a row it cannot read: say so, go on
+                    log.exception("webhook delivery round failed")
+                    delay = self.storage.poll_interval
+                if delay > 0:
+                    self.wake.wait(delay)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            if lock is not None:
+                self.holds_lock.clear()
+                unlock(lock)
+            self.storage._release_thread_connection()
+
+    def _lock(self) -> int | None:
+        try:
+            fd = try_lock(self.lock_path)
+        except OSError as e:
+            log.warning("webhook deliverer cannot open its lock file: %s",
+                        e.strerror or type(e).__name__)
+            return None
+        if fd is not None:
+            self.holds_lock.set()
+            log.info("webhook deliverer of process %d delivers to %s", os.getpid(),
+                     where(self.url))
+        return fd
+
+    def _round(self) -> float:
+        """Send the due heads; the seconds to wait before the next round."""
+        storage = self.storage
+        now = self.clock()
+        heads = storage._read(lambda conn: due_heads(
+            conn, now=now, limit=storage.concurrency * _ROUND_PER_THREAD))
+        if not heads:
+            due = storage._read(next_due)
+            if due is None:
+                return storage.poll_interval
+            return max(0.0, min(storage.poll_interval, due - now))
+        if storage.concurrency == 1 or len(heads) == 1:
+            for event in heads:
+                self._record(event, self._send(event))
+            return 0.0
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=storage.concurrency,
+                                            thread_name_prefix="pushreport-webhook-send")
+        futures: dict[Future[str | None], Event] = {
+            self._pool.submit(self._send, event): event for event in heads}
+        for future in as_completed(futures):
+            self._record(futures[future], future.result())
+        return 0.0
+
+    def _send(self, event: Event) -> str | None:
+        if self.stopping.is_set():
+            return _SKIPPED
+        body = event_body(event)
+        headers = signed_headers(self.secret.reveal().encode("utf-8"),
+                                 timestamp=int(self.clock()), body=body, event=event.event,
+                                 event_id=event.id)
+        try:
+            return post(self.url, body, headers, timeout=self.storage.timeout)
+        except Exception as e:  # a failure of this attempt, not of the deliverer
+            return _describe(e)
+
+    def _record(self, event: Event, error: str | None) -> None:
+        storage = self.storage
+        if error == _SKIPPED:
+            return
+        if error is None:
+            storage._transaction(lambda conn: delivered(conn, event.id))
+            self.delivered += 1
+            return
+        attempts = event.attempts + 1
+        delay = backoff_delay(attempts, base=storage.backoff_base,
+                              maximum=storage.backoff_max, rng=self.rng)
+        now = self.clock()
+        dead = storage._transaction(lambda conn: failed(
+            conn, event.id, error, now=now, max_attempts=storage.max_attempts, delay=delay))
+        self.failures += 1
+        if dead:
+            self.dead += 1
+            log.warning("webhook event %d (%s) failed %d times, last: %s; moved to the "
+                        "dead letters (pushreport outbox --replay-dead)", event.id,
+                        event.event, attempts, error)
+        else:
+            log.info("webhook event %d failed (attempt %d of %d): %s; next in %.3g s",
+                     event.id, attempts, storage.max_attempts, error, delay)
