@@ -56,6 +56,8 @@ def _usernames(ns: int) -> list[str | None]:
 
 
 _REPORT = prs.reports(selector="0" * 40 + ":0", username=st.none())
+#: Tokens the machine's reports share now and then, so that forget_token has work.
+_SHARED_TOKENS = ("c2hhcmVkLW9uZQ==", "c2hhcmVkLXR3bw==")
 
 
 class StorageMachine(RuleBasedStateMachine):
@@ -88,11 +90,27 @@ class StorageMachine(RuleBasedStateMachine):
         return [r for r in registrations if r.selector in self.selectors]
 
     @rule(i=st.integers(0, _SELECTORS - 1), u=st.integers(0, 3), report=_REPORT,
-          seconds=st.integers(-10**6, 10**7), micros=st.integers(0, 999_999))
-    def upsert(self, i: int, u: int, report: Report, seconds: int, micros: int) -> None:
+          seconds=st.integers(-10**6, 10**7), micros=st.integers(0, 999_999),
+          shared=st.sampled_from((None,) * 6 + ("calls", "msgs")),
+          token=st.sampled_from(_SHARED_TOKENS))
+    def upsert(self, i: int, u: int, report: Report, seconds: int, micros: int,
+               shared: str | None = None, token: str = _SHARED_TOKENS[0]) -> None:
         selector = self.selectors[i]
         report = attrs.evolve(report, selector=selector, username=self.usernames[u])
-        now = T0 + timedelta(seconds=seconds, microseconds=micros)
+        if shared is not None and getattr(report, f"token_{shared}") is not None:
+            # One phone's token under several selectors: what forget_token is for.
+            report = attrs.evolve(report, **{f"token_{shared}": token})
+        self._upsert(report, T0 + timedelta(seconds=seconds, microseconds=micros))
+
+    @precondition(lambda self: bool(self.model))
+    @rule(data=st.data(), seconds=st.integers(-10**6, 10**7))
+    def report_again_without_tokens(self, data: st.DataObject, seconds: int) -> None:
+        """The iOS delay at its most extreme, on a stored selector: nothing is erased."""
+        selector = data.draw(st.sampled_from(sorted(self.model)), label="selector")
+        self._upsert(Report(selector=selector), T0 + timedelta(seconds=seconds))
+
+    def _upsert(self, report: Report, now: datetime) -> None:
+        selector = report.selector
         expected = merge(self.model.get(selector), report, now=now)
         returned = self.storage.upsert(report, now=now)
         assert returned == expected, f"upsert returned {returned!r}, expected {expected!r}"
@@ -109,12 +127,29 @@ class StorageMachine(RuleBasedStateMachine):
         return sorted({t for r in self.model.values() for t in (r.token_calls, r.token_msgs)
                        if t is not None})
 
-    @precondition(lambda self: bool(self._tokens()))
-    @rule(data=st.data(), scope=st.sampled_from(("all", "one", "keep")),
-          i=st.integers(0, _SELECTORS - 1))
-    def forget_token(self, data: st.DataObject, scope: str, i: int) -> None:
-        token = data.draw(st.sampled_from(self._tokens()), label="token")
+    # One rule for both, so that they take no more of a run's steps than one rule does:
+    # upserts must still meet each other for the merge rule to be tested.
+    @rule(data=st.data(), prune=st.sampled_from((False, False, True)))
+    def forget_token_or_prune(self, data: st.DataObject, prune: bool) -> None:
+        if prune:
+            # Cut-offs among the earliest upsert times: a prune takes a few
+            # registrations, not all of them, so the other rules find work left.
+            self._prune(data.draw(st.integers(-10**6, 0), label="seconds"),
+                        data.draw(st.booleans(), label="dry_run"))
+        elif self._tokens():
+            self._forget_token(data, data.draw(st.sampled_from(("all", "one", "keep")),
+                                               label="scope"),
+                               data.draw(st.integers(0, _SELECTORS - 1), label="i"))
+
+    def _forget_token(self, data: st.DataObject, scope: str, i: int) -> None:
+        tokens = self._tokens()
+        shared = [t for t in _SHARED_TOKENS if t in tokens]
+        token = data.draw(st.sampled_from(shared or tokens), label="token")
         named = self.selectors[i]
+        if scope == "keep":  # mostly a holder: keeping it must keep it there
+            holders = [s for s in sorted(self.model)
+                       if token in (self.model[s].token_calls, self.model[s].token_msgs)]
+            named = data.draw(st.sampled_from(holders + [named]), label="keep")
         selector = named if scope == "one" else None
         keep = named if scope == "keep" else None
         changed = [s for s in self.storage.forget_token(token, selector=selector, keep=keep)
@@ -130,8 +165,7 @@ class StorageMachine(RuleBasedStateMachine):
         assert changed == expected, (f"forget_token({token!r}, selector={selector!r}, "
                                      f"keep={keep!r}) gave {changed!r}, expected {expected!r}")
 
-    @rule(seconds=st.integers(-10**6, 10**7), dry_run=st.booleans())
-    def prune(self, seconds: int, dry_run: bool) -> None:
+    def _prune(self, seconds: int, dry_run: bool) -> None:
         before = T0 + timedelta(seconds=seconds)
         gone = self._mine(self.storage.prune(before, dry_run=dry_run))
         expected = [self.model[s] for s in sorted(self.model)
