@@ -99,7 +99,8 @@ class StorageMachine(RuleBasedStateMachine):
         report = attrs.evolve(report, selector=selector, username=self.usernames[u])
         if shared is not None and getattr(report, f"token_{shared}") is not None:
             # One phone's token under several selectors: what forget_token is for.
-            report = attrs.evolve(report, **{f"token_{shared}": token})
+            changes: dict[str, Any] = {f"token_{shared}": token}
+            report = attrs.evolve(report, **changes)
         self._upsert(report, T0 + timedelta(seconds=seconds, microseconds=micros))
 
     @precondition(lambda self: bool(self.model))
