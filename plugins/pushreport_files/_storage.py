@@ -77,7 +77,17 @@ LOG = "log.jsonl"
 SNAPSHOT = "snapshot.json"
 LOCK = "lock"
 
-_OPTIONS = ("path", "compact_after", "fsync", "lock_timeout")
+OPTIONS_DOC = {
+    "path": "the folder holding the JSON Lines log and the snapshot, relative to the "
+            "configuration file's folder (default pushreport-data)",
+    "compact_after": "log records after which the snapshot is rewritten (atomically: "
+                     "write, fsync, rename) and the log started afresh (default 10000)",
+    "fsync": "fsync the log before answering 200 (default true; false survives a crash "
+             "of the process but not a power loss)",
+    "lock_timeout": "seconds a write waits for another process's lock before the app is "
+                    "answered 503 (default 2)",
+}
+_OPTIONS = tuple(OPTIONS_DOC)
 _REPORT_FIELDS = ("selector", "username", "token_calls", "appid_calls", "token_msgs",
                   "appid_msgs", "extra", "user_agent")
 
@@ -161,6 +171,9 @@ class FilesStorage:
     or any ``OSError`` (read-only, disk full, permission), raises
     :class:`~pushreport_core.StorageUnavailable`.
     """
+
+    #: ``[storage.files]`` options and their meaning (the generated reference).
+    OPTIONS_DOC = OPTIONS_DOC
 
     name = "files"
 

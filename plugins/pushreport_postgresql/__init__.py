@@ -30,6 +30,8 @@ from pushreport_core import ConfigurationError
 from pushreport_wsgi.hookspecs import hookimpl
 from pushreport_wsgi.storage import Storage, StorageContext, StorageFactory
 
+from ._options import OPTIONS_DOC
+
 if TYPE_CHECKING:
     from ._storage import (DEFAULT_POOL_MAX, DEFAULT_POOL_MIN, DEFAULT_TABLE,
                            DEFAULT_TIMEOUT, DSN_ENV, SCHEMA_VERSION, PostgreSQLStorage)
@@ -56,6 +58,9 @@ def _factory(options: Mapping[str, Any], context: StorageContext) -> Storage:
     except ImportError as exc:
         raise ConfigurationError(MISSING_DRIVER, key="storage.postgresql") from exc
     return PostgreSQLStorage.from_options(options, context)
+
+
+_factory.options_doc = OPTIONS_DOC  # type: ignore[attr-defined]
 
 
 @hookimpl

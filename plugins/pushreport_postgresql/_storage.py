@@ -20,6 +20,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pushreport_core import Registration, Report, StorageUnavailable
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
+from ._options import OPTIONS_DOC
+
 __all__ = ["PostgreSQLStorage", "SCHEMA_VERSION", "DEFAULT_TABLE", "DEFAULT_POOL_MIN",
            "DEFAULT_POOL_MAX", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "DSN_ENV"]
 
@@ -39,7 +41,7 @@ DSN_ENV = "PUSHREPORT_DATABASE_URL"
 #: Rows fetched per query while iterating: no connection is held between pages.
 PAGE_SIZE = 256
 
-_OPTIONS = ("dsn", "pool_min", "pool_max", "timeout", "table")
+_OPTIONS = tuple(OPTIONS_DOC)
 # Unquoted-style names only, short enough that "<table>_username" and "<table>_schema"
 # stay within PostgreSQL's 63-byte identifiers.
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
@@ -200,6 +202,9 @@ class PostgreSQLStorage:
     :class:`~pushreport_core.StorageUnavailable`. The DSN (which may hold a password)
     is not in the repr and in no message.
     """
+
+    #: ``[storage.postgresql]`` options and their meaning (the generated reference).
+    OPTIONS_DOC = OPTIONS_DOC
 
     name = "postgresql"
 

@@ -38,7 +38,19 @@ MAX_BUSY_TIMEOUT = 60.0
 #: whole table and holds no statement open between pages.
 PAGE_SIZE = 256
 
-_OPTIONS = ("path", "synchronous", "busy_timeout", "checkpoint_interval")
+OPTIONS_DOC = {
+    "path": "the database file, relative to the configuration file's folder (default "
+            "pushreport.sqlite3); created with its folder's permissions",
+    "synchronous": '"normal" (default: a report answered 200 survives a crash of the '
+                   'process; WAL mode) or "full" (an fsync before every answer: it also '
+                   "survives a power loss)",
+    "busy_timeout": "seconds a write waits for another process's lock before the app is "
+                    "answered 503 (default 2; 0 to 60)",
+    "checkpoint_interval": "seconds between WAL checkpoints taken by a background thread, "
+                           "off the request path (default 1; 0: SQLite checkpoints inside "
+                           "a write)",
+}
+_OPTIONS = tuple(OPTIONS_DOC)
 #: ``[storage.sqlite] checkpoint_interval``: seconds between WAL checkpoints taken by a
 #: background thread, off the request path. 0 leaves them to SQLite, which runs one
 #: inside whichever write crosses 1000 pages of WAL (measured: as costly as the upsert).
@@ -204,6 +216,9 @@ class SQLiteStorage:
     *busy_timeout* seconds, or any database failure, raises
     :class:`~pushreport_core.StorageUnavailable`.
     """
+
+    #: ``[storage.sqlite]`` options and their meaning (the generated reference).
+    OPTIONS_DOC = OPTIONS_DOC
 
     name = "sqlite"
 

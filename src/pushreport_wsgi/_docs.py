@@ -79,7 +79,10 @@ def _backend_options() -> dict[str, dict[str, str]]:
 
     out: dict[str, dict[str, str]] = {}
     for name, factory in sorted(collect_storage_factories(make_plugin_manager()).items()):
-        options = getattr(factory, "options_doc", None)
+        # A factory function's ``options_doc``, or a ``from_options`` classmethod's
+        # class's ``OPTIONS_DOC``: ``{option: meaning}``.
+        options = (getattr(factory, "options_doc", None)
+                   or getattr(getattr(factory, "__self__", None), "OPTIONS_DOC", None))
         if options:
             out[name] = dict(options)
     return out
@@ -176,7 +179,13 @@ def undocumented() -> list[str]:
         for field in _settings(section_cls):
             if not field.metadata.get("doc", "").strip():
                 missing.append(f"config key {name}.{field.name}")
-    for backend, options in _backend_options().items():
+    documented = _backend_options()
+    from ._plugins import collect_storage_factories, make_plugin_manager
+    for backend, factory in collect_storage_factories(make_plugin_manager()).items():
+        if (getattr(factory, "__module__", "") or "").startswith("pushreport_") and \
+                backend not in documented:
+            missing.append(f"backend {backend} (no options_doc / OPTIONS_DOC)")
+    for backend, options in documented.items():
         for option, text in options.items():
             if not text.strip():
                 missing.append(f"option storage.{backend}.{option}")
