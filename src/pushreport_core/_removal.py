@@ -36,8 +36,8 @@ import attrs
 
 from ._client import render_request
 from ._defaults import DefaultShapes, parse_default
-from ._errors import InvalidReport, MethodNotAllowed, RequestTooLarge
-from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes
+from ._errors import InvalidReport, MethodNotAllowed
+from ._report import DEFAULT_MAX_BODY, Shapes, parse_request
 from ._templates import Template
 from ._values import Registration, Report, Request, Secret, _extra
 
@@ -183,13 +183,9 @@ def parse_removal(request: Request, shapes: Shapes | None = None, *,
     short reason; never any other exception, whatever bytes arrive. The values are
     validated as a report's are (a malformed selector or token is refused).
     """
-    if len(request.body) > max_body:
-        raise RequestTooLarge(f"body is too large ({len(request.body)} > {max_body} bytes)")
-    if len(request.target) > MAX_TARGET:
-        raise RequestTooLarge(f"request target is too long ({len(request.target)} > "
-                              f"{MAX_TARGET} characters)")
     chosen = DEFAULT_REMOVAL_SHAPES if shapes is None else shapes
-    return Removal.from_report(chosen.parse_request(request))
+    # The same size limits and validation as a report's: one code path.
+    return Removal.from_report(parse_request(request, chosen, max_body=max_body))
 
 
 # -- keeping the reporter's and the removal's requests apart ------------------------------
