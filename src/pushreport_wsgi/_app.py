@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from werkzeug.wsgi import get_input_stream
 
-from pushreport_core import (MethodNotAllowed, PushReportError, RequestTooLarge,
+from pushreport_core import (InvalidReport, MethodNotAllowed, PushReportError, RequestTooLarge,
                              StorageUnavailable)
 from pushreport_core import Request as CoreRequest
 
@@ -156,7 +156,13 @@ class PushReportMiddleware:
         elif not environ.get("wsgi.input_terminated"):
             return b""
         stream = get_input_stream(environ, safe_fallback=True)
-        body: bytes = stream.read(limit + 1)
+        try:
+            body: bytes = stream.read(limit + 1)
+        except Exception as e:
+            # The client's fault, found while the server decodes the body for us: bad
+            # chunked framing, or the connection gone before Content-Length bytes came
+            # (gunicorn's InvalidChunkSize, NoMoreData; OSError). Not a 500.
+            raise InvalidReport("body could not be read") from e
         if len(body) > limit:
             raise RequestTooLarge(f"body is too large (> {limit} bytes)")
         return body
