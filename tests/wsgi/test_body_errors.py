@@ -69,3 +69,60 @@ def test_unreadable_body_is_400_and_stores_nothing(tmp_path, caplog, error: Exce
                "SERVER_NAME": "x", "SERVER_PORT": "80"}
     assert _call(app, environ) == ("200 OK", b"")
     app.close()
+
+
+class Trickle(io.RawIOBase):
+    """A wsgi.input that hands over at most 7 bytes a read, as a raw stream may."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), 7, len(self.data))
+        buffer[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+FORM = f"selector={SELECTOR}&token_msgs=QVBBOTFiRzlhcVd2bW54bllCWldH".encode()
+
+
+def _form_environ(stream: Any, length: int | None, terminated: bool) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST", "RAW_URI": "/token/", "PATH_INFO": "/token/",
+        "QUERY_STRING": "", "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "wsgi.input": stream, "wsgi.url_scheme": "http", "SERVER_NAME": "x",
+        "SERVER_PORT": "80"}
+    if length is not None:
+        environ["CONTENT_LENGTH"] = str(length)
+    if terminated:
+        environ["wsgi.input_terminated"] = True
+    return environ
+
+
+def test_body_cut_short_is_400_not_a_cut_token(tmp_path) -> None:
+    # gunicorn hands over whatever came before the connection ended: the first 50 bytes
+    # of this form are a valid report whose token is cut short.
+    app = create_app(make_config(tmp_path))
+    environ = _form_environ(io.BytesIO(FORM[:50]), len(FORM), terminated=True)
+    assert _call(app, environ) == ("400 Bad Request", f"body ended after 50 of {len(FORM)} "
+                                   "bytes\n".encode())
+    # A server that leaves the length to the app (werkzeug's LimitedStream) says so too.
+    environ = _form_environ(io.BytesIO(FORM[:50]), len(FORM), terminated=False)
+    assert _call(app, environ) == ("400 Bad Request", b"body could not be read\n")
+    assert list(app.receiver.storage) == []
+    app.close()
+
+
+@pytest.mark.parametrize(("length", "terminated"), [(len(FORM), True), (len(FORM), False),
+                                                    (None, True)],
+                         ids=["length-terminated", "length", "chunked"])
+def test_body_read_in_pieces_is_read_whole(tmp_path, length: int | None,
+                                           terminated: bool) -> None:
+    app = create_app(make_config(tmp_path))
+    assert _call(app, _form_environ(Trickle(FORM), length, terminated)) == ("200 OK", b"")
+    [stored] = list(app.receiver.storage)
+    assert stored.token_msgs == "QVBBOTFiRzlhcVd2bW54bllCWldH"
+    app.close()
