@@ -49,8 +49,8 @@ def template_urls(draw: Any) -> str:
     """``pushTokenReporterUrl`` values: a scheme and host, then placeholders and
     literals in random places of the path and query."""
     if draw(st.integers(0, 9)) == 0:
-        return draw(st.text(max_size=60))
-    return draw(_SCHEMES) + "".join(draw(st.lists(_URL_PIECES, max_size=14)))
+        return str(draw(st.text(max_size=60)))
+    return str(draw(_SCHEMES)) + "".join(draw(st.lists(_URL_PIECES, max_size=14)))
 
 
 _LITERAL = st.one_of(st.sampled_from(["token", "v2", "a-b", "x.y", "~u", "%2F", "%41", "é",
@@ -137,7 +137,7 @@ def json_post_data(draw: Any) -> str:
 
     tree = st.recursive(leaves, lambda c: obj(c) | st.lists(c, max_size=3).map(
         lambda xs: "[" + ", ".join(xs) + "]"), max_leaves=10)
-    text = draw(obj(tree))
+    text: str = draw(obj(tree))
     if text and draw(st.integers(0, 3)) == 0:
         i = draw(st.integers(0, len(text) - 1))
         text = text[:i] + draw(_JSON_LITERALS) + text[i + 1:]

@@ -102,7 +102,8 @@ HOSTILE = [
     ("pct-truncated", get(b"/token/?selector=" + SEL + b"%E2%82&token_msgs=" + TOK)),
     ("pct-nul", get(Q + TOK + b"%00")),
     ("pct-utf8-invalid", get(b"/token/?selector=" + SEL + b"&username=%C3%28&token_msgs=" + TOK)),
-    ("pct-overlong-slash", get(b"/token/?selector=" + SEL + b"&username=%C0%AF&token_msgs=" + TOK)),
+    ("pct-overlong-slash", get(b"/token/?selector=" + SEL + b"&username=%C0%AF&token_msgs="
+                               + TOK)),
     ("pct-surrogate", get(b"/token/?selector=" + SEL + b"&username=%ED%A0%80&token_msgs=" + TOK)),
     ("pct-in-selector", get(b"/token/?selector=%31" + SEL[1:] + b"%0A&token_msgs=" + TOK)),
     ("pct-in-path-shape", get(b"/pushToken/%ZZ/" + SEL + b"/" + TOK + b"%G&appid=com.x.y")),

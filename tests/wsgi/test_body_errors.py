@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,7 +51,9 @@ def _call(app: Any, environ: dict[str, Any]) -> tuple[str, bytes]:
 @pytest.mark.parametrize("framing", [{"CONTENT_LENGTH": "100"},
                                      {"wsgi.input_terminated": True}],
                          ids=["content-length", "chunked"])
-def test_unreadable_body_is_400_and_stores_nothing(tmp_path, caplog, error: Exception,
+def test_unreadable_body_is_400_and_stores_nothing(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture,
+                                                    error: Exception,
                                                     framing: dict[str, Any]) -> None:
     app = create_app(make_config(tmp_path))
     environ = {"REQUEST_METHOD": "POST", "RAW_URI": "/token/", "PATH_INFO": "/token/",
@@ -102,7 +105,7 @@ def _form_environ(stream: Any, length: int | None, terminated: bool) -> dict[str
     return environ
 
 
-def test_body_cut_short_is_400_not_a_cut_token(tmp_path) -> None:
+def test_body_cut_short_is_400_not_a_cut_token(tmp_path: Path) -> None:
     # gunicorn hands over whatever came before the connection ended: the first 50 bytes
     # of this form are a valid report whose token is cut short.
     app = create_app(make_config(tmp_path))
@@ -119,7 +122,7 @@ def test_body_cut_short_is_400_not_a_cut_token(tmp_path) -> None:
 @pytest.mark.parametrize(("length", "terminated"), [(len(FORM), True), (len(FORM), False),
                                                     (None, True)],
                          ids=["length-terminated", "length", "chunked"])
-def test_body_read_in_pieces_is_read_whole(tmp_path, length: int | None,
+def test_body_read_in_pieces_is_read_whole(tmp_path: Path, length: int | None,
                                            terminated: bool) -> None:
     app = create_app(make_config(tmp_path))
     assert _call(app, _form_environ(Trickle(FORM), length, terminated)) == ("200 OK", b"")

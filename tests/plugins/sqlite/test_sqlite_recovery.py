@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -20,7 +21,7 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def immutable(db_path: Path):
+def immutable(db_path: Path) -> Iterator[Callable[[bool], None]]:
     """Make the file read-only even for root, and let the test undo it halfway."""
     if os.geteuid() != 0:
         pytest.skip("needs root for the immutable flag (file modes do not stop root)")
@@ -45,7 +46,7 @@ def immutable(db_path: Path):
 
 @pytest.mark.parametrize("use", ["upsert", "upsert_many", "ping"])
 def test_read_only_then_writable_again_recovers_without_reopening(
-        db_path: Path, immutable, use: str) -> None:
+        db_path: Path, immutable: Callable[[bool], None], use: str) -> None:
     immutable(True)
     s = SQLiteStorage(path=db_path, busy_timeout=0.1)
     report = Report(selector=SELECTOR, token_calls="call1234")
