@@ -15,10 +15,12 @@ import json
 import time
 from typing import Any
 
+import pytest
 from hypothesis import assume, example, given, settings, strategies as st
 
-from pushreport_core import (ConfigurationError, InvalidReport, PushReportError, Report,
-                             Request, Template, parse_request, render_request)
+from pushreport_core import (ConfigurationError, InvalidReport, MethodNotAllowed,
+                             PushReportError, Report, Request, Template, parse_request,
+                             render_request)
 from pushreport_core._grammar import APP_ID, BAD_TEXT, SELECTOR, TOKEN
 from pushreport_core.testing import strategies as s
 
@@ -199,6 +201,7 @@ def assert_total(request: Request, template: Template) -> Report | None:
         assert isinstance(e, InvalidReport), repr(e)
         assert 400 <= e.error_status_hint < 500
         assert e.msg and "\n" not in e.msg, repr(e.msg)
+        assert e.msg.isprintable(), repr(e.msg)
         return None
     assert isinstance(report, Report)
     assert SELECTOR.fullmatch(report.selector)
@@ -296,3 +299,18 @@ def test_long_hostile_requests_take_linear_time(xml: dict[str, str], filler: str
     started = time.process_time()
     assert_total(request, template)
     assert time.process_time() - started < 1.0
+
+
+@pytest.mark.parametrize(("method", "shown"), [
+    ("\n", "'\\n'"), ("G\x00T", "'G\\x00T'"), ("GÉT", "'G\\xc9T'"), ("X" * 30, repr("X" * 20)),
+    ("PATCH", "PATCH"), ("M-SEARCH", "M-SEARCH"),
+])
+@pytest.mark.parametrize("template", [None, Template.parse(url="https://x/?s=%selector%")],
+                         ids=["default", "template"])
+def test_a_method_not_allowed_is_shown_on_one_printable_line(
+        method: str, shown: str, template: Template | None) -> None:
+    # Found by the long run of the properties above: the method was echoed as sent.
+    with pytest.raises(MethodNotAllowed) as info:
+        parse_request(Request(method=method, target="/token/"), template)
+    assert info.value.msg.startswith(f"method {shown} is not allowed here")
+    assert info.value.msg.isprintable()
