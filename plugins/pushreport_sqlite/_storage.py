@@ -271,6 +271,10 @@ class SQLiteStorage:
         if primary in _LOCKED:
             return StorageUnavailable("sqlite database is locked",
                                       retry_after=max(1, math.ceil(self.busy_timeout)))
+        # Anything else may stick to the connection: one that opened (or met) a
+        # read-only file stays read-only after the file is writable again. The next
+        # call opens a new one, which sees the file as it is then.
+        self._drop_connection()
         message = _MESSAGES.get(primary, "sqlite database failed") if primary is not None \
             else "sqlite database failed"
         return StorageUnavailable(message)
@@ -288,6 +292,16 @@ class SQLiteStorage:
         conn = self._open()
         local.conn, local.pid = conn, os.getpid()
         return conn
+
+    def _drop_connection(self) -> None:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            local.conn = None
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit. Each write below is a single statement,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Collection
 
-from ._errors import InvalidReport, MethodNotAllowed
+from ._errors import InvalidReport, MethodNotAllowed, shown_method
 from ._fields import DEFAULT_KEYS, FieldCollector, decode_form, decode_url, split_pairs
 from ._templates import FORM, load_json_body, media_type, _json_scalar
 from ._values import Report, Request
@@ -79,7 +79,7 @@ class DefaultShapes:
     def parse_request(self, request: Request) -> Report:
         method = request.method.upper()
         if method not in _METHODS:
-            raise MethodNotAllowed(f"method {method} is not allowed here",
+            raise MethodNotAllowed(f"method {shown_method(method)} is not allowed here",
                                    allowed=_METHODS)
         return parse_default(request, _TOKEN_PATH, body_methods=("POST", "PUT"))
 

@@ -7,6 +7,8 @@ speaks HTTP itself; only the WSGI adapter turns hints into responses.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "PushReportError",
     "InvalidReport",
@@ -130,6 +132,15 @@ class ConfigurationError(PushReportError):
             line = text[start:] if end < 0 else text[start:end]
             full += f"\n    {line}\n    {' ' * (position - start)}^"
         super().__init__(full)
+
+
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,20}")
+
+
+def shown_method(method: str) -> str:
+    """*method* as an error message may show it: as is when it is a short HTTP token,
+    else quoted, escaped and cut short, so that the message stays one printable line."""
+    return method if _HTTP_TOKEN.fullmatch(method) else ascii(method[:20])
 
 
 class MethodNotAllowed(InvalidReport):

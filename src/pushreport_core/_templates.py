@@ -19,7 +19,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 import attrs
 
 from . import _grammar as g
-from ._errors import ConfigurationError, InvalidReport, MethodNotAllowed
+from ._errors import ConfigurationError, InvalidReport, MethodNotAllowed, shown_method
 from ._fields import (PASSWORD_VARIABLE, VARIABLE_FIELDS, FieldCollector, decode_form,
                       decode_url, split_pairs)
 from ._values import Report, Request
@@ -603,8 +603,9 @@ class Template:
         """Parse *request* (already within size limits) into a validated report."""
         method = request.method.upper()
         if method != self.method and not (method == "HEAD" and self.method == "GET"):
-            raise MethodNotAllowed(f"method {method} is not allowed here; the template "
-                                   f"uses {self.method}", allowed=self.allowed_methods())
+            raise MethodNotAllowed(f"method {shown_method(method)} is not allowed here; "
+                                   f"the template uses {self.method}",
+                                   allowed=self.allowed_methods())
         m = self._path.regex.fullmatch(request.path)
         if m is None:
             raise InvalidReport("path does not match the configured template")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from werkzeug.wsgi import get_input_stream
 
-from pushreport_core import (MethodNotAllowed, PushReportError, RequestTooLarge,
+from pushreport_core import (InvalidReport, MethodNotAllowed, PushReportError, RequestTooLarge,
                              StorageUnavailable)
 from pushreport_core import AuthenticationRequired, TooManyRequests
 from pushreport_core import Request as CoreRequest
@@ -184,6 +184,7 @@ class PushReportMiddleware:
     def _read_body(self, environ: WSGIEnvironment) -> bytes:
         limit = self.receiver.config.reporter.max_body
         length = environ.get("CONTENT_LENGTH")
+        n = -1
         if length:
             try:
                 n = int(length)
@@ -194,7 +195,27 @@ class PushReportMiddleware:
         elif not environ.get("wsgi.input_terminated"):
             return b""
         stream = get_input_stream(environ, safe_fallback=True)
-        body: bytes = stream.read(limit + 1)
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while got <= limit:  # read() may return less than asked before the end
+                chunk: bytes = stream.read(limit + 1 - got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+                if 0 <= n <= got:
+                    break
+        except Exception as e:
+            # The client's fault, found while the server decodes the body for us: bad
+            # chunked framing, or the connection gone before Content-Length bytes came
+            # (gunicorn's InvalidChunkSize, NoMoreData; OSError). Not a 500.
+            raise InvalidReport("body could not be read") from e
+        body = b"".join(chunks)
+        if len(body) < n:
+            # The connection ended early (gunicorn hands over what came): a cut form
+            # would still parse, with a token cut short.
+            raise InvalidReport(f"body ended after {len(body)} of {n} bytes")
         if len(body) > limit:
             raise RequestTooLarge(f"body is too large (> {limit} bytes)")
         return body

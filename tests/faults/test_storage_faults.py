@@ -1,0 +1,204 @@
+"""A running ``pushreport serve`` whose database is locked, read-only or on a full disk:
+each report gets ``503`` with ``Retry-After`` (the app retries any non-2xx) and nothing
+of it is stored; once the fault clears, the very same server answers ``200`` again by
+itself, without a restart. Every report answered 200 is stored, none answered 503 is.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import (Server, answer, immutable, report_request, selector_for, stored,
+                       token_for)
+
+pytestmark = pytest.mark.e2e
+
+#: Seconds a fault may take to clear in the server's eyes once it is gone.
+RECOVERY = 5.0
+
+
+class Ledger:
+    """Reports sent to one server and how they were answered."""
+
+    def __init__(self, server: Server, tag: int) -> None:
+        self.server, self.tag, self.sent = server, tag, 0
+        self.ok: list[int] = []
+        self.refused: list[int] = []
+
+    def report(self) -> tuple[int, dict[str, str], bytes]:
+        i = self.sent
+        self.sent += 1
+        status, headers, body = answer(self.server, report_request(self.tag, i,
+                                                                   ("get", "form", "json")[i % 3]))
+        (self.ok if status == 200 else self.refused).append(i)
+        return status, headers, body
+
+    def during_fault(self, n: int, reason: str | tuple[str, ...]) -> None:
+        """*n* reports, each refused with 503, Retry-After and the backend's reason."""
+        reasons = (reason,) if isinstance(reason, str) else reason
+        for _ in range(n):
+            status, headers, body = self.report()
+            assert status == 503, (status, body)
+            assert int(headers["retry-after"]) >= 1
+            assert body.decode().rstrip("\n") in reasons, body
+
+    def recovers(self, n: int = 6) -> float:
+        """Report until one is answered 200 (within RECOVERY), then *n* more must be:
+        both workers serve again. Returns how long the first 200 took."""
+        started = time.monotonic()
+        while self.report()[0] != 200:
+            assert time.monotonic() - started < RECOVERY, self.server.output()[-2000:]
+            time.sleep(0.05)
+        took = time.monotonic() - started
+        for _ in range(n):
+            status, _, body = self.report()
+            assert status == 200, body
+        return took
+
+    def check_stored(self, db: Path) -> None:
+        """Exactly the reports answered 200 are stored, each with its own token."""
+        rows = stored(db)
+        mine = {sel: row for sel, row in rows.items()
+                if sel.endswith(f":{self.tag:04X}")}
+        assert set(mine) == {selector_for(self.tag, i) for i in self.ok}
+        for i in self.ok:
+            assert mine[selector_for(self.tag, i)] == (token_for(self.tag, i), 1)
+
+
+def _config(tmp_path: Path, path: str = "pushreport.sqlite3") -> str:
+    cfg = tmp_path / "pushreport.toml"
+    cfg.write_text(f'[storage.sqlite]\npath = "{path}"\nbusy_timeout = 0.2\n')
+    return str(cfg)
+
+
+def test_locked_database_is_503_then_200_once_the_lock_is_released(tmp_path: Path) -> None:
+    server = Server(tmp_path, "--config", _config(tmp_path))
+    try:
+        ledger = Ledger(server, 1)
+        assert ledger.report()[0] == 200
+        locker = sqlite3.connect(server.db, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            ledger.during_fault(4, "sqlite database is locked")
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        took = ledger.recovers()
+    finally:
+        server.stop()
+    ledger.check_stored(server.db)
+    print(f"locked: {len(ledger.refused)} answered 503, recovered in {took:.2f} s, 0 lost")
+
+
+def test_read_only_database_is_503_then_200_once_writable(tmp_path: Path) -> None:
+    # While the server runs: the database and its WAL become immutable. (Not the -shm
+    # file: SQLite maps it, and a write fault there is a SIGBUS that kills the worker,
+    # which then restarts; the app sees a dropped connection and retries.)
+    server = Server(tmp_path, "--config", _config(tmp_path))
+    files = [server.db, server.db.with_name(server.db.name + "-wal")]
+    try:
+        ledger = Ledger(server, 2)
+        assert ledger.report()[0] == 200
+        assert all(f.exists() for f in files)
+        immutable(files, True)
+        try:
+            ledger.during_fault(4, ("sqlite database is read-only",
+                                    "sqlite disk I/O error"))
+        finally:
+            immutable(files, False)
+        took = ledger.recovers()
+    finally:
+        server.stop()
+    ledger.check_stored(server.db)
+    print(f"read-only: {len(ledger.refused)} answered 503, recovered in {took:.2f} s, 0 lost")
+
+
+def test_server_started_on_a_read_only_database_recovers_when_writable(tmp_path: Path) -> None:
+    first = Server(tmp_path, "--config", _config(tmp_path))
+    try:
+        ledger = Ledger(first, 3)
+        assert ledger.report()[0] == 200
+    finally:
+        first.stop()
+    files = sorted(tmp_path.glob("pushreport.sqlite3*"))
+    immutable(files, True)
+    try:
+        server = Server(tmp_path, "--config", _config(tmp_path))
+        ledger.server = server
+        ledger.during_fault(4, "sqlite database is read-only")
+    finally:
+        immutable(files, False)
+    try:
+        took = ledger.recovers()
+    finally:
+        server.stop()
+    ledger.check_stored(server.db)
+    print(f"read-only at start: {len(ledger.refused)} answered 503, recovered in {took:.2f} s")
+
+
+def test_read_only_folder_is_503_then_200_once_writable(tmp_path: Path) -> None:
+    # A folder where SQLite cannot create the database's -wal and -shm files.
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = _config(tmp_path, "data/pushreport.sqlite3")
+    db = data / "pushreport.sqlite3"
+    first = Server(tmp_path, "--config", cfg, db=False)
+    try:
+        ledger = Ledger(first, 4)
+        assert ledger.report()[0] == 200
+    finally:
+        first.stop()
+    # The last connection to close removes -wal and -shm.
+    last = sqlite3.connect(db)
+    assert last.execute("SELECT count(*) FROM registrations").fetchone() == (1,)
+    last.close()
+    assert sorted(p.name for p in data.iterdir()) == ["pushreport.sqlite3"]
+    immutable([data], True)
+    try:
+        server = Server(tmp_path, "--config", cfg, db=False)
+        ledger.server = server
+        ledger.during_fault(4, "sqlite database file cannot be opened")
+    finally:
+        immutable([data], False)
+    try:
+        took = ledger.recovers()
+    finally:
+        server.stop()
+    ledger.check_stored(db)
+    print(f"read-only folder: {len(ledger.refused)} answered 503, recovered in {took:.2f} s")
+
+
+def test_full_disk_is_503_then_200_once_space_is_freed(tmp_path: Path, tmpfs: Path) -> None:
+    cfg = _config(tmp_path, "disk/pushreport.sqlite3")
+    db = tmpfs / "pushreport.sqlite3"
+    server = Server(tmp_path, "--config", cfg, db=False)
+    filler = tmpfs / "filler"
+    try:
+        ledger = Ledger(server, 5)
+        assert ledger.report()[0] == 200
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == 28  # ENOSPC: the disk is full
+        finally:
+            os.close(fd)
+        # Reports that still fit in pages SQLite already has may be stored (and
+        # answered 200): the first refused one shows the fault has bitten.
+        for _ in range(200):
+            if ledger.report()[0] == 503:
+                break
+        assert ledger.refused, "the full disk never refused a report"
+        ledger.during_fault(3, ("sqlite database or disk is full", "sqlite disk I/O error"))
+        filler.unlink()
+        took = ledger.recovers()
+    finally:
+        server.stop()
+    ledger.check_stored(db)
+    print(f"full disk: {len(ledger.refused)} answered 503, recovered in {took:.2f} s, 0 lost")
