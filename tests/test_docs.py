@@ -68,3 +68,27 @@ def test_check_mode_names_a_stale_file(tmp_path, monkeypatch, capsys):
     assert "stale: docs/configuration.md, docs/hooks.md, docs/cli.md" in capsys.readouterr().err
     assert _docs.main([]) == 0
     assert _docs.main(["--check"]) == 0
+
+
+def _readme_config_example() -> str:
+    text = (_docs.DOCS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Configuration reference", 1)[1]
+    return section.split("```toml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_configuration_example_loads_and_shows_every_key(tmp_path):
+    """The README's hand-written example is checked too: it must load as it stands
+    (no unknown key, no wrong value), and it must show every key of the schema."""
+    import tomllib
+
+    from pushreport_wsgi import Config
+
+    data = tomllib.loads(_readme_config_example())
+    Config.from_dict(data, base_dir=tmp_path)
+    missing = [key for key in CONFIG_KEYS
+               if key.partition(".")[2] not in data.get(key.partition(".")[0], {})]
+    assert missing == [], f"README's configuration example lacks {missing}"
+    documented = _docs._backend_options()
+    for backend, options in documented.items():
+        shown = data.get("storage", {}).get(backend, {})
+        assert set(options) <= set(shown), (backend, sorted(set(options) - set(shown)))
