@@ -480,22 +480,30 @@ class CallableAuthenticator:
 # --- from the configuration -------------------------------------------------------------
 
 def build_authenticators(auth: AuthConfig, shapes: Any, *,
-                         clock: Callable[[], float] = time.time) -> list[object]:
-    """The plugins ``[auth] methods`` asks for, checked against the template.
+                         clock: Callable[[], float] = time.time,
+                         removal_shapes: Any = None) -> list[object]:
+    """The plugins ``[auth] methods`` asks for, checked against the template (and the
+    Account Removal Reporter's template, which the same methods guard).
 
-    :raises ConfigurationError: the configuration asks for a credential the template
+    :raises ConfigurationError: the configuration asks for a credential a template
         does not carry (refused at start-up: a report could never authenticate).
     """
     check_auth_config(auth)
     template = shapes if isinstance(shapes, Template) else None
     default_shapes = shapes is DEFAULT_SHAPES
+    removal = removal_shapes if isinstance(removal_shapes, Template) else None
+
+    def carried(variable: str, method: str, key: str) -> None:
+        for which, t in (("template", template), ("removal template", removal)):
+            if t is not None and variable not in t.variables:
+                raise ConfigurationError(
+                    f"the {which} carries no %{variable}%: the {method} method needs it",
+                    key=key)
+
     plugins: list[object] = []
     for method in auth.methods:
         if method == "secret":
-            if template is not None and auth.secret_field not in template.variables:
-                raise ConfigurationError(
-                    f"the template carries no %{auth.secret_field}%: the secret method "
-                    "needs it", key="auth.secret_field")
+            carried(auth.secret_field, "secret", "auth.secret_field")
             secret = Secret(_from_env(auth.secret, auth.secret_env, "secret",
                                       "the secret method"))
             plugins.append(SecretAuthenticator(auth.secret_field, secret,
@@ -516,12 +524,8 @@ def build_authenticators(auth: AuthConfig, shapes: Any, *,
                 algorithms=auth.digest_algorithms, nonce_ttl=auth.nonce_ttl, key=key,
                 clock=clock))
         elif method == "callable":
-            if template is not None:
-                for variable in ("account[password]", "account[username]"):
-                    if variable not in template.variables:
-                        raise ConfigurationError(
-                            f"the template carries no %{variable}%: the callable method "
-                            "needs it", key="auth.callable")
+            for variable in ("account[password]", "account[username]"):
+                carried(variable, "callable", "auth.callable")
             plugins.append(CallableAuthenticator(
                 load_callable(auth.callable), cache_size=auth.cache_size,
                 cache_ttl=auth.cache_ttl, clock=clock, name=auth.callable))

@@ -111,10 +111,11 @@ class Receiver:
         # The built-in authenticators are plugins like any other, registered from the
         # configuration; a refusal at start-up (the template carries no credential) comes
         # before any backend is opened.
-        for plugin in build_authenticators(config.auth, shapes, clock=seconds):
+        removal_shapes = config.removal.shapes(shapes)
+        for plugin in build_authenticators(config.auth, shapes, clock=seconds,
+                                           removal_shapes=removal_shapes):
             pm.register(plugin)
         limiter = Limiter.from_config(config.limits, clock=seconds)
-        removal_shapes = config.removal.shapes(shapes)
         backends = open_backends(config, pm)
         if config.reporter.token_owner == "newest":
             for b in backends:

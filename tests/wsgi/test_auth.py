@@ -160,6 +160,22 @@ def test_template_without_the_secret_variable_is_refused_at_start_up(tmp_path):
                             "%account[pushSecret]%: the secret method needs it")
 
 
+def test_removal_template_without_the_secret_variable_is_refused_at_start_up(tmp_path):
+    """The same methods guard removals: a removal template that cannot carry the
+    secret would refuse every logout, so it is a start-up error too."""
+    from pushreport_wsgi._config import RemovalConfig
+
+    config = attrs.evolve(
+        make_config(tmp_path, url=SECRET_URL),
+        auth=AuthConfig(methods=("secret",), secret=SECRET,
+                        secret_field="account[pushSecret]"),
+        removal=RemovalConfig(url="https://push.example.com/removal/?selector=%selector%"))
+    with pytest.raises(ConfigurationError) as e:
+        Receiver.from_config(config, plugin_manager=make_plugin_manager())
+    assert str(e.value) == ("auth.secret_field: the removal template carries no "
+                            "%account[pushSecret]%: the secret method needs it")
+
+
 # --- the deployer's callable --------------------------------------------------------------
 
 USERS = {"alice": ACCOUNT_PASSWORD}
