@@ -18,7 +18,8 @@ from ._client import (DEFAULT_BACKOFF, DEFAULT_USER_AGENT, TRANSITIONS, AppEvent
 from ._defaults import DEFAULT_SHAPES, DefaultShapes
 from ._errors import (AppModelError, AuthenticationFailed, ConfigurationError, InvalidReport,
                       MethodNotAllowed, PushReportError, RequestTooLarge, StorageUnavailable)
-from ._errors import AuthenticationRequired, TooManyRequests
+from ._errors import (AuthenticationRequired, AuthenticationUnavailable, ServiceUnavailable,
+                      TooManyRequests)
 from ._gateway import (DEFAULT_GATEWAY_URL, PUSH_VERBS, InvalidPush, OutcomeKind, PushOutcome,
                        PushTarget, PushVerb, build_push, default_verb, judge_push_answer,
                        parse_retry_after, push_targets, retry_delay)
@@ -47,7 +48,8 @@ __all__ = [
     "RequestTooLarge", "Secret", "Shapes", "StorageUnavailable", "Template", "TokenPair",
     "account_xml", "format_time", "is_unknown", "merge", "parse_request", "parse_time",
     "render_request", "substitute", "xml_unescape",
-    "AuthenticationRequired", "TooManyRequests",
+    "AuthenticationRequired", "TooManyRequests", "AuthenticationUnavailable",
+    "ServiceUnavailable",
     "DEFAULT_REMOVAL_ACCOUNT_XML", "DEFAULT_REMOVAL_SHAPES", "REMOVAL_PREFIX",
     "DefaultRemovalShapes", "Removal", "default_removal_template", "parse_removal",
     "removal_account_xml", "removal_template", "shapes_overlap",

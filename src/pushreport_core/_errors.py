@@ -94,8 +94,8 @@ class TooManyRequests(PushReportError):
         self.retry_after = retry_after
 
 
-class StorageUnavailable(PushReportError):
-    """A storage backend failed or stayed locked: the backend's fault (503).
+class ServiceUnavailable(PushReportError):
+    """Something the receiver depends on failed: nobody's fault the app can fix (503).
 
     The app retries any non-2xx answer, so the report is not lost: it comes again.
     ``retry_after`` is the number of seconds to advertise in ``Retry-After``.
@@ -106,6 +106,15 @@ class StorageUnavailable(PushReportError):
     def __init__(self, msg: str, *, retry_after: int = 5) -> None:
         super().__init__(msg)
         self.retry_after = retry_after
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """A storage backend failed or stayed locked: the backend's fault (503)."""
+
+
+class AuthenticationUnavailable(ServiceUnavailable):
+    """The credential check itself failed (the deployer's callable raised): 503, so the
+    app retries, rather than a 403 that would blame the credentials."""
 
 
 class ConfigurationError(PushReportError):

@@ -18,7 +18,7 @@ from werkzeug.wsgi import get_input_stream
 
 from pushreport_core import (InvalidReport, MethodNotAllowed, PushReportError, RequestTooLarge,
                              StorageUnavailable)
-from pushreport_core import AuthenticationRequired, TooManyRequests
+from pushreport_core import AuthenticationRequired, ServiceUnavailable, TooManyRequests
 from pushreport_core import Request as CoreRequest
 
 from ._config import Config, load_config
@@ -158,9 +158,10 @@ class PushReportMiddleware:
             status = e.error_status_hint
             environ["pushreport.error"] = e.msg
             headers: list[tuple[str, str]] = []
-            if isinstance(e, StorageUnavailable):
+            if isinstance(e, ServiceUnavailable):
                 headers.append(("Retry-After", str(e.retry_after)))
-                log.warning("storage unavailable: %s", e.msg)
+                log.warning("%s: %s", "storage unavailable"
+                            if isinstance(e, StorageUnavailable) else "unavailable", e.msg)
             elif isinstance(e, MethodNotAllowed):
                 headers.append(("Allow", ", ".join(e.allowed)))
             elif isinstance(e, TooManyRequests):

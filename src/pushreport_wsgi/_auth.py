@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from pushreport_core import (DEFAULT_SHAPES, AuthenticationRequired, ConfigurationError,
-                             Report, Request, Secret, StorageUnavailable, Template)
+from pushreport_core import (DEFAULT_SHAPES, AuthenticationRequired,
+                             AuthenticationUnavailable, ConfigurationError, Report, Request,
+                             Secret, Template)
 
 from .hookspecs import hookimpl
 
@@ -470,7 +471,7 @@ class CallableAuthenticator:
             answer = self.check(username, password.reveal())
         except Exception as e:
             log.error("authentication callable %s failed: %s", self.name, type(e).__name__)
-            raise StorageUnavailable("authentication is unavailable") from None
+            raise AuthenticationUnavailable("authentication is unavailable") from None
         if answer is True:
             self._remember(key, now)
             return True

@@ -35,7 +35,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from pushreport_core import ConfigurationError
+from pushreport_core import ConfigurationError, StorageUnavailable
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -50,7 +50,7 @@ log = logging.getLogger("pushreport")
 
 #: Every ``reason`` a refused report is counted under.
 REASONS = ("invalid", "too_large", "method", "challenge", "auth", "rate_limited", "storage",
-           "internal")
+           "unavailable", "internal")
 _BY_STATUS = {401: "auth", 403: "auth", 405: "method", 413: "too_large", 414: "too_large",
               431: "too_large", 429: "rate_limited", 503: "storage"}
 #: Storage latency buckets, in seconds: a commit takes about a millisecond, a locked
@@ -77,6 +77,8 @@ def refusal_reason(error: BaseException) -> str:
         # A digest challenge to a request that brought no credentials: the normal
         # first half of every digest-authenticated report, not a failure.
         return "challenge"
+    if status == 503 and not isinstance(error, StorageUnavailable):
+        return "unavailable"  # the credential check failed, not a backend
     reason = _BY_STATUS.get(status)
     if reason is not None:
         return reason

@@ -228,6 +228,9 @@ def test_callable_failure_is_503_and_logs_no_password(tmp_path, users_module, ca
         resp = Client(app).get(query(username="explode", password=ACCOUNT_PASSWORD))
     assert resp.status_code == 503
     assert resp.data == b"authentication is unavailable\n"
+    assert resp.headers["Retry-After"] == "5"
+    assert "unavailable: authentication is unavailable" in caplog.text
+    assert "storage unavailable" not in caplog.text  # not blamed on storage
     assert "authentication callable pushreport_test_users:check_user failed: " \
         "RuntimeError" in caplog.text
     assert ACCOUNT_PASSWORD not in caplog.text

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
-from pushreport_core import (AuthenticationRequired, ConfigurationError, InvalidReport,
+from pushreport_core import (AuthenticationRequired, AuthenticationUnavailable,
+                             ConfigurationError, InvalidReport, StorageUnavailable,
                              TooManyRequests)
 from pushreport_wsgi import Backend, Config, Receiver, create_app, hookimpl, \
     make_plugin_manager
@@ -252,6 +253,8 @@ def test_missing_prometheus_client_names_the_extra(tmp_path, monkeypatch):
     (AuthenticationRequired("x", challenges=("Digest x",)), "challenge"),
     (AuthenticationRequired("x", challenges=("Digest x",), failed=True), "auth"),
     (TooManyRequests("x", retry_after=3), "rate_limited"),
+    (StorageUnavailable("x"), "storage"),
+    (AuthenticationUnavailable("x"), "unavailable"),
     (ValueError("x"), "internal"),
 ])
 def test_refusal_reason_comes_from_the_status_hint(error, reason):
