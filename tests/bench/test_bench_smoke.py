@@ -96,3 +96,14 @@ def test_memory_quick_prints_the_series_and_growth():
                                     - report["samples"][0]["rss_kib"])
     # Every report sent was answered 2xx: the server stored them all.
     assert report["load"]["ok"] == 2_000 and report["load"]["errors"] == 0
+
+
+def test_inprocess_quick_times_the_app_and_its_parts():
+    report = json.loads(run_script("inprocess.py", "--quick", "--json"))
+    assert set(report["results"]) == {"app", "receiver.handle", "storage upsert",
+                                      "parse_request"}
+    for name, r in report["results"].items():
+        assert len(r["runs_us"]) == report["runs"] == 2, name
+        assert 0 < r["min_us"] <= r["median_us"] <= r["max_us"], (name, r)
+    # Every report of the pool was stored once before the runs; the runs only update.
+    assert report["prefilled"] == report["rows_after"] == report["pool"] == 2_000
