@@ -16,6 +16,11 @@ path measured alone on the same pool::
     python bench/inprocess.py                 # ~1 min: 100,000 rows, 5 x 20,000 reports
     python bench/inprocess.py --quick         # a few seconds
     python bench/inprocess.py --profile       # and cProfile's top functions (own time)
+    python bench/inprocess.py --processes 2   # and 2 processes sharing the file at once
+
+With ``--processes 2`` each process's page cache is emptied by every commit of the other
+(SQLite resets it when the WAL changed under it), as with ``serve --workers 2``; one
+process alone keeps its cache warm, which flatters the storage.
 
 Nothing here asserts a timing; ``--json`` prints the figures as JSON.
 """
@@ -26,6 +31,7 @@ import argparse
 import cProfile
 import io
 import json
+import multiprocessing
 import pstats
 import statistics
 import sys
@@ -90,6 +96,57 @@ def measure(fn: Callable[[int], object], indices: Iterable[list[int]]) -> dict[s
             "runs_us": [round(r, 2) for r in runs]}
 
 
+def _sharer(db: Path, chunks: list[list[int]], barrier: Any, out: Any) -> None:
+    """One of --processes: its own app on the shared file, timed like the main one."""
+    app = create_app(Config().with_sqlite_path(db))
+    try:
+        environs = {i: environ_for(i) for chunk in chunks for i in chunk}
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Any:
+            if not status.startswith("200"):
+                raise RuntimeError(f"a report was answered {status!r}")
+
+        def call_app(i: int) -> object:
+            env = environs[i].copy()
+            env["wsgi.input"] = io.BytesIO(b"")
+            return app(env, start_response)
+
+        per_call(call_app, chunks[0][:1_000])  # warm-up
+        barrier.wait(timeout=120)
+        out.put(measure(call_app, chunks))
+    except BaseException as e:  # reported by the parent
+        out.put({"error": repr(e)})
+    finally:
+        app.close()
+
+
+def shared(db: Path, chunks: list[list[int]], processes: int) -> dict[str, Any]:
+    """Time the app in *processes* processes at once on one database file, as the
+    workers of ``pushreport serve --workers N`` share it: each takes every N-th report
+    of each run. The figures are the medians over the processes."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_sharer, args=(
+        db, [chunk[p::processes] for chunk in chunks], barrier, out), daemon=True)
+        for p in range(processes)]
+    for proc in procs:
+        proc.start()
+    try:
+        results = [out.get(timeout=600) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(errors[0])
+    runs = [statistics.median(values) for values in zip(*(r["runs_us"] for r in results))]
+    return {"median_us": statistics.median(runs), "min_us": min(runs), "max_us": max(runs),
+            "runs_us": [round(r, 2) for r in runs]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pool", type=int, default=POOL,
@@ -100,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--parts", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the parts (parse, receiver, storage) alone")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="also time the app in N processes sharing the database "
+                             "at once, as serve's N workers do (default 1: not at all)")
     parser.add_argument("--profile", action="store_true",
                         help="print cProfile's top functions of one more run")
     parser.add_argument("--quick", action="store_true",
@@ -140,10 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
             reports = [parse_request(r) for r in requests]
             writer = receiver.backends[0].writer
+            # The write the app does: without reading the row back when it can.
+            write = getattr(writer, "upsert_quiet", None) or writer.upsert
             clock = receiver.clock
 
             def call_storage(i: int) -> object:
-                return writer.upsert(reports[i], now=clock())
+                return write(reports[i], now=clock())
 
             # One index sequence shared by every run: a stride through the pool, so
             # that consecutive reports touch distinct rows (as concurrent apps do).
@@ -161,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if args.parts:
                 results["receiver.handle"] = measure(call_receiver, chunks)
-                results["storage upsert"] = measure(call_storage, chunks)
+                results["storage write"] = measure(call_storage, chunks)
                 results["parse_request"] = measure(call_parse, chunks)
             profile_text = ""
             if args.profile:
@@ -176,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = storage.count()
         finally:
             app.close()
+        if args.processes > 1:
+            results[f"app, {args.processes} processes"] = shared(
+                Path(tmp, "bench.sqlite3"), chunks, args.processes)
 
     report = {"pool": args.pool, "prefilled": prefilled, "rows_after": rows,
               "count": args.count, "runs": args.runs, "fill_s": round(fill_s, 1),
@@ -186,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Python {report['python']}; {prefilled:,} registrations stored "
               f"({fill_s:.1f} s), pool {args.pool:,}; {args.runs} runs x {args.count:,} "
               "reports; CPU µs per report (this process)")
-        print(f"{'path':<18}{'median':>9}{'min':>9}{'max':>9}")
+        print(f"{'path':<20}{'median':>9}{'min':>9}{'max':>9}")
         for name, r in results.items():
-            print(f"{name:<18}{r['median_us']:>9.1f}{r['min_us']:>9.1f}{r['max_us']:>9.1f}")
+            print(f"{name:<20}{r['median_us']:>9.1f}{r['min_us']:>9.1f}{r['max_us']:>9.1f}")
     if profile_text:
         print(profile_text)
     return 0

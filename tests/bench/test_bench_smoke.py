@@ -100,7 +100,7 @@ def test_memory_quick_prints_the_series_and_growth():
 
 def test_inprocess_quick_times_the_app_and_its_parts():
     report = json.loads(run_script("inprocess.py", "--quick", "--json"))
-    assert set(report["results"]) == {"app", "receiver.handle", "storage upsert",
+    assert set(report["results"]) == {"app", "receiver.handle", "storage write",
                                       "parse_request"}
     for name, r in report["results"].items():
         assert len(r["runs_us"]) == report["runs"] == 2, name
