@@ -45,8 +45,7 @@ def test_a_report_with_no_hook_is_stored_without_reading_it_back(tmp_path, state
     assert c.get(SPEC_GET).status_code == 200
     assert c.get(SPEC_GET.replace("&token_msgs=QVBB", "&token_msgs=null&x=QVBB"))\
         .status_code == 200
-    assert statements.count(sqlite_storage.UPSERT_QUIET) == 2
-    assert sqlite_storage.UPSERT not in statements
+    assert statements == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET] * 2
     # The same merge rule: the second report's null token erased nothing.
     stored = app.receiver.storage.get(SELECTOR)
     assert stored is not None
@@ -76,11 +75,11 @@ def test_a_hook_registered_after_the_app_is_built_gets_the_registration(tmp_path
     assert c.get(SPEC_GET).status_code == 200
     assert [r.reports for r in plugin.registrations] == [2]
     assert plugin.registrations[0].token_msgs == TOKEN_MSGS
-    assert statements.count(sqlite_storage.UPSERT_QUIET) == 1
-    assert statements.count(sqlite_storage.UPSERT) == 1
+    assert statements == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET,
+                          sqlite_storage.UPSERT_SAME_USERNAME]
     pm.unregister(plugin)
     assert c.get(SPEC_GET).status_code == 200
-    assert statements.count(sqlite_storage.UPSERT_QUIET) == 2
+    assert statements[2:] == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET]
     assert len(plugin.registrations) == 1
     app.close()
 
@@ -88,8 +87,8 @@ def test_a_hook_registered_after_the_app_is_built_gets_the_registration(tmp_path
 def test_token_owner_newest_reads_the_registration_back(tmp_path, statements):
     app = create_app(make_config(tmp_path, token_owner="newest"))
     assert Client(app).get(SPEC_GET).status_code == 200
-    assert sqlite_storage.UPSERT in statements
-    assert sqlite_storage.UPSERT_QUIET not in statements
+    assert sqlite_storage.UPSERT_SAME_USERNAME in statements
+    assert not any(s.startswith("INSERT") and "RETURNING" not in s for s in statements)
     app.close()
 
 
@@ -165,3 +164,40 @@ def test_group_commit_passes_a_quiet_upsert_on_when_the_storage_has_one(quiet, e
     group.upsert_quiet(Report(selector=SELECTOR), now=T0)
     assert storage.calls == [expected, expected]
     assert (group.batches, group.reports, group._leading) == (2, 2, False)
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_new_username_is_stored_by_the_whole_rule(tmp_path, statements, quiet):
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    write = storage.upsert_quiet if quiet else storage.upsert
+    write(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=T0)
+    write(Report(selector=SELECTOR, username="alice"), now=T0)  # the row had none
+    write(Report(selector=SELECTOR, username="alice"), now=T0)
+    write(Report(selector=SELECTOR), now=T0)  # no username: keeps alice
+    write(Report(selector=SELECTOR, username="bob", token_calls=TOKEN_CALLS), now=T0)
+    stored = storage.get(SELECTOR)
+    assert stored is not None
+    assert (stored.username, stored.token_msgs, stored.token_calls, stored.reports) == \
+        ("bob", TOKEN_MSGS, TOKEN_CALLS, 5)
+    assert [r.selector for r in storage.find(username="bob")] == [SELECTOR]
+    assert storage.find(username="alice") == []
+    whole = sqlite_storage.UPSERT_QUIET if quiet else sqlite_storage.UPSERT
+    # The whole rule ran for the two reports that changed the username, only.
+    assert statements.count(whole) == 2
+    storage.close()
+
+
+def test_a_report_repeating_the_username_writes_one_page(tmp_path):
+    """The username index is left alone when the username does not change: each commit
+    appends one page (the row's) to the WAL, not two."""
+    path = tmp_path / "db.sqlite3"
+    storage = SQLiteStorage(path, checkpoint_interval=0)
+    storage.upsert_quiet(Report(selector=SELECTOR, username="alice"), now=T0)
+    page = storage._run("PRAGMA page_size")[0][0]
+    wal = path.with_name(path.name + "-wal")
+    before = wal.stat().st_size
+    for n in range(10):
+        storage.upsert_quiet(Report(selector=SELECTOR, username="alice",
+                                    token_msgs=f"TOKEN{n:04d}AAAA"), now=T0)
+    assert (wal.stat().st_size - before) == 10 * (page + 24)
+    storage.close()
