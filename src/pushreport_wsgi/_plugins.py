@@ -115,6 +115,8 @@ def transform_report(pm: pluggy.PluginManager, report: Report, request: Request)
     :raises TypeError: a plugin returned something that is neither a ``Report`` nor
         ``None`` (a plugin bug, not the client's fault).
     """
+    if not pm.hook.pushreport_transform_report.get_hookimpls():
+        return report  # the usual case: no transform plugin, nothing to walk
     for impl in _impls_in_call_order(pm, "pushreport_transform_report"):
         result = _call(impl, report=report, request=request)
         if result is None:
