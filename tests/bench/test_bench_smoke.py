@@ -107,3 +107,13 @@ def test_inprocess_quick_times_the_app_and_its_parts():
         assert 0 < r["min_us"] <= r["median_us"] <= r["max_us"], (name, r)
     # Every report of the pool was stored once before the runs; the runs only update.
     assert report["prefilled"] == report["rows_after"] == report["pool"] == 2_000
+
+
+def test_workers_quick_compares_worker_counts_and_stops_its_servers():
+    report = json.loads(run_script("workers.py", "--quick", "--workers", "1,2", "--json"))
+    assert [r["workers"] for r in report["results"]] == [1, 2]
+    for r in report["results"]:
+        # Every setting answered reports (no error) and used CPU for them.
+        assert r["rps"] > 0 and r["errors"] == 0 and r["cpu_us"] > 0, r
+        assert r["p50_ms"] <= r["p99_ms"], r
+        assert refused(r["port"]), f"workers={r['workers']} still listens on {r['port']}"
