@@ -184,6 +184,8 @@ def _db_time(value: datetime) -> str:
 
 
 def _dump_extra(extra: Mapping[str, str]) -> str:
+    if not extra:
+        return "{}"  # nearly every report: what json.dumps gives, without the call
     return json.dumps(dict(extra), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
@@ -204,7 +206,7 @@ def _decode(row: tuple[Any, ...]) -> Registration:
         return Registration(
             selector=selector, username=username, token_calls=token_calls,
             appid_calls=appid_calls, token_msgs=token_msgs, appid_msgs=appid_msgs,
-            extra=json.loads(extra), user_agent=user_agent,
+            extra={} if extra == "{}" else json.loads(extra), user_agent=user_agent,
             first_seen=parse_time(first_seen), last_seen=parse_time(last_seen),
             reports=reports)
     except (TypeError, ValueError) as exc:
