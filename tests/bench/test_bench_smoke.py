@@ -45,7 +45,7 @@ def refused(port: int) -> bool:
                                                  reason="wrk is not installed")),
 ])
 def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: Path):
-    out = run_script("load.py", "--quick", "--tool", tool,
+    out = run_script("load.py", "--quick", "--tool", tool, "--prefill", "2000",
                      "--json", str(tmp_path / "r.json"))
     assert re.search(r"^target\s+req/s\s+p50 ms\s+p99 ms\s+errors\s+ratio"
                      r"\s+server CPU µs/req$", out, re.M), out
@@ -67,9 +67,10 @@ def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: 
     assert re.search(rf"^full: ratio {NUMBER} vs target >= 0\.50: (met|MISSED)$", out,
                      re.M), out
     assert f"{tool}, 32 connections" in out
+    assert "; 2,000 registrations stored before" in out
 
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["tool"] == tool
+    assert report["tool"] == tool and report["prefill"] == 2_000
     assert [r["target"] for r in report["results"]] == ["bare", "normal", "full"]
     for r in report["results"]:
         assert set(r) >= {"rps", "p50_ms", "p99_ms", "errors", "ratio", "cpu_us", "port"}
