@@ -24,6 +24,7 @@ Every server is killed at the end, on Ctrl-C and on errors. Traffic stays on 127
     python bench/load.py                 # 10 s per target, 32 connections
     python bench/load.py --rounds 3      # the figures in bench/README.md
     python bench/load.py --quick         # 1 s per target: a smoke run
+    python bench/load.py --prefill 100000    # every report updates a stored row
     python bench/load.py --json              # JSON instead of the table
     python bench/load.py --json out.json     # the table, and JSON into out.json
 """
@@ -228,6 +229,26 @@ def pushreport_server(workdir: Path, name: str, *, synchronous: str = "normal",
     return Server(name, argv, port, workdir, workers)
 
 
+def prefill_databases(workdir: Path, n: int, names: Sequence[str]) -> None:
+    """Store reports 0 … n-1 of the pool in ``<name>.sqlite3`` for each of *names*, with
+    the real SQLite backend, so that the servers' reports update stored rows (as most
+    reports in the field do: every app start) instead of inserting them."""
+    import shutil
+
+    from inprocess import prefill
+    from pushreport_sqlite import SQLiteStorage
+
+    first = workdir / f"{names[0]}.sqlite3"
+    storage = SQLiteStorage(first, checkpoint_interval=0)
+    try:
+        prefill(storage, n)
+        storage._run("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        storage.close()
+    for name in names[1:]:
+        shutil.copyfile(first, workdir / f"{name}.sqlite3")
+
+
 def _median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -241,6 +262,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="pushreport-bench-") as tmp:
         workdir = Path(tmp)
+        if args.prefill:
+            _say(args, f"storing {args.prefill:,} registrations of the pool first")
+            prefill_databases(workdir, args.prefill, ("normal", "full"))
         servers = {"bare": bare_server(workdir),
                    "normal": pushreport_server(workdir, "normal"),
                    "full": pushreport_server(workdir, "full", synchronous="full")}
@@ -293,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_us": _median([r["cpu_us"] for r in per_round]),
         })
     return {"machine": loadgen.machine(), "loadavg_before": loadavg_before, "tool": tool,
+            "prefill": args.prefill,
             "duration": args.duration, "connections": args.connections,
             "threads": args.threads, "rounds": args.rounds, "per_round": rounds,
             "results": summary,
@@ -341,7 +366,9 @@ def table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{report['tool']}, {report['connections']} connections, "
                  f"{report['threads']} threads, {report['duration']:g} s per target, "
-                 f"{report['rounds']} round(s); medians")
+                 f"{report['rounds']} round(s); medians"
+                 + (f"; {report['prefill']:,} registrations stored before"
+                    if report.get("prefill") else ""))
     lines.append(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, "
                  f"SQLite {m['sqlite']}, gunicorn {m['gunicorn']}, wrk {m['wrk']}; "
                  f"load average before: {report['loadavg_before']}")
@@ -359,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="wrk threads or load processes (default 2)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="drive the three targets in turn N times (default 1)")
+    parser.add_argument("--prefill", type=int, default=0, metavar="N",
+                        help="store the pool's first N registrations in each pushreport "
+                             "database before the run (default 0: the run inserts first "
+                             "and only updates once the pool has gone round)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of warm-up per target (default 2)")
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto",
@@ -373,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
     if args.duration <= 0 or args.duration > 600 or args.rounds < 1 or args.rounds > 20:
         parser.error("--duration must be in (0, 600] and --rounds in [1, 20]")
+    if not 0 <= args.prefill <= loadgen.POOL:
+        parser.error(f"--prefill must be in [0, {loadgen.POOL}]")
     install_signal_handlers()
     try:
         report = run(args)

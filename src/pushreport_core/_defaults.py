@@ -41,9 +41,21 @@ def _add(into: FieldCollector, key: str, value: str) -> None:
 
 
 def _add_pairs(into: FieldCollector, raw: str) -> None:
-    for key, value in split_pairs(raw):
+    # split_pairs, decode_form and _add in one loop: this runs for every pair of every
+    # query and form report.
+    keys = DEFAULT_KEYS
+    for item in raw.split("&"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
         name = decode_form(key, "a parameter name")
-        _add(into, name, decode_form(value, name))
+        value = decode_form(value, name)
+        lk = name.lower()
+        field = keys.get(lk)
+        if field is None:
+            into.add_extra(lk, value)
+        else:
+            into.add(field, value)
 
 
 class DefaultShapes:

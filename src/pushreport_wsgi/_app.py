@@ -152,7 +152,7 @@ class PushReportMiddleware:
                 environ["pushreport.removed"] = outcome.removed is not None
                 selector = outcome.selector
             else:
-                selector = self.receiver.handle(request, notes=notes).selector
+                selector = self.receiver.accept(request, notes=notes)
         except PushReportError as e:
             self.receiver.metrics.report_refused(e)
             status = e.error_status_hint

@@ -91,6 +91,28 @@ class GroupCommit:
         assert item.result is not None
         return item.result
 
+    def upsert_quiet(self, report: Report, *, now: datetime) -> None:
+        """:meth:`upsert` for a caller that needs no :class:`Registration` back: the
+        backend's ``upsert_quiet`` when it has one and nobody else is writing (a batch
+        reads its rows back anyway)."""
+        quiet = getattr(self.storage, "upsert_quiet", None)
+        if quiet is None:
+            self.upsert(report, now=now)
+            return
+        with self._lock:
+            alone = not self._leading
+            if alone:
+                self._leading = True
+        if not alone:
+            self.upsert(report, now=now)
+            return
+        try:
+            quiet(report, now=now)
+        finally:
+            self._release()
+        self.batches += 1
+        self.reports += 1
+
     def _release(self) -> None:
         """Our write is done: hand the lead to the first waiting report, if any."""
         with self._lock:

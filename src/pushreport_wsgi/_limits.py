@@ -145,10 +145,12 @@ class Lockout:
         """Seconds *key* stays locked out, ``0.0`` when it is not."""
         if self.failures <= 0:
             return 0.0
-        now = self.clock()
         with self._lock:
             entry = self._table.get(key)
-            if entry is None or entry[2] <= now:
+            if entry is None:  # the usual case: no failure counted, no clock to read
+                return 0.0
+            now = self.clock()
+            if entry[2] <= now:
                 return 0.0
             return entry[2] - now
 
@@ -186,6 +188,11 @@ def client_address(environ: Mapping[str, object], header: str = "") -> str | Non
             return value.rsplit(",", 1)[-1].strip()[:64] or None
     remote = environ.get("REMOTE_ADDR")
     return remote if isinstance(remote, str) else None
+
+
+#: The text fields of a report that are stored, in ``Report.stored_fields()`` order.
+_TEXT_FIELDS = ("selector", "username", "token_calls", "appid_calls", "token_msgs",
+                "appid_msgs", "user_agent")
 
 
 def _username_key(report: Report, request: Request) -> str:
@@ -243,7 +250,8 @@ class Limiter:
 
     def check_report(self, report: Report, request: Request) -> None:
         limit = self.max_field
-        for name, value in report.stored_fields().items():
+        for name in _TEXT_FIELDS:
+            value = getattr(report, name)
             if isinstance(value, str) and len(value) > limit:
                 raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} "
                                       "characters)")

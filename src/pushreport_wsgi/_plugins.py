@@ -115,6 +115,8 @@ def transform_report(pm: pluggy.PluginManager, report: Report, request: Request)
     :raises TypeError: a plugin returned something that is neither a ``Report`` nor
         ``None`` (a plugin bug, not the client's fault).
     """
+    if not pm.hook.pushreport_transform_report.get_hookimpls():
+        return report  # the usual case: no transform plugin, nothing to walk
     for impl in _impls_in_call_order(pm, "pushreport_transform_report"):
         result = _call(impl, report=report, request=request)
         if result is None:
@@ -136,7 +138,11 @@ def authenticate(pm: pluggy.PluginManager, report: Report, request: Request, *,
     fails closed. *kind* is ``"report"`` or ``"removal"`` (then *report* is
     ``removal.as_report()``).
     """
-    answers: list[Any] = pm.hook.pushreport_authenticate(
+    caller = pm.hook.pushreport_authenticate
+    if not caller.get_hookimpls():
+        # Nobody to ask (the default): what the call would answer, without the call.
+        return True
+    answers: list[Any] = caller(
         report=report, username=report.username, password=report.password,
         request=request, kind=kind)
     return all(answer is True for answer in answers)

@@ -159,6 +159,21 @@ class Receiver:
         *notes*, when given, receives the report's ``shape`` and ``selector`` as soon as
         it is parsed (for the access log, even when the report is refused later).
         """
+        stored = self._store(request, notes, read_back=True)[1]
+        assert stored is not None
+        return stored
+
+    def accept(self, request: Request, *, notes: dict[str, str] | None = None) -> str:
+        """:meth:`handle` for a caller that only needs the selector (the WSGI adapter).
+
+        The same checks, hooks and commits; the stored registration is only read back
+        from a backend that can skip it (``upsert_quiet``) when something needs it: a
+        ``pushreport_report_stored`` hook, or ``token_owner = "newest"``.
+        """
+        return self._store(request, notes, read_back=False)[0].selector
+
+    def _store(self, request: Request, notes: dict[str, str] | None, *,
+               read_back: bool) -> tuple[Report, Registration | None]:
         limiter = self.limiter
         if limiter is not None:
             limiter.check_request(request)
@@ -171,11 +186,19 @@ class Receiver:
         now = self.clock()
         newest = self.config.reporter.token_owner == "newest"
         before = self._stored_before(report) if newest else None
+        stored_hooks = pm.hook.pushreport_report_stored
+        read_back = read_back or newest or bool(stored_hooks.get_hookimpls())
         stored: Registration | None = None
+        committed = False
         for backend in self.backends:
             started = time.perf_counter()
             try:
-                result = backend.writer.upsert(report, now=now)
+                # A writer's upsert_quiet reads nothing back (SQLite: no RETURNING).
+                quiet = None if read_back else getattr(backend.writer, "upsert_quiet", None)
+                if quiet is None:
+                    result = backend.writer.upsert(report, now=now)
+                else:
+                    result = quiet(report, now=now)
             except StorageUnavailable as e:
                 self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
@@ -191,17 +214,20 @@ class Receiver:
                 self._best_effort_failed(backend, e)
                 continue
             self.metrics.storage_done(backend.name, time.perf_counter() - started)
-            if stored is None:
-                stored = result
-        if stored is None:  # pragma: no cover - open_backends requires one required
+            if not committed:
+                stored, committed = result, True
+        if not committed:  # pragma: no cover - open_backends requires one required
             raise StorageUnavailable("no storage backend committed the report")
+        if not read_back:
+            return report, None
+        assert stored is not None
         if newest:
             stored = self._claim_tokens(before, report, stored)
         try:
-            pm.hook.pushreport_report_stored(registration=stored, report=report)
+            stored_hooks(registration=stored, report=report)
         except Exception:
             log.exception("a pushreport_report_stored hook failed; the report is stored")
-        return stored
+        return report, stored
 
     def _admit(self, report: Report, request: Request, kind: str) -> None:
         """Length and rate limits, then authentication: raise unless *report* may go on.

@@ -45,7 +45,7 @@ def refused(port: int) -> bool:
                                                  reason="wrk is not installed")),
 ])
 def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: Path):
-    out = run_script("load.py", "--quick", "--tool", tool,
+    out = run_script("load.py", "--quick", "--tool", tool, "--prefill", "2000",
                      "--json", str(tmp_path / "r.json"))
     assert re.search(r"^target\s+req/s\s+p50 ms\s+p99 ms\s+errors\s+ratio"
                      r"\s+server CPU µs/req$", out, re.M), out
@@ -67,9 +67,10 @@ def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: 
     assert re.search(rf"^full: ratio {NUMBER} vs target >= 0\.50: (met|MISSED)$", out,
                      re.M), out
     assert f"{tool}, 32 connections" in out
+    assert "; 2,000 registrations stored before" in out
 
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["tool"] == tool
+    assert report["tool"] == tool and report["prefill"] == 2_000
     assert [r["target"] for r in report["results"]] == ["bare", "normal", "full"]
     for r in report["results"]:
         assert set(r) >= {"rps", "p50_ms", "p99_ms", "errors", "ratio", "cpu_us", "port"}
@@ -96,3 +97,24 @@ def test_memory_quick_prints_the_series_and_growth():
                                     - report["samples"][0]["rss_kib"])
     # Every report sent was answered 2xx: the server stored them all.
     assert report["load"]["ok"] == 2_000 and report["load"]["errors"] == 0
+
+
+def test_inprocess_quick_times_the_app_and_its_parts():
+    report = json.loads(run_script("inprocess.py", "--quick", "--json"))
+    assert set(report["results"]) == {"app", "receiver.handle", "storage write",
+                                      "parse_request"}
+    for name, r in report["results"].items():
+        assert len(r["runs_us"]) == report["runs"] == 2, name
+        assert 0 < r["min_us"] <= r["median_us"] <= r["max_us"], (name, r)
+    # Every report of the pool was stored once before the runs; the runs only update.
+    assert report["prefilled"] == report["rows_after"] == report["pool"] == 2_000
+
+
+def test_workers_quick_compares_worker_counts_and_stops_its_servers():
+    report = json.loads(run_script("workers.py", "--quick", "--workers", "1,2", "--json"))
+    assert [r["workers"] for r in report["results"]] == [1, 2]
+    for r in report["results"]:
+        # Every setting answered reports (no error) and used CPU for them.
+        assert r["rps"] > 0 and r["errors"] == 0 and r["cpu_us"] > 0, r
+        assert r["p50_ms"] <= r["p99_ms"], r
+        assert refused(r["port"]), f"workers={r['workers']} still listens on {r['port']}"

@@ -1,0 +1,203 @@
+"""The report path skips reading the stored row back when nothing needs it, and only then.
+
+A ``pushreport_report_stored`` hook (even one registered after the app is built),
+``token_owner = "newest"`` or a backend whose ``upsert`` does more than the SQLite
+backend's (the webhook backend's event) each keep the full ``upsert``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+import pytest
+from werkzeug.test import Client
+
+import pushreport_sqlite._storage as sqlite_storage
+from pushreport_core import Registration, Report
+from pushreport_sqlite import SQLiteStorage
+from pushreport_wsgi import Receiver, create_app, hookimpl, make_plugin_manager
+from pushreport_wsgi._batch import GroupCommit
+
+from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS, make_config
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement the SQLite backend runs through ``_run``, in order."""
+    seen: list[str] = []
+    run = SQLiteStorage._run
+
+    def spy(self: SQLiteStorage, sql: str, params: Any = (), **kw: Any) -> Any:
+        seen.append(sql)
+        return run(self, sql, params, **kw)
+
+    monkeypatch.setattr(SQLiteStorage, "_run", spy)
+    return seen
+
+
+def test_a_report_with_no_hook_is_stored_without_reading_it_back(tmp_path, statements):
+    app = create_app(make_config(tmp_path))
+    c = Client(app)
+    assert c.get(SPEC_GET).status_code == 200
+    assert c.get(SPEC_GET.replace("&token_msgs=QVBB", "&token_msgs=null&x=QVBB"))\
+        .status_code == 200
+    assert statements == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET] * 2
+    # The same merge rule: the second report's null token erased nothing.
+    stored = app.receiver.storage.get(SELECTOR)
+    assert stored is not None
+    assert (stored.username, stored.token_msgs, stored.token_calls, stored.reports) == \
+        ("johndow", TOKEN_MSGS, TOKEN_CALLS, 2)
+    app.close()
+
+
+class Stored:
+    def __init__(self) -> None:
+        self.registrations: list[Registration] = []
+
+    @hookimpl
+    def pushreport_report_stored(self, registration: Registration) -> None:
+        self.registrations.append(registration)
+
+
+def test_a_hook_registered_after_the_app_is_built_gets_the_registration(tmp_path,
+                                                                         statements):
+    pm = make_plugin_manager()
+    app = create_app(receiver=Receiver.from_config(make_config(tmp_path),
+                                                   plugin_manager=pm))
+    c = Client(app)
+    assert c.get(SPEC_GET).status_code == 200
+    plugin = Stored()
+    pm.register(plugin)
+    assert c.get(SPEC_GET).status_code == 200
+    assert [r.reports for r in plugin.registrations] == [2]
+    assert plugin.registrations[0].token_msgs == TOKEN_MSGS
+    assert statements == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET,
+                          sqlite_storage.UPSERT_SAME_USERNAME]
+    pm.unregister(plugin)
+    assert c.get(SPEC_GET).status_code == 200
+    assert statements[2:] == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET]
+    assert len(plugin.registrations) == 1
+    app.close()
+
+
+def test_token_owner_newest_reads_the_registration_back(tmp_path, statements):
+    app = create_app(make_config(tmp_path, token_owner="newest"))
+    assert Client(app).get(SPEC_GET).status_code == 200
+    assert sqlite_storage.UPSERT_SAME_USERNAME in statements
+    assert not any(s.startswith("INSERT") and "RETURNING" not in s for s in statements)
+    app.close()
+
+
+def test_receiver_handle_still_returns_the_stored_registration(tmp_path, statements):
+    from pushreport_core import Request
+
+    receiver = Receiver.from_config(make_config(tmp_path))
+    registration = receiver.handle(Request(method="GET", target=SPEC_GET))
+    assert (registration.selector, registration.reports) == (SELECTOR, 1)
+    assert receiver.accept(Request(method="GET", target=SPEC_GET)) == SELECTOR
+    assert receiver.storage.get(SELECTOR).reports == 2  # type: ignore[union-attr]
+    receiver.close()
+
+
+def test_a_subclass_that_overrides_upsert_has_no_quiet_upsert_of_its_own():
+    from pushreport_webhook._storage import WebhookStorage
+
+    class Audited(SQLiteStorage):
+        def upsert(self, report: Report, *, now: datetime) -> Registration:
+            return super().upsert(report, now=now)
+
+    class Both(Audited):
+        def upsert_quiet(self, report: Report, *, now: datetime) -> None:
+            pass
+
+    class Plain(SQLiteStorage):
+        pass
+
+    assert WebhookStorage.upsert_quiet is None
+    assert Audited.upsert_quiet is None
+    assert Both.upsert_quiet is not None
+    assert Plain.upsert_quiet is SQLiteStorage.upsert_quiet
+
+
+def test_the_webhook_backend_still_writes_its_event_on_the_app_path(tmp_path):
+    from pushreport_webhook._outbox import pending_events
+
+    config = make_config(tmp_path)
+    config = attrs.evolve(config, storage=attrs.evolve(
+        config.storage, backends=("webhook",),
+        options={"webhook": {"outbox": str(tmp_path / "hook.sqlite3"),
+                             "url": "http://127.0.0.1:9/hook", "secret": "s" * 32,
+                             "deliver": False}}))
+    app = create_app(config)
+    assert Client(app).get(SPEC_GET).status_code == 200
+    storage = app.receiver.storage
+    events = storage._read(pending_events)  # type: ignore[attr-defined]
+    assert len(events) == 1
+    app.close()
+
+
+class Counting:
+    """A batch-capable storage that records which write it was asked for."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.calls: list[str] = []
+        if quiet:
+            self.upsert_quiet = lambda report, *, now: self.calls.append("quiet")
+
+    def upsert(self, report: Report, *, now: datetime) -> Registration:
+        self.calls.append("upsert")
+        return Registration(selector=report.selector, first_seen=now, last_seen=now)
+
+    def upsert_many(self, items: Any) -> list[Registration]:  # pragma: no cover
+        raise AssertionError("a lone writer never batches")
+
+
+@pytest.mark.parametrize(("quiet", "expected"), [(True, "quiet"), (False, "upsert")])
+def test_group_commit_passes_a_quiet_upsert_on_when_the_storage_has_one(quiet, expected):
+    storage = Counting(quiet)
+    group = GroupCommit(storage)  # type: ignore[arg-type]
+    group.upsert_quiet(Report(selector=SELECTOR), now=T0)
+    group.upsert_quiet(Report(selector=SELECTOR), now=T0)
+    assert storage.calls == [expected, expected]
+    assert (group.batches, group.reports, group._leading) == (2, 2, False)
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_new_username_is_stored_by_the_whole_rule(tmp_path, statements, quiet):
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    write = storage.upsert_quiet if quiet else storage.upsert
+    write(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=T0)
+    write(Report(selector=SELECTOR, username="alice"), now=T0)  # the row had none
+    write(Report(selector=SELECTOR, username="alice"), now=T0)
+    write(Report(selector=SELECTOR), now=T0)  # no username: keeps alice
+    write(Report(selector=SELECTOR, username="bob", token_calls=TOKEN_CALLS), now=T0)
+    stored = storage.get(SELECTOR)
+    assert stored is not None
+    assert (stored.username, stored.token_msgs, stored.token_calls, stored.reports) == \
+        ("bob", TOKEN_MSGS, TOKEN_CALLS, 5)
+    assert [r.selector for r in storage.find(username="bob")] == [SELECTOR]
+    assert storage.find(username="alice") == []
+    whole = sqlite_storage.UPSERT_QUIET if quiet else sqlite_storage.UPSERT
+    # The whole rule ran for the two reports that changed the username, only.
+    assert statements.count(whole) == 2
+    storage.close()
+
+
+def test_a_report_repeating_the_username_writes_one_page(tmp_path):
+    """The username index is left alone when the username does not change: each commit
+    appends one page (the row's) to the WAL, not two."""
+    path = tmp_path / "db.sqlite3"
+    storage = SQLiteStorage(path, checkpoint_interval=0)
+    storage.upsert_quiet(Report(selector=SELECTOR, username="alice"), now=T0)
+    page = storage._run("PRAGMA page_size")[0][0]
+    wal = path.with_name(path.name + "-wal")
+    before = wal.stat().st_size
+    for n in range(10):
+        storage.upsert_quiet(Report(selector=SELECTOR, username="alice",
+                                    token_msgs=f"TOKEN{n:04d}AAAA"), now=T0)
+    assert (wal.stat().st_size - before) == 10 * (page + 24)
+    storage.close()
