@@ -68,9 +68,16 @@ def test_metrics_add_up_every_worker_and_health_answers(tmp_path: Path):
                               server.output())
         # A worker that exits (gunicorn restarts it) leaves the shared folder, and its
         # counts, in place.
-        workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
-                                 text=True, timeout=10).stdout.split()
-        assert len(workers) == 2
+        # Listening is not "every worker booted": the second one may still be starting.
+        deadline = time.monotonic() + 15
+        while True:
+            workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)],
+                                     capture_output=True, text=True,
+                                     timeout=10).stdout.split()
+            if len(workers) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(workers) == 2, server.output()
         os.kill(int(workers[0]), signal.SIGTERM)
         deadline = time.monotonic() + 15
         while "Worker exiting (pid: " + workers[0] not in server.output():
