@@ -22,12 +22,20 @@ from datetime import datetime, timezone
 from typing import Callable
 from urllib.parse import parse_qs, unquote
 
-from pushreport_core import (DEFAULT_ACCOUNT_XML, Request, Template, merge, parse_request,
-                             render_request)
+from pushreport_core import (
+    DEFAULT_ACCOUNT_XML,
+    Registration,
+    Request,
+    Template,
+    merge,
+    parse_request,
+    render_request,
+)
 
 SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 VALUES = {
-    "account[username]": "johndow", "selector": SEL,
+    "account[username]": "johndow",
+    "selector": SEL,
     "pushTokenIncomingCall": "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY=",
     "pushappid_incoming_call": "com.cloudsoftphone.app.pushkit",
     "pushTokenOther": "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J",
@@ -35,20 +43,31 @@ VALUES = {
 }
 NOW = datetime(2025, 3, 15, 0, 46, 17, tzinfo=timezone.utc)
 
-QUERY_T = Template.parse(url=DEFAULT_ACCOUNT_XML["pushTokenReporterUrl"].format(
-    base_url="https://example.com"))
+QUERY_T = Template.parse(
+    url=DEFAULT_ACCOUNT_XML["pushTokenReporterUrl"].format(base_url="https://example.com")
+)
 JSON_T = Template.parse(
-    url="https://example.com/token/", content_type="application/json",
-    post_data=('{ "username" : "%account[username]%", "token_calls" : '
-               '"%pushTokenIncomingCall%", "token_msgs" : "%pushTokenOther%", "selector" : '
-               '"%selector%", "appId_calls": "%pushappid_incoming_call%", "appId_msgs" : '
-               '"%pushappid_other%" }'))
-FORM_T = Template.parse(url="https://example.com/token/", post_data=(
-    "username=%account[username]%&selector=%selector%&token_calls=%pushTokenIncomingCall%"
-    "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
-    "&appid_msgs=%pushappid_other%"))
-PATH_T = Template.parse(url="https://example.com/pushToken/%account[username]%/%selector%/"
-                            "%pushToken%&appid=%pushappid%")
+    url="https://example.com/token/",
+    content_type="application/json",
+    post_data=(
+        '{ "username" : "%account[username]%", "token_calls" : '
+        '"%pushTokenIncomingCall%", "token_msgs" : "%pushTokenOther%", "selector" : '
+        '"%selector%", "appId_calls": "%pushappid_incoming_call%", "appId_msgs" : '
+        '"%pushappid_other%" }'
+    ),
+)
+FORM_T = Template.parse(
+    url="https://example.com/token/",
+    post_data=(
+        "username=%account[username]%&selector=%selector%&token_calls=%pushTokenIncomingCall%"
+        "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
+        "&appid_msgs=%pushappid_other%"
+    ),
+)
+PATH_T = Template.parse(
+    url="https://example.com/pushToken/%account[username]%/%selector%/"
+    "%pushToken%&appid=%pushappid%"
+)
 
 
 def _query_baseline(request: Request) -> Callable[[], object]:
@@ -72,8 +91,12 @@ def _path_baseline(request: Request) -> Callable[[], object]:
     def baseline() -> object:
         user, selector, rest = path.split("/")[2:]
         token, _, appid = rest.partition("&appid=")
-        return {"username": unquote(user), "selector": unquote(selector),
-                "token_msgs": unquote(token), "appid_msgs": unquote(appid)}
+        return {
+            "username": unquote(user),
+            "selector": unquote(selector),
+            "token_msgs": unquote(token),
+            "appid_msgs": unquote(appid),
+        }
 
     return baseline
 
@@ -85,9 +108,19 @@ CASES = [
     ("JSON POST, template", JSON_T, render_request(JSON_T, VALUES), _json_baseline),
     ("JSON POST, default shapes", None, render_request(JSON_T, VALUES), _json_baseline),
     ("form POST, default shapes", None, render_request(FORM_T, VALUES), _form_baseline),
-    ("path, default shapes", None,
-     render_request(PATH_T, {**VALUES, "pushToken": VALUES["pushTokenOther"],
-                             "pushappid": VALUES["pushappid_other"]}), _path_baseline),
+    (
+        "path, default shapes",
+        None,
+        render_request(
+            PATH_T,
+            {
+                **VALUES,
+                "pushToken": VALUES["pushTokenOther"],
+                "pushappid": VALUES["pushappid_other"],
+            },
+        ),
+        _path_baseline,
+    ),
 ]
 
 
@@ -97,8 +130,11 @@ def _per_call(fn: Callable[[], object], number: int, repeat: int) -> float:
     CPU time of this process, not wall time: on a shared machine the figures then do not
     count the time spent waiting for a CPU.
     """
-    return min(timeit.repeat(fn, number=number, repeat=repeat,
-                             timer=time.process_time)) / number * 1e6
+    return (
+        min(timeit.repeat(fn, number=number, repeat=repeat, timer=time.process_time))
+        / number
+        * 1e6
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,14 +146,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # A machine reference, so that figures from different machines can be compared.
     reference = _per_call(lambda: sum(range(1000)), number, repeat)
-    print(f"Python {sys.version.split()[0]}, best of {repeat} x {number} calls; "
-          f"reference sum(range(1000)) = {reference:.1f} µs")
+    print(
+        f"Python {sys.version.split()[0]}, best of {repeat} x {number} calls; "
+        f"reference sum(range(1000)) = {reference:.1f} µs"
+    )
     print(f"{'shape':<28}{'µs/report':>11}{'baseline µs':>13}{'ratio':>8}")
     worst = 0.0
     for name, template, request, baseline in CASES:
         stored = merge(None, parse_request(request, template), now=NOW)
 
-        def report(request: Request = request, template: Template | None = template) -> None:
+        def report(
+            request: Request = request,
+            template: Template | None = template,
+            stored: Registration = stored,
+        ) -> None:
             merge(stored, parse_request(request, template), now=NOW)
 
         ours = _per_call(report, number, repeat)

@@ -45,6 +45,7 @@ if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
+
 from pushreport_core import Report, format_time  # noqa: E402
 from pushreport_sqlite import SQLiteStorage  # noqa: E402
 
@@ -57,31 +58,53 @@ APPID_CALLS = "com.cloudsoftphone.app.pushkit"
 APPID_MSGS = "com.cloudsoftphone.app"
 T0 = datetime(2025, 3, 15, 0, 0, 0, tzinfo=timezone.utc)
 
-INSERT = ("INSERT INTO registrations (selector, username, token_calls, appid_calls, "
-          "token_msgs, appid_msgs, extra, user_agent, first_seen, last_seen, reports) "
-          "VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, 1)")
+INSERT = (
+    "INSERT INTO registrations (selector, username, token_calls, appid_calls, "
+    "token_msgs, appid_msgs, extra, user_agent, first_seen, last_seen, reports) "
+    "VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, 1)"
+)
 
 
 def values(i: int) -> tuple[str, str, str, str]:
     """Selector, username, token_calls, token_msgs of registration *i*: as the app's."""
     d = hashlib.shake_256(b"pushreport-growth:%d" % i).digest(100)
-    return (f"{d[:20].hex().upper()}:{i & 0xFFFFFFFF:08X}", f"user{i // 2:07d}",
-            base64.b64encode(d[20:52]).decode(), base64.b64encode(d[52:100]).decode())
+    return (
+        f"{d[:20].hex().upper()}:{i & 0xFFFFFFFF:08X}",
+        f"user{i // 2:07d}",
+        base64.b64encode(d[20:52]).decode(),
+        base64.b64encode(d[52:100]).decode(),
+    )
 
 
 def report(i: int) -> Report:
     selector, username, token_calls, token_msgs = values(i)
-    return Report(selector=selector, username=username, token_calls=token_calls,
-                  appid_calls=APPID_CALLS, token_msgs=token_msgs, appid_msgs=APPID_MSGS,
-                  user_agent=USER_AGENT, shape="default-query")
+    return Report(
+        selector=selector,
+        username=username,
+        token_calls=token_calls,
+        appid_calls=APPID_CALLS,
+        token_msgs=token_msgs,
+        appid_msgs=APPID_MSGS,
+        user_agent=USER_AGENT,
+        shape="default-query",
+    )
 
 
 def _rows(indices: Sequence[int]) -> Iterator[tuple[Any, ...]]:
     seen = format_time(T0)
     for i in indices:
         selector, username, token_calls, token_msgs = values(i)
-        yield (selector, username, token_calls, APPID_CALLS, token_msgs, APPID_MSGS,
-               USER_AGENT, seen, seen)
+        yield (
+            selector,
+            username,
+            token_calls,
+            APPID_CALLS,
+            token_msgs,
+            APPID_MSGS,
+            USER_AGENT,
+            seen,
+            seen,
+        )
 
 
 def fill(storage: SQLiteStorage, n: int) -> float:
@@ -144,8 +167,10 @@ class Database:
             found += len(self.storage.find(username=username))
             self.find_ms.append((time.perf_counter() - t) * 1e3)
         if found < len(usernames):
-            raise RuntimeError(f"find(username=...) returned {found} registrations for "
-                               f"{len(usernames)} stored users")
+            raise RuntimeError(
+                f"find(username=...) returned {found} registrations for "
+                f"{len(usernames)} stored users"
+            )
 
     def size_mib(self) -> float:
         files = [self.path, *self.path.parent.glob(f"{self.path.name}-*")]
@@ -157,20 +182,23 @@ class Database:
     def figures(self) -> dict[str, Any]:
         find_ms = sorted(self.find_ms)
         return {
-            "stored": self.n, "fill_s": round(self.fill_s, 2),
+            "stored": self.n,
+            "fill_s": round(self.fill_s, 2),
             "db_mib": round(self.size_mib(), 1),
             "update_us": round(statistics.median(self.update_us), 1),
             "insert_us": round(statistics.median(self.insert_us), 1),
             "find_p50_ms": round(find_ms[len(find_ms) // 2], 4),
-            "find_p99_ms": round(find_ms[min(len(find_ms) - 1, int(len(find_ms) * 0.99))],
-                                 4),
-            "batches": {"update_us": [round(x, 1) for x in self.update_us],
-                        "insert_us": [round(x, 1) for x in self.insert_us]},
+            "find_p99_ms": round(find_ms[min(len(find_ms) - 1, int(len(find_ms) * 0.99))], 4),
+            "batches": {
+                "update_us": [round(x, 1) for x in self.update_us],
+                "insert_us": [round(x, 1) for x in self.insert_us],
+            },
         }
 
 
-def measure(small_n: int, large_n: int, *, ops: int, batch: int, workdir: Path,
-            say: Any = print) -> dict[str, Any]:
+def measure(
+    small_n: int, large_n: int, *, ops: int, batch: int, workdir: Path, say: Any = print
+) -> dict[str, Any]:
     """Fill two databases, then time the same operations on both, batch by batch in
     turn, so that other work on the machine weighs on both sides of each ratio alike."""
     small = Database(small_n, ops=ops, workdir=workdir, say=say)
@@ -185,48 +213,55 @@ def measure(small_n: int, large_n: int, *, ops: int, batch: int, workdir: Path,
             for kind in ("update", "insert"):
                 pair = []
                 for db in (small, large):
-                    reports = getattr(db, f"{kind}s")[k:k + batch]
+                    reports = getattr(db, f"{kind}s")[k : k + batch]
                     us = _time_upserts(db.storage, reports, day)
                     getattr(db, f"{kind}_us").append(us)
                     pair.append(us)
                 ratios[kind].append(pair[1] / pair[0])
             for db in (small, large):
-                db.finds(db.users[k:k + batch])
+                db.finds(db.users[k : k + batch])
         figures = [small.figures(), large.figures()]
     finally:
         small.close()
         large.close()
-    return {"results": figures,
-            "ratio": {kind: round(statistics.median(r), 3) for kind, r in ratios.items()},
-            "batch_ratios": {kind: [round(x, 3) for x in r]
-                             for kind, r in ratios.items()}}
+    return {
+        "results": figures,
+        "ratio": {kind: round(statistics.median(r), 3) for kind, r in ratios.items()},
+        "batch_ratios": {kind: [round(x, 3) for x in r] for kind, r in ratios.items()},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=1_000_000)
-    parser.add_argument("--ops", type=int, default=10_000,
-                        help="timed operations of each kind per size (default 10,000)")
-    parser.add_argument("--batch", type=int, default=500,
-                        help="operations per timed batch (default 500)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1,000 vs 20,000 registrations, 1,000 operations")
+    parser.add_argument(
+        "--ops",
+        type=int,
+        default=10_000,
+        help="timed operations of each kind per size (default 10,000)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=500, help="operations per timed batch (default 500)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 vs 20,000 registrations, 1,000 operations"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.small, args.large, args.ops, args.batch = 1_000, 20_000, 1_000, 250
     if not 2 <= args.small < args.large <= 10_000_000 or args.ops < 1 or args.batch < 1:
-        parser.error("need 2 <= --small < --large <= 10,000,000 and positive "
-                     "--ops and --batch")
+        parser.error("need 2 <= --small < --large <= 10,000,000 and positive --ops and --batch")
 
     def say(text: str) -> None:
         if not args.json:
             print(text, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="pushreport-growth-") as tmp:
-        measured = measure(args.small, args.large, ops=args.ops, batch=args.batch,
-                           workdir=Path(tmp), say=say)
+        measured = measure(
+            args.small, args.large, ops=args.ops, batch=args.batch, workdir=Path(tmp), say=say
+        )
     small, large = measured["results"]
     ratios = measured["ratio"]
     worst = max(ratios.values())
@@ -238,29 +273,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{large['find_p99_ms']:.3f} ms vs target < {TARGET_FIND_MS:g} ms: "
         + ("met" if large["find_p99_ms"] < TARGET_FIND_MS else "MISSED"),
     ]
-    out = {"machine": loadgen.machine(), "synchronous": "normal", **measured,
-           "verdicts": verdicts}
+    out = {"machine": loadgen.machine(), "synchronous": "normal", **measured, "verdicts": verdicts}
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    header = ("stored", "update µs", "insert µs", "find p50 ms", "find p99 ms", "db MiB",
-              "fill s")
+    header = ("stored", "update µs", "insert µs", "find p50 ms", "find p99 ms", "db MiB", "fill s")
     rows = [header] + [
-        (f"{r['stored']:,}", f"{r['update_us']:.1f}", f"{r['insert_us']:.1f}",
-         f"{r['find_p50_ms']:.3f}", f"{r['find_p99_ms']:.3f}", f"{r['db_mib']:.1f}",
-         f"{r['fill_s']:.1f}")
+        (
+            f"{r['stored']:,}",
+            f"{r['update_us']:.1f}",
+            f"{r['insert_us']:.1f}",
+            f"{r['find_p50_ms']:.3f}",
+            f"{r['find_p99_ms']:.3f}",
+            f"{r['db_mib']:.1f}",
+            f"{r['fill_s']:.1f}",
+        )
         for r in (small, large)
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print()
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
-    print(f"\nratio ({args.large:,} / {args.small:,}): update {ratios['update']:.2f}, "
-          f"insert {ratios['insert']:.2f}")
+    print(
+        f"\nratio ({args.large:,} / {args.small:,}): update {ratios['update']:.2f}, "
+        f"insert {ratios['insert']:.2f}"
+    )
     m = out["machine"]
-    print(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, "
-          f"SQLite {m['sqlite']}")
+    print(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, SQLite {m['sqlite']}")
     for line in verdicts:
         print(line)
     return 0

@@ -37,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -56,14 +56,27 @@ def environ_for(i: int) -> dict[str, Any]:
     target = report_target(i)
     path, _, query = target.partition("?")
     return {
-        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path,
-        "QUERY_STRING": query, "RAW_URI": target, "SERVER_PROTOCOL": "HTTP/1.1",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080", "REMOTE_ADDR": "127.0.0.1",
-        "REMOTE_PORT": "40000", "HTTP_HOST": "127.0.0.1:8080", "HTTP_CONNECTION": "close",
-        "HTTP_CACHE_CONTROL": "max-age=0", "HTTP_USER_AGENT": USER_AGENT,
-        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
-        "wsgi.input_terminated": True, "wsgi.multithread": False,
-        "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "RAW_URI": target,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8080",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "40000",
+        "HTTP_HOST": "127.0.0.1:8080",
+        "HTTP_CONNECTION": "close",
+        "HTTP_CACHE_CONTROL": "max-age=0",
+        "HTTP_USER_AGENT": USER_AGENT,
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.input_terminated": True,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
         "wsgi.errors": sys.stderr,
     }
 
@@ -73,10 +86,20 @@ def prefill(storage: Any, n: int) -> None:
     batch: list[Registration] = []
     for i in range(n):
         r = parse_request(Request(method="GET", target=report_target(i)))
-        batch.append(Registration(
-            selector=r.selector, username=r.username, token_calls=r.token_calls,
-            appid_calls=r.appid_calls, token_msgs=r.token_msgs, appid_msgs=r.appid_msgs,
-            user_agent=USER_AGENT, first_seen=NOW, last_seen=NOW, reports=1))
+        batch.append(
+            Registration(
+                selector=r.selector,
+                username=r.username,
+                token_calls=r.token_calls,
+                appid_calls=r.appid_calls,
+                token_msgs=r.token_msgs,
+                appid_msgs=r.appid_msgs,
+                user_agent=USER_AGENT,
+                first_seen=NOW,
+                last_seen=NOW,
+                reports=1,
+            )
+        )
         if len(batch) == 5_000 or i == n - 1:
             storage.put_many(batch)
             batch = []
@@ -92,8 +115,12 @@ def per_call(fn: Callable[[int], object], indices: list[int]) -> float:
 
 def measure(fn: Callable[[int], object], indices: Iterable[list[int]]) -> dict[str, Any]:
     runs = [per_call(fn, chunk) for chunk in indices]
-    return {"median_us": statistics.median(runs), "min_us": min(runs), "max_us": max(runs),
-            "runs_us": [round(r, 2) for r in runs]}
+    return {
+        "median_us": statistics.median(runs),
+        "min_us": min(runs),
+        "max_us": max(runs),
+        "runs_us": [round(r, 2) for r in runs],
+    }
 
 
 def _sharer(db: Path, chunks: list[list[int]], barrier: Any, out: Any) -> None:
@@ -102,8 +129,9 @@ def _sharer(db: Path, chunks: list[list[int]], barrier: Any, out: Any) -> None:
     try:
         environs = {i: environ_for(i) for chunk in chunks for i in chunk}
 
-        def start_response(status: str, headers: list[tuple[str, str]],
-                           exc_info: Any = None) -> Any:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             if not status.startswith("200"):
                 raise RuntimeError(f"a report was answered {status!r}")
 
@@ -127,9 +155,14 @@ def shared(db: Path, chunks: list[list[int]], processes: int) -> dict[str, Any]:
     of each run. The figures are the medians over the processes."""
     ctx = multiprocessing.get_context("fork")
     barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_sharer, args=(
-        db, [chunk[p::processes] for chunk in chunks], barrier, out), daemon=True)
-        for p in range(processes)]
+    procs = [
+        ctx.Process(
+            target=_sharer,
+            args=(db, [chunk[p::processes] for chunk in chunks], barrier, out),
+            daemon=True,
+        )
+        for p in range(processes)
+    ]
     for proc in procs:
         proc.start()
     try:
@@ -143,27 +176,49 @@ def shared(db: Path, chunks: list[list[int]], processes: int) -> dict[str, Any]:
     if errors:
         raise RuntimeError(errors[0])
     runs = [statistics.median(values) for values in zip(*(r["runs_us"] for r in results))]
-    return {"median_us": statistics.median(runs), "min_us": min(runs), "max_us": max(runs),
-            "runs_us": [round(r, 2) for r in runs]}
+    return {
+        "median_us": statistics.median(runs),
+        "min_us": min(runs),
+        "max_us": max(runs),
+        "runs_us": [round(r, 2) for r in runs],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", type=int, default=POOL,
-                        help="distinct registrations the reports cycle over (100,000)")
-    parser.add_argument("--prefill", type=int, default=None,
-                        help="registrations stored before the runs (default: the pool)")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=POOL,
+        help="distinct registrations the reports cycle over (100,000)",
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=None,
+        help="registrations stored before the runs (default: the pool)",
+    )
     parser.add_argument("--count", type=int, default=20_000, help="reports per run")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--parts", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time the parts (parse, receiver, storage) alone")
-    parser.add_argument("--processes", type=int, default=1,
-                        help="also time the app in N processes sharing the database "
-                             "at once, as serve's N workers do (default 1: not at all)")
-    parser.add_argument("--profile", action="store_true",
-                        help="print cProfile's top functions of one more run")
-    parser.add_argument("--quick", action="store_true",
-                        help="2,000 rows, 2 x 2,000 reports (a few seconds)")
+    parser.add_argument(
+        "--parts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the parts (parse, receiver, storage) alone",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also time the app in N processes sharing the database "
+        "at once, as serve's N workers do (default 1: not at all)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="print cProfile's top functions of one more run"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 rows, 2 x 2,000 reports (a few seconds)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -179,12 +234,17 @@ def main(argv: list[str] | None = None) -> int:
             prefill(storage, prefilled)
             fill_s = time.perf_counter() - fill_started
             environs = [environ_for(i) for i in range(args.pool)]
-            requests = [Request(method="GET", target=e["RAW_URI"], user_agent=USER_AGENT,
-                                client="127.0.0.1") for e in environs]
+            requests = [
+                Request(
+                    method="GET", target=e["RAW_URI"], user_agent=USER_AGENT, client="127.0.0.1"
+                )
+                for e in environs
+            ]
             statuses: list[str] = []
 
-            def start_response(status: str, headers: list[tuple[str, str]],
-                               exc_info: Any = None) -> Any:
+            def start_response(
+                status: str, headers: list[tuple[str, str]], exc_info: Any = None
+            ) -> Any:
                 statuses.append(status)
 
             def call_app(i: int) -> object:
@@ -212,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             stride = 7_919 if args.pool > 7_919 else 1
             total = args.count * args.runs
             order = [(k * stride) % args.pool for k in range(total)]
-            chunks = [order[r * args.count:(r + 1) * args.count] for r in range(args.runs)]
-            per_call(call_app, order[:min(2_000, len(order))])  # warm-up
+            chunks = [order[r * args.count : (r + 1) * args.count] for r in range(args.runs)]
+            per_call(call_app, order[: min(2_000, len(order))])  # warm-up
             statuses.clear()
 
             results: dict[str, Any] = {"app": measure(call_app, chunks)}
@@ -240,17 +300,27 @@ def main(argv: list[str] | None = None) -> int:
             app.close()
         if args.processes > 1:
             results[f"app, {args.processes} processes"] = shared(
-                Path(tmp, "bench.sqlite3"), chunks, args.processes)
+                Path(tmp, "bench.sqlite3"), chunks, args.processes
+            )
 
-    report = {"pool": args.pool, "prefilled": prefilled, "rows_after": rows,
-              "count": args.count, "runs": args.runs, "fill_s": round(fill_s, 1),
-              "python": sys.version.split()[0], "results": results}
+    report = {
+        "pool": args.pool,
+        "prefilled": prefilled,
+        "rows_after": rows,
+        "count": args.count,
+        "runs": args.runs,
+        "fill_s": round(fill_s, 1),
+        "python": sys.version.split()[0],
+        "results": results,
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"Python {report['python']}; {prefilled:,} registrations stored "
-              f"({fill_s:.1f} s), pool {args.pool:,}; {args.runs} runs x {args.count:,} "
-              "reports; CPU µs per report (this process)")
+        print(
+            f"Python {report['python']}; {prefilled:,} registrations stored "
+            f"({fill_s:.1f} s), pool {args.pool:,}; {args.runs} runs x {args.count:,} "
+            "reports; CPU µs per report (this process)"
+        )
         print(f"{'path':<20}{'median':>9}{'min':>9}{'max':>9}")
         for name, r in results.items():
             print(f"{name:<20}{r['median_us']:>9.1f}{r['min_us']:>9.1f}{r['max_us']:>9.1f}")

@@ -56,15 +56,31 @@ __all__ = ["Server", "bare_server", "pushreport_server", "free_port", "main", "T
 HOST = "127.0.0.1"
 #: Targets the issue sets: ratio to bare, and p99 for the crash-safe setting.
 TARGETS = {"normal": {"ratio": 0.70, "p99_ms": 15.0}, "full": {"ratio": 0.50}}
-LABELS = {"bare": "bare WSGI app (gunicorn, 2 sync)",
-          "normal": "pushreport serve (synchronous=normal)",
-          "full": "pushreport serve (synchronous=full)"}
+LABELS = {
+    "bare": "bare WSGI app (gunicorn, 2 sync)",
+    "normal": "pushreport serve (synchronous=normal)",
+    "full": "pushreport serve (synchronous=full)",
+}
 
 # The gunicorn settings of `pushreport serve` (src/pushreport_wsgi/_server.py), as flags.
-GUNICORN_FLAGS = ["--worker-class", "sync", "--threads", "1", "--timeout", "30",
-                  "--graceful-timeout", "10", "--keep-alive", "2",
-                  "--limit-request-line", "8190", "--error-logfile", "-",
-                  "--log-level", "info"]
+GUNICORN_FLAGS = [
+    "--worker-class",
+    "sync",
+    "--threads",
+    "1",
+    "--timeout",
+    "30",
+    "--graceful-timeout",
+    "10",
+    "--keep-alive",
+    "2",
+    "--limit-request-line",
+    "8190",
+    "--error-logfile",
+    "-",
+    "--log-level",
+    "info",
+]
 
 _started: list[Server] = []
 
@@ -98,8 +114,7 @@ def _children(pid: int) -> list[int]:
 class Server:
     """A server on a loopback port, in its own session; ``stop()`` kills all of it."""
 
-    def __init__(self, name: str, argv: list[str], port: int, workdir: Path,
-                 workers: int) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, workers: int) -> None:
         self.name = name
         self.argv = argv
         self.port = port
@@ -111,9 +126,15 @@ class Server:
     def start(self) -> Server:
         env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=self.workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         _started.append(self)
         return self
 
@@ -147,20 +168,19 @@ class Server:
         request = loadgen.request_bytes(loadgen.POOL, f"{HOST}:{self.port}")
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
-                                   f"{self.output()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.output()}"
+                )
             try:
                 with socket.create_connection((HOST, self.port), timeout=2) as s:
                     s.sendall(request)
                     answer = s.recv(64)
-                if answer.startswith(b"HTTP/1.") and \
-                        len(self.workers()) >= self.workers_expected:
+                if answer.startswith(b"HTTP/1.") and len(self.workers()) >= self.workers_expected:
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} was not ready in {timeout:g} s:\n"
-                                   f"{self.output()}")
+                raise RuntimeError(f"{self.name} was not ready in {timeout:g} s:\n{self.output()}")
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -209,22 +229,44 @@ def install_signal_handlers() -> None:
 
 def bare_server(workdir: Path, *, workers: int = 2) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--pythonpath", str(BENCH),
-            "--bind", f"{HOST}:{port}", "--workers", str(workers), *GUNICORN_FLAGS,
-            "bare_app:app"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--pythonpath",
+        str(BENCH),
+        "--bind",
+        f"{HOST}:{port}",
+        "--workers",
+        str(workers),
+        *GUNICORN_FLAGS,
+        "bare_app:app",
+    ]
     return Server("bare", argv, port, workdir, workers)
 
 
-def pushreport_server(workdir: Path, name: str, *, synchronous: str = "normal",
-                      workers: int = 2) -> Server:
+def pushreport_server(
+    workdir: Path, name: str, *, synchronous: str = "normal", workers: int = 2
+) -> Server:
     port = free_port()
     db = workdir / f"{name}.sqlite3"
-    argv = [sys.executable, "-m", "pushreport_wsgi._cli", "serve", "--host", HOST,
-            "--port", str(port), "--workers", str(workers), "--db", str(db)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pushreport_wsgi._cli",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--db",
+        str(db),
+    ]
     if synchronous != "normal":
         config = workdir / f"{name}.toml"
-        config.write_text(f'[storage.sqlite]\nsynchronous = "{synchronous}"\n',
-                          encoding="utf-8")
+        config.write_text(f'[storage.sqlite]\nsynchronous = "{synchronous}"\n', encoding="utf-8")
         argv += ["--config", str(config)]
     return Server(name, argv, port, workdir, workers)
 
@@ -236,6 +278,7 @@ def prefill_databases(workdir: Path, n: int, names: Sequence[str]) -> None:
     import shutil
 
     from inprocess import prefill
+
     from pushreport_sqlite import SQLiteStorage
 
     first = workdir / f"{names[0]}.sqlite3"
@@ -265,9 +308,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.prefill:
             _say(args, f"storing {args.prefill:,} registrations of the pool first")
             prefill_databases(workdir, args.prefill, ("normal", "full"))
-        servers = {"bare": bare_server(workdir),
-                   "normal": pushreport_server(workdir, "normal"),
-                   "full": pushreport_server(workdir, "full", synchronous="full")}
+        servers = {
+            "bare": bare_server(workdir),
+            "normal": pushreport_server(workdir, "normal"),
+            "full": pushreport_server(workdir, "full", synchronous="full"),
+        }
         ports = {name: server.port for name, server in servers.items()}
         try:
             for server in servers.values():
@@ -276,27 +321,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 server.wait_ready()
             for name, server in servers.items():
                 _say(args, f"warming up {name} for {args.warmup:g} s")
-                loadgen.drive(HOST, server.port, duration=args.warmup,
-                              connections=args.connections, threads=args.threads,
-                              tool=tool)
+                loadgen.drive(
+                    HOST,
+                    server.port,
+                    duration=args.warmup,
+                    connections=args.connections,
+                    threads=args.threads,
+                    tool=tool,
+                )
             for n in range(args.rounds):
                 results: dict[str, dict[str, Any]] = {}
                 for name, server in servers.items():
                     cpu = server.cpu_seconds()
-                    result = loadgen.drive(HOST, server.port, duration=args.duration,
-                                           connections=args.connections,
-                                           threads=args.threads, tool=tool)
+                    result = loadgen.drive(
+                        HOST,
+                        server.port,
+                        duration=args.duration,
+                        connections=args.connections,
+                        threads=args.threads,
+                        tool=tool,
+                    )
                     cpu = server.cpu_seconds() - cpu
                     results[name] = result.as_dict()
                     answered = result.ok + result.errors.get("status", 0)
                     # The server's own CPU per answer: a figure that other work on the
                     # machine disturbs far less than req/s.
-                    results[name]["cpu_us"] = \
-                        round(cpu / answered * 1e6, 1) if answered else None
+                    results[name]["cpu_us"] = round(cpu / answered * 1e6, 1) if answered else None
                     _say(args, f"round {n + 1}/{args.rounds} {name}: {result.line()}")
                     if server.proc is None or server.proc.poll() is not None:
-                        raise RuntimeError(f"{name} died during the run:\n"
-                                           f"{server.output()}")
+                        raise RuntimeError(f"{name} died during the run:\n{server.output()}")
                 bare_rps = results["bare"]["rps"]
                 for r in results.values():
                     r["ratio"] = round(r["rps"] / bare_rps, 3) if bare_rps else None
@@ -307,21 +360,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = []
     for name in ("bare", "normal", "full"):
         per_round = [r[name] for r in rounds]
-        summary.append({
-            "target": name, "label": LABELS[name], "port": ports[name],
-            "rps": round(_median([r["rps"] for r in per_round]) or 0.0, 1),
-            "p50_ms": _median([r["p50_ms"] for r in per_round]),
-            "p99_ms": _median([r["p99_ms"] for r in per_round]),
-            "errors": sum(r["errors"] for r in per_round),
-            "ratio": _median([r["ratio"] for r in per_round]),
-            "cpu_us": _median([r["cpu_us"] for r in per_round]),
-        })
-    return {"machine": loadgen.machine(), "loadavg_before": loadavg_before, "tool": tool,
-            "prefill": args.prefill,
-            "duration": args.duration, "connections": args.connections,
-            "threads": args.threads, "rounds": args.rounds, "per_round": rounds,
-            "results": summary,
-            "verdicts": verdicts(summary)}
+        summary.append(
+            {
+                "target": name,
+                "label": LABELS[name],
+                "port": ports[name],
+                "rps": round(_median([r["rps"] for r in per_round]) or 0.0, 1),
+                "p50_ms": _median([r["p50_ms"] for r in per_round]),
+                "p99_ms": _median([r["p99_ms"] for r in per_round]),
+                "errors": sum(r["errors"] for r in per_round),
+                "ratio": _median([r["ratio"] for r in per_round]),
+                "cpu_us": _median([r["cpu_us"] for r in per_round]),
+            }
+        )
+    return {
+        "machine": loadgen.machine(),
+        "loadavg_before": loadavg_before,
+        "tool": tool,
+        "prefill": args.prefill,
+        "duration": args.duration,
+        "connections": args.connections,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "per_round": rounds,
+        "results": summary,
+        "verdicts": verdicts(summary),
+    }
 
 
 def verdicts(summary: list[dict[str, Any]]) -> list[str]:
@@ -331,13 +395,15 @@ def verdicts(summary: list[dict[str, Any]]) -> list[str]:
         r = by_name[name]
         ratio = r["ratio"]
         ok = ratio is not None and ratio >= goal["ratio"]
-        text = (f"{name}: ratio {_f(ratio, 2)} vs target >= {goal['ratio']:.2f}: "
-                + ("met" if ok else "MISSED"))
+        text = f"{name}: ratio {_f(ratio, 2)} vs target >= {goal['ratio']:.2f}: " + (
+            "met" if ok else "MISSED"
+        )
         if "p99_ms" in goal:
             p99 = r["p99_ms"]
             ok99 = p99 is not None and p99 < goal["p99_ms"]
-            text += (f"; p99 {_f(p99, 1)} ms vs target < {goal['p99_ms']:g} ms: "
-                     + ("met" if ok99 else "MISSED"))
+            text += f"; p99 {_f(p99, 1)} ms vs target < {goal['p99_ms']:g} ms: " + (
+                "met" if ok99 else "MISSED"
+            )
         lines.append(text)
     return lines
 
@@ -352,53 +418,90 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def table(report: dict[str, Any]) -> str:
-    header = ("target", "req/s", "p50 ms", "p99 ms", "errors", "ratio",
-              "server CPU µs/req")
+    header = ("target", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "server CPU µs/req")
     rows = [header] + [
-        (r["label"], f"{r['rps']:,.0f}", _f(r["p50_ms"], 2), _f(r["p99_ms"], 2),
-         str(r["errors"]), _f(r["ratio"], 2), _f(r["cpu_us"], 0))
+        (
+            r["label"],
+            f"{r['rps']:,.0f}",
+            _f(r["p50_ms"], 2),
+            _f(r["p99_ms"], 2),
+            str(r["errors"]),
+            _f(r["ratio"], 2),
+            _f(r["cpu_us"], 0),
+        )
         for r in report["results"]
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
-                       for i, cell in enumerate(row)) for row in rows]
+    lines = [
+        "  ".join(
+            cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        )
+        for row in rows
+    ]
     m = report["machine"]
     lines.append("")
-    lines.append(f"{report['tool']}, {report['connections']} connections, "
-                 f"{report['threads']} threads, {report['duration']:g} s per target, "
-                 f"{report['rounds']} round(s); medians"
-                 + (f"; {report['prefill']:,} registrations stored before"
-                    if report.get("prefill") else ""))
-    lines.append(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, "
-                 f"SQLite {m['sqlite']}, gunicorn {m['gunicorn']}, wrk {m['wrk']}; "
-                 f"load average before: {report['loadavg_before']}")
+    lines.append(
+        f"{report['tool']}, {report['connections']} connections, "
+        f"{report['threads']} threads, {report['duration']:g} s per target, "
+        f"{report['rounds']} round(s); medians"
+        + (f"; {report['prefill']:,} registrations stored before" if report.get("prefill") else "")
+    )
+    lines.append(
+        f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, "
+        f"SQLite {m['sqlite']}, gunicorn {m['gunicorn']}, wrk {m['wrk']}; "
+        f"load average before: {report['loadavg_before']}"
+    )
     lines.extend(report["verdicts"])
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds each target is driven per round (default 10)")
-    parser.add_argument("--connections", "-c", type=int, default=32,
-                        help="concurrent connections (default 32)")
-    parser.add_argument("--threads", "-t", type=int, default=2,
-                        help="wrk threads or load processes (default 2)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="drive the three targets in turn N times (default 1)")
-    parser.add_argument("--prefill", type=int, default=0, metavar="N",
-                        help="store the pool's first N registrations in each pushreport "
-                             "database before the run (default 0: the run inserts first "
-                             "and only updates once the pool has gone round)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of warm-up per target (default 2)")
-    parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator (default: wrk if installed)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1 s per target, 1 round: a smoke run")
-    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                        help="print one JSON document instead of the table, or with "
-                             "FILE write it there and print the table too")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds each target is driven per round (default 10)",
+    )
+    parser.add_argument(
+        "--connections", "-c", type=int, default=32, help="concurrent connections (default 32)"
+    )
+    parser.add_argument(
+        "--threads", "-t", type=int, default=2, help="wrk threads or load processes (default 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="drive the three targets in turn N times (default 1)"
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        metavar="N",
+        help="store the pool's first N registrations in each pushreport "
+        "database before the run (default 0: the run inserts first "
+        "and only updates once the pool has gone round)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of warm-up per target (default 2)"
+    )
+    parser.add_argument(
+        "--tool",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator (default: wrk if installed)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 s per target, 1 round: a smoke run"
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="print one JSON document instead of the table, or with "
+        "FILE write it there and print the table too",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.rounds = 1.0, 0.5, 1

@@ -51,8 +51,18 @@ from typing import Any, Sequence
 
 import attrs
 
-__all__ = ["LOOPBACK", "Result", "drive", "run_python", "run_wrk", "report_target",
-           "request_bytes", "machine", "has_wrk", "POOL"]
+__all__ = [
+    "LOOPBACK",
+    "Result",
+    "drive",
+    "run_python",
+    "run_wrk",
+    "report_target",
+    "request_bytes",
+    "machine",
+    "has_wrk",
+    "POOL",
+]
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 #: Distinct registrations the requests cycle through.
@@ -69,8 +79,13 @@ APPID_MSGS = "com.cloudsoftphone.app"
 
 def _b64_quoted(raw: bytes) -> str:
     # base64 as the app sends it in a query: "+", "/" and "=" percent-encoded.
-    return (base64.b64encode(raw).decode("ascii").replace("+", "%2B")
-            .replace("/", "%2F").replace("=", "%3D"))
+    return (
+        base64.b64encode(raw)
+        .decode("ascii")
+        .replace("+", "%2B")
+        .replace("/", "%2F")
+        .replace("=", "%3D")
+    )
 
 
 def report_target(i: int) -> str:
@@ -82,19 +97,23 @@ def report_target(i: int) -> str:
     selector = f"{d[:20].hex().upper()}:{i & 0xFFFFFFFF:08X}"
     # A PushKit token as base64 (32 bytes: 44 characters, "=" padded) and an FCM-like
     # one (48 bytes: 64 characters), as the spec's examples look.
-    return (f"/token/?username=user{i // 2:07d}&selector={selector}"
-            f"&token_calls={_b64_quoted(d[20:52])}&appid_calls={APPID_CALLS}"
-            f"&token_msgs={_b64_quoted(d[52:100])}&appid_msgs={APPID_MSGS}")
+    return (
+        f"/token/?username=user{i // 2:07d}&selector={selector}"
+        f"&token_calls={_b64_quoted(d[20:52])}&appid_calls={APPID_CALLS}"
+        f"&token_msgs={_b64_quoted(d[52:100])}&appid_msgs={APPID_MSGS}"
+    )
 
 
 def request_bytes(i: int, host: str) -> bytes:
     """Report *i* as the app sends it (the spec's GET example, byte for byte in shape)."""
-    return (f"GET {report_target(i)} HTTP/1.1\r\n"
-            f"Host: {host}\r\n"
-            "Connection: close\r\n"
-            "Cache-Control: max-age=0\r\n"
-            f"User-Agent: {USER_AGENT}\r\n"
-            "\r\n").encode("ascii")
+    return (
+        f"GET {report_target(i)} HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        "Connection: close\r\n"
+        "Cache-Control: max-age=0\r\n"
+        f"User-Agent: {USER_AGENT}\r\n"
+        "\r\n"
+    ).encode("ascii")
 
 
 # -- results ---------------------------------------------------------------------------
@@ -127,16 +146,24 @@ class Result:
         return self.ok / self.elapsed if self.elapsed > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tool": self.tool, "seconds": round(self.elapsed, 3), "ok": self.ok,
-                "rps": round(self.rps, 1), "p50_ms": _round(self.p50_ms),
-                "p99_ms": _round(self.p99_ms), "errors": self.error_count,
-                "error_kinds": dict(self.errors)}
+        return {
+            "tool": self.tool,
+            "seconds": round(self.elapsed, 3),
+            "ok": self.ok,
+            "rps": round(self.rps, 1),
+            "p50_ms": _round(self.p50_ms),
+            "p99_ms": _round(self.p99_ms),
+            "errors": self.error_count,
+            "error_kinds": dict(self.errors),
+        }
 
     def line(self) -> str:
         kinds = f" {self.errors}" if self.errors else ""
-        return (f"{self.tool}: {self.rps:,.0f} req/s, p50 {_fmt(self.p50_ms)} ms, "
-                f"p99 {_fmt(self.p99_ms)} ms, {self.ok} ok, {self.error_count} errors"
-                f"{kinds} in {self.elapsed:.2f} s")
+        return (
+            f"{self.tool}: {self.rps:,.0f} req/s, p50 {_fmt(self.p50_ms)} ms, "
+            f"p99 {_fmt(self.p99_ms)} ms, {self.ok} ok, {self.error_count} errors"
+            f"{kinds} in {self.elapsed:.2f} s"
+        )
 
 
 def _round(value: float | None) -> float | None:
@@ -181,9 +208,19 @@ def _status(buf: bytes) -> int:
 _REFUSED = (errno.ECONNREFUSED, errno.ECONNRESET, errno.ENETUNREACH, errno.EADDRNOTAVAIL)
 
 
-def _worker(host: str, port: int, connections: int, duration: float | None,
-            quota: int | None, first: int, stride: int, pool: int, timeout: float,
-            barrier: Any, out: Any) -> None:
+def _worker(
+    host: str,
+    port: int,
+    connections: int,
+    duration: float | None,
+    quota: int | None,
+    first: int,
+    stride: int,
+    pool: int,
+    timeout: float,
+    barrier: Any,
+    out: Any,
+) -> None:
     """One load process: *connections* concurrent requests on one epoll loop.
 
     Stops starting requests after *duration* seconds (in-flight ones are abandoned, as
@@ -216,8 +253,9 @@ def _worker(host: str, port: int, connections: int, duration: float | None,
         except (BlockingIOError, InterruptedError):
             return True
         except OSError as exc:
-            errors["connect" if exc.errno in _REFUSED or exc.errno == errno.ENOTCONN
-                   else "write"] += 1
+            errors[
+                "connect" if exc.errno in _REFUSED or exc.errno == errno.ENOTCONN else "write"
+            ] += 1
             close(fd)
             return False
         if not conn.sent:
@@ -273,10 +311,14 @@ def _worker(host: str, port: int, connections: int, duration: float | None,
                 break  # duration mode: abandon in-flight requests, as wrk does
         if stopping and (not active or now >= hard_stop):
             break
-        while not stopping and len(active) < connections and \
-                (quota is None or launched < quota) and perf() < stop_at:
+        while (
+            not stopping
+            and len(active) < connections
+            and (quota is None or launched < quota)
+            and perf() < stop_at
+        ):
             launch(now)
-        for fd, mask in ep.poll(0.05):
+        for fd, _mask in ep.poll(0.05):
             conn = active.get(fd)
             if conn is None:
                 continue
@@ -308,20 +350,29 @@ def _worker(host: str, port: int, connections: int, duration: float | None,
     for fd in list(active):
         close(fd)
     ep.close()
-    out.send({"ok": ok, "errors": errors, "elapsed": elapsed,
-              "latencies": latencies.tobytes()})
+    out.send({"ok": ok, "errors": errors, "elapsed": elapsed, "latencies": latencies.tobytes()})
     out.close()
 
 
 def _check_loopback(host: str) -> None:
     if host not in LOOPBACK:
-        raise ValueError(f"the load generator only drives loopback "
-                         f"({', '.join(LOOPBACK)}), not {host!r}")
+        raise ValueError(
+            f"the load generator only drives loopback ({', '.join(LOOPBACK)}), not {host!r}"
+        )
 
 
-def run_python(host: str, port: int, *, connections: int = 32, processes: int = 2,
-               duration: float | None = 10.0, requests: int | None = None,
-               first: int = 0, pool: int = POOL, timeout: float = TIMEOUT) -> Result:
+def run_python(
+    host: str,
+    port: int,
+    *,
+    connections: int = 32,
+    processes: int = 2,
+    duration: float | None = 10.0,
+    requests: int | None = None,
+    first: int = 0,
+    pool: int = POOL,
+    timeout: float = TIMEOUT,
+) -> Result:
     """The bundled generator: *processes* processes sharing *connections*.
 
     Give *duration* (seconds) or *requests* (total, then the run ends when all are
@@ -342,9 +393,23 @@ def run_python(host: str, port: int, *, connections: int = 32, processes: int = 
         if requests is not None:
             quota = requests // processes + (1 if k < requests % processes else 0)
         recv_end, send_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker, daemon=True, args=(
-            host, port, share, duration, quota, first + k, processes, pool, timeout,
-            barrier, send_end))
+        proc = ctx.Process(
+            target=_worker,
+            daemon=True,
+            args=(
+                host,
+                port,
+                share,
+                duration,
+                quota,
+                first + k,
+                processes,
+                pool,
+                timeout,
+                barrier,
+                send_end,
+            ),
+        )
         proc.start()
         send_end.close()
         pipes.append(recv_end)
@@ -374,12 +439,18 @@ def run_python(host: str, port: int, *, connections: int = 32, processes: int = 
         part.frombytes(r["latencies"])
         latencies.extend(part)
     ordered = sorted(latencies)
-    return Result(tool="python", elapsed=max(r["elapsed"] for r in results),
-                  ok=sum(r["ok"] for r in results), errors=errors,
-                  p50_ms=_percentile(ordered, 50), p99_ms=_percentile(ordered, 99))
+    return Result(
+        tool="python",
+        elapsed=max(r["elapsed"] for r in results),
+        ok=sum(r["ok"] for r in results),
+        errors=errors,
+        p50_ms=_percentile(ordered, 50),
+        p99_ms=_percentile(ordered, 99),
+    )
 
 
 # -- wrk -------------------------------------------------------------------------------
+
 
 # The same shape as report_target(): wrk's Lua has no SHA, so the selectors and tokens
 # are drawn at random once per thread (seeded; distinct by their index suffix).
@@ -462,8 +533,16 @@ def has_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_wrk(host: str, port: int, *, connections: int = 32, threads: int = 2,
-            duration: float = 10.0, pool: int = POOL, timeout: float = TIMEOUT) -> Result:
+def run_wrk(
+    host: str,
+    port: int,
+    *,
+    connections: int = 32,
+    threads: int = 2,
+    duration: float = 10.0,
+    pool: int = POOL,
+    timeout: float = TIMEOUT,
+) -> Result:
     """wrk with the report script; *duration* is rounded up to whole seconds."""
     _check_loopback(host)
     wrk = shutil.which("wrk")
@@ -472,40 +551,74 @@ def run_wrk(host: str, port: int, *, connections: int = 32, threads: int = 2,
     threads = max(1, min(threads, connections))
     seconds = max(1, int(-(-duration // 1)))
     url_host = f"[{host}]" if ":" in host else host
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="pushreport-bench-",
-                                     delete=False) as f:
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".lua", prefix="pushreport-bench-", delete=False
+    ) as f:
         f.write(_wrk_script())
         script = f.name
-    env = dict(os.environ, PUSHREPORT_BENCH_POOL=str(pool),
-               PUSHREPORT_BENCH_THREADS=str(threads), PUSHREPORT_BENCH_UA=USER_AGENT)
+    env = dict(
+        os.environ,
+        PUSHREPORT_BENCH_POOL=str(pool),
+        PUSHREPORT_BENCH_THREADS=str(threads),
+        PUSHREPORT_BENCH_UA=USER_AGENT,
+    )
     try:
-        cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               f"--timeout={int(timeout)}s", "-s", script, f"http://{url_host}:{port}/"]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                             timeout=seconds + timeout + 60)
+        cmd = [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            f"--timeout={int(timeout)}s",
+            "-s",
+            script,
+            f"http://{url_host}:{port}/",
+        ]
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, timeout=seconds + timeout + 60
+        )
     finally:
         os.unlink(script)
     m = _WRK_LINE.search(out.stdout)
     if out.returncode != 0 or m is None:
         raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    (dur_us, requests, connect, read, write, status, tmo, p50_us, p99_us) = map(
-        int, m.groups())
-    return Result(tool="wrk", elapsed=dur_us / 1e6, ok=requests - status,
-                  errors={"connect": connect, "read": read, "write": write,
-                          "status": status, "timeout": tmo},
-                  p50_ms=p50_us / 1000.0, p99_ms=p99_us / 1000.0)
+    (dur_us, requests, connect, read, write, status, tmo, p50_us, p99_us) = map(int, m.groups())
+    return Result(
+        tool="wrk",
+        elapsed=dur_us / 1e6,
+        ok=requests - status,
+        errors={
+            "connect": connect,
+            "read": read,
+            "write": write,
+            "status": status,
+            "timeout": tmo,
+        },
+        p50_ms=p50_us / 1000.0,
+        p99_ms=p99_us / 1000.0,
+    )
 
 
-def drive(host: str, port: int, *, duration: float, connections: int = 32,
-          threads: int = 2, tool: str = "auto", pool: int = POOL) -> Result:
+def drive(
+    host: str,
+    port: int,
+    *,
+    duration: float,
+    connections: int = 32,
+    threads: int = 2,
+    tool: str = "auto",
+    pool: int = POOL,
+) -> Result:
     """Drive for *duration* seconds with wrk if present (``tool="auto"``), else Python."""
     if tool not in ("auto", "wrk", "python"):
         raise ValueError(f"tool must be auto, wrk or python, not {tool!r}")
     if tool == "wrk" or (tool == "auto" and has_wrk()):
-        return run_wrk(host, port, connections=connections, threads=threads,
-                       duration=duration, pool=pool)
-    return run_python(host, port, connections=connections, processes=threads,
-                      duration=duration, pool=pool)
+        return run_wrk(
+            host, port, connections=connections, threads=threads, duration=duration, pool=pool
+        )
+    return run_python(
+        host, port, connections=connections, processes=threads, duration=duration, pool=pool
+    )
 
 
 # -- the machine -----------------------------------------------------------------------
@@ -525,14 +638,16 @@ def machine() -> dict[str, str]:
         pass
     try:
         from importlib.metadata import version
+
         gunicorn = version("gunicorn")
     except Exception:  # pragma: no cover - not installed
         gunicorn = "-"
     wrk = "-"
     if has_wrk():
         try:
-            first = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
-                                   timeout=10).stdout.splitlines()
+            first = subprocess.run(
+                ["wrk", "--version"], capture_output=True, text=True, timeout=10
+            ).stdout.splitlines()
             wrk = first[0].split(" [")[0].removeprefix("wrk ") if first else "?"
         except (OSError, subprocess.SubprocessError):
             wrk = "?"
@@ -541,9 +656,16 @@ def machine() -> dict[str, str]:
             loadavg = " ".join(f.read().split()[:3])
     except OSError:
         loadavg = "-"
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "loadavg": loadavg,
-            "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-            "gunicorn": gunicorn, "wrk": wrk, "os": platform.platform()}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "loadavg": loadavg,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "gunicorn": gunicorn,
+        "wrk": wrk,
+        "os": platform.platform(),
+    }
 
 
 # -- command line ----------------------------------------------------------------------
@@ -553,28 +675,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", choices=LOOPBACK)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds (default 10)")
-    parser.add_argument("--requests", type=int,
-                        help="send this many requests instead (python engine)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument(
+        "--requests", type=int, help="send this many requests instead (python engine)"
+    )
     parser.add_argument("--connections", "-c", type=int, default=32)
-    parser.add_argument("--threads", "-t", type=int, default=2,
-                        help="wrk threads or load processes (default 2)")
+    parser.add_argument(
+        "--threads", "-t", type=int, default=2, help="wrk threads or load processes (default 2)"
+    )
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--first", type=int, default=0,
-                        help="pool index to start at (python engine)")
-    parser.add_argument("--pool", type=int, default=POOL,
-                        help=f"distinct registrations (default {POOL})")
+    parser.add_argument(
+        "--first", type=int, default=0, help="pool index to start at (python engine)"
+    )
+    parser.add_argument(
+        "--pool", type=int, default=POOL, help=f"distinct registrations (default {POOL})"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.requests is not None:
-        result = run_python(args.host, args.port, connections=args.connections,
-                            processes=args.threads, duration=None, requests=args.requests,
-                            first=args.first, pool=args.pool)
+        result = run_python(
+            args.host,
+            args.port,
+            connections=args.connections,
+            processes=args.threads,
+            duration=None,
+            requests=args.requests,
+            first=args.first,
+            pool=args.pool,
+        )
     else:
-        result = drive(args.host, args.port, duration=args.duration,
-                       connections=args.connections, threads=args.threads, tool=args.tool,
-                       pool=args.pool)
+        result = drive(
+            args.host,
+            args.port,
+            duration=args.duration,
+            connections=args.connections,
+            threads=args.threads,
+            tool=args.tool,
+            pool=args.pool,
+        )
     if args.json:
         json.dump(result.as_dict(), sys.stdout)
         sys.stdout.write("\n")

@@ -48,14 +48,29 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def _send(port: int, requests: int, connections: int, first: int,
-          timeout: float) -> subprocess.Popen[str]:
+def _send(
+    port: int, requests: int, connections: int, first: int, timeout: float
+) -> subprocess.Popen[str]:
     # A second process, as a real client would be.
     return subprocess.Popen(
-        [sys.executable, str(BENCH / "loadgen.py"), "--host", HOST, "--port", str(port),
-         "--requests", str(requests), "--connections", str(connections), "--json",
-         "--first", str(first)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--requests",
+            str(requests),
+            "--connections",
+            str(connections),
+            "--json",
+            "--first",
+            str(first),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
@@ -64,8 +79,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise RuntimeError(f"the load generator did not finish in {timeout:g} s") \
-            from None
+        raise RuntimeError(f"the load generator did not finish in {timeout:g} s") from None
     if proc.returncode != 0:
         raise RuntimeError(f"the load generator failed ({proc.returncode})")
     result: dict[str, Any] = json.loads(out)
@@ -81,12 +95,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.wait_ready()
             (worker,) = server.workers()
             before_warmup = rss_kib(worker)
-            warm = _finish(_send(server.port, args.warmup, args.connections, 0,
-                                 args.timeout), args.timeout)
+            warm = _finish(
+                _send(server.port, args.warmup, args.connections, 0, args.timeout), args.timeout
+            )
             start = time.monotonic()
             samples.append((0.0, rss_kib(worker)))
-            proc = _send(server.port, args.requests, args.connections, args.warmup,
-                         args.timeout)
+            proc = _send(server.port, args.requests, args.connections, args.warmup, args.timeout)
             deadline = start + args.timeout
             next_sample = start + args.interval
             while proc.poll() is None and time.monotonic() < deadline:
@@ -98,37 +112,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(min(1.0, args.interval))
             samples.append((time.monotonic() - start, rss_kib(worker)))
             if server.workers() != [worker]:
-                raise RuntimeError("the worker was replaced during the run:\n"
-                                   + server.output())
+                raise RuntimeError("the worker was replaced during the run:\n" + server.output())
         finally:
             server.stop()
     first, last = samples[0][1], samples[-1][1]
     growth = last - first
     return {
-        "machine": loadgen.machine(), "reports": args.requests, "warmup": args.warmup,
+        "machine": loadgen.machine(),
+        "reports": args.requests,
+        "warmup": args.warmup,
         "rss_before_warmup_kib": before_warmup,
         "samples": [{"t": round(t, 2), "rss_kib": kib} for t, kib in samples],
-        "growth_kib": growth, "growth_pct": round(100.0 * growth / first, 2),
+        "growth_kib": growth,
+        "growth_pct": round(100.0 * growth / first, 2),
         "peak_kib": max(kib for _, kib in samples),
-        "load": load, "warmup_load": warm,
-        "verdict": (f"RSS {first:,} -> {last:,} KiB over {load['ok']:,} reports: "
-                    f"{growth:+,} KiB ({100.0 * growth / first:+.1f}%) vs flat (< "
-                    f"{FLAT_KIB:,} KiB growth): "
-                    + ("met" if growth < FLAT_KIB else "MISSED")),
+        "load": load,
+        "warmup_load": warm,
+        "verdict": (
+            f"RSS {first:,} -> {last:,} KiB over {load['ok']:,} reports: "
+            f"{growth:+,} KiB ({100.0 * growth / first:+.1f}%) vs flat (< "
+            f"{FLAT_KIB:,} KiB growth): " + ("met" if growth < FLAT_KIB else "MISSED")
+        ),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", "-n", type=int, default=200_000,
-                        help="reports to send after the warm-up (default 200,000)")
-    parser.add_argument("--warmup", type=int, help="reports sent before the first "
-                        "sample (default a tenth of --requests, at most 10,000)")
+    parser.add_argument(
+        "--requests",
+        "-n",
+        type=int,
+        default=200_000,
+        help="reports to send after the warm-up (default 200,000)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="reports sent before the first "
+        "sample (default a tenth of --requests, at most 10,000)",
+    )
     parser.add_argument("--connections", "-c", type=int, default=16)
-    parser.add_argument("--interval", type=float, default=3.0,
-                        help="seconds between samples (default 3)")
-    parser.add_argument("--timeout", type=float, default=900.0,
-                        help="give up after this many seconds (default 900)")
+    parser.add_argument(
+        "--interval", type=float, default=3.0, help="seconds between samples (default 3)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="give up after this many seconds (default 900)",
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 reports: a smoke run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -148,17 +180,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    print(f"worker RSS before warm-up: {report['rss_before_warmup_kib']:,} KiB; "
-          f"warm-up: {args.warmup:,} reports")
+    print(
+        f"worker RSS before warm-up: {report['rss_before_warmup_kib']:,} KiB; "
+        f"warm-up: {args.warmup:,} reports"
+    )
     print(f"{'t s':>8}  {'RSS KiB':>10}")
     for s in report["samples"]:
         print(f"{s['t']:8.1f}  {s['rss_kib']:10,}")
     load = report["load"]
-    print(f"load: {load['ok']:,} ok, {load['errors']} errors, {load['rps']:,.0f} req/s, "
-          f"p99 {load['p99_ms']} ms")
+    print(
+        f"load: {load['ok']:,} ok, {load['errors']} errors, {load['rps']:,.0f} req/s, "
+        f"p99 {load['p99_ms']} ms"
+    )
     m = report["machine"]
-    print(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, "
-          f"SQLite {m['sqlite']}, gunicorn {m['gunicorn']}")
+    print(
+        f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, "
+        f"SQLite {m['sqlite']}, gunicorn {m['gunicorn']}"
+    )
     print(report["verdict"])
     return 0
 

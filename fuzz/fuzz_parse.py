@@ -27,20 +27,36 @@ from typing import Sequence
 import atheris
 
 with atheris.instrument_imports(include=["pushreport_core"]):
-    from pushreport_core import (PushReportError, Report, Request, Template, app_variables,
-                                 parse_request, render_request)
+    from pushreport_core import (
+        PushReportError,
+        Report,
+        Request,
+        Template,
+        app_variables,
+        parse_request,
+        render_request,
+    )
     from pushreport_core._grammar import APP_ID, BAD_TEXT, SELECTOR, TOKEN
     from pushreport_core.testing import ROUNDTRIP_TEMPLATES, SPEC_REQUESTS, SPEC_VALUES
 
 #: ``None`` is the default shapes; then one template of every kind the core supports.
 SHAPE_NAMES: tuple[str, ...] = ("default", *ROUNDTRIP_TEMPLATES)
-SHAPES: tuple[Template | None, ...] = (None, *(Template.parse(**xml)
-                                               for xml in ROUNDTRIP_TEMPLATES.values()))
+SHAPES: tuple[Template | None, ...] = (
+    None,
+    *(Template.parse(**xml) for xml in ROUNDTRIP_TEMPLATES.values()),
+)
 METHODS = ("GET", "POST", "PUT", "HEAD", "DELETE", "PATCH", "get", "")
 CONTENT_TYPES: tuple[str | None, ...] = (
-    None, "", "application/json", "application/x-www-form-urlencoded", "text/plain",
-    "application/xml", "application/json; charset=utf-8", "text/plain; charset=utf-8",
-    "APPLICATION/X-WWW-FORM-URLENCODED", "multipart/form-data; boundary=x",
+    None,
+    "",
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "application/xml",
+    "application/json; charset=utf-8",
+    "text/plain; charset=utf-8",
+    "APPLICATION/X-WWW-FORM-URLENCODED",
+    "multipart/form-data; boundary=x",
 )
 
 
@@ -54,34 +70,56 @@ def request_from(data: bytes) -> tuple[int, Request]:
     # WSGI hands the target over as latin-1 text (PEP 3333), so every byte is a char.
     target = fdp.ConsumeBytes(target_len).decode("latin-1")
     body = fdp.ConsumeBytes(fdp.remaining_bytes())
-    return shape, Request(method=method, target=target, body=body,
-                          content_type=content_type, user_agent="CloudSoftphone/1.5.6")
+    return shape, Request(
+        method=method,
+        target=target,
+        body=body,
+        content_type=content_type,
+        user_agent="CloudSoftphone/1.5.6",
+    )
 
 
 def seed_for(shape: int, request: Request) -> bytes:
     """The fuzz input for which :func:`request_from` gives back *shape* and *request*
     (whose method and content type must be among ``METHODS`` and ``CONTENT_TYPES``)."""
     target = request.target.encode("latin-1")
-    return (target + request.body
-            + bytes([len(target) & 0xFF, len(target) >> 8,
-                     CONTENT_TYPES.index(request.content_type),
-                     METHODS.index(request.method), shape]))
+    return (
+        target
+        + request.body
+        + bytes(
+            [
+                len(target) & 0xFF,
+                len(target) >> 8,
+                CONTENT_TYPES.index(request.content_type),
+                METHODS.index(request.method),
+                shape,
+            ]
+        )
+    )
 
 
 def seeds() -> dict[str, bytes]:
     """The seed corpus: the spec's two requests under the default shapes, and the app's
     request for every template with the spec's values."""
-    out = {f"spec-{name.replace(' ', '-').lower()}": seed_for(0, request)
-           for name, request in SPEC_REQUESTS.items()}
-    variables = app_variables(**SPEC_VALUES,
-                              extra={"installid": "install-1"})
+    out = {
+        f"spec-{name.replace(' ', '-').lower()}": seed_for(0, request)
+        for name, request in SPEC_REQUESTS.items()
+    }
+    variables = app_variables(**SPEC_VALUES, extra={"installid": "install-1"})
     for index, (name, template) in enumerate(zip(SHAPE_NAMES, SHAPES)):
         if template is None:
             continue
         request = render_request(template, variables)
-        out[f"template-{name}"] = seed_for(index, Request(
-            method=request.method, target=request.target, body=request.body,
-            content_type=request.content_type, user_agent=request.user_agent))
+        out[f"template-{name}"] = seed_for(
+            index,
+            Request(
+                method=request.method,
+                target=request.target,
+                body=request.body,
+                content_type=request.content_type,
+                user_agent=request.user_agent,
+            ),
+        )
     return out
 
 

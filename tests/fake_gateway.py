@@ -39,13 +39,17 @@ class FakeGateway:
                 except ValueError:
                     body = None
                 with gateway.lock:
-                    gateway.requests.append({
-                        "path": self.path, "content_type": self.headers.get("Content-Type"),
-                        "raw": raw, "json": body})
+                    gateway.requests.append(
+                        {
+                            "path": self.path,
+                            "content_type": self.headers.get("Content-Type"),
+                            "raw": raw,
+                            "json": body,
+                        }
+                    )
                     token = body.get("DeviceToken") if isinstance(body, dict) else None
                     plan = gateway.plans.get(token or "", [])
-                    answer: Answer = plan.pop(0) if len(plan) > 1 else (plan[0] if plan
-                                                                         else OK)
+                    answer: Answer = plan.pop(0) if len(plan) > 1 else (plan[0] if plan else OK)
                 if answer == "hang":
                     time.sleep(HANG_SECONDS)
                     answer = OK
@@ -79,8 +83,9 @@ class FakeGateway:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/pnm2/send"
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def plan(self, token: str, answers: Sequence[Answer]) -> None:

@@ -20,7 +20,8 @@ def test_generated_reference_is_committed_and_current(name):
     path = _docs.DOCS_DIR / name
     assert path.exists(), f"docs/{name} is missing: run python -m pushreport_wsgi._docs"
     assert path.read_text(encoding="utf-8") == _docs.render_all()[name], (
-        f"docs/{name} is stale: run python -m pushreport_wsgi._docs")
+        f"docs/{name} is stale: run python -m pushreport_wsgi._docs"
+    )
 
 
 def test_every_key_option_and_hook_has_its_own_text():
@@ -85,8 +86,11 @@ def test_the_readme_configuration_example_loads_and_shows_every_key(tmp_path):
 
     data = tomllib.loads(_readme_config_example())
     Config.from_dict(data, base_dir=tmp_path)
-    missing = [key for key in CONFIG_KEYS
-               if key.partition(".")[2] not in data.get(key.partition(".")[0], {})]
+    missing = [
+        key
+        for key in CONFIG_KEYS
+        if key.partition(".")[2] not in data.get(key.partition(".")[0], {})
+    ]
     assert missing == [], f"README's configuration example lacks {missing}"
     # Backends' options: set in their table, or shown in a comment there (an option
     # that excludes another, like webhook's secret and secret_env).

@@ -29,11 +29,22 @@ from typing import Callable
 from pushreport_wsgi.hookspecs import hookimpl
 from pushreport_wsgi.storage import StorageFactory
 
-from ._storage import (DEFAULT_COMPACT_AFTER, DEFAULT_LOCK_TIMEOUT, DEFAULT_PATH, FORMAT,
-                       FilesStorage)
+from ._storage import (
+    DEFAULT_COMPACT_AFTER,
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_PATH,
+    FORMAT,
+    FilesStorage,
+)
 
-__all__ = ["FilesStorage", "FORMAT", "DEFAULT_PATH", "DEFAULT_COMPACT_AFTER",
-           "DEFAULT_LOCK_TIMEOUT", "pushreport_register_storage"]
+__all__ = [
+    "FilesStorage",
+    "FORMAT",
+    "DEFAULT_PATH",
+    "DEFAULT_COMPACT_AFTER",
+    "DEFAULT_LOCK_TIMEOUT",
+    "pushreport_register_storage",
+]
 
 
 @hookimpl

@@ -54,14 +54,27 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
-from pushreport_core import (Registration, Report, StorageUnavailable,
-                             format_time, merge, parse_time, without_token)
+from pushreport_core import (
+    Registration,
+    Report,
+    StorageUnavailable,
+    format_time,
+    merge,
+    parse_time,
+    without_token,
+)
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 T = TypeVar("T")
 
-__all__ = ["FilesStorage", "FORMAT", "DEFAULT_PATH", "DEFAULT_COMPACT_AFTER",
-           "DEFAULT_LOCK_TIMEOUT", "MAX_LOCK_TIMEOUT"]
+__all__ = [
+    "FilesStorage",
+    "FORMAT",
+    "DEFAULT_PATH",
+    "DEFAULT_COMPACT_AFTER",
+    "DEFAULT_LOCK_TIMEOUT",
+    "MAX_LOCK_TIMEOUT",
+]
 
 #: The ``format`` of the log header and the snapshot.
 FORMAT = 1
@@ -79,17 +92,25 @@ LOCK = "lock"
 
 OPTIONS_DOC = {
     "path": "the folder holding the JSON Lines log and the snapshot, relative to the "
-            "configuration file's folder (default pushreport-data)",
+    "configuration file's folder (default pushreport-data)",
     "compact_after": "log records after which the snapshot is rewritten (atomically: "
-                     "write, fsync, rename) and the log started afresh (default 10000)",
+    "write, fsync, rename) and the log started afresh (default 10000)",
     "fsync": "fsync the log before answering 200 (default true; false survives a crash "
-             "of the process but not a power loss)",
+    "of the process but not a power loss)",
     "lock_timeout": "seconds a write waits for another process's lock before the app is "
-                    "answered 503 (default 2)",
+    "answered 503 (default 2)",
 }
 _OPTIONS = tuple(OPTIONS_DOC)
-_REPORT_FIELDS = ("selector", "username", "token_calls", "appid_calls", "token_msgs",
-                  "appid_msgs", "extra", "user_agent")
+_REPORT_FIELDS = (
+    "selector",
+    "username",
+    "token_calls",
+    "appid_calls",
+    "token_msgs",
+    "appid_msgs",
+    "extra",
+    "user_agent",
+)
 
 
 class _Corrupt(Exception):
@@ -97,8 +118,9 @@ class _Corrupt(Exception):
 
 
 def _dumps(value: Any) -> bytes:
-    return (json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-            + "\n").encode("utf-8")
+    return (
+        json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n"
+    ).encode("utf-8")
 
 
 def _report_record(report: Report, now: datetime) -> dict[str, Any]:
@@ -118,10 +140,16 @@ def _parse_line(line: bytes) -> dict[str, Any]:
 
 
 def _record_report(record: Mapping[str, Any]) -> Report:
-    return Report(selector=record["selector"], username=record.get("username"),
-                  token_calls=record.get("token_calls"), appid_calls=record.get("appid_calls"),
-                  token_msgs=record.get("token_msgs"), appid_msgs=record.get("appid_msgs"),
-                  extra=record.get("extra") or {}, user_agent=record.get("user_agent"))
+    return Report(
+        selector=record["selector"],
+        username=record.get("username"),
+        token_calls=record.get("token_calls"),
+        appid_calls=record.get("appid_calls"),
+        token_msgs=record.get("token_msgs"),
+        appid_msgs=record.get("appid_msgs"),
+        extra=record.get("extra") or {},
+        user_agent=record.get("user_agent"),
+    )
 
 
 def _record_registration(record: Mapping[str, Any]) -> Registration:
@@ -180,8 +208,7 @@ class FilesStorage:
     path: Path = attrs.field(converter=Path)
     compact_after: int = attrs.field(default=DEFAULT_COMPACT_AFTER, kw_only=True)
     fsync: bool = attrs.field(default=True, kw_only=True)
-    lock_timeout: float = attrs.field(default=DEFAULT_LOCK_TIMEOUT, converter=float,
-                                      kw_only=True)
+    lock_timeout: float = attrs.field(default=DEFAULT_LOCK_TIMEOUT, converter=float, kw_only=True)
     _mutex: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
     _pid: int = attrs.field(init=False, default=0, repr=False)
     _lock_fd: int | None = attrs.field(init=False, default=None, repr=False)
@@ -211,13 +238,23 @@ class FilesStorage:
         """
         opts = BackendOptions("files", options, _OPTIONS)
         path = opts.string("path", DEFAULT_PATH, what="a folder path (a non-empty string)")
-        compact_after = opts.integer("compact_after", DEFAULT_COMPACT_AFTER, low=1,
-                                     high=10**9, what="a whole number of log records")
+        compact_after = opts.integer(
+            "compact_after",
+            DEFAULT_COMPACT_AFTER,
+            low=1,
+            high=10**9,
+            what="a whole number of log records",
+        )
         fsync = opts.boolean("fsync", True)
-        lock_timeout = opts.number("lock_timeout", DEFAULT_LOCK_TIMEOUT, low=0,
-                                   high=MAX_LOCK_TIMEOUT)
-        return cls(path=Path(context.base_dir, path), compact_after=compact_after,
-                   fsync=fsync, lock_timeout=lock_timeout)
+        lock_timeout = opts.number(
+            "lock_timeout", DEFAULT_LOCK_TIMEOUT, low=0, high=MAX_LOCK_TIMEOUT
+        )
+        return cls(
+            path=Path(context.base_dir, path),
+            compact_after=compact_after,
+            fsync=fsync,
+            lock_timeout=lock_timeout,
+        )
 
     # -- files and locks ---------------------------------------------------------------
 
@@ -242,8 +279,7 @@ class FilesStorage:
             self._pid = os.getpid()
         if self._lock_fd is None:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                    0o644)
+            self._lock_fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.0005
         while True:
@@ -253,8 +289,8 @@ class FilesStorage:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise StorageUnavailable(
-                        "files storage is locked",
-                        retry_after=max(1, math.ceil(self.lock_timeout))) from None
+                        "files storage is locked", retry_after=max(1, math.ceil(self.lock_timeout))
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.01)
 
@@ -269,8 +305,7 @@ class FilesStorage:
                     if self._lock_fd is not None:
                         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             except OSError as exc:
-                raise StorageUnavailable(f"files storage failed: {exc.strerror or exc}") \
-                    from exc
+                raise StorageUnavailable(f"files storage failed: {exc.strerror or exc}") from exc
 
     # -- reading -----------------------------------------------------------------------
 
@@ -366,7 +401,8 @@ class FilesStorage:
                 if index == len(complete) - 1 and not tail:
                     return  # a torn last line: ignored, truncated before the next append
                 raise StorageUnavailable(
-                    f"files storage log is corrupt at byte {self._offset}") from exc
+                    f"files storage log is corrupt at byte {self._offset}"
+                ) from exc
             self._offset += len(line) + 1
             self._records += 1
         del tail
@@ -384,7 +420,7 @@ class FilesStorage:
         try:
             view = memoryview(content)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             self._sync(fd)
         finally:
             os.close(fd)
@@ -435,10 +471,18 @@ class FilesStorage:
         registrations = [self._state[s].to_json() for s in sorted(self._state)]
         try:
             self._generation += 1
-            self._replace(SNAPSHOT, json.dumps(
-                {"format": FORMAT, "generation": self._generation,
-                 "registrations": registrations}, ensure_ascii=False,
-                separators=(",", ":")).encode("utf-8"))
+            self._replace(
+                SNAPSHOT,
+                json.dumps(
+                    {
+                        "format": FORMAT,
+                        "generation": self._generation,
+                        "registrations": registrations,
+                    },
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                ).encode("utf-8"),
+            )
             self._start_log()
         except (OSError, StorageUnavailable):
             self._loaded = False
@@ -488,6 +532,7 @@ class FilesStorage:
             for r in registrations:
                 self._state[r.selector] = r
             self._maybe_compact()
+
         self._locked(fcntl.LOCK_EX, put_locked)
 
     def get(self, selector: str) -> Registration | None:
@@ -495,8 +540,12 @@ class FilesStorage:
 
     def find(self, *, username: str | None = None) -> list[Registration]:
         def select() -> list[Registration]:
-            return [self._state[s] for s in sorted(self._state)
-                    if username is None or self._state[s].username == username]
+            return [
+                self._state[s]
+                for s in sorted(self._state)
+                if username is None or self._state[s].username == username
+            ]
+
         return self._locked(fcntl.LOCK_SH, select)
 
     def __iter__(self) -> Iterator[Registration]:
@@ -511,32 +560,45 @@ class FilesStorage:
             del self._state[selector]
             self._maybe_compact()
             return True
+
         return self._locked(fcntl.LOCK_EX, remove_locked)
 
     def count(self) -> int:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
         return self._locked(fcntl.LOCK_SH, lambda: len(self._state))
 
-    def forget_token(self, token: str, *, selector: str | None = None,
-                     keep: str | None = None) -> list[str]:
+    def forget_token(
+        self, token: str, *, selector: str | None = None, keep: str | None = None
+    ) -> list[str]:
         """Clear *token* where it is held: one ``forget`` record naming the registrations
         changed, appended and fsync-ed. The selectors changed, sorted."""
+
         def forget_locked() -> list[str]:
             candidates = sorted(self._state) if selector is None else [selector]
-            changed = [s for s in candidates if s != keep and s in self._state
-                       and token in (self._state[s].token_calls, self._state[s].token_msgs)]
+            changed = [
+                s
+                for s in candidates
+                if s != keep
+                and s in self._state
+                and token in (self._state[s].token_calls, self._state[s].token_msgs)
+            ]
             if changed:
                 record = {"op": "forget", "token": token, "selectors": changed}
                 self._append([_dumps(record)])
                 _apply(self._state, record)
                 self._maybe_compact()
             return changed
+
         return self._locked(fcntl.LOCK_EX, forget_locked)
 
     def find_token(self, token: str) -> list[Registration]:
         def select() -> list[Registration]:
-            return [self._state[s] for s in sorted(self._state)
-                    if token in (self._state[s].token_calls, self._state[s].token_msgs)]
+            return [
+                self._state[s]
+                for s in sorted(self._state)
+                if token in (self._state[s].token_calls, self._state[s].token_msgs)
+            ]
+
         return self._locked(fcntl.LOCK_SH, select)
 
     def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
@@ -546,24 +608,28 @@ class FilesStorage:
             raise ValueError(f"before must be an aware datetime, got {before!r}")
 
         def prune_locked() -> list[Registration]:
-            gone = [self._state[s] for s in sorted(self._state)
-                    if self._state[s].last_seen < before]
+            gone = [
+                self._state[s] for s in sorted(self._state) if self._state[s].last_seen < before
+            ]
             if gone and not dry_run:
                 record = {"op": "prune", "before": format_time(before)}
                 self._append([_dumps(record)])
                 _apply(self._state, record)
                 self._maybe_compact()
             return gone
+
         return self._locked(fcntl.LOCK_SH if dry_run else fcntl.LOCK_EX, prune_locked)
 
     def ping(self) -> None:
         """Take the write lock and make sure the log exists and can be written."""
+
         def check() -> None:
             if self._log_fd is None:
                 self._start_log()
             os.fstat(self._log_fd)  # type: ignore[arg-type]
             if not os.access(self.path / LOG, os.W_OK):
                 raise StorageUnavailable("files storage log is read-only")
+
         self._locked(fcntl.LOCK_EX, check)
 
     def close(self) -> None:

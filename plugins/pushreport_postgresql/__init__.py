@@ -33,21 +33,39 @@ from pushreport_wsgi.storage import Storage, StorageContext, StorageFactory
 from ._options import OPTIONS_DOC
 
 if TYPE_CHECKING:
-    from ._storage import (DEFAULT_POOL_MAX, DEFAULT_POOL_MIN, DEFAULT_TABLE,
-                           DEFAULT_TIMEOUT, DSN_ENV, SCHEMA_VERSION, PostgreSQLStorage)
+    from ._storage import (
+        DEFAULT_POOL_MAX,
+        DEFAULT_POOL_MIN,
+        DEFAULT_TABLE,
+        DEFAULT_TIMEOUT,
+        DSN_ENV,
+        SCHEMA_VERSION,
+        PostgreSQLStorage,
+    )
 
-__all__ = ["PostgreSQLStorage", "SCHEMA_VERSION", "DEFAULT_TABLE", "DEFAULT_POOL_MIN",
-           "DEFAULT_POOL_MAX", "DEFAULT_TIMEOUT", "DSN_ENV", "pushreport_register_storage"]
+__all__ = [
+    "PostgreSQLStorage",
+    "SCHEMA_VERSION",
+    "DEFAULT_TABLE",
+    "DEFAULT_POOL_MIN",
+    "DEFAULT_POOL_MAX",
+    "DEFAULT_TIMEOUT",
+    "DSN_ENV",
+    "pushreport_register_storage",
+]
 
 #: psycopg is an optional dependency: this module (the plugin, loaded with every
 #: installation) imports it only when the backend is used.
-MISSING_DRIVER = ("needs psycopg 3 and psycopg-pool, which are not installed: "
-                  "pip install 'pushreport[postgresql]'")
+MISSING_DRIVER = (
+    "needs psycopg 3 and psycopg-pool, which are not installed: "
+    "pip install 'pushreport[postgresql]'"
+)
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
         from . import _storage
+
         return getattr(_storage, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -22,8 +22,16 @@ from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._options import OPTIONS_DOC
 
-__all__ = ["PostgreSQLStorage", "SCHEMA_VERSION", "DEFAULT_TABLE", "DEFAULT_POOL_MIN",
-           "DEFAULT_POOL_MAX", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "DSN_ENV"]
+__all__ = [
+    "PostgreSQLStorage",
+    "SCHEMA_VERSION",
+    "DEFAULT_TABLE",
+    "DEFAULT_POOL_MIN",
+    "DEFAULT_POOL_MAX",
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+    "DSN_ENV",
+]
 
 #: The version recorded in ``<table>_schema`` for the schema below.
 SCHEMA_VERSION = 1
@@ -46,29 +54,43 @@ _OPTIONS = tuple(OPTIONS_DOC)
 # stay within PostgreSQL's 63-byte identifiers.
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 
-_COLUMNS = ("selector", "username", "token_calls", "appid_calls", "token_msgs",
-            "appid_msgs", "extra", "user_agent", "first_seen", "last_seen", "reports")
-_KNOWN_WINS = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs",
-               "user_agent")
+_COLUMNS = (
+    "selector",
+    "username",
+    "token_calls",
+    "appid_calls",
+    "token_msgs",
+    "appid_msgs",
+    "extra",
+    "user_agent",
+    "first_seen",
+    "last_seen",
+    "reports",
+)
+_KNOWN_WINS = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs", "user_agent")
 
 
 def _check_table(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not _TABLE_NAME.fullmatch(value):
-        raise ValueError(f"table must be letters, digits and _ (at most 48, not starting "
-                         f"with a digit), not {value!r}")
+        raise ValueError(
+            f"table must be letters, digits and _ (at most 48, not starting "
+            f"with a digit), not {value!r}"
+        )
 
 
 def _check_timeout(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if not 0 < value <= MAX_TIMEOUT:
-        raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, "
-                         f"not {value!r}")
+        raise ValueError(
+            f"timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, not {value!r}"
+        )
 
 
-def _check_pool(instance: PostgreSQLStorage, attribute: attrs.Attribute[Any],
-                value: int) -> None:
+def _check_pool(instance: PostgreSQLStorage, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 1 <= instance.pool_max <= MAX_POOL or not 0 <= instance.pool_min <= instance.pool_max:
-        raise ValueError(f"need 0 <= pool_min <= pool_max, 1 <= pool_max <= {MAX_POOL}; got "
-                         f"pool_min={instance.pool_min!r}, pool_max={instance.pool_max!r}")
+        raise ValueError(
+            f"need 0 <= pool_min <= pool_max, 1 <= pool_max <= {MAX_POOL}; got "
+            f"pool_min={instance.pool_min!r}, pool_max={instance.pool_max!r}"
+        )
 
 
 class _Statements:
@@ -97,13 +119,16 @@ class _Statements:
 )""").format(t),
             # (username, selector): find() by username in selector order from the index.
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (username, selector)").format(
-                sql.Identifier(f"{table}_username"), t),
+                sql.Identifier(f"{table}_username"), t
+            ),
         )
         # The merge rule of pushreport_core.merge, done by the database in one atomic
         # statement: "a null value for pushTokenOther" (the iOS delay) never erases a
         # stored value, whichever host the report reached.
-        sets = [sql.SQL("{c} = COALESCE(EXCLUDED.{c}, t.{c})").format(c=sql.Identifier(c))
-                for c in _KNOWN_WINS]
+        sets = [
+            sql.SQL("{c} = COALESCE(EXCLUDED.{c}, t.{c})").format(c=sql.Identifier(c))
+            for c in _KNOWN_WINS
+        ]
         self.upsert = sql.SQL("""INSERT INTO {t} AS t ({cols})
 VALUES (%(selector)s, %(username)s, %(token_calls)s, %(appid_calls)s, %(token_msgs)s,
         %(appid_msgs)s, %(extra)s, %(user_agent)s, %(now)s, %(now)s, 1)
@@ -120,15 +145,23 @@ VALUES (%(selector)s, %(username)s, %(token_calls)s, %(appid_calls)s, %(token_ms
         %(appid_msgs)s, %(extra)s, %(user_agent)s, %(first_seen)s, %(last_seen)s,
         %(reports)s)
 ON CONFLICT (selector) DO UPDATE SET
-    {sets}""").format(t=t, cols=cols, sets=sql.SQL(",\n    ").join(
-            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-            for c in _COLUMNS if c != "selector"))
+    {sets}""").format(
+            t=t,
+            cols=cols,
+            sets=sql.SQL(",\n    ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+                for c in _COLUMNS
+                if c != "selector"
+            ),
+        )
         self.get = sql.SQL("SELECT {} FROM {} WHERE selector = %s").format(cols, t)
         self.find = sql.SQL("SELECT {} FROM {} WHERE username = %s ORDER BY selector").format(
-            cols, t)
+            cols, t
+        )
         self.page_first = sql.SQL("SELECT {} FROM {} ORDER BY selector LIMIT %s").format(cols, t)
         self.page_after = sql.SQL(
-            "SELECT {} FROM {} WHERE selector > %s ORDER BY selector LIMIT %s").format(cols, t)
+            "SELECT {} FROM {} WHERE selector > %s ORDER BY selector LIMIT %s"
+        ).format(cols, t)
         self.remove = sql.SQL("DELETE FROM {} WHERE selector = %s").format(t)
         # forget_token and prune: one statement each, atomic; row locks only, so a scan
         # (neither the tokens nor last_seen are indexed: an index on last_seen, which
@@ -140,11 +173,14 @@ WHERE (token_calls = %(token)s OR token_msgs = %(token)s)
   AND selector IS DISTINCT FROM %(keep)s::text""").format(t)
         self.forget_all = sql.SQL("{} RETURNING selector").format(forget)
         self.forget_one = sql.SQL("{} AND selector = %(selector)s RETURNING selector").format(
-            forget)
-        self.find_token = sql.SQL("SELECT {} FROM {} WHERE token_calls = %s OR token_msgs = %s "
-                                  "ORDER BY selector").format(cols, t)
+            forget
+        )
+        self.find_token = sql.SQL(
+            "SELECT {} FROM {} WHERE token_calls = %s OR token_msgs = %s ORDER BY selector"
+        ).format(cols, t)
         self.stale = sql.SQL("SELECT {} FROM {} WHERE last_seen < %s ORDER BY selector").format(
-            cols, t)
+            cols, t
+        )
         self.prune = sql.SQL("DELETE FROM {} WHERE last_seen < %s RETURNING {}").format(t, cols)
         # A write that changes nothing: it waits for the table's write lock like an
         # upsert, and fails on a read-only server (a standby) as an upsert would.
@@ -159,20 +195,37 @@ def _params(report: Report, now: datetime) -> dict[str, Any]:
 
 
 def _put_params(registration: Registration) -> dict[str, Any]:
-    return {**attrs.asdict(registration, recurse=False),
-            "extra": Jsonb(dict(registration.extra))}
+    return {**attrs.asdict(registration, recurse=False), "extra": Jsonb(dict(registration.extra))}
 
 
 def _decode(row: tuple[Any, ...]) -> Registration:
-    (selector, username, token_calls, appid_calls, token_msgs, appid_msgs, extra,
-     user_agent, first_seen, last_seen, reports) = row
+    (
+        selector,
+        username,
+        token_calls,
+        appid_calls,
+        token_msgs,
+        appid_msgs,
+        extra,
+        user_agent,
+        first_seen,
+        last_seen,
+        reports,
+    ) = row
     try:
         return Registration(
-            selector=selector, username=username, token_calls=token_calls,
-            appid_calls=appid_calls, token_msgs=token_msgs, appid_msgs=appid_msgs,
-            extra=extra, user_agent=user_agent,
+            selector=selector,
+            username=username,
+            token_calls=token_calls,
+            appid_calls=appid_calls,
+            token_msgs=token_msgs,
+            appid_msgs=appid_msgs,
+            extra=extra,
+            user_agent=user_agent,
             first_seen=first_seen.astimezone(timezone.utc),
-            last_seen=last_seen.astimezone(timezone.utc), reports=reports)
+            last_seen=last_seen.astimezone(timezone.utc),
+            reports=reports,
+        )
     except (TypeError, ValueError, AttributeError) as exc:
         raise StorageUnavailable("postgresql table holds a row that cannot be read") from exc
 
@@ -212,8 +265,9 @@ class PostgreSQLStorage:
     table: str = attrs.field(default=DEFAULT_TABLE, validator=_check_table)
     pool_min: int = attrs.field(default=DEFAULT_POOL_MIN, validator=_check_pool)
     pool_max: int = attrs.field(default=DEFAULT_POOL_MAX, validator=_check_pool)
-    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, converter=float,
-                                 validator=_check_timeout)
+    timeout: float = attrs.field(
+        default=DEFAULT_TIMEOUT, converter=float, validator=_check_timeout
+    )
     _sql: _Statements = attrs.field(init=False, repr=False)
     _pool: ConnectionPool | None = attrs.field(init=False, default=None, repr=False)
     _pid: int = attrs.field(init=False, default=0, repr=False)
@@ -227,8 +281,13 @@ class PostgreSQLStorage:
         self._sql = _Statements(self.table)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], context: StorageContext, *,
-                     environ: Mapping[str, str] = os.environ) -> PostgreSQLStorage:
+    def from_options(
+        cls,
+        options: Mapping[str, Any],
+        context: StorageContext,
+        *,
+        environ: Mapping[str, str] = os.environ,
+    ) -> PostgreSQLStorage:
         """The backend for the ``[storage.postgresql]`` table of the configuration.
 
         Options: ``dsn`` (a libpq connection string or URL; when absent, the
@@ -248,24 +307,32 @@ class PostgreSQLStorage:
         else:
             dsn = environ.get(DSN_ENV, "")
             if not dsn.strip():
-                raise opts.error("dsn", f"missing: set it, or the environment variable "
-                                        f"{DSN_ENV}")
+                raise opts.error("dsn", f"missing: set it, or the environment variable {DSN_ENV}")
         pool_min = opts.integer("pool_min", DEFAULT_POOL_MIN, low=0, high=MAX_POOL)
         pool_max = opts.integer("pool_max", DEFAULT_POOL_MAX, low=1, high=MAX_POOL)
         if pool_min > pool_max:
-            raise opts.error("pool_min", f"must be at most pool_max ({pool_max}), not "
-                                         f"{pool_min!r}")
+            raise opts.error(
+                "pool_min", f"must be at most pool_max ({pool_max}), not {pool_min!r}"
+            )
         timeout = options.get("timeout", DEFAULT_TIMEOUT)
-        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                or not 0 < timeout <= MAX_TIMEOUT):
-            raise opts.error("timeout", f"must be a number of seconds more than 0 and at "
-                                        f"most {MAX_TIMEOUT:g}, not {timeout!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= MAX_TIMEOUT
+        ):
+            raise opts.error(
+                "timeout",
+                f"must be a number of seconds more than 0 and at "
+                f"most {MAX_TIMEOUT:g}, not {timeout!r}",
+            )
         table = options.get("table", DEFAULT_TABLE)
         if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
-            raise opts.error("table", f"must be a table name of letters, digits and _ (at "
-                                      f"most 48, not starting with a digit), not {table!r}")
-        return cls(dsn=dsn, table=table, pool_min=pool_min, pool_max=pool_max,
-                   timeout=timeout)
+            raise opts.error(
+                "table",
+                f"must be a table name of letters, digits and _ (at "
+                f"most 48, not starting with a digit), not {table!r}",
+            )
+        return cls(dsn=dsn, table=table, pool_min=pool_min, pool_max=pool_max, timeout=timeout)
 
     # -- connections -------------------------------------------------------------
 
@@ -277,14 +344,15 @@ class PostgreSQLStorage:
         # Short messages from the error's class and SQLSTATE only: psycopg's own text
         # may quote the server, the user or values.
         if isinstance(exc, PoolTimeout):
-            return StorageUnavailable("postgresql connection pool timed out",
-                                      retry_after=self._retry_after)
+            return StorageUnavailable(
+                "postgresql connection pool timed out", retry_after=self._retry_after
+            )
         if isinstance(exc, errors.LockNotAvailable):
-            return StorageUnavailable("postgresql table is locked",
-                                      retry_after=self._retry_after)
+            return StorageUnavailable("postgresql table is locked", retry_after=self._retry_after)
         if isinstance(exc, errors.QueryCanceled):
-            return StorageUnavailable("postgresql statement timed out",
-                                      retry_after=self._retry_after)
+            return StorageUnavailable(
+                "postgresql statement timed out", retry_after=self._retry_after
+            )
         if isinstance(exc, errors.ReadOnlySqlTransaction):
             return StorageUnavailable("postgresql server is read-only")
         if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57")):
@@ -293,9 +361,12 @@ class PostgreSQLStorage:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         ms = str(max(1, round(self.timeout * 1000)))
-        conn.execute("SELECT set_config('statement_timeout', %s, false), "
-                     "set_config('lock_timeout', %s, false), "
-                     "set_config('TimeZone', 'UTC', false)", (ms, ms))
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false), "
+            "set_config('lock_timeout', %s, false), "
+            "set_config('TimeZone', 'UTC', false)",
+            (ms, ms),
+        )
 
     def _get_pool(self) -> ConnectionPool:
         if self._closed:
@@ -310,11 +381,15 @@ class PostgreSQLStorage:
             if self._pool is not None:
                 self._inherited.append(self._pool)
             pool = ConnectionPool(
-                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-                timeout=self.timeout, open=False, configure=self._configure,
+                self.dsn,
+                min_size=self.pool_min,
+                max_size=self.pool_max,
+                timeout=self.timeout,
+                open=False,
+                configure=self._configure,
                 name=f"pushreport-postgresql-{self.table}",
-                kwargs={"autocommit": True,
-                        "connect_timeout": max(2, math.ceil(self.timeout))})
+                kwargs={"autocommit": True, "connect_timeout": max(2, math.ceil(self.timeout))},
+            )
             pool.open(wait=False)
             self._pool, self._pid = pool, pid
             return pool
@@ -342,22 +417,30 @@ class PostgreSQLStorage:
         s = self._sql
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (s.lock_key,))
-            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL)")
-                         .format(s.version_table))
-            row = conn.execute(sql.SQL("SELECT max(version) FROM {}")
-                               .format(s.version_table)).fetchone()
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL)").format(
+                    s.version_table
+                )
+            )
+            row = conn.execute(
+                sql.SQL("SELECT max(version) FROM {}").format(s.version_table)
+            ).fetchone()
             version = row[0] if row else None
             if version is not None and version > SCHEMA_VERSION:
-                raise StorageUnavailable(f"postgresql table schema version {version} is "
-                                         f"newer than this pushreport's ({SCHEMA_VERSION})")
+                raise StorageUnavailable(
+                    f"postgresql table schema version {version} is "
+                    f"newer than this pushreport's ({SCHEMA_VERSION})"
+                )
             if version == SCHEMA_VERSION:
                 return
             # Version None: a new table. Upgrades from older versions go here.
             for statement in s.schema:
                 conn.execute(statement)
             conn.execute(sql.SQL("DELETE FROM {}").format(s.version_table))
-            conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (%s)")
-                         .format(s.version_table), (SCHEMA_VERSION,))
+            conn.execute(
+                sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(s.version_table),
+                (SCHEMA_VERSION,),
+            )
 
     def _rows(self, statement: sql.Composed, params: Any) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
@@ -433,8 +516,9 @@ class PostgreSQLStorage:
         ((n,),) = self._rows(self._sql.count, ())
         return int(n)
 
-    def forget_token(self, token: str, *, selector: str | None = None,
-                     keep: str | None = None) -> list[str]:
+    def forget_token(
+        self, token: str, *, selector: str | None = None, keep: str | None = None
+    ) -> list[str]:
         """Clear *token* where it is held: one ``UPDATE … RETURNING``, committed on
         return. The selectors changed, sorted."""
         params = {"token": token, "keep": keep, "selector": selector}

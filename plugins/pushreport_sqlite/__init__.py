@@ -27,11 +27,22 @@ from typing import Callable
 from pushreport_wsgi.hookspecs import hookimpl
 from pushreport_wsgi.storage import StorageFactory
 
-from ._storage import (DEFAULT_BUSY_TIMEOUT, DEFAULT_PATH, SCHEMA_VERSION, SYNCHRONOUS,
-                       SQLiteStorage)
+from ._storage import (
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_PATH,
+    SCHEMA_VERSION,
+    SYNCHRONOUS,
+    SQLiteStorage,
+)
 
-__all__ = ["SQLiteStorage", "SCHEMA_VERSION", "DEFAULT_PATH", "DEFAULT_BUSY_TIMEOUT",
-           "SYNCHRONOUS", "pushreport_register_storage"]
+__all__ = [
+    "SQLiteStorage",
+    "SCHEMA_VERSION",
+    "DEFAULT_PATH",
+    "DEFAULT_BUSY_TIMEOUT",
+    "SYNCHRONOUS",
+    "pushreport_register_storage",
+]
 
 
 @hookimpl

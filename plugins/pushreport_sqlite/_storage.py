@@ -14,14 +14,19 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
-from pushreport_core import (Registration, Report, StorageUnavailable,
-                             format_time, parse_time)
+from pushreport_core import Registration, Report, StorageUnavailable, format_time, parse_time
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 T = TypeVar("T")
 
-__all__ = ["SQLiteStorage", "SCHEMA_VERSION", "DEFAULT_PATH", "SYNCHRONOUS",
-           "DEFAULT_BUSY_TIMEOUT", "MAX_BUSY_TIMEOUT"]
+__all__ = [
+    "SQLiteStorage",
+    "SCHEMA_VERSION",
+    "DEFAULT_PATH",
+    "SYNCHRONOUS",
+    "DEFAULT_BUSY_TIMEOUT",
+    "MAX_BUSY_TIMEOUT",
+]
 
 #: ``PRAGMA user_version`` of the schema below.
 SCHEMA_VERSION = 1
@@ -40,15 +45,15 @@ PAGE_SIZE = 256
 
 OPTIONS_DOC = {
     "path": "the database file, relative to the configuration file's folder (default "
-            "pushreport.sqlite3); created with its folder's permissions",
+    "pushreport.sqlite3); created with its folder's permissions",
     "synchronous": '"normal" (default: a report answered 200 survives a crash of the '
-                   'process; WAL mode) or "full" (an fsync before every answer: it also '
-                   "survives a power loss)",
+    'process; WAL mode) or "full" (an fsync before every answer: it also '
+    "survives a power loss)",
     "busy_timeout": "seconds a write waits for another process's lock before the app is "
-                    "answered 503 (default 2; 0 to 60)",
+    "answered 503 (default 2; 0 to 60)",
     "checkpoint_interval": "seconds between WAL checkpoints taken by a background thread, "
-                           "off the request path (default 1; 0: SQLite checkpoints inside "
-                           "a write)",
+    "off the request path (default 1; 0: SQLite checkpoints inside "
+    "a write)",
 }
 _OPTIONS = tuple(OPTIONS_DOC)
 #: ``[storage.sqlite] checkpoint_interval``: seconds between WAL checkpoints taken by a
@@ -59,8 +64,10 @@ DEFAULT_CHECKPOINT_INTERVAL = 1.0
 #: fall behind: a bound on the WAL file, not the normal path.
 _FALLBACK_AUTOCHECKPOINT = 20000
 
-_COLUMNS = ("selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
-            "extra, user_agent, first_seen, last_seen, reports")
+_COLUMNS = (
+    "selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
+    "extra, user_agent, first_seen, last_seen, reports"
+)
 
 # Times are stored as ISO 8601 in UTC with exactly six fractional digits, so that text
 # order is time order and MIN()/MAX() below compare instants correctly.
@@ -108,14 +115,16 @@ RETURNING {_COLUMNS}"""
 # is one atomic statement: the rule holds whichever writes.
 _SET_USERNAME = "    username    = COALESCE(excluded.username, registrations.username),\n"
 UPSERT_SAME_USERNAME = UPSERT.replace(_SET_USERNAME, "").replace(
-    "RETURNING", "WHERE excluded.username IS NULL OR excluded.username = registrations.username"
-    "\nRETURNING")
+    "RETURNING",
+    "WHERE excluded.username IS NULL OR excluded.username = registrations.username\nRETURNING",
+)
 # The same writes, not read back: for a receiver that needs no Registration (no
 # pushreport_report_stored hook, no token_owner check). Measured: RETURNING and the
 # decode of its row are a fifth of the upsert.
-UPSERT_QUIET = UPSERT[:UPSERT.rindex("RETURNING")].rstrip()
-UPSERT_SAME_USERNAME_QUIET = UPSERT_SAME_USERNAME[:UPSERT_SAME_USERNAME.rindex("RETURNING")]\
-    .rstrip()
+UPSERT_QUIET = UPSERT[: UPSERT.rindex("RETURNING")].rstrip()
+UPSERT_SAME_USERNAME_QUIET = UPSERT_SAME_USERNAME[
+    : UPSERT_SAME_USERNAME.rindex("RETURNING")
+].rstrip()
 # put_many: a registration stored exactly as given, replacing its selector's row.
 PUT = f"""INSERT INTO registrations ({_COLUMNS})
 VALUES (:selector, :username, :token_calls, :appid_calls, :token_msgs, :appid_msgs,
@@ -142,8 +151,10 @@ REMOVE = "DELETE FROM registrations WHERE selector = ?"
 # by key and checks again, so the write lock is held for the keys only, never for a
 # scan of the table, and a row reported again in between is left alone.
 HOLDERS = "SELECT selector FROM registrations WHERE token_calls = ? OR token_msgs = ?"
-FIND_TOKEN = (f"SELECT {_COLUMNS} FROM registrations WHERE token_calls = ? OR token_msgs = ? "
-              "ORDER BY selector")
+FIND_TOKEN = (
+    f"SELECT {_COLUMNS} FROM registrations WHERE token_calls = ? OR token_msgs = ? "
+    "ORDER BY selector"
+)
 FORGET = """UPDATE registrations SET
     token_calls = CASE WHEN token_calls = :token THEN NULL ELSE token_calls END,
     token_msgs  = CASE WHEN token_msgs = :token THEN NULL ELSE token_msgs END
@@ -161,8 +172,10 @@ RETURNING {_COLUMNS}"""
 PING = "DELETE FROM registrations WHERE 0"
 # Measured: 40 to 65 ms for a million rows (it reads the smaller username index).
 COUNT = "SELECT COUNT(*) FROM registrations"
-_PRAGMA_SYNCHRONOUS = {"normal": "PRAGMA synchronous = NORMAL",
-                       "full": "PRAGMA synchronous = FULL"}
+_PRAGMA_SYNCHRONOUS = {
+    "normal": "PRAGMA synchronous = NORMAL",
+    "full": "PRAGMA synchronous = FULL",
+}
 
 # Short messages by SQLite primary result code: no SQL, no values, no path.
 _MESSAGES = {
@@ -190,8 +203,7 @@ def _dump_extra(extra: Mapping[str, str]) -> str:
 
 
 def _params(report: Report, now: datetime) -> dict[str, Any]:
-    return {**report.stored_fields(), "extra": _dump_extra(report.extra),
-            "now": _db_time(now)}
+    return {**report.stored_fields(), "extra": _dump_extra(report.extra), "now": _db_time(now)}
 
 
 def _put_params(registration: Registration) -> dict[str, Any]:
@@ -200,15 +212,33 @@ def _put_params(registration: Registration) -> dict[str, Any]:
 
 
 def _decode(row: tuple[Any, ...]) -> Registration:
-    (selector, username, token_calls, appid_calls, token_msgs, appid_msgs, extra,
-     user_agent, first_seen, last_seen, reports) = row
+    (
+        selector,
+        username,
+        token_calls,
+        appid_calls,
+        token_msgs,
+        appid_msgs,
+        extra,
+        user_agent,
+        first_seen,
+        last_seen,
+        reports,
+    ) = row
     try:
         return Registration(
-            selector=selector, username=username, token_calls=token_calls,
-            appid_calls=appid_calls, token_msgs=token_msgs, appid_msgs=appid_msgs,
-            extra={} if extra == "{}" else json.loads(extra), user_agent=user_agent,
-            first_seen=parse_time(first_seen), last_seen=parse_time(last_seen),
-            reports=reports)
+            selector=selector,
+            username=username,
+            token_calls=token_calls,
+            appid_calls=appid_calls,
+            token_msgs=token_msgs,
+            appid_msgs=appid_msgs,
+            extra={} if extra == "{}" else json.loads(extra),
+            user_agent=user_agent,
+            first_seen=parse_time(first_seen),
+            last_seen=parse_time(last_seen),
+            reports=reports,
+        )
     except (TypeError, ValueError) as exc:
         raise StorageUnavailable("sqlite database holds a row that cannot be read") from exc
 
@@ -220,8 +250,7 @@ def _check_synchronous(instance: Any, attribute: Any, value: str) -> None:
 
 def _check_busy_timeout(instance: Any, attribute: Any, value: float) -> None:
     if not 0 <= value <= MAX_BUSY_TIMEOUT:
-        raise ValueError(f"busy_timeout must be 0 to {MAX_BUSY_TIMEOUT:g} seconds, "
-                         f"not {value!r}")
+        raise ValueError(f"busy_timeout must be 0 to {MAX_BUSY_TIMEOUT:g} seconds, not {value!r}")
 
 
 @attrs.define(eq=False)
@@ -242,23 +271,22 @@ class SQLiteStorage:
 
     path: Path = attrs.field(converter=Path)
     synchronous: str = attrs.field(default="normal", validator=_check_synchronous)
-    busy_timeout: float = attrs.field(default=DEFAULT_BUSY_TIMEOUT, converter=float,
-                                      validator=_check_busy_timeout)
+    busy_timeout: float = attrs.field(
+        default=DEFAULT_BUSY_TIMEOUT, converter=float, validator=_check_busy_timeout
+    )
     _local: threading.local = attrs.field(init=False, factory=threading.local, repr=False)
-    _schema_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock,
-                                               repr=False)
+    _schema_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
     _schema_ready: bool = attrs.field(init=False, default=False, repr=False)
     _closed: bool = attrs.field(init=False, default=False, repr=False)
     # Connections inherited through fork(): SQLite forbids using (or closing) them in
     # the child, so the child only keeps them from being collected.
-    _inherited: list[sqlite3.Connection] = attrs.field(init=False, factory=list,
-                                                       repr=False)
-    checkpoint_interval: float = attrs.field(default=DEFAULT_CHECKPOINT_INTERVAL,
-                                             converter=float, kw_only=True)
+    _inherited: list[sqlite3.Connection] = attrs.field(init=False, factory=list, repr=False)
+    checkpoint_interval: float = attrs.field(
+        default=DEFAULT_CHECKPOINT_INTERVAL, converter=float, kw_only=True
+    )
     _checkpointer_pid: int = attrs.field(init=False, default=0, repr=False)
     _stop: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
-    _checkpointer: threading.Thread | None = attrs.field(init=False, default=None,
-                                                         repr=False)
+    _checkpointer: threading.Thread | None = attrs.field(init=False, default=None, repr=False)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> SQLiteStorage:
@@ -274,12 +302,18 @@ class SQLiteStorage:
         opts = BackendOptions("sqlite", options, _OPTIONS)
         path = opts.string("path", DEFAULT_PATH, what="a file path (a non-empty string)")
         synchronous = opts.string("synchronous", "normal", choices=SYNCHRONOUS)
-        busy_timeout = opts.number("busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0,
-                                   high=MAX_BUSY_TIMEOUT)
-        interval = opts.number("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL, low=0,
-                               high=3600)
-        return cls(path=Path(context.base_dir, path), synchronous=synchronous,
-                   busy_timeout=busy_timeout, checkpoint_interval=interval)
+        busy_timeout = opts.number(
+            "busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0, high=MAX_BUSY_TIMEOUT
+        )
+        interval = opts.number(
+            "checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL, low=0, high=3600
+        )
+        return cls(
+            path=Path(context.base_dir, path),
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            checkpoint_interval=interval,
+        )
 
     # -- connections -------------------------------------------------------------
 
@@ -287,14 +321,18 @@ class SQLiteStorage:
         code = getattr(exc, "sqlite_errorcode", None)
         primary = None if code is None else code & 0xFF
         if primary in _LOCKED:
-            return StorageUnavailable("sqlite database is locked",
-                                      retry_after=max(1, math.ceil(self.busy_timeout)))
+            return StorageUnavailable(
+                "sqlite database is locked", retry_after=max(1, math.ceil(self.busy_timeout))
+            )
         # Anything else may stick to the connection: one that opened (or met) a
         # read-only file stays read-only after the file is writable again. The next
         # call opens a new one, which sees the file as it is then.
         self._drop_connection()
-        message = _MESSAGES.get(primary, "sqlite database failed") if primary is not None \
+        message = (
+            _MESSAGES.get(primary, "sqlite database failed")
+            if primary is not None
             else "sqlite database failed"
+        )
         return StorageUnavailable(message)
 
     def _connection(self) -> sqlite3.Connection:
@@ -352,8 +390,12 @@ class SQLiteStorage:
                 return
             self._checkpointer_pid = pid
             self._stop = threading.Event()
-            thread = threading.Thread(target=self._checkpoint_loop, args=(self._stop,),
-                                      name="pushreport-sqlite-checkpoint", daemon=True)
+            thread = threading.Thread(
+                target=self._checkpoint_loop,
+                args=(self._stop,),
+                name="pushreport-sqlite-checkpoint",
+                daemon=True,
+            )
             thread.start()
             self._checkpointer = thread
 
@@ -376,8 +418,10 @@ class SQLiteStorage:
         if version == SCHEMA_VERSION:
             return
         if version > SCHEMA_VERSION:
-            raise StorageUnavailable(f"sqlite database schema version {version} is newer "
-                                     f"than this pushreport's ({SCHEMA_VERSION})")
+            raise StorageUnavailable(
+                f"sqlite database schema version {version} is newer "
+                f"than this pushreport's ({SCHEMA_VERSION})"
+            )
         self._switch_to_wal(conn)
         conn.execute("BEGIN IMMEDIATE")  # another process may be creating it too
         try:
@@ -458,12 +502,15 @@ class SQLiteStorage:
         All or nothing: on failure nothing of the batch is stored and
         ``StorageUnavailable`` is raised. Reports of one selector are merged in order.
         """
+
         def work(conn: sqlite3.Connection) -> list[Any]:
             rows = []
             for report, now in items:
                 params = _params(report, now)
-                rows.append(conn.execute(UPSERT_SAME_USERNAME, params).fetchone()
-                            or conn.execute(UPSERT, params).fetchone())
+                rows.append(
+                    conn.execute(UPSERT_SAME_USERNAME, params).fetchone()
+                    or conn.execute(UPSERT, params).fetchone()
+                )
             return rows
 
         return [_decode(row) for row in self._transaction(work)]
@@ -523,8 +570,9 @@ class SQLiteStorage:
         ((n,),) = self._run(COUNT)
         return int(n)
 
-    def forget_token(self, token: str, *, selector: str | None = None,
-                     keep: str | None = None) -> list[str]:
+    def forget_token(
+        self, token: str, *, selector: str | None = None, keep: str | None = None
+    ) -> list[str]:
         """Clear *token* where it is held (in *selector*'s row only, when given), except
         in *keep*'s row: one UPDATE, committed on return. The selectors changed, sorted."""
         if selector is None:

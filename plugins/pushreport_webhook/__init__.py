@@ -34,15 +34,41 @@ from pushreport_wsgi.storage import StorageFactory
 
 from ._deliver import USER_AGENT, Deliverer, backoff_delay, post
 from ._outbox import REMOVED, UPDATED, DeadEvent, Event, event_body
-from ._signing import (EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
-                       TOLERANCE, signature, verify)
+from ._signing import (
+    EVENT_HEADER,
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    TOLERANCE,
+    signature,
+    verify,
+)
 from ._storage import DEFAULT_OUTBOX, OPTIONS, OPTIONS_DOC, WebhookStorage, webhook_storage
 
-__all__ = ["WebhookStorage", "Deliverer", "Event", "DeadEvent", "UPDATED", "REMOVED",
-           "DEFAULT_OUTBOX", "OPTIONS", "OPTIONS_DOC", "webhook_storage", "SIGNATURE_HEADER",
-           "TIMESTAMP_HEADER", "EVENT_ID_HEADER", "EVENT_HEADER", "TOLERANCE", "USER_AGENT",
-           "signature", "verify", "event_body", "backoff_delay", "post",
-           "pushreport_register_storage"]
+__all__ = [
+    "WebhookStorage",
+    "Deliverer",
+    "Event",
+    "DeadEvent",
+    "UPDATED",
+    "REMOVED",
+    "DEFAULT_OUTBOX",
+    "OPTIONS",
+    "OPTIONS_DOC",
+    "webhook_storage",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "EVENT_ID_HEADER",
+    "EVENT_HEADER",
+    "TOLERANCE",
+    "USER_AGENT",
+    "signature",
+    "verify",
+    "event_body",
+    "backoff_delay",
+    "post",
+    "pushreport_register_storage",
+]
 
 
 @hookimpl

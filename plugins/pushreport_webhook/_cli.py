@@ -33,15 +33,21 @@ def open_outbox(config: Config) -> WebhookStorage:
     options = config.storage.options_for("webhook")
     options.pop("required", None)
     opts = BackendOptions("webhook", options, OPTIONS)
-    path = Path(config.base_dir, opts.string("outbox", DEFAULT_OUTBOX,
-                                             what="a file path (a non-empty string)"))
+    path = Path(
+        config.base_dir,
+        opts.string("outbox", DEFAULT_OUTBOX, what="a file path (a non-empty string)"),
+    )
     if not path.exists():
         raise LookupError(f"{path} does not exist (no report was stored yet)")
     return WebhookStorage(
-        path, synchronous=opts.string("synchronous", "normal", choices=SYNCHRONOUS),
-        busy_timeout=opts.number("busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0,
-                                 high=MAX_BUSY_TIMEOUT),
-        deliver=False, checkpoint_interval=0)
+        path,
+        synchronous=opts.string("synchronous", "normal", choices=SYNCHRONOUS),
+        busy_timeout=opts.number(
+            "busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0, high=MAX_BUSY_TIMEOUT
+        ),
+        deliver=False,
+        checkpoint_interval=0,
+    )
 
 
 def _when(seconds: float) -> str | None:
@@ -51,17 +57,29 @@ def _when(seconds: float) -> str | None:
 
 
 def _pending_json(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "event": event.event, "selector": event.selector,
-            "occurred_at": event.occurred_at, "attempts": event.attempts,
-            "next_attempt_at": _when(event.next_attempt_at), "last_error": event.last_error,
-            "registration": dict(event.registration)}
+    return {
+        "id": event.id,
+        "event": event.event,
+        "selector": event.selector,
+        "occurred_at": event.occurred_at,
+        "attempts": event.attempts,
+        "next_attempt_at": _when(event.next_attempt_at),
+        "last_error": event.last_error,
+        "registration": dict(event.registration),
+    }
 
 
 def _dead_json(event: DeadEvent) -> dict[str, Any]:
-    return {"id": event.id, "event": event.event, "selector": event.selector,
-            "occurred_at": event.occurred_at, "attempts": event.attempts,
-            "failed_at": _when(event.failed_at), "last_error": event.last_error,
-            "registration": dict(event.registration)}
+    return {
+        "id": event.id,
+        "event": event.event,
+        "selector": event.selector,
+        "occurred_at": event.occurred_at,
+        "attempts": event.attempts,
+        "failed_at": _when(event.failed_at),
+        "last_error": event.last_error,
+        "registration": dict(event.registration),
+    }
 
 
 def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
@@ -74,9 +92,15 @@ def _short(text: str | None) -> str:
     return "-" if text is None else text[:19].replace("T", " ")
 
 
-def run_outbox(config: Config, *, as_json: bool = False, replay: bool = False,
-               event_id: int | None = None, out: TextIO | None = None,
-               err: TextIO | None = None) -> int:
+def run_outbox(
+    config: Config,
+    *,
+    as_json: bool = False,
+    replay: bool = False,
+    event_id: int | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     """The ``outbox`` command; its exit status (1: no dead event with that id; 2: no
     outbox, or it cannot be read)."""
     out = out if out is not None else sys.stdout
@@ -104,20 +128,51 @@ def run_outbox(config: Config, *, as_json: bool = False, replay: bool = False,
     finally:
         storage.close()
     if as_json:
-        json.dump({"outbox": str(storage.path), "pending": [_pending_json(e) for e in pending],
-                   "dead": [_dead_json(e) for e in dead]}, out, ensure_ascii=False, indent=2)
+        json.dump(
+            {
+                "outbox": str(storage.path),
+                "pending": [_pending_json(e) for e in pending],
+                "dead": [_dead_json(e) for e in dead],
+            },
+            out,
+            ensure_ascii=False,
+            indent=2,
+        )
         out.write("\n")
         return 0
     print(f"outbox {storage.path}: {len(pending)} pending, {len(dead)} dead", file=out)
     if pending:
         print("pending:", file=out)
-        _table([("ID", "EVENT", "SELECTOR", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")] + [
-            (str(e.id), e.event, e.selector, str(e.attempts),
-             _short(_when(e.next_attempt_at)) if e.attempts else "now",
-             e.last_error or "-") for e in pending], out)
+        _table(
+            [("ID", "EVENT", "SELECTOR", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")]
+            + [
+                (
+                    str(e.id),
+                    e.event,
+                    e.selector,
+                    str(e.attempts),
+                    _short(_when(e.next_attempt_at)) if e.attempts else "now",
+                    e.last_error or "-",
+                )
+                for e in pending
+            ],
+            out,
+        )
     if dead:
         print("dead:", file=out)
-        _table([("ID", "EVENT", "SELECTOR", "ATTEMPTS", "FAILED AT", "LAST ERROR")] + [
-            (str(e.id), e.event, e.selector, str(e.attempts), _short(_when(e.failed_at)),
-             e.last_error) for e in dead], out)
+        _table(
+            [("ID", "EVENT", "SELECTOR", "ATTEMPTS", "FAILED AT", "LAST ERROR")]
+            + [
+                (
+                    str(e.id),
+                    e.event,
+                    e.selector,
+                    str(e.attempts),
+                    _short(_when(e.failed_at)),
+                    e.last_error,
+                )
+                for e in dead
+            ],
+            out,
+        )
     return 0

@@ -96,8 +96,7 @@ def unlock(fd: int) -> None:
     os.close(fd)  # closing the last descriptor releases the flock
 
 
-def backoff_delay(attempts: int, *, base: float, maximum: float,
-                  rng: random.Random) -> float:
+def backoff_delay(attempts: int, *, base: float, maximum: float, rng: random.Random) -> float:
     """Seconds before the next attempt after *attempts* failures: "full jitter", a
     uniform draw below the capped exponential ``base * 2 ** (attempts - 1)``, so that
     many events failing together do not come back together."""
@@ -142,8 +141,9 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> s
 
     *timeout* bounds the connection and every read, as urllib's does.
     """
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={**headers, "User-Agent": USER_AGENT})
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={**headers, "User-Agent": USER_AGENT}
+    )
     try:
         response = _OPENER.open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -176,9 +176,15 @@ def where(url: str) -> str:
 class Deliverer:
     """The background thread of one :class:`WebhookStorage` handle."""
 
-    def __init__(self, storage: WebhookStorage, *, url: str, secret: Secret,
-                 rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        storage: WebhookStorage,
+        *,
+        url: str,
+        secret: Secret,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.storage = storage
         self.url = url
         self.secret = secret
@@ -188,8 +194,7 @@ class Deliverer:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.holds_lock = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pushreport-webhook",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pushreport-webhook", daemon=True)
         self._pool: ThreadPoolExecutor | None = None
         #: Deliveries, failures and dead letters by this deliverer (tests, logs).
         self.delivered = 0
@@ -245,21 +250,24 @@ class Deliverer:
         try:
             fd = try_lock(self.lock_path)
         except OSError as e:
-            log.warning("webhook deliverer cannot open its lock file: %s",
-                        e.strerror or type(e).__name__)
+            log.warning(
+                "webhook deliverer cannot open its lock file: %s", e.strerror or type(e).__name__
+            )
             return None
         if fd is not None:
             self.holds_lock.set()
-            log.info("webhook deliverer of process %d delivers to %s", os.getpid(),
-                     where(self.url))
+            log.info(
+                "webhook deliverer of process %d delivers to %s", os.getpid(), where(self.url)
+            )
         return fd
 
     def _round(self) -> float:
         """Send the due heads; the seconds to wait before the next round."""
         storage = self.storage
         now = self.clock()
-        heads = storage._read(lambda conn: due_heads(
-            conn, now=now, limit=storage.concurrency * _ROUND_PER_THREAD))
+        heads = storage._read(
+            lambda conn: due_heads(conn, now=now, limit=storage.concurrency * _ROUND_PER_THREAD)
+        )
         if not heads:
             due = storage._read(next_due)
             if due is None:
@@ -270,10 +278,12 @@ class Deliverer:
                 self._record(event, self._send(event))
             return 0.0
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=storage.concurrency,
-                                            thread_name_prefix="pushreport-webhook-send")
+            self._pool = ThreadPoolExecutor(
+                max_workers=storage.concurrency, thread_name_prefix="pushreport-webhook-send"
+            )
         futures: dict[Future[str | None], Event] = {
-            self._pool.submit(self._send, event): event for event in heads}
+            self._pool.submit(self._send, event): event for event in heads
+        }
         for future in as_completed(futures):
             self._record(futures[future], future.result())
         return 0.0
@@ -282,9 +292,13 @@ class Deliverer:
         if self.stopping.is_set():
             return _SKIPPED
         body = event_body(event)
-        headers = signed_headers(self.secret.reveal().encode("utf-8"),
-                                 timestamp=int(self.clock()), body=body, event=event.event,
-                                 event_id=event.id)
+        headers = signed_headers(
+            self.secret.reveal().encode("utf-8"),
+            timestamp=int(self.clock()),
+            body=body,
+            event=event.event,
+            event_id=event.id,
+        )
         try:
             return post(self.url, body, headers, timeout=self.storage.timeout)
         except Exception as e:  # a failure of this attempt, not of the deliverer
@@ -299,17 +313,32 @@ class Deliverer:
             self.delivered += 1
             return
         attempts = event.attempts + 1
-        delay = backoff_delay(attempts, base=storage.backoff_base,
-                              maximum=storage.backoff_max, rng=self.rng)
+        delay = backoff_delay(
+            attempts, base=storage.backoff_base, maximum=storage.backoff_max, rng=self.rng
+        )
         now = self.clock()
-        dead = storage._transaction(lambda conn: failed(
-            conn, event.id, error, now=now, max_attempts=storage.max_attempts, delay=delay))
+        dead = storage._transaction(
+            lambda conn: failed(
+                conn, event.id, error, now=now, max_attempts=storage.max_attempts, delay=delay
+            )
+        )
         self.failures += 1
         if dead:
             self.dead += 1
-            log.warning("webhook event %d (%s) failed %d times, last: %s; moved to the "
-                        "dead letters (pushreport outbox --replay-dead)", event.id,
-                        event.event, attempts, error)
+            log.warning(
+                "webhook event %d (%s) failed %d times, last: %s; moved to the "
+                "dead letters (pushreport outbox --replay-dead)",
+                event.id,
+                event.event,
+                attempts,
+                error,
+            )
         else:
-            log.info("webhook event %d failed (attempt %d of %d): %s; next in %.3g s",
-                     event.id, attempts, storage.max_attempts, error, delay)
+            log.info(
+                "webhook event %d failed (attempt %d of %d): %s; next in %.3g s",
+                event.id,
+                attempts,
+                storage.max_attempts,
+                error,
+                delay,
+            )

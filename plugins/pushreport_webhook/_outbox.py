@@ -16,9 +16,23 @@ import attrs
 
 from pushreport_core import Registration, format_time
 
-__all__ = ["Event", "DeadEvent", "OUTBOX_SCHEMA", "UPDATED", "REMOVED", "enqueue",
-           "due_heads", "next_due", "delivered", "failed", "replay_dead", "pending_events",
-           "dead_events", "counts", "event_body"]
+__all__ = [
+    "Event",
+    "DeadEvent",
+    "OUTBOX_SCHEMA",
+    "UPDATED",
+    "REMOVED",
+    "enqueue",
+    "due_heads",
+    "next_due",
+    "delivered",
+    "failed",
+    "replay_dead",
+    "pending_events",
+    "dead_events",
+    "counts",
+    "event_body",
+]
 
 #: The two kinds of event; ``event`` of the JSON body and of the ``X-Pushreport-Event``
 #: header.
@@ -53,8 +67,7 @@ OUTBOX_SCHEMA = (
 )""",
 )
 
-_ENQUEUE = ("INSERT INTO outbox (event, selector, registration, occurred_at) "
-            "VALUES (?, ?, ?, ?)")
+_ENQUEUE = "INSERT INTO outbox (event, selector, registration, occurred_at) VALUES (?, ?, ?, ?)"
 # The head of every selector: its oldest event. A later event of a selector waits until
 # every earlier one was delivered or dead-lettered, so each selector's events arrive in
 # commit order.
@@ -97,8 +110,13 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body the webhook receives."""
-        return {"event": self.event, "id": self.id, "selector": self.selector,
-                "registration": dict(self.registration), "occurred_at": self.occurred_at}
+        return {
+            "event": self.event,
+            "id": self.id,
+            "selector": self.selector,
+            "registration": dict(self.registration),
+            "occurred_at": self.occurred_at,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -117,27 +135,32 @@ class DeadEvent:
 
 def event_body(event: Event) -> bytes:
     """The exact bytes POSTed (and signed): compact JSON, keys in a fixed order."""
-    return json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":"),
-                      sort_keys=True).encode("utf-8")
+    return json.dumps(
+        event.to_json(), ensure_ascii=False, separators=(",", ":"), sort_keys=True
+    ).encode("utf-8")
 
 
 def _dump(registration: Registration) -> str:
-    return json.dumps(registration.to_json(), ensure_ascii=False, separators=(",", ":"),
-                      sort_keys=True)
+    return json.dumps(
+        registration.to_json(), ensure_ascii=False, separators=(",", ":"), sort_keys=True
+    )
 
 
-def enqueue(conn: sqlite3.Connection, kind: str,
-            changes: Iterable[tuple[Registration, datetime]]) -> None:
+def enqueue(
+    conn: sqlite3.Connection, kind: str, changes: Iterable[tuple[Registration, datetime]]
+) -> None:
     """Add one *kind* event per ``(registration, occurred_at)``, in order."""
-    conn.executemany(_ENQUEUE, [(kind, r.selector, _dump(r), format_time(at))
-                                for r, at in changes])
+    conn.executemany(
+        _ENQUEUE, [(kind, r.selector, _dump(r), format_time(at)) for r, at in changes]
+    )
 
 
 def due_heads(conn: sqlite3.Connection, *, now: float, limit: int) -> list[Event]:
     """The oldest event of each selector, if its next attempt is due, oldest first."""
-    return [Event(id=i, event=e, selector=s, registration=json.loads(r), occurred_at=o,
-                  attempts=a)
-            for i, e, s, r, o, a in conn.execute(_HEADS, (now, limit)).fetchall()]
+    return [
+        Event(id=i, event=e, selector=s, registration=json.loads(r), occurred_at=o, attempts=a)
+        for i, e, s, r, o, a in conn.execute(_HEADS, (now, limit)).fetchall()
+    ]
 
 
 def next_due(conn: sqlite3.Connection) -> float | None:
@@ -150,8 +173,15 @@ def delivered(conn: sqlite3.Connection, event_id: int) -> None:
     conn.execute(_DELETE, (event_id,))
 
 
-def failed(conn: sqlite3.Connection, event_id: int, error: str, *, now: float,
-           max_attempts: int, delay: float) -> bool:
+def failed(
+    conn: sqlite3.Connection,
+    event_id: int,
+    error: str,
+    *,
+    now: float,
+    max_attempts: int,
+    delay: float,
+) -> bool:
     """Count a failed attempt: retry after *delay* seconds, or, at *max_attempts*, move
     the event to ``dead_letters``. ``True`` when it was dead-lettered."""
     row = conn.execute(_ATTEMPTS, (event_id,)).fetchone()
@@ -176,15 +206,35 @@ def replay_dead(conn: sqlite3.Connection, event_id: int | None = None) -> int:
 
 
 def pending_events(conn: sqlite3.Connection) -> list[Event]:
-    return [Event(id=i, event=e, selector=s, registration=json.loads(r), occurred_at=o,
-                  attempts=a, next_attempt_at=n, last_error=err)
-            for i, e, s, r, o, a, n, err in conn.execute(_PENDING).fetchall()]
+    return [
+        Event(
+            id=i,
+            event=e,
+            selector=s,
+            registration=json.loads(r),
+            occurred_at=o,
+            attempts=a,
+            next_attempt_at=n,
+            last_error=err,
+        )
+        for i, e, s, r, o, a, n, err in conn.execute(_PENDING).fetchall()
+    ]
 
 
 def dead_events(conn: sqlite3.Connection) -> list[DeadEvent]:
-    return [DeadEvent(id=i, event=e, selector=s, registration=json.loads(r), occurred_at=o,
-                      attempts=a, last_error=err, failed_at=f)
-            for i, e, s, r, o, a, err, f in conn.execute(_DEAD).fetchall()]
+    return [
+        DeadEvent(
+            id=i,
+            event=e,
+            selector=s,
+            registration=json.loads(r),
+            occurred_at=o,
+            attempts=a,
+            last_error=err,
+            failed_at=f,
+        )
+        for i, e, s, r, o, a, err, f in conn.execute(_DEAD).fetchall()
+    ]
 
 
 def counts(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -15,8 +15,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "EVENT_ID_HEADER", "EVENT_HEADER",
-           "signature", "signed_headers", "verify"]
+__all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "EVENT_ID_HEADER",
+    "EVENT_HEADER",
+    "signature",
+    "signed_headers",
+    "verify",
+]
 
 SIGNATURE_HEADER = "X-Pushreport-Signature"
 TIMESTAMP_HEADER = "X-Pushreport-Timestamp"
@@ -32,8 +39,9 @@ def signature(secret: bytes, timestamp: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def signed_headers(secret: bytes, *, timestamp: int, body: bytes, event: str,
-                   event_id: int) -> dict[str, str]:
+def signed_headers(
+    secret: bytes, *, timestamp: int, body: bytes, event: str, event_id: int
+) -> dict[str, str]:
     """Every header of a delivery but ``User-Agent``."""
     return {
         "Content-Type": "application/json",
@@ -44,8 +52,15 @@ def signed_headers(secret: bytes, *, timestamp: int, body: bytes, event: str,
     }
 
 
-def verify(secret: bytes, *, timestamp: str, signature_header: str, body: bytes,
-           now: float, tolerance: float = TOLERANCE) -> bool:
+def verify(
+    secret: bytes,
+    *,
+    timestamp: str,
+    signature_header: str,
+    body: bytes,
+    now: float,
+    tolerance: float = TOLERANCE,
+) -> bool:
     """The receiver's check, for Python receivers and our tests: the signature matches
     (compared in constant time) and the timestamp is at most *tolerance* seconds away
     from *now*."""

@@ -15,10 +15,20 @@ from urllib.parse import urlsplit
 import attrs
 
 from pushreport_core import Registration, Report, Secret, format_time
-from pushreport_sqlite._storage import (_COLUMNS, DEFAULT_BUSY_TIMEOUT, FORGET, HOLDERS,
-                                        MAX_BUSY_TIMEOUT, PUT,
-                                        SYNCHRONOUS, UPSERT, SQLiteStorage, _decode, _params,
-                                        _put_params)
+from pushreport_sqlite._storage import (
+    _COLUMNS,
+    DEFAULT_BUSY_TIMEOUT,
+    FORGET,
+    HOLDERS,
+    MAX_BUSY_TIMEOUT,
+    PUT,
+    SYNCHRONOUS,
+    UPSERT,
+    SQLiteStorage,
+    _decode,
+    _params,
+    _put_params,
+)
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._deliver import Deliverer
@@ -39,34 +49,44 @@ DEFAULT_BACKOFF_MAX = 3600.0
 DEFAULT_POLL_INTERVAL = 0.5
 DEFAULT_CONCURRENCY = 4
 
-OPTIONS = ("url", "secret", "secret_env", "outbox", "timeout", "max_attempts",
-           "backoff_base", "backoff_max", "deliver", "poll_interval", "concurrency",
-           "synchronous", "busy_timeout")
+OPTIONS = (
+    "url",
+    "secret",
+    "secret_env",
+    "outbox",
+    "timeout",
+    "max_attempts",
+    "backoff_base",
+    "backoff_max",
+    "deliver",
+    "poll_interval",
+    "concurrency",
+    "synchronous",
+    "busy_timeout",
+)
 
 #: One sentence per option, for the generated configuration reference.
 OPTIONS_DOC = {
     "url": "Required. The http:// or https:// URL every event is POSTed to (never logged: "
-           "only its host).",
+    "only its host).",
     "secret": "The HMAC-SHA256 key that signs every request (X-Pushreport-Signature); "
-              "this or secret_env is required.",
-    "secret_env": "The name of an environment variable holding the key, instead of "
-                  "secret.",
+    "this or secret_env is required.",
+    "secret_env": "The name of an environment variable holding the key, instead of secret.",
     "outbox": f"The SQLite file holding the registrations, the outbox and the dead "
-              f"letters (default {DEFAULT_OUTBOX!r}, relative to the configuration's "
-              f"folder); not the sqlite backend's file.",
+    f"letters (default {DEFAULT_OUTBOX!r}, relative to the configuration's "
+    f"folder); not the sqlite backend's file.",
     "timeout": f"Seconds for the connection and for each read of one delivery (default "
-               f"{DEFAULT_TIMEOUT:g}).",
+    f"{DEFAULT_TIMEOUT:g}).",
     "max_attempts": f"Failed attempts after which an event moves to the dead letters "
-                    f"(default {DEFAULT_MAX_ATTEMPTS}).",
+    f"(default {DEFAULT_MAX_ATTEMPTS}).",
     "backoff_base": f"Seconds before the second attempt, doubled for each further one, "
-                    f"drawn with full jitter (default {DEFAULT_BACKOFF_BASE:g}).",
-    "backoff_max": f"Seconds at most between two attempts (default "
-                   f"{DEFAULT_BACKOFF_MAX:g}).",
+    f"drawn with full jitter (default {DEFAULT_BACKOFF_BASE:g}).",
+    "backoff_max": f"Seconds at most between two attempts (default {DEFAULT_BACKOFF_MAX:g}).",
     "deliver": "Run the deliverer thread in this process (default true); one process "
-               "delivers at a time.",
+    "delivers at a time.",
     "poll_interval": f"Seconds between looks for events other processes committed, and "
-                     f"between tries for the delivery lock (default "
-                     f"{DEFAULT_POLL_INTERVAL:g}).",
+    f"between tries for the delivery lock (default "
+    f"{DEFAULT_POLL_INTERVAL:g}).",
     "concurrency": f"Selectors delivered at once (default {DEFAULT_CONCURRENCY}).",
     "synchronous": "As [storage.sqlite] synchronous, for the outbox file.",
     "busy_timeout": "As [storage.sqlite] busy_timeout, for the outbox file.",
@@ -113,22 +133,19 @@ class WebhookStorage(SQLiteStorage):
     name = "webhook"
 
     url: str | None = attrs.field(default=None, kw_only=True)
-    secret: Secret | None = attrs.field(default=None, converter=_secret, kw_only=True,
-                                        repr=False)
+    secret: Secret | None = attrs.field(default=None, converter=_secret, kw_only=True, repr=False)
     deliver: bool = attrs.field(default=True, kw_only=True)
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, converter=float, kw_only=True)
     max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, kw_only=True)
-    backoff_base: float = attrs.field(default=DEFAULT_BACKOFF_BASE, converter=float,
-                                      kw_only=True)
-    backoff_max: float = attrs.field(default=DEFAULT_BACKOFF_MAX, converter=float,
-                                     kw_only=True)
-    poll_interval: float = attrs.field(default=DEFAULT_POLL_INTERVAL, converter=float,
-                                       kw_only=True)
+    backoff_base: float = attrs.field(default=DEFAULT_BACKOFF_BASE, converter=float, kw_only=True)
+    backoff_max: float = attrs.field(default=DEFAULT_BACKOFF_MAX, converter=float, kw_only=True)
+    poll_interval: float = attrs.field(
+        default=DEFAULT_POLL_INTERVAL, converter=float, kw_only=True
+    )
     concurrency: int = attrs.field(default=DEFAULT_CONCURRENCY, kw_only=True)
     _deliverer: Deliverer | None = attrs.field(init=False, default=None, repr=False)
     _deliverer_pid: int = attrs.field(init=False, default=0, repr=False)
-    _deliverer_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock,
-                                                  repr=False)
+    _deliverer_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.deliver:
@@ -156,8 +173,7 @@ class WebhookStorage(SQLiteStorage):
         url = options.get("url")
         if url is None:
             raise opts.error("url", "is required: the webhook's http:// or https:// URL")
-        problem = _check_url(url) if isinstance(url, str) else \
-            "must be an http:// or https:// URL"
+        problem = _check_url(url) if isinstance(url, str) else "must be an http:// or https:// URL"
         if problem is not None:
             raise opts.error("url", problem)
         secret = _secret_of(opts, options)
@@ -165,19 +181,17 @@ class WebhookStorage(SQLiteStorage):
         return cls(
             Path(context.base_dir, outbox),
             synchronous=opts.string("synchronous", "normal", choices=SYNCHRONOUS),
-            busy_timeout=opts.number("busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0,
-                                     high=MAX_BUSY_TIMEOUT),
-            url=url, secret=secret,
+            busy_timeout=opts.number(
+                "busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0, high=MAX_BUSY_TIMEOUT
+            ),
+            url=url,
+            secret=secret,
             deliver=opts.boolean("deliver", True),
             timeout=opts.number("timeout", DEFAULT_TIMEOUT, low=0.1, high=300),
-            max_attempts=opts.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, low=1,
-                                      high=1000),
-            backoff_base=opts.number("backoff_base", DEFAULT_BACKOFF_BASE, low=0.001,
-                                     high=3600),
-            backoff_max=opts.number("backoff_max", DEFAULT_BACKOFF_MAX, low=0.001,
-                                    high=86400),
-            poll_interval=opts.number("poll_interval", DEFAULT_POLL_INTERVAL, low=0.01,
-                                      high=60),
+            max_attempts=opts.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, low=1, high=1000),
+            backoff_base=opts.number("backoff_base", DEFAULT_BACKOFF_BASE, low=0.001, high=3600),
+            backoff_max=opts.number("backoff_max", DEFAULT_BACKOFF_MAX, low=0.001, high=86400),
+            poll_interval=opts.number("poll_interval", DEFAULT_POLL_INTERVAL, low=0.01, high=60),
             concurrency=opts.integer("concurrency", DEFAULT_CONCURRENCY, low=1, high=64),
         )
 
@@ -214,8 +228,9 @@ class WebhookStorage(SQLiteStorage):
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         super()._create_schema(conn)
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                        "name = 'dead_letters'").fetchone():
+        if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dead_letters'"
+        ).fetchone():
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -245,6 +260,7 @@ class WebhookStorage(SQLiteStorage):
     def upsert(self, report: Report, *, now: datetime) -> Registration:
         """Merge *report* and add its ``registration.updated`` event, in one
         transaction; both committed on return."""
+
         def work(conn: sqlite3.Connection) -> Registration:
             registration = _decode(conn.execute(UPSERT, _params(report, now)).fetchone())
             enqueue(conn, UPDATED, [(registration, now)])
@@ -256,9 +272,12 @@ class WebhookStorage(SQLiteStorage):
 
     def upsert_many(self, items: Sequence[tuple[Report, datetime]]) -> list[Registration]:
         """Upsert every ``(report, now)`` and add their events, in one transaction."""
+
         def work(conn: sqlite3.Connection) -> list[Registration]:
-            registrations = [_decode(conn.execute(UPSERT, _params(report, now)).fetchone())
-                             for report, now in items]
+            registrations = [
+                _decode(conn.execute(UPSERT, _params(report, now)).fetchone())
+                for report, now in items
+            ]
             enqueue(conn, UPDATED, zip(registrations, (now for _, now in items)))
             return registrations
 
@@ -298,8 +317,9 @@ class WebhookStorage(SQLiteStorage):
             self._wake()
         return removed
 
-    def forget_token(self, token: str, *, selector: str | None = None,
-                     keep: str | None = None) -> list[str]:
+    def forget_token(
+        self, token: str, *, selector: str | None = None, keep: str | None = None
+    ) -> list[str]:
         """Clear *token* like the SQLite backend, adding a ``registration.updated``
         event for each registration changed, in one transaction."""
         at = datetime.now(timezone.utc)
@@ -312,8 +332,9 @@ class WebhookStorage(SQLiteStorage):
             holders = [s for s in holders if s != keep]
             if not holders:
                 return []
-            rows = conn.execute(_FORGET, {"token": token,
-                                          "selectors": json.dumps(holders)}).fetchall()
+            rows = conn.execute(
+                _FORGET, {"token": token, "selectors": json.dumps(holders)}
+            ).fetchall()
             changed = sorted((_decode(row) for row in rows), key=lambda r: r.selector)
             enqueue(conn, UPDATED, [(r, at) for r in changed])
             return changed
@@ -334,8 +355,9 @@ class WebhookStorage(SQLiteStorage):
         at = datetime.now(timezone.utc)
 
         def work(conn: sqlite3.Connection) -> list[Registration]:
-            gone = sorted((_decode(row) for row in conn.execute(_PRUNE, (cutoff,))),
-                          key=lambda r: r.selector)
+            gone = sorted(
+                (_decode(row) for row in conn.execute(_PRUNE, (cutoff,))), key=lambda r: r.selector
+            )
             enqueue(conn, REMOVED, [(r, at) for r in gone])
             return gone
 
@@ -363,8 +385,7 @@ def _secret_of(opts: BackendOptions, options: Mapping[str, Any]) -> Secret:
             raise opts.error("secret", "must be a non-empty string")
         return Secret(secret)
     if env is None:
-        raise opts.error("secret", "is required (or secret_env): the key that signs "
-                                   "every request")
+        raise opts.error("secret", "is required (or secret_env): the key that signs every request")
     if not isinstance(env, str) or not env:
         raise opts.error("secret_env", "must be the name of an environment variable")
     value = os.environ.get(env)

@@ -27,8 +27,9 @@ _CR = {"\r": "&#13;"}
 
 def default_template(base_url: str = "http://127.0.0.1:8080") -> Template:
     """The template of :data:`DEFAULT_ACCOUNT_XML` for *base_url*."""
-    return Template.parse(url=DEFAULT_ACCOUNT_XML["pushTokenReporterUrl"].format(
-        base_url=base_url.rstrip("/")))
+    return Template.parse(
+        url=DEFAULT_ACCOUNT_XML["pushTokenReporterUrl"].format(base_url=base_url.rstrip("/"))
+    )
 
 
 def account_xml(template: Template | None = None, *, base_url: str | None = None) -> str:
@@ -48,15 +49,18 @@ def account_xml(template: Template | None = None, *, base_url: str | None = None
         # literal "&amp;" in the template would lose its escaping a second time.
         template = Template.parse(
             url=escape(_ORIGIN.sub(lambda _: m.group(0), template.url, count=1)),
-            post_data=escape(template.post_data), content_type=escape(template.content_type),
-            method=template.method, prefix=template.prefix)
-    lines = [f"<{key}>{escape(value, _CR)}</{key}>"
-             for key, value in template.as_account_xml().items()]
+            post_data=escape(template.post_data),
+            content_type=escape(template.content_type),
+            method=template.method,
+            prefix=template.prefix,
+        )
+    lines = [
+        f"<{key}>{escape(value, _CR)}</{key}>" for key, value in template.as_account_xml().items()
+    ]
     return "\n".join(lines) + "\n"
 
 
-def removal_account_xml(template: Template | None = None, *,
-                        base_url: str | None = None) -> str:
+def removal_account_xml(template: Template | None = None, *, base_url: str | None = None) -> str:
     """The ``accountRemovalReporter*`` keys for a removal *template* (``None``: the
     default removal shape, :data:`~pushreport_core.DEFAULT_REMOVAL_ACCOUNT_XML`), like
     :func:`account_xml`."""

@@ -43,9 +43,22 @@ from ._errors import AppModelError
 from ._templates import BODY_METHODS, FORM, Template, media_type, split_json_template
 from ._values import Request
 
-__all__ = ["render_request", "substitute", "DEFAULT_USER_AGENT", "DEFAULT_BACKOFF",
-           "app_variables", "to_http_bytes", "judge_response", "response_problem",
-           "AppState", "AppEvent", "TRANSITIONS", "transition", "AppModel", "Sent"]
+__all__ = [
+    "render_request",
+    "substitute",
+    "DEFAULT_USER_AGENT",
+    "DEFAULT_BACKOFF",
+    "app_variables",
+    "to_http_bytes",
+    "judge_response",
+    "response_problem",
+    "AppState",
+    "AppEvent",
+    "TRANSITIONS",
+    "transition",
+    "AppModel",
+    "Sent",
+]
 
 DEFAULT_USER_AGENT = "CloudSoftphone/1.5.6"
 
@@ -68,8 +81,11 @@ def substitute(text: str, variables: Mapping[str, str | None], *, kind: str) -> 
     """
     if kind == "json":
         return _substitute_json(text, variables)
-    escapes: dict[str, Callable[[str], str]] = {"url": _url_escape, "form": _url_escape,
-                                                "xml": xml_escape}
+    escapes: dict[str, Callable[[str], str]] = {
+        "url": _url_escape,
+        "form": _url_escape,
+        "xml": xml_escape,
+    }
     escape = escapes.get(kind, str)
 
     def sub(m: re.Match[str]) -> str:
@@ -91,8 +107,12 @@ def _substitute_json(text: str, variables: Mapping[str, str | None]) -> str:
     return "".join(out)
 
 
-def render_request(template: Template, variables: Mapping[str, str | None], *,
-                   user_agent: str = DEFAULT_USER_AGENT) -> Request:
+def render_request(
+    template: Template,
+    variables: Mapping[str, str | None],
+    *,
+    user_agent: str = DEFAULT_USER_AGENT,
+) -> Request:
     """The request the app sends for *template* with these variable values.
 
     *variables* maps variable names (``selector``, ``account[username]``,
@@ -115,17 +135,29 @@ def render_request(template: Template, variables: Mapping[str, str | None], *,
             kind = "text"
         body = substitute(template.post_data, variables, kind=kind).encode("utf-8")
         content_type = template.content_type or FORM
-    return Request(method=template.method, target=target, body=body,
-                   content_type=content_type, user_agent=user_agent)
+    return Request(
+        method=template.method,
+        target=target,
+        body=body,
+        content_type=content_type,
+        user_agent=user_agent,
+    )
 
 
 # -- the variables the app fills in ------------------------------------------------------
 
-def app_variables(*, selector: str | None, username: str | None = None,
-                  password: str | None = None, token_calls: str | None = None,
-                  appid_calls: str | None = None, token_msgs: str | None = None,
-                  appid_msgs: str | None = None,
-                  extra: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+
+def app_variables(
+    *,
+    selector: str | None,
+    username: str | None = None,
+    password: str | None = None,
+    token_calls: str | None = None,
+    appid_calls: str | None = None,
+    token_msgs: str | None = None,
+    appid_msgs: str | None = None,
+    extra: Mapping[str, str | None] | None = None,
+) -> dict[str, str | None]:
     """The template variables the app substitutes, aliases included, from report-field
     values (``None``: not known yet). *extra* maps other variable names (``installid``,
     ``account[displayName]``) to their values."""
@@ -168,8 +200,12 @@ def to_http_bytes(request: Request, host: str) -> bytes:
     ``Content-Length`` when there is a body (or the method carries one).
     """
     target = quote(request.target, safe=_TARGET_SAFE)
-    lines = [f"{request.method} {target} HTTP/1.1", f"Host: {_header_value('host', host)}",
-             "Connection: close", "Cache-Control: max-age=0"]
+    lines = [
+        f"{request.method} {target} HTTP/1.1",
+        f"Host: {_header_value('host', host)}",
+        "Connection: close",
+        "Cache-Control: max-age=0",
+    ]
     if request.user_agent:
         lines.append(f"User-Agent: {_header_value('user_agent', request.user_agent)}")
     if request.content_type is not None:
@@ -181,6 +217,7 @@ def to_http_bytes(request: Request, host: str) -> bytes:
 
 
 # -- judging a response as the app does ------------------------------------------------------
+
 
 def _header(headers: Mapping[str, str] | Iterable[tuple[str, str]], name: str) -> str | None:
     items = headers.items() if hasattr(headers, "items") else headers
@@ -216,8 +253,13 @@ def _refuse_entities(*args: Any) -> None:
     raise ValueError("the body declares XML entities")
 
 
-def response_problem(status: int, headers: Mapping[str, str] | Iterable[tuple[str, str]],
-                     body: bytes, *, method: str | None = None) -> str | None:
+def response_problem(
+    status: int,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    *,
+    method: str | None = None,
+) -> str | None:
     """Why the app counts this response as failed; ``None`` when it is a success.
 
     "The response will be considered successful if the HTTP response code is 2xx" and
@@ -272,13 +314,19 @@ def response_problem(status: int, headers: Mapping[str, str] | Iterable[tuple[st
     return None
 
 
-def judge_response(status: int, headers: Mapping[str, str] | Iterable[tuple[str, str]],
-                   body: bytes, *, method: str | None = None) -> bool:
+def judge_response(
+    status: int,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    *,
+    method: str | None = None,
+) -> bool:
     """Whether the app counts this response as a success (see :func:`response_problem`)."""
     return response_problem(status, headers, body, method=method) is None
 
 
 # -- the app's reporting rules: a transition table -------------------------------------------
+
 
 class AppState(enum.Enum):
     """Where one account of the app stands in reporting its tokens."""
@@ -321,10 +369,18 @@ _S, _E = AppState, AppEvent
 #: a pair that is not here cannot happen (:func:`transition` raises).
 TRANSITIONS: Mapping[AppState, Mapping[AppEvent, AppState]] = {
     _S.IDLE: {_E.START: _S.SENDING},
-    _S.SENDING: {_E.TOKEN_ARRIVED: _S.SENDING_STALE, _E.RESPONSE_OK: _S.DONE,
-                 _E.RESPONSE_FAILED: _S.BACKOFF, _E.STOP: _S.IDLE},
-    _S.SENDING_STALE: {_E.TOKEN_ARRIVED: _S.SENDING_STALE, _E.RESPONSE_OK: _S.SENDING,
-                       _E.RESPONSE_FAILED: _S.BACKOFF, _E.STOP: _S.IDLE},
+    _S.SENDING: {
+        _E.TOKEN_ARRIVED: _S.SENDING_STALE,
+        _E.RESPONSE_OK: _S.DONE,
+        _E.RESPONSE_FAILED: _S.BACKOFF,
+        _E.STOP: _S.IDLE,
+    },
+    _S.SENDING_STALE: {
+        _E.TOKEN_ARRIVED: _S.SENDING_STALE,
+        _E.RESPONSE_OK: _S.SENDING,
+        _E.RESPONSE_FAILED: _S.BACKOFF,
+        _E.STOP: _S.IDLE,
+    },
     # The retry is rendered when it is due, so it carries a token that arrived meanwhile.
     _S.BACKOFF: {_E.TOKEN_ARRIVED: _S.BACKOFF, _E.RETRY_DUE: _S.SENDING, _E.STOP: _S.IDLE},
     _S.DONE: {_E.TOKEN_ARRIVED: _S.SENDING, _E.STOP: _S.IDLE},
@@ -340,14 +396,16 @@ def transition(state: AppState, event: AppEvent) -> AppState:
     try:
         return TRANSITIONS[state][event]
     except KeyError:
-        raise AppModelError(f"event {event.name} cannot happen in state {state.name}",
-                            state=state, event=event) from None
+        raise AppModelError(
+            f"event {event.name} cannot happen in state {state.name}", state=state, event=event
+        ) from None
 
 
 def _check_backoff(instance: Any, attribute: Any, value: tuple[float, ...]) -> None:
     if not value or any(not (d > 0) for d in value):
-        raise ValueError(f"backoff must be a non-empty sequence of positive seconds, "
-                         f"not {value!r}")
+        raise ValueError(
+            f"backoff must be a non-empty sequence of positive seconds, not {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -359,8 +417,10 @@ class Sent:
     at: datetime
 
 
-_TOKEN_ALIASES = {"pushTokenOther": ("pushTokenOther", "pushToken"),
-                  "pushToken": ("pushTokenOther", "pushToken")}
+_TOKEN_ALIASES = {
+    "pushTokenOther": ("pushTokenOther", "pushToken"),
+    "pushToken": ("pushTokenOther", "pushToken"),
+}
 
 
 @attrs.define
@@ -380,8 +440,9 @@ class AppModel:
 
     template: Template
     variables: dict[str, str | None] = attrs.field(factory=dict, converter=dict)
-    backoff: tuple[float, ...] = attrs.field(default=DEFAULT_BACKOFF, converter=tuple,
-                                             validator=_check_backoff)
+    backoff: tuple[float, ...] = attrs.field(
+        default=DEFAULT_BACKOFF, converter=tuple, validator=_check_backoff
+    )
     user_agent: str = DEFAULT_USER_AGENT
     #: The Account Removal Reporter's template (``accountRemovalReporter*``), if the
     #: Account XML configures one: :meth:`log_out` renders it.
@@ -398,8 +459,14 @@ class AppModel:
         """Seconds before the retry after *failures* consecutive failures (>= 1)."""
         return float(self.backoff[min(max(failures, 1), len(self.backoff)) - 1])
 
-    def feed(self, event: AppEvent, *, now: datetime, token: str | None = None,
-             variable: str = "pushTokenOther") -> Request | None:
+    def feed(
+        self,
+        event: AppEvent,
+        *,
+        now: datetime,
+        token: str | None = None,
+        variable: str = "pushTokenOther",
+    ) -> Request | None:
         """Take *event* at *now*; return the request the app sends, if any.
 
         ``TOKEN_ARRIVED`` needs *token*, the new value of *variable*.
@@ -408,9 +475,12 @@ class AppModel:
         if event is AppEvent.TOKEN_ARRIVED and not token:
             raise ValueError("TOKEN_ARRIVED needs the token that arrived")
         if event is AppEvent.RETRY_DUE and self.retry_at is not None and now < self.retry_at:
-            raise AppModelError(f"event RETRY_DUE cannot happen in state {self.state.name} "
-                                f"before the retry is due ({self.retry_at.isoformat()})",
-                                state=self.state, event=event)
+            raise AppModelError(
+                f"event RETRY_DUE cannot happen in state {self.state.name} "
+                f"before the retry is due ({self.retry_at.isoformat()})",
+                state=self.state,
+                event=event,
+            )
         self.state = new
         if event is AppEvent.START:
             self.failures, self.retry_at = 0, None
@@ -447,8 +517,9 @@ class AppModel:
         assert request is not None
         return request
 
-    def token_arrived(self, token: str, *, now: datetime,
-                      variable: str = "pushTokenOther") -> Request | None:
+    def token_arrived(
+        self, token: str, *, now: datetime, variable: str = "pushTokenOther"
+    ) -> Request | None:
         """A token arrived (or changed); a report follows unless one is pending."""
         return self.feed(AppEvent.TOKEN_ARRIVED, now=now, token=token, variable=variable)
 
@@ -457,8 +528,14 @@ class AppModel:
         when a newer token is waiting."""
         return self.feed(AppEvent.RESPONSE_OK if ok else AppEvent.RESPONSE_FAILED, now=now)
 
-    def receive(self, status: int, headers: Mapping[str, str] | Iterable[tuple[str, str]],
-                body: bytes, *, now: datetime) -> Request | None:
+    def receive(
+        self,
+        status: int,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        now: datetime,
+    ) -> Request | None:
         """Judge the answer to the report in flight as the app does, then
         :meth:`response`."""
         method = self.in_flight.request.method if self.in_flight is not None else None

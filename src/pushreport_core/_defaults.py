@@ -21,7 +21,7 @@ from typing import Collection
 
 from ._errors import InvalidReport, MethodNotAllowed, shown_method
 from ._fields import DEFAULT_KEYS, FieldCollector, decode_form, decode_url, split_pairs
-from ._templates import FORM, load_json_body, media_type, _json_scalar
+from ._templates import FORM, _json_scalar, load_json_body, media_type
 from ._values import Report, Request
 
 __all__ = ["DefaultShapes", "DEFAULT_SHAPES", "parse_default"]
@@ -62,8 +62,11 @@ class DefaultShapes:
     """Parser for the default shapes (no template configured)."""
 
     #: Paths the default shapes own, for documentation and ``account-xml``.
-    paths = ("/token/", "/token/<username>/",
-             "/pushToken/<username>/<selector>/<pushToken>&appid=<pushappid>")
+    paths = (
+        "/token/",
+        "/token/<username>/",
+        "/pushToken/<username>/<selector>/<pushToken>&appid=<pushappid>",
+    )
 
     def owns(self, method: str, raw_path: str) -> bool:
         m = _TOKEN_PATH.fullmatch(raw_path)
@@ -91,13 +94,19 @@ class DefaultShapes:
     def parse_request(self, request: Request) -> Report:
         method = request.method.upper()
         if method not in _METHODS:
-            raise MethodNotAllowed(f"method {shown_method(method)} is not allowed here",
-                                   allowed=_METHODS)
+            raise MethodNotAllowed(
+                f"method {shown_method(method)} is not allowed here", allowed=_METHODS
+            )
         return parse_default(request, _TOKEN_PATH, body_methods=("POST", "PUT"))
 
 
-def parse_default(request: Request, token_path: re.Pattern[str], *,
-                  body_methods: tuple[str, ...], shape: str = "default") -> Report:
+def parse_default(
+    request: Request,
+    token_path: re.Pattern[str],
+    *,
+    body_methods: tuple[str, ...],
+    shape: str = "default",
+) -> Report:
     """Read a request of the default shapes: the fields from *token_path* (``/token/`` or
     ``/token/<username>/``; the Account Removal Reporter's ``/removal/`` too) or the
     spec's ``/pushToken/...`` path, the query string, and a form or JSON body for
@@ -145,8 +154,9 @@ def parse_default(request: Request, token_path: re.Pattern[str], *,
             _add_pairs(into, text.strip())
             kind = "form"
         else:
-            raise InvalidReport(f"Content-Type {mt!r} is not a default shape; configure "
-                                "a template for it")
+            raise InvalidReport(
+                f"Content-Type {mt!r} is not a default shape; configure a template for it"
+            )
     elif kind == "token":
         kind = "query"
     if path_username is not None and "username" not in into.fields:

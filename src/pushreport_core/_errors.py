@@ -73,8 +73,9 @@ class AuthenticationRequired(PushReportError):
 
     error_status_hint = 401
 
-    def __init__(self, msg: str, *, challenges: tuple[str, ...] = (),
-                 failed: bool = False) -> None:
+    def __init__(
+        self, msg: str, *, challenges: tuple[str, ...] = (), failed: bool = False
+    ) -> None:
         super().__init__(msg)
         self.challenges = challenges
         self.failed = failed
@@ -126,8 +127,14 @@ class ConfigurationError(PushReportError):
 
     error_status_hint = 500
 
-    def __init__(self, msg: str, *, key: str | None = None, position: int | None = None,
-                 text: str | None = None) -> None:
+    def __init__(
+        self,
+        msg: str,
+        *,
+        key: str | None = None,
+        position: int | None = None,
+        text: str | None = None,
+    ) -> None:
         self.key = key
         self.position = position
         self.text = text

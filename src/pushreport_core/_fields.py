@@ -23,8 +23,7 @@ __all__ = [
 ]
 
 #: The canonical report fields, in the order the spec lists them.
-REPORT_FIELDS = ("username", "selector", "token_calls", "appid_calls", "token_msgs",
-                 "appid_msgs")
+REPORT_FIELDS = ("username", "selector", "token_calls", "appid_calls", "token_msgs", "appid_msgs")
 
 #: Template variables that fill a canonical field. Every other variable is an ``extra``.
 VARIABLE_FIELDS: Mapping[str, str] = {
@@ -155,8 +154,9 @@ class FieldCollector:
         selector = f.get("selector")
         if selector is None:
             raise InvalidReport("selector is missing")
-        _check(selector, "selector", g.SELECTOR, g.MAX_SELECTOR,
-               "40 hex digits, ':' and a hex suffix")
+        _check(
+            selector, "selector", g.SELECTOR, g.MAX_SELECTOR, "40 hex digits, ':' and a hex suffix"
+        )
         username = f.get("username")
         if username is not None:
             _check_text(username, "username", g.MAX_USERNAME)
@@ -165,7 +165,8 @@ class FieldCollector:
             if v is not None:
                 if len(v) < g.MIN_TOKEN:
                     raise InvalidReport(
-                        f"{name} is too short ({len(v)} < {g.MIN_TOKEN} characters)")
+                        f"{name} is too short ({len(v)} < {g.MIN_TOKEN} characters)"
+                    )
                 _check(v, name, g.TOKEN, g.MAX_TOKEN, "a base64 token")
         for name in ("appid_calls", "appid_msgs"):
             v = f.get(name)
@@ -174,8 +175,7 @@ class FieldCollector:
         extra = self.extra
         if extra:
             if len(extra) > g.MAX_EXTRA_FIELDS:
-                raise InvalidReport(
-                    f"too many extra fields ({len(extra)} > {g.MAX_EXTRA_FIELDS})")
+                raise InvalidReport(f"too many extra fields ({len(extra)} > {g.MAX_EXTRA_FIELDS})")
             for name, value in extra.items():
                 if len(name) > g.MAX_EXTRA_NAME or g.BAD_TEXT.search(name):
                     raise InvalidReport("an extra field has an invalid name")
@@ -199,8 +199,7 @@ class FieldCollector:
         )
 
 
-def _check(value: str, name: str, pattern: re.Pattern[str], limit: int,
-           expected: str) -> None:
+def _check(value: str, name: str, pattern: re.Pattern[str], limit: int, expected: str) -> None:
     if len(value) > limit:
         raise InvalidReport(f"{name} is too long ({len(value)} > {limit} characters)")
     if pattern.fullmatch(value) is None:

@@ -31,9 +31,21 @@ import attrs
 from ._errors import PushReportError
 from ._values import Purpose, Registration
 
-__all__ = ["DEFAULT_GATEWAY_URL", "PUSH_VERBS", "PushVerb", "PushTarget", "PushOutcome",
-           "OutcomeKind", "InvalidPush", "push_targets", "build_push", "default_verb",
-           "judge_push_answer", "retry_delay", "parse_retry_after"]
+__all__ = [
+    "DEFAULT_GATEWAY_URL",
+    "PUSH_VERBS",
+    "PushVerb",
+    "PushTarget",
+    "PushOutcome",
+    "OutcomeKind",
+    "InvalidPush",
+    "push_targets",
+    "build_push",
+    "default_verb",
+    "judge_push_answer",
+    "retry_delay",
+    "parse_retry_after",
+]
 
 #: The gateway's JSON address ("To send a single push, use the address ...").
 DEFAULT_GATEWAY_URL = "https://pnm.cloudsoftphone.com/pnm2/send"
@@ -47,8 +59,12 @@ OutcomeKind = Literal["delivered", "token_invalid", "retry", "failed"]
 
 # Optional fields of the gateway, by the keyword build_push takes them as.
 _OPTIONAL_FIELDS = {
-    "badge": "Badge", "sound": "Sound", "user_name": "UserName",
-    "user_display_name": "UserDisplayName", "content_type": "ContentType", "id": "Id",
+    "badge": "Badge",
+    "sound": "Sound",
+    "user_name": "UserName",
+    "user_display_name": "UserDisplayName",
+    "content_type": "ContentType",
+    "id": "Id",
     "thread_id": "ThreadId",
 }
 
@@ -83,12 +99,12 @@ class PushTarget:
 
     def to_json(self) -> dict[str, str]:
         """The triple in the gateway's own spelling: ready to put into a push."""
-        return {"AppId": self.app_id, "DeviceToken": self.device_token,
-                "Selector": self.selector}
+        return {"AppId": self.app_id, "DeviceToken": self.device_token, "Selector": self.selector}
 
 
-def push_targets(registrations: Iterable[Registration], purpose: Purpose, *,
-                 username: str | None = None) -> list[PushTarget]:
+def push_targets(
+    registrations: Iterable[Registration], purpose: Purpose, *, username: str | None = None
+) -> list[PushTarget]:
     """The devices to push for *purpose* (``"call"``: the PushKit pair; ``"message"``:
     the other pair), one target per distinct ``(app id, token)``, by selector.
 
@@ -111,10 +127,16 @@ def push_targets(registrations: Iterable[Registration], purpose: Purpose, *,
     for (app_id, token), holders in by_pair.items():
         holders.sort(key=lambda r: (r.last_seen, r.selector), reverse=True)
         first = holders[0]
-        targets.append(PushTarget(
-            app_id=app_id, device_token=token, selector=first.selector,
-            username=first.username, purpose=purpose,
-            also=tuple(sorted(r.selector for r in holders[1:]))))
+        targets.append(
+            PushTarget(
+                app_id=app_id,
+                device_token=token,
+                selector=first.selector,
+                username=first.username,
+                purpose=purpose,
+                also=tuple(sorted(r.selector for r in holders[1:])),
+            )
+        )
     targets.sort(key=lambda t: t.selector)
     return targets
 
@@ -133,8 +155,9 @@ def default_verb(purpose: Purpose, message: str | None) -> PushVerb:
     return "NotifyGenericTextMessage"
 
 
-def build_push(target: PushTarget, verb: str, *, message: str | None = None,
-               **optional: str | int | None) -> dict[str, Any]:
+def build_push(
+    target: PushTarget, verb: str, *, message: str | None = None, **optional: str | int | None
+) -> dict[str, Any]:
     """The JSON object to send for *target*.
 
     *optional* takes the gateway's optional fields by keyword: ``badge``, ``sound``,
@@ -152,8 +175,11 @@ def build_push(target: PushTarget, verb: str, *, message: str | None = None,
         raise InvalidPush("NotifyTextMessage needs a Selector")
     if verb == "NotifyGenericTextMessage" and not message:
         raise InvalidPush("NotifyGenericTextMessage needs a message")
-    body: dict[str, Any] = {"verb": verb, "AppId": target.app_id,
-                            "DeviceToken": target.device_token}
+    body: dict[str, Any] = {
+        "verb": verb,
+        "AppId": target.app_id,
+        "DeviceToken": target.device_token,
+    }
     if target.selector:
         body["Selector"] = target.selector
     if message:
@@ -187,23 +213,24 @@ class PushOutcome:
         return self.kind == "delivered"
 
 
-def judge_push_answer(status: int | None, body: bytes = b"", *,
-                      error: str | None = None) -> PushOutcome:
+def judge_push_answer(
+    status: int | None, body: bytes = b"", *, error: str | None = None
+) -> PushOutcome:
     """Judge the gateway's answer: HTTP *status* and *body* (``status=None`` when no
     answer came; *error* says why: a timeout, a refused connection)."""
     if status is None:
         return PushOutcome(kind="retry", reason=f"no answer: {error}" if error else "no answer")
     code = _json_code(body)
     if status == 404 or code == 404:
-        return PushOutcome(kind="token_invalid", status=status, code=code,
-                           reason="token is no longer valid")
+        return PushOutcome(
+            kind="token_invalid", status=status, code=code, reason="token is no longer valid"
+        )
     if status == 429 or status >= 500:
         return PushOutcome(kind="retry", status=status, code=code, reason=f"HTTP {status}")
     if not 200 <= status < 300:
         return PushOutcome(kind="failed", status=status, code=code, reason=f"HTTP {status}")
     if code is None:
-        return PushOutcome(kind="retry", status=status,
-                           reason="answer without a JSON code")
+        return PushOutcome(kind="retry", status=status, reason="answer without a JSON code")
     if 200 <= code < 300:
         return PushOutcome(kind="delivered", status=status, code=code)
     if code == 429 or code >= 500:
@@ -226,8 +253,9 @@ def _json_code(body: bytes) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def retry_delay(attempt: int, *, base: float, cap: float, rng: random.Random,
-                retry_after: float | None = None) -> float:
+def retry_delay(
+    attempt: int, *, base: float, cap: float, rng: random.Random, retry_after: float | None = None
+) -> float:
     """Seconds to wait before attempt *attempt* + 1 (*attempt* counts from 1).
 
     Exponential (*base*, 2 *base*, 4 *base*, ... up to *cap*) with "equal jitter": a

@@ -33,7 +33,8 @@ __all__ = [
 # two hex digits, so that literal percent-escapes such as "%2F" or "%C3%A9" in a template
 # are never taken for a placeholder.
 PLACEHOLDER = re.compile(
-    r"%(?![0-9A-Fa-f]{2}%)([A-Za-z_][A-Za-z0-9_.\-]*(?:\[[A-Za-z0-9_.\-]+\])?)%")
+    r"%(?![0-9A-Fa-f]{2}%)([A-Za-z_][A-Za-z0-9_.\-]*(?:\[[A-Za-z0-9_.\-]+\])?)%"
+)
 
 # "The value is a SHA1 hash with a suffix.
 #  Example: 12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"

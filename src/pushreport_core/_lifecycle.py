@@ -16,8 +16,16 @@ from typing import Iterable
 from ._errors import ConfigurationError
 from ._values import Registration, Report
 
-__all__ = ["parse_duration", "format_duration", "prune_cutoff", "prune_due", "TOKEN_OWNERS",
-           "claimed_tokens", "owners_to_forget", "DURATION_UNITS"]
+__all__ = [
+    "parse_duration",
+    "format_duration",
+    "prune_cutoff",
+    "prune_due",
+    "TOKEN_OWNERS",
+    "claimed_tokens",
+    "owners_to_forget",
+    "DURATION_UNITS",
+]
 
 #: Seconds per unit of a duration such as ``90d``.
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -40,12 +48,14 @@ def parse_duration(text: str, *, key: str | None = None) -> timedelta:
     """
     match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise ConfigurationError(f"{text!r} is not a duration: write a whole number and "
-                                 f"a unit, s, m, h, d or w (e.g. 90d)", key=key)
+        raise ConfigurationError(
+            f"{text!r} is not a duration: write a whole number and "
+            f"a unit, s, m, h, d or w (e.g. 90d)",
+            key=key,
+        )
     seconds = int(match[1]) * DURATION_UNITS[match[2]]
     if seconds == 0:
-        raise ConfigurationError(f"{text!r} is not a duration: it must be more than zero",
-                                 key=key)
+        raise ConfigurationError(f"{text!r} is not a duration: it must be more than zero", key=key)
     return timedelta(seconds=seconds)
 
 
@@ -73,8 +83,7 @@ def prune_due(last_run: datetime | None, now: datetime, interval: timedelta) -> 
     return last_run is None or now - last_run >= interval or last_run > now
 
 
-def claimed_tokens(before: Registration | None, report: Report,
-                   stored: Registration) -> list[str]:
+def claimed_tokens(before: Registration | None, report: Report, stored: Registration) -> list[str]:
     """The tokens *report* brought to its selector that the selector did not hold
     before and still holds after the merge: the ones whose other owners, under
     ``token_owner = "newest"``, are looked for. A token the selector already held was
@@ -84,14 +93,14 @@ def claimed_tokens(before: Registration | None, report: Report,
     now_held = {stored.token_calls, stored.token_msgs}
     tokens = []
     for token in (report.token_calls, report.token_msgs):
-        if token is not None and token not in held and token in now_held \
-                and token not in tokens:
+        if token is not None and token not in held and token in now_held and token not in tokens:
             tokens.append(token)
     return tokens
 
 
-def owners_to_forget(stored: Registration, token: str,
-                     holders: Iterable[Registration]) -> list[str]:
+def owners_to_forget(
+    stored: Registration, token: str, holders: Iterable[Registration]
+) -> list[str]:
     """Under ``token_owner = "newest"``: the selectors that must forget *token*, which
     *stored* was just stored with, given every registration holding it (*holders*).
 
@@ -106,10 +115,12 @@ def owners_to_forget(stored: Registration, token: str,
     if stored.username is None:
         return []
     for holder in holders:
-        if holder.selector == stored.selector or holder.username is None \
-                or holder.username == stored.username \
-                or token not in (holder.token_calls, holder.token_msgs):
+        if (
+            holder.selector == stored.selector
+            or holder.username is None
+            or holder.username == stored.username
+            or token not in (holder.token_calls, holder.token_msgs)
+        ):
             continue
-        selectors.add(holder.selector if holder.last_seen <= stored.last_seen
-                      else stored.selector)
+        selectors.add(holder.selector if holder.last_seen <= stored.last_seen else stored.selector)
     return sorted(selectors)

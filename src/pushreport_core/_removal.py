@@ -41,9 +41,17 @@ from ._report import DEFAULT_MAX_BODY, Shapes, parse_request
 from ._templates import Template
 from ._values import Registration, Report, Request, Secret, _extra
 
-__all__ = ["Removal", "DefaultRemovalShapes", "DEFAULT_REMOVAL_SHAPES", "REMOVAL_PREFIX",
-           "DEFAULT_REMOVAL_ACCOUNT_XML", "parse_removal", "removal_template",
-           "default_removal_template", "shapes_overlap"]
+__all__ = [
+    "Removal",
+    "DefaultRemovalShapes",
+    "DEFAULT_REMOVAL_SHAPES",
+    "REMOVAL_PREFIX",
+    "DEFAULT_REMOVAL_ACCOUNT_XML",
+    "parse_removal",
+    "removal_template",
+    "default_removal_template",
+    "shapes_overlap",
+]
 
 #: The Account XML prefix of the Account Removal Reporter.
 REMOVAL_PREFIX = "accountRemovalReporter"
@@ -87,18 +95,30 @@ class Removal:
     @classmethod
     def from_report(cls, report: Report) -> Removal:
         """The removal a parsed request carries (app ids are not needed to remove)."""
-        return cls(selector=report.selector, username=report.username,
-                   token_calls=report.token_calls, token_msgs=report.token_msgs,
-                   extra=report.extra, user_agent=report.user_agent,
-                   password=report.password, shape=report.shape)
+        return cls(
+            selector=report.selector,
+            username=report.username,
+            token_calls=report.token_calls,
+            token_msgs=report.token_msgs,
+            extra=report.extra,
+            user_agent=report.user_agent,
+            password=report.password,
+            shape=report.shape,
+        )
 
     def as_report(self) -> Report:
         """This removal as a :class:`Report` (no app ids), for hooks written for reports
         (authentication plugins read ``username``, ``selector`` and ``password``)."""
-        return Report(selector=self.selector, username=self.username,
-                      token_calls=self.token_calls, token_msgs=self.token_msgs,
-                      extra=self.extra, user_agent=self.user_agent, password=self.password,
-                      shape=self.shape)
+        return Report(
+            selector=self.selector,
+            username=self.username,
+            token_calls=self.token_calls,
+            token_msgs=self.token_msgs,
+            extra=self.extra,
+            user_agent=self.user_agent,
+            password=self.password,
+            shape=self.shape,
+        )
 
     def applies_to(self, registration: Registration | None) -> bool:
         """Whether this removal deletes *registration* (the one stored for its selector).
@@ -120,8 +140,13 @@ class DefaultRemovalShapes:
     """Parser for the default removal shapes (no removal template configured)."""
 
     #: Paths the default removal shapes own, for documentation and logs.
-    paths = ("/removal/", "/removal/<username>/", "DELETE /token/", "DELETE /token/<username>/",
-             "DELETE /pushToken/<username>/<selector>/<pushToken>")
+    paths = (
+        "/removal/",
+        "/removal/<username>/",
+        "DELETE /token/",
+        "DELETE /token/<username>/",
+        "DELETE /pushToken/<username>/<selector>/<pushToken>",
+    )
 
     def owns(self, method: str, raw_path: str) -> bool:
         method = method.upper()
@@ -133,8 +158,10 @@ class DefaultRemovalShapes:
         if method != "DELETE":
             return False
         # DELETE on the reporter's default paths; their other methods are the reporter's.
-        return (_TOKEN_PATH.fullmatch(raw_path) is not None
-                or _PUSHTOKEN_PATH.fullmatch(raw_path) is not None)
+        return (
+            _TOKEN_PATH.fullmatch(raw_path) is not None
+            or _PUSHTOKEN_PATH.fullmatch(raw_path) is not None
+        )
 
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS
@@ -143,39 +170,50 @@ class DefaultRemovalShapes:
         method = request.method.upper()
         if _REMOVAL_PATH.fullmatch(request.path) is not None:
             if method not in _METHODS:
-                raise MethodNotAllowed(f"method {method} is not allowed here",
-                                       allowed=_METHODS)
-            return parse_default(request, _REMOVAL_PATH, body_methods=_BODY_METHODS,
-                                 shape="removal")
-        if (_TOKEN_PATH.fullmatch(request.path) is None
-                and _PUSHTOKEN_PATH.fullmatch(request.path) is None):
+                raise MethodNotAllowed(f"method {method} is not allowed here", allowed=_METHODS)
+            return parse_default(
+                request, _REMOVAL_PATH, body_methods=_BODY_METHODS, shape="removal"
+            )
+        if (
+            _TOKEN_PATH.fullmatch(request.path) is None
+            and _PUSHTOKEN_PATH.fullmatch(request.path) is None
+        ):
             raise InvalidReport("path is not one of the default removal paths")
         if method != "DELETE":
-            raise MethodNotAllowed(f"method {method} is not allowed here",
-                                   allowed=("DELETE",))
-        return parse_default(request, _TOKEN_PATH, body_methods=_BODY_METHODS,
-                             shape="removal")
+            raise MethodNotAllowed(f"method {method} is not allowed here", allowed=("DELETE",))
+        return parse_default(request, _TOKEN_PATH, body_methods=_BODY_METHODS, shape="removal")
 
 
 DEFAULT_REMOVAL_SHAPES = DefaultRemovalShapes()
 
 
-def removal_template(*, url: str, post_data: str = "", content_type: str = "",
-                     method: str = "") -> Template:
+def removal_template(
+    *, url: str, post_data: str = "", content_type: str = "", method: str = ""
+) -> Template:
     """Compile the ``accountRemovalReporter*`` values into a template (only
     ``%selector%`` is required; errors name ``accountRemovalReporterUrl``...)."""
-    return Template.parse(url=url, post_data=post_data, content_type=content_type,
-                          method=method, prefix=REMOVAL_PREFIX, require=("selector",))
+    return Template.parse(
+        url=url,
+        post_data=post_data,
+        content_type=content_type,
+        method=method,
+        prefix=REMOVAL_PREFIX,
+        require=("selector",),
+    )
 
 
 def default_removal_template(base_url: str = "http://127.0.0.1:8080") -> Template:
     """The template of :data:`DEFAULT_REMOVAL_ACCOUNT_XML` for *base_url*."""
-    return removal_template(url=DEFAULT_REMOVAL_ACCOUNT_XML["accountRemovalReporterUrl"]
-                            .format(base_url=base_url.rstrip("/")))
+    return removal_template(
+        url=DEFAULT_REMOVAL_ACCOUNT_XML["accountRemovalReporterUrl"].format(
+            base_url=base_url.rstrip("/")
+        )
+    )
 
 
-def parse_removal(request: Request, shapes: Shapes | None = None, *,
-                  max_body: int = DEFAULT_MAX_BODY) -> Removal:
+def parse_removal(
+    request: Request, shapes: Shapes | None = None, *, max_body: int = DEFAULT_MAX_BODY
+) -> Removal:
     """Parse and validate a removal *request* against *shapes* (``None``: the default
     removal shapes).
 
@@ -191,11 +229,19 @@ def parse_removal(request: Request, shapes: Shapes | None = None, *,
 # -- keeping the reporter's and the removal's requests apart ------------------------------
 
 _DEFAULT_SAMPLES: Mapping[type, tuple[tuple[str, str], ...]] = {
-    DefaultShapes: (("GET", "/token/"), ("POST", "/token/"), ("POST", "/token/u/"),
-                    ("GET", "/pushToken/u/s/t&appid=a")),
-    DefaultRemovalShapes: (("GET", "/removal/"), ("POST", "/removal/u/"),
-                           ("DELETE", "/token/"), ("DELETE", "/token/u/"),
-                           ("DELETE", "/pushToken/u/s/t")),
+    DefaultShapes: (
+        ("GET", "/token/"),
+        ("POST", "/token/"),
+        ("POST", "/token/u/"),
+        ("GET", "/pushToken/u/s/t&appid=a"),
+    ),
+    DefaultRemovalShapes: (
+        ("GET", "/removal/"),
+        ("POST", "/removal/u/"),
+        ("DELETE", "/token/"),
+        ("DELETE", "/token/u/"),
+        ("DELETE", "/pushToken/u/s/t"),
+    ),
 }
 
 
@@ -232,4 +278,3 @@ def shapes_overlap(reporter: Shapes, removal: Shapes) -> tuple[str, str] | None:
         if _claims(reporter, method, path):
             return method, path
     return None
-

@@ -27,8 +27,9 @@ class Shapes(Protocol):
     def parse_request(self, request: Request) -> Report: ...
 
 
-def parse_request(request: Request, template: Shapes | None = None, *,
-                  max_body: int = DEFAULT_MAX_BODY) -> Report:
+def parse_request(
+    request: Request, template: Shapes | None = None, *, max_body: int = DEFAULT_MAX_BODY
+) -> Report:
     """Parse and validate *request* against *template* (``None``: the default shapes).
 
     Returns a :class:`Report` or raises :class:`InvalidReport` (or one of its subclasses)
@@ -37,7 +38,8 @@ def parse_request(request: Request, template: Shapes | None = None, *,
     if len(request.body) > max_body:
         raise RequestTooLarge(f"body is too large ({len(request.body)} > {max_body} bytes)")
     if len(request.target) > MAX_TARGET:
-        raise RequestTooLarge(f"request target is too long ({len(request.target)} > "
-                              f"{MAX_TARGET} characters)")
+        raise RequestTooLarge(
+            f"request target is too long ({len(request.target)} > {MAX_TARGET} characters)"
+        )
     shapes = DEFAULT_SHAPES if template is None else template
     return shapes.parse_request(request)

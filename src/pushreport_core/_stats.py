@@ -34,13 +34,27 @@ import attrs
 
 from ._values import Registration, format_time
 
-__all__ = ["RegistrationStats", "token_platform", "registration_platform", "app_version",
-           "age_bucket", "AGE_BUCKETS", "PLATFORMS", "NONE", "UNKNOWN", "OTHER"]
+__all__ = [
+    "RegistrationStats",
+    "token_platform",
+    "registration_platform",
+    "app_version",
+    "age_bucket",
+    "AGE_BUCKETS",
+    "PLATFORMS",
+    "NONE",
+    "UNKNOWN",
+    "OTHER",
+]
 
 #: ``(label, upper bound)`` of the age of the last report, in order.
 AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
-    ("<1d", timedelta(days=1)), ("<7d", timedelta(days=7)), ("<30d", timedelta(days=30)),
-    ("<90d", timedelta(days=90)), ("older", None))
+    ("<1d", timedelta(days=1)),
+    ("<7d", timedelta(days=7)),
+    ("<30d", timedelta(days=30)),
+    ("<90d", timedelta(days=90)),
+    ("older", None),
+)
 PLATFORMS = ("apns", "fcm", "mixed", "unknown", "none")
 NONE, UNKNOWN, OTHER = "(none)", "(unknown)", "(other)"
 
@@ -140,14 +154,15 @@ class RegistrationStats:
 
     def to_json(self) -> dict[str, Any]:
         """One JSON-ready object; counts by key, the largest first, fixed keys in order."""
+
         def ranked(counter: Counter[str]) -> dict[str, int]:
             return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
         return {
             "registrations": self.registrations,
             "now": format_time(self.now),
             "last_report_age": {label: self.ages[label] for label, _ in AGE_BUCKETS},
             "platforms": {p: self.platforms[p] for p in PLATFORMS},
-            "app_ids": {"calls": ranked(self.app_ids_calls),
-                        "msgs": ranked(self.app_ids_msgs)},
+            "app_ids": {"calls": ranked(self.app_ids_calls), "msgs": ranked(self.app_ids_msgs)},
             "app_versions": ranked(self.app_versions),
         }

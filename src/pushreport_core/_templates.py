@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import unquote_plus
 from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from urllib.parse import unquote_plus
 
 import attrs
 
 from . import _grammar as g
 from ._errors import ConfigurationError, InvalidReport, MethodNotAllowed, shown_method
-from ._fields import (PASSWORD_VARIABLE, VARIABLE_FIELDS, FieldCollector, decode_form,
-                      decode_url, split_pairs)
+from ._fields import (
+    PASSWORD_VARIABLE,
+    VARIABLE_FIELDS,
+    FieldCollector,
+    decode_form,
+    decode_url,
+    split_pairs,
+)
 from ._values import Report, Request
 
 __all__ = ["Template", "xml_unescape", "media_type", "METHODS", "BODY_METHODS"]
@@ -46,8 +52,7 @@ def _shorten(value: str, keep: int = 8) -> str:
     return value if len(value) <= keep else value[:keep] + "…"
 
 
-_KNOWN_LOWER = {v.lower(): v for v in (*VARIABLE_FIELDS, PASSWORD_VARIABLE,
-                                       "account[username]")}
+_KNOWN_LOWER = {v.lower(): v for v in (*VARIABLE_FIELDS, PASSWORD_VARIABLE, "account[username]")}
 
 
 def xml_unescape(text: str) -> str:
@@ -122,8 +127,9 @@ class _Spot:
     offset: int = 0
 
     def error(self, msg: str, position: int) -> ConfigurationError:
-        return ConfigurationError(msg, key=self.key, position=self.offset + position,
-                                  text=self.text)
+        return ConfigurationError(
+            msg, key=self.key, position=self.offset + position, text=self.text
+        )
 
 
 def _placeholders(text: str) -> Iterator[re.Match[str]]:
@@ -140,8 +146,9 @@ def _check_variable(name: str, spot: _Spot, position: int) -> None:
         raise spot.error(f"unknown variable %{name}%: did you mean %{known}%?", position)
 
 
-def _compile_text(text: str, spot: _Spot, literal: Callable[[str], str],
-                  capture: str) -> tuple[str, tuple[str, ...]]:
+def _compile_text(
+    text: str, spot: _Spot, literal: Callable[[str], str], capture: str
+) -> tuple[str, tuple[str, ...]]:
     """Regex source (unanchored) for *text*, and its variables in group order.
 
     A value ends at the first occurrence of the literal text that follows it: each value
@@ -157,9 +164,11 @@ def _compile_text(text: str, spot: _Spot, literal: Callable[[str], str],
         if variables and m.start() == pos:
             raise spot.error(
                 f"%{variables[-1]}% and %{m.group(1)}% have no literal text between them, "
-                "so the request cannot be split unambiguously", m.start())
+                "so the request cannot be split unambiguously",
+                m.start(),
+            )
         _check_variable(m.group(1), spot, m.start())
-        lit = literal(text[pos:m.start()])
+        lit = literal(text[pos : m.start()])
         parts.append(f"(?>{capture}{lit})" if variables else lit)
         variables.append(m.group(1))
         pos = m.end()
@@ -177,8 +186,9 @@ class _Pattern:
     variables: tuple[str, ...]
 
     @classmethod
-    def compile(cls, text: str, spot: _Spot, literal: Callable[[str], str], capture: str,
-                flags: int = 0) -> _Pattern:
+    def compile(
+        cls, text: str, spot: _Spot, literal: Callable[[str], str], capture: str, flags: int = 0
+    ) -> _Pattern:
         source, variables = _compile_text(text, spot, literal, capture)
         return cls(re.compile(source, flags), variables)
 
@@ -208,25 +218,34 @@ def _compile_pairs(text: str, spot: _Spot) -> tuple[_Pair, ...]:
         key, eq, value = item.partition("=")
         m = g.PLACEHOLDER.search(key)
         if m is not None:
-            raise spot.error("a variable in a parameter name is not supported",
-                             here + m.start())
+            raise spot.error("a variable in a parameter name is not supported", here + m.start())
         # Compared with the request's names decoded the same way ("+" is a space, "%5F"
         # an underscore) and stripped (a multi-line form template puts "\n" before them).
         lower = unquote_plus(key).strip().lower()
         if lower in seen:
             raise spot.error(f"parameter {key!r} appears twice", here)
         seen.add(lower)
-        pattern = _Pattern.compile(value, _Spot(spot.key, spot.text, spot.offset + here
-                                                + len(key) + len(eq)),
-                                   _url_literal, "(.*?)", re.S)
+        pattern = _Pattern.compile(
+            value,
+            _Spot(spot.key, spot.text, spot.offset + here + len(key) + len(eq)),
+            _url_literal,
+            "(.*?)",
+            re.S,
+        )
         whole = g.PLACEHOLDER.fullmatch(value)
-        pairs.append(_Pair(key.strip(), lower, pattern, not pattern.variables,
-                           whole.group(1) if whole else None))
+        pairs.append(
+            _Pair(
+                key.strip(),
+                lower,
+                pattern,
+                not pattern.variables,
+                whole.group(1) if whole else None,
+            )
+        )
     return tuple(pairs)
 
 
-def _match_pairs(pairs: Sequence[_Pair], raw: str, into: FieldCollector,
-                 where: str) -> None:
+def _match_pairs(pairs: Sequence[_Pair], raw: str, into: FieldCollector, where: str) -> None:
     got: dict[str, str] = {}
     for key, value in split_pairs(raw):
         lk = decode_form(key, "a parameter name").strip().lower()
@@ -407,8 +426,11 @@ def _compile_json(text: str, spot: _Spot) -> Any:
             # so that the first placeholder lands where it is in the template.
             first = variables[int(found[0].group(1))][1] - found[0].start()
             restored = _SENTINEL.sub(lambda m: f"%{variables[int(m.group(1))][0]}%", node)
-            return _JText(_Pattern.compile(restored, _Spot(spot.key, spot.text, first),
-                                           _plain_literal, "(.*?)", re.S))
+            return _JText(
+                _Pattern.compile(
+                    restored, _Spot(spot.key, spot.text, first), _plain_literal, "(.*?)", re.S
+                )
+            )
         return _JConst(node)
 
     return build(tree)
@@ -440,27 +462,29 @@ def _match_json(node: Any, value: Any, into: FieldCollector, where: str) -> None
             raise InvalidReport(f"JSON value at {where} must be an object")
         for lk, key, sub in node.members:
             if lk not in value:
-                raise InvalidReport(f"JSON key {where}.{key} is missing"
-                                    if where != "$" else f"JSON key {key!r} is missing")
+                raise InvalidReport(
+                    f"JSON key {where}.{key} is missing"
+                    if where != "$"
+                    else f"JSON key {key!r} is missing"
+                )
             _match_json(sub, value[lk], into, f"{where}.{key}")
     elif isinstance(node, _JArray):
         if not isinstance(value, list) or len(value) != len(node.items):
-            raise InvalidReport(f"JSON value at {where} must be an array of "
-                                f"{len(node.items)} items")
+            raise InvalidReport(
+                f"JSON value at {where} must be an array of {len(node.items)} items"
+            )
         for i, (sub, item) in enumerate(zip(node.items, value)):
             _match_json(sub, item, into, f"{where}[{i}]")
     elif isinstance(node, _JText):
         scalar = _json_scalar(value, where)
         m = node.pattern.regex.fullmatch(scalar or "")
         if m is None:
-            raise InvalidReport(f"JSON value at {where} does not match the configured "
-                                "template")
+            raise InvalidReport(f"JSON value at {where} does not match the configured template")
         for variable, captured in zip(node.pattern.variables, m.groups()):
             into.add_variable(variable, captured)
     else:  # _JConst
         if value != node.value:
-            raise InvalidReport(f"JSON value at {where} does not match the configured "
-                                "template")
+            raise InvalidReport(f"JSON value at {where} does not match the configured template")
 
 
 def _json_variables(node: Any) -> Iterator[str]:
@@ -477,6 +501,7 @@ def _json_variables(node: Any) -> Iterator[str]:
 
 
 # --- the template -----------------------------------------------------------------------
+
 
 @attrs.frozen(kw_only=True)
 class Template:
@@ -499,9 +524,16 @@ class Template:
     _body: Any = attrs.field(repr=False, eq=False, alias="body_matcher")
 
     @classmethod
-    def parse(cls, *, url: str, post_data: str = "", content_type: str = "",
-              method: str = "", prefix: str = "pushTokenReporter",
-              require: Sequence[str] = ("selector",)) -> Template:
+    def parse(
+        cls,
+        *,
+        url: str,
+        post_data: str = "",
+        content_type: str = "",
+        method: str = "",
+        prefix: str = "pushTokenReporter",
+        require: Sequence[str] = ("selector",),
+    ) -> Template:
         """Compile the Account XML values (XML-escaped or not) into a template."""
         url = xml_unescape((url or "").strip())
         post_data = xml_unescape(post_data or "")
@@ -513,30 +545,39 @@ class Template:
             method_u = "POST" if post_data.strip() else "GET"
         if method_u not in METHODS:
             raise ConfigurationError(
-                f"method {method!r} is not one of {', '.join(METHODS)}", key=f"{prefix}Method")
+                f"method {method!r} is not one of {', '.join(METHODS)}", key=f"{prefix}Method"
+            )
 
         m = _URL.match(url)
         if m is None:
-            raise ConfigurationError("must be an absolute URL with a scheme, e.g. "
-                                     "https://example.com/token/?selector=%selector%",
-                                     key=url_key, position=0, text=url)
+            raise ConfigurationError(
+                "must be an absolute URL with a scheme, e.g. "
+                "https://example.com/token/?selector=%selector%",
+                key=url_key,
+                position=0,
+                text=url,
+            )
         scheme, host, rest = m.groups()
         if scheme.lower() not in ("http", "https"):
-            raise ConfigurationError(f"scheme {scheme!r} is not http or https",
-                                     key=url_key, position=0, text=url)
+            raise ConfigurationError(
+                f"scheme {scheme!r} is not http or https", key=url_key, position=0, text=url
+            )
         spot = _Spot(url_key, url)
         hm = g.PLACEHOLDER.search(host)
         if hm is not None:
-            raise spot.error("a variable in the host name is not supported",
-                             m.start(2) + hm.start())
+            raise spot.error(
+                "a variable in the host name is not supported", m.start(2) + hm.start()
+            )
         path, qmark, query = rest.partition("?")
         path_offset = m.start(3)
         if not path:
             path = "/"
-        path_pattern = _Pattern.compile(path, _Spot(url_key, url, path_offset), _path_literal,
-                                        "([^/]*?)")
-        query_pairs = _compile_pairs(query, _Spot(url_key, url,
-                                                  path_offset + len(path) + len(qmark)))
+        path_pattern = _Pattern.compile(
+            path, _Spot(url_key, url, path_offset), _path_literal, "([^/]*?)"
+        )
+        query_pairs = _compile_pairs(
+            query, _Spot(url_key, url, path_offset + len(path) + len(qmark))
+        )
 
         mt = media_type(content_type)
         body_kind: str = "none"
@@ -569,17 +610,29 @@ class Template:
         elif body_kind in ("text", "xml"):
             variables.update(body.variables)
         # What the required variables are for, in the error: a removal deletes by them.
-        purpose = ("registrations are removed by" if prefix == "accountRemovalReporter"
-                   else "reports are stored by")
+        purpose = (
+            "registrations are removed by"
+            if prefix == "accountRemovalReporter"
+            else "reports are stored by"
+        )
         for name in require:
             if name not in variables:
                 raise ConfigurationError(
                     f"the template carries no %{name}%: {purpose} {name}",
-                    key=url_key if body_kind == "none" else f"{url_key}/{body_key}")
-        return cls(url=url, post_data=post_data, content_type=content_type,
-                   method=method_u, prefix=prefix, variables=frozenset(variables),
-                   path_pattern=path_pattern, query_pairs=query_pairs, body_kind=body_kind,
-                   body_matcher=body)
+                    key=url_key if body_kind == "none" else f"{url_key}/{body_key}",
+                )
+        return cls(
+            url=url,
+            post_data=post_data,
+            content_type=content_type,
+            method=method_u,
+            prefix=prefix,
+            variables=frozenset(variables),
+            path_pattern=path_pattern,
+            query_pairs=query_pairs,
+            body_kind=body_kind,
+            body_matcher=body,
+        )
 
     @property
     def path_template(self) -> str:
@@ -603,9 +656,11 @@ class Template:
         """Parse *request* (already within size limits) into a validated report."""
         method = request.method.upper()
         if method != self.method and not (method == "HEAD" and self.method == "GET"):
-            raise MethodNotAllowed(f"method {shown_method(method)} is not allowed here; "
-                                   f"the template uses {self.method}",
-                                   allowed=self.allowed_methods())
+            raise MethodNotAllowed(
+                f"method {shown_method(method)} is not allowed here; "
+                f"the template uses {self.method}",
+                allowed=self.allowed_methods(),
+            )
         m = self._path.regex.fullmatch(request.path)
         if m is None:
             raise InvalidReport("path does not match the configured template")
@@ -631,8 +686,9 @@ class Template:
                     if bm is None:
                         raise InvalidReport("body does not match the configured template")
                     for variable, captured in zip(self._body.variables, bm.groups()):
-                        into.add_variable(variable, xml_unescape(captured)
-                                          if kind == "xml" else captured)
+                        into.add_variable(
+                            variable, xml_unescape(captured) if kind == "xml" else captured
+                        )
         return into.report(user_agent=request.user_agent, shape="template")
 
     def redact(self, target: str, *, also: Collection[str] = ()) -> str:
@@ -648,14 +704,21 @@ class Template:
                 for i in reversed(range(len(self._path.variables))):
                     if hidden[i]:
                         start, end = m.span(i + 1)
-                        value = "***" if self._path.variables[i] in masked \
+                        value = (
+                            "***"
+                            if self._path.variables[i] in masked
                             else _shorten(path[start:end])
+                        )
                         path = f"{path[:start]}{value}{path[end:]}"
         if query and self._query:
-            secret = {p.lower for p in self._query
-                      if p.constant or masked.intersection(p.pattern.variables)}
-            tokens = {p.lower for p in self._query
-                      if _TOKEN_VARIABLES.intersection(p.pattern.variables)}
+            secret = {
+                p.lower
+                for p in self._query
+                if p.constant or masked.intersection(p.pattern.variables)
+            }
+            tokens = {
+                p.lower for p in self._query if _TOKEN_VARIABLES.intersection(p.pattern.variables)
+            }
             if secret or tokens:
                 items = []
                 for item in query.split("&"):

@@ -13,8 +13,16 @@ from typing import Any, Literal, Mapping
 
 import attrs
 
-__all__ = ["Secret", "Request", "Report", "Registration", "TokenPair", "Purpose", "TOKEN_FIELDS",
-           "REGISTRATION_FIELDS"]
+__all__ = [
+    "Secret",
+    "Request",
+    "Report",
+    "Registration",
+    "TokenPair",
+    "Purpose",
+    "TOKEN_FIELDS",
+    "REGISTRATION_FIELDS",
+]
 
 Purpose = Literal["call", "message"]
 
@@ -23,8 +31,17 @@ TOKEN_FIELDS = ("token_calls", "appid_calls", "token_msgs", "appid_msgs")
 
 #: The keys of a registration as ``pushreport list --json`` prints it, in order.
 REGISTRATION_FIELDS = (
-    "selector", "username", "token_calls", "appid_calls", "token_msgs", "appid_msgs",
-    "extra", "user_agent", "first_seen", "last_seen", "reports",
+    "selector",
+    "username",
+    "token_calls",
+    "appid_calls",
+    "token_msgs",
+    "appid_msgs",
+    "extra",
+    "user_agent",
+    "first_seen",
+    "last_seen",
+    "reports",
 )
 
 
@@ -192,8 +209,9 @@ def _masked_target(target: str) -> str:
     password or a shared secret may travel in them)."""
     path, qmark, query = target.partition("?")
     if qmark:
-        query = "&".join(item.partition("=")[0] + ("=…" if "=" in item else "")
-                         for item in query.split("&"))
+        query = "&".join(
+            item.partition("=")[0] + ("=…" if "=" in item else "") for item in query.split("&")
+        )
     return repr(f"{path}{qmark}{query}")
 
 
@@ -203,8 +221,7 @@ def format_time(value: datetime) -> str:
     Microseconds are kept so that values round-trip, and always written so that text
     order is time order (a backend may compare the strings, as SQLite's MIN/MAX do).
     """
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: str) -> datetime:

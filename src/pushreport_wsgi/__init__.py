@@ -10,21 +10,50 @@
 """
 
 from ._app import PushReportMiddleware, create_app, raw_target
-from ._config import (Config, PluginsConfig, RemovalConfig, ReporterConfig, ServerConfig,
-                      StorageConfig, load_config)
-from ._config import LookupConfig, PruneConfig, PushConfig
+from ._config import (
+    Config,
+    LookupConfig,
+    PluginsConfig,
+    PruneConfig,
+    PushConfig,
+    RemovalConfig,
+    ReporterConfig,
+    ServerConfig,
+    StorageConfig,
+    load_config,
+)
 from ._lookup import Lookup, LookupApp
-from ._push import PushClient, PushResult, push
 from ._plugins import make_plugin_manager
+from ._push import PushClient, PushResult, push
 from ._service import Backend, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
 from .storage import Storage, StorageContext, StorageFactory
 
 __all__ = [
-    "Backend", "Config", "PluginsConfig", "PushReportMiddleware", "Receiver", "ReporterConfig",
-    "ServerConfig", "Storage", "StorageConfig", "StorageContext", "StorageFactory",
-    "create_app", "hookimpl", "load_config", "make_plugin_manager", "raw_target",
-    "RemovalConfig", "RemovalOutcome",
-    "Lookup", "LookupApp", "LookupConfig", "PruneConfig", "PushClient", "PushConfig",
-    "PushResult", "push",
+    "Backend",
+    "Config",
+    "PluginsConfig",
+    "PushReportMiddleware",
+    "Receiver",
+    "ReporterConfig",
+    "ServerConfig",
+    "Storage",
+    "StorageConfig",
+    "StorageContext",
+    "StorageFactory",
+    "create_app",
+    "hookimpl",
+    "load_config",
+    "make_plugin_manager",
+    "raw_target",
+    "RemovalConfig",
+    "RemovalOutcome",
+    "Lookup",
+    "LookupApp",
+    "LookupConfig",
+    "PruneConfig",
+    "PushClient",
+    "PushConfig",
+    "PushResult",
+    "push",
 ]

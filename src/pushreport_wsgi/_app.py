@@ -8,17 +8,24 @@ untouched. :func:`create_app` is the same thing standing alone, answering 404 to
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 import os
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Iterable
 from urllib.parse import quote
 
 from werkzeug.wsgi import get_input_stream
 
-from pushreport_core import (InvalidReport, MethodNotAllowed, PushReportError, RequestTooLarge,
-                             StorageUnavailable)
-from pushreport_core import AuthenticationRequired, ServiceUnavailable, TooManyRequests
+from pushreport_core import (
+    AuthenticationRequired,
+    InvalidReport,
+    MethodNotAllowed,
+    PushReportError,
+    RequestTooLarge,
+    ServiceUnavailable,
+    StorageUnavailable,
+    TooManyRequests,
+)
 from pushreport_core import Request as CoreRequest
 
 from ._config import Config, load_config
@@ -95,21 +102,25 @@ class PushReportMiddleware:
     Handled requests carry ``pushreport.*`` keys in the environ for outer middleware.
     """
 
-    def __init__(self, app: WSGIApplication, config: Config | str | os.PathLike[str] |
-                 None = None, *, receiver: Receiver | None = None) -> None:
+    def __init__(
+        self,
+        app: WSGIApplication,
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        receiver: Receiver | None = None,
+    ) -> None:
         self.app = app
-        self.receiver = receiver if receiver is not None else \
-            Receiver.from_config(_as_config(config))
+        self.receiver = (
+            receiver if receiver is not None else Receiver.from_config(_as_config(config))
+        )
         #: Health checks and metrics by path ([health], [metrics]): never report paths.
         self.operator_routes = operator_routes(self.receiver)
         # [lookup] enabled: the lookup endpoint, answered before the report shapes.
         self.lookup: LookupApp | None = None
         if self.receiver.config.lookup.enabled:
-            self.lookup = LookupApp.from_config(self.receiver.config.lookup,
-                                                self.receiver.storage)
+            self.lookup = LookupApp.from_config(self.receiver.config.lookup, self.receiver.storage)
 
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         operator = self.operator_routes.get(environ.get("PATH_INFO", ""))
         if operator is not None:
             return operator(environ, start_response)
@@ -125,14 +136,18 @@ class PushReportMiddleware:
             # Mounted under a prefix (a dispatcher, a portal's sub-path): the shapes may
             # be written relative to the mount point.
             prefix = quote(script_name.encode("latin-1"), safe=_SAFE_PATH)
-            if not (script_name and path.startswith(prefix)
-                    and receiver.owns(method, path[len(prefix):])):
+            if not (
+                script_name
+                and path.startswith(prefix)
+                and receiver.owns(method, path[len(prefix) :])
+            ):
                 return self.app(environ, start_response)
-            target = target[len(prefix):]
+            target = target[len(prefix) :]
         return self._handle(environ, start_response, target)
 
-    def _handle(self, environ: WSGIEnvironment, start_response: StartResponse,
-                target: str) -> Iterable[bytes]:
+    def _handle(
+        self, environ: WSGIEnvironment, start_response: StartResponse, target: str
+    ) -> Iterable[bytes]:
         started = time.perf_counter()
         method = environ.get("REQUEST_METHOD", "GET")
         environ["pushreport.handled"] = True
@@ -141,12 +156,15 @@ class PushReportMiddleware:
         notes: dict[str, str] = environ.setdefault("pushreport.report", {})
         try:
             body = self._read_body(environ)
-            request = CoreRequest(method=method, target=target, body=body,
-                                  content_type=environ.get("CONTENT_TYPE") or None,
-                                  user_agent=environ.get("HTTP_USER_AGENT"),
-                                  authorization=environ.get("HTTP_AUTHORIZATION"),
-                                  client=client_address(
-                                      environ, self.receiver.config.limits.client_header))
+            request = CoreRequest(
+                method=method,
+                target=target,
+                body=body,
+                content_type=environ.get("CONTENT_TYPE") or None,
+                user_agent=environ.get("HTTP_USER_AGENT"),
+                authorization=environ.get("HTTP_AUTHORIZATION"),
+                client=client_address(environ, self.receiver.config.limits.client_header),
+            )
             if self.receiver.removes(method, request.path):
                 outcome = self.receiver.remove(request, notes=notes)
                 environ["pushreport.removed"] = outcome.removed is not None
@@ -160,21 +178,22 @@ class PushReportMiddleware:
             headers: list[tuple[str, str]] = []
             if isinstance(e, ServiceUnavailable):
                 headers.append(("Retry-After", str(e.retry_after)))
-                log.warning("%s: %s", "storage unavailable"
-                            if isinstance(e, StorageUnavailable) else "unavailable", e.msg)
+                log.warning(
+                    "%s: %s",
+                    "storage unavailable" if isinstance(e, StorageUnavailable) else "unavailable",
+                    e.msg,
+                )
             elif isinstance(e, MethodNotAllowed):
                 headers.append(("Allow", ", ".join(e.allowed)))
             elif isinstance(e, TooManyRequests):
                 headers.append(("Retry-After", str(e.retry_after)))
             elif isinstance(e, AuthenticationRequired):
                 headers.extend(("WWW-Authenticate", c) for c in e.challenges)
-            return self._plain(start_response, status, e.msg, headers, environ,
-                               target, started)
+            return self._plain(start_response, status, e.msg, headers, environ, target, started)
         except Exception as e:
             self.receiver.metrics.report_refused(e)
             log.exception("internal error while handling a report")
-            return self._plain(start_response, 500, "internal error", [], environ,
-                               target, started)
+            return self._plain(start_response, 500, "internal error", [], environ, target, started)
         status = 200
         self.receiver.metrics.report_accepted()
         environ["pushreport.selector"] = selector
@@ -221,9 +240,16 @@ class PushReportMiddleware:
             raise RequestTooLarge(f"body is too large (> {limit} bytes)")
         return body
 
-    def _plain(self, start_response: StartResponse, status: int, reason: str,
-               headers: list[tuple[str, str]], environ: WSGIEnvironment, target: str,
-               started: float) -> Iterable[bytes]:
+    def _plain(
+        self,
+        start_response: StartResponse,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        environ: WSGIEnvironment,
+        target: str,
+        started: float,
+    ) -> Iterable[bytes]:
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
@@ -231,16 +257,18 @@ class PushReportMiddleware:
         # One line, plain text: the reason never echoes request values.
         text = (reason.splitlines()[0] if reason else phrase) + "\n"
         data = text.encode("utf-8")
-        start_response(f"{status} {phrase}", [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(data))),
-            *headers,
-        ])
+        start_response(
+            f"{status} {phrase}",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(data))),
+                *headers,
+            ],
+        )
         self._log(environ, target, status, started)
         return [data]
 
-    def _log(self, environ: WSGIEnvironment, target: str, status: int,
-             started: float) -> None:
+    def _log(self, environ: WSGIEnvironment, target: str, status: int, started: float) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
         # One line per request; the same fields as attributes of the record, for a
@@ -255,8 +283,12 @@ class PushReportMiddleware:
             "selector": shorten(notes["selector"], 12) if "selector" in notes else "-",
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
         }
-        access_log.info('%(remote_addr)s "%(method)s %(target)s" %(status)d %(shape)s '
-                        '%(selector)s %(latency_ms).1fms', fields, extra=fields)
+        access_log.info(
+            '%(remote_addr)s "%(method)s %(target)s" %(status)d %(shape)s '
+            "%(selector)s %(latency_ms).1fms",
+            fields,
+            extra=fields,
+        )
 
     def close(self) -> None:
         self.receiver.close()
@@ -264,14 +296,15 @@ class PushReportMiddleware:
 
 def _not_found(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     data = b"not found\n"
-    start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
-                                     ("Content-Length", str(len(data)))])
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))],
+    )
     return [data]
 
 
-def create_app(config: Config | str | os.PathLike[str] | None = None, *,
-               receiver: Receiver | None = None) -> PushReportMiddleware:
+def create_app(
+    config: Config | str | os.PathLike[str] | None = None, *, receiver: Receiver | None = None
+) -> PushReportMiddleware:
     """A standalone WSGI app: the shapes of *config*, 404 for anything else."""
     return PushReportMiddleware(_not_found, config, receiver=receiver)
-
-

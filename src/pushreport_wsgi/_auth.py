@@ -35,18 +35,32 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from pushreport_core import (DEFAULT_SHAPES, AuthenticationRequired,
-                             AuthenticationUnavailable, ConfigurationError, Report, Request,
-                             Secret, Template)
+from pushreport_core import (
+    DEFAULT_SHAPES,
+    AuthenticationRequired,
+    AuthenticationUnavailable,
+    ConfigurationError,
+    Report,
+    Request,
+    Secret,
+    Template,
+)
 
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from ._config import AuthConfig
 
-__all__ = ["SecretAuthenticator", "DigestAuthenticator", "CallableAuthenticator",
-           "build_authenticators", "check_auth_config", "secret_fields", "METHODS",
-           "DIGEST_ALGORITHMS"]
+__all__ = [
+    "SecretAuthenticator",
+    "DigestAuthenticator",
+    "CallableAuthenticator",
+    "build_authenticators",
+    "check_auth_config",
+    "secret_fields",
+    "METHODS",
+    "DIGEST_ALGORITHMS",
+]
 
 log = logging.getLogger("pushreport.auth")
 
@@ -68,8 +82,10 @@ MAX_AUTHORIZATION = 4096
 def _digest_equal(a: str, b: str) -> bool:
     """Constant-time equality that leaks neither content nor length: the SHA-256
     digests of both are compared, never the texts."""
-    return hmac.compare_digest(hashlib.sha256(a.encode("utf-8", "surrogatepass")).digest(),
-                               hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest())
+    return hmac.compare_digest(
+        hashlib.sha256(a.encode("utf-8", "surrogatepass")).digest(),
+        hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest(),
+    )
 
 
 def _from_env(value: str, env: str, key: str, what: str) -> str:
@@ -79,8 +95,9 @@ def _from_env(value: str, env: str, key: str, what: str) -> str:
     if env:
         found = os.environ.get(env)
         if not found:
-            raise ConfigurationError(f"environment variable {env!r} is not set",
-                                     key=f"auth.{key}_env")
+            raise ConfigurationError(
+                f"environment variable {env!r} is not set", key=f"auth.{key}_env"
+            )
         return found
     if not value:
         raise ConfigurationError(f"{what} needs {key} or {key}_env", key=f"auth.{key}")
@@ -92,35 +109,40 @@ def check_auth_config(auth: AuthConfig) -> None:
     for method in auth.methods:
         if method not in METHODS:
             raise ConfigurationError(
-                "must list \"secret\", \"digest\" or \"callable\", not " + repr(method),
-                key="auth.methods")
+                'must list "secret", "digest" or "callable", not ' + repr(method),
+                key="auth.methods",
+            )
     if len(set(auth.methods)) != len(auth.methods):
         raise ConfigurationError("names a method twice", key="auth.methods")
     if "secret" in auth.methods:
         _from_env(auth.secret, auth.secret_env, "secret", "the secret method")
         if not auth.secret_field:
             raise ConfigurationError(
-                "the secret method needs the variable that carries it, e.g. "
-                "account[pushSecret]", key="auth.secret_field")
+                "the secret method needs the variable that carries it, e.g. account[pushSecret]",
+                key="auth.secret_field",
+            )
     if "digest" in auth.methods:
         if not auth.digest_username:
-            raise ConfigurationError("the digest method needs a username",
-                                     key="auth.digest_username")
-        _from_env(auth.digest_password, auth.digest_password_env, "digest_password",
-                  "the digest method")
+            raise ConfigurationError(
+                "the digest method needs a username", key="auth.digest_username"
+            )
+        _from_env(
+            auth.digest_password, auth.digest_password_env, "digest_password", "the digest method"
+        )
         if not auth.digest_algorithms:
-            raise ConfigurationError("must name at least one algorithm",
-                                     key="auth.digest_algorithms")
+            raise ConfigurationError(
+                "must name at least one algorithm", key="auth.digest_algorithms"
+            )
         for name in auth.digest_algorithms:
             if name not in DIGEST_ALGORITHMS:
                 raise ConfigurationError(
                     f"unknown algorithm {name!r} (known: {', '.join(DIGEST_ALGORITHMS)})",
-                    key="auth.digest_algorithms")
+                    key="auth.digest_algorithms",
+                )
         if auth.nonce_key or auth.nonce_key_env:
             _from_env(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
         if '"' in auth.realm or "\\" in auth.realm:
-            raise ConfigurationError("must not contain a quote or a backslash",
-                                     key="auth.realm")
+            raise ConfigurationError("must not contain a quote or a backslash", key="auth.realm")
     if "callable" in auth.methods:
         load_callable(auth.callable)
 
@@ -129,19 +151,23 @@ def load_callable(spec: str) -> Callable[[str, str], object]:
     """Import ``module:function`` (the function may be dotted: ``module:Class.check``)."""
     module_name, colon, attr = spec.partition(":")
     if not colon or not module_name or not attr:
-        raise ConfigurationError("the callable method needs module:function, e.g. "
-                                 "portal.users:check_password", key="auth.callable")
+        raise ConfigurationError(
+            "the callable method needs module:function, e.g. portal.users:check_password",
+            key="auth.callable",
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or the module failing as it loads
-        raise ConfigurationError(f"cannot import {module_name!r}: {type(e).__name__}",
-                                 key="auth.callable") from None
+        raise ConfigurationError(
+            f"cannot import {module_name!r}: {type(e).__name__}", key="auth.callable"
+        ) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ConfigurationError(f"{module_name!r} has no {attr!r}",
-                                     key="auth.callable") from None
+            raise ConfigurationError(
+                f"{module_name!r} has no {attr!r}", key="auth.callable"
+            ) from None
     if not callable(obj):
         raise ConfigurationError(f"{spec!r} is not callable", key="auth.callable")
     return obj  # type: ignore[no-any-return]
@@ -156,6 +182,7 @@ def secret_fields(auth: AuthConfig) -> frozenset[str]:
 
 
 # --- shared secret ----------------------------------------------------------------------
+
 
 class SecretAuthenticator:
     """A shared secret carried in the report under *field*, compared in constant time.
@@ -193,8 +220,9 @@ class SecretAuthenticator:
 # --- HTTP Digest ------------------------------------------------------------------------
 
 # auth-param = token BWS "=" BWS ( token / quoted-string ), RFC 7235.
-_PARAM = re.compile(r'\s*([A-Za-z0-9_\-*]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|\Z)',
-                    re.S)
+_PARAM = re.compile(
+    r'\s*([A-Za-z0-9_\-*]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|\Z)', re.S
+)
 _NC = re.compile(r"[0-9A-Fa-f]{8}")
 
 
@@ -228,9 +256,19 @@ def _h(algorithm: str, text: str) -> str:
     return hashlib.new(DIGEST_ALGORITHMS[algorithm][0], text.encode("utf-8")).hexdigest()
 
 
-def digest_response(*, algorithm: str, username: str, realm: str, password: str,
-                    method: str, uri: str, nonce: str, nc: str, cnonce: str,
-                    qop: str = "auth") -> str:
+def digest_response(
+    *,
+    algorithm: str,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    nc: str,
+    cnonce: str,
+    qop: str = "auth",
+) -> str:
     """The ``response`` value RFC 7616 (section 3.4.1) defines, for ``qop=auth``."""
     ha1 = _h(algorithm, f"{username}:{realm}:{password}")
     if DIGEST_ALGORITHMS[algorithm][1]:
@@ -272,10 +310,18 @@ class DigestAuthenticator:
     (the response still binds it to the same method and target).
     """
 
-    def __init__(self, *, realm: str, username: str, password: Secret,
-                 algorithms: tuple[str, ...] = ("MD5",), nonce_ttl: float = 300,
-                 key: bytes, clock: Callable[[], float] = time.time,
-                 max_nonces: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        realm: str,
+        username: str,
+        password: Secret,
+        algorithms: tuple[str, ...] = ("MD5",),
+        nonce_ttl: float = 300,
+        key: bytes,
+        clock: Callable[[], float] = time.time,
+        max_nonces: int = 100_000,
+    ) -> None:
         self.realm = realm
         self.username = username
         self._password = password
@@ -292,8 +338,10 @@ class DigestAuthenticator:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"DigestAuthenticator(realm={self.realm!r}, username={self.username!r}, "
-                f"algorithms={self.algorithms!r})")
+        return (
+            f"DigestAuthenticator(realm={self.realm!r}, username={self.username!r}, "
+            f"algorithms={self.algorithms!r})"
+        )
 
     # nonces
     def _mac(self, body: bytes) -> bytes:
@@ -319,14 +367,16 @@ class DigestAuthenticator:
         """One ``WWW-Authenticate`` value per algorithm, preferred first."""
         nonce = self.new_nonce()
         tail = ", stale=true" if stale else ""
-        return tuple(f'Digest realm="{self.realm}", qop="auth", algorithm={alg}, '
-                     f'nonce="{nonce}", opaque="{self.opaque}"{tail}'
-                     for alg in self.algorithms)
+        return tuple(
+            f'Digest realm="{self.realm}", qop="auth", algorithm={alg}, '
+            f'nonce="{nonce}", opaque="{self.opaque}"{tail}'
+            for alg in self.algorithms
+        )
 
-    def _refuse(self, msg: str, *, stale: bool = False,
-                failed: bool = False) -> AuthenticationRequired:
-        return AuthenticationRequired(msg, challenges=self.challenges(stale=stale),
-                                      failed=failed)
+    def _refuse(
+        self, msg: str, *, stale: bool = False, failed: bool = False
+    ) -> AuthenticationRequired:
+        return AuthenticationRequired(msg, challenges=self.challenges(stale=stale), failed=failed)
 
     def verify(self, request: Request) -> None:
         """Return when *request* carries valid, fresh, unreplayed credentials; raise
@@ -336,28 +386,36 @@ class DigestAuthenticator:
             raise self._refuse("authentication required")
         p = parse_digest(header)
         if p is None:
-            raise self._refuse("authentication required: not a valid Digest credential",
-                               failed=True)
+            raise self._refuse(
+                "authentication required: not a valid Digest credential", failed=True
+            )
         required = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
         if any(p.get(k) is None for k in required):
-            raise self._refuse("authentication required: a Digest parameter is missing",
-                               failed=True)
+            raise self._refuse(
+                "authentication required: a Digest parameter is missing", failed=True
+            )
         algorithm = _ALGORITHMS_LOWER.get((p.get("algorithm") or "MD5").lower())
         if algorithm is None or algorithm not in self.algorithms:
-            raise self._refuse("authentication required: algorithm not offered",
-                               failed=True)
+            raise self._refuse("authentication required: algorithm not offered", failed=True)
         if p["qop"] != "auth" or not _NC.fullmatch(p["nc"]):
-            raise self._refuse("authentication required: only qop=auth is supported",
-                               failed=True)
+            raise self._refuse("authentication required: only qop=auth is supported", failed=True)
         if p.get("opaque", self.opaque) != self.opaque or p["realm"] != self.realm:
             raise self._refuse("authentication required: wrong realm", failed=True)
         if not _uri_matches(p["uri"], request.target):
-            raise self._refuse("authentication required: uri does not match the request",
-                               failed=True)
+            raise self._refuse(
+                "authentication required: uri does not match the request", failed=True
+            )
         expected = digest_response(
-            algorithm=algorithm, username=self.username, realm=self.realm,
-            password=self._password.reveal(), method=request.method.upper(), uri=p["uri"],
-            nonce=p["nonce"], nc=p["nc"], cnonce=p["cnonce"])
+            algorithm=algorithm,
+            username=self.username,
+            realm=self.realm,
+            password=self._password.reveal(),
+            method=request.method.upper(),
+            uri=p["uri"],
+            nonce=p["nonce"],
+            nc=p["nc"],
+            cnonce=p["cnonce"],
+        )
         user_ok = _digest_equal(p["username"], self.username)
         if not (_digest_equal(p["response"].lower(), expected) and user_ok):
             raise self._refuse("authentication refused", failed=True)
@@ -405,6 +463,7 @@ class DigestAuthenticator:
 
 # --- the deployer's callable ------------------------------------------------------------
 
+
 class CallableAuthenticator:
     """The account's username and password checked by ``check(username, password)``.
 
@@ -417,9 +476,15 @@ class CallableAuthenticator:
     its type only: its message might carry the password.
     """
 
-    def __init__(self, check: Callable[[str, str], object], *, cache_size: int = 1024,
-                 cache_ttl: float = 300, clock: Callable[[], float] = time.time,
-                 name: str = "") -> None:
+    def __init__(
+        self,
+        check: Callable[[str, str], object],
+        *,
+        cache_size: int = 1024,
+        cache_ttl: float = 300,
+        clock: Callable[[], float] = time.time,
+        name: str = "",
+    ) -> None:
         self.check = check
         self.cache_size = cache_size
         self.cache_ttl = cache_ttl
@@ -458,8 +523,7 @@ class CallableAuthenticator:
 
     # Last: the most expensive check, behind the cheaper built-in ones.
     @hookimpl(trylast=True)
-    def pushreport_authenticate(self, username: str | None,
-                                password: Secret | None) -> bool:
+    def pushreport_authenticate(self, username: str | None, password: Secret | None) -> bool:
         # "A report without a password was accepted on the username alone": never.
         if not username or password is None or not password:
             return False
@@ -480,9 +544,14 @@ class CallableAuthenticator:
 
 # --- from the configuration -------------------------------------------------------------
 
-def build_authenticators(auth: AuthConfig, shapes: Any, *,
-                         clock: Callable[[], float] = time.time,
-                         removal_shapes: Any = None) -> list[object]:
+
+def build_authenticators(
+    auth: AuthConfig,
+    shapes: Any,
+    *,
+    clock: Callable[[], float] = time.time,
+    removal_shapes: Any = None,
+) -> list[object]:
     """The plugins ``[auth] methods`` asks for, checked against the template (and the
     Account Removal Reporter's template, which the same methods guard).
 
@@ -498,36 +567,56 @@ def build_authenticators(auth: AuthConfig, shapes: Any, *,
         for which, t in (("template", template), ("removal template", removal)):
             if t is not None and variable not in t.variables:
                 raise ConfigurationError(
-                    f"the {which} carries no %{variable}%: the {method} method needs it",
-                    key=key)
+                    f"the {which} carries no %{variable}%: the {method} method needs it", key=key
+                )
 
     plugins: list[object] = []
     for method in auth.methods:
         if method == "secret":
             carried(auth.secret_field, "secret", "auth.secret_field")
-            secret = Secret(_from_env(auth.secret, auth.secret_env, "secret",
-                                      "the secret method"))
-            plugins.append(SecretAuthenticator(auth.secret_field, secret,
-                                               default_shapes=default_shapes))
+            secret = Secret(_from_env(auth.secret, auth.secret_env, "secret", "the secret method"))
+            plugins.append(
+                SecretAuthenticator(auth.secret_field, secret, default_shapes=default_shapes)
+            )
         elif method == "digest":
-            password = Secret(_from_env(auth.digest_password, auth.digest_password_env,
-                                        "digest_password", "the digest method"))
+            password = Secret(
+                _from_env(
+                    auth.digest_password,
+                    auth.digest_password_env,
+                    "digest_password",
+                    "the digest method",
+                )
+            )
             if auth.nonce_key or auth.nonce_key_env:
-                key_text = _from_env(auth.nonce_key, auth.nonce_key_env, "nonce_key",
-                                     "digest")
+                key_text = _from_env(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
                 key = hashlib.sha256(b"pushreport-nonce\0" + key_text.encode()).digest()
             else:
-                log.info("digest nonces are signed with a key of this process only: set "
-                         "[auth] nonce_key when several processes or hosts serve")
+                log.info(
+                    "digest nonces are signed with a key of this process only: set "
+                    "[auth] nonce_key when several processes or hosts serve"
+                )
                 key = secrets.token_bytes(32)
-            plugins.append(DigestAuthenticator(
-                realm=auth.realm, username=auth.digest_username, password=password,
-                algorithms=auth.digest_algorithms, nonce_ttl=auth.nonce_ttl, key=key,
-                clock=clock))
+            plugins.append(
+                DigestAuthenticator(
+                    realm=auth.realm,
+                    username=auth.digest_username,
+                    password=password,
+                    algorithms=auth.digest_algorithms,
+                    nonce_ttl=auth.nonce_ttl,
+                    key=key,
+                    clock=clock,
+                )
+            )
         elif method == "callable":
             for variable in ("account[password]", "account[username]"):
                 carried(variable, "callable", "auth.callable")
-            plugins.append(CallableAuthenticator(
-                load_callable(auth.callable), cache_size=auth.cache_size,
-                cache_ttl=auth.cache_ttl, clock=clock, name=auth.callable))
+            plugins.append(
+                CallableAuthenticator(
+                    load_callable(auth.callable),
+                    cache_size=auth.cache_size,
+                    cache_ttl=auth.cache_ttl,
+                    clock=clock,
+                    name=auth.callable,
+                )
+            )
     return plugins

@@ -80,8 +80,8 @@ class GroupCommit:
         if item.lead:
             # Handed the lead: our report is first in the queue, commit it with the rest.
             with self._lock:
-                batch = self._queue[:self.max_batch]
-                del self._queue[:self.max_batch]
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
             try:
                 self._commit(batch)
             finally:

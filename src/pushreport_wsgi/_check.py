@@ -26,12 +26,27 @@ from urllib.parse import urlsplit
 import attrs
 
 from pushreport_core import Request, Template, render_request, response_problem, to_http_bytes
-from pushreport_core.testing import (SPEC_REQUESTS, SPEC_SELECTOR, SPEC_TEMPLATES, SPEC_VALUES,
-                                     Answer,
-                                     random_session, run_session, values_variables)
+from pushreport_core.testing import (
+    SPEC_REQUESTS,
+    SPEC_SELECTOR,
+    SPEC_TEMPLATES,
+    SPEC_VALUES,
+    Answer,
+    random_session,
+    run_session,
+    values_variables,
+)
 
-__all__ = ["Target", "CheckResult", "parse_target", "exchange", "run_checks", "run_check",
-           "USERNAME_PREFIX", "DEFAULT_SESSIONS"]
+__all__ = [
+    "Target",
+    "CheckResult",
+    "parse_target",
+    "exchange",
+    "run_checks",
+    "run_check",
+    "USERNAME_PREFIX",
+    "DEFAULT_SESSIONS",
+]
 
 #: Usernames of the registrations the generated sessions store start with this.
 USERNAME_PREFIX = "pushreport-check"
@@ -39,8 +54,7 @@ DEFAULT_SESSIONS = 20
 #: The most of an answer's body that is read.
 MAX_ANSWER = 1024 * 1024
 _VIRTUAL_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
-_SPEC_NAMES = {"query": "query string", "path": "path", "form": "form body",
-               "json": "JSON body"}
+_SPEC_NAMES = {"query": "query string", "path": "path", "form": "form body", "json": "JSON body"}
 
 
 @attrs.frozen(kw_only=True)
@@ -72,28 +86,30 @@ def parse_target(url: str) -> Target:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise ValueError(f"{url!r} has an invalid port") from None
-    return Target(scheme=parts.scheme, host=parts.hostname, port=port,
-                  prefix=parts.path.rstrip("/"))
+    return Target(
+        scheme=parts.scheme, host=parts.hostname, port=port, prefix=parts.path.rstrip("/")
+    )
 
 
-def exchange(target: Target, request: Request, *, timeout: float = 10.0,
-             drop: bool = False) -> Answer:
+def exchange(
+    target: Target, request: Request, *, timeout: float = 10.0, drop: bool = False
+) -> Answer:
     """Send *request* over a new connection; return ``(status, headers, body)``, or why
     no answer came. With *drop*, the connection is closed halfway through the request,
     as when the phone loses its network: the app sees no answer."""
-    raw = to_http_bytes(attrs.evolve(request, target=target.prefix + request.target),
-                        target.host_header)
+    raw = to_http_bytes(
+        attrs.evolve(request, target=target.prefix + request.target), target.host_header
+    )
     try:
         sock = socket.create_connection((target.host, target.port), timeout=timeout)
     except OSError as e:
         return f"cannot connect to {target.host_header}: {e.strerror or e}"
     try:
         if target.scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(sock,
-                                                            server_hostname=target.host)
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=target.host)
         if drop:
             # The method alone: no server can act on that, however lenient.
-            sock.sendall(raw[:len(request.method)])
+            sock.sendall(raw[: len(request.method)])
             return "the connection was dropped mid-request"
         sock.sendall(raw)
         response = http.client.HTTPResponse(sock, method=request.method)
@@ -135,8 +151,10 @@ def _refused(answer: Answer) -> str | None:
         return f"no answer ({answer or 'the connection failed'})"
     status = answer[0]
     if 200 <= status <= 299:
-        return (f"answered {status}: an invalid report must be refused with a non-2xx "
-                "status, or nothing tells the provider its Account XML is broken")
+        return (
+            f"answered {status}: an invalid report must be refused with a non-2xx "
+            "status, or nothing tells the provider its Account XML is broken"
+        )
     return None
 
 
@@ -144,9 +162,15 @@ def _spec_templates() -> dict[str, Template]:
     return {kind: Template.parse(**xml) for kind, xml in SPEC_TEMPLATES.items()}
 
 
-def run_checks(target: Target, *, template: Template | None = None,
-               sessions: int = DEFAULT_SESSIONS, seed: int = 0, timeout: float = 10.0,
-               report: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+def run_checks(
+    target: Target,
+    *,
+    template: Template | None = None,
+    sessions: int = DEFAULT_SESSIONS,
+    seed: int = 0,
+    timeout: float = 10.0,
+    report: Callable[[CheckResult], None] | None = None,
+) -> list[CheckResult]:
     """Run every check against *target*; *report* is called with each result as it
     comes. *template* is the configured reporter (``None``: the default shapes, checked
     with the spec's examples)."""
@@ -165,25 +189,42 @@ def run_checks(target: Target, *, template: Template | None = None,
     # 1. The spec's examples: each must be answered with a success.
     if template is None:
         for name, request in SPEC_REQUESTS.items():
-            record(CheckResult(name=f"spec request example: {name}",
-                               problem=_judge(send(request), request.method)))
+            record(
+                CheckResult(
+                    name=f"spec request example: {name}",
+                    problem=_judge(send(request), request.method),
+                )
+            )
         for kind, tpl in templates.items():
             request = render_request(tpl, spec_variables)
-            record(CheckResult(name=f"spec Account XML example: {_SPEC_NAMES[kind]}",
-                               problem=_judge(send(request), request.method)))
+            record(
+                CheckResult(
+                    name=f"spec Account XML example: {_SPEC_NAMES[kind]}",
+                    problem=_judge(send(request), request.method),
+                )
+            )
     else:
         request = render_request(template, spec_variables)
-        record(CheckResult(name="the spec's values through the configured template",
-                           problem=_judge(send(request), request.method)))
+        record(
+            CheckResult(
+                name="the spec's values through the configured template",
+                problem=_judge(send(request), request.method),
+            )
+        )
     # 2. Reports the receiver must refuse.
-    invalid = {"no selector": None,
-               "a selector that is not a SHA1 hash with a suffix": "not-a-selector"}
+    invalid = {
+        "no selector": None,
+        "a selector that is not a SHA1 hash with a suffix": "not-a-selector",
+    }
     for kind, tpl in templates.items():
         for what, selector in invalid.items():
             request = render_request(tpl, {**spec_variables, "selector": selector})
             where = "" if template is not None else f" ({_SPEC_NAMES[kind]})"
-            record(CheckResult(name=f"refuses a report with {what}{where}",
-                               problem=_refused(send(request))))
+            record(
+                CheckResult(
+                    name=f"refuses a report with {what}{where}", problem=_refused(send(request))
+                )
+            )
     # 3. App sessions.
     rng = random.Random(seed)
     kinds = list(templates)
@@ -196,14 +237,24 @@ def run_checks(target: Target, *, template: Template | None = None,
         kind = kinds[(n - 1) % len(kinds)]
         run = run_session(session, templates[kind], deliver, start=_VIRTUAL_START)
         label = f"session {n} [{kind}, {session.platform}]: {session.describe()}"
-        record(CheckResult(name=label, problem=None if run.conforms else
-                           run.first_problem() or "did not conform"))
+        record(
+            CheckResult(
+                name=label,
+                problem=None if run.conforms else run.first_problem() or "did not conform",
+            )
+        )
     return results
 
 
-def run_check(url: str, *, template: Template | None = None,
-              sessions: int = DEFAULT_SESSIONS, seed: int | None = None,
-              timeout: float = 10.0, out: TextIO) -> int:
+def run_check(
+    url: str,
+    *,
+    template: Template | None = None,
+    sessions: int = DEFAULT_SESSIONS,
+    seed: int | None = None,
+    timeout: float = 10.0,
+    out: TextIO,
+) -> int:
     """The ``pushreport check`` command: print one line per check and a summary; return
     0 when everything conforms, 1 otherwise, 2 for an unusable URL."""
     try:
@@ -217,12 +268,16 @@ def run_check(url: str, *, template: Template | None = None,
     if seed is None:
         seed = secrets.randbelow(2**31)
     shapes = "the configured template" if template is not None else "the default shapes"
-    print(f"checking {url} against the app model ({shapes}; {sessions} sessions, "
-          f"seed {seed})", file=out)
+    print(
+        f"checking {url} against the app model ({shapes}; {sessions} sessions, seed {seed})",
+        file=out,
+    )
     # One probe first: when nothing listens, one line says so.
-    probe = exchange(target, render_request(
-        template or _spec_templates()["query"], values_variables(SPEC_VALUES)),
-        timeout=timeout)
+    probe = exchange(
+        target,
+        render_request(template or _spec_templates()["query"], values_variables(SPEC_VALUES)),
+        timeout=timeout,
+    )
     if isinstance(probe, str) and probe.startswith("cannot connect"):
         print(f"FAIL  {probe}", file=out)
         print("0 checks passed, 1 failed", file=out)
@@ -231,12 +286,18 @@ def run_check(url: str, *, template: Template | None = None,
     def show(result: CheckResult) -> None:
         print(result.line(), file=out, flush=True)
 
-    results = run_checks(target, template=template, sessions=sessions, seed=seed,
-                         timeout=timeout, report=show)
+    results = run_checks(
+        target, template=template, sessions=sessions, seed=seed, timeout=timeout, report=show
+    )
     failed = sum(not r.ok for r in results)
-    print(f"{len(results)} checks: {len(results) - failed} passed, {failed} failed"
-          + (f" (rerun with --seed {seed})" if failed else ""), file=out)
-    print(f"note: the checks stored test registrations (usernames starting with "
-          f"{USERNAME_PREFIX!r}, and the spec example's selector {SPEC_SELECTOR})",
-          file=out)
+    print(
+        f"{len(results)} checks: {len(results) - failed} passed, {failed} failed"
+        + (f" (rerun with --seed {seed})" if failed else ""),
+        file=out,
+    )
+    print(
+        f"note: the checks stored test registrations (usernames starting with "
+        f"{USERNAME_PREFIX!r}, and the spec example's selector {SPEC_SELECTOR})",
+        file=out,
+    )
     return 0 if failed == 0 else 1

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import logging
+import os
 import sys
 from typing import Sequence
 
-from pushreport_core import (DEFAULT_SHAPES, PUSH_VERBS, ConfigurationError, InvalidPush,
-                             Purpose, Registration, Template, account_xml,
-                             removal_account_xml)
+from pushreport_core import (
+    DEFAULT_SHAPES,
+    PUSH_VERBS,
+    ConfigurationError,
+    InvalidPush,
+    Purpose,
+    Registration,
+    Template,
+    account_xml,
+    removal_account_xml,
+)
 
 from ._config import Config, load_config
 from ._redact import shorten
@@ -25,118 +33,194 @@ log = logging.getLogger("pushreport")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pushreport",
-        description="Receive, validate and store the push tokens the Acrobits app reports.")
+        description="Receive, validate and store the push tokens the Acrobits app reports.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="FILE",
-                       help="TOML configuration file (default: the embedded default: "
-                            "default shapes, SQLite in ./pushreport.sqlite3)")
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            help="TOML configuration file (default: the embedded default: "
+            "default shapes, SQLite in ./pushreport.sqlite3)",
+        )
 
     serve = sub.add_parser("serve", help="run the receiver under a production WSGI server")
     config_option(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    serve.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
-                       "[storage.sqlite] path (default ./pushreport.sqlite3)")
+    serve.add_argument(
+        "--db",
+        metavar="PATH",
+        help="SQLite file, overrides [storage.sqlite] path (default ./pushreport.sqlite3)",
+    )
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
-    serve.add_argument("--access-log", action="store_true", default=None,
-                       help="log one line per request (credentials masked, tokens "
-                            "shortened); default: [server] access_log, off")
-    serve.add_argument("--log-format", choices=("text", "json"),
-                       help="log lines as text or one JSON object per line; default: "
-                            "[server] log_format, text")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per request (credentials masked, tokens "
+        "shortened); default: [server] access_log, off",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or one JSON object per line; default: [server] log_format, text",
+    )
 
     lst = sub.add_parser("list", help="print the stored registrations")
     config_option(lst)
-    lst.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
-                     "[storage.sqlite] path")
+    lst.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
     lst.add_argument("--username", metavar="U", help="only this username's registrations")
     lst.add_argument("--selector", metavar="S", help="only this selector's registration")
-    lst.add_argument("--json", action="store_true",
-                     help="print a JSON array of objects, for scripts")
+    lst.add_argument(
+        "--json", action="store_true", help="print a JSON array of objects, for scripts"
+    )
 
     stats = sub.add_parser(
-        "stats", help="summarise the stored registrations: app ids, platforms, app "
-                      "versions, age of the last report")
+        "stats",
+        help="summarise the stored registrations: app ids, platforms, app "
+        "versions, age of the last report",
+    )
     config_option(stats)
-    stats.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
-                       "[storage.sqlite] path")
-    stats.add_argument("--json", action="store_true",
-                       help="print one JSON object, for scripts")
+    stats.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
+    stats.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
 
-    axml = sub.add_parser("account-xml",
-                          help="print the Account XML keys for the configured shapes")
+    axml = sub.add_parser(
+        "account-xml", help="print the Account XML keys for the configured shapes"
+    )
     config_option(axml)
-    axml.add_argument("--base-url", metavar="URL",
-                      help="scheme and host the app should call, e.g. "
-                           "https://push.example.com")
+    axml.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="scheme and host the app should call, e.g. https://push.example.com",
+    )
     check = sub.add_parser(
-        "check", help="check a running receiver (ours or another) against the app model "
-                      "over HTTP")
-    check.add_argument("url", metavar="URL",
-                       help="where the receiver listens, e.g. http://127.0.0.1:8080")
-    check.add_argument("--config", metavar="FILE",
-                       help="TOML configuration whose [reporter] template the app uses "
-                            "(default: the spec's examples, for the default shapes)")
-    check.add_argument("--sessions", type=int, default=20, metavar="N",
-                       help="generated app sessions to run (default 20)")
-    check.add_argument("--seed", type=int, metavar="S",
-                       help="seed of the generated sessions (default: random, printed)")
-    check.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="per connection (default 10)")
+        "check", help="check a running receiver (ours or another) against the app model over HTTP"
+    )
+    check.add_argument(
+        "url", metavar="URL", help="where the receiver listens, e.g. http://127.0.0.1:8080"
+    )
+    check.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration whose [reporter] template the app uses "
+        "(default: the spec's examples, for the default shapes)",
+    )
+    check.add_argument(
+        "--sessions",
+        type=int,
+        default=20,
+        metavar="N",
+        help="generated app sessions to run (default 20)",
+    )
+    check.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="seed of the generated sessions (default: random, printed)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="per connection (default 10)",
+    )
 
     mig = sub.add_parser(
-        "migrate", help="copy every registration from one storage backend to another")
-    mig.add_argument("--from", dest="from_spec", required=True, metavar="SPEC",
-                     help="sqlite:PATH, files:PATH, postgresql:DSN, or a backend NAME "
-                          "as configured in --config")
-    mig.add_argument("--to", dest="to_spec", required=True, metavar="SPEC",
-                     help="where to copy to, in the same form")
+        "migrate", help="copy every registration from one storage backend to another"
+    )
+    mig.add_argument(
+        "--from",
+        dest="from_spec",
+        required=True,
+        metavar="SPEC",
+        help="sqlite:PATH, files:PATH, postgresql:DSN, or a backend NAME "
+        "as configured in --config",
+    )
+    mig.add_argument(
+        "--to",
+        dest="to_spec",
+        required=True,
+        metavar="SPEC",
+        help="where to copy to, in the same form",
+    )
     config_option(mig)
-    mig.add_argument("--batch", type=int, default=500, metavar="N",
-                     help="registrations per transaction (default 500)")
-    mig.add_argument("--from-option", action="append", metavar="KEY=VALUE",
-                     help="an option of the source backend (e.g. table=NAME); repeatable")
-    mig.add_argument("--to-option", action="append", metavar="KEY=VALUE",
-                     help="an option of the target backend (e.g. table=NAME); repeatable")
+    mig.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        metavar="N",
+        help="registrations per transaction (default 500)",
+    )
+    mig.add_argument(
+        "--from-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the source backend (e.g. table=NAME); repeatable",
+    )
+    mig.add_argument(
+        "--to-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the target backend (e.g. table=NAME); repeatable",
+    )
 
-    psh = sub.add_parser("push", help="push every device of a username through the "
-                                      "Acrobits push gateway")
+    psh = sub.add_parser(
+        "push", help="push every device of a username through the Acrobits push gateway"
+    )
     config_option(psh)
-    psh.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
-                     "[storage.sqlite] path")
+    psh.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
     psh.add_argument("--username", required=True, metavar="U", help="the account to push")
     psh.add_argument("--message", metavar="TEXT", help="the text to show (Message)")
-    psh.add_argument("--call", action="store_true",
-                     help="an incoming call: push through the PushKit pair")
-    psh.add_argument("--verb", choices=PUSH_VERBS,
-                     help="default: NotifyTextMessage for --call or without --message, "
-                          "else NotifyGenericTextMessage")
-    psh.add_argument("--gateway-url", metavar="URL",
-                     help="overrides [push] gateway_url (default: the public "
-                          "https://pnm.cloudsoftphone.com/pnm2/send)")
+    psh.add_argument(
+        "--call", action="store_true", help="an incoming call: push through the PushKit pair"
+    )
+    psh.add_argument(
+        "--verb",
+        choices=PUSH_VERBS,
+        help="default: NotifyTextMessage for --call or without --message, "
+        "else NotifyGenericTextMessage",
+    )
+    psh.add_argument(
+        "--gateway-url",
+        metavar="URL",
+        help="overrides [push] gateway_url (default: the public "
+        "https://pnm.cloudsoftphone.com/pnm2/send)",
+    )
     prune = sub.add_parser(
-        "prune", help="delete registrations whose last report is older than a limit")
+        "prune", help="delete registrations whose last report is older than a limit"
+    )
     config_option(prune)
-    prune.add_argument("--db", metavar="PATH", help="SQLite file, overrides "
-                       "[storage.sqlite] path")
-    prune.add_argument("--older-than", required=True, metavar="DURATION",
-                       help="e.g. 90d, 12h, 30m, 2w, 45s: registrations last seen longer "
-                            "ago are deleted")
-    prune.add_argument("--dry-run", action="store_true",
-                       help="only print what would be deleted")
-    prune.add_argument("--json", action="store_true",
-                       help="print a JSON object (before, dry_run, count, registrations)")
+    prune.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        metavar="DURATION",
+        help="e.g. 90d, 12h, 30m, 2w, 45s: registrations last seen longer ago are deleted",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    prune.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON object (before, dry_run, count, registrations)",
+    )
     obx = sub.add_parser(
-        "outbox", help="show the webhook backend's pending and dead events; replay dead ones")
+        "outbox", help="show the webhook backend's pending and dead events; replay dead ones"
+    )
     config_option(obx)
-    obx.add_argument("--json", action="store_true",
-                     help="print a JSON object with the pending and dead events")
-    obx.add_argument("--replay-dead", action="store_true",
-                     help="move the dead events back to the outbox, to be delivered again")
-    obx.add_argument("--id", type=int, metavar="N",
-                     help="with --replay-dead: only the dead event with this id")
+    obx.add_argument(
+        "--json", action="store_true", help="print a JSON object with the pending and dead events"
+    )
+    obx.add_argument(
+        "--replay-dead",
+        action="store_true",
+        help="move the dead events back to the outbox, to be delivered again",
+    )
+    obx.add_argument(
+        "--id", type=int, metavar="N", help="with --replay-dead: only the dead event with this id"
+    )
     return parser
 
 
@@ -185,10 +269,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _load(args)
     server = config.server
-    return serve(config, host=args.host or server.host,
-                 port=args.port if args.port is not None else server.port,
-                 workers=args.workers or server.workers, access_log=args.access_log,
-                 log_format=args.log_format)
+    return serve(
+        config,
+        host=args.host or server.host,
+        port=args.port if args.port is not None else server.port,
+        workers=args.workers or server.workers,
+        access_log=args.access_log,
+        log_format=args.log_format,
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -209,8 +297,7 @@ def _list(args: argparse.Namespace) -> int:
     finally:
         receiver.close()
     if args.json:
-        json.dump([r.to_json() for r in registrations], sys.stdout, ensure_ascii=False,
-                  indent=2)
+        json.dump([r.to_json() for r in registrations], sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
     if not registrations:
@@ -218,9 +305,14 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     header = ("SELECTOR", "USERNAME", "TOKEN_MSGS", "TOKEN_CALLS", "LAST_SEEN", "REPORTS")
     rows = [header] + [
-        (r.selector, r.username or "-", shorten(r.token_msgs or "-", 12),
-         shorten(r.token_calls or "-", 12),
-         r.last_seen.strftime("%Y-%m-%d %H:%M:%S"), str(r.reports))
+        (
+            r.selector,
+            r.username or "-",
+            shorten(r.token_msgs or "-", 12),
+            shorten(r.token_calls or "-", 12),
+            r.last_seen.strftime("%Y-%m-%d %H:%M:%S"),
+            str(r.reports),
+        )
         for r in registrations
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -243,8 +335,11 @@ def _account_xml(args: argparse.Namespace) -> int:
     removal = config.removal.shapes(shapes)
     if removal is not None:
         # The Account Removal Reporter's keys: the default removal shape, or [removal].
-        sys.stdout.write(removal_account_xml(
-            removal if isinstance(removal, Template) else None, base_url=args.base_url))
+        sys.stdout.write(
+            removal_account_xml(
+                removal if isinstance(removal, Template) else None, base_url=args.base_url
+            )
+        )
     return 0
 
 
@@ -252,16 +347,20 @@ def _migrate(args: argparse.Namespace) -> int:
     from ._migrate import options_of, parse_spec, run_migrate
 
     config = load_config(args.config) if args.config else Config()
-    return run_migrate(parse_spec(args.from_spec, options_of(args.from_option)),
-                       parse_spec(args.to_spec, options_of(args.to_option)), config,
-                       batch=args.batch)
+    return run_migrate(
+        parse_spec(args.from_spec, options_of(args.from_option)),
+        parse_spec(args.to_spec, options_of(args.to_option)),
+        config,
+        batch=args.batch,
+    )
 
 
 def _prune(args: argparse.Namespace) -> int:
     from ._prune import run_prune
 
-    return run_prune(_load(args), args.older_than, dry_run=args.dry_run, as_json=args.json,
-                     out=sys.stdout)
+    return run_prune(
+        _load(args), args.older_than, dry_run=args.dry_run, as_json=args.json, out=sys.stdout
+    )
 
 
 def _outbox(args: argparse.Namespace) -> int:
@@ -276,9 +375,14 @@ def _check(args: argparse.Namespace) -> int:
 
     shapes = load_config(args.config).reporter.shapes() if args.config else DEFAULT_SHAPES
     template = None if shapes is DEFAULT_SHAPES else shapes
-    return run_check(args.url, template=template,  # type: ignore[arg-type]
-                     sessions=args.sessions, seed=args.seed, timeout=args.timeout,
-                     out=sys.stdout)
+    return run_check(
+        args.url,
+        template=template,  # type: ignore[arg-type]
+        sessions=args.sessions,
+        seed=args.seed,
+        timeout=args.timeout,
+        out=sys.stdout,
+    )
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -293,14 +397,18 @@ def _push(args: argparse.Namespace) -> int:
         config = attrs.evolve(config, push=section)
     purpose: Purpose = "call" if args.call else "message"
     try:
-        results = push(config, username=args.username, purpose=purpose,
-                       message=args.message, verb=args.verb)
+        results = push(
+            config, username=args.username, purpose=purpose, message=args.message, verb=args.verb
+        )
     except InvalidPush as e:
         print(f"pushreport: {e}", file=sys.stderr)
         return 2
     if not results:
-        print(f"pushreport: no device to push: no registration of {args.username!r} "
-              f"has a {purpose} token and app id", file=sys.stderr)
+        print(
+            f"pushreport: no device to push: no registration of {args.username!r} "
+            f"has a {purpose} token and app id",
+            file=sys.stderr,
+        )
         return 1
     for result in results:
         print(result.line())

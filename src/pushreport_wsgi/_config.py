@@ -44,19 +44,53 @@ from typing import Any, Mapping
 
 import attrs
 
-from pushreport_core import (DEFAULT_GATEWAY_URL, DEFAULT_MAX_BODY, DEFAULT_REMOVAL_SHAPES,
-                             DEFAULT_SHAPES, TOKEN_OWNERS, ConfigurationError, Secret, Shapes,
-                             Template, parse_duration, removal_template, shapes_overlap)
+from pushreport_core import (
+    DEFAULT_GATEWAY_URL,
+    DEFAULT_MAX_BODY,
+    DEFAULT_REMOVAL_SHAPES,
+    DEFAULT_SHAPES,
+    TOKEN_OWNERS,
+    ConfigurationError,
+    Secret,
+    Shapes,
+    Template,
+    parse_duration,
+    removal_template,
+    shapes_overlap,
+)
 
-__all__ = ["Config", "ReporterConfig", "StorageConfig", "ServerConfig", "PluginsConfig",
-           "AuthConfig", "LimitsConfig", "RemovalConfig", "MetricsConfig", "HealthConfig",
-           "PruneConfig", "PushConfig", "LookupConfig",
-           "load_config", "CONFIG_KEYS", "SECTIONS", "setting", "iter_settings"]
+__all__ = [
+    "Config",
+    "ReporterConfig",
+    "StorageConfig",
+    "ServerConfig",
+    "PluginsConfig",
+    "AuthConfig",
+    "LimitsConfig",
+    "RemovalConfig",
+    "MetricsConfig",
+    "HealthConfig",
+    "PruneConfig",
+    "PushConfig",
+    "LookupConfig",
+    "load_config",
+    "CONFIG_KEYS",
+    "SECTIONS",
+    "setting",
+    "iter_settings",
+]
 
 
-def setting(default: Any, doc: str, *, low: float | None = None,
-            high: float | None = None, choices: tuple[str, ...] = (),
-            what: str = "", secret: bool = False) -> Any:
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] = (),
+    what: str = "",
+    secret: bool = False,
+) -> Any:
     """One key of a section: an attrs field whose metadata documents and bounds it.
 
     The TOML type is the default's type: ``str``, ``int``, ``float``, ``bool``, or
@@ -65,8 +99,14 @@ def setting(default: Any, doc: str, *, low: float | None = None,
     and docs (e.g. "a path"). A *secret* (a password, a shared secret) is left out of
     the section's repr.
     """
-    meta = {"doc": doc, "low": low, "high": high, "choices": choices, "what": what,
-            "pushreport.setting": True}
+    meta = {
+        "doc": doc,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "what": what,
+        "pushreport.setting": True,
+    }
     if isinstance(default, tuple):
         return attrs.field(default=default, converter=tuple, metadata=meta)
     if secret:
@@ -79,28 +119,39 @@ def setting(default: Any, doc: str, *, low: float | None = None,
 class ReporterConfig:
     """``[reporter]``: the Account XML values the app is configured with."""
 
-    url: str = setting("", "pushTokenReporterUrl, with its %variables%; empty: the "
-                       "default shapes (see README)")
+    url: str = setting(
+        "", "pushTokenReporterUrl, with its %variables%; empty: the default shapes (see README)"
+    )
     post_data: str = setting("", "pushTokenReporterPostData: the body template")
-    content_type: str = setting("", "pushTokenReporterContentType; empty means "
-                                "application/x-www-form-urlencoded")
-    method: str = setting("", "pushTokenReporterMethod; empty: GET without post_data, "
-                          "else POST")
-    max_body: int = setting(DEFAULT_MAX_BODY, "largest body accepted, in bytes; a larger "
-                            "one is answered 413", low=256)
-    token_owner: str = setting("shared", "a token reported under another username: "
-                               "\"shared\" keeps it on both accounts, \"newest\" moves it "
-                               "to the one that reported it last", choices=TOKEN_OWNERS)
+    content_type: str = setting(
+        "", "pushTokenReporterContentType; empty means application/x-www-form-urlencoded"
+    )
+    method: str = setting("", "pushTokenReporterMethod; empty: GET without post_data, else POST")
+    max_body: int = setting(
+        DEFAULT_MAX_BODY, "largest body accepted, in bytes; a larger one is answered 413", low=256
+    )
+    token_owner: str = setting(
+        "shared",
+        "a token reported under another username: "
+        '"shared" keeps it on both accounts, "newest" moves it '
+        "to the one that reported it last",
+        choices=TOKEN_OWNERS,
+    )
 
     def shapes(self) -> Shapes:
         """The compiled template, or the default shapes when no ``url`` is set."""
         if not self.url:
             if self.post_data or self.content_type or self.method:
                 raise ConfigurationError(
-                    "post_data, content_type and method need a url", key="reporter.url")
+                    "post_data, content_type and method need a url", key="reporter.url"
+                )
             return DEFAULT_SHAPES
-        return Template.parse(url=self.url, post_data=self.post_data,
-                              content_type=self.content_type, method=self.method)
+        return Template.parse(
+            url=self.url,
+            post_data=self.post_data,
+            content_type=self.content_type,
+            method=self.method,
+        )
 
     def check(self) -> None:
         self.shapes()  # a template error is a start-up error
@@ -111,15 +162,23 @@ class RemovalConfig:
     """``[removal]``: the Account Removal Reporter's Account XML values (the app calls it
     on logout or account removal; the registration of its selector is deleted)."""
 
-    enabled: bool = setting(True, "accept removals (logout, account removal); false: the "
-                            "removal shapes are not claimed and pass through")
-    url: str = setting("", "accountRemovalReporterUrl, with its %variables% (%selector% "
-                       "required); empty: the default removal shapes (see README)")
+    enabled: bool = setting(
+        True,
+        "accept removals (logout, account removal); false: the "
+        "removal shapes are not claimed and pass through",
+    )
+    url: str = setting(
+        "",
+        "accountRemovalReporterUrl, with its %variables% (%selector% "
+        "required); empty: the default removal shapes (see README)",
+    )
     post_data: str = setting("", "accountRemovalReporterPostData: the body template")
-    content_type: str = setting("", "accountRemovalReporterContentType; empty means "
-                                "application/x-www-form-urlencoded")
-    method: str = setting("", "accountRemovalReporterMethod; empty: GET without "
-                          "post_data, else POST")
+    content_type: str = setting(
+        "", "accountRemovalReporterContentType; empty means application/x-www-form-urlencoded"
+    )
+    method: str = setting(
+        "", "accountRemovalReporterMethod; empty: GET without post_data, else POST"
+    )
 
     def shapes(self, reporter: Shapes | None = None) -> Shapes | None:
         """The compiled removal template, the default removal shapes when no ``url`` is
@@ -130,11 +189,16 @@ class RemovalConfig:
         if not self.url:
             if self.post_data or self.content_type or self.method:
                 raise ConfigurationError(
-                    "post_data, content_type and method need a url", key="removal.url")
+                    "post_data, content_type and method need a url", key="removal.url"
+                )
             shapes: Shapes = DEFAULT_REMOVAL_SHAPES
         else:
-            shapes = removal_template(url=self.url, post_data=self.post_data,
-                                      content_type=self.content_type, method=self.method)
+            shapes = removal_template(
+                url=self.url,
+                post_data=self.post_data,
+                content_type=self.content_type,
+                method=self.method,
+            )
         if reporter is not None:
             overlap = shapes_overlap(reporter, shapes)
             if overlap is not None:
@@ -142,7 +206,8 @@ class RemovalConfig:
                 raise ConfigurationError(
                     f"the removal shapes would take the reporter's {method} {path}: give "
                     "the removal another path or method (or enabled = false)",
-                    key="removal.url" if self.url else "removal.enabled")
+                    key="removal.url" if self.url else "removal.enabled",
+                )
         return shapes
 
     def check(self) -> None:
@@ -154,9 +219,11 @@ class StorageConfig:
     """``[storage]``: which backends, in order, and each one's own table."""
 
     backends: tuple[str, ...] = setting(
-        ("sqlite",), "storage backends by name, in order; a report is acknowledged once "
+        ("sqlite",),
+        "storage backends by name, in order; a report is acknowledged once "
         "every required one committed. Each backend's options live in its own "
-        "[storage.NAME] table (with `required = false` for a best-effort one)")
+        "[storage.NAME] table (with `required = false` for a best-effort one)",
+    )
     options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
     def options_for(self, name: str) -> dict[str, Any]:
@@ -171,28 +238,42 @@ class ServerConfig:
     port: int = setting(8080, "port to listen on", low=0, high=65535)
     workers: int = setting(2, "worker processes", low=1, high=256)
     threads: int = setting(1, "threads per worker", low=1, high=1024)
-    timeout: int = setting(30, "seconds a worker may spend on one request before it is "
-                           "restarted", low=1)
+    timeout: int = setting(
+        30, "seconds a worker may spend on one request before it is restarted", low=1
+    )
     #: gunicorn's keepalive: how long an idle kept-alive connection is held (threaded
     #: workers only; sync workers close after each answer, as the app asks).
-    keepalive: int = setting(2, "seconds an idle kept-alive connection is held open "
-                             "(threads > 1 only); 0: close after each answer", low=0,
-                             high=300)
+    keepalive: int = setting(
+        2,
+        "seconds an idle kept-alive connection is held open "
+        "(threads > 1 only); 0: close after each answer",
+        low=0,
+        high=300,
+    )
     #: Off by default under ``serve``, like gunicorn's: it costs about a quarter of a
     #: report's time (bench/README.md), and a proxy in front usually logs already.
-    access_log: bool = setting(False, "one line per request on the pushreport.access "
-                               "logger, credentials masked, tokens shortened")
-    log_format: str = setting("text", "format of the log lines `pushreport serve` writes "
-                              "to stderr: one text line, or one JSON object per line",
-                              choices=("text", "json"))
+    access_log: bool = setting(
+        False,
+        "one line per request on the pushreport.access "
+        "logger, credentials masked, tokens shortened",
+    )
+    log_format: str = setting(
+        "text",
+        "format of the log lines `pushreport serve` writes "
+        "to stderr: one text line, or one JSON object per line",
+        choices=("text", "json"),
+    )
 
 
 @attrs.frozen(kw_only=True)
 class PluginsConfig:
     """``[plugins]``: which installed plugins to load."""
 
-    blocked: tuple[str, ...] = setting((), "entry-point names (group `pushreport`) not to "
-                                       "load", what="a list of entry-point names")
+    blocked: tuple[str, ...] = setting(
+        (),
+        "entry-point names (group `pushreport`) not to load",
+        what="a list of entry-point names",
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -200,40 +281,58 @@ class AuthConfig:
     """``[auth]``: the built-in authenticators (see ``pushreport_wsgi._auth``)."""
 
     methods: tuple[str, ...] = setting(
-        (), "built-in authentication, all of which must pass: \"secret\", \"digest\", "
-        "\"callable\"; empty: none (plugins may still authenticate)",
-        what='a list of "secret", "digest" or "callable"')
+        (),
+        'built-in authentication, all of which must pass: "secret", "digest", '
+        '"callable"; empty: none (plugins may still authenticate)',
+        what='a list of "secret", "digest" or "callable"',
+    )
     secret: str = setting("", "the shared secret the template carries", secret=True)
-    secret_env: str = setting("", "environment variable holding the shared secret "
-                              "(instead of secret)")
-    secret_field: str = setting("", "the template variable (e.g. account[pushSecret]) "
-                                "or, with the default shapes, the parameter that "
-                                "carries the shared secret; never stored")
+    secret_env: str = setting(
+        "", "environment variable holding the shared secret (instead of secret)"
+    )
+    secret_field: str = setting(
+        "",
+        "the template variable (e.g. account[pushSecret]) "
+        "or, with the default shapes, the parameter that "
+        "carries the shared secret; never stored",
+    )
     realm: str = setting("pushreport", "HTTP Digest realm")
-    digest_username: str = setting("", "pushTokenReporterAuthUsername, as in the "
-                                   "Account XML")
-    digest_password: str = setting("", "pushTokenReporterAuthPassword, as in the "
-                                   "Account XML", secret=True)
-    digest_password_env: str = setting("", "environment variable holding the digest "
-                                       "password (instead of digest_password)")
+    digest_username: str = setting("", "pushTokenReporterAuthUsername, as in the Account XML")
+    digest_password: str = setting(
+        "", "pushTokenReporterAuthPassword, as in the Account XML", secret=True
+    )
+    digest_password_env: str = setting(
+        "", "environment variable holding the digest password (instead of digest_password)"
+    )
     digest_algorithms: tuple[str, ...] = setting(
-        ("MD5",), "algorithms offered, preferred first: MD5, MD5-sess, SHA-256, "
-        "SHA-256-sess", what="a list of digest algorithms")
-    nonce_ttl: int = setting(300, "seconds a digest nonce is accepted", low=5,
-                             high=86400)
-    nonce_key: str = setting("", "key that signs digest nonces, shared by every process "
-                             "and host (empty: a random key per `serve`, shared by its "
-                             "workers)", secret=True)
+        ("MD5",),
+        "algorithms offered, preferred first: MD5, MD5-sess, SHA-256, SHA-256-sess",
+        what="a list of digest algorithms",
+    )
+    nonce_ttl: int = setting(300, "seconds a digest nonce is accepted", low=5, high=86400)
+    nonce_key: str = setting(
+        "",
+        "key that signs digest nonces, shared by every process "
+        "and host (empty: a random key per `serve`, shared by its "
+        "workers)",
+        secret=True,
+    )
     nonce_key_env: str = setting("", "environment variable holding nonce_key")
-    callable: str = setting("", "module:function called as function(username, "
-                            "password) -> bool, e.g. a check against your user table")
-    cache_size: int = setting(1024, "successful callable checks remembered (0: none)",
-                              low=0, high=1_000_000)
-    cache_ttl: int = setting(300, "seconds a successful callable check is remembered",
-                             low=0, high=86400)
+    callable: str = setting(
+        "",
+        "module:function called as function(username, "
+        "password) -> bool, e.g. a check against your user table",
+    )
+    cache_size: int = setting(
+        1024, "successful callable checks remembered (0: none)", low=0, high=1_000_000
+    )
+    cache_ttl: int = setting(
+        300, "seconds a successful callable check is remembered", low=0, high=86400
+    )
 
     def check(self) -> None:
         from ._auth import check_auth_config
+
         check_auth_config(self)
 
 
@@ -241,33 +340,63 @@ class AuthConfig:
 class LimitsConfig:
     """``[limits]``: rate limits, lock-out and request size limits (``_limits.py``)."""
 
-    per_client: str = setting("", "reports per client address, e.g. \"600/minute\" "
-                              "(burst: the whole count); empty: no limit",
-                              what="a rate such as 60/minute")
-    per_username: str = setting("", "authenticated reports per username, e.g. "
-                                "\"30/minute\"; empty: no limit",
-                                what="a rate such as 30/minute")
-    auth_failures: int = setting(10, "failed authentications of one username before it "
-                                 "is locked out (0: never)", low=0, high=1_000_000)
-    lockout: int = setting(300, "seconds a username stays locked out, and the window "
-                           "failures are counted in", low=1, high=86400)
-    client_header: str = setting("", "request header your proxy puts the client address "
-                                 "in (e.g. X-Forwarded-For: its last address); empty: the "
-                                 "peer address")
-    max_url: int = setting(8192, "longest request target, in characters (414 above)",
-                           low=64, high=8192)
-    max_field: int = setting(4096, "longest value of one field, password included, in "
-                             "characters (413 above)", low=64, high=65536)
-    max_header: int = setting(8190, "longest request header, in bytes (431 above; under "
-                              "serve gunicorn refuses it)", low=256, high=65536)
-    max_headers: int = setting(100, "most request headers (serve: gunicorn refuses more)",
-                               low=10, high=32768)
-    max_tracked: int = setting(100_000, "clients and usernames remembered per process by "
-                               "the limits (least recently seen forgotten first)",
-                               low=100, high=10_000_000)
+    per_client: str = setting(
+        "",
+        'reports per client address, e.g. "600/minute" (burst: the whole count); empty: no limit',
+        what="a rate such as 60/minute",
+    )
+    per_username: str = setting(
+        "",
+        'authenticated reports per username, e.g. "30/minute"; empty: no limit',
+        what="a rate such as 30/minute",
+    )
+    auth_failures: int = setting(
+        10,
+        "failed authentications of one username before it is locked out (0: never)",
+        low=0,
+        high=1_000_000,
+    )
+    lockout: int = setting(
+        300,
+        "seconds a username stays locked out, and the window failures are counted in",
+        low=1,
+        high=86400,
+    )
+    client_header: str = setting(
+        "",
+        "request header your proxy puts the client address "
+        "in (e.g. X-Forwarded-For: its last address); empty: the "
+        "peer address",
+    )
+    max_url: int = setting(
+        8192, "longest request target, in characters (414 above)", low=64, high=8192
+    )
+    max_field: int = setting(
+        4096,
+        "longest value of one field, password included, in characters (413 above)",
+        low=64,
+        high=65536,
+    )
+    max_header: int = setting(
+        8190,
+        "longest request header, in bytes (431 above; under serve gunicorn refuses it)",
+        low=256,
+        high=65536,
+    )
+    max_headers: int = setting(
+        100, "most request headers (serve: gunicorn refuses more)", low=10, high=32768
+    )
+    max_tracked: int = setting(
+        100_000,
+        "clients and usernames remembered per process by "
+        "the limits (least recently seen forgotten first)",
+        low=100,
+        high=10_000_000,
+    )
 
     def check(self) -> None:
         from ._limits import Rate
+
         for key in ("per_client", "per_username"):
             Rate.parse(getattr(self, key), key=f"limits.{key}")
 
@@ -281,13 +410,21 @@ def _check_path(value: str, key: str) -> None:
 class MetricsConfig:
     """``[metrics]``: Prometheus metrics (``pip install 'pushreport[metrics]'``)."""
 
-    enabled: bool = setting(False, "expose Prometheus metrics (needs the `metrics` extra: "
-                            "pip install 'pushreport[metrics]')")
-    path: str = setting("/metrics", "path of the metrics endpoint; must not be a report "
-                        "path", what="a path")
-    count_interval: float = setting(60.0, "seconds a process reuses its count of stored "
-                                    "registrations (pushreport_registrations) between "
-                                    "scrapes; 0: count on every scrape", low=0, high=86400)
+    enabled: bool = setting(
+        False,
+        "expose Prometheus metrics (needs the `metrics` extra: pip install 'pushreport[metrics]')",
+    )
+    path: str = setting(
+        "/metrics", "path of the metrics endpoint; must not be a report path", what="a path"
+    )
+    count_interval: float = setting(
+        60.0,
+        "seconds a process reuses its count of stored "
+        "registrations (pushreport_registrations) between "
+        "scrapes; 0: count on every scrape",
+        low=0,
+        high=86400,
+    )
 
     def check(self) -> None:
         _check_path(self.path, "metrics.path")
@@ -298,12 +435,16 @@ class HealthConfig:
     """``[health]``: health checks for a load balancer, off the report paths."""
 
     enabled: bool = setting(True, "answer the two health check paths below")
-    healthz: str = setting("/healthz", "path answered 200 while the process is up",
-                           what="a path")
-    readyz: str = setting("/readyz", "path answered 200 when every required storage "
-                          "backend answers, else 503 naming the failing ones", what="a path")
-    timeout: float = setting(1.0, "seconds /readyz waits for a backend's answer",
-                             low=0.01, high=60)
+    healthz: str = setting("/healthz", "path answered 200 while the process is up", what="a path")
+    readyz: str = setting(
+        "/readyz",
+        "path answered 200 when every required storage "
+        "backend answers, else 503 naming the failing ones",
+        what="a path",
+    )
+    timeout: float = setting(
+        1.0, "seconds /readyz waits for a backend's answer", low=0.01, high=60
+    )
 
     def check(self) -> None:
         _check_path(self.healthz, "health.healthz")
@@ -316,16 +457,22 @@ class HealthConfig:
 class PushConfig:
     """``[push]``: the Acrobits push gateway ``pushreport push`` sends through."""
 
-    gateway_url: str = setting(DEFAULT_GATEWAY_URL, "the JSON gateway's address (POST)",
-                               what="an http or https URL")
-    timeout: float = setting(10.0, "seconds to wait for the gateway's answer", low=0.1,
-                             high=300)
-    attempts: int = setting(3, "tries per device before giving up on 5xx, 429 and "
-                            "timeouts", low=1, high=20)
-    backoff: float = setting(0.5, "seconds before the 2nd try; doubled each time, jittered",
-                             low=0, high=60)
-    max_delay: float = setting(30.0, "longest wait between tries, in seconds (a longer "
-                               "Retry-After is cut to it)", low=0, high=3600)
+    gateway_url: str = setting(
+        DEFAULT_GATEWAY_URL, "the JSON gateway's address (POST)", what="an http or https URL"
+    )
+    timeout: float = setting(10.0, "seconds to wait for the gateway's answer", low=0.1, high=300)
+    attempts: int = setting(
+        3, "tries per device before giving up on 5xx, 429 and timeouts", low=1, high=20
+    )
+    backoff: float = setting(
+        0.5, "seconds before the 2nd try; doubled each time, jittered", low=0, high=60
+    )
+    max_delay: float = setting(
+        30.0,
+        "longest wait between tries, in seconds (a longer Retry-After is cut to it)",
+        low=0,
+        high=3600,
+    )
 
     def check(self) -> None:
         if not self.gateway_url.lower().startswith(("http://", "https://")):
@@ -341,12 +488,17 @@ class LookupConfig:
     """``[lookup]``: the HTTP lookup endpoint (off by default)."""
 
     enabled: bool = setting(False, "serve the lookup endpoint (needs token or token_env)")
-    path: str = setting("/pushreport/lookup", "where it is mounted: {path}/registrations "
-                        "and {path}/targets", what="a path")
-    token: str = setting("", "the bearer token callers must send (at least 16 characters)",
-                         secret=True)
-    token_env: str = setting("", "name of an environment variable holding the token "
-                             "instead", what="a variable name")
+    path: str = setting(
+        "/pushreport/lookup",
+        "where it is mounted: {path}/registrations and {path}/targets",
+        what="a path",
+    )
+    token: str = setting(
+        "", "the bearer token callers must send (at least 16 characters)", secret=True
+    )
+    token_env: str = setting(
+        "", "name of an environment variable holding the token instead", what="a variable name"
+    )
 
     def bearer_token(self) -> Secret:
         """The configured token (from ``token_env`` when that is set)."""
@@ -356,8 +508,7 @@ class LookupConfig:
 
     def check(self) -> None:
         if not self.path.startswith("/") or self.path.endswith("/") or "?" in self.path:
-            raise ConfigurationError("must start with / and not end with /",
-                                     key="lookup.path")
+            raise ConfigurationError("must start with / and not end with /", key="lookup.path")
         if not self.enabled:
             return
         if self.token and self.token_env:
@@ -365,28 +516,36 @@ class LookupConfig:
         if self.token_env:
             value = os.environ.get(self.token_env, "")
             if not value:
-                raise ConfigurationError(f"environment variable {self.token_env} is not set",
-                                         key="lookup.token_env")
+                raise ConfigurationError(
+                    f"environment variable {self.token_env} is not set", key="lookup.token_env"
+                )
             key = "lookup.token_env"
         elif self.token:
             value, key = self.token, "lookup.token"
         else:
-            raise ConfigurationError("the lookup endpoint needs token or token_env",
-                                     key="lookup.token")
+            raise ConfigurationError(
+                "the lookup endpoint needs token or token_env", key="lookup.token"
+            )
         if len(value) < MIN_LOOKUP_TOKEN:
-            raise ConfigurationError(f"the token must be at least {MIN_LOOKUP_TOKEN} "
-                                     "characters", key=key)
+            raise ConfigurationError(
+                f"the token must be at least {MIN_LOOKUP_TOKEN} characters", key=key
+            )
 
 
 @attrs.frozen(kw_only=True)
 class PruneConfig:
     """``[prune]``: delete registrations the app stopped reporting, while serving."""
 
-    older_than: str = setting("", "while serving, delete registrations whose last report "
-                              "is older than this (e.g. 90d; units s, m, h, d, w); empty: "
-                              "never", what="a duration")
-    interval: str = setting("1d", "how often the server prunes (one process at a time)",
-                            what="a duration")
+    older_than: str = setting(
+        "",
+        "while serving, delete registrations whose last report "
+        "is older than this (e.g. 90d; units s, m, h, d, w); empty: "
+        "never",
+        what="a duration",
+    )
+    interval: str = setting(
+        "1d", "how often the server prunes (one process at a time)", what="a duration"
+    )
 
     def check(self) -> None:
         self.older_than_delta()
@@ -447,8 +606,9 @@ class Config:
         return self.plugins.blocked
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None,
-                  source: Path | None = None) -> Config:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: Path | None = None
+    ) -> Config:
         """Build and check a configuration from a parsed TOML document."""
         _only(data, "", set(SECTIONS))
         sections: dict[str, Any] = {}
@@ -472,8 +632,9 @@ class Config:
         options.setdefault("sqlite", {})["path"] = str(Path(path).absolute())
         backends = self.storage.backends
         if "sqlite" not in backends:
-            raise ConfigurationError("--db needs the sqlite backend in storage.backends",
-                                     key="storage.backends")
+            raise ConfigurationError(
+                "--db needs the sqlite backend in storage.backends", key="storage.backends"
+            )
         return attrs.evolve(self, storage=StorageConfig(backends=backends, options=options))
 
 
@@ -506,8 +667,7 @@ CONFIG_KEYS: tuple[str, ...] = tuple(key for key, _ in iter_settings())
 
 
 def _section(section_cls: type, where: str, table: Mapping[str, Any]) -> Any:
-    fields = {f.name: f for f in attrs.fields(section_cls)
-              if f.metadata.get("pushreport.setting")}
+    fields = {f.name: f for f in attrs.fields(section_cls) if f.metadata.get("pushreport.setting")}
     _only(table, where, set(fields))
     values = {name: _value(where, name, fields[name], table[name]) for name in table}
     return section_cls(**values)
@@ -528,25 +688,30 @@ def _value(where: str, name: str, field: attrs.Attribute[Any], value: Any) -> An
             raise ConfigurationError(f"must be {noun}, not {type(value).__name__}", key=key)
         low, high = meta["low"], meta["high"]
         if (low is not None and value < low) or (high is not None and value > high):
-            bound = (f"between {_num(low)} and {_num(high)}"
-                     if low is not None and high is not None
-                     else f"at least {_num(low)}" if low is not None else f"at most {_num(high)}")
+            bound = (
+                f"between {_num(low)} and {_num(high)}"
+                if low is not None and high is not None
+                else f"at least {_num(low)}"
+                if low is not None
+                else f"at most {_num(high)}"
+            )
             raise ConfigurationError(f"must be {bound}, not {value}", key=key)
         return value
     if isinstance(default, tuple):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigurationError(f"must be {meta['what'] or 'a list of strings'}",
-                                     key=key)
+            raise ConfigurationError(f"must be {meta['what'] or 'a list of strings'}", key=key)
         return tuple(value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigurationError(f"must be a string, not {type(value).__name__}",
-                                     key=key)
+            raise ConfigurationError(f"must be a string, not {type(value).__name__}", key=key)
         if meta["choices"]:
             if value.lower() not in meta["choices"]:
                 raise ConfigurationError(
-                    "must be " + " or ".join(f'"{c}"' for c in meta["choices"])
-                    + f", not {value!r}", key=key)
+                    "must be "
+                    + " or ".join(f'"{c}"' for c in meta["choices"])
+                    + f", not {value!r}",
+                    key=key,
+                )
             return value.lower()
         return value
     raise AssertionError(f"{key}: unsupported setting type")  # pragma: no cover
@@ -558,10 +723,14 @@ def _num(x: float) -> str:
 
 def _storage(table: Mapping[str, Any]) -> StorageConfig:
     backends = table.get("backends", ["sqlite"])
-    if (not isinstance(backends, list) or not backends
-            or not all(isinstance(b, str) and b for b in backends)):
-        raise ConfigurationError("must be a non-empty list of backend names",
-                                 key="storage.backends")
+    if (
+        not isinstance(backends, list)
+        or not backends
+        or not all(isinstance(b, str) and b for b in backends)
+    ):
+        raise ConfigurationError(
+            "must be a non-empty list of backend names", key="storage.backends"
+        )
     if len(set(backends)) != len(backends):
         raise ConfigurationError("names a backend twice", key="storage.backends")
     options: dict[str, dict[str, Any]] = {}
@@ -586,4 +755,5 @@ def _only(table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
         if key not in allowed:
             full = f"{where}.{key}" if where else key
             raise ConfigurationError(
-                f"unknown key (expected one of: {', '.join(sorted(allowed))})", key=full)
+                f"unknown key (expected one of: {', '.join(sorted(allowed))})", key=full
+            )

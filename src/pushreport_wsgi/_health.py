@@ -32,21 +32,38 @@ log = logging.getLogger("pushreport")
 _METHODS = ("GET", "HEAD")
 
 
-def _answer(environ: WSGIEnvironment, start_response: StartResponse, status: str,
-            text: str, headers: Sequence[tuple[str, str]] = ()) -> Iterable[bytes]:
+def _answer(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    status: str,
+    text: str,
+    headers: Sequence[tuple[str, str]] = (),
+) -> Iterable[bytes]:
     data = text.encode("utf-8")
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(data))),
-                            ("Cache-Control", "no-store"), *headers])
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+            *headers,
+        ],
+    )
     return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
 
 
 def _only_get(app: WSGIApplication) -> WSGIApplication:
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in _METHODS:
-            return _answer(environ, start_response, "405 Method Not Allowed",
-                           "method not allowed\n", [("Allow", ", ".join(_METHODS))])
+            return _answer(
+                environ,
+                start_response,
+                "405 Method Not Allowed",
+                "method not allowed\n",
+                [("Allow", ", ".join(_METHODS))],
+            )
         return app(environ, start_response)
+
     return guarded
 
 
@@ -72,8 +89,11 @@ class _Probe:
                 self._done = threading.Event()
                 self._error = None
                 self._running = threading.Thread(
-                    target=self._ping, args=(self._done,), daemon=True,
-                    name=f"pushreport-readyz-{self.backend.name}")
+                    target=self._ping,
+                    args=(self._done,),
+                    daemon=True,
+                    name=f"pushreport-readyz-{self.backend.name}",
+                )
                 self._running.start()
             done = self._done
         if not done.wait(timeout):
@@ -103,16 +123,20 @@ class Readiness:
             error = probe.check(self.timeout)
             if error is not None:
                 failed.append(probe.backend.name)
-                log.warning("readyz: storage backend %r is not ready: %s",
-                            probe.backend.name, error)
+                log.warning(
+                    "readyz: storage backend %r is not ready: %s", probe.backend.name, error
+                )
         return failed
 
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         failed = self.failing()
         if failed:
-            return _answer(environ, start_response, "503 Service Unavailable",
-                           f"not ready: {', '.join(failed)}\n")
+            return _answer(
+                environ,
+                start_response,
+                "503 Service Unavailable",
+                f"not ready: {', '.join(failed)}\n",
+            )
         return _answer(environ, start_response, "200 OK", "ok\n")
 
 
@@ -127,18 +151,21 @@ def operator_routes(receiver: Receiver) -> dict[str, WSGIApplication]:
     def add(key: str, path: str, app: WSGIApplication) -> None:
         for method in _METHODS:
             if receiver.owns(method, path):
-                raise ConfigurationError(f"{path} is a report path of the configured "
-                                         "shapes", key=key)
+                raise ConfigurationError(
+                    f"{path} is a report path of the configured shapes", key=key
+                )
         if path in routes:
             raise ConfigurationError(f"{path} is already {routes[path][0]}", key=key)
         routes[path] = (key, _only_get(app))
 
     if config.health.enabled:
         add("health.healthz", config.health.healthz, healthz)
-        add("health.readyz", config.health.readyz,
-            Readiness(receiver.backends, timeout=config.health.timeout))
+        add(
+            "health.readyz",
+            config.health.readyz,
+            Readiness(receiver.backends, timeout=config.health.timeout),
+        )
     metrics = receiver.metrics
     if isinstance(metrics, PrometheusMetrics):
         add("metrics.path", config.metrics.path, metrics.wsgi_app(receiver.backends))
     return {path: app for path, (_, app) in routes.items()}
-

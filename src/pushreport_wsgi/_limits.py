@@ -22,16 +22,25 @@ from typing import TYPE_CHECKING, Callable, Generic, Mapping, TypeVar
 
 import attrs
 
-from pushreport_core import (ConfigurationError, Report, Request, RequestTooLarge,
-                             TooManyRequests)
+from pushreport_core import ConfigurationError, Report, Request, RequestTooLarge, TooManyRequests
 
 if TYPE_CHECKING:
     from ._config import LimitsConfig
 
 __all__ = ["Rate", "TokenBuckets", "Lockout", "Limiter", "client_address"]
 
-_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
-          "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
 _RATE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]*\.?[0-9]*)\s*([a-z]+?)s?\s*", re.I)
 
 T = TypeVar("T")
@@ -55,13 +64,14 @@ class Rate:
         unit = _UNITS.get(m.group(3).lower()) if m else None
         if m is None or unit is None:
             raise ConfigurationError(
-                f"must be a rate such as \"60/minute\" (units: second, minute, hour, day), "
-                f"not {text!r}", key=key)
+                f'must be a rate such as "60/minute" (units: second, minute, hour, day), '
+                f"not {text!r}",
+                key=key,
+            )
         count = int(m.group(1))
         period = float(m.group(2)) * unit if m.group(2) else unit
         if count < 1 or period <= 0:
-            raise ConfigurationError(f"must allow at least one request, not {text!r}",
-                                     key=key)
+            raise ConfigurationError(f"must allow at least one request, not {text!r}", key=key)
         return cls(count, period)
 
 
@@ -132,8 +142,9 @@ class Lockout:
     is locked out for *window* seconds: every request for it is answered ``429`` without
     being checked, so that a password cannot be guessed faster than that."""
 
-    def __init__(self, failures: int, window: float, *, max_keys: int,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, failures: int, window: float, *, max_keys: int, clock: Callable[[], float]
+    ) -> None:
         self.failures = failures
         self.window = window
         self.clock = clock
@@ -191,8 +202,15 @@ def client_address(environ: Mapping[str, object], header: str = "") -> str | Non
 
 
 #: The text fields of a report that are stored, in ``Report.stored_fields()`` order.
-_TEXT_FIELDS = ("selector", "username", "token_calls", "appid_calls", "token_msgs",
-                "appid_msgs", "user_agent")
+_TEXT_FIELDS = (
+    "selector",
+    "username",
+    "token_calls",
+    "appid_calls",
+    "token_msgs",
+    "appid_msgs",
+    "user_agent",
+)
 
 
 def _username_key(report: Report, request: Request) -> str:
@@ -219,53 +237,65 @@ class Limiter:
     lockout: Lockout | None = None
 
     @classmethod
-    def from_config(cls, limits: LimitsConfig, *,
-                    clock: Callable[[], float] = time.time) -> Limiter:
+    def from_config(
+        cls, limits: LimitsConfig, *, clock: Callable[[], float] = time.time
+    ) -> Limiter:
         size = limits.max_tracked
         client = Rate.parse(limits.per_client, key="limits.per_client")
         user = Rate.parse(limits.per_username, key="limits.per_username")
         return cls(
-            max_url=limits.max_url, max_field=limits.max_field, max_header=limits.max_header,
+            max_url=limits.max_url,
+            max_field=limits.max_field,
+            max_header=limits.max_header,
             per_client=TokenBuckets(client, max_keys=size, clock=clock) if client else None,
             per_username=TokenBuckets(user, max_keys=size, clock=clock) if user else None,
-            lockout=Lockout(limits.auth_failures, float(limits.lockout), max_keys=size,
-                            clock=clock) if limits.auth_failures else None,
+            lockout=Lockout(
+                limits.auth_failures, float(limits.lockout), max_keys=size, clock=clock
+            )
+            if limits.auth_failures
+            else None,
         )
 
     def check_request(self, request: Request) -> None:
         if len(request.target) > self.max_url:
-            raise RequestTooLarge(f"request target is too long ({len(request.target)} > "
-                                  f"{self.max_url} characters)", error_status_hint=414)
-        for name, value in (("Authorization", request.authorization),
-                            ("User-Agent", request.user_agent),
-                            ("Content-Type", request.content_type)):
+            raise RequestTooLarge(
+                f"request target is too long ({len(request.target)} > {self.max_url} characters)",
+                error_status_hint=414,
+            )
+        for name, value in (
+            ("Authorization", request.authorization),
+            ("User-Agent", request.user_agent),
+            ("Content-Type", request.content_type),
+        ):
             if value is not None and len(value) > self.max_header:
-                raise RequestTooLarge(f"header {name} is too long (> {self.max_header} "
-                                      "bytes)", error_status_hint=431)
+                raise RequestTooLarge(
+                    f"header {name} is too long (> {self.max_header} bytes)", error_status_hint=431
+                )
         if self.per_client is not None and request.client:
             wait = self.per_client.take(request.client)
             if wait:
-                raise TooManyRequests("too many requests from this client",
-                                      retry_after=_retry_after(wait))
+                raise TooManyRequests(
+                    "too many requests from this client", retry_after=_retry_after(wait)
+                )
 
     def check_report(self, report: Report, request: Request) -> None:
         limit = self.max_field
         for name in _TEXT_FIELDS:
             value = getattr(report, name)
             if isinstance(value, str) and len(value) > limit:
-                raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} "
-                                      "characters)")
+                raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} characters)")
         for name, value in report.extra.items():
             if len(value) > limit:
-                raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} "
-                                      "characters)")
+                raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} characters)")
         if report.password is not None and len(report.password.reveal()) > limit:
             raise RequestTooLarge(f"password is too long (> {limit} characters)")
         if self.lockout is not None:
             wait = self.lockout.locked(_username_key(report, request))
             if wait:
-                raise TooManyRequests("too many failed authentications; try again later",
-                                      retry_after=_retry_after(wait))
+                raise TooManyRequests(
+                    "too many failed authentications; try again later",
+                    retry_after=_retry_after(wait),
+                )
 
     def failed(self, report: Report, request: Request) -> None:
         if self.lockout is not None:
@@ -278,5 +308,6 @@ class Limiter:
         if self.per_username is not None and report.username is not None:
             wait = self.per_username.take(key)
             if wait:
-                raise TooManyRequests("too many reports for this username",
-                                      retry_after=_retry_after(wait))
+                raise TooManyRequests(
+                    "too many reports for this username", retry_after=_retry_after(wait)
+                )

@@ -26,7 +26,10 @@ LOG_FORMATS = ("text", "json")
 
 # The attributes every LogRecord has: anything else came in through ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,8 +42,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(record.created, timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -79,4 +83,5 @@ def configure_logging(*, access_log: bool, log_format: str = "text") -> None:
         root.setLevel(logging.INFO)
         handler.setFormatter(formatter(log_format))
     logging.getLogger("pushreport.access").setLevel(
-        logging.INFO if access_log else logging.WARNING)
+        logging.INFO if access_log else logging.WARNING
+    )

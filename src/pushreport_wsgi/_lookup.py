@@ -23,8 +23,14 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from werkzeug.wrappers import Request, Response
 
-from pushreport_core import (Purpose, PushTarget, Registration, Secret, StorageUnavailable,
-                             push_targets)
+from pushreport_core import (
+    Purpose,
+    PushTarget,
+    Registration,
+    Secret,
+    StorageUnavailable,
+    push_targets,
+)
 
 from .storage import Storage
 
@@ -44,8 +50,9 @@ class Lookup:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
-    def registrations(self, *, username: str | None = None,
-                      selector: str | None = None) -> list[Registration]:
+    def registrations(
+        self, *, username: str | None = None, selector: str | None = None
+    ) -> list[Registration]:
         """The registrations of *username*, or the one of *selector* (both: the one of
         *selector* if it belongs to *username*), by selector. Raises ``ValueError`` when
         neither is given: a lookup never lists everything."""
@@ -66,8 +73,7 @@ class Lookup:
         without that pair's token are left out."""
         if not username:
             raise ValueError("give a username")
-        return push_targets(self.registrations(username=username), purpose,
-                            username=username)
+        return push_targets(self.registrations(username=username), purpose, username=username)
 
 
 class LookupApp:
@@ -86,8 +92,7 @@ class LookupApp:
         path = environ.get("PATH_INFO", "")
         return bool(path == self.path or path.startswith(self.path + "/"))
 
-    def __call__(self, environ: WSGIEnvironment,
-                 start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ["pushreport.handled"] = True
         response = self._respond(Request(environ))
         response.headers["Cache-Control"] = "no-store"
@@ -99,11 +104,12 @@ class LookupApp:
             challenge = 'Bearer realm="pushreport"'
             if given:
                 challenge += ', error="invalid_token"'
-            return _json({"error": "a valid bearer token is required"}, 401,
-                         {"WWW-Authenticate": challenge})
+            return _json(
+                {"error": "a valid bearer token is required"}, 401, {"WWW-Authenticate": challenge}
+            )
         if request.method not in ("GET", "HEAD"):
             return _json({"error": "method not allowed"}, 405, {"Allow": "GET, HEAD"})
-        route = request.path[len(self.path):]
+        route = request.path[len(self.path) :]
         try:
             if route == "/registrations":
                 return self._registrations(request)
@@ -113,8 +119,9 @@ class LookupApp:
             return _json({"error": str(e)}, 400)
         except StorageUnavailable as e:
             log.warning("lookup: storage unavailable: %s", e.msg)
-            return _json({"error": "storage unavailable"}, 503,
-                         {"Retry-After": str(e.retry_after)})
+            return _json(
+                {"error": "storage unavailable"}, 503, {"Retry-After": str(e.retry_after)}
+            )
         return _json({"error": "not found"}, 404)
 
     def _authorized(self, header: str) -> bool:
@@ -141,8 +148,9 @@ class LookupApp:
         if purpose not in ("call", "message"):
             raise _BadRequest("purpose must be call or message")
         targets = self.lookup.push_targets(username, purpose)  # type: ignore[arg-type]
-        return _json({"username": username, "purpose": purpose,
-                      "targets": [t.to_json() for t in targets]})
+        return _json(
+            {"username": username, "purpose": purpose, "targets": [t.to_json() for t in targets]}
+        )
 
 
 class _BadRequest(Exception):
@@ -158,5 +166,6 @@ def _one(request: Request, name: str) -> str | None:
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
-    return Response(body, status=status, headers=headers,
-                    content_type="application/json; charset=utf-8")
+    return Response(
+        body, status=status, headers=headers, content_type="application/json; charset=utf-8"
+    )

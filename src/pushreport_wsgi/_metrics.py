@@ -43,24 +43,47 @@ if TYPE_CHECKING:
     from ._config import MetricsConfig
     from ._service import Backend
 
-__all__ = ["Metrics", "NullMetrics", "PrometheusMetrics", "make_metrics", "refusal_reason",
-           "REASONS", "prepare_multiprocess", "MULTIPROC_ENV"]
+__all__ = [
+    "Metrics",
+    "NullMetrics",
+    "PrometheusMetrics",
+    "make_metrics",
+    "refusal_reason",
+    "REASONS",
+    "prepare_multiprocess",
+    "MULTIPROC_ENV",
+]
 
 log = logging.getLogger("pushreport")
 
 #: Every ``reason`` a refused report is counted under.
-REASONS = ("invalid", "too_large", "method", "challenge", "auth", "rate_limited", "storage",
-           "unavailable", "internal")
-_BY_STATUS = {401: "auth", 403: "auth", 405: "method", 413: "too_large", 414: "too_large",
-              431: "too_large", 429: "rate_limited", 503: "storage"}
+REASONS = (
+    "invalid",
+    "too_large",
+    "method",
+    "challenge",
+    "auth",
+    "rate_limited",
+    "storage",
+    "unavailable",
+    "internal",
+)
+_BY_STATUS = {
+    401: "auth",
+    403: "auth",
+    405: "method",
+    413: "too_large",
+    414: "too_large",
+    431: "too_large",
+    429: "rate_limited",
+    503: "storage",
+}
 #: Storage latency buckets, in seconds: a commit takes about a millisecond, a locked
 #: database up to its busy timeout (2 s by default).
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-           10.0)
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _KEY = re.compile(r"[a-z_][a-z0-9_]*\Z")
-_MISSING = ("metrics need the prometheus_client package: "
-            "pip install 'pushreport[metrics]'")
+_MISSING = "metrics need the prometheus_client package: pip install 'pushreport[metrics]'"
 
 
 def refusal_reason(error: BaseException) -> str:
@@ -132,17 +155,30 @@ class PrometheusMetrics:
         except ImportError:
             raise ConfigurationError(_MISSING, key="metrics.enabled") from None
         self.count_interval = count_interval
-        self.reports = Counter("pushreport_reports", "Reports received, by outcome and "
-                               "refusal reason", ["outcome", "reason"], registry=None)
-        self.auth_failures = Counter("pushreport_auth_failures",
-                                     "Reports refused by an authentication plugin",
-                                     registry=None)
-        self.storage_seconds = Histogram("pushreport_storage_seconds",
-                                         "Time of one storage write, by backend",
-                                         ["backend"], buckets=BUCKETS, registry=None)
-        self.backend_failures = Counter("pushreport_backend_failures",
-                                        "Storage writes that failed, by backend",
-                                        ["backend"], registry=None)
+        self.reports = Counter(
+            "pushreport_reports",
+            "Reports received, by outcome and refusal reason",
+            ["outcome", "reason"],
+            registry=None,
+        )
+        self.auth_failures = Counter(
+            "pushreport_auth_failures",
+            "Reports refused by an authentication plugin",
+            registry=None,
+        )
+        self.storage_seconds = Histogram(
+            "pushreport_storage_seconds",
+            "Time of one storage write, by backend",
+            ["backend"],
+            buckets=BUCKETS,
+            registry=None,
+        )
+        self.backend_failures = Counter(
+            "pushreport_backend_failures",
+            "Storage writes that failed, by backend",
+            ["backend"],
+            registry=None,
+        )
         # Label children resolved once: an increment is then a lock and an addition.
         self._accepted = self.reports.labels(outcome="accepted", reason="")
         self._refused = {r: self.reports.labels(outcome="refused", reason=r) for r in REASONS}
@@ -186,8 +222,12 @@ class PrometheusMetrics:
 
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
-            for metric in (self.reports, self.auth_failures, self.storage_seconds,
-                           self.backend_failures):
+            for metric in (
+                self.reports,
+                self.auth_failures,
+                self.storage_seconds,
+                self.backend_failures,
+            ):
                 registry.register(metric)
         registry.register(_BackendCollector(backends, self.count_interval))
         return registry
@@ -231,9 +271,9 @@ class _BackendCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        registrations = GaugeMetricFamily("pushreport_registrations",
-                                          "Registrations stored, by backend",
-                                          labels=["backend"])
+        registrations = GaugeMetricFamily(
+            "pushreport_registrations", "Registrations stored, by backend", labels=["backend"]
+        )
         figures: dict[str, GaugeMetricFamily] = {}
         for backend in self.backends:
             n = self._count(backend)
@@ -243,8 +283,10 @@ class _BackendCollector:
                 family = figures.get(key)
                 if family is None:
                     family = figures[key] = GaugeMetricFamily(
-                        f"pushreport_{key}", f"{key}, as reported by the backend",
-                        labels=["backend"])
+                        f"pushreport_{key}",
+                        f"{key}, as reported by the backend",
+                        labels=["backend"],
+                    )
                 family.add_metric([backend.name], value)
         yield registrations
         yield from figures.values()
@@ -256,17 +298,23 @@ class _BackendCollector:
         try:
             items = list(figures().items())
         except Exception as e:
-            log.warning("metrics: backend %r failed to report its metrics: %s",
-                        backend.name, e)
+            log.warning("metrics: backend %r failed to report its metrics: %s", backend.name, e)
             return []
         out = []
         for key, value in items:
-            if not (isinstance(key, str) and _KEY.match(key)) or isinstance(value, bool) \
-                    or not isinstance(value, (int, float)):
+            if (
+                not (isinstance(key, str) and _KEY.match(key))
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+            ):
                 if f"{backend.name}.{key}" not in self._warned:
                     self._warned.add(f"{backend.name}.{key}")
-                    log.warning("metrics: backend %r reported %r, which is not a "
-                                "lower_case name with a number", backend.name, key)
+                    log.warning(
+                        "metrics: backend %r reported %r, which is not a "
+                        "lower_case name with a number",
+                        backend.name,
+                        key,
+                    )
                 continue
             out.append((key, float(value)))
         return out
@@ -306,6 +354,7 @@ def prepare_multiprocess() -> Callable[[int], None]:
         # removes the folder, when every worker is gone.
         if os.getpid() == master:
             shutil.rmtree(folder, ignore_errors=True)
+
     atexit.register(remove)
     log.info("metrics of the worker processes meet in %s", folder)
     try:

@@ -26,8 +26,7 @@ from ._config import Config
 from ._plugins import collect_storage_factories, make_plugin_manager
 from .storage import Storage, StorageContext, StorageFactory
 
-__all__ = ["BackendSpec", "parse_spec", "parse_option", "migrate", "run_migrate",
-           "DEFAULT_BATCH"]
+__all__ = ["BackendSpec", "parse_spec", "parse_option", "migrate", "run_migrate", "DEFAULT_BATCH"]
 
 DEFAULT_BATCH = 500
 #: The main option of the built-in backends; another backend is tried with ``path``,
@@ -47,8 +46,9 @@ class BackendSpec:
     def display(self, main: str | None = None) -> str:
         if self.value is None:
             return self.name
-        if main in _SECRET_OPTIONS or (main is None and self.name not in MAIN_OPTIONS
-                                       and "=" in self.value):
+        if main in _SECRET_OPTIONS or (
+            main is None and self.name not in MAIN_OPTIONS and "=" in self.value
+        ):
             return f"{self.name}:***"
         return f"{self.name}:{self.value}"
 
@@ -57,8 +57,10 @@ def parse_spec(text: str, options: Iterable[tuple[str, Any]] = ()) -> BackendSpe
     """``NAME:VALUE`` or ``NAME`` (the name is everything before the first colon)."""
     name, sep, value = text.partition(":")
     if not name or (sep and not value):
-        raise ConfigurationError(f"{'a backend' if not name else repr(name)}: a backend is "
-                                 "NAME:PATH, NAME:DSN or a NAME configured in --config")
+        raise ConfigurationError(
+            f"{'a backend' if not name else repr(name)}: a backend is "
+            "NAME:PATH, NAME:DSN or a NAME configured in --config"
+        )
     return BackendSpec(name=name, value=value if sep else None, options=tuple(options))
 
 
@@ -75,20 +77,22 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _open(spec: BackendSpec, config: Config, factories: dict[str, StorageFactory], *,
-          source: bool) -> tuple[Storage, str]:
+def _open(
+    spec: BackendSpec, config: Config, factories: dict[str, StorageFactory], *, source: bool
+) -> tuple[Storage, str]:
     """Open the backend *spec* names; return it and how to show it."""
     factory = factories.get(spec.name)
     if factory is None:
         known = ", ".join(sorted(factories)) or "none"
-        raise ConfigurationError(f"no storage backend named {spec.name!r} is installed "
-                                 f"(installed: {known})")
+        raise ConfigurationError(
+            f"no storage backend named {spec.name!r} is installed (installed: {known})"
+        )
     options = config.storage.options_for(spec.name)
     options.pop("required", None)
     if spec.value is None:
         options.update(spec.options)
         return factory(options, StorageContext(base_dir=config.base_dir)), spec.display()
-    mains = ([MAIN_OPTIONS[spec.name]] if spec.name in MAIN_OPTIONS else ["path", "dsn"])
+    mains = [MAIN_OPTIONS[spec.name]] if spec.name in MAIN_OPTIONS else ["path", "dsn"]
     error: ConfigurationError | None = None
     for main in mains:
         value = spec.value
@@ -101,23 +105,31 @@ def _open(spec: BackendSpec, config: Config, factories: dict[str, StorageFactory
         attempt[main] = value
         attempt.update(spec.options)
         try:
-            return (factory(attempt, StorageContext(base_dir=config.base_dir)),
-                    spec.display(main))
+            return (factory(attempt, StorageContext(base_dir=config.base_dir)), spec.display(main))
         except ConfigurationError as e:
             error = e
             if e.key == f"storage.{spec.name}.{main}" and "unknown option" in str(e):
                 continue  # this backend has no such main option: try the next
             raise
-    raise ConfigurationError(f"backend {spec.name!r} takes neither a path nor a dsn; name "
-                             "it alone and configure it in --config") from error
+    raise ConfigurationError(
+        f"backend {spec.name!r} takes neither a path nor a dsn; name "
+        "it alone and configure it in --config"
+    ) from error
 
 
 class Progress:
     """A progress bar on *err*: redrawn with ``\\r`` on a terminal, else a line every
     *interval* seconds. Nothing for a copy shorter than *delay* seconds."""
 
-    def __init__(self, total: int, err: TextIO, *, interval: float | None = None,
-                 delay: float = 0.5, width: int = 30) -> None:
+    def __init__(
+        self,
+        total: int,
+        err: TextIO,
+        *,
+        interval: float | None = None,
+        delay: float = 0.5,
+        width: int = 30,
+    ) -> None:
         self.total, self.err, self.width = total, err, width
         self.tty = bool(getattr(err, "isatty", lambda: False)())
         self.interval = interval if interval is not None else (0.1 if self.tty else 5.0)
@@ -130,8 +142,10 @@ class Progress:
         total = max(self.total, done)
         fraction = done / total if total else 1.0
         filled = int(fraction * self.width)
-        return (f"[{'#' * filled}{'-' * (self.width - filled)}] {fraction:4.0%} "
-                f"{done}/{total} registrations")
+        return (
+            f"[{'#' * filled}{'-' * (self.width - filled)}] {fraction:4.0%} "
+            f"{done}/{total} registrations"
+        )
 
     def update(self, done: int) -> None:
         now = time.monotonic()
@@ -148,19 +162,25 @@ class Progress:
     def finish(self, done: int) -> None:
         if not self.drawn:
             return
-        self.err.write(("\r" + self._line(done) + "\n") if self.tty
-                       else self._line(done) + "\n")
+        self.err.write(("\r" + self._line(done) + "\n") if self.tty else self._line(done) + "\n")
         self.err.flush()
 
 
-def migrate(source: Storage, target: Storage, *, batch: int = DEFAULT_BATCH,
-            progress: Progress | None = None) -> int:
+def migrate(
+    source: Storage,
+    target: Storage,
+    *,
+    batch: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+) -> int:
     """Copy every registration of *source* into *target* with ``put_many``, *batch* at a
     time; return how many."""
     put_many = getattr(target, "put_many", None)
     if put_many is None:
-        raise ConfigurationError(f"storage backend {target.name!r} has no put_many: "
-                                 "pushreport migrate cannot copy into it")
+        raise ConfigurationError(
+            f"storage backend {target.name!r} has no put_many: "
+            "pushreport migrate cannot copy into it"
+        )
     done = 0
     pending: list[Registration] = []
     for registration in source:
@@ -179,10 +199,17 @@ def migrate(source: Storage, target: Storage, *, batch: int = DEFAULT_BATCH,
     return done
 
 
-def run_migrate(source_spec: BackendSpec, target_spec: BackendSpec, config: Config, *,
-                batch: int = DEFAULT_BATCH, out: TextIO | None = None,
-                err: TextIO | None = None, interval: float | None = None,
-                delay: float = 0.5) -> int:
+def run_migrate(
+    source_spec: BackendSpec,
+    target_spec: BackendSpec,
+    config: Config,
+    *,
+    batch: int = DEFAULT_BATCH,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    interval: float | None = None,
+    delay: float = 0.5,
+) -> int:
     """The ``migrate`` command: the exit status (2 for an unknown or unreachable
     backend, with one line on *err*)."""
     out = out if out is not None else sys.stdout
@@ -201,14 +228,19 @@ def run_migrate(source_spec: BackendSpec, target_spec: BackendSpec, config: Conf
             progress = Progress(total, err, interval=interval, delay=delay)
             count = migrate(source, target, batch=batch, progress=progress)
         except StorageUnavailable as e:
-            print(f"pushreport: migrate from {shown_from} to {shown_to} failed: {e}"
-                  " (what was copied stays; running it again is safe)", file=err)
+            print(
+                f"pushreport: migrate from {shown_from} to {shown_to} failed: {e}"
+                " (what was copied stays; running it again is safe)",
+                file=err,
+            )
             return 2
         except Exception as e:
             # Only the kind of error: a driver's message may quote the DSN.
-            print(f"pushreport: migrate from {shown_from} to {shown_to} failed: "
-                  f"{type(e).__name__} (what was copied stays; running it again is safe)",
-                  file=err)
+            print(
+                f"pushreport: migrate from {shown_from} to {shown_to} failed: "
+                f"{type(e).__name__} (what was copied stays; running it again is safe)",
+                file=err,
+            )
             return 2
     finally:
         for storage in reversed(opened):

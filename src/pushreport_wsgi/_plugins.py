@@ -23,12 +23,12 @@ from .hookspecs import PROJECT
 if TYPE_CHECKING:
     from .storage import StorageFactory
 
-__all__ = ["make_plugin_manager", "collect_storage_factories", "transform_report",
-           "authenticate"]
+__all__ = ["make_plugin_manager", "collect_storage_factories", "transform_report", "authenticate"]
 
 
-def make_plugin_manager(*, load_entrypoints: bool = True, blocked: Iterable[str] = (),
-                        plugins: Iterable[object] = ()) -> pluggy.PluginManager:
+def make_plugin_manager(
+    *, load_entrypoints: bool = True, blocked: Iterable[str] = (), plugins: Iterable[object] = ()
+) -> pluggy.PluginManager:
     """A new plugin manager with every pushreport plugin registered.
 
     :param load_entrypoints: load the plugins installed under the ``pushreport``
@@ -88,15 +88,18 @@ def collect_storage_factories(pm: pluggy.PluginManager) -> dict[str, StorageFact
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
                     f"plugin {_plugin!r} registered a storage backend with an invalid "
-                    f"name {name!r}")
+                    f"name {name!r}"
+                )
             if not callable(factory):
                 raise ConfigurationError(
                     f"plugin {_plugin!r} registered storage backend {name!r} with a "
-                    f"factory that is not callable")
+                    f"factory that is not callable"
+                )
             if name in factories:
                 raise ConfigurationError(
                     f"storage backend {name!r} is registered twice, by plugin "
-                    f"{owners[name]!r} and by plugin {_plugin!r}")
+                    f"{owners[name]!r} and by plugin {_plugin!r}"
+                )
             factories[name] = factory
             owners[name] = _plugin
 
@@ -122,15 +125,18 @@ def transform_report(pm: pluggy.PluginManager, report: Report, request: Request)
         if result is None:
             continue
         if not isinstance(result, Report):
-            raise TypeError(f"plugin {impl.plugin_name!r} returned "
-                            f"{type(result).__name__} from pushreport_transform_report; "
-                            "expected a Report or None")
+            raise TypeError(
+                f"plugin {impl.plugin_name!r} returned "
+                f"{type(result).__name__} from pushreport_transform_report; "
+                "expected a Report or None"
+            )
         report = result
     return report
 
 
-def authenticate(pm: pluggy.PluginManager, report: Report, request: Request, *,
-                 kind: str = "report") -> bool:
+def authenticate(
+    pm: pluggy.PluginManager, report: Report, request: Request, *, kind: str = "report"
+) -> bool:
     """Ask every ``pushreport_authenticate`` implementation; ``False`` if any refuses.
 
     ``True`` when no plugin has an opinion (authentication is opt-in). A plugin that
@@ -143,6 +149,10 @@ def authenticate(pm: pluggy.PluginManager, report: Report, request: Request, *,
         # Nobody to ask (the default): what the call would answer, without the call.
         return True
     answers: list[Any] = caller(
-        report=report, username=report.username, password=report.password,
-        request=request, kind=kind)
+        report=report,
+        username=report.username,
+        password=report.password,
+        request=request,
+        kind=kind,
+    )
     return all(answer is True for answer in answers)

@@ -26,8 +26,16 @@ from typing import Callable, Sequence, TextIO
 
 import attrs
 
-from pushreport_core import (Registration, StorageUnavailable, format_duration, format_time,
-                             parse_duration, parse_time, prune_cutoff, prune_due)
+from pushreport_core import (
+    Registration,
+    StorageUnavailable,
+    format_duration,
+    format_time,
+    parse_duration,
+    parse_time,
+    prune_cutoff,
+    prune_due,
+)
 
 from ._config import Config
 from ._redact import shorten
@@ -49,8 +57,9 @@ def _count(n: int) -> str:
     return f"{n} registration" if n == 1 else f"{n} registrations"
 
 
-def prune_backends(storages: Sequence[tuple[str, Storage]], before: datetime, *,
-                   dry_run: bool = False) -> list[Registration]:
+def prune_backends(
+    storages: Sequence[tuple[str, Storage]], before: datetime, *, dry_run: bool = False
+) -> list[Registration]:
     """Prune every backend, in order; what the first one pruned (or would)."""
     first: list[Registration] | None = None
     for name, storage in storages:
@@ -62,8 +71,15 @@ def prune_backends(storages: Sequence[tuple[str, Storage]], before: datetime, *,
     return first or []
 
 
-def run_prune(config: Config, older_than: str, *, dry_run: bool = False,
-              as_json: bool = False, out: TextIO, now: datetime | None = None) -> int:
+def run_prune(
+    config: Config,
+    older_than: str,
+    *,
+    dry_run: bool = False,
+    as_json: bool = False,
+    out: TextIO,
+    now: datetime | None = None,
+) -> int:
     """``pushreport prune``: delete (with *dry_run*: list) the registrations last seen
     more than *older_than* before *now* (default: the clock) in every configured
     backend. Prints one line per registration of the first backend and a summary."""
@@ -74,30 +90,48 @@ def run_prune(config: Config, older_than: str, *, dry_run: bool = False,
     before = prune_cutoff(now, limit)
     receiver = Receiver.from_config(config)
     try:
-        gone = prune_backends([(b.name, b.storage) for b in receiver.backends], before,
-                              dry_run=dry_run)
+        gone = prune_backends(
+            [(b.name, b.storage) for b in receiver.backends], before, dry_run=dry_run
+        )
     except StorageUnavailable as e:
         print(f"pushreport: storage unavailable: {e}", file=sys.stderr)
         return 1
     finally:
         receiver.close()
     if as_json:
-        json.dump({"before": format_time(before), "dry_run": dry_run, "count": len(gone),
-                   "registrations": [r.to_json() for r in gone]}, out, ensure_ascii=False,
-                  indent=2)
+        json.dump(
+            {
+                "before": format_time(before),
+                "dry_run": dry_run,
+                "count": len(gone),
+                "registrations": [r.to_json() for r in gone],
+            },
+            out,
+            ensure_ascii=False,
+            indent=2,
+        )
         out.write("\n")
         return 0
-    rows = [(r.selector, r.username or "-", shorten(r.token_msgs or "-", 12),
-             shorten(r.token_calls or "-", 12), format_time(r.last_seen)) for r in gone]
+    rows = [
+        (
+            r.selector,
+            r.username or "-",
+            shorten(r.token_msgs or "-", 12),
+            shorten(r.token_calls or "-", 12),
+            format_time(r.last_seen),
+        )
+        for r in gone
+    ]
     if rows:
         rows.insert(0, ("SELECTOR", "USERNAME", "TOKEN_MSGS", "TOKEN_CALLS", "LAST_SEEN"))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
-            out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                      + "\n")
+            out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
     verb = "would prune" if dry_run else "pruned"
-    out.write(f"{verb} {_count(len(gone))} last seen before {format_time(before)} "
-              f"(older than {format_duration(limit)})\n")
+    out.write(
+        f"{verb} {_count(len(gone))} last seen before {format_time(before)} "
+        f"(older than {format_duration(limit)})\n"
+    )
     return 0
 
 
@@ -123,15 +157,24 @@ class PruneSchedule:
     _thread: threading.Thread | None = attrs.field(init=False, default=None)
 
     @classmethod
-    def from_config(cls, config: Config, storages: Sequence[tuple[str, Storage]], *,
-                    clock: Callable[[], datetime] = _utcnow) -> PruneSchedule | None:
+    def from_config(
+        cls,
+        config: Config,
+        storages: Sequence[tuple[str, Storage]],
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> PruneSchedule | None:
         """The schedule ``[prune]`` asks for; ``None`` when ``older_than`` is empty."""
         older_than = config.prune.older_than_delta()
         if older_than is None or not storages:
             return None
-        return cls(storages=storages, older_than=older_than,
-                   interval=config.prune.interval_delta(),
-                   lock_path=prune_lock_path(config, storages[0][1]), clock=clock)
+        return cls(
+            storages=storages,
+            older_than=older_than,
+            interval=config.prune.interval_delta(),
+            lock_path=prune_lock_path(config, storages[0][1]),
+            clock=clock,
+        )
 
     def run_due(self) -> int | None:
         """Prune now if a run is due and no other process is pruning. The number of
@@ -148,8 +191,12 @@ class PruneSchedule:
             before = prune_cutoff(now, self.older_than)
             gone = prune_backends(self.storages, before)
             _write_stamp(fd, now)
-            log.info("pruned %s last seen before %s (older than %s)", _count(len(gone)),
-                     format_time(before), format_duration(self.older_than))
+            log.info(
+                "pruned %s last seen before %s (older than %s)",
+                _count(len(gone)),
+                format_time(before),
+                format_duration(self.older_than),
+            )
             return len(gone)
         finally:
             os.close(fd)  # and with it the lock

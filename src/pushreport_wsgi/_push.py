@@ -24,9 +24,17 @@ from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
-from pushreport_core import (DEFAULT_GATEWAY_URL, Purpose, PushOutcome, PushTarget,
-                             build_push, default_verb, judge_push_answer, parse_retry_after,
-                             retry_delay)
+from pushreport_core import (
+    DEFAULT_GATEWAY_URL,
+    Purpose,
+    PushOutcome,
+    PushTarget,
+    build_push,
+    default_verb,
+    judge_push_answer,
+    parse_retry_after,
+    retry_delay,
+)
 
 from ._config import Config, PushConfig, load_config
 from ._lookup import Lookup
@@ -66,15 +74,18 @@ class PushResult:
         could forget it), ``failed`` or ``gave-up`` (still failing after every attempt)."""
         if self.outcome.kind == "token_invalid":
             return "token-removed" if self.forgotten else "token-invalid"
-        return {"delivered": "delivered", "failed": "failed",
-                "retry": "gave-up"}[self.outcome.kind]
+        return {"delivered": "delivered", "failed": "failed", "retry": "gave-up"}[
+            self.outcome.kind
+        ]
 
     def line(self) -> str:
         """The line ``pushreport push`` prints: selector, shortened token, outcome."""
         detail = self.outcome.reason
         tries = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
-        text = f"{self.target.selector}  {shorten(self.target.device_token, 12)}  " \
-               f"{self.status}  {tries}"
+        text = (
+            f"{self.target.selector}  {shorten(self.target.device_token, 12)}  "
+            f"{self.status}  {tries}"
+        )
         return f"{text}  {detail}" if detail else text
 
 
@@ -113,14 +124,27 @@ class PushClient:
     opener: urllib.request.OpenerDirector = attrs.field(factory=_no_redirects)
 
     @classmethod
-    def from_config(cls, config: PushConfig, *, storages: Sequence[Storage] = (),
-                    **kwargs: Any) -> PushClient:
-        return cls(gateway_url=config.gateway_url, timeout=config.timeout,
-                   attempts=config.attempts, backoff=config.backoff,
-                   max_delay=config.max_delay, storages=storages, **kwargs)
+    def from_config(
+        cls, config: PushConfig, *, storages: Sequence[Storage] = (), **kwargs: Any
+    ) -> PushClient:
+        return cls(
+            gateway_url=config.gateway_url,
+            timeout=config.timeout,
+            attempts=config.attempts,
+            backoff=config.backoff,
+            max_delay=config.max_delay,
+            storages=storages,
+            **kwargs,
+        )
 
-    def send(self, target: PushTarget, *, verb: str | None = None,
-             message: str | None = None, **fields: Any) -> PushResult:
+    def send(
+        self,
+        target: PushTarget,
+        *,
+        verb: str | None = None,
+        message: str | None = None,
+        **fields: Any,
+    ) -> PushResult:
         """Push *target*; retry while the gateway says so; return what became of it.
 
         *verb* defaults to :func:`~pushreport_core.default_verb` for the target's
@@ -128,8 +152,9 @@ class PushClient:
         Raises :class:`~pushreport_core.InvalidPush` before sending anything when the
         push cannot be built (never a request without a ``DeviceToken``).
         """
-        body = build_push(target, verb or default_verb(target.purpose, message),
-                          message=message, **fields)
+        body = build_push(
+            target, verb or default_verb(target.purpose, message), message=message, **fields
+        )
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         attempt = 0
         while True:
@@ -137,27 +162,41 @@ class PushClient:
             outcome, retry_after = self._post(data)
             if outcome.kind != "retry" or attempt >= self.attempts:
                 break
-            delay = retry_delay(attempt, base=self.backoff, cap=self.max_delay, rng=self.rng,
-                                retry_after=retry_after)
-            log.info("push to %s: %s; retrying in %.1fs", target.selector, outcome.reason,
-                     delay)
+            delay = retry_delay(
+                attempt,
+                base=self.backoff,
+                cap=self.max_delay,
+                rng=self.rng,
+                retry_after=retry_after,
+            )
+            log.info("push to %s: %s; retrying in %.1fs", target.selector, outcome.reason, delay)
             self.sleep(delay)
         forgotten: tuple[str, ...] = ()
         if outcome.kind == "token_invalid":
             forgotten = self._forget(target)
-        log.info("push to %s (%s): %s after %d attempt(s)", target.selector,
-                 shorten(target.device_token), outcome.kind, attempt)
-        return PushResult(target=target, outcome=outcome, attempts=attempt,
-                          forgotten=forgotten)
+        log.info(
+            "push to %s (%s): %s after %d attempt(s)",
+            target.selector,
+            shorten(target.device_token),
+            outcome.kind,
+            attempt,
+        )
+        return PushResult(target=target, outcome=outcome, attempts=attempt, forgotten=forgotten)
 
     def send_all(self, targets: Iterable[PushTarget], **kwargs: Any) -> list[PushResult]:
         return [self.send(target, **kwargs) for target in targets]
 
     def _post(self, data: bytes) -> tuple[PushOutcome, float | None]:
         request = urllib.request.Request(
-            self.gateway_url, data=data, method="POST",
-            headers={"Content-Type": "application/json", "Accept": "application/json",
-                     "User-Agent": USER_AGENT})
+            self.gateway_url,
+            data=data,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+        )
         try:
             with self.opener.open(request, timeout=self.timeout) as response:
                 status, headers = response.status, response.headers
@@ -175,8 +214,9 @@ class PushClient:
             if isinstance(reason, socket.timeout) or isinstance(e, TimeoutError):
                 reason = "timed out"
             return judge_push_answer(None, error=str(reason)), None
-        retry_after = parse_retry_after(headers.get("Retry-After") if headers else None,
-                                        now=datetime.now(timezone.utc))
+        retry_after = parse_retry_after(
+            headers.get("Retry-After") if headers else None, now=datetime.now(timezone.utc)
+        )
         return judge_push_answer(status, answer), retry_after
 
     def _forget(self, target: PushTarget) -> tuple[str, ...]:
@@ -184,8 +224,11 @@ class PushClient:
         for storage in self.storages:
             forget = getattr(storage, "forget_token", None)
             if forget is None:
-                log.warning("storage %r cannot forget tokens: the invalid token of %s stays",
-                            getattr(storage, "name", storage), target.selector)
+                log.warning(
+                    "storage %r cannot forget tokens: the invalid token of %s stays",
+                    getattr(storage, "name", storage),
+                    target.selector,
+                )
                 continue
             for selector in target.selectors:
                 try:
@@ -195,10 +238,16 @@ class PushClient:
         return tuple(sorted(changed))
 
 
-def push(config_or_receiver: Receiver | Config | str | os.PathLike[str] | None = None, *,
-         username: str, purpose: Purpose = "message", message: str | None = None,
-         verb: str | None = None, client: PushClient | None = None,
-         **fields: Any) -> list[PushResult]:
+def push(
+    config_or_receiver: Receiver | Config | str | os.PathLike[str] | None = None,
+    *,
+    username: str,
+    purpose: Purpose = "message",
+    message: str | None = None,
+    verb: str | None = None,
+    client: PushClient | None = None,
+    **fields: Any,
+) -> list[PushResult]:
     """Push every device of *username* for *purpose*; one :class:`PushResult` each.
 
     *config_or_receiver*: a :class:`Receiver` (its storage is used and left open), a

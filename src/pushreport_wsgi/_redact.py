@@ -7,13 +7,28 @@ from typing import Any, Collection
 __all__ = ["redact_target", "SENSITIVE_KEYS", "shorten"]
 
 #: Parameter names whose values are never logged (compared lower-cased).
-SENSITIVE_KEYS = frozenset({
-    "password", "passwd", "pass", "pwd", "account[password]", "secret", "key", "apikey",
-    "api_key", "auth", "authorization", "token_secret", "sig", "signature",
-})
+SENSITIVE_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "account[password]",
+        "secret",
+        "key",
+        "apikey",
+        "api_key",
+        "auth",
+        "authorization",
+        "token_secret",
+        "sig",
+        "signature",
+    }
+)
 #: Parameter names that carry push tokens: logged shortened.
-TOKEN_KEYS = frozenset({"token_calls", "token_msgs", "pushtoken", "pushtokenother",
-                        "pushtokenincomingcall"})
+TOKEN_KEYS = frozenset(
+    {"token_calls", "token_msgs", "pushtoken", "pushtokenother", "pushtokenincomingcall"}
+)
 
 
 def shorten(value: str, keep: int = 8) -> str:

@@ -34,8 +34,9 @@ def describe(receiver: Receiver) -> list[str]:
     shapes = receiver.shapes
     lines = []
     if shapes is DEFAULT_SHAPES:
-        lines.append("accepting the default shapes: GET/POST/PUT "
-                     + ", ".join(DEFAULT_SHAPES.paths))
+        lines.append(
+            "accepting the default shapes: GET/POST/PUT " + ", ".join(DEFAULT_SHAPES.paths)
+        )
     elif isinstance(shapes, Template):
         line = f"accepting {shapes.method} {shapes.path_template}"
         if shapes.post_data and shapes.method in BODY_METHODS:
@@ -43,8 +44,10 @@ def describe(receiver: Receiver) -> list[str]:
         lines.append(line)
     removal = receiver.removal_shapes
     if removal is DEFAULT_REMOVAL_SHAPES:
-        lines.append("accepting removals by the default removal shapes: "
-                     + ", ".join(DEFAULT_REMOVAL_SHAPES.paths))
+        lines.append(
+            "accepting removals by the default removal shapes: "
+            + ", ".join(DEFAULT_REMOVAL_SHAPES.paths)
+        )
     elif isinstance(removal, Template):
         lines.append(f"accepting removals by {removal.method} {removal.path_template}")
     for backend in receiver.backends:
@@ -72,8 +75,15 @@ def _configure_logging(access_log: bool, log_format: str = "text") -> None:
     configure_logging(access_log=access_log, log_format=log_format)
 
 
-def serve(config: Config, *, host: str, port: int, workers: int,
-          access_log: bool | None = None, log_format: str | None = None) -> int:
+def serve(
+    config: Config,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    access_log: bool | None = None,
+    log_format: str | None = None,
+) -> int:
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     log_access = config.server.access_log if access_log is None else access_log
@@ -91,8 +101,11 @@ def serve(config: Config, *, host: str, port: int, workers: int,
         for line in describe(receiver):
             log.info("%s", line)
         if config.prune.older_than:
-            log.info("pruning registrations last seen more than %s ago, every %s",
-                     config.prune.older_than, config.prune.interval)
+            log.info(
+                "pruning registrations last seen more than %s ago, every %s",
+                config.prune.older_than,
+                config.prune.interval,
+            )
     finally:
         receiver.close()
 
@@ -127,10 +140,13 @@ def serve(config: Config, *, host: str, port: int, workers: int,
                 super().setup(cfg)
                 for handler in self.error_log.handlers:
                     handler.setFormatter(JsonFormatter())
+
         options["logger_class"] = JsonLogger
     if child_exit is not None:
+
         def on_child_exit(server: Any, worker: Any) -> None:
             child_exit(worker.pid)
+
         options["child_exit"] = on_child_exit
 
     class Application(BaseApplication):  # type: ignore[misc]

@@ -15,22 +15,35 @@ from typing import Any, Callable
 import attrs
 import pluggy
 
-from pushreport_core import (AuthenticationFailed, ConfigurationError, Registration,
-                             Removal, Report, Request, Shapes, StorageUnavailable,
-                             claimed_tokens, owners_to_forget, parse_removal, parse_request,
-                             without_token)
-from pushreport_core import AuthenticationRequired
+from pushreport_core import (
+    AuthenticationFailed,
+    AuthenticationRequired,
+    ConfigurationError,
+    Registration,
+    Removal,
+    Report,
+    Request,
+    Shapes,
+    StorageUnavailable,
+    claimed_tokens,
+    owners_to_forget,
+    parse_removal,
+    parse_request,
+    without_token,
+)
 
 from ._auth import build_authenticators, secret_fields
-from ._limits import Limiter
-from ._redact import redact_target
-
 from ._batch import GroupCommit
 from ._config import Config
+from ._limits import Limiter
 from ._metrics import Metrics, NullMetrics, make_metrics
-from ._plugins import (authenticate, collect_storage_factories, make_plugin_manager,
-                       transform_report)
-from ._redact import shorten
+from ._plugins import (
+    authenticate,
+    collect_storage_factories,
+    make_plugin_manager,
+    transform_report,
+)
+from ._redact import redact_target, shorten
 from .storage import Storage, StorageContext
 
 __all__ = ["Receiver", "Backend", "RemovalOutcome"]
@@ -51,8 +64,9 @@ class Backend:
     required: bool = True
     #: What writes go through: the storage itself, or a :class:`GroupCommit` over it
     #: when the backend can upsert a batch in one transaction (``upsert_many``).
-    writer: Any = attrs.field(default=attrs.Factory(lambda self: _writer_for(self.storage),
-                                                    takes_self=True))
+    writer: Any = attrs.field(
+        default=attrs.Factory(lambda self: _writer_for(self.storage), takes_self=True)
+    )
 
 
 def _writer_for(storage: Storage) -> Any:
@@ -98,9 +112,13 @@ class Receiver:
     pruner: Any = attrs.field(default=None, init=False)
 
     @classmethod
-    def from_config(cls, config: Config | None = None, *,
-                    plugin_manager: pluggy.PluginManager | None = None,
-                    clock: Callable[[], datetime] = _utcnow) -> Receiver:
+    def from_config(
+        cls,
+        config: Config | None = None,
+        *,
+        plugin_manager: pluggy.PluginManager | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> Receiver:
         config = config if config is not None else Config()
         pm = plugin_manager or make_plugin_manager(blocked=config.blocked_plugins)
         shapes = config.reporter.shapes()
@@ -112,8 +130,9 @@ class Receiver:
         # configuration; a refusal at start-up (the template carries no credential) comes
         # before any backend is opened.
         removal_shapes = config.removal.shapes(shapes)
-        for plugin in build_authenticators(config.auth, shapes, clock=seconds,
-                                           removal_shapes=removal_shapes):
+        for plugin in build_authenticators(
+            config.auth, shapes, clock=seconds, removal_shapes=removal_shapes
+        ):
             pm.register(plugin)
         limiter = Limiter.from_config(config.limits, clock=seconds)
         backends = open_backends(config, pm)
@@ -121,11 +140,20 @@ class Receiver:
             for b in backends:
                 if not callable(getattr(b.storage, "forget_token", None)):
                     raise ConfigurationError(
-                        f'"newest" needs forget_token, which storage backend {b.name!r} '
-                        f"lacks", key="reporter.token_owner")
-        return cls(config=config, shapes=shapes, plugin_manager=pm, backends=backends,
-                   clock=clock, limiter=limiter, secret_fields=secret_fields(config.auth),
-                   removal_shapes=removal_shapes, metrics=make_metrics(config.metrics))
+                        f'"newest" needs forget_token, which storage backend {b.name!r} lacks',
+                        key="reporter.token_owner",
+                    )
+        return cls(
+            config=config,
+            shapes=shapes,
+            plugin_manager=pm,
+            backends=backends,
+            clock=clock,
+            limiter=limiter,
+            secret_fields=secret_fields(config.auth),
+            removal_shapes=removal_shapes,
+            metrics=make_metrics(config.metrics),
+        )
 
     def owns(self, method: str, raw_path: str) -> bool:
         return self.shapes.owns(method, raw_path) or self.removes(method, raw_path)
@@ -141,8 +169,9 @@ class Receiver:
         removal = self.removal_shapes
         if removal is None or not removal.owns(method, raw_path):
             return False
-        return (method.upper() in removal.allowed_methods()
-                or not self.shapes.owns(method, raw_path))
+        return method.upper() in removal.allowed_methods() or not self.shapes.owns(
+            method, raw_path
+        )
 
     def shapes_for(self, method: str, raw_path: str) -> Shapes:
         """The shapes that answer a *method* request for *raw_path* (for redaction)."""
@@ -150,8 +179,7 @@ class Receiver:
             return self.removal_shapes
         return self.shapes
 
-    def handle(self, request: Request, *,
-               notes: dict[str, str] | None = None) -> Registration:
+    def handle(self, request: Request, *, notes: dict[str, str] | None = None) -> Registration:
         """Store the report *request* carries; return the registration as stored.
 
         Raises a :class:`~pushreport_core.PushReportError` subclass when the report is
@@ -172,8 +200,9 @@ class Receiver:
         """
         return self._store(request, notes, read_back=False)[0].selector
 
-    def _store(self, request: Request, notes: dict[str, str] | None, *,
-               read_back: bool) -> tuple[Report, Registration | None]:
+    def _store(
+        self, request: Request, notes: dict[str, str] | None, *, read_back: bool
+    ) -> tuple[Report, Registration | None]:
         limiter = self.limiter
         if limiter is not None:
             limiter.check_request(request)
@@ -209,8 +238,7 @@ class Receiver:
                 self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     log.exception("storage backend %r failed", backend.name)
-                    raise StorageUnavailable(f"storage backend {backend.name!r} failed") \
-                        from e
+                    raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
                 continue
             self.metrics.storage_done(backend.name, time.perf_counter() - started)
@@ -256,8 +284,7 @@ class Receiver:
         shapes = self.shapes_for(method, target.partition("?")[0])
         return redact_target(target, shapes, also=self.secret_fields)
 
-    def remove(self, request: Request, *,
-               notes: dict[str, str] | None = None) -> RemovalOutcome:
+    def remove(self, request: Request, *, notes: dict[str, str] | None = None) -> RemovalOutcome:
         """Carry out the Account Removal Reporter call *request* carries.
 
         Deletes the registration of the removal's selector from every backend, unless
@@ -276,8 +303,9 @@ class Receiver:
             raise ConfigurationError("removals are disabled", key="removal.enabled")
         if self.limiter is not None:
             self.limiter.check_request(request)
-        removal = parse_removal(request, self.removal_shapes,
-                                max_body=self.config.reporter.max_body)
+        removal = parse_removal(
+            request, self.removal_shapes, max_body=self.config.reporter.max_body
+        )
         if notes is not None:
             notes["shape"], notes["selector"] = "removal", removal.selector
         pm = self.plugin_manager
@@ -299,19 +327,19 @@ class Receiver:
             except Exception as e:
                 if backend.required:
                     log.exception("storage backend %r failed", backend.name)
-                    raise StorageUnavailable(f"storage backend {backend.name!r} failed") \
-                        from e
+                    raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
         if kept:
-            log.info("removal of %s kept a newer registration (its token differs)",
-                     removal.selector)
+            log.info(
+                "removal of %s kept a newer registration (its token differs)", removal.selector
+            )
         if removed is not None:
             try:
-                pm.hook.pushreport_registration_removed(registration=removed,
-                                                        removal=removal)
+                pm.hook.pushreport_registration_removed(registration=removed, removal=removal)
             except Exception:
-                log.exception("a pushreport_registration_removed hook failed; the "
-                              "registration is removed")
+                log.exception(
+                    "a pushreport_registration_removed hook failed; the registration is removed"
+                )
         return RemovalOutcome(removal=removal, removed=removed, kept_newer=kept)
 
     # -- token_owner = "newest" -------------------------------------------------------
@@ -322,12 +350,12 @@ class Receiver:
         try:
             return self.backends[0].storage.get(report.selector)
         except Exception as e:
-            log.warning("token_owner: cannot read %s before storing: %s",
-                        report.selector, e)
+            log.warning("token_owner: cannot read %s before storing: %s", report.selector, e)
             return None
 
-    def _claim_tokens(self, before: Registration | None, report: Report,
-                      stored: Registration) -> Registration:
+    def _claim_tokens(
+        self, before: Registration | None, report: Report, stored: Registration
+    ) -> Registration:
         """Make *stored* the only owner of each token its report brought, among other
         usernames (:func:`pushreport_core.owners_to_forget`): the others forget it, in
         every backend. A token the selector already held was claimed when it came, so
@@ -341,21 +369,34 @@ class Receiver:
         for token in claimed_tokens(before, report, stored):
             try:
                 find = getattr(primary, "find_token", None)
-                holders = (find(token) if find is not None else
-                           [r for r in primary if token in (r.token_calls, r.token_msgs)])
+                holders = (
+                    find(token)
+                    if find is not None
+                    else [r for r in primary if token in (r.token_calls, r.token_msgs)]
+                )
             except Exception as e:
-                log.warning("token_owner: cannot look up the holders of token %s: %s",
-                            shorten(token), e)
+                log.warning(
+                    "token_owner: cannot look up the holders of token %s: %s", shorten(token), e
+                )
                 continue
             for selector in owners_to_forget(stored, token, holders):
                 for backend in self.backends:
                     try:
                         backend.storage.forget_token(token, selector=selector)
                     except Exception as e:
-                        log.warning("token_owner: backend %r could not forget token %s "
-                                    "in %s: %s", backend.name, shorten(token), selector, e)
-                log.info("token %s moved to %s: forgotten in %s", shorten(token),
-                         stored.selector, selector)
+                        log.warning(
+                            "token_owner: backend %r could not forget token %s in %s: %s",
+                            backend.name,
+                            shorten(token),
+                            selector,
+                            e,
+                        )
+                log.info(
+                    "token %s moved to %s: forgotten in %s",
+                    shorten(token),
+                    stored.selector,
+                    selector,
+                )
                 if selector == stored.selector:
                     stored = without_token(stored, token)
         return stored
@@ -369,7 +410,8 @@ class Receiver:
 
         if self.pruner is None:
             self.pruner = PruneSchedule.from_config(
-                self.config, [(b.name, b.storage) for b in self.backends], clock=self.clock)
+                self.config, [(b.name, b.storage) for b in self.backends], clock=self.clock
+            )
             if self.pruner is None:
                 return False
             self.pruner.start()
@@ -404,14 +446,15 @@ def open_backends(config: Config, pm: pluggy.PluginManager) -> list[Backend]:
         factory = factories.get(name)
         if factory is None:
             known = ", ".join(sorted(factories)) or "none"
-            raise ConfigurationError(f"no storage backend named {name!r} is installed "
-                                     f"(installed: {known})", key="storage.backends")
+            raise ConfigurationError(
+                f"no storage backend named {name!r} is installed (installed: {known})",
+                key="storage.backends",
+            )
         options: dict[str, Any] = config.storage.options_for(name)
         required = options.pop("required", True)
         if not isinstance(required, bool):
             raise ConfigurationError("must be true or false", key=f"storage.{name}.required")
         backends.append(Backend(name, factory(options, context), required))
     if not any(b.required for b in backends):
-        raise ConfigurationError("at least one backend must be required",
-                                 key="storage.backends")
+        raise ConfigurationError("at least one backend must be required", key="storage.backends")
     return backends

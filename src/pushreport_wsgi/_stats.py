@@ -25,8 +25,7 @@ BAR_WIDTH = 30
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
-def collect_stats(registrations: Iterable[Registration], *,
-                  now: datetime) -> RegistrationStats:
+def collect_stats(registrations: Iterable[Registration], *, now: datetime) -> RegistrationStats:
     """One pass over *registrations* (an iterator is never turned into a list)."""
     stats = RegistrationStats(now=now)
     for registration in registrations:
@@ -44,8 +43,9 @@ def _bar(n: int, largest: int, unicode: bool) -> str:
     return "█" * full + (_EIGHTHS[rest] if rest else "")
 
 
-def _table(title: str, counts: dict[str, int], total: int, unicode: bool,
-           *, top: int | None = None) -> list[str]:
+def _table(
+    title: str, counts: dict[str, int], total: int, unicode: bool, *, top: int | None = None
+) -> list[str]:
     lines = [title]
     items = list(counts.items())
     shown = items if top is None else items[:top]
@@ -57,7 +57,7 @@ def _table(title: str, counts: dict[str, int], total: int, unicode: bool,
     for key, n in shown:
         bar = _bar(n, largest, unicode).ljust(BAR_WIDTH)
         lines.append(f"  {key.ljust(width)}  {bar}  {n:>{digits},}  {n / total:6.1%}")
-    hidden = items[len(shown):]
+    hidden = items[len(shown) :]
     if hidden:
         rest = sum(n for _, n in hidden)
         lines.append(f"  … {len(hidden)} more ({rest:,} registrations)")
@@ -73,8 +73,11 @@ def render_stats(stats: RegistrationStats, *, unicode: bool = True) -> str:
         return lines[0] + "\n"
     sections = [
         ("age of the last report", data["last_report_age"], None),
-        ("platform (from the token's shape)",
-         {p: data["platforms"][p] for p in PLATFORMS if data["platforms"][p]}, None),
+        (
+            "platform (from the token's shape)",
+            {p: data["platforms"][p] for p in PLATFORMS if data["platforms"][p]},
+            None,
+        ),
         ("app id of the calls pair (appid_calls)", data["app_ids"]["calls"], TOP),
         ("app id of the messages pair (appid_msgs)", data["app_ids"]["msgs"], TOP),
         ("app version (from the user agent)", data["app_versions"], TOP),
@@ -93,8 +96,13 @@ def _can_draw(out: TextIO) -> bool:
     return True
 
 
-def run_stats(config: Config, *, as_json: bool, out: TextIO,
-              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> int:
+def run_stats(
+    config: Config,
+    *,
+    as_json: bool,
+    out: TextIO,
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> int:
     receiver = Receiver.from_config(config)
     try:
         stats = collect_stats(receiver.storage, now=clock())
@@ -106,4 +114,3 @@ def run_stats(config: Config, *, as_json: bool, out: TextIO,
     else:
         out.write(render_stats(stats, unicode=_can_draw(out)))
     return 0
-

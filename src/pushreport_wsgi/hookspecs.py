@@ -47,8 +47,9 @@ def pushreport_register_storage(register: Callable[[str, StorageFactory], None])
 
 
 @hookspec
-def pushreport_authenticate(report: Report, username: str | None, password: Secret | None,
-                            request: Request, kind: str) -> bool | None:
+def pushreport_authenticate(
+    report: Report, username: str | None, password: Secret | None, request: Request, kind: str
+) -> bool | None:
     """Decide whether a parsed report may be stored, or a removal may delete.
 
     Called for every valid report, before it is stored, and for every valid removal

@@ -91,8 +91,9 @@ class Storage(Protocol):
         """Delete the registration of *selector*; ``False`` when there was none."""
         ...
 
-    def forget_token(self, token: str, *, selector: str | None = None,
-                     keep: str | None = None) -> list[str]:
+    def forget_token(
+        self, token: str, *, selector: str | None = None, keep: str | None = None
+    ) -> list[str]:
         """Clear *token* from the registrations holding it, atomically.
 
         In the registration of *selector* (every registration holding *token* when
@@ -136,8 +137,7 @@ class BackendOptions:
         fsync = opts.boolean("fsync", True)
     """
 
-    def __init__(self, backend: str, options: Mapping[str, Any],
-                 allowed: tuple[str, ...]) -> None:
+    def __init__(self, backend: str, options: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         self.backend = backend
         self.options = options
         for key in options:
@@ -147,28 +147,46 @@ class BackendOptions:
     def error(self, key: str, reason: str) -> ConfigurationError:
         return ConfigurationError(reason, key=f"storage.{self.backend}.{key}")
 
-    def string(self, key: str, default: str, *, what: str = "a non-empty string",
-               choices: tuple[str, ...] = ()) -> str:
+    def string(
+        self,
+        key: str,
+        default: str,
+        *,
+        what: str = "a non-empty string",
+        choices: tuple[str, ...] = (),
+    ) -> str:
         value = self.options.get(key, default)
         if choices:
             if not isinstance(value, str) or value.lower() not in choices:
-                raise self.error(key, "must be " + " or ".join(f'"{c}"' for c in choices)
-                                 + f", not {value!r}")
+                raise self.error(
+                    key, "must be " + " or ".join(f'"{c}"' for c in choices) + f", not {value!r}"
+                )
             return value.lower()
         if not isinstance(value, str) or not value.strip():
             raise self.error(key, f"must be {what}, not {value!r}")
         return value
 
-    def number(self, key: str, default: float, *, low: float, high: float,
-               what: str = "a number of seconds") -> float:
+    def number(
+        self,
+        key: str,
+        default: float,
+        *,
+        low: float,
+        high: float,
+        what: str = "a number of seconds",
+    ) -> float:
         value = self.options.get(key, default)
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not low <= value <= high):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not low <= value <= high
+        ):
             raise self.error(key, f"must be {what} from {low:g} to {high:g}, not {value!r}")
         return float(value)
 
-    def integer(self, key: str, default: int, *, low: int, high: int,
-                what: str = "a whole number") -> int:
+    def integer(
+        self, key: str, default: int, *, low: int, high: int, what: str = "a whole number"
+    ) -> int:
         value = self.options.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise self.error(key, f"must be {what} from {low} to {high}, not {value!r}")

@@ -24,10 +24,14 @@ NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 
 
 def run_script(name: str, *args: str, timeout: float = 120) -> str:
-    out = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
-                         text=True, timeout=timeout, cwd=BENCH.parent)
-    assert out.returncode == 0, \
-        f"{name} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+    out = subprocess.run(
+        [sys.executable, str(BENCH / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=BENCH.parent,
+    )
+    assert out.returncode == 0, f"{name} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
     return out.stdout
 
 
@@ -39,33 +43,59 @@ def refused(port: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("tool", [
-    "python",
-    pytest.param("wrk", marks=pytest.mark.skipif(shutil.which("wrk") is None,
-                                                 reason="wrk is not installed")),
-])
+@pytest.mark.parametrize(
+    "tool",
+    [
+        "python",
+        pytest.param(
+            "wrk",
+            marks=pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
+        ),
+    ],
+)
 def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: Path):
-    out = run_script("load.py", "--quick", "--tool", tool, "--prefill", "2000",
-                     "--json", str(tmp_path / "r.json"))
-    assert re.search(r"^target\s+req/s\s+p50 ms\s+p99 ms\s+errors\s+ratio"
-                     r"\s+server CPU µs/req$", out, re.M), out
+    out = run_script(
+        "load.py",
+        "--quick",
+        "--tool",
+        tool,
+        "--prefill",
+        "2000",
+        "--json",
+        str(tmp_path / "r.json"),
+    )
+    assert re.search(
+        r"^target\s+req/s\s+p50 ms\s+p99 ms\s+errors\s+ratio"
+        r"\s+server CPU µs/req$",
+        out,
+        re.M,
+    ), out
     rows = {}
-    for label in ("bare WSGI app", "pushreport serve (synchronous=normal)",
-                  "pushreport serve (synchronous=full)"):
-        m = re.search(rf"^{re.escape(label)}.*?\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})"
-                      rf"\s+(\d+)\s+({NUMBER})\s+({NUMBER})$", out, re.M)
+    for label in (
+        "bare WSGI app",
+        "pushreport serve (synchronous=normal)",
+        "pushreport serve (synchronous=full)",
+    ):
+        m = re.search(
+            rf"^{re.escape(label)}.*?\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})"
+            rf"\s+(\d+)\s+({NUMBER})\s+({NUMBER})$",
+            out,
+            re.M,
+        )
         assert m, f"no row for {label!r}:\n{out}"
         rows[label] = [float(g.replace(",", "")) for g in m.groups()]
     assert rows["bare WSGI app"][4] == 1.0
-    for label, (rps, p50, p99, errors, ratio, cpu_us) in rows.items():
+    for label, (rps, p50, p99, _errors, ratio, cpu_us) in rows.items():
         # Every target answered reports, and the ratio is the one of the req/s column.
         assert rps > 0 and p50 <= p99 and cpu_us > 0, (label, out)
-        assert ratio == pytest.approx(rps / rows["bare WSGI app"][0], abs=0.011), \
-            (label, out)
-    assert re.search(rf"^normal: ratio {NUMBER} vs target >= 0\.70: (met|MISSED); "
-                     rf"p99 {NUMBER} ms vs target < 15 ms: (met|MISSED)$", out, re.M), out
-    assert re.search(rf"^full: ratio {NUMBER} vs target >= 0\.50: (met|MISSED)$", out,
-                     re.M), out
+        assert ratio == pytest.approx(rps / rows["bare WSGI app"][0], abs=0.011), (label, out)
+    assert re.search(
+        rf"^normal: ratio {NUMBER} vs target >= 0\.70: (met|MISSED); "
+        rf"p99 {NUMBER} ms vs target < 15 ms: (met|MISSED)$",
+        out,
+        re.M,
+    ), out
+    assert re.search(rf"^full: ratio {NUMBER} vs target >= 0\.50: (met|MISSED)$", out, re.M), out
     assert f"{tool}, 32 connections" in out
     assert "; 2,000 registrations stored before" in out
 
@@ -80,12 +110,17 @@ def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: 
 
 def test_growth_quick_prints_sizes_and_ratio():
     out = run_script("growth.py", "--quick")
-    assert re.search(r"^\s*stored\s+update µs\s+insert µs\s+find p50 ms\s+find p99 ms"
-                     r"\s+db MiB\s+fill s$", out, re.M), out
+    assert re.search(
+        r"^\s*stored\s+update µs\s+insert µs\s+find p50 ms\s+find p99 ms"
+        r"\s+db MiB\s+fill s$",
+        out,
+        re.M,
+    ), out
     assert re.search(rf"^\s*1,000(\s+{NUMBER}){{6}}$", out, re.M), out
     assert re.search(rf"^\s*20,000(\s+{NUMBER}){{6}}$", out, re.M), out
-    assert re.search(rf"^ratio \(20,000 / 1,000\): update {NUMBER}, insert {NUMBER}$",
-                     out, re.M), out
+    assert re.search(
+        rf"^ratio \(20,000 / 1,000\): update {NUMBER}, insert {NUMBER}$", out, re.M
+    ), out
     assert re.search(r"^find\(username\) at 20,000: .*: (met|MISSED)$", out, re.M), out
 
 
@@ -93,16 +128,16 @@ def test_memory_quick_prints_the_series_and_growth():
     report = json.loads(run_script("memory.py", "--quick", "--json"))
     assert len(report["samples"]) >= 2
     assert all(s["rss_kib"] > 0 for s in report["samples"])
-    assert report["growth_kib"] == (report["samples"][-1]["rss_kib"]
-                                    - report["samples"][0]["rss_kib"])
+    assert report["growth_kib"] == (
+        report["samples"][-1]["rss_kib"] - report["samples"][0]["rss_kib"]
+    )
     # Every report sent was answered 2xx: the server stored them all.
     assert report["load"]["ok"] == 2_000 and report["load"]["errors"] == 0
 
 
 def test_inprocess_quick_times_the_app_and_its_parts():
     report = json.loads(run_script("inprocess.py", "--quick", "--json"))
-    assert set(report["results"]) == {"app", "receiver.handle", "storage write",
-                                      "parse_request"}
+    assert set(report["results"]) == {"app", "receiver.handle", "storage write", "parse_request"}
     for name, r in report["results"].items():
         assert len(r["runs_us"]) == report["runs"] == 2, name
         assert 0 < r["min_us"] <= r["median_us"] <= r["max_us"], (name, r)

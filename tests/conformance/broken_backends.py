@@ -19,8 +19,7 @@ class ErasingStorage(MemoryStorage):
             self._check()
             old = self.store.registrations.get(report.selector)
             new = merge(old, report, now=now)
-            new = attrs.evolve(new, token_calls=report.token_calls,
-                               token_msgs=report.token_msgs)
+            new = attrs.evolve(new, token_calls=report.token_calls, token_msgs=report.token_msgs)
             self.store.registrations[report.selector] = new
             return new
 
@@ -48,7 +47,8 @@ class EagerAckStorage(MemoryStorage):
         with self.store.lock:
             self._check()
             old = self.pending.get(report.selector) or self.store.registrations.get(
-                report.selector)
+                report.selector
+            )
             new = merge(old, report, now=now)
             self.pending[report.selector] = new
             return new
@@ -97,6 +97,7 @@ class InclusivePruneStorage(MemoryStorage):
 class GreedyForgetStorage(MemoryStorage):
     """Forgets the token in the registration it was told to keep as well."""
 
-    def forget_token(self, token: str, *, selector: str | None = None,
-                     keep: str | None = None) -> list[str]:
+    def forget_token(
+        self, token: str, *, selector: str | None = None, keep: str | None = None
+    ) -> list[str]:
         return super().forget_token(token, selector=selector)

@@ -8,9 +8,15 @@ from hypothesis import HealthCheck, Phase, settings
 
 from pushreport_wsgi.testing import MemoryStorage, MemoryStore, StorageConformance
 
-from .broken_backends import (DroppingStorage, EagerAckStorage, ErasingStorage,
-                              GreedyForgetStorage, InclusivePruneStorage, RacyStorage,
-                              SwallowingStorage)
+from .broken_backends import (
+    DroppingStorage,
+    EagerAckStorage,
+    ErasingStorage,
+    GreedyForgetStorage,
+    InclusivePruneStorage,
+    RacyStorage,
+    SwallowingStorage,
+)
 
 
 class MemoryConformance(StorageConformance):
@@ -20,9 +26,13 @@ class MemoryConformance(StorageConformance):
     supports_unavailable = True
     # A broken backend fails the state machine at once; shrinking the failure to a
     # minimal example would only cost time here.
-    machine_settings = settings(max_examples=20, deadline=None, stateful_step_count=30,
-                                phases=[Phase.explicit, Phase.generate],
-                                suppress_health_check=[HealthCheck.too_slow])
+    machine_settings = settings(
+        max_examples=20,
+        deadline=None,
+        stateful_step_count=30,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
     @pytest.fixture
     def make_storage(self):

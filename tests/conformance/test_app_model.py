@@ -12,10 +12,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushreport_core import (DEFAULT_BACKOFF, TRANSITIONS, AppEvent, AppModel, AppModelError,
-                             AppState, PushReportError, Request, Template, app_variables,
-                             judge_response, parse_request, response_problem, to_http_bytes,
-                             transition)
+from pushreport_core import (
+    DEFAULT_BACKOFF,
+    TRANSITIONS,
+    AppEvent,
+    AppModel,
+    AppModelError,
+    AppState,
+    PushReportError,
+    Request,
+    Template,
+    app_variables,
+    judge_response,
+    parse_request,
+    response_problem,
+    to_http_bytes,
+    transition,
+)
 from pushreport_core.testing import SPEC_REQUESTS, SPEC_TEMPLATES, SPEC_VALUES, values_variables
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -26,8 +39,7 @@ LATE_TOKEN = SPEC_VALUES["token_msgs"]
 
 def ios_model(template: Template = QUERY, **kwargs: object) -> AppModel:
     """An iOS account whose pushTokenOther is not known at the first start."""
-    return AppModel(template, values_variables({**SPEC_VALUES, "token_msgs": None}),
-                    **kwargs)  # type: ignore[arg-type]
+    return AppModel(template, values_variables({**SPEC_VALUES, "token_msgs": None}), **kwargs)  # type: ignore[arg-type]
 
 
 def at(seconds: float) -> datetime:
@@ -35,6 +47,7 @@ def at(seconds: float) -> datetime:
 
 
 # -- the transition table ---------------------------------------------------------------------
+
 
 @given(state=st.sampled_from(AppState), event=st.sampled_from(AppEvent))
 def test_transition_is_total(state: AppState, event: AppEvent) -> None:
@@ -70,19 +83,24 @@ def _reach(state: AppState) -> AppModel:
 
 
 @given(state=st.sampled_from(AppState), event=st.sampled_from(AppEvent))
-def test_model_follows_the_table_or_raises_before_changing(state: AppState,
-                                                           event: AppEvent) -> None:
+def test_model_follows_the_table_or_raises_before_changing(
+    state: AppState, event: AppEvent
+) -> None:
     model = _reach(state)
     assert model.state is state
-    before = (model.state, model.failures, model.retry_at, model.in_flight,
-              dict(model.variables))
+    before = (model.state, model.failures, model.retry_at, model.in_flight, dict(model.variables))
     try:
         request = model.feed(event, now=at(10_000), token=LATE_TOKEN)
     except AppModelError as e:
         assert event not in TRANSITIONS[state]
         assert (e.state, e.event) == (state, event)
-        assert (model.state, model.failures, model.retry_at, model.in_flight,
-                dict(model.variables)) == before
+        assert (
+            model.state,
+            model.failures,
+            model.retry_at,
+            model.in_flight,
+            dict(model.variables),
+        ) == before
     else:
         assert model.state is TRANSITIONS[state][event]
         # A report is sent exactly on the transitions into SENDING.
@@ -100,11 +118,15 @@ def test_every_state_is_reachable_and_can_stop() -> None:
                 reachable.add(new)
                 frontier.append(new)
     assert reachable == set(AppState)
-    assert all(TRANSITIONS[s].get(AppEvent.STOP) is AppState.IDLE
-               for s in AppState if s is not AppState.IDLE)
+    assert all(
+        TRANSITIONS[s].get(AppEvent.STOP) is AppState.IDLE
+        for s in AppState
+        if s is not AppState.IDLE
+    )
 
 
 # -- the app's rules ----------------------------------------------------------------------------
+
 
 def test_ios_first_report_lacks_pushtokenother_and_a_later_one_fills_it_in() -> None:
     model = ios_model()
@@ -225,15 +247,24 @@ def test_http_bytes_of_the_spec_json_example() -> None:
     raw = to_http_bytes(request, "example.com")
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.split(b"\r\n") == [
-        b"POST /token/johndow/ HTTP/1.1", b"Host: example.com", b"Connection: close",
-        b"Cache-Control: max-age=0", b"User-Agent: CloudSoftphone/1.5.6",
-        b"Content-Type: application/json", f"Content-Length: {len(body)}".encode()]
+        b"POST /token/johndow/ HTTP/1.1",
+        b"Host: example.com",
+        b"Connection: close",
+        b"Cache-Control: max-age=0",
+        b"User-Agent: CloudSoftphone/1.5.6",
+        b"Content-Type: application/json",
+        f"Content-Length: {len(body)}".encode(),
+    ]
     assert body == request.body
 
 
 def test_rendered_json_request_and_odd_targets() -> None:
-    model = AppModel(JSON, app_variables(selector=SPEC_VALUES["selector"],
-                                         username='jo "d" é', token_msgs="ab+/cd=="))
+    model = AppModel(
+        JSON,
+        app_variables(
+            selector=SPEC_VALUES["selector"], username='jo "d" é', token_msgs="ab+/cd=="
+        ),
+    )
     request = model.start(now=T0)
     assert request.content_type == "application/json"
     assert b'"username" : "jo \\"d\\" \xc3\xa9"' in request.body
@@ -254,33 +285,78 @@ JUDGED = [
     (200, [], b"anything at all \xff", None, None),
     (200, [("Content-Type", "application/json")], b"{}", None, None),
     (201, [("content-type", "application/problem+json")], b'{"a": [1]}', None, None),
-    (200, [("Content-Type", "application/json")], b"", None,
-     "Content-Type application/json needs a JSON body (at least {}); the body is empty"),
-    (200, [("Content-Type", "application/json; charset=utf-8")], b"  \n", None,
-     "Content-Type application/json needs a JSON body (at least {}); the body is empty"),
-    (200, [("Content-Type", "application/json")], b"OK", None,
-     "Content-Type application/json needs a JSON body; the body is not JSON "
-     "(Expecting value: line 1 column 1 (char 0))"),
+    (
+        200,
+        [("Content-Type", "application/json")],
+        b"",
+        None,
+        "Content-Type application/json needs a JSON body (at least {}); the body is empty",
+    ),
+    (
+        200,
+        [("Content-Type", "application/json; charset=utf-8")],
+        b"  \n",
+        None,
+        "Content-Type application/json needs a JSON body (at least {}); the body is empty",
+    ),
+    (
+        200,
+        [("Content-Type", "application/json")],
+        b"OK",
+        None,
+        "Content-Type application/json needs a JSON body; the body is not JSON "
+        "(Expecting value: line 1 column 1 (char 0))",
+    ),
     (200, [("Content-Type", "application/json")], b"", "HEAD", None),
     (200, [("Content-Type", "text/xml")], b"<ok/>", None, None),
-    (200, [("Content-Type", "application/xml")], b"<ok>", None,
-     "Content-Type application/xml needs well-formed XML; the body is not "
-     "(no element found: line 1, column 4)"),
-    (200, [("Content-Type", "application/soap+xml")], b"", None,
-     "Content-Type application/soap+xml needs an XML body; the body is empty"),
+    (
+        200,
+        [("Content-Type", "application/xml")],
+        b"<ok>",
+        None,
+        "Content-Type application/xml needs well-formed XML; the body is not "
+        "(no element found: line 1, column 4)",
+    ),
+    (
+        200,
+        [("Content-Type", "application/soap+xml")],
+        b"",
+        None,
+        "Content-Type application/soap+xml needs an XML body; the body is empty",
+    ),
     (200, [("Content-Type", "text/plain")], "d\u00e9j\u00e0".encode(), None, None),
-    (200, [("Content-Type", "text/plain")], b"\xff", None,
-     "Content-Type text/plain: the body is not valid utf-8"),
+    (
+        200,
+        [("Content-Type", "text/plain")],
+        b"\xff",
+        None,
+        "Content-Type text/plain: the body is not valid utf-8",
+    ),
     (200, [("Content-Type", "text/plain; charset=latin-1")], b"\xff", None, None),
-    (200, [("Content-Type", "text/plain; charset=klingon")], b"x", None,
-     "Content-Type text/plain: unknown charset 'klingon'"),
+    (
+        200,
+        [("Content-Type", "text/plain; charset=klingon")],
+        b"x",
+        None,
+        "Content-Type text/plain: unknown charset 'klingon'",
+    ),
     (200, [("Content-Type", "text/html")], b"", None, None),
     (200, [("Content-Type", "application/octet-stream")], b"\x00\xff", None, None),
-    (200, [("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
-     gzip.compress(b"{}"), None, None),
-    (200, [("Content-Type", "application/json"), ("Content-Encoding", "br")], b"x", None,
-     "Content-Type application/json: the body cannot be decoded "
-     "(Content-Encoding br cannot be decoded)"),
+    (
+        200,
+        [("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        gzip.compress(b"{}"),
+        None,
+        None,
+    ),
+    (
+        200,
+        [("Content-Type", "application/json"), ("Content-Encoding", "br")],
+        b"x",
+        None,
+        "Content-Type application/json: the body cannot be decoded "
+        "(Content-Encoding br cannot be decoded)",
+    ),
     (199, [], b"", None, "status 199 is not 2xx"),
     (300, [], b"", None, "status 300 is not 2xx"),
     (404, [], b"", None, "status 404 is not 2xx"),
@@ -289,8 +365,13 @@ JUDGED = [
 
 
 @pytest.mark.parametrize(("status", "headers", "body", "method", "problem"), JUDGED)
-def test_judge_response(status: int, headers: list[tuple[str, str]], body: bytes,
-                        method: str | None, problem: str | None) -> None:
+def test_judge_response(
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    method: str | None,
+    problem: str | None,
+) -> None:
     assert response_problem(status, headers, body, method=method) == problem
     assert judge_response(status, dict(headers), body, method=method) is (problem is None)
 
@@ -301,6 +382,7 @@ def test_xml_entity_declarations_are_refused() -> None:
 
 
 # -- purity -----------------------------------------------------------------------------------
+
 
 def test_core_and_check_import_without_hypothesis() -> None:
     code = (
@@ -313,7 +395,6 @@ def test_core_and_check_import_without_hypothesis() -> None:
         "except ImportError:\n"
         "    print('strategies need hypothesis')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "strategies need hypothesis\n"

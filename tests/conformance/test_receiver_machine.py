@@ -24,13 +24,34 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule, run_state_machine_as_test)
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
-from pushreport_core import (AppModel, AppState, Registration, Removal, Request, Template,
-                             default_removal_template, judge_response, merge)
-from pushreport_core.testing import (DEFAULT_COMPATIBLE, ROUNDTRIP_TEMPLATES, Session,
-                                     expected_report, run_session, values_variables)
+from pushreport_core import (
+    AppModel,
+    AppState,
+    Registration,
+    Removal,
+    Request,
+    Template,
+    default_removal_template,
+    judge_response,
+    merge,
+)
+from pushreport_core.testing import (
+    DEFAULT_COMPATIBLE,
+    ROUNDTRIP_TEMPLATES,
+    Session,
+    expected_report,
+    run_session,
+    values_variables,
+)
 from pushreport_core.testing import strategies as prs
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import Config, Receiver, create_app, make_plugin_manager
@@ -64,8 +85,12 @@ _SETUPS = st.one_of(
 def _reporter(template: Template | None) -> ReporterConfig:
     if template is None:
         return ReporterConfig()
-    return ReporterConfig(url=template.url, post_data=template.post_data,
-                          content_type=template.content_type, method=template.method)
+    return ReporterConfig(
+        url=template.url,
+        post_data=template.post_data,
+        content_type=template.content_type,
+        method=template.method,
+    )
 
 
 # A run creates a database per example: on tmpfs when there is one, it costs less.
@@ -80,12 +105,16 @@ class Harness:
         self.dir = Path(tempfile.mkdtemp(prefix="pushreport-machine-", dir=_FAST_TMP))
         db = self.dir / "pushreport.sqlite3"
         self.now = T0
-        config = Config(reporter=_reporter(template),
-                        storage=StorageConfig(backends=("sqlite",), options={
-                            "sqlite": {"path": str(db), "busy_timeout": 0}}),
-                        base_dir=self.dir)
-        self.receiver = Receiver.from_config(config, plugin_manager=PLUGINS,
-                                             clock=lambda: self.now)
+        config = Config(
+            reporter=_reporter(template),
+            storage=StorageConfig(
+                backends=("sqlite",), options={"sqlite": {"path": str(db), "busy_timeout": 0}}
+            ),
+            base_dir=self.dir,
+        )
+        self.receiver = Receiver.from_config(
+            config, plugin_manager=PLUGINS, clock=lambda: self.now
+        )
         self.app = create_app(receiver=self.receiver)
         # A second handle, as `pushreport list` would read: sees only what is committed.
         self.reader = SQLiteStorage(path=db, busy_timeout=2)
@@ -124,8 +153,9 @@ class ReceiverMachine(RuleBasedStateMachine):
         self.harness: Harness | None = None
 
     @initialize(setup=_SETUPS, values=prs.registration_values, ios=st.booleans())
-    def configure(self, setup: tuple[Template, Template | None], values: dict[str, Any],
-                  ios: bool) -> None:
+    def configure(
+        self, setup: tuple[Template, Template | None], values: dict[str, Any], ios: bool
+    ) -> None:
         self.template, configured = setup
         self.harness = Harness(configured)
         self.add_account(values, ios)
@@ -148,15 +178,18 @@ class ReceiverMachine(RuleBasedStateMachine):
                 assert ok, f"a valid report was answered {status} {body!r}"
             else:
                 assert status == 503 and not ok, f"storage is down, yet answered {status}"
-                assert ("Retry-After" in dict(headers)), "a 503 without Retry-After"
+                assert "Retry-After" in dict(headers), "a 503 without Retry-After"
             if ok:
-                report = expected_report(self.template, sent.variables,
-                                         user_agent=request.user_agent)
+                report = expected_report(
+                    self.template, sent.variables, user_agent=request.user_agent
+                )
                 selector = report.selector
-                self.expected[selector] = merge(self.expected.get(selector), report,
-                                                now=self.h.now)
+                self.expected[selector] = merge(
+                    self.expected.get(selector), report, now=self.h.now
+                )
                 self.known.setdefault(selector, set()).update(
-                    f for f in ("token_calls", "token_msgs") if getattr(report, f))
+                    f for f in ("token_calls", "token_msgs") if getattr(report, f)
+                )
             request = account.model.response(ok, now=self.h.now)
 
     def _pick(self, i: int, *states: AppState) -> Account:
@@ -178,9 +211,12 @@ class ReceiverMachine(RuleBasedStateMachine):
         late = None
         if ios and values["token_msgs"] is not None:
             late, values = values["token_msgs"], {**values, "token_msgs": None}
-        self.accounts.append(Account(model=AppModel(self.template, values_variables(values),
-                                                    removal=REMOVAL),
-                                     late_token=late))
+        self.accounts.append(
+            Account(
+                model=AppModel(self.template, values_variables(values), removal=REMOVAL),
+                late_token=late,
+            )
+        )
 
     @rule(i=st.integers(0, 3), delayed=st.booleans(), token_in_flight=st.booleans())
     def start(self, i: int, delayed: bool, token_in_flight: bool) -> None:
@@ -272,7 +308,8 @@ class ReceiverMachine(RuleBasedStateMachine):
         for selector, fields in self.known.items():
             for field in fields:
                 assert getattr(stored[selector], field) is not None, (
-                    f"{field} of {selector} was erased by a report that did not know it")
+                    f"{field} of {selector} was erased by a report that did not know it"
+                )
 
     def teardown(self) -> None:
         if self.harness is not None:
@@ -280,12 +317,16 @@ class ReceiverMachine(RuleBasedStateMachine):
 
 
 def test_receiver_state_machine() -> None:
-    run_state_machine_as_test(ReceiverMachine, settings=settings(
-        deadline=None, stateful_step_count=25,
-        suppress_health_check=[HealthCheck.too_slow]))
+    run_state_machine_as_test(
+        ReceiverMachine,
+        settings=settings(
+            deadline=None, stateful_step_count=25, suppress_health_check=[HealthCheck.too_slow]
+        ),
+    )
 
 
 # -- generated sessions through the receiver -----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def harness() -> Any:
@@ -295,10 +336,12 @@ def harness() -> Any:
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(session=prs.sessions(values=prs.registration_values),
-       name=st.sampled_from(DEFAULT_COMPATIBLE))
-def test_generated_sessions_against_the_receiver(harness: Harness, session: Session,
-                                                 name: str) -> None:
+@given(
+    session=prs.sessions(values=prs.registration_values), name=st.sampled_from(DEFAULT_COMPATIBLE)
+)
+def test_generated_sessions_against_the_receiver(
+    harness: Harness, session: Session, name: str
+) -> None:
     """Sessions through the default shapes, failures injected by locking the database:
     every exchange goes as the session planned, and what is stored is the fold of the
     acknowledged reports over what was there before."""
@@ -319,11 +362,13 @@ def test_generated_sessions_against_the_receiver(harness: Harness, session: Sess
     run = run_session(session, template, deliver, start=harness.now)
     harness.now += timedelta(days=1)
     assert run.conforms, run.first_problem()
-    assert any(not e.expected_ok for e in run.exchanges) == any(
-        not e.ok for e in run.exchanges)
+    assert any(not e.expected_ok for e in run.exchanges) == any(not e.ok for e in run.exchanges)
     expected = before
     for e in run.exchanges:
         if e.ok:
-            expected = merge(expected, expected_report(
-                template, e.variables, user_agent=e.request.user_agent), now=e.at)
+            expected = merge(
+                expected,
+                expected_report(template, e.variables, user_agent=e.request.user_agent),
+                now=e.at,
+            )
     assert harness.reader.get(selector) == expected

@@ -14,10 +14,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pushreport_core import (AppModel, AppState, Removal, Request, Template,
-                             default_removal_template, judge_response, removal_template)
-from pushreport_core.testing import (DEFAULT_COMPATIBLE, ROUNDTRIP_TEMPLATES, SPEC_VALUES,
-                                     expected_report, values_variables)
+from pushreport_core import (
+    AppModel,
+    AppState,
+    Removal,
+    Request,
+    Template,
+    default_removal_template,
+    judge_response,
+    removal_template,
+)
+from pushreport_core.testing import (
+    DEFAULT_COMPATIBLE,
+    ROUNDTRIP_TEMPLATES,
+    SPEC_VALUES,
+    expected_report,
+    values_variables,
+)
 from pushreport_core.testing import strategies as prs
 from pushreport_wsgi import Config, PushReportMiddleware, RemovalConfig, create_app
 from pushreport_wsgi._config import ReporterConfig, StorageConfig
@@ -30,32 +43,65 @@ ROUNDTRIP = {name: Template.parse(**xml) for name, xml in ROUNDTRIP_TEMPLATES.it
 #: runs the default removal shapes, which read each of these too but the last).
 REMOVALS: dict[str, tuple[Template, bool]] = {
     "default-get": (default_removal_template("https://push.example.com"), True),
-    "selector-only": (removal_template(url="https://push.example.com/removal/"
-                                           "?selector=%selector%"), True),
-    "form": (removal_template(url="https://push.example.com/removal/",
-                              post_data="selector=%selector%&token_msgs=%pushTokenOther%"),
-             True),
-    "json-delete-token": (removal_template(
-        url="https://push.example.com/token/%account[username]%/", method="DELETE",
-        content_type="application/json",
-        post_data='{"selector": "%selector%", "token_calls": "%pushTokenIncomingCall%"}'),
-        True),
-    "rest-delete": (removal_template(
-        url="https://push.example.com/api/devices/%selector%?user=%account[username]%",
-        method="DELETE"), False),
+    "selector-only": (
+        removal_template(url="https://push.example.com/removal/?selector=%selector%"),
+        True,
+    ),
+    "form": (
+        removal_template(
+            url="https://push.example.com/removal/",
+            post_data="selector=%selector%&token_msgs=%pushTokenOther%",
+        ),
+        True,
+    ),
+    "json-delete-token": (
+        removal_template(
+            url="https://push.example.com/token/%account[username]%/",
+            method="DELETE",
+            content_type="application/json",
+            post_data='{"selector": "%selector%", "token_calls": "%pushTokenIncomingCall%"}',
+        ),
+        True,
+    ),
+    "rest-delete": (
+        removal_template(
+            url="https://push.example.com/api/devices/%selector%?user=%account[username]%",
+            method="DELETE",
+        ),
+        False,
+    ),
 }
 
 
 def _config(folder: Path, reporter: Template | None, removal: Template | None) -> Config:
-    rep = ReporterConfig() if reporter is None else ReporterConfig(
-        url=reporter.url, post_data=reporter.post_data, content_type=reporter.content_type,
-        method=reporter.method)
-    rem = RemovalConfig() if removal is None else RemovalConfig(
-        url=removal.url, post_data=removal.post_data, content_type=removal.content_type,
-        method=removal.method)
-    return Config(reporter=rep, removal=rem, storage=StorageConfig(
-        backends=("sqlite",), options={"sqlite": {"path": str(folder / "db.sqlite3")}}),
-        base_dir=folder)
+    rep = (
+        ReporterConfig()
+        if reporter is None
+        else ReporterConfig(
+            url=reporter.url,
+            post_data=reporter.post_data,
+            content_type=reporter.content_type,
+            method=reporter.method,
+        )
+    )
+    rem = (
+        RemovalConfig()
+        if removal is None
+        else RemovalConfig(
+            url=removal.url,
+            post_data=removal.post_data,
+            content_type=removal.content_type,
+            method=removal.method,
+        )
+    )
+    return Config(
+        reporter=rep,
+        removal=rem,
+        storage=StorageConfig(
+            backends=("sqlite",), options={"sqlite": {"path": str(folder / "db.sqlite3")}}
+        ),
+        base_dir=folder,
+    )
 
 
 class Receiver:
@@ -99,8 +145,9 @@ def _setups() -> list[Any]:
 
 @pytest.mark.parametrize(("removal", "configured"), _setups())
 @pytest.mark.parametrize("reporter_name", DEFAULT_COMPATIBLE)
-def test_report_then_log_out_removes_the_registration(receiver_for, reporter_name, removal,
-                                                      configured):
+def test_report_then_log_out_removes_the_registration(
+    receiver_for, reporter_name, removal, configured
+):
     reporter = ROUNDTRIP[reporter_name]
     receiver = receiver_for(None, configured)
     model = AppModel(reporter, values_variables(SPEC_VALUES), removal=removal)
@@ -134,8 +181,7 @@ def test_a_removal_delayed_past_a_reinstall_keeps_the_new_registration(receiver_
     delayed = old.log_out(now=T0)
     assert delayed is not None
     new_token = "bmV3IGluc3RhbGwgbmV3IHRva2VuIGZvciBjYWxscw=="
-    new = AppModel(ROUNDTRIP["query"], values_variables({**SPEC_VALUES,
-                                                         "token_msgs": new_token}))
+    new = AppModel(ROUNDTRIP["query"], values_variables({**SPEC_VALUES, "token_msgs": new_token}))
     new.response(receiver.send(new.start(now=T0)), now=T0)
     assert new.state is AppState.DONE
     assert receiver.send(delayed)
@@ -149,8 +195,9 @@ def test_a_removal_delayed_past_a_reinstall_keeps_the_new_registration(receiver_
 
 def test_ios_log_out_before_the_late_token_arrives(receiver_for):
     receiver = receiver_for(ROUNDTRIP["json"], None)
-    model = AppModel(ROUNDTRIP["json"], values_variables(SPEC_VALUES),
-                     removal=REMOVALS["default-get"][0])
+    model = AppModel(
+        ROUNDTRIP["json"], values_variables(SPEC_VALUES), removal=REMOVALS["default-get"][0]
+    )
     model.response(receiver.send(model.start(now=T0, token_delayed=True)), now=T0)
     assert receiver.stored()[SPEC_VALUES["selector"]].token_msgs is None
     logout = model.log_out(now=T0)
@@ -159,12 +206,18 @@ def test_ios_log_out_before_the_late_token_arrives(receiver_for):
     assert receiver.stored() == {}
 
 
-@settings(deadline=None, max_examples=30, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(values=prs.registration_values, reporter=prs.templates(),
-       removal_name=st.sampled_from(sorted(REMOVALS)), configured=st.booleans())
-def test_any_report_then_its_removal(receiver_for, values, reporter, removal_name,
-                                     configured):
+@settings(
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    values=prs.registration_values,
+    reporter=prs.templates(),
+    removal_name=st.sampled_from(sorted(REMOVALS)),
+    configured=st.booleans(),
+)
+def test_any_report_then_its_removal(receiver_for, values, reporter, removal_name, configured):
     """Any template, any values: the app reports (configured template) and logs out
     through a removal template; the removal read is the one the app meant, and the
     registration is gone."""

@@ -13,9 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi.testing import (MemoryStorage, MemoryStore, Operation, StorageConformance,
-                                     assert_backends_agree, installed_backends,
-                                     storage_operations)
+from pushreport_wsgi.testing import (
+    MemoryStorage,
+    MemoryStore,
+    Operation,
+    StorageConformance,
+    assert_backends_agree,
+    installed_backends,
+    storage_operations,
+)
 
 from .broken_backends import DroppingStorage, ErasingStorage
 
@@ -48,9 +54,21 @@ def broken_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
     ``suite_on_broken_backends.py``, by class then test name."""
     report = tmp_path_factory.mktemp("junit") / "report.xml"
     subprocess.run(
-        [sys.executable, "-m", "pytest", str(HERE / "suite_on_broken_backends.py"), "-q",
-         "-p", "no:cacheprovider", f"--junitxml={report}"],
-        cwd=HERE.parent.parent, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(HERE / "suite_on_broken_backends.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+        ],
+        cwd=HERE.parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     results: dict[str, dict[str, str]] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         cls = case.get("classname", "").rsplit(".", 1)[-1]
@@ -71,26 +89,45 @@ def test_the_reference_passes_the_suite(broken_results: dict[str, dict[str, str]
     assert outcomes["test_concurrent_processes_on_the_same_selectors"] == "skipped"
 
 
-@pytest.mark.parametrize(("backend", "caught_by"), [
-    ("TestErasing", {"test_ios_delay_never_erases_a_known_value",
-                     "test_state_machine_against_a_dict_model"}),
-    ("TestDropping", {"test_ios_delay_never_erases_a_known_value",
-                      "test_state_machine_against_a_dict_model"}),
-    ("TestEagerAck", {"test_acknowledged_is_visible_to_another_handle_at_once"}),
-    ("TestSwallowing", {"test_unavailable_raises_and_leaves_no_trace",
-                        "test_recovers_after_unavailable"}),
-    ("TestRacy", {"test_concurrent_threads_on_the_same_selectors"}),
-    ("TestInclusivePrune", {"test_prune_deletes_what_was_last_seen_before"}),
-    ("TestGreedyForget", {"test_forget_token_everywhere_but_keep",
-                          "test_forget_token_in_one_registration"}),
-])
-def test_a_broken_backend_fails_the_suite(broken_results: dict[str, dict[str, str]],
-                                          backend: str, caught_by: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("backend", "caught_by"),
+    [
+        (
+            "TestErasing",
+            {
+                "test_ios_delay_never_erases_a_known_value",
+                "test_state_machine_against_a_dict_model",
+            },
+        ),
+        (
+            "TestDropping",
+            {
+                "test_ios_delay_never_erases_a_known_value",
+                "test_state_machine_against_a_dict_model",
+            },
+        ),
+        ("TestEagerAck", {"test_acknowledged_is_visible_to_another_handle_at_once"}),
+        (
+            "TestSwallowing",
+            {"test_unavailable_raises_and_leaves_no_trace", "test_recovers_after_unavailable"},
+        ),
+        ("TestRacy", {"test_concurrent_threads_on_the_same_selectors"}),
+        ("TestInclusivePrune", {"test_prune_deletes_what_was_last_seen_before"}),
+        (
+            "TestGreedyForget",
+            {"test_forget_token_everywhere_but_keep", "test_forget_token_in_one_registration"},
+        ),
+    ],
+)
+def test_a_broken_backend_fails_the_suite(
+    broken_results: dict[str, dict[str, str]], backend: str, caught_by: set[str]
+) -> None:
     failed = {n for n, o in broken_results[backend].items() if o == "failed"}
     assert caught_by <= failed, f"{backend}: the suite let it pass ({failed=})"
 
 
 # -- the differential check ---------------------------------------------------------------
+
 
 def test_installed_backends_include_sqlite(tmp_path: Path) -> None:
     skipped: dict[str, str] = {}
@@ -105,8 +142,7 @@ def test_installed_backends_include_sqlite(tmp_path: Path) -> None:
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=storage_operations())
-def test_every_installed_backend_agrees_with_the_reference(
-        operations: list[Operation]) -> None:
+def test_every_installed_backend_agrees_with_the_reference(operations: list[Operation]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backends = {"reference": MemoryStorage, **installed_backends(Path(tmp))}
         assert_backends_agree(backends, operations)
@@ -116,11 +152,15 @@ def test_every_installed_backend_agrees_with_the_reference(
 def test_the_differential_check_finds_a_backend_that_disagrees(broken: type) -> None:
     # The iOS delay: a full report, then one without tokens, then a read.
     from pushreport_wsgi.testing._suite import BARE, FULL, SELECTOR, T0
-    operations = [Operation(kind="upsert", selector=SELECTOR, report=FULL, now=T0),
-                  Operation(kind="upsert", selector=SELECTOR, report=BARE, now=T0),
-                  Operation(kind="get", selector=SELECTOR)]
-    with pytest.raises(AssertionError, match="^backends 'reference' and 'broken' disagree "
-                                             "on operation [12] "):
+
+    operations = [
+        Operation(kind="upsert", selector=SELECTOR, report=FULL, now=T0),
+        Operation(kind="upsert", selector=SELECTOR, report=BARE, now=T0),
+        Operation(kind="get", selector=SELECTOR),
+    ]
+    with pytest.raises(
+        AssertionError, match="^backends 'reference' and 'broken' disagree on operation [12] "
+    ):
         assert_backends_agree({"reference": MemoryStorage, "broken": broken}, operations)
     with pytest.raises(ValueError, match="at least two"):
         assert_backends_agree({"reference": MemoryStorage}, operations)

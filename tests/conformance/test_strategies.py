@@ -11,9 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pushreport_core import Report, Template, parse_request, render_request
-from pushreport_core.testing import (ROUNDTRIP_TEMPLATES, Session, StepKind, expected_report,
-                                     random_session, random_token, run_session,
-                                     values_variables)
+from pushreport_core.testing import (
+    ROUNDTRIP_TEMPLATES,
+    Session,
+    StepKind,
+    expected_report,
+    random_session,
+    random_token,
+    run_session,
+    values_variables,
+)
 from pushreport_core.testing import strategies as prs
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -32,7 +39,8 @@ def test_generated_templates_round_trip(template: Template, values: dict) -> Non
     variables = values_variables(values)
     request = render_request(template, variables)
     assert _comparable(parse_request(request, template)) == _comparable(
-        expected_report(template, variables, user_agent=request.user_agent))
+        expected_report(template, variables, user_agent=request.user_agent)
+    )
 
 
 @given(data=st.data())
@@ -40,9 +48,15 @@ def test_templates_cover_every_kind(data: st.DataObject) -> None:
     kind = data.draw(st.sampled_from(prs.TEMPLATE_KINDS))
     template = data.draw(prs.templates(kinds=[kind]))
     assert "selector" in template.variables
-    content_type = {"query": "", "path": "", "form": "", "json": "application/json",
-                    "nested-json": "application/json", "text": "text/plain",
-                    "xml": "application/xml"}[kind]
+    content_type = {
+        "query": "",
+        "path": "",
+        "form": "",
+        "json": "application/json",
+        "nested-json": "application/json",
+        "text": "text/plain",
+        "xml": "application/xml",
+    }[kind]
     assert template.content_type.startswith(content_type)
     assert (template.method == "GET") == (kind in ("query", "path"))
     assert bool(template.post_data) == (kind not in ("query", "path"))
@@ -110,9 +124,12 @@ def test_random_sessions_are_valid_and_varied() -> None:
 def test_a_receiver_that_fails_unexpectedly_is_reported() -> None:
     session = random_session(random.Random(1))
     template = Template.parse(**ROUNDTRIP_TEMPLATES["json"])
-    run = run_session(session, template,
-                      lambda r, fail, now: (200, [("Content-Type", "application/json")], b""),
-                      start=T0)
+    run = run_session(
+        session,
+        template,
+        lambda r, fail, now: (200, [("Content-Type", "application/json")], b""),
+        start=T0,
+    )
     assert not run.conforms
     assert "the body is empty" in (run.first_problem() or "")
     # The model backed off rather than believing the 200: no exchange counted as ok.

@@ -8,17 +8,22 @@ import xml.etree.ElementTree as ET
 import pytest
 from hypothesis import given
 
-from pushreport_core import (DEFAULT_ACCOUNT_XML, Template, account_xml, parse_request,
-                             render_request)
-
+from pushreport_core import (
+    DEFAULT_ACCOUNT_XML,
+    Template,
+    account_xml,
+    parse_request,
+    render_request,
+)
 from pushreport_core.testing import strategies as s
 
 TEMPLATES = {name: Template.parse(**xml) for name, xml in s.ROUNDTRIP_TEMPLATES.items()}
 TEMPLATES["crlf-text"] = Template.parse(
-    url="https://e.com/t?a=1&b=%installid%", content_type="text/plain",
-    post_data="sel=%selector% & <tok>=%pushToken%\r\nend")
-_KEYS = {"Url": "url", "PostData": "post_data", "ContentType": "content_type",
-         "Method": "method"}
+    url="https://e.com/t?a=1&b=%installid%",
+    content_type="text/plain",
+    post_data="sel=%selector% & <tok>=%pushToken%\r\nend",
+)
+_KEYS = {"Url": "url", "PostData": "post_data", "ContentType": "content_type", "Method": "method"}
 _ELEMENT = re.compile(r"<pushTokenReporter(\w+)>(.*?)</pushTokenReporter\1>", re.S)
 
 
@@ -32,7 +37,8 @@ def test_default_account_xml_verbatim() -> None:
         "<pushTokenReporterUrl>https://push.example.com/token/?username=%account[username]%"
         "&amp;selector=%selector%&amp;token_calls=%pushTokenIncomingCall%"
         "&amp;appid_calls=%pushappid_incoming_call%&amp;token_msgs=%pushTokenOther%"
-        "&amp;appid_msgs=%pushappid_other%</pushTokenReporterUrl>\n")
+        "&amp;appid_msgs=%pushappid_other%</pushTokenReporterUrl>\n"
+    )
     assert account_xml().startswith("<pushTokenReporterUrl>http://127.0.0.1:8080/token/?")
     assert "{base_url}" in DEFAULT_ACCOUNT_XML["pushTokenReporterUrl"]
 
@@ -59,8 +65,9 @@ def test_parsed_back_it_is_the_same_template(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(s.ROUNDTRIP_TEMPLATES))
 @given(values=s.registration_values)
-def test_parsed_back_it_accepts_what_the_app_renders(name: str,
-                                                     values: dict[str, str | None]) -> None:
+def test_parsed_back_it_accepts_what_the_app_renders(
+    name: str, values: dict[str, str | None]
+) -> None:
     template = TEMPLATES[name]
     back = _parse_back(account_xml(template))
     request = render_request(back, s.variables_for(values))
@@ -78,13 +85,18 @@ def test_method_and_content_type_are_written_when_not_the_default() -> None:
 
 def test_base_url_replaces_scheme_and_host_and_keeps_the_path() -> None:
     xml = account_xml(TEMPLATES["path"], base_url="http://10.0.0.5:8080/ignored")
-    assert _parse_back(xml).url == ("http://10.0.0.5:8080/pushToken/%account[username]%/"
-                                    "%selector%/%pushToken%&appid=%pushappid%")
+    assert _parse_back(xml).url == (
+        "http://10.0.0.5:8080/pushToken/%account[username]%/"
+        "%selector%/%pushToken%&appid=%pushappid%"
+    )
 
 
 def test_base_url_must_be_absolute() -> None:
-    with pytest.raises(ValueError, match=r"^base_url 'push\.example\.com' is not an absolute "
-                                         r"http\(s\) URL$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^base_url 'push\.example\.com' is not an absolute "
+        r"http\(s\) URL$",
+    ):
         account_xml(TEMPLATES["query"], base_url="push.example.com")
 
 
@@ -98,10 +110,16 @@ def test_carriage_return_survives_an_xml_parser() -> None:
 
 def test_base_url_keeps_literal_entities_in_the_template() -> None:
     # Pasted from Account XML, "&amp;amp;" is a literal "&amp;" the app sends as is.
-    template = Template.parse(url="https://e.com/t?s=%selector%&amp;x=a&amp;amp;b",
-                              post_data="k=&lt;v&gt;&amp;s=%selector%")
-    assert (template.url, template.post_data) == ("https://e.com/t?s=%selector%&x=a&amp;b",
-                                                  "k=<v>&s=%selector%")
+    template = Template.parse(
+        url="https://e.com/t?s=%selector%&amp;x=a&amp;amp;b",
+        post_data="k=&lt;v&gt;&amp;s=%selector%",
+    )
+    assert (template.url, template.post_data) == (
+        "https://e.com/t?s=%selector%&x=a&amp;b",
+        "k=<v>&s=%selector%",
+    )
     back = _parse_back(account_xml(template, base_url="https://o.example"))
-    assert (back.url, back.post_data) == ("https://o.example/t?s=%selector%&x=a&amp;b",
-                                          "k=<v>&s=%selector%")
+    assert (back.url, back.post_data) == (
+        "https://o.example/t?s=%selector%&x=a&amp;b",
+        "k=<v>&s=%selector%",
+    )

@@ -16,11 +16,20 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import assume, example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 
-from pushreport_core import (ConfigurationError, InvalidReport, MethodNotAllowed,
-                             PushReportError, Report, Request, Template, parse_request,
-                             render_request)
+from pushreport_core import (
+    ConfigurationError,
+    InvalidReport,
+    MethodNotAllowed,
+    PushReportError,
+    Report,
+    Request,
+    Template,
+    parse_request,
+    render_request,
+)
 from pushreport_core._grammar import APP_ID, BAD_TEXT, SELECTOR, TOKEN
 from pushreport_core.testing import strategies as s
 
@@ -28,22 +37,85 @@ SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 
 # Placeholders the app knows, their wrong-case spellings (refused with a hint), custom
 # ones (stored in extra), and things that look like placeholders but are not.
-_PLACEHOLDERS = st.sampled_from([
-    "%selector%", "%selector%", "%pushToken%", "%pushTokenOther%", "%pushTokenIncomingCall%",
-    "%pushappid%", "%pushappid_other%", "%pushappid_incoming_call%", "%account[username]%",
-    "%account[password]%", "%installid%", "%account[displayName]%", "%Selector%",
-    "%PUSHTOKEN%", "%account[Username]%", "%2F%", "%%", "%", "%selector", "%a b%",
-    "%account[]%", "%x.y-z%",
-])
-_URL_LITERALS = st.sampled_from([
-    "/", "/", "token", "pushToken", "?", "&", "&amp;", "=", "%2F", "%2f", "%zz", "%C3%A9",
-    "+", " ", "#frag", ";", ":", "@", "&#x25;", "&#37;", "&lt;", "é", "日", "\n", "\x00",
-    "key=secret", "selector=", "appid=", "a", "-", ".", "~", "[", "]",
-])
+_PLACEHOLDERS = st.sampled_from(
+    [
+        "%selector%",
+        "%selector%",
+        "%pushToken%",
+        "%pushTokenOther%",
+        "%pushTokenIncomingCall%",
+        "%pushappid%",
+        "%pushappid_other%",
+        "%pushappid_incoming_call%",
+        "%account[username]%",
+        "%account[password]%",
+        "%installid%",
+        "%account[displayName]%",
+        "%Selector%",
+        "%PUSHTOKEN%",
+        "%account[Username]%",
+        "%2F%",
+        "%%",
+        "%",
+        "%selector",
+        "%a b%",
+        "%account[]%",
+        "%x.y-z%",
+    ]
+)
+_URL_LITERALS = st.sampled_from(
+    [
+        "/",
+        "/",
+        "token",
+        "pushToken",
+        "?",
+        "&",
+        "&amp;",
+        "=",
+        "%2F",
+        "%2f",
+        "%zz",
+        "%C3%A9",
+        "+",
+        " ",
+        "#frag",
+        ";",
+        ":",
+        "@",
+        "&#x25;",
+        "&#37;",
+        "&lt;",
+        "é",
+        "日",
+        "\n",
+        "\x00",
+        "key=secret",
+        "selector=",
+        "appid=",
+        "a",
+        "-",
+        ".",
+        "~",
+        "[",
+        "]",
+    ]
+)
 _URL_PIECES = st.one_of(_PLACEHOLDERS, _URL_LITERALS, st.text(max_size=4))
-_SCHEMES = st.sampled_from(["https://push.example.com", "http://h:8080", "HTTPS://x",
-                            "ftp://x", "https://", "//x", "", "https://%selector%.x",
-                            "https://x?", "x"])
+_SCHEMES = st.sampled_from(
+    [
+        "https://push.example.com",
+        "http://h:8080",
+        "HTTPS://x",
+        "ftp://x",
+        "https://",
+        "//x",
+        "",
+        "https://%selector%.x",
+        "https://x?",
+        "x",
+    ]
+)
 
 
 @st.composite
@@ -55,16 +127,40 @@ def template_urls(draw: Any) -> str:
     return str(draw(_SCHEMES)) + "".join(draw(st.lists(_URL_PIECES, max_size=14)))
 
 
-_LITERAL = st.one_of(st.sampled_from(["token", "v2", "a-b", "x.y", "~u", "%2F", "%41", "é",
-                                      "+", " ", ":", "@", ",", ";", "&amp;", "&#38;", "=",
-                                      "appid=", "-", "_"]),
-                     st.text(max_size=3))
+_LITERAL = st.one_of(
+    st.sampled_from(
+        [
+            "token",
+            "v2",
+            "a-b",
+            "x.y",
+            "~u",
+            "%2F",
+            "%41",
+            "é",
+            "+",
+            " ",
+            ":",
+            "@",
+            ",",
+            ";",
+            "&amp;",
+            "&#38;",
+            "=",
+            "appid=",
+            "-",
+            "_",
+        ]
+    ),
+    st.text(max_size=3),
+)
 
 
 def _mixed(piece: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     """Placeholders with literal text around and between them, or sometimes none."""
     return st.lists(st.tuples(piece, _LITERAL), min_size=1, max_size=3).map(
-        lambda items: "".join(p + lit for p, lit in items))
+        lambda items: "".join(p + lit for p, lit in items)
+    )
 
 
 @st.composite
@@ -73,10 +169,15 @@ def likely_urls(draw: Any) -> str:
     made of placeholders and literals, ``%selector%`` somewhere in them."""
     segment = st.one_of(_LITERAL, _mixed(_PLACEHOLDERS), _PLACEHOLDERS)
     path = "/".join(draw(st.lists(segment, max_size=4)))
-    names = st.one_of(st.sampled_from(["selector", "s", "token_msgs", "user", "key", "A",
-                                       "a+b", "a%5Fb", " q"]), st.text(max_size=3))
-    pairs = draw(st.lists(st.tuples(names, st.one_of(_PLACEHOLDERS, _mixed(_PLACEHOLDERS),
-                                                     _LITERAL)), max_size=4))
+    names = st.one_of(
+        st.sampled_from(["selector", "s", "token_msgs", "user", "key", "A", "a+b", "a%5Fb", " q"]),
+        st.text(max_size=3),
+    )
+    pairs = draw(
+        st.lists(
+            st.tuples(names, st.one_of(_PLACEHOLDERS, _mixed(_PLACEHOLDERS), _LITERAL)), max_size=4
+        )
+    )
     query = "&".join(f"{k}={v}" for k, v in pairs)
     where = draw(st.sampled_from(["path", "query", "nowhere"]))
     if where == "path":
@@ -109,14 +210,40 @@ def likely_account_xml_values(draw: Any) -> dict[str, str]:
         ctype = draw(st.sampled_from(["text/plain", "application/xml"]))
     else:
         body, ctype = draw(post_datas), draw(content_types)
-    return {"url": url, "post_data": body, "content_type": ctype,
-            "method": draw(st.sampled_from(["", "POST", "PUT", "DELETE", "GET"]))}
+    return {
+        "url": url,
+        "post_data": body,
+        "content_type": ctype,
+        "method": draw(st.sampled_from(["", "POST", "PUT", "DELETE", "GET"])),
+    }
 
 
-_JSON_LITERALS = st.sampled_from([
-    "{", "}", "[", "]", ",", ":", '"', '"', '"k"', '"selector"', '"Selector"', '"a":',
-    " ", "\n", "null", "true", "2", "\\", '\\"', "\\u00e9", "\\ud800", "x",
-])
+_JSON_LITERALS = st.sampled_from(
+    [
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        '"',
+        '"',
+        '"k"',
+        '"selector"',
+        '"Selector"',
+        '"a":',
+        " ",
+        "\n",
+        "null",
+        "true",
+        "2",
+        "\\",
+        '\\"',
+        "\\u00e9",
+        "\\ud800",
+        "x",
+    ]
+)
 
 
 @st.composite
@@ -126,33 +253,79 @@ def json_post_data(draw: Any) -> str:
     token soup."""
     if draw(st.booleans()):
         return "".join(draw(st.lists(st.one_of(_JSON_LITERALS, _PLACEHOLDERS), max_size=20)))
-    leaves = st.one_of(_PLACEHOLDERS.map(lambda p: f'"{p}"'), _PLACEHOLDERS,
-                       _PLACEHOLDERS.map(lambda p: f'"pre {p} post"'),
-                       st.sampled_from(['"const"', "2", "false", "null", '""']))
-    keys = st.one_of(st.sampled_from(["selector", "token", "app", "user", "Token", "id"]),
-                     st.text(max_size=5), _PLACEHOLDERS)
+    leaves = st.one_of(
+        _PLACEHOLDERS.map(lambda p: f'"{p}"'),
+        _PLACEHOLDERS,
+        _PLACEHOLDERS.map(lambda p: f'"pre {p} post"'),
+        st.sampled_from(['"const"', "2", "false", "null", '""']),
+    )
+    keys = st.one_of(
+        st.sampled_from(["selector", "token", "app", "user", "Token", "id"]),
+        st.text(max_size=5),
+        _PLACEHOLDERS,
+    )
 
     def obj(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         members = st.lists(st.tuples(keys, children), max_size=4)
-        return members.map(lambda ms: "{" + ", ".join(f"{json.dumps(k)}: {v}"
-                                                       for k, v in ms) + "}")
+        return members.map(
+            lambda ms: "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in ms) + "}"
+        )
 
-    tree = st.recursive(leaves, lambda c: obj(c) | st.lists(c, max_size=3).map(
-        lambda xs: "[" + ", ".join(xs) + "]"), max_leaves=10)
+    tree = st.recursive(
+        leaves,
+        lambda c: obj(c) | st.lists(c, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
+        max_leaves=10,
+    )
     text: str = draw(obj(tree))
     if text and draw(st.integers(0, 3)) == 0:
         i = draw(st.integers(0, len(text) - 1))
-        text = text[:i] + draw(_JSON_LITERALS) + text[i + 1:]
+        text = text[:i] + draw(_JSON_LITERALS) + text[i + 1 :]
     return text
 
 
-_FORM_PIECES = st.one_of(_PLACEHOLDERS, st.sampled_from([
-    "&", "&", "=", "selector=", "token_msgs=", "a=", "=%selector%", "&amp;", "\n", " ",
-    "+", "%20", "%5F", "key=const", "A=", "a=",
-]), st.text(max_size=3))
-_TEXT_PIECES = st.one_of(_PLACEHOLDERS, st.sampled_from([
-    "<push>", "</push>", "<a>", "</a>", "'", " ", ";", "\n", "calls ", "&amp;", "&lt;",
-]), st.text(max_size=3))
+_FORM_PIECES = st.one_of(
+    _PLACEHOLDERS,
+    st.sampled_from(
+        [
+            "&",
+            "&",
+            "=",
+            "selector=",
+            "token_msgs=",
+            "a=",
+            "=%selector%",
+            "&amp;",
+            "\n",
+            " ",
+            "+",
+            "%20",
+            "%5F",
+            "key=const",
+            "A=",
+            "a=",
+        ]
+    ),
+    st.text(max_size=3),
+)
+_TEXT_PIECES = st.one_of(
+    _PLACEHOLDERS,
+    st.sampled_from(
+        [
+            "<push>",
+            "</push>",
+            "<a>",
+            "</a>",
+            "'",
+            " ",
+            ";",
+            "\n",
+            "calls ",
+            "&amp;",
+            "&lt;",
+        ]
+    ),
+    st.text(max_size=3),
+)
 
 post_datas = st.one_of(
     st.just(""),
@@ -161,19 +334,41 @@ post_datas = st.one_of(
     st.lists(_TEXT_PIECES, max_size=16).map("".join),
     st.text(max_size=40),
 )
-content_types = st.one_of(st.sampled_from([
-    "", "application/json", "application/json; charset=utf-8", "APPLICATION/JSON",
-    "application/vnd.api+json", "application/x-www-form-urlencoded", "text/plain",
-    "application/xml", "text/xml; charset=utf-8", ";", " ", "multipart/form-data",
-]), st.text(max_size=12))
-methods = st.one_of(st.sampled_from(["", "GET", "POST", "PUT", "HEAD", "DELETE", "post",
-                                     " put ", "PATCH", "OPTIONS"]), st.text(max_size=6))
+content_types = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "application/json",
+            "application/json; charset=utf-8",
+            "APPLICATION/JSON",
+            "application/vnd.api+json",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+            "application/xml",
+            "text/xml; charset=utf-8",
+            ";",
+            " ",
+            "multipart/form-data",
+        ]
+    ),
+    st.text(max_size=12),
+)
+methods = st.one_of(
+    st.sampled_from(
+        ["", "GET", "POST", "PUT", "HEAD", "DELETE", "post", " put ", "PATCH", "OPTIONS"]
+    ),
+    st.text(max_size=6),
+)
 
 
 @st.composite
 def account_xml_values(draw: Any) -> dict[str, str]:
-    return {"url": draw(template_urls()), "post_data": draw(post_datas),
-            "content_type": draw(content_types), "method": draw(methods)}
+    return {
+        "url": draw(template_urls()),
+        "post_data": draw(post_datas),
+        "content_type": draw(content_types),
+        "method": draw(methods),
+    }
 
 
 def parse_template(xml: dict[str, str]) -> Template | None:
@@ -215,18 +410,44 @@ def assert_total(request: Request, template: Template) -> Report | None:
 
 
 @given(xml=st.one_of(account_xml_values(), likely_account_xml_values()))
-@example(xml={"url": "https://x/%selector%%pushToken%", "post_data": "",
-              "content_type": "", "method": ""})
-@example(xml={"url": "https://x/", "post_data": '{"a": %selector%, "a": 1}',
-              "content_type": "application/json", "method": ""})
-@example(xml={"url": "https://x/", "post_data": '{"%selector%": 1}',
-              "content_type": "application/json", "method": ""})
-@example(xml={"url": "https://x/?a=%selector%&A=1", "post_data": "",
-              "content_type": "", "method": ""})
-@example(xml={"url": "https://x/\ud800?s=%selector%", "post_data": "\udfff",
-              "content_type": "\x00", "method": "\ud800"})
+@example(
+    xml={
+        "url": "https://x/%selector%%pushToken%",
+        "post_data": "",
+        "content_type": "",
+        "method": "",
+    }
+)
+@example(
+    xml={
+        "url": "https://x/",
+        "post_data": '{"a": %selector%, "a": 1}',
+        "content_type": "application/json",
+        "method": "",
+    }
+)
+@example(
+    xml={
+        "url": "https://x/",
+        "post_data": '{"%selector%": 1}',
+        "content_type": "application/json",
+        "method": "",
+    }
+)
+@example(
+    xml={"url": "https://x/?a=%selector%&A=1", "post_data": "", "content_type": "", "method": ""}
+)
+@example(
+    xml={
+        "url": "https://x/\ud800?s=%selector%",
+        "post_data": "\udfff",
+        "content_type": "\x00",
+        "method": "\ud800",
+    }
+)
 def test_template_parse_returns_a_template_or_raises_configuration_error(
-        xml: dict[str, str]) -> None:
+    xml: dict[str, str],
+) -> None:
     parse_template(xml)
 
 
@@ -235,9 +456,12 @@ def requests_for(draw: Any, template: Template) -> Request:
     """The app's request for *template* (all values known, some, or awkward), damaged in
     a few places or not; or one with an arbitrary target and body."""
     if draw(st.integers(0, 4)) == 0:
-        return Request(method=draw(methods), target=draw(st.text(max_size=80)),
-                       body=draw(st.binary(max_size=80)),
-                       content_type=draw(st.none() | content_types))
+        return Request(
+            method=draw(methods),
+            target=draw(st.text(max_size=80)),
+            body=draw(st.binary(max_size=80)),
+            content_type=draw(st.none() | content_types),
+        )
     values = draw(s.registration_values)
     variables = s.variables_for(values)
     variables["account[displayName]"] = draw(st.none() | st.text(max_size=8))
@@ -253,18 +477,27 @@ def requests_for(draw: Any, template: Template) -> Request:
             target = data
         else:
             body = data
-    return Request(method=draw(st.sampled_from([request.method, request.method, "GET",
-                                                "POST", "head"])),
-                   target=target, body=body.encode("utf-8", "surrogatepass"),
-                   content_type=draw(st.sampled_from([request.content_type,
-                                                      request.content_type, None,
-                                                      "application/json", "text/plain"])),
-                   user_agent=draw(st.none() | st.text(max_size=20)))
+    return Request(
+        method=draw(st.sampled_from([request.method, request.method, "GET", "POST", "head"])),
+        target=target,
+        body=body.encode("utf-8", "surrogatepass"),
+        content_type=draw(
+            st.sampled_from(
+                [
+                    request.content_type,
+                    request.content_type,
+                    None,
+                    "application/json",
+                    "text/plain",
+                ]
+            )
+        ),
+        user_agent=draw(st.none() | st.text(max_size=20)),
+    )
 
 
 @given(data=st.data(), xml=likely_account_xml_values())
-def test_every_template_that_parses_gives_a_total_parser(data: Any,
-                                                         xml: dict[str, str]) -> None:
+def test_every_template_that_parses_gives_a_total_parser(data: Any, xml: dict[str, str]) -> None:
     template = parse_template(xml)
     assume(template is not None)
     assert template is not None
@@ -280,8 +513,10 @@ def test_generated_templates_give_a_total_parser(data: Any, template: Template) 
         assert_total(data.draw(requests_for(template)), template)
 
 
-@given(xml=likely_account_xml_values(), filler=st.sampled_from(["a", "%", "&", "/", "=", "%2F",
-                                                         '"', "\\", " "]))
+@given(
+    xml=likely_account_xml_values(),
+    filler=st.sampled_from(["a", "%", "&", "/", "=", "%2F", '"', "\\", " "]),
+)
 @settings(max_examples=max(20, settings().max_examples * 3 // 5))  # each one is slow
 def test_long_hostile_requests_take_linear_time(xml: dict[str, str], filler: str) -> None:
     # A template with several values and literal text between them must not backtrack
@@ -292,23 +527,34 @@ def test_long_hostile_requests_take_linear_time(xml: dict[str, str], filler: str
     assert template is not None
     target_len = 8 * 1024 // len(filler) - 2
     body_len = 16 * 1024 // len(filler) - 2
-    request = Request(method=template.method,
-                      target="/" + filler * target_len,
-                      body=(filler * body_len).encode(),
-                      content_type=template.content_type or None)
+    request = Request(
+        method=template.method,
+        target="/" + filler * target_len,
+        body=(filler * body_len).encode(),
+        content_type=template.content_type or None,
+    )
     started = time.process_time()
     assert_total(request, template)
     assert time.process_time() - started < 1.0
 
 
-@pytest.mark.parametrize(("method", "shown"), [
-    ("\n", "'\\n'"), ("G\x00T", "'G\\x00T'"), ("GÉT", "'G\\xc9T'"), ("X" * 30, repr("X" * 20)),
-    ("PATCH", "PATCH"), ("M-SEARCH", "M-SEARCH"),
-])
-@pytest.mark.parametrize("template", [None, Template.parse(url="https://x/?s=%selector%")],
-                         ids=["default", "template"])
+@pytest.mark.parametrize(
+    ("method", "shown"),
+    [
+        ("\n", "'\\n'"),
+        ("G\x00T", "'G\\x00T'"),
+        ("GÉT", "'G\\xc9T'"),
+        ("X" * 30, repr("X" * 20)),
+        ("PATCH", "PATCH"),
+        ("M-SEARCH", "M-SEARCH"),
+    ],
+)
+@pytest.mark.parametrize(
+    "template", [None, Template.parse(url="https://x/?s=%selector%")], ids=["default", "template"]
+)
 def test_a_method_not_allowed_is_shown_on_one_printable_line(
-        method: str, shown: str, template: Template | None) -> None:
+    method: str, shown: str, template: Template | None
+) -> None:
     # Found by the long run of the properties above: the method was echoed as sent.
     with pytest.raises(MethodNotAllowed) as info:
         parse_request(Request(method=method, target="/token/"), template)

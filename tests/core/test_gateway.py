@@ -11,20 +11,44 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushreport_core import (DEFAULT_GATEWAY_URL, InvalidPush, PushReportError, PushTarget,
-                             Registration, build_push, default_verb, judge_push_answer,
-                             parse_retry_after, push_targets, retry_delay)
+from pushreport_core import (
+    DEFAULT_GATEWAY_URL,
+    InvalidPush,
+    PushReportError,
+    PushTarget,
+    Registration,
+    build_push,
+    default_verb,
+    judge_push_answer,
+    parse_retry_after,
+    push_targets,
+    retry_delay,
+)
 from pushreport_core.testing import strategies as prs
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
-def reg(selector: str, username: str | None = "alice", *, calls: str | None = None,
-        msgs: str | None = None, appid_calls: str | None = "com.example.app.pushkit",
-        appid_msgs: str | None = "com.example.app", seen: int = 0) -> Registration:
-    return Registration(selector=selector, username=username, token_calls=calls,
-                        appid_calls=appid_calls, token_msgs=msgs, appid_msgs=appid_msgs,
-                        first_seen=T0, last_seen=T0 + timedelta(seconds=seen))
+def reg(
+    selector: str,
+    username: str | None = "alice",
+    *,
+    calls: str | None = None,
+    msgs: str | None = None,
+    appid_calls: str | None = "com.example.app.pushkit",
+    appid_msgs: str | None = "com.example.app",
+    seen: int = 0,
+) -> Registration:
+    return Registration(
+        selector=selector,
+        username=username,
+        token_calls=calls,
+        appid_calls=appid_calls,
+        token_msgs=msgs,
+        appid_msgs=appid_msgs,
+        first_seen=T0,
+        last_seen=T0 + timedelta(seconds=seen),
+    )
 
 
 def test_default_url_is_the_public_json_gateway():
@@ -36,10 +60,16 @@ def test_calls_use_the_pushkit_pair_messages_the_other():
     [call] = push_targets([r], "call")
     [msg] = push_targets([r], "message")
     assert (call.app_id, call.device_token, call.selector) == (
-        "com.example.app.pushkit", "CALLTOKEN", "A:1")
+        "com.example.app.pushkit",
+        "CALLTOKEN",
+        "A:1",
+    )
     assert (msg.app_id, msg.device_token, msg.selector) == ("com.example.app", "MSGTOKEN", "A:1")
-    assert call.to_json() == {"AppId": "com.example.app.pushkit", "DeviceToken": "CALLTOKEN",
-                              "Selector": "A:1"}
+    assert call.to_json() == {
+        "AppId": "com.example.app.pushkit",
+        "DeviceToken": "CALLTOKEN",
+        "Selector": "A:1",
+    }
 
 
 def test_registrations_without_the_needed_token_or_app_id_are_skipped():
@@ -49,15 +79,21 @@ def test_registrations_without_the_needed_token_or_app_id_are_skipped():
 
 
 def test_other_usernames_are_skipped_when_a_username_is_given():
-    rs = [reg("A:1", "alice", msgs="M1"), reg("B:2", "bob", msgs="M2"),
-          reg("C:3", None, msgs="M3")]
+    rs = [
+        reg("A:1", "alice", msgs="M1"),
+        reg("B:2", "bob", msgs="M2"),
+        reg("C:3", None, msgs="M3"),
+    ]
     assert [t.selector for t in push_targets(rs, "message", username="alice")] == ["A:1"]
     assert len(push_targets(rs, "message")) == 3
 
 
 def test_one_device_twice_is_one_target_the_newest_registration():
-    rs = [reg("A:1", msgs="SAME", seen=5), reg("B:2", msgs="SAME", seen=9),
-          reg("C:3", msgs="SAME", seen=1)]
+    rs = [
+        reg("A:1", msgs="SAME", seen=5),
+        reg("B:2", msgs="SAME", seen=9),
+        reg("C:3", msgs="SAME", seen=1),
+    ]
     [t] = push_targets(rs, "message")
     assert t.selector == "B:2" and t.also == ("A:1", "C:3")
     assert t.selectors == ("B:2", "A:1", "C:3")
@@ -78,11 +114,19 @@ _USERS = st.none() | st.sampled_from(["alice", "bob", "Alice"])
 @st.composite
 def _registrations(draw, max_size: int = 8) -> list[Registration]:
     selectors = draw(st.lists(prs.selectors, max_size=max_size, unique=True))
-    return [Registration(selector=s, username=draw(_USERS), token_calls=draw(_TOKENS),
-                         appid_calls=draw(_APP_IDS), token_msgs=draw(_TOKENS),
-                         appid_msgs=draw(_APP_IDS), first_seen=T0,
-                         last_seen=T0 + timedelta(seconds=draw(st.integers(0, 3))))
-            for s in selectors]
+    return [
+        Registration(
+            selector=s,
+            username=draw(_USERS),
+            token_calls=draw(_TOKENS),
+            appid_calls=draw(_APP_IDS),
+            token_msgs=draw(_TOKENS),
+            appid_msgs=draw(_APP_IDS),
+            first_seen=T0,
+            last_seen=T0 + timedelta(seconds=draw(st.integers(0, 3))),
+        )
+        for s in selectors
+    ]
 
 
 @given(_registrations(), st.sampled_from(["call", "message"]))
@@ -111,40 +155,80 @@ def test_a_username_filter_never_leaks_another_account(registrations, username):
         for t in targets:
             assert t.username == username and set(t.selectors) <= mine
         assert {s for t in targets for s in t.selectors} == {
-            r.selector for r in registrations if r.selector in mine and r.pair(purpose)}
+            r.selector for r in registrations if r.selector in mine and r.pair(purpose)
+        }
 
 
-TARGET = PushTarget(app_id="com.example.app", device_token="TOK+/=", selector="A:1",
-                    username="alice")
+TARGET = PushTarget(
+    app_id="com.example.app", device_token="TOK+/=", selector="A:1", username="alice"
+)
 
 
 def test_build_push_generic_text():
     assert build_push(TARGET, "NotifyGenericTextMessage", message="Hello") == {
-        "verb": "NotifyGenericTextMessage", "AppId": "com.example.app",
-        "DeviceToken": "TOK+/=", "Selector": "A:1", "Message": "Hello"}
+        "verb": "NotifyGenericTextMessage",
+        "AppId": "com.example.app",
+        "DeviceToken": "TOK+/=",
+        "Selector": "A:1",
+        "Message": "Hello",
+    }
 
 
 def test_build_push_optional_fields_by_their_gateway_names():
-    body = build_push(TARGET, "NotifyTextMessage", badge=3, sound="ring.caf",
-                      user_name="bob", user_display_name="Bob", content_type="text/plain",
-                      id="m-1", thread_id="t-1", message=None)
-    assert body == {"verb": "NotifyTextMessage", "AppId": "com.example.app",
-                    "DeviceToken": "TOK+/=", "Selector": "A:1", "Badge": 3,
-                    "Sound": "ring.caf", "UserName": "bob", "UserDisplayName": "Bob",
-                    "ContentType": "text/plain", "Id": "m-1", "ThreadId": "t-1"}
+    body = build_push(
+        TARGET,
+        "NotifyTextMessage",
+        badge=3,
+        sound="ring.caf",
+        user_name="bob",
+        user_display_name="Bob",
+        content_type="text/plain",
+        id="m-1",
+        thread_id="t-1",
+        message=None,
+    )
+    assert body == {
+        "verb": "NotifyTextMessage",
+        "AppId": "com.example.app",
+        "DeviceToken": "TOK+/=",
+        "Selector": "A:1",
+        "Badge": 3,
+        "Sound": "ring.caf",
+        "UserName": "bob",
+        "UserDisplayName": "Bob",
+        "ContentType": "text/plain",
+        "Id": "m-1",
+        "ThreadId": "t-1",
+    }
     json.dumps(body)
 
 
-@pytest.mark.parametrize("target, verb, message, error", [
-    (attrs.evolve(TARGET, device_token=""), "NotifyTextMessage", None,
-     "a push needs a DeviceToken"),
-    (attrs.evolve(TARGET, app_id=""), "NotifyTextMessage", None, "a push needs an AppId"),
-    (attrs.evolve(TARGET, selector=""), "NotifyTextMessage", None,
-     "NotifyTextMessage needs a Selector"),
-    (TARGET, "NotifyGenericTextMessage", "", "NotifyGenericTextMessage needs a message"),
-    (TARGET, "NotifyIncomingCall", None, "unknown verb 'NotifyIncomingCall' (expected one "
-     "of: NotifyTextMessage, NotifyGenericTextMessage)"),
-])
+@pytest.mark.parametrize(
+    "target, verb, message, error",
+    [
+        (
+            attrs.evolve(TARGET, device_token=""),
+            "NotifyTextMessage",
+            None,
+            "a push needs a DeviceToken",
+        ),
+        (attrs.evolve(TARGET, app_id=""), "NotifyTextMessage", None, "a push needs an AppId"),
+        (
+            attrs.evolve(TARGET, selector=""),
+            "NotifyTextMessage",
+            None,
+            "NotifyTextMessage needs a Selector",
+        ),
+        (TARGET, "NotifyGenericTextMessage", "", "NotifyGenericTextMessage needs a message"),
+        (
+            TARGET,
+            "NotifyIncomingCall",
+            None,
+            "unknown verb 'NotifyIncomingCall' (expected one "
+            "of: NotifyTextMessage, NotifyGenericTextMessage)",
+        ),
+    ],
+)
 def test_build_push_refuses(target, verb, message, error):
     with pytest.raises(InvalidPush) as e:
         build_push(target, verb, message=message)
@@ -163,26 +247,29 @@ def test_default_verbs():
     assert default_verb("message", None) == "NotifyTextMessage"
 
 
-@pytest.mark.parametrize("status, body, kind, code", [
-    (200, b'{"code": 200, "message": "OK"}', "delivered", 200),
-    (200, b'{"code": "200"}', "delivered", 200),
-    (200, b'{"code": 404, "message": "invalid token"}', "token_invalid", 404),
-    (404, b"", "token_invalid", None),
-    (404, b"<html>gone</html>", "token_invalid", None),
-    (503, b"", "retry", None),
-    (500, b'{"code": 500}', "retry", 500),
-    (429, b"", "retry", None),
-    (200, b'{"code": 503}', "retry", 503),
-    (200, b"", "retry", None),
-    (200, b"not json", "retry", None),
-    (200, b"[1]", "retry", None),
-    (200, b'{"code": true}', "retry", None),
-    (200, b"\xff\xfe", "retry", None),
-    (400, b'{"code": 400}', "failed", 400),
-    (401, b"", "failed", None),
-    (302, b"", "failed", None),
-    (200, b'{"code": 400, "message": "missing AppId"}', "failed", 400),
-])
+@pytest.mark.parametrize(
+    "status, body, kind, code",
+    [
+        (200, b'{"code": 200, "message": "OK"}', "delivered", 200),
+        (200, b'{"code": "200"}', "delivered", 200),
+        (200, b'{"code": 404, "message": "invalid token"}', "token_invalid", 404),
+        (404, b"", "token_invalid", None),
+        (404, b"<html>gone</html>", "token_invalid", None),
+        (503, b"", "retry", None),
+        (500, b'{"code": 500}', "retry", 500),
+        (429, b"", "retry", None),
+        (200, b'{"code": 503}', "retry", 503),
+        (200, b"", "retry", None),
+        (200, b"not json", "retry", None),
+        (200, b"[1]", "retry", None),
+        (200, b'{"code": true}', "retry", None),
+        (200, b"\xff\xfe", "retry", None),
+        (400, b'{"code": 400}', "failed", 400),
+        (401, b"", "failed", None),
+        (302, b"", "failed", None),
+        (200, b'{"code": 400, "message": "missing AppId"}', "failed", 400),
+    ],
+)
 def test_judge_push_answer(status, body, kind, code):
     outcome = judge_push_answer(status, body)
     assert (outcome.kind, outcome.status, outcome.code) == (kind, status, code)
@@ -202,11 +289,17 @@ def test_judge_is_total(status, body):
         assert status is not None and 200 <= status < 300
 
 
-@given(st.integers(1, 80), st.floats(0.01, 10), st.floats(0.01, 600), st.integers(0, 2**32),
-       st.one_of(st.none(), st.floats(0, 10_000)))
+@given(
+    st.integers(1, 80),
+    st.floats(0.01, 10),
+    st.floats(0.01, 600),
+    st.integers(0, 2**32),
+    st.one_of(st.none(), st.floats(0, 10_000)),
+)
 def test_retry_delay_is_bounded(attempt, base, cap, seed, retry_after):
-    delay = retry_delay(attempt, base=base, cap=cap, rng=random.Random(seed),
-                        retry_after=retry_after)
+    delay = retry_delay(
+        attempt, base=base, cap=cap, rng=random.Random(seed), retry_after=retry_after
+    )
     assert 0 <= delay <= cap
     step = min(cap, base * 2 ** (attempt - 1))
     assert delay >= step / 2 - 1e-9
@@ -218,7 +311,7 @@ def test_retry_delay_grows_and_is_jittered_reproducibly():
     rng = random.Random(7)
     delays = [retry_delay(n, base=1.0, cap=100.0, rng=rng) for n in range(1, 6)]
     for n, d in enumerate(delays):
-        assert 2 ** n / 2 <= d <= 2 ** n
+        assert 2**n / 2 <= d <= 2**n
     again = random.Random(7)
     assert delays == [retry_delay(n, base=1.0, cap=100.0, rng=again) for n in range(1, 6)]
     assert len(set(delays)) == 5

@@ -7,47 +7,88 @@ from datetime import datetime, timedelta, timezone
 
 import attrs
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pushreport_core import (ConfigurationError, Registration, Report, claimed_tokens,
-                             format_duration, merge, owners_to_forget, parse_duration,
-                             prune_cutoff, prune_due, without_token)
+from pushreport_core import (
+    ConfigurationError,
+    Registration,
+    Report,
+    claimed_tokens,
+    format_duration,
+    merge,
+    owners_to_forget,
+    parse_duration,
+    prune_cutoff,
+    prune_due,
+    without_token,
+)
 
 T0 = datetime(2025, 3, 15, 12, 0, 0, tzinfo=timezone.utc)
 T = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
 U = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("90d", timedelta(days=90)), ("12h", timedelta(hours=12)),
-    ("30m", timedelta(minutes=30)), ("2w", timedelta(weeks=2)),
-    ("45s", timedelta(seconds=45)), ("1s", timedelta(seconds=1)),
-    ("007d", timedelta(days=7)), ("999999w", timedelta(weeks=999999)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90d", timedelta(days=90)),
+        ("12h", timedelta(hours=12)),
+        ("30m", timedelta(minutes=30)),
+        ("2w", timedelta(weeks=2)),
+        ("45s", timedelta(seconds=45)),
+        ("1s", timedelta(seconds=1)),
+        ("007d", timedelta(days=7)),
+        ("999999w", timedelta(weeks=999999)),
+    ],
+)
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("90x", "'90x' is not a duration: write a whole number and a unit, s, m, h, d or w "
-            "(e.g. 90d)"),
-    ("", "'' is not a duration: write a whole number and a unit, s, m, h, d or w (e.g. 90d)"),
-    ("d", "'d' is not a duration: write a whole number and a unit, s, m, h, d or w "
-          "(e.g. 90d)"),
-    ("1.5d", "'1.5d' is not a duration: write a whole number and a unit, s, m, h, d or w "
-             "(e.g. 90d)"),
-    (" 90d", "' 90d' is not a duration: write a whole number and a unit, s, m, h, d or w "
-             "(e.g. 90d)"),
-    ("90D", "'90D' is not a duration: write a whole number and a unit, s, m, h, d or w "
-            "(e.g. 90d)"),
-    ("1d12h", "'1d12h' is not a duration: write a whole number and a unit, s, m, h, d or w "
-              "(e.g. 90d)"),
-    ("-1d", "'-1d' is not a duration: write a whole number and a unit, s, m, h, d or w "
-            "(e.g. 90d)"),
-    ("1000000w", "'1000000w' is not a duration: write a whole number and a unit, s, m, h, "
-                 "d or w (e.g. 90d)"),
-    ("0d", "'0d' is not a duration: it must be more than zero"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "90x",
+            "'90x' is not a duration: write a whole number and a unit, s, m, h, d or w (e.g. 90d)",
+        ),
+        ("", "'' is not a duration: write a whole number and a unit, s, m, h, d or w (e.g. 90d)"),
+        (
+            "d",
+            "'d' is not a duration: write a whole number and a unit, s, m, h, d or w (e.g. 90d)",
+        ),
+        (
+            "1.5d",
+            "'1.5d' is not a duration: write a whole number and a unit, s, m, h, d or w "
+            "(e.g. 90d)",
+        ),
+        (
+            " 90d",
+            "' 90d' is not a duration: write a whole number and a unit, s, m, h, d or w "
+            "(e.g. 90d)",
+        ),
+        (
+            "90D",
+            "'90D' is not a duration: write a whole number and a unit, s, m, h, d or w (e.g. 90d)",
+        ),
+        (
+            "1d12h",
+            "'1d12h' is not a duration: write a whole number and a unit, s, m, h, d or w "
+            "(e.g. 90d)",
+        ),
+        (
+            "-1d",
+            "'-1d' is not a duration: write a whole number and a unit, s, m, h, d or w (e.g. 90d)",
+        ),
+        (
+            "1000000w",
+            "'1000000w' is not a duration: write a whole number and a unit, s, m, h, "
+            "d or w (e.g. 90d)",
+        ),
+        ("0d", "'0d' is not a duration: it must be more than zero"),
+    ],
+)
 def test_parse_duration_errors_verbatim(text: str, message: str) -> None:
     with pytest.raises(ConfigurationError) as e:
         parse_duration(text)
@@ -66,14 +107,17 @@ def test_format_duration_round_trips(n: int, unit: str) -> None:
 
 def test_format_duration_takes_the_largest_unit() -> None:
     assert [format_duration(parse_duration(t)) for t in ("14d", "24h", "90s", "120m")] == [
-        "2w", "1d", "90s", "2h"]
+        "2w",
+        "1d",
+        "90s",
+        "2h",
+    ]
 
 
 def test_prune_cutoff() -> None:
     assert prune_cutoff(T0, timedelta(days=90)) == T0 - timedelta(days=90)
     # Further back than year 1: nothing is that old.
-    assert prune_cutoff(T0, parse_duration("999999w")) == datetime(1, 1, 1,
-                                                                   tzinfo=timezone.utc)
+    assert prune_cutoff(T0, parse_duration("999999w")) == datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
 def test_prune_due() -> None:
@@ -87,12 +131,26 @@ def test_prune_due() -> None:
 
 # -- forgetting a token --------------------------------------------------------------
 
-def registration(selector: str = "s1", username: str | None = "alice", *,
-                 calls: str | None = U, msgs: str | None = T,
-                 seen: datetime = T0) -> Registration:
-    return Registration(selector=selector, username=username, token_calls=calls,
-                        appid_calls="com.app.voip", token_msgs=msgs, appid_msgs="com.app",
-                        first_seen=seen, last_seen=seen, reports=3)
+
+def registration(
+    selector: str = "s1",
+    username: str | None = "alice",
+    *,
+    calls: str | None = U,
+    msgs: str | None = T,
+    seen: datetime = T0,
+) -> Registration:
+    return Registration(
+        selector=selector,
+        username=username,
+        token_calls=calls,
+        appid_calls="com.app.voip",
+        token_msgs=msgs,
+        appid_msgs="com.app",
+        first_seen=seen,
+        last_seen=seen,
+        reports=3,
+    )
 
 
 def test_without_token_clears_only_that_token() -> None:
@@ -107,10 +165,14 @@ def test_without_token_clears_only_that_token() -> None:
     assert (gone.appid_msgs, gone.last_seen, gone.reports) == ("com.app", T0, 3)
 
 
-@given(calls=st.sampled_from([None, T, U]), msgs=st.sampled_from([None, T, U]),
-       token=st.sampled_from([T, U, "x"]))
-def test_without_token_is_idempotent_and_total(calls: str | None, msgs: str | None,
-                                               token: str) -> None:
+@given(
+    calls=st.sampled_from([None, T, U]),
+    msgs=st.sampled_from([None, T, U]),
+    token=st.sampled_from([T, U, "x"]),
+)
+def test_without_token_is_idempotent_and_total(
+    calls: str | None, msgs: str | None, token: str
+) -> None:
     r = registration(calls=calls, msgs=msgs)
     once = without_token(r, token)
     assert without_token(once, token) == once
@@ -119,6 +181,7 @@ def test_without_token_is_idempotent_and_total(calls: str | None, msgs: str | No
 
 
 # -- token_owner = "newest" ---------------------------------------------------------------
+
 
 def test_claimed_tokens_are_the_new_ones_of_the_selector() -> None:
     report = Report(selector="s1", username="alice", token_calls=U, token_msgs=T)
@@ -155,8 +218,12 @@ def test_unknown_usernames_decide_nothing() -> None:
     me = registration("s1", "alice")
     anonymous = registration("s2", None, seen=T0 - timedelta(days=1))
     assert owners_to_forget(me, T, [anonymous]) == []
-    assert owners_to_forget(registration("s1", None), T,
-                            [registration("s2", "bob", seen=T0 - timedelta(days=1))]) == []
+    assert (
+        owners_to_forget(
+            registration("s1", None), T, [registration("s2", "bob", seen=T0 - timedelta(days=1))]
+        )
+        == []
+    )
 
 
 def test_a_holder_that_reported_later_keeps_it() -> None:
@@ -169,6 +236,5 @@ def test_a_holder_that_reported_later_keeps_it() -> None:
 
 def test_a_holder_no_longer_holding_it_is_left_alone() -> None:
     me = registration("s1", "alice")
-    bob = registration("s2", "bob", msgs="b3RoZXI=", calls=None,
-                       seen=T0 - timedelta(days=1))
+    bob = registration("s2", "bob", msgs="b3RoZXI=", calls=None, seen=T0 - timedelta(days=1))
     assert owners_to_forget(me, T, [bob]) == []

@@ -7,17 +7,18 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pushreport_core import Registration, Report, merge
-
 from pushreport_core.testing import strategies as s
 
 SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 KNOWN = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs", "user_agent")
 
 stored_and_report = s.selectors.flatmap(
-    lambda sel: st.tuples(st.none() | s.registrations(sel), s.reports(sel)))
+    lambda sel: st.tuples(st.none() | s.registrations(sel), s.reports(sel))
+)
 
 
 def _without_counters(registration: Registration) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def _without_counters(registration: Registration) -> dict[str, Any]:
 
 @given(pair=stored_and_report, now=s.utc_datetimes)
 def test_merging_the_same_report_twice_changes_only_the_count(
-        pair: tuple[Registration | None, Report], now: datetime) -> None:
+    pair: tuple[Registration | None, Report], now: datetime
+) -> None:
     stored, report = pair
     once = merge(stored, report, now=now)
     twice = merge(once, report, now=now)
@@ -38,7 +40,8 @@ def test_merging_the_same_report_twice_changes_only_the_count(
 
 @given(pair=stored_and_report, now=s.utc_datetimes)
 def test_a_known_value_replaces_and_an_unknown_one_never_erases(
-        pair: tuple[Registration | None, Report], now: datetime) -> None:
+    pair: tuple[Registration | None, Report], now: datetime
+) -> None:
     stored, report = pair
     merged = merge(stored, report, now=now)
     for name in KNOWN:
@@ -49,8 +52,9 @@ def test_a_known_value_replaces_and_an_unknown_one_never_erases(
 
 
 @given(pair=stored_and_report, now=s.utc_datetimes)
-def test_a_known_token_is_never_lost(pair: tuple[Registration | None, Report],
-                                     now: datetime) -> None:
+def test_a_known_token_is_never_lost(
+    pair: tuple[Registration | None, Report], now: datetime
+) -> None:
     stored, report = pair
     merged = merge(stored, report, now=now)
     for purpose in ("call", "message"):
@@ -60,8 +64,9 @@ def test_a_known_token_is_never_lost(pair: tuple[Registration | None, Report],
 
 
 @given(pair=stored_and_report, now=s.utc_datetimes)
-def test_first_seen_last_seen_and_reports(pair: tuple[Registration | None, Report],
-                                          now: datetime) -> None:
+def test_first_seen_last_seen_and_reports(
+    pair: tuple[Registration | None, Report], now: datetime
+) -> None:
     stored, report = pair
     merged = merge(stored, report, now=now)
     if stored is None:
@@ -74,8 +79,9 @@ def test_first_seen_last_seen_and_reports(pair: tuple[Registration | None, Repor
 
 
 @given(report=s.reports(SEL), delay=st.timedeltas(timedelta(0), timedelta(minutes=5)))
-def test_the_ios_delay_keeps_the_token_from_the_report_before(report: Report,
-                                                              delay: timedelta) -> None:
+def test_the_ios_delay_keeps_the_token_from_the_report_before(
+    report: Report, delay: timedelta
+) -> None:
     t0 = datetime(2025, 3, 15, 0, 46, 17, tzinfo=timezone.utc)
     full = attrs.evolve(report, token_msgs="QVBBOTFiRzlhcVd2bW54", appid_msgs="com.app.x")
     late = attrs.evolve(full, token_msgs=None, appid_msgs=None)
@@ -90,8 +96,11 @@ def test_merge_returns_new_values_and_mutates_nothing() -> None:
     report = Report(selector=SEL, extra={"b": "2"})
     merged = merge(stored, report, now=t0 + timedelta(days=1))
     assert merged is not stored
-    assert (stored.extra, report.extra, merged.extra) == ({"a": "1"}, {"b": "2"},
-                                                          {"a": "1", "b": "2"})
+    assert (stored.extra, report.extra, merged.extra) == (
+        {"a": "1"},
+        {"b": "2"},
+        {"a": "1", "b": "2"},
+    )
     assert stored.reports == 1 and stored.last_seen == t0
 
 
@@ -111,17 +120,37 @@ def test_now_must_be_aware_utc() -> None:
 @given(registration=s.registrations())
 def test_registration_json_round_trips(registration: Registration) -> None:
     data = registration.to_json()
-    assert tuple(data) == ("selector", "username", "token_calls", "appid_calls", "token_msgs",
-                           "appid_msgs", "extra", "user_agent", "first_seen", "last_seen",
-                           "reports")
+    assert tuple(data) == (
+        "selector",
+        "username",
+        "token_calls",
+        "appid_calls",
+        "token_msgs",
+        "appid_msgs",
+        "extra",
+        "user_agent",
+        "first_seen",
+        "last_seen",
+        "reports",
+    )
     assert Registration.from_json(data) == registration
 
 
 def test_pair_picks_the_pair_for_the_purpose() -> None:
     from pushreport_core import TokenPair
+
     t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    reg = merge(None, Report(selector=SEL, token_calls="VOIPTOKEN", appid_calls="a.voip",
-                             token_msgs="MSGTOKEN", appid_msgs=None), now=t0)
+    reg = merge(
+        None,
+        Report(
+            selector=SEL,
+            token_calls="VOIPTOKEN",
+            appid_calls="a.voip",
+            token_msgs="MSGTOKEN",
+            appid_msgs=None,
+        ),
+        now=t0,
+    )
     assert reg.pair("call") == TokenPair(token="VOIPTOKEN", app_id="a.voip")
     assert reg.pair("message") is None  # a token without its app id cannot be pushed to
     with pytest.raises(ValueError, match="purpose must be 'call' or 'message', not 'sms'"):
@@ -130,8 +159,10 @@ def test_pair_picks_the_pair_for_the_purpose() -> None:
 
 def test_parse_time_reads_naive_times_as_utc() -> None:
     from pushreport_core import format_time, parse_time
+
     assert parse_time("2025-01-01T10:00:00") == datetime(2025, 1, 1, 10, tzinfo=timezone.utc)
-    assert parse_time("2025-01-01T12:00:00+02:00") == datetime(2025, 1, 1, 10,
-                                                              tzinfo=timezone.utc)
-    assert format_time(datetime(2025, 1, 1, 10, 0, 0, 5, tzinfo=timezone.utc)) == \
-        "2025-01-01T10:00:00.000005Z"
+    assert parse_time("2025-01-01T12:00:00+02:00") == datetime(2025, 1, 1, 10, tzinfo=timezone.utc)
+    assert (
+        format_time(datetime(2025, 1, 1, 10, 0, 0, 5, tzinfo=timezone.utc))
+        == "2025-01-01T10:00:00.000005Z"
+    )

@@ -13,15 +13,32 @@ from urllib.parse import unquote
 
 import attrs
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pushreport_core import (DEFAULT_REMOVAL_ACCOUNT_XML, DEFAULT_REMOVAL_SHAPES,
-                             DEFAULT_SHAPES, AppModel, AppState, ConfigurationError,
-                             InvalidReport, MethodNotAllowed, Registration, Removal, Request,
-                             RequestTooLarge,
-                             Template, account_xml, app_variables, default_removal_template,
-                             parse_removal, removal_account_xml, removal_template,
-                             render_request, shapes_overlap)
+from pushreport_core import (
+    DEFAULT_REMOVAL_ACCOUNT_XML,
+    DEFAULT_REMOVAL_SHAPES,
+    DEFAULT_SHAPES,
+    AppModel,
+    AppState,
+    ConfigurationError,
+    InvalidReport,
+    MethodNotAllowed,
+    Registration,
+    Removal,
+    Request,
+    RequestTooLarge,
+    Template,
+    account_xml,
+    app_variables,
+    default_removal_template,
+    parse_removal,
+    removal_account_xml,
+    removal_template,
+    render_request,
+    shapes_overlap,
+)
 from pushreport_core._grammar import SELECTOR, TOKEN
 from pushreport_core.testing import SPEC_TEMPLATES, SPEC_VALUES, values_variables
 
@@ -46,9 +63,13 @@ def wire(raw: str) -> Request:
     for line in header_lines:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    return Request(method=method, target=target, body=body.encode("utf-8"),
-                   content_type=headers.get("content-type"),
-                   user_agent=headers.get("user-agent"))
+    return Request(
+        method=method,
+        target=target,
+        body=body.encode("utf-8"),
+        content_type=headers.get("content-type"),
+        user_agent=headers.get("user-agent"),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -62,28 +83,42 @@ class Case:
     parse_with: tuple[str, ...] = TEMPLATE
 
 
-VALUES = app_variables(selector=SEL, username="johndow", token_calls=TOKEN_CALLS,
-                       appid_calls="com.cloudsoftphone.app.pushkit", token_msgs=TOKEN_MSGS,
-                       appid_msgs="com.cloudsoftphone.app")
-FULL = Removal(selector=SEL, username="johndow", token_calls=TOKEN_CALLS,
-               token_msgs=TOKEN_MSGS, user_agent=UA)
-_PAIRS = ("selector=%selector%&username=%account[username]%"
-          "&token_calls=%pushTokenIncomingCall%&token_msgs=%pushTokenOther%")
-_JSON = ('{"selector": "%selector%", "username": "%account[username]%", '
-         '"token_calls": "%pushTokenIncomingCall%", "token_msgs": "%pushTokenOther%"}')
+VALUES = app_variables(
+    selector=SEL,
+    username="johndow",
+    token_calls=TOKEN_CALLS,
+    appid_calls="com.cloudsoftphone.app.pushkit",
+    token_msgs=TOKEN_MSGS,
+    appid_msgs="com.cloudsoftphone.app",
+)
+FULL = Removal(
+    selector=SEL, username="johndow", token_calls=TOKEN_CALLS, token_msgs=TOKEN_MSGS, user_agent=UA
+)
+_PAIRS = (
+    "selector=%selector%&username=%account[username]%"
+    "&token_calls=%pushTokenIncomingCall%&token_msgs=%pushTokenOther%"
+)
+_JSON = (
+    '{"selector": "%selector%", "username": "%account[username]%", '
+    '"token_calls": "%pushTokenIncomingCall%", "token_msgs": "%pushTokenOther%"}'
+)
 
 CASES = [
     Case(
         id="default-get",
-        xml={"url": DEFAULT_REMOVAL_ACCOUNT_XML["accountRemovalReporterUrl"].format(
-            base_url="https://push.example.com")},
+        xml={
+            "url": DEFAULT_REMOVAL_ACCOUNT_XML["accountRemovalReporterUrl"].format(
+                base_url="https://push.example.com"
+            )
+        },
         values=VALUES,
         wire=wire(f"""
             GET /removal/?selector={SEL_Q}&username=johndow&token_calls={TOKEN_CALLS_Q}&token_msgs={TOKEN_MSGS} HTTP/1.1
             User-Agent: CloudSoftphone/1.5.6
 
             """),  # noqa: E501
-        expected=FULL, parse_with=BOTH,
+        expected=FULL,
+        parse_with=BOTH,
     ),
     Case(
         # Only the selector: remove whatever is stored for it.
@@ -95,7 +130,8 @@ CASES = [
             User-Agent: CloudSoftphone/1.5.6
 
             """),
-        expected=Removal(selector=SEL, user_agent=UA), parse_with=BOTH,
+        expected=Removal(selector=SEL, user_agent=UA),
+        parse_with=BOTH,
     ),
     Case(
         id="form-post",
@@ -107,14 +143,17 @@ CASES = [
             Content-Type: application/x-www-form-urlencoded
 
             selector={SEL}&username=johndow&token_calls={TOKEN_CALLS_Q}&token_msgs={TOKEN_MSGS}"""),  # noqa: E501
-        expected=FULL, parse_with=BOTH,
+        expected=FULL,
+        parse_with=BOTH,
     ),
     Case(
         # The username in the path, as the reporter's JSON example has it.
         id="json-post-username-in-path",
-        xml={"url": "https://push.example.com/removal/%account[username]%/",
-             "content_type": "application/json",
-             "post_data": '{"selector": "%selector%", "token_msgs": "%pushTokenOther%"}'},
+        xml={
+            "url": "https://push.example.com/removal/%account[username]%/",
+            "content_type": "application/json",
+            "post_data": '{"selector": "%selector%", "token_msgs": "%pushTokenOther%"}',
+        },
         values=VALUES,
         wire=wire(f"""
             POST /removal/johndow/ HTTP/1.1
@@ -122,8 +161,7 @@ CASES = [
             Content-Type: application/json
 
             {{"selector": "{SEL}", "token_msgs": "{TOKEN_MSGS}"}}"""),
-        expected=Removal(selector=SEL, username="johndow", token_msgs=TOKEN_MSGS,
-                         user_agent=UA),
+        expected=Removal(selector=SEL, username="johndow", token_msgs=TOKEN_MSGS, user_agent=UA),
         parse_with=BOTH,
     ),
     Case(
@@ -135,12 +173,17 @@ CASES = [
             User-Agent: CloudSoftphone/1.5.6
 
             """),  # noqa: E501
-        expected=FULL, parse_with=BOTH,
+        expected=FULL,
+        parse_with=BOTH,
     ),
     Case(
         id="delete-token-username-json",
-        xml={"url": "https://push.example.com/token/%account[username]%/",
-             "method": "DELETE", "content_type": "application/json", "post_data": _JSON},
+        xml={
+            "url": "https://push.example.com/token/%account[username]%/",
+            "method": "DELETE",
+            "content_type": "application/json",
+            "post_data": _JSON,
+        },
         values=VALUES,
         wire=wire(f"""
             DELETE /token/johndow/ HTTP/1.1
@@ -149,21 +192,23 @@ CASES = [
 
             {{"selector": "{SEL}", "username": "johndow", "token_calls": "{TOKEN_CALLS}",
               "Token_Msgs": "{TOKEN_MSGS}"}}"""),
-        expected=FULL, parse_with=BOTH,
+        expected=FULL,
+        parse_with=BOTH,
     ),
     Case(
         # The reporter's path example, deleted; a "/" in the token travels as %2F.
         id="delete-pushtoken-path",
-        xml={"url": "https://push.example.com/pushToken/%account[username]%/%selector%/"
-                    "%pushToken%", "method": "DELETE"},
+        xml={
+            "url": "https://push.example.com/pushToken/%account[username]%/%selector%/%pushToken%",
+            "method": "DELETE",
+        },
         values=VALUES,
         wire=wire(f"""
             DELETE /pushToken/johndow/{SEL}/{TOKEN_MSGS} HTTP/1.1
             User-Agent: CloudSoftphone/1.5.6
 
             """),
-        expected=Removal(selector=SEL, username="johndow", token_msgs=TOKEN_MSGS,
-                         user_agent=UA),
+        expected=Removal(selector=SEL, username="johndow", token_msgs=TOKEN_MSGS, user_agent=UA),
         parse_with=BOTH,
     ),
     Case(
@@ -176,12 +221,16 @@ CASES = [
             User-Agent: CloudSoftphone/1.5.6
 
             """),  # noqa: E501
-        expected=attrs.evolve(FULL, token_msgs=None), parse_with=BOTH,
+        expected=attrs.evolve(FULL, token_msgs=None),
+        parse_with=BOTH,
     ),
     Case(
         id="template-rest-path-with-password",
-        xml={"url": "https://portal.example.com/api/v1/accounts/%account[username]%/"
-                    "devices/%selector%?auth=%account[password]%", "method": "DELETE"},
+        xml={
+            "url": "https://portal.example.com/api/v1/accounts/%account[username]%/"
+            "devices/%selector%?auth=%account[password]%",
+            "method": "DELETE",
+        },
         values={**VALUES, "account[password]": "s3cr&t pw"},
         wire=wire(f"""
             DELETE /api/v1/accounts/johndow/devices/{SEL_Q}?auth=s3cr%26t%20pw HTTP/1.1
@@ -193,10 +242,13 @@ CASES = [
     ),
     Case(
         id="template-nested-json-with-extra",
-        xml={"url": "https://portal.example.com/v2/logout", "method": "POST",
-             "content_type": "application/json",
-             "post_data": '{"account": {"id": "%selector%", "user": "%account[username]%"},'
-                          ' "install": "%installid%", "voip": "%pushTokenIncomingCall%"}'},
+        xml={
+            "url": "https://portal.example.com/v2/logout",
+            "method": "POST",
+            "content_type": "application/json",
+            "post_data": '{"account": {"id": "%selector%", "user": "%account[username]%"},'
+            ' "install": "%installid%", "voip": "%pushTokenIncomingCall%"}',
+        },
         values={**VALUES, "installid": "inst-42"},
         wire=wire(f"""
             POST /v2/logout HTTP/1.1
@@ -205,8 +257,13 @@ CASES = [
 
             {{"account": {{"id": "{SEL}", "user": "johndow"}}, "install": "inst-42",
               "voip": "{TOKEN_CALLS}"}}"""),
-        expected=Removal(selector=SEL, username="johndow", token_calls=TOKEN_CALLS,
-                         extra={"installid": "inst-42"}, user_agent=UA),
+        expected=Removal(
+            selector=SEL,
+            username="johndow",
+            token_calls=TOKEN_CALLS,
+            extra={"installid": "inst-42"},
+            user_agent=UA,
+        ),
     ),
 ]
 
@@ -255,49 +312,90 @@ def test_wire_request_to_removal(case: Case, mode: str) -> None:
 
 # -- the default removal shapes ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "path", "owned"), [
-    ("GET", "/removal/", True),
-    ("GET", "/removal", True),
-    ("PATCH", "/removal/", True),  # ours: answered 405, not passed on
-    ("POST", "/removal/johndow/", True),
-    ("DELETE", "/removal/johndow/", True),
-    ("GET", "/removal/help", False),  # a portal's page under /removal/
-    ("DELETE", "/token/", True),
-    ("DELETE", "/token/johndow/", True),
-    ("DELETE", f"/pushToken/johndow/{SEL}/{TOKEN_MSGS}", True),
-    ("GET", "/token/", False),  # the reporter's
-    ("POST", "/token/johndow/", False),
-    ("GET", "/token/list", False),
-    ("DELETE", "/something/else", False),
-    ("DELETE", "/tokens/", False),
-])
+
+@pytest.mark.parametrize(
+    ("method", "path", "owned"),
+    [
+        ("GET", "/removal/", True),
+        ("GET", "/removal", True),
+        ("PATCH", "/removal/", True),  # ours: answered 405, not passed on
+        ("POST", "/removal/johndow/", True),
+        ("DELETE", "/removal/johndow/", True),
+        ("GET", "/removal/help", False),  # a portal's page under /removal/
+        ("DELETE", "/token/", True),
+        ("DELETE", "/token/johndow/", True),
+        ("DELETE", f"/pushToken/johndow/{SEL}/{TOKEN_MSGS}", True),
+        ("GET", "/token/", False),  # the reporter's
+        ("POST", "/token/johndow/", False),
+        ("GET", "/token/list", False),
+        ("DELETE", "/something/else", False),
+        ("DELETE", "/tokens/", False),
+    ],
+)
 def test_default_removal_shapes_own(method: str, path: str, owned: bool) -> None:
     assert DEFAULT_REMOVAL_SHAPES.owns(method, path) is owned
 
 
-@pytest.mark.parametrize(("request_", "error", "message"), [
-    (Request(method="GET", target="/removal/?username=johndow"), InvalidReport,
-     "selector is missing"),
-    (Request(method="GET", target="/removal/?selector=nothex"), InvalidReport,
-     "selector is not valid: expected 40 hex digits, ':' and a hex suffix"),
-    (Request(method="GET", target=f"/removal/?selector={SEL}&token_msgs=abc"), InvalidReport,
-     "token_msgs is too short (3 < 8 characters)"),
-    (Request(method="PATCH", target=f"/removal/?selector={SEL}"), MethodNotAllowed,
-     "method PATCH is not allowed here"),
-    (Request(method="POST", target="/removal/", body=b"selector " + SEL.encode(),
-             content_type="text/plain"), InvalidReport,
-     "Content-Type 'text/plain' is not a default shape; configure a template for it"),
-    (Request(method="DELETE", target="/token/", body=b"[1]", content_type="application/json"),
-     InvalidReport, "body must be a JSON object"),
-    (Request(method="DELETE", target=f"/tokens/?selector={SEL}"), InvalidReport,
-     "path is not one of the default removal paths"),
-    (Request(method="GET", target=f"/token/?selector={SEL}"), MethodNotAllowed,
-     "method GET is not allowed here"),
-    (Request(method="GET", target=f"/removal/?selector={SEL}", body=b"x" * 65),
-     RequestTooLarge, "body is too large (65 > 64 bytes)"),
-])
-def test_invalid_removals_are_refused_verbatim(request_: Request, error: type,
-                                               message: str) -> None:
+@pytest.mark.parametrize(
+    ("request_", "error", "message"),
+    [
+        (
+            Request(method="GET", target="/removal/?username=johndow"),
+            InvalidReport,
+            "selector is missing",
+        ),
+        (
+            Request(method="GET", target="/removal/?selector=nothex"),
+            InvalidReport,
+            "selector is not valid: expected 40 hex digits, ':' and a hex suffix",
+        ),
+        (
+            Request(method="GET", target=f"/removal/?selector={SEL}&token_msgs=abc"),
+            InvalidReport,
+            "token_msgs is too short (3 < 8 characters)",
+        ),
+        (
+            Request(method="PATCH", target=f"/removal/?selector={SEL}"),
+            MethodNotAllowed,
+            "method PATCH is not allowed here",
+        ),
+        (
+            Request(
+                method="POST",
+                target="/removal/",
+                body=b"selector " + SEL.encode(),
+                content_type="text/plain",
+            ),
+            InvalidReport,
+            "Content-Type 'text/plain' is not a default shape; configure a template for it",
+        ),
+        (
+            Request(
+                method="DELETE", target="/token/", body=b"[1]", content_type="application/json"
+            ),
+            InvalidReport,
+            "body must be a JSON object",
+        ),
+        (
+            Request(method="DELETE", target=f"/tokens/?selector={SEL}"),
+            InvalidReport,
+            "path is not one of the default removal paths",
+        ),
+        (
+            Request(method="GET", target=f"/token/?selector={SEL}"),
+            MethodNotAllowed,
+            "method GET is not allowed here",
+        ),
+        (
+            Request(method="GET", target=f"/removal/?selector={SEL}", body=b"x" * 65),
+            RequestTooLarge,
+            "body is too large (65 > 64 bytes)",
+        ),
+    ],
+)
+def test_invalid_removals_are_refused_verbatim(
+    request_: Request, error: type, message: str
+) -> None:
     with pytest.raises(error) as info:
         parse_removal(request_, max_body=64)
     assert str(info.value) == message
@@ -317,24 +415,60 @@ def test_a_configured_removal_template_refuses_another_method() -> None:
     assert str(info.value) == "method GET is not allowed here; the template uses DELETE"
 
 
-_PIECES = st.sampled_from([
-    "/", "removal", "token", "pushToken", "?", "&", "=", "%", "%2F", "%zz", "+", "selector",
-    "username", "token_msgs", "token_calls", SEL, TOKEN_MSGS, "null", "é", "\x00", "{", '"'])
+_PIECES = st.sampled_from(
+    [
+        "/",
+        "removal",
+        "token",
+        "pushToken",
+        "?",
+        "&",
+        "=",
+        "%",
+        "%2F",
+        "%zz",
+        "+",
+        "selector",
+        "username",
+        "token_msgs",
+        "token_calls",
+        SEL,
+        TOKEN_MSGS,
+        "null",
+        "é",
+        "\x00",
+        "{",
+        '"',
+    ]
+)
 
 
-@given(method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", ""]),
-       target=st.one_of(st.text(max_size=80),
-                        st.lists(_PIECES, max_size=20).map(lambda p: "/removal/?" + "".join(p)),
-                        st.lists(_PIECES, max_size=20).map(lambda p: "/token/" + "".join(p))),
-       body=st.one_of(st.binary(max_size=100),
-                      st.lists(_PIECES, max_size=20).map(lambda p: "".join(p).encode())),
-       content_type=st.sampled_from([None, "application/json", "text/plain", ""]),
-       template=st.sampled_from([None, removal_template(
-           url="https://x/removal/%account[username]%/", method="DELETE",
-           content_type="application/json", post_data=_JSON)]))
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", ""]),
+    target=st.one_of(
+        st.text(max_size=80),
+        st.lists(_PIECES, max_size=20).map(lambda p: "/removal/?" + "".join(p)),
+        st.lists(_PIECES, max_size=20).map(lambda p: "/token/" + "".join(p)),
+    ),
+    body=st.one_of(
+        st.binary(max_size=100), st.lists(_PIECES, max_size=20).map(lambda p: "".join(p).encode())
+    ),
+    content_type=st.sampled_from([None, "application/json", "text/plain", ""]),
+    template=st.sampled_from(
+        [
+            None,
+            removal_template(
+                url="https://x/removal/%account[username]%/",
+                method="DELETE",
+                content_type="application/json",
+                post_data=_JSON,
+            ),
+        ]
+    ),
+)
 def test_parse_removal_returns_a_removal_or_raises_invalid_report(
-        method: str, target: str, body: bytes, content_type: str | None,
-        template: Template | None) -> None:
+    method: str, target: str, body: bytes, content_type: str | None, template: Template | None
+) -> None:
     request = Request(method=method, target=target, body=body, content_type=content_type)
     try:
         removal = parse_removal(request, template)
@@ -354,32 +488,46 @@ def _registration(**fields: Any) -> Registration:
     return Registration(selector=SEL, first_seen=T0, last_seen=T0, **fields)
 
 
-@pytest.mark.parametrize(("removal", "stored", "applies"), [
-    (Removal(selector=SEL), None, False),  # nothing stored: nothing to delete
-    (Removal(selector=SEL), _registration(token_msgs=TOKEN_MSGS), True),
-    (Removal(selector=SEL, token_msgs=TOKEN_MSGS), _registration(token_msgs=TOKEN_MSGS), True),
-    # A stored token the removal does not know, or a named one nothing is stored for.
-    (Removal(selector=SEL, token_msgs=TOKEN_MSGS), _registration(token_calls=OTHER), True),
-    (Removal(selector=SEL, token_calls=TOKEN_CALLS, token_msgs=TOKEN_MSGS),
-     _registration(token_calls=TOKEN_CALLS, token_msgs=TOKEN_MSGS), True),
-    # A newer report replaced the token the removal names: the removal is stale.
-    (Removal(selector=SEL, token_msgs=TOKEN_MSGS), _registration(token_msgs=OTHER), False),
-    (Removal(selector=SEL, token_calls=TOKEN_CALLS, token_msgs=TOKEN_MSGS),
-     _registration(token_calls=OTHER, token_msgs=TOKEN_MSGS), False),
-    # Usernames and app ids do not guard: the selector is the account on this install.
-    (Removal(selector=SEL, username="someone"), _registration(username="johndow"), True),
-    (Removal(selector=SEL), Registration(selector="ab" * 20 + ":1", first_seen=T0,
-                                         last_seen=T0), False),
-])
+@pytest.mark.parametrize(
+    ("removal", "stored", "applies"),
+    [
+        (Removal(selector=SEL), None, False),  # nothing stored: nothing to delete
+        (Removal(selector=SEL), _registration(token_msgs=TOKEN_MSGS), True),
+        (Removal(selector=SEL, token_msgs=TOKEN_MSGS), _registration(token_msgs=TOKEN_MSGS), True),
+        # A stored token the removal does not know, or a named one nothing is stored for.
+        (Removal(selector=SEL, token_msgs=TOKEN_MSGS), _registration(token_calls=OTHER), True),
+        (
+            Removal(selector=SEL, token_calls=TOKEN_CALLS, token_msgs=TOKEN_MSGS),
+            _registration(token_calls=TOKEN_CALLS, token_msgs=TOKEN_MSGS),
+            True,
+        ),
+        # A newer report replaced the token the removal names: the removal is stale.
+        (Removal(selector=SEL, token_msgs=TOKEN_MSGS), _registration(token_msgs=OTHER), False),
+        (
+            Removal(selector=SEL, token_calls=TOKEN_CALLS, token_msgs=TOKEN_MSGS),
+            _registration(token_calls=OTHER, token_msgs=TOKEN_MSGS),
+            False,
+        ),
+        # Usernames and app ids do not guard: the selector is the account on this install.
+        (Removal(selector=SEL, username="someone"), _registration(username="johndow"), True),
+        (
+            Removal(selector=SEL),
+            Registration(selector="ab" * 20 + ":1", first_seen=T0, last_seen=T0),
+            False,
+        ),
+    ],
+)
 def test_applies_to(removal: Removal, stored: Registration | None, applies: bool) -> None:
     assert removal.applies_to(stored) is applies
 
 
 def test_as_report_carries_what_authentication_reads() -> None:
-    template = removal_template(url="https://x/r/?s=%selector%&u=%account[username]%"
-                                    "&p=%account[password]%")
-    removal = parse_removal(render_request(template, {**VALUES, "account[password]":
-                                                      "pw123456"}), template)
+    template = removal_template(
+        url="https://x/r/?s=%selector%&u=%account[username]%&p=%account[password]%"
+    )
+    removal = parse_removal(
+        render_request(template, {**VALUES, "account[password]": "pw123456"}), template
+    )
     report = removal.as_report()
     assert (report.selector, report.username) == (SEL, "johndow")
     assert report.password is not None and report.password.matches("pw123456")
@@ -389,22 +537,33 @@ def test_as_report_carries_what_authentication_reads() -> None:
 
 # -- templates: required variables, errors that name the removal's keys ---------------------
 
-@pytest.mark.parametrize(("xml", "message"), [
-    ({"url": "https://x/removal/?u=%account[username]%"},
-     "accountRemovalReporterUrl: the template carries no %selector%: registrations are "
-     "removed by selector"),
-    ({"url": "https://x/removal/", "post_data": "u=%account[username]%"},
-     "accountRemovalReporterUrl/accountRemovalReporterPostData: the template carries no "
-     "%selector%: registrations are removed by selector"),
-    ({"url": "https://x/?s=%selector%", "method": "PATCH"},
-     "accountRemovalReporterMethod: method 'PATCH' is not one of GET, POST, PUT, HEAD, "
-     "DELETE"),
-    ({"url": "x/?s=%selector%"},
-     "accountRemovalReporterUrl: must be an absolute URL with a scheme, e.g. "
-     "https://example.com/token/?selector=%selector%"),
-])
-def test_removal_template_errors_name_the_removal_keys(xml: dict[str, str],
-                                                       message: str) -> None:
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        (
+            {"url": "https://x/removal/?u=%account[username]%"},
+            "accountRemovalReporterUrl: the template carries no %selector%: registrations are "
+            "removed by selector",
+        ),
+        (
+            {"url": "https://x/removal/", "post_data": "u=%account[username]%"},
+            "accountRemovalReporterUrl/accountRemovalReporterPostData: the template carries no "
+            "%selector%: registrations are removed by selector",
+        ),
+        (
+            {"url": "https://x/?s=%selector%", "method": "PATCH"},
+            "accountRemovalReporterMethod: method 'PATCH' is not one of GET, POST, PUT, HEAD, "
+            "DELETE",
+        ),
+        (
+            {"url": "x/?s=%selector%"},
+            "accountRemovalReporterUrl: must be an absolute URL with a scheme, e.g. "
+            "https://example.com/token/?selector=%selector%",
+        ),
+    ],
+)
+def test_removal_template_errors_name_the_removal_keys(xml: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         removal_template(**xml)
     assert str(info.value).split("\n")[0] == message
@@ -413,15 +572,17 @@ def test_removal_template_errors_name_the_removal_keys(xml: dict[str, str],
 def test_the_reporter_still_requires_what_it_requires() -> None:
     with pytest.raises(ConfigurationError) as info:
         Template.parse(url="https://x/token/?u=%account[username]%")
-    assert str(info.value) == ("pushTokenReporterUrl: the template carries no %selector%: "
-                               "reports are stored by selector")
+    assert str(info.value) == (
+        "pushTokenReporterUrl: the template carries no %selector%: reports are stored by selector"
+    )
 
 
 def test_a_removal_needs_only_the_selector() -> None:
     template = removal_template(url="https://x/bye/%selector%", method="DELETE")
     assert template.variables == {"selector"}
-    assert parse_removal(Request(method="DELETE", target=f"/bye/{SEL}"),
-                         template) == Removal(selector=SEL)
+    assert parse_removal(Request(method="DELETE", target=f"/bye/{SEL}"), template) == Removal(
+        selector=SEL
+    )
 
 
 # -- keeping the reporter's and the removal's requests apart --------------------------------
@@ -429,24 +590,42 @@ def test_a_removal_needs_only_the_selector() -> None:
 REPORTER_QUERY = Template.parse(**SPEC_TEMPLATES["query"])
 
 
-@pytest.mark.parametrize(("reporter", "removal", "overlap"), [
-    (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, None),
-    (REPORTER_QUERY, DEFAULT_REMOVAL_SHAPES, None),
-    (DEFAULT_SHAPES, default_removal_template(), None),
-    # One path, two methods: apart.
-    (REPORTER_QUERY, removal_template(url="https://example.com/token/?s=%selector%",
-                                      method="DELETE"), None),
-    # One path, one method: the removal would take the reports.
-    (REPORTER_QUERY, removal_template(url="https://example.com/token/?s=%selector%"),
-     ("GET", "/token/")),
-    (DEFAULT_SHAPES, removal_template(url="https://x/token/%account[username]%/",
-                                      post_data="s=%selector%"), ("POST", "/token/u/")),
-    # A reporter configured on the default removal path, or with DELETE on /token/.
-    (Template.parse(url="https://x/removal/?s=%selector%"), DEFAULT_REMOVAL_SHAPES,
-     ("GET", "/removal/")),
-    (Template.parse(url="https://x/token/?s=%selector%", method="DELETE"),
-     DEFAULT_REMOVAL_SHAPES, ("DELETE", "/token/")),
-])
+@pytest.mark.parametrize(
+    ("reporter", "removal", "overlap"),
+    [
+        (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, None),
+        (REPORTER_QUERY, DEFAULT_REMOVAL_SHAPES, None),
+        (DEFAULT_SHAPES, default_removal_template(), None),
+        # One path, two methods: apart.
+        (
+            REPORTER_QUERY,
+            removal_template(url="https://example.com/token/?s=%selector%", method="DELETE"),
+            None,
+        ),
+        # One path, one method: the removal would take the reports.
+        (
+            REPORTER_QUERY,
+            removal_template(url="https://example.com/token/?s=%selector%"),
+            ("GET", "/token/"),
+        ),
+        (
+            DEFAULT_SHAPES,
+            removal_template(url="https://x/token/%account[username]%/", post_data="s=%selector%"),
+            ("POST", "/token/u/"),
+        ),
+        # A reporter configured on the default removal path, or with DELETE on /token/.
+        (
+            Template.parse(url="https://x/removal/?s=%selector%"),
+            DEFAULT_REMOVAL_SHAPES,
+            ("GET", "/removal/"),
+        ),
+        (
+            Template.parse(url="https://x/token/?s=%selector%", method="DELETE"),
+            DEFAULT_REMOVAL_SHAPES,
+            ("DELETE", "/token/"),
+        ),
+    ],
+)
 def test_shapes_overlap(reporter: Any, removal: Any, overlap: tuple[str, str] | None) -> None:
     assert shapes_overlap(reporter, removal) == overlap
 
@@ -454,17 +633,18 @@ def test_shapes_overlap(reporter: Any, removal: Any, overlap: tuple[str, str] | 
 # -- the Account XML keys ---------------------------------------------------------------------
 
 _ELEMENT = re.compile(r"<accountRemovalReporter(\w+)>(.*?)</accountRemovalReporter\1>", re.S)
-_KEYS = {"Url": "url", "PostData": "post_data", "ContentType": "content_type",
-         "Method": "method"}
+_KEYS = {"Url": "url", "PostData": "post_data", "ContentType": "content_type", "Method": "method"}
 
 
 def test_default_removal_account_xml_verbatim() -> None:
     assert removal_account_xml(base_url="https://push.example.com/") == (
         "<accountRemovalReporterUrl>https://push.example.com/removal/?selector=%selector%"
         "&amp;username=%account[username]%&amp;token_calls=%pushTokenIncomingCall%"
-        "&amp;token_msgs=%pushTokenOther%</accountRemovalReporterUrl>\n")
+        "&amp;token_msgs=%pushTokenOther%</accountRemovalReporterUrl>\n"
+    )
     assert removal_account_xml().startswith(
-        "<accountRemovalReporterUrl>http://127.0.0.1:8080/removal/?")
+        "<accountRemovalReporterUrl>http://127.0.0.1:8080/removal/?"
+    )
 
 
 @pytest.mark.parametrize("case", [c for c in CASES], ids=[c.id for c in CASES])
@@ -475,17 +655,22 @@ def test_removal_keys_parse_back_to_the_same_template(case: Case) -> None:
     back = removal_template(**{_KEYS[k]: v for k, v in _ELEMENT.findall(xml)})
     assert back.prefix == "accountRemovalReporter"
     assert (back.method, back.path_template, back.variables) == (
-        template.method, template.path_template, template.variables)
+        template.method,
+        template.path_template,
+        template.variables,
+    )
     assert back.url.startswith("https://other.example.org/")
     assert account_xml(template) == removal_account_xml(template)
 
 
 # -- the app model logs out -------------------------------------------------------------------
 
+
 def test_app_model_logs_out_through_the_removal_template() -> None:
     removal = default_removal_template("https://push.example.com")
-    model = AppModel(Template.parse(**SPEC_TEMPLATES["query"]),
-                     values_variables(SPEC_VALUES), removal=removal)
+    model = AppModel(
+        Template.parse(**SPEC_TEMPLATES["query"]), values_variables(SPEC_VALUES), removal=removal
+    )
     model.start(now=T0)
     assert model.state is AppState.SENDING
     request = model.log_out(now=T0)
@@ -493,8 +678,12 @@ def test_app_model_logs_out_through_the_removal_template() -> None:
     assert request is not None and request.method == "GET"
     assert request.user_agent == model.user_agent
     assert parse_removal(request) == Removal(
-        selector=SEL, username="johndow", token_calls=SPEC_VALUES["token_calls"],
-        token_msgs=SPEC_VALUES["token_msgs"], user_agent=model.user_agent)
+        selector=SEL,
+        username="johndow",
+        token_calls=SPEC_VALUES["token_calls"],
+        token_msgs=SPEC_VALUES["token_msgs"],
+        user_agent=model.user_agent,
+    )
     # Logging in again reports anew.
     assert model.start(now=T0) is not None
 

@@ -10,18 +10,22 @@ import pytest
 from hypothesis import example, given
 
 from pushreport_core import Report, Template, parse_request, render_request
-
 from pushreport_core.testing import strategies as s
 
 TEMPLATES = {name: Template.parse(**xml) for name, xml in s.ROUNDTRIP_TEMPLATES.items()}
 RUNS = [pytest.param(name, "template", id=f"{name}-template") for name in TEMPLATES] + [
-    pytest.param(name, "default", id=f"{name}-default") for name in s.DEFAULT_COMPATIBLE]
+    pytest.param(name, "default", id=f"{name}-default") for name in s.DEFAULT_COMPATIBLE
+]
 
 AWKWARD = {
     "selector": "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14",
-    "username": ' a+b/c=d&e"f\\g %41 ü日🎉 ', "token_calls": "ab+/cdef==",
-    "appid_calls": "com.cloudsoftphone.app.pushkit", "token_msgs": "ab-_cdef",
-    "appid_msgs": "com.cloudsoftphone.app", "password": "p@ss w&rd+", "installid": "%2F&x",
+    "username": ' a+b/c=d&e"f\\g %41 ü日🎉 ',
+    "token_calls": "ab+/cdef==",
+    "appid_calls": "com.cloudsoftphone.app.pushkit",
+    "token_msgs": "ab-_cdef",
+    "appid_msgs": "com.cloudsoftphone.app",
+    "password": "p@ss w&rd+",
+    "installid": "%2F&x",
 }
 
 
@@ -35,8 +39,9 @@ def _fields(report: Report) -> dict[str, Any]:
 @given(values=s.registration_values)
 @example(values=AWKWARD)
 @example(values={**dict.fromkeys(AWKWARD), "selector": AWKWARD["selector"]})
-def test_render_then_parse_gives_the_same_values(name: str, mode: str,
-                                                 values: dict[str, str | None]) -> None:
+def test_render_then_parse_gives_the_same_values(
+    name: str, mode: str, values: dict[str, str | None]
+) -> None:
     template = TEMPLATES[name]
     request = render_request(template, s.variables_for(values))
     report = parse_request(request, template if mode == "template" else None)

@@ -25,8 +25,15 @@ def report() -> Report:
 
 
 def test_password_is_in_no_repr_or_str(report: Report) -> None:
-    for text in (repr(report), str(report), f"{report}", repr(attrs.asdict(report)),
-                 repr(report.password), str(report.password), f"{report.password!s}"):
+    for text in (
+        repr(report),
+        str(report),
+        f"{report}",
+        repr(attrs.asdict(report)),
+        repr(report.password),
+        str(report.password),
+        f"{report.password!s}",
+    ):
         assert PASSWORD not in text
     assert repr(report.password) == str(report.password) == "Secret('***')"
 
@@ -71,9 +78,22 @@ def test_the_password_does_not_make_reports_differ(report: Report) -> None:
 def test_stored_fields_never_hold_the_password():
     from pushreport_core import Report, Secret
 
-    report = Report(selector="A" * 40 + ":01", username="alice", extra={"k": "v"},
-                    password=Secret("hunter2"), shape="default-query")
+    report = Report(
+        selector="A" * 40 + ":01",
+        username="alice",
+        extra={"k": "v"},
+        password=Secret("hunter2"),
+        shape="default-query",
+    )
     fields = report.stored_fields()
-    assert set(fields) == {"selector", "username", "token_calls", "appid_calls",
-                           "token_msgs", "appid_msgs", "extra", "user_agent"}
+    assert set(fields) == {
+        "selector",
+        "username",
+        "token_calls",
+        "appid_calls",
+        "token_msgs",
+        "appid_msgs",
+        "extra",
+        "user_agent",
+    }
     assert "hunter2" not in repr(fields)

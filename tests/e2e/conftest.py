@@ -14,6 +14,9 @@ from typing import Iterator
 
 import pytest
 
+# The PostgreSQL fixtures, for the tests here that run against the real server.
+from ..plugins.postgresql.conftest import pg_dsn, pg_table  # noqa: E402, F401
+
 PUSHREPORT = [sys.executable, "-m", "pushreport_wsgi._cli"]
 
 
@@ -24,8 +27,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, *args: str, workers: int = 2,
-                 db: bool = True) -> None:
+    def __init__(self, tmp_path: Path, *args: str, workers: int = 2, db: bool = True) -> None:
         """*db*: pass ``--db`` (needs sqlite among the backends); ``False`` to store
         only where the ``--config`` in *args* says."""
         self.port = free_port()
@@ -33,10 +35,23 @@ class Server:
         self.log = (tmp_path / "server.log").open("w+b")
         db_args = ["--db", str(self.db)] if db else []
         self.proc = subprocess.Popen(
-            [*PUSHREPORT, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             *db_args, "--workers", str(workers), *args],
-            cwd=tmp_path, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                *PUSHREPORT,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *db_args,
+                "--workers",
+                str(workers),
+                *args,
+            ],
+            cwd=tmp_path,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -85,8 +100,13 @@ class Server:
 
 
 def pushreport_list(db: Path, *args: str) -> list[dict]:
-    out = subprocess.run([*PUSHREPORT, "list", "--db", str(db), "--json", *args],
-                         capture_output=True, check=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*PUSHREPORT, "list", "--db", str(db), "--json", *args],
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 

@@ -20,21 +20,23 @@ pytestmark = pytest.mark.e2e
 SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 TOKEN = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
 DIGEST_PASSWORD = "Dig3st-Pa55-e2e"
-TARGET = (f"/token/?selector={SELECTOR}&username=alice&token_msgs={TOKEN}"
-          "&appid_msgs=com.cloudsoftphone.app")
+TARGET = (
+    f"/token/?selector={SELECTOR}&username=alice&token_msgs={TOKEN}"
+    "&appid_msgs=com.cloudsoftphone.app"
+)
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "pushreport.toml"
     path.write_text(
         '[auth]\nmethods = ["digest"]\ndigest_username = "app"\n'
-        f'digest_password = "{DIGEST_PASSWORD}"\n' + extra)
+        f'digest_password = "{DIGEST_PASSWORD}"\n' + extra
+    )
     return path
 
 
 def test_urllib_digest_client_across_two_workers(tmp_path: Path):
-    server = Server(tmp_path, "--config", str(write_config(tmp_path)), "--access-log",
-                    workers=2)
+    server = Server(tmp_path, "--config", str(write_config(tmp_path)), "--access-log", workers=2)
     try:
         base = f"http://127.0.0.1:{server.port}"
         manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
@@ -69,14 +71,15 @@ def authorization(challenge: str, target: str) -> str:
 
     ha1 = md5(f"app:{p['realm']}:{DIGEST_PASSWORD}")
     response = md5(f"{ha1}:{p['nonce']}:00000001:abcdef:auth:{md5('GET:' + target)}")
-    return (f'Digest username="app", realm="{p["realm"]}", nonce="{p["nonce"]}", '
-            f'uri="{target}", response="{response}", opaque="{p["opaque"]}", qop=auth, '
-            'nc=00000001, cnonce="abcdef"')
+    return (
+        f'Digest username="app", realm="{p["realm"]}", nonce="{p["nonce"]}", '
+        f'uri="{target}", response="{response}", opaque="{p["opaque"]}", qop=auth, '
+        'nc=00000001, cnonce="abcdef"'
+    )
 
 
 def request(target: str, headers: str = "") -> bytes:
-    return (f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
-            ).encode()
+    return (f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n").encode()
 
 
 def test_replayed_request_is_refused_and_limits_answer_429(tmp_path: Path):
@@ -105,10 +108,17 @@ def test_template_without_the_credential_is_refused_at_start_up(tmp_path: Path):
     config = tmp_path / "pushreport.toml"
     config.write_text(
         '[reporter]\nurl = "https://x/token/?selector=%selector%&u=%account[username]%"\n'
-        '[auth]\nmethods = ["callable"]\ncallable = "os.path:exists"\n')
-    done = subprocess.run([*PUSHREPORT, "serve", "--config", str(config), "--port", "0"],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        '[auth]\nmethods = ["callable"]\ncallable = "os.path:exists"\n'
+    )
+    done = subprocess.run(
+        [*PUSHREPORT, "serve", "--config", str(config), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "pushreport: configuration error: auth.callable: the template carries no "
-        "%account[password]%: the callable method needs it")
+        "%account[password]%: the callable method needs it"
+    )

@@ -27,8 +27,10 @@ def get(path: str, host: str = "127.0.0.1") -> bytes:
 
 
 def report(i: int) -> bytes:
-    return get(f"/token/?username=u{i}&password=hunter2&selector={i:040X}:7C3A0D14"
-               f"&token_msgs={'a3f1' * 16}&appid_msgs=com.cloudsoftphone.app")
+    return get(
+        f"/token/?username=u{i}&password=hunter2&selector={i:040X}:7C3A0D14"
+        f"&token_msgs={'a3f1' * 16}&appid_msgs=com.cloudsoftphone.app"
+    )
 
 
 def split(answer: bytes) -> tuple[int, bytes]:
@@ -39,9 +41,11 @@ def split(answer: bytes) -> tuple[int, bytes]:
 def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     status, body = split(server.send(get("/metrics")))
     assert status == 200, body
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def test_metrics_add_up_every_worker_and_health_answers(tmp_path: Path):
@@ -58,22 +62,22 @@ def test_metrics_add_up_every_worker_and_health_answers(tmp_path: Path):
             assert samples[("pushreport_reports_total", accepted)] == 30
             invalid = frozenset({("outcome", "refused"), ("reason", "invalid")})
             assert samples[("pushreport_reports_total", invalid)] == 1
-            assert samples[("pushreport_storage_seconds_count",
-                            frozenset({("backend", "sqlite")}))] == 30
-            assert samples[("pushreport_registrations", frozenset({("backend", "sqlite")}))] \
+            assert (
+                samples[("pushreport_storage_seconds_count", frozenset({("backend", "sqlite")}))]
                 == 30
+            )
+            assert samples[("pushreport_registrations", frozenset({("backend", "sqlite")}))] == 30
         assert split(server.send(get("/healthz"))) == (200, b"ok\n")
         assert split(server.send(get("/readyz"))) == (200, b"ok\n")
-        [folder] = re.findall(r"metrics of the worker processes meet in (\S+)",
-                              server.output())
+        [folder] = re.findall(r"metrics of the worker processes meet in (\S+)", server.output())
         # A worker that exits (gunicorn restarts it) leaves the shared folder, and its
         # counts, in place.
         # Listening is not "every worker booted": the second one may still be starting.
         deadline = time.monotonic() + 15
         while True:
-            workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)],
-                                     capture_output=True, text=True,
-                                     timeout=10).stdout.split()
+            workers = subprocess.run(
+                ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True, timeout=10
+            ).stdout.split()
             if len(workers) == 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)

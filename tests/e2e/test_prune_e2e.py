@@ -23,20 +23,36 @@ def seed(db: Path) -> None:
     old = now - timedelta(days=200)
     storage = SQLiteStorage(db)
     try:
-        storage.put_many([
-            Registration(selector=OLD, username="gone", token_msgs=TOKEN,
-                         appid_msgs="com.cloudsoftphone.app", first_seen=old,
-                         last_seen=old, reports=4),
-            Registration(selector=RECENT, username="here", first_seen=now,
-                         last_seen=now - timedelta(minutes=1)),
-        ])
+        storage.put_many(
+            [
+                Registration(
+                    selector=OLD,
+                    username="gone",
+                    token_msgs=TOKEN,
+                    appid_msgs="com.cloudsoftphone.app",
+                    first_seen=old,
+                    last_seen=old,
+                    reports=4,
+                ),
+                Registration(
+                    selector=RECENT,
+                    username="here",
+                    first_seen=now,
+                    last_seen=now - timedelta(minutes=1),
+                ),
+            ]
+        )
     finally:
         storage.close()
 
 
 def prune(db: Path, *args: str) -> str:
-    done = subprocess.run([*PUSHREPORT, "prune", "--db", str(db), "--older-than", "90d",
-                           *args], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*PUSHREPORT, "prune", "--db", str(db), "--older-than", "90d", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     return done.stdout
@@ -47,8 +63,7 @@ def test_dry_run_then_prune(tmp_path: Path) -> None:
     seed(db)
     out = prune(db, "--dry-run")
     lines = out.splitlines()
-    assert lines[0].split() == ["SELECTOR", "USERNAME", "TOKEN_MSGS", "TOKEN_CALLS",
-                                "LAST_SEEN"]
+    assert lines[0].split() == ["SELECTOR", "USERNAME", "TOKEN_MSGS", "TOKEN_CALLS", "LAST_SEEN"]
     assert lines[1].split()[:4] == [OLD, "gone", "QVBBOTFiRzlh…", "-"]
     assert lines[2].startswith("would prune 1 registration last seen before ")
     assert lines[2].endswith(" (older than 90d)") and len(lines) == 3
@@ -74,8 +89,11 @@ def test_serve_prunes_once_on_its_schedule(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert [r["selector"] for r in pushreport_list(db)] == [RECENT], server.output()
-        answer = server.send(b"GET /token/?selector=" + OLD.encode() +
-                             b"&username=back HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = server.send(
+            b"GET /token/?selector="
+            + OLD.encode()
+            + b"&username=back HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         assert answer.startswith(b"HTTP/1.1 200 "), answer
         time.sleep(0.5)  # both workers have looked at the schedule by now
         output = server.output()

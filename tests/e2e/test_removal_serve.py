@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pushreport_core import (AppModel, Template, default_removal_template, judge_response,
-                             to_http_bytes)
+from pushreport_core import (
+    AppModel,
+    Template,
+    default_removal_template,
+    judge_response,
+    to_http_bytes,
+)
 from pushreport_core.testing import SPEC_TEMPLATES, SPEC_VALUES, values_variables
 
 from .conftest import PUSHREPORT, Server, pushreport_list
@@ -30,14 +35,19 @@ def exchange(server: Server, raw: bytes) -> tuple[int, bytes, bytes]:
 
 def judged(server: Server, raw: bytes, method: str) -> bool:
     status, head, body = exchange(server, raw)
-    headers = [tuple(p.strip() for p in line.decode("latin-1").split(":", 1))
-               for line in head.split(b"\r\n")[1:]]
+    headers = [
+        tuple(p.strip() for p in line.decode("latin-1").split(":", 1))
+        for line in head.split(b"\r\n")[1:]
+    ]
     return judge_response(status, headers, body, method=method)
 
 
 def test_report_then_remove_through_the_app_model(server: Server):
-    model = AppModel(Template.parse(**SPEC_TEMPLATES["query"]), values_variables(SPEC_VALUES),
-                     removal=default_removal_template(f"http://127.0.0.1:{server.port}"))
+    model = AppModel(
+        Template.parse(**SPEC_TEMPLATES["query"]),
+        values_variables(SPEC_VALUES),
+        removal=default_removal_template(f"http://127.0.0.1:{server.port}"),
+    )
     report = model.start(now=T0)
     assert judged(server, to_http_bytes(report, "example.com"), report.method)
     assert [r["selector"] for r in pushreport_list(server.db)] == [SELECTOR]
@@ -52,8 +62,10 @@ def test_report_then_remove_through_the_app_model(server: Server):
 
 
 def test_removal_of_an_unknown_selector_is_2xx(server: Server):
-    raw = (f"DELETE /token/?selector={SELECTOR} HTTP/1.1\r\nHost: example.com\r\n"
-           "Connection: close\r\nContent-Length: 0\r\n\r\n").encode()
+    raw = (
+        f"DELETE /token/?selector={SELECTOR} HTTP/1.1\r\nHost: example.com\r\n"
+        "Connection: close\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
     status, _, body = exchange(server, raw)
     assert (status, body) == (200, b"")
     # A portal's own DELETE elsewhere is not ours: the standalone server answers 404.
@@ -64,16 +76,28 @@ def test_removal_of_an_unknown_selector_is_2xx(server: Server):
 
 def test_configured_removal_template(tmp_path: Path):
     cfg = tmp_path / "pushreport.toml"
-    cfg.write_text('[removal]\nurl = "https://push.example.com/bye/%selector%"\n'
-                   'method = "DELETE"\n')
+    cfg.write_text(
+        '[removal]\nurl = "https://push.example.com/bye/%selector%"\nmethod = "DELETE"\n'
+    )
     server = Server(tmp_path, "--config", str(cfg))
     try:
-        assert exchange(server, to_http_bytes(
-            AppModel(Template.parse(**SPEC_TEMPLATES["path"]),
-                     values_variables(SPEC_VALUES)).start(now=T0), "example.com"))[0] == 200
+        assert (
+            exchange(
+                server,
+                to_http_bytes(
+                    AppModel(
+                        Template.parse(**SPEC_TEMPLATES["path"]), values_variables(SPEC_VALUES)
+                    ).start(now=T0),
+                    "example.com",
+                ),
+            )[0]
+            == 200
+        )
         assert len(pushreport_list(server.db)) == 1
-        raw = (f"DELETE /bye/{SELECTOR} HTTP/1.1\r\nHost: example.com\r\n"
-               "Connection: close\r\nContent-Length: 0\r\n\r\n").encode()
+        raw = (
+            f"DELETE /bye/{SELECTOR} HTTP/1.1\r\nHost: example.com\r\n"
+            "Connection: close\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
         assert exchange(server, raw)[0] == 200
         assert pushreport_list(server.db) == []
         assert "accepting removals by DELETE /bye/%selector%" in server.output()
@@ -82,28 +106,52 @@ def test_configured_removal_template(tmp_path: Path):
 
 
 def test_account_xml_prints_the_removal_keys(tmp_path: Path):
-    out = subprocess.run([*PUSHREPORT, "account-xml", "--base-url", "https://push.example.com"],
-                         capture_output=True, text=True, check=True, cwd=tmp_path,
-                         timeout=60).stdout
+    out = subprocess.run(
+        [*PUSHREPORT, "account-xml", "--base-url", "https://push.example.com"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        timeout=60,
+    ).stdout
     lines = out.splitlines()
     assert lines[0].startswith("<pushTokenReporterUrl>")
     assert lines[1] == (
         "<accountRemovalReporterUrl>https://push.example.com/removal/?selector=%selector%"
         "&amp;username=%account[username]%&amp;token_calls=%pushTokenIncomingCall%"
-        "&amp;token_msgs=%pushTokenOther%</accountRemovalReporterUrl>")
+        "&amp;token_msgs=%pushTokenOther%</accountRemovalReporterUrl>"
+    )
     cfg = tmp_path / "p.toml"
-    cfg.write_text('[removal]\nurl = "https://x/bye/?s=%selector%"\nmethod = "DELETE"\n'
-                   'post_data = "u=%account[username]%"\n')
-    out = subprocess.run([*PUSHREPORT, "account-xml", "--config", str(cfg), "--base-url",
-                          "https://push.example.com"], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    cfg.write_text(
+        '[removal]\nurl = "https://x/bye/?s=%selector%"\nmethod = "DELETE"\n'
+        'post_data = "u=%account[username]%"\n'
+    )
+    out = subprocess.run(
+        [
+            *PUSHREPORT,
+            "account-xml",
+            "--config",
+            str(cfg),
+            "--base-url",
+            "https://push.example.com",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert out.splitlines()[1:] == [
         "<accountRemovalReporterUrl>https://push.example.com/bye/?s=%selector%"
         "</accountRemovalReporterUrl>",
-        "<accountRemovalReporterPostData>u=%account[username]%"
-        "</accountRemovalReporterPostData>",
-        "<accountRemovalReporterMethod>DELETE</accountRemovalReporterMethod>"]
+        "<accountRemovalReporterPostData>u=%account[username]%</accountRemovalReporterPostData>",
+        "<accountRemovalReporterMethod>DELETE</accountRemovalReporterMethod>",
+    ]
     cfg.write_text("[removal]\nenabled = false\n")
-    out = subprocess.run([*PUSHREPORT, "account-xml", "--config", str(cfg)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [*PUSHREPORT, "account-xml", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert "accountRemovalReporter" not in out

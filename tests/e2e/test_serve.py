@@ -27,14 +27,16 @@ SPEC_JSON_BODY = SPEC_REQUESTS["POST JSON"].body
 
 
 def spec_post(body: bytes) -> bytes:
-    return (b"POST /token/johndow/ HTTP/1.1\r\n"
-            b"Host: example.com\r\n"
-            b"Connection: close\r\n"
-            b"Cache-Control: max-age=0\r\n"
-            b"User-Agent: CloudSoftphone/1.5.6\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
-            b"\r\n" + body)
+    return (
+        b"POST /token/johndow/ HTTP/1.1\r\n"
+        b"Host: example.com\r\n"
+        b"Connection: close\r\n"
+        b"Cache-Control: max-age=0\r\n"
+        b"User-Agent: CloudSoftphone/1.5.6\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"\r\n" + body
+    )
 
 
 def status_of(answer: bytes) -> int:
@@ -48,9 +50,19 @@ def test_spec_get_example(server: Server):
     assert body == b""
     assert b"content-type" not in head.lower()
     [reg] = pushreport_list(server.db)
-    assert set(reg) == {"selector", "username", "token_calls", "appid_calls", "token_msgs",
-                        "appid_msgs", "extra", "user_agent", "first_seen", "last_seen",
-                        "reports"}
+    assert set(reg) == {
+        "selector",
+        "username",
+        "token_calls",
+        "appid_calls",
+        "token_msgs",
+        "appid_msgs",
+        "extra",
+        "user_agent",
+        "first_seen",
+        "last_seen",
+        "reports",
+    }
     assert reg["selector"] == SELECTOR
     assert reg["username"] == "johndow"
     assert reg["token_calls"] == TOKEN_CALLS
@@ -77,9 +89,12 @@ def test_spec_json_example_then_ios_delay(server: Server):
 
 
 def test_spec_path_example(server: Server):
-    raw = (b"GET /pushToken/johndow/" + SELECTOR.encode()
-           + b"/Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wxkrY%3D&appid=com.cloudsoftphone.app"
-           b" HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+    raw = (
+        b"GET /pushToken/johndow/"
+        + SELECTOR.encode()
+        + b"/Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wxkrY%3D&appid=com.cloudsoftphone.app"
+        b" HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+    )
     assert status_of(server.send(raw)) == 200
     [reg] = pushreport_list(server.db)
     assert reg["token_msgs"] == TOKEN_CALLS  # the %2F survived the server
@@ -110,17 +125,25 @@ def test_serve_logs_where_it_listens_and_what_it_accepts(server: Server):
 
 
 def test_account_xml_command(tmp_path: Path):
-    out = subprocess.run([*PUSHREPORT, "account-xml", "--base-url", "https://push.example.com"],
-                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
-    assert out.startswith("<pushTokenReporterUrl>https://push.example.com/token/?username="
-                          "%account[username]%&amp;selector=%selector%&amp;")
+    out = subprocess.run(
+        [*PUSHREPORT, "account-xml", "--base-url", "https://push.example.com"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert out.startswith(
+        "<pushTokenReporterUrl>https://push.example.com/token/?username="
+        "%account[username]%&amp;selector=%selector%&amp;"
+    )
 
 
 def test_bad_configuration_fails_at_start_up(tmp_path: Path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[reporter]\nurl = "https://x/%selector%%pushToken%"\n')
-    proc = subprocess.run([*PUSHREPORT, "serve", "--config", str(cfg)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [*PUSHREPORT, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert "pushTokenReporterUrl: %selector% and %pushToken% have no literal text" in proc.stderr
 
@@ -148,10 +171,16 @@ def test_list_into_a_closed_pipe_is_not_an_error(tmp_path: Path):
 
     db = tmp_path / "many.sqlite3"
     storage = SQLiteStorage(db)
-    storage.upsert_many([(Report(selector=f"{i:040X}:01"), datetime.now(timezone.utc))
-                         for i in range(3000)])
+    storage.upsert_many(
+        [(Report(selector=f"{i:040X}:01"), datetime.now(timezone.utc)) for i in range(3000)]
+    )
     storage.close()
-    proc = subprocess.run(f"{' '.join(PUSHREPORT)} list --db {db} --json | head -c 10",
-                          shell=True, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        f"{' '.join(PUSHREPORT)} list --db {db} --json | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout == "[\n  {\n    "
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

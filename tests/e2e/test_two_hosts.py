@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from ..plugins.postgresql.conftest import pg_dsn, pg_table  # noqa: F401 (fixtures)
 from .conftest import Server
 
 pytestmark = pytest.mark.e2e
@@ -61,14 +60,15 @@ def burst(hosts: list[Server], make, statuses: list[int]) -> None:
     assert not errors, f"a reporting thread failed: {errors[0]!r}"
 
 
-def test_two_hosts_share_one_postgresql_table(tmp_path: Path, pg_dsn: str,
-                                              pg_table: str) -> None:
+def test_two_hosts_share_one_postgresql_table(tmp_path: Path, pg_dsn: str, pg_table: str) -> None:
     from pushreport_postgresql._storage import PostgreSQLStorage
 
     config = tmp_path / "pushreport.toml"
-    config.write_text('[storage]\nbackends = ["postgresql"]\n[storage.postgresql]\n'
-                      f"dsn = {json.dumps(pg_dsn)}\ntable = {json.dumps(pg_table)}\n"
-                      "timeout = 10.0\n")
+    config.write_text(
+        '[storage]\nbackends = ["postgresql"]\n[storage.postgresql]\n'
+        f"dsn = {json.dumps(pg_dsn)}\ntable = {json.dumps(pg_table)}\n"
+        "timeout = 10.0\n"
+    )
     FAILURES.clear()
     hosts = []
     try:
@@ -78,8 +78,12 @@ def test_two_hosts_share_one_postgresql_table(tmp_path: Path, pg_dsn: str,
         statuses: list[int] = []
 
         def anything(t: int, i: int) -> dict[str, str]:
-            fields = {"selector": SELECTORS[i % len(SELECTORS)], "username": f"u{t}",
-                      "token_calls": f"call{t}x{i}AAAA", "appid_calls": "com.example.voip"}
+            fields = {
+                "selector": SELECTORS[i % len(SELECTORS)],
+                "username": f"u{t}",
+                "token_calls": f"call{t}x{i}AAAA",
+                "appid_calls": "com.example.voip",
+            }
             if (t + i) % 2 == 0:  # half of the reports know token_msgs
                 fields.update(token_msgs=f"msg{t}x{i}AAAAA", appid_msgs="com.example.app")
             return fields
@@ -88,13 +92,18 @@ def test_two_hosts_share_one_postgresql_table(tmp_path: Path, pg_dsn: str,
         # The last known token_msgs of each selector, reported once, through host a...
         final = {s: f"final{n}AAAAAAAA" for n, s in enumerate(SELECTORS)}
         for n, selector in enumerate(SELECTORS):
-            statuses.append(report(hosts[n % 2], selector=selector,
-                                   token_msgs=final[selector], appid_msgs="com.final"))
+            statuses.append(
+                report(
+                    hosts[n % 2],
+                    selector=selector,
+                    token_msgs=final[selector],
+                    appid_msgs="com.final",
+                )
+            )
 
         # ...then reports that do not know it, through both, at once.
         def without_msgs(t: int, i: int) -> dict[str, str]:
-            return {"selector": SELECTORS[i % len(SELECTORS)],
-                    "token_calls": f"late{t}x{i}AAAA"}
+            return {"selector": SELECTORS[i % len(SELECTORS)], "token_calls": f"late{t}x{i}AAAA"}
 
         burst(hosts, without_msgs, statuses)
         outputs = [host.output() for host in hosts]
@@ -114,5 +123,8 @@ def test_two_hosts_share_one_postgresql_table(tmp_path: Path, pg_dsn: str,
         assert (r.token_msgs, r.appid_msgs) == (final[selector], "com.final"), selector
         assert r.token_calls is not None and r.token_calls.startswith("late")
         assert r.username is not None and r.appid_calls == "com.example.voip"
-    assert sum(r.reports for r in stored.values()) == statuses.count(200) == (
-        2 * THREADS * PER_THREAD + len(SELECTORS))
+    assert (
+        sum(r.reports for r in stored.values())
+        == statuses.count(200)
+        == (2 * THREADS * PER_THREAD + len(SELECTORS))
+    )

@@ -35,14 +35,18 @@ def test_report_and_portal_side_by_side(tmp_path, django_app):
 
 
 def test_django_portal_with_json_template(tmp_path, django_app):
-    app = PushReportMiddleware(django_app, make_config(
-        tmp_path, url="https://portal.example.com/push/register/",
-        post_data='{"user": {"name": "%account[username]%"}, "sel": "%selector%", '
-                  '"tokens": ["%pushTokenIncomingCall%", "%pushTokenOther%"]}',
-        content_type="application/json"))
+    app = PushReportMiddleware(
+        django_app,
+        make_config(
+            tmp_path,
+            url="https://portal.example.com/push/register/",
+            post_data='{"user": {"name": "%account[username]%"}, "sel": "%selector%", '
+            '"tokens": ["%pushTokenIncomingCall%", "%pushTokenOther%"]}',
+            content_type="application/json",
+        ),
+    )
     client = Client(app)
-    body = ('{"user": {"name": "alice"}, "sel": "%s", "tokens": ["", "AAAAAAAABBBB"]}'
-            % SELECTOR)
+    body = '{"user": {"name": "alice"}, "sel": "%s", "tokens": ["", "AAAAAAAABBBB"]}' % SELECTOR
     resp = client.post("/push/register/", data=body, content_type="application/json")
     assert resp.status_code == 200, resp.data
     [reg] = list(app.receiver.storage)

@@ -44,8 +44,11 @@ def test_report_is_stored_and_portal_routes_still_answer(tmp_path):
 
 
 def test_template_shape_inside_flask(tmp_path):
-    app = make_portal(tmp_path, url="https://portal.example.com/api/push?sel=%selector%"
-                                    "&amp;t=%pushTokenOther%&amp;key=s3cret")
+    app = make_portal(
+        tmp_path,
+        url="https://portal.example.com/api/push?sel=%selector%"
+        "&amp;t=%pushTokenOther%&amp;key=s3cret",
+    )
     client = Client(app)
     assert client.get(f"/api/push?sel={SELECTOR}&t={TOKEN_MSGS}&key=s3cret").status_code == 200
     wrong = client.get(f"/api/push?sel={SELECTOR}&t={TOKEN_MSGS}&key=guess")

@@ -21,8 +21,7 @@ import pytest
 from ..e2e.conftest import Server
 from ..plugins.sqlite.conftest import _set_immutable
 
-__all__ = ["Server", "report_request", "answer", "stored", "unavailable", "immutable",
-           "tmpfs"]
+__all__ = ["Server", "report_request", "answer", "stored", "unavailable", "immutable", "tmpfs"]
 
 
 def selector_for(tag: int, i: int) -> str:
@@ -38,21 +37,26 @@ def report_request(tag: int, i: int, shape: str = "get") -> bytes:
     sel, tok = selector_for(tag, i), token_for(tag, i)
     head = "Host: example.com\r\nConnection: close\r\nUser-Agent: CloudSoftphone/1.5.6\r\n"
     if shape == "get":
-        return (f"GET /token/?selector={sel}&token_msgs={tok}&appid_msgs=com.x.app"
-                f"&username=u{tag} HTTP/1.1\r\n{head}\r\n").encode()
+        return (
+            f"GET /token/?selector={sel}&token_msgs={tok}&appid_msgs=com.x.app"
+            f"&username=u{tag} HTTP/1.1\r\n{head}\r\n"
+        ).encode()
     if shape == "form":
         body = f"selector={sel}&token_msgs={tok}&appid_msgs=com.x.app&username=u{tag}"
         ctype = "application/x-www-form-urlencoded"
     else:
-        body = (f'{{"selector": "{sel}", "token_msgs": "{tok}", "appid_msgs": "com.x.app",'
-                f' "username": "u{tag}"}}')
+        body = (
+            f'{{"selector": "{sel}", "token_msgs": "{tok}", "appid_msgs": "com.x.app",'
+            f' "username": "u{tag}"}}'
+        )
         ctype = "application/json"
-    return (f"POST /token/ HTTP/1.1\r\n{head}Content-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+    return (
+        f"POST /token/ HTTP/1.1\r\n{head}Content-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
 
 
-def answer(server: Server, raw: bytes, timeout: float = 15.0) -> tuple[int, dict[str, str],
-                                                                      bytes]:
+def answer(server: Server, raw: bytes, timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
     """Status, headers (lower-case names) and body of the answer to *raw*."""
     data = server.send(raw, timeout=timeout)
     head, _, body = data.partition(b"\r\n\r\n")
@@ -69,8 +73,12 @@ def answer(server: Server, raw: bytes, timeout: float = 15.0) -> tuple[int, dict
 def stored(db: Path) -> dict[str, tuple[str | None, int]]:
     """``{selector: (token_msgs, reports)}`` of every registration in *db*."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-        return {sel: (tok, n) for sel, tok, n in conn.execute(
-            "SELECT selector, token_msgs, reports FROM registrations")}
+        return {
+            sel: (tok, n)
+            for sel, tok, n in conn.execute(
+                "SELECT selector, token_msgs, reports FROM registrations"
+            )
+        }
 
 
 def unavailable(reason: str) -> None:
@@ -99,8 +107,11 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         unavailable("needs root to mount a small tmpfs (a disk to fill up)")
     mount = tmp_path / "disk"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs",
-                           str(mount)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         unavailable(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:

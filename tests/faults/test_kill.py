@@ -27,8 +27,15 @@ CLIENTS = 8
 PER_ROUND = 150
 
 
-def _load(server: Server, tag: int, answered: list[int], stop: threading.Event,
-          lock: threading.Lock, counter: list[int], sent: list[int]) -> None:
+def _load(
+    server: Server,
+    tag: int,
+    answered: list[int],
+    stop: threading.Event,
+    lock: threading.Lock,
+    counter: list[int],
+    sent: list[int],
+) -> None:
     shapes = ("get", "form", "json")
     while not stop.is_set():
         with lock:
@@ -64,9 +71,12 @@ def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path) -> None:
         server = Server(tmp_path)
         answered[tag] = []
         stop, lock, counter, sent = threading.Event(), threading.Lock(), [0], [0]
-        threads = [threading.Thread(target=_load, args=(server, tag, answered[tag], stop,
-                                                        lock, counter, sent))
-                   for _ in range(CLIENTS)]
+        threads = [
+            threading.Thread(
+                target=_load, args=(server, tag, answered[tag], stop, lock, counter, sent)
+            )
+            for _ in range(CLIENTS)
+        ]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 10
@@ -89,11 +99,17 @@ def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path) -> None:
     finally:
         server.stop()
     rows = stored(server.db)
-    lost = [(tag, i) for tag, ids in answered.items() for i in ids
-            if rows.get(selector_for(tag, i)) != (token_for(tag, i), 1)]
+    lost = [
+        (tag, i)
+        for tag, ids in answered.items()
+        for i in ids
+        if rows.get(selector_for(tag, i)) != (token_for(tag, i), 1)
+    ]
     assert lost == []
     with sqlite3.connect(server.db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     total = sum(len(ids) for ids in answered.values())
-    print(f"kill -9: {KILLS} kills under {CLIENTS} clients, {tried} reports sent, "
-          f"{total} answered 200, {tried - total} cut off by the kills, {len(lost)} lost")
+    print(
+        f"kill -9: {KILLS} kills under {CLIENTS} clients, {tried} reports sent, "
+        f"{total} answered 200, {tried - total} cut off by the kills, {len(lost)} lost"
+    )

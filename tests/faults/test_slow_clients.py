@@ -97,12 +97,10 @@ def test_one_slow_client_does_not_stall_the_others(tmp_path: Path) -> None:
     assert all(status == 200 for status, _ in results), results
     worst = max(took for _, took in results)
     assert worst < 1.0, results
-    print(f"1 slow client, 2 sync workers: {len(results)} reports, all 200, "
-          f"slowest {worst:.2f} s")
+    print(f"1 slow client, 2 sync workers: {len(results)} reports, all 200, slowest {worst:.2f} s")
 
 
-def test_three_slow_clients_stall_the_others_at_most_the_worker_timeout(
-        tmp_path: Path) -> None:
+def test_three_slow_clients_stall_the_others_at_most_the_worker_timeout(tmp_path: Path) -> None:
     server = _server(tmp_path)
     slow = Slowloris(server.port, 3)
     try:
@@ -117,6 +115,8 @@ def test_three_slow_clients_stall_the_others_at_most_the_worker_timeout(
     # Bounded by the arbiter's timeout (and a margin for booting a worker here).
     assert worst < TIMEOUT + 3, results
     stalls = [round(took, 1) for _, took in results if took > 1]
-    print(f"3 slow clients, 2 sync workers, timeout {TIMEOUT} s: {len(results)} reports, "
-          f"all 200; stalls of {stalls} s; {out.count('WORKER TIMEOUT')} workers killed "
-          f"by the timeout")
+    print(
+        f"3 slow clients, 2 sync workers, timeout {TIMEOUT} s: {len(results)} reports, "
+        f"all 200; stalls of {stalls} s; {out.count('WORKER TIMEOUT')} workers killed "
+        f"by the timeout"
+    )

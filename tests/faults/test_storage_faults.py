@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import (Server, answer, immutable, report_request, selector_for, stored,
-                       token_for)
+from .conftest import Server, answer, immutable, report_request, selector_for, stored, token_for
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +32,9 @@ class Ledger:
     def report(self) -> tuple[int, dict[str, str], bytes]:
         i = self.sent
         self.sent += 1
-        status, headers, body = answer(self.server, report_request(self.tag, i,
-                                                                   ("get", "form", "json")[i % 3]))
+        status, headers, body = answer(
+            self.server, report_request(self.tag, i, ("get", "form", "json")[i % 3])
+        )
         (self.ok if status == 200 else self.refused).append(i)
         return status, headers, body
 
@@ -63,8 +63,7 @@ class Ledger:
     def check_stored(self, db: Path) -> None:
         """Exactly the reports answered 200 are stored, each with its own token."""
         rows = stored(db)
-        mine = {sel: row for sel, row in rows.items()
-                if sel.endswith(f":{self.tag:04X}")}
+        mine = {sel: row for sel, row in rows.items() if sel.endswith(f":{self.tag:04X}")}
         assert set(mine) == {selector_for(self.tag, i) for i in self.ok}
         for i in self.ok:
             assert mine[selector_for(self.tag, i)] == (token_for(self.tag, i), 1)
@@ -107,8 +106,7 @@ def test_read_only_database_is_503_then_200_once_writable(tmp_path: Path) -> Non
         assert all(f.exists() for f in files)
         immutable(files, True)
         try:
-            ledger.during_fault(4, ("sqlite database is read-only",
-                                    "sqlite disk I/O error"))
+            ledger.during_fault(4, ("sqlite database is read-only", "sqlite disk I/O error"))
         finally:
             immutable(files, False)
         took = ledger.recovers()

@@ -34,8 +34,10 @@ MIN_EXECUTED = 10_000
 
 def _target() -> ModuleType:
     if importlib.util.find_spec("atheris") is None:
-        reason = ("atheris is not installed (pip install -e '.[fuzz]'; wheels exist for "
-                  "CPython 3.11-3.14 on x86_64 Linux)")
+        reason = (
+            "atheris is not installed (pip install -e '.[fuzz]'; wheels exist for "
+            "CPython 3.11-3.14 on x86_64 Linux)"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -67,15 +69,30 @@ def test_fuzz_target_runs_without_a_crash(tmp_path: Path) -> None:
     for name, data in target.seeds().items():
         (corpus / name).write_bytes(data)
     proc = subprocess.run(
-        [sys.executable, str(TARGET), f"-runs={RUNS}", f"-max_total_time={SECONDS}",
-         "-max_len=4096", "-timeout=10", "-rss_limit_mb=1024", "-print_final_stats=1",
-         f"-dict={FUZZ / 'parse.dict'}", f"-artifact_prefix={tmp_path}/", str(corpus)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=SECONDS + 100)
+        [
+            sys.executable,
+            str(TARGET),
+            f"-runs={RUNS}",
+            f"-max_total_time={SECONDS}",
+            "-max_len=4096",
+            "-timeout=10",
+            "-rss_limit_mb=1024",
+            "-print_final_stats=1",
+            f"-dict={FUZZ / 'parse.dict'}",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 100,
+    )
     crashes = sorted(p.name for p in tmp_path.iterdir() if p.name != "corpus")
     assert proc.returncode == 0, f"{crashes}\n{proc.stderr[-4000:]}"
     assert crashes == []
-    executed = int(re.search(r"^stat::number_of_executed_units: *(\d+)$", proc.stderr,
-                             re.M).group(1))  # type: ignore[union-attr]
+    executed = int(
+        re.search(r"^stat::number_of_executed_units: *(\d+)$", proc.stderr, re.M).group(1)
+    )  # type: ignore[union-attr]
     done = re.search(r"^#(\d+)\s+DONE\s+cov: (\d+)", proc.stderr, re.M)
     assert done is not None, proc.stderr[-2000:]
     assert int(done.group(1)) == executed

@@ -19,8 +19,12 @@ import pytest
 
 import pushreport_sqlite
 from pushreport_core import ConfigurationError, InvalidReport, Report, Request, Secret
-from pushreport_wsgi._plugins import (authenticate, collect_storage_factories,
-                                      make_plugin_manager, transform_report)
+from pushreport_wsgi._plugins import (
+    authenticate,
+    collect_storage_factories,
+    make_plugin_manager,
+    transform_report,
+)
 from pushreport_wsgi.hookspecs import hookimpl
 from pushreport_wsgi.storage import Storage, StorageContext
 
@@ -29,12 +33,14 @@ REQUEST = Request(method="GET", target="/token/?selector=s")
 # The built-in backends, as our own pyproject.toml declares them: exactly the way a third
 # party declares theirs.
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-ENTRY_POINTS: dict[str, str] = tomllib.loads(_PYPROJECT.read_text())[
-    "project"]["entry-points"]["pushreport"]
+ENTRY_POINTS: dict[str, str] = tomllib.loads(_PYPROJECT.read_text())["project"]["entry-points"][
+    "pushreport"
+]
 BUILT_IN = sorted(ENTRY_POINTS)
 
 
 # -- discovery -----------------------------------------------------------------------
+
 
 def test_builtin_sqlite_is_discovered_through_the_entry_point(tmp_path: Path) -> None:
     pm = make_plugin_manager()
@@ -93,6 +99,7 @@ def test_unknown_hook_fails_at_start_up() -> None:
 
 # -- storage registration ------------------------------------------------------------
 
+
 class Registers:
     def __init__(self, *names: str, factory: object = None) -> None:
         self.names = names
@@ -111,24 +118,33 @@ def test_duplicate_backend_name_is_a_configuration_error() -> None:
         collect_storage_factories(pm)
     assert str(info.value) == (
         "storage backend 'sqlite' is registered twice, by plugin 'sqlite' and by plugin "
-        f"{pm.get_name(clash)!r}")
+        f"{pm.get_name(clash)!r}"
+    )
 
 
 def test_duplicate_within_one_plugin_is_a_configuration_error() -> None:
     twice = Registers("a", "a")
     pm = make_plugin_manager(plugins=[twice], load_entrypoints=False)
     name = pm.get_name(twice)
-    with pytest.raises(ConfigurationError, match=(
-            f"^storage backend 'a' is registered twice, by plugin '{name}' and by "
-            f"plugin '{name}'$")):
+    with pytest.raises(
+        ConfigurationError,
+        match=(
+            f"^storage backend 'a' is registered twice, by plugin '{name}' and by plugin '{name}'$"
+        ),
+    ):
         collect_storage_factories(pm)
 
 
-@pytest.mark.parametrize(("plugin", "message"), [
-    (Registers(""), "registered a storage backend with an invalid name ''"),
-    (Registers("x", factory=42), "registered storage backend 'x' with a factory that is "
-                                 "not callable"),
-])
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        (Registers(""), "registered a storage backend with an invalid name ''"),
+        (
+            Registers("x", factory=42),
+            "registered storage backend 'x' with a factory that is not callable",
+        ),
+    ],
+)
 def test_bad_registration_is_a_configuration_error(plugin: Registers, message: str) -> None:
     pm = make_plugin_manager(plugins=[plugin], load_entrypoints=False)
     with pytest.raises(ConfigurationError) as info:
@@ -137,6 +153,7 @@ def test_bad_registration_is_a_configuration_error(plugin: Registers, message: s
 
 
 # -- transform_report ----------------------------------------------------------------
+
 
 class Tag:
     """Appends its tag to extra["trail"]: the trail is the order of the chain."""
@@ -187,8 +204,7 @@ def test_transform_chains_in_call_order() -> None:
     result = transform_report(pm, Report(selector="s", extra={"k": "v"}), REQUEST)
     assert result.extra == {"k": "v", "trail": "!ba"}
     assert [r.extra["trail"] for r in watch.seen] == ["!b"]  # saw the previous result
-    order = [impl.plugin for impl in reversed(pm.hook.pushreport_transform_report
-                                              .get_hookimpls())]
+    order = [impl.plugin for impl in reversed(pm.hook.pushreport_transform_report.get_hookimpls())]
     assert order == [plugins[3], plugins[2], watch, plugins[0]]
 
 
@@ -229,11 +245,14 @@ def test_transform_returning_something_else_is_a_plugin_bug() -> None:
     pm = make_plugin_manager(plugins=[wrong], load_entrypoints=False)
     with pytest.raises(TypeError) as info:
         transform_report(pm, Report(selector="s"), REQUEST)
-    assert str(info.value) == (f"plugin {pm.get_name(wrong)!r} returned dict from "
-                               "pushreport_transform_report; expected a Report or None")
+    assert str(info.value) == (
+        f"plugin {pm.get_name(wrong)!r} returned dict from "
+        "pushreport_transform_report; expected a Report or None"
+    )
 
 
 # -- authenticate --------------------------------------------------------------------
+
 
 class Answer:
     def __init__(self, answer: object) -> None:
@@ -246,17 +265,20 @@ class Answer:
         return self.answer
 
 
-@pytest.mark.parametrize(("answers", "allowed"), [
-    ([], True),
-    ([None], True),
-    ([True], True),
-    ([True, None, True], True),
-    ([False], False),
-    ([True, False, None], False),
-    ([None, False], False),
-    (["yes"], False),  # not True: fails closed
-    ([0], False),
-])
+@pytest.mark.parametrize(
+    ("answers", "allowed"),
+    [
+        ([], True),
+        ([None], True),
+        ([True], True),
+        ([True, None, True], True),
+        ([False], False),
+        ([True, False, None], False),
+        ([None, False], False),
+        (["yes"], False),  # not True: fails closed
+        ([0], False),
+    ],
+)
 def test_authenticate_any_false_refuses(answers: list[object], allowed: bool) -> None:
     plugins = [Answer(a) for a in answers]
     pm = make_plugin_manager(plugins=plugins, load_entrypoints=False)
@@ -320,7 +342,7 @@ def pushreport_report_stored(registration, report):
 
 # A PEP 517 backend in the package itself (stdlib only), for when neither hatchling
 # nor setuptools with wheel is importable: it builds a plain wheel from [project].
-INTREE_BACKEND = '''
+INTREE_BACKEND = """
 import base64, hashlib, os, tomllib, zipfile
 
 
@@ -358,18 +380,21 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         for path, data in files.items():
             z.writestr(path, data)
     return wheel
-'''
+"""
 
 
 def _build_system() -> tuple[str, str]:
     """The [build-system] (and tool table) for the tiny package, by what is importable."""
     if importlib.util.find_spec("hatchling"):
-        return ('requires = ["hatchling"]\nbuild-backend = "hatchling.build"\n',
-                '[tool.hatch.build.targets.wheel]\npackages = ["tiny_plugin"]\n')
+        return (
+            'requires = ["hatchling"]\nbuild-backend = "hatchling.build"\n',
+            '[tool.hatch.build.targets.wheel]\npackages = ["tiny_plugin"]\n',
+        )
     if importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel"):
-        return ('requires = ["setuptools>=61", "wheel"]\n'
-                'build-backend = "setuptools.build_meta"\n',
-                '[tool.setuptools]\npackages = ["tiny_plugin"]\n')
+        return (
+            'requires = ["setuptools>=61", "wheel"]\nbuild-backend = "setuptools.build_meta"\n',
+            '[tool.setuptools]\npackages = ["tiny_plugin"]\n',
+        )
     return ('requires = []\nbuild-backend = "intree_backend"\nbackend-path = ["."]\n', "")
 
 
@@ -386,18 +411,34 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (pkg / "pyproject.toml").write_text(
         f"[build-system]\n{build_system}\n"
         '[project]\nname = "tiny-plugin"\nversion = "0.1"\n\n'
-        '[project.entry-points.pushreport]\ntiny = "tiny_plugin"\n\n' + tool)
+        '[project.entry-points.pushreport]\ntiny = "tiny_plugin"\n\n' + tool
+    )
     site = root / "site"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         "--no-build-isolation", "--disable-pip-version-check", "--target", str(site),
-         str(pkg)],
-        capture_output=True, text=True, timeout=20, env={**os.environ, "PIP_NO_INPUT": "1"})
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     yield site
 
 
-_PROBE = textwrap.dedent('''
+_PROBE = textwrap.dedent("""
     import json, sys
     from datetime import datetime, timezone
     from pushreport_core import Report
@@ -417,13 +458,18 @@ _PROBE = textwrap.dedent('''
         out["stored"] = tiny_plugin.STORED
         out["options"] = storage.options
     print(json.dumps(out))
-''')
+""")
 
 
 def _probe(site: Path, *blocked: str) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(site)}
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *blocked], capture_output=True,
-                          text=True, timeout=20, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *blocked],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

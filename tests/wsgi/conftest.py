@@ -7,6 +7,9 @@ import pytest
 from pushreport_wsgi import Config, make_plugin_manager
 from pushreport_wsgi._config import ReporterConfig, StorageConfig
 
+# The PostgreSQL fixtures, for the tests here that run against the real server.
+from ..plugins.postgresql.conftest import pg_dsn, pg_table  # noqa: E402, F401
+
 SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 TOKEN_MSGS = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
 TOKEN_CALLS = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
@@ -24,9 +27,10 @@ SPEC_GET = (
 def make_config(tmp_path: Path, **reporter: object) -> Config:
     return Config(
         reporter=ReporterConfig(**reporter),  # type: ignore[arg-type]
-        storage=StorageConfig(backends=("sqlite",),
-                              options={"sqlite": {"path": str(tmp_path / "db.sqlite3"),
-                                                  "busy_timeout": 0.3}}),
+        storage=StorageConfig(
+            backends=("sqlite",),
+            options={"sqlite": {"path": str(tmp_path / "db.sqlite3"), "busy_timeout": 0.3}},
+        ),
         base_dir=tmp_path,
     )
 

@@ -19,8 +19,14 @@ from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS, make_config
 
 FIELDS = {"remote_addr", "method", "target", "status", "shape", "selector", "latency_ms"}
 # What must never reach a log line, in any format.
-SECRETS = ("12345678", "hunter2", "s3cret", TOKEN_MSGS, TOKEN_CALLS,
-           TOKEN_CALLS.replace("/", "%2F").replace("=", "%3D"))
+SECRETS = (
+    "12345678",
+    "hunter2",
+    "s3cret",
+    TOKEN_MSGS,
+    TOKEN_CALLS,
+    TOKEN_CALLS.replace("/", "%2F").replace("=", "%3D"),
+)
 
 
 def access_records(caplog: Any) -> list[logging.LogRecord]:
@@ -42,10 +48,15 @@ def test_one_line_per_request_with_status_shape_selector_latency(config, caplog)
         Client(app).get("/elsewhere")  # not ours: not logged
     ok, bad = access_records(caplog)
     assert ok.getMessage().startswith('192.0.2.7 "GET /token/?username=johndow&password=***')
-    assert ok.getMessage().endswith(f'" 200 default-query {SELECTOR[:12]}… '
-                                    f'{ok.latency_ms:.1f}ms')  # type: ignore[attr-defined]
-    assert (ok.status, ok.shape, ok.selector) == (  # type: ignore[attr-defined]
-        200, "default-query", SELECTOR[:12] + "…")
+    assert ok.getMessage().endswith(f'" 200 default-query {SELECTOR[:12]}… {ok.latency_ms:.1f}ms')  # type: ignore[attr-defined]
+    assert (
+        (ok.status, ok.shape, ok.selector)
+        == (  # type: ignore[attr-defined]
+            200,
+            "default-query",
+            SELECTOR[:12] + "…",
+        )
+    )
     assert 0 < ok.latency_ms < 5000  # type: ignore[attr-defined]
     assert bad.getMessage().endswith(f" 400 - - {bad.latency_ms:.1f}ms")  # type: ignore
     assert (bad.status, bad.shape, bad.selector) == (400, "-", "-")  # type: ignore
@@ -54,15 +65,18 @@ def test_one_line_per_request_with_status_shape_selector_latency(config, caplog)
 def test_json_lines_carry_the_same_fields(config, caplog):
     app = create_app(config)
     with caplog.at_level(logging.INFO, logger="pushreport.access"):
-        Client(app).post("/token/johndow/", json={"selector": SELECTOR,
-                                                   "token_msgs": TOKEN_MSGS})
+        Client(app).post("/token/johndow/", json={"selector": SELECTOR, "token_msgs": TOKEN_MSGS})
     [record] = access_records(caplog)
     [line] = both_formats([record])[1]
     assert FIELDS | {"time", "level", "logger", "message"} == set(line)
     assert line["logger"] == "pushreport.access" and line["level"] == "INFO"
     assert line["time"].endswith("Z")
     assert (line["method"], line["target"], line["status"], line["shape"]) == (
-        "POST", "/token/johndow/", 200, "default-json")
+        "POST",
+        "/token/johndow/",
+        200,
+        "default-json",
+    )
     assert line["selector"] == SELECTOR[:12] + "…"
     assert line["message"] == record.getMessage()
 
@@ -80,18 +94,31 @@ def test_a_refused_report_still_logs_its_shape_and_selector(config, caplog):
     with caplog.at_level(logging.INFO, logger="pushreport.access"):
         assert Client(app).get(SPEC_GET).status_code == 403
     [record] = access_records(caplog)
-    assert (record.status, record.shape, record.selector) == (  # type: ignore[attr-defined]
-        403, "default-query", SELECTOR[:12] + "…")
+    assert (
+        (record.status, record.shape, record.selector)
+        == (  # type: ignore[attr-defined]
+            403,
+            "default-query",
+            SELECTOR[:12] + "…",
+        )
+    )
 
 
-@pytest.mark.parametrize("url, target", [
-    ("", SPEC_GET),
-    ("", SPEC_GET.replace("password=", "secret=s3cret&pwd=hunter2&password=")),
-    ("https://e.com/r/%account[password]%/?s=%selector%&amp;key=s3cret&amp;t=%pushToken%",
-     f"/r/hunter2/?s={SELECTOR}&key=s3cret&t={TOKEN_MSGS}"),
-    ("https://e.com/r/?s=%selector%&amp;pw=x%account[password]%&amp;t=%pushTokenIncomingCall%",
-     f"/r/?s={SELECTOR}&pw=xhunter2&t={TOKEN_CALLS.replace('/', '%2F')}"),
-])
+@pytest.mark.parametrize(
+    "url, target",
+    [
+        ("", SPEC_GET),
+        ("", SPEC_GET.replace("password=", "secret=s3cret&pwd=hunter2&password=")),
+        (
+            "https://e.com/r/%account[password]%/?s=%selector%&amp;key=s3cret&amp;t=%pushToken%",
+            f"/r/hunter2/?s={SELECTOR}&key=s3cret&t={TOKEN_MSGS}",
+        ),
+        (
+            "https://e.com/r/?s=%selector%&amp;pw=x%account[password]%&amp;t=%pushTokenIncomingCall%",
+            f"/r/?s={SELECTOR}&pw=xhunter2&t={TOKEN_CALLS.replace('/', '%2F')}",
+        ),
+    ],
+)
 def test_credentials_and_tokens_never_reach_either_format(tmp_path, caplog, url, target):
     app = create_app(make_config(tmp_path, url=url))
     with caplog.at_level(logging.INFO, logger="pushreport.access"):
@@ -119,8 +146,12 @@ def test_json_formatter_keeps_exceptions_and_other_loggers(caplog):
     assert failed["message"] == "internal error while handling a report"
     assert failed["level"] == "ERROR"
     assert "RuntimeError: boom" in failed["exc_info"]
-    assert listening == {"time": listening["time"], "level": "INFO", "logger": "pushreport",
-                         "message": "pushreport listening on http://127.0.0.1:8080"}
+    assert listening == {
+        "time": listening["time"],
+        "level": "INFO",
+        "logger": "pushreport",
+        "message": "pushreport listening on http://127.0.0.1:8080",
+    }
 
 
 def test_log_format_is_text_or_json(tmp_path):
@@ -131,4 +162,4 @@ def test_log_format_is_text_or_json(tmp_path):
     (tmp_path / "p.toml").write_text('[server]\nlog_format = "xml"\n')
     with pytest.raises(ConfigurationError) as e:
         load_config(tmp_path / "p.toml")
-    assert str(e.value) == "server.log_format: must be \"text\" or \"json\", not 'xml'"
+    assert str(e.value) == 'server.log_format: must be "text" or "json", not \'xml\''

@@ -12,8 +12,13 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
 from pushreport_core import InvalidReport
-from pushreport_wsgi import PushReportMiddleware, Receiver, create_app, hookimpl, \
-    make_plugin_manager
+from pushreport_wsgi import (
+    PushReportMiddleware,
+    Receiver,
+    create_app,
+    hookimpl,
+    make_plugin_manager,
+)
 
 from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS, make_config
 
@@ -35,19 +40,28 @@ def test_spec_get_example_is_stored_and_answered_simplest_success(config):
     assert "Content-Type" not in resp.headers
     [reg] = stored(app)
     assert (reg.selector, reg.username, reg.token_msgs, reg.token_calls) == (
-        SELECTOR, "johndow", TOKEN_MSGS, TOKEN_CALLS)
+        SELECTOR,
+        "johndow",
+        TOKEN_MSGS,
+        TOKEN_CALLS,
+    )
     assert reg.appid_calls == "com.cloudsoftphone.app.pushkit"
     assert reg.user_agent == "CloudSoftphone/1.5.6"
 
 
 def test_spec_json_example(config):
     app = create_app(config)
-    body = (b'{\n "token_msgs" : "' + TOKEN_MSGS.encode() + b'",\n "appid_msgs" : '
-            b'"com.cloudsoftphone.app",\n "token_calls" : "' + TOKEN_CALLS.encode()
-            + b'",\n "appid_calls" : "com.cloudsoftphone.app.pushkit",\n "selector" : "'
-            + SELECTOR.encode() + b'"\n}')
-    resp = Client(app).post("/token/johndow/", data=body,
-                            headers={"Content-Type": "application/json"})
+    body = (
+        b'{\n "token_msgs" : "' + TOKEN_MSGS.encode() + b'",\n "appid_msgs" : '
+        b'"com.cloudsoftphone.app",\n "token_calls" : "'
+        + TOKEN_CALLS.encode()
+        + b'",\n "appid_calls" : "com.cloudsoftphone.app.pushkit",\n "selector" : "'
+        + SELECTOR.encode()
+        + b'"\n}'
+    )
+    resp = Client(app).post(
+        "/token/johndow/", data=body, headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 200, resp.data
     [reg] = stored(app)
     assert reg.username == "johndow" and reg.token_calls == TOKEN_CALLS
@@ -81,8 +95,11 @@ def test_method_not_configured_is_405_with_allow(tmp_path):
 
 def test_body_over_the_limit_is_413(tmp_path):
     app = create_app(make_config(tmp_path, max_body=1024))
-    resp = Client(app).post("/token/", data=b"selector=" + b"a" * 2000,
-                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = Client(app).post(
+        "/token/",
+        data=b"selector=" + b"a" * 2000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert resp.status_code == 413
     assert stored(app) == []
 
@@ -122,9 +139,13 @@ def test_middleware_passes_everything_else_through_untouched(config):
 
 
 def test_encoded_slash_in_a_path_segment_survives(tmp_path):
-    app = create_app(make_config(
-        tmp_path, url="https://example.com/pushToken/%account[username]%/%selector%/"
-                      "%pushToken%&appid=%pushappid%"))
+    app = create_app(
+        make_config(
+            tmp_path,
+            url="https://example.com/pushToken/%account[username]%/%selector%/"
+            "%pushToken%&appid=%pushappid%",
+        )
+    )
     token = "Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wxkrY%3D"
     resp = Client(app).get(f"/pushToken/johndow/{SELECTOR}/{token}&appid=com.example.app")
     assert resp.status_code == 200, resp.data
@@ -225,7 +246,8 @@ def test_standalone_answers_404_elsewhere(config):
 def test_config_can_be_a_path(tmp_path: Path):
     (tmp_path / "pushreport.toml").write_text(
         '[reporter]\nurl = "https://e.com/r/?s=%selector%&amp;t=%pushToken%"\n'
-        '[storage.sqlite]\npath = "data.sqlite3"\n')
+        '[storage.sqlite]\npath = "data.sqlite3"\n'
+    )
     app = create_app(tmp_path / "pushreport.toml")
     resp = Client(app).get(f"/r/?s={SELECTOR}&t={TOKEN_MSGS}")
     assert resp.status_code == 200, resp.data
@@ -233,9 +255,13 @@ def test_config_can_be_a_path(tmp_path: Path):
 
 
 def test_template_password_and_shared_secret_are_masked_in_the_access_log(tmp_path, caplog):
-    app = create_app(make_config(
-        tmp_path, url="https://e.com/r/%account[password]%/?s=%selector%&amp;key=s3cret"
-                      "&amp;pw=x%account[password]%"))
+    app = create_app(
+        make_config(
+            tmp_path,
+            url="https://e.com/r/%account[password]%/?s=%selector%&amp;key=s3cret"
+            "&amp;pw=x%account[password]%",
+        )
+    )
     with caplog.at_level(logging.INFO, logger="pushreport.access"):
         resp = Client(app).get(f"/r/hunter2/?s={SELECTOR}&key=s3cret&pw=xhunter2")
     assert resp.status_code == 200
@@ -243,10 +269,13 @@ def test_template_password_and_shared_secret_are_masked_in_the_access_log(tmp_pa
     assert f'"GET /r/***/?s={SELECTOR}&key=***&pw=***" 200' in caplog.text
 
 
-@pytest.mark.parametrize("target, line", [
-    ("/token/?selector=bad", "400 Bad Request"),
-    ("/", "404 Not Found"),
-])
+@pytest.mark.parametrize(
+    "target, line",
+    [
+        ("/token/?selector=bad", "400 Bad Request"),
+        ("/", "404 Not Found"),
+    ],
+)
 def test_status_line_has_the_standard_reason_phrase(config, target, line):
     resp = Client(create_app(config)).get(target)
     assert resp.status == line

@@ -36,40 +36,59 @@ class InvalidChunkSize(Exception):
 def _call(app: Any, environ: dict[str, Any]) -> tuple[str, bytes]:
     out: dict[str, str] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None
-                       ) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         out["status"] = status
 
     body = b"".join(app(environ, start_response))
     return out["status"], body
 
 
-@pytest.mark.parametrize("error", [InvalidChunkSize("Invalid chunk size: b'zz'"),
-                                   ConnectionResetError(104, "Connection reset by peer"),
-                                   EOFError("No more data after: None")],
-                         ids=["bad-chunk", "reset", "no-more-data"])
-@pytest.mark.parametrize("framing", [{"CONTENT_LENGTH": "100"},
-                                     {"wsgi.input_terminated": True}],
-                         ids=["content-length", "chunked"])
-def test_unreadable_body_is_400_and_stores_nothing(tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture,
-                                                    error: Exception,
-                                                    framing: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidChunkSize("Invalid chunk size: b'zz'"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        EOFError("No more data after: None"),
+    ],
+    ids=["bad-chunk", "reset", "no-more-data"],
+)
+@pytest.mark.parametrize(
+    "framing",
+    [{"CONTENT_LENGTH": "100"}, {"wsgi.input_terminated": True}],
+    ids=["content-length", "chunked"],
+)
+def test_unreadable_body_is_400_and_stores_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, error: Exception, framing: dict[str, Any]
+) -> None:
     app = create_app(make_config(tmp_path))
-    environ = {"REQUEST_METHOD": "POST", "RAW_URI": "/token/", "PATH_INFO": "/token/",
-               "QUERY_STRING": "", "CONTENT_TYPE": "application/json",
-               "wsgi.input": BrokenInput(error), "wsgi.url_scheme": "http",
-               "SERVER_NAME": "x", "SERVER_PORT": "80", **framing}
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": "/token/",
+        "PATH_INFO": "/token/",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "application/json",
+        "wsgi.input": BrokenInput(error),
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        **framing,
+    }
     with caplog.at_level(logging.INFO):
         status, body = _call(app, environ)
     assert (status, body) == ("400 Bad Request", b"body could not be read\n")
     assert list(app.receiver.storage) == []
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     # Still serving.
-    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/token/?selector={SELECTOR}",
-               "PATH_INFO": "/token/", "QUERY_STRING": f"selector={SELECTOR}",
-               "wsgi.input": io.BytesIO(b""), "wsgi.url_scheme": "http",
-               "SERVER_NAME": "x", "SERVER_PORT": "80"}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": f"/token/?selector={SELECTOR}",
+        "PATH_INFO": "/token/",
+        "QUERY_STRING": f"selector={SELECTOR}",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+    }
     assert _call(app, environ) == ("200 OK", b"")
     app.close()
 
@@ -94,10 +113,16 @@ FORM = f"selector={SELECTOR}&token_msgs=QVBBOTFiRzlhcVd2bW54bllCWldH".encode()
 
 def _form_environ(stream: Any, length: int | None, terminated: bool) -> dict[str, Any]:
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": "POST", "RAW_URI": "/token/", "PATH_INFO": "/token/",
-        "QUERY_STRING": "", "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "wsgi.input": stream, "wsgi.url_scheme": "http", "SERVER_NAME": "x",
-        "SERVER_PORT": "80"}
+        "REQUEST_METHOD": "POST",
+        "RAW_URI": "/token/",
+        "PATH_INFO": "/token/",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "wsgi.input": stream,
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+    }
     if length is not None:
         environ["CONTENT_LENGTH"] = str(length)
     if terminated:
@@ -110,8 +135,10 @@ def test_body_cut_short_is_400_not_a_cut_token(tmp_path: Path) -> None:
     # of this form are a valid report whose token is cut short.
     app = create_app(make_config(tmp_path))
     environ = _form_environ(io.BytesIO(FORM[:50]), len(FORM), terminated=True)
-    assert _call(app, environ) == ("400 Bad Request", f"body ended after 50 of {len(FORM)} "
-                                   "bytes\n".encode())
+    assert _call(app, environ) == (
+        "400 Bad Request",
+        f"body ended after 50 of {len(FORM)} bytes\n".encode(),
+    )
     # A server that leaves the length to the app (werkzeug's LimitedStream) says so too.
     environ = _form_environ(io.BytesIO(FORM[:50]), len(FORM), terminated=False)
     assert _call(app, environ) == ("400 Bad Request", b"body could not be read\n")
@@ -119,11 +146,14 @@ def test_body_cut_short_is_400_not_a_cut_token(tmp_path: Path) -> None:
     app.close()
 
 
-@pytest.mark.parametrize(("length", "terminated"), [(len(FORM), True), (len(FORM), False),
-                                                    (None, True)],
-                         ids=["length-terminated", "length", "chunked"])
-def test_body_read_in_pieces_is_read_whole(tmp_path: Path, length: int | None,
-                                           terminated: bool) -> None:
+@pytest.mark.parametrize(
+    ("length", "terminated"),
+    [(len(FORM), True), (len(FORM), False), (None, True)],
+    ids=["length-terminated", "length", "chunked"],
+)
+def test_body_read_in_pieces_is_read_whole(
+    tmp_path: Path, length: int | None, terminated: bool
+) -> None:
     app = create_app(make_config(tmp_path))
     assert _call(app, _form_environ(Trickle(FORM), length, terminated)) == ("200 OK", b"")
     [stored] = list(app.receiver.storage)

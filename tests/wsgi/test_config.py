@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pushreport_core import ConfigurationError, DEFAULT_SHAPES, Template
+from pushreport_core import DEFAULT_SHAPES, ConfigurationError, Template
 from pushreport_wsgi import Config, load_config
 
 
@@ -26,18 +26,32 @@ def test_template_is_compiled_at_load(tmp_path):
     assert isinstance(c.reporter.shapes(), Template)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[reporter]\nurl = 3\n", "reporter.url: must be a string, not int"),
-    ("[reporter]\nurls = 'x'\n",
-     "reporter.urls: unknown key (expected one of: content_type, max_body, method, "
-     "post_data, token_owner, url)"),
-    ("[storage]\nbackends = []\n", "storage.backends: must be a non-empty list of backend names"),
-    ("[storage]\nbackends = ['sqlite', 'sqlite']\n", "storage.backends: names a backend twice"),
-    ("[server]\nport = 70000\n", "server.port: must be between 0 and 65535, not 70000"),
-    ("[reporter]\nmax_body = true\n", "reporter.max_body: must be an integer, not bool"),
-    ("[reporter]\nmethod = 'POST'\n", "reporter.url: post_data, content_type and method need a url"),
-    ("[plugins]\nblocked = 'x'\n", "plugins.blocked: must be a list of entry-point names"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[reporter]\nurl = 3\n", "reporter.url: must be a string, not int"),
+        (
+            "[reporter]\nurls = 'x'\n",
+            "reporter.urls: unknown key (expected one of: content_type, max_body, method, "
+            "post_data, token_owner, url)",
+        ),
+        (
+            "[storage]\nbackends = []\n",
+            "storage.backends: must be a non-empty list of backend names",
+        ),
+        (
+            "[storage]\nbackends = ['sqlite', 'sqlite']\n",
+            "storage.backends: names a backend twice",
+        ),
+        ("[server]\nport = 70000\n", "server.port: must be between 0 and 65535, not 70000"),
+        ("[reporter]\nmax_body = true\n", "reporter.max_body: must be an integer, not bool"),
+        (
+            "[reporter]\nmethod = 'POST'\n",
+            "reporter.url: post_data, content_type and method need a url",
+        ),
+        ("[plugins]\nblocked = 'x'\n", "plugins.blocked: must be a list of entry-point names"),
+    ],
+)
 def test_errors_name_the_key_and_the_reason(tmp_path, text, message):
     with pytest.raises(ConfigurationError) as e:
         load_config(write(tmp_path, text))

@@ -21,12 +21,19 @@ from .conftest import SELECTOR, SPEC_GET, TOKEN_MSGS
 
 def fanout(tmp_path: Path, *, files_required: bool) -> Config:
     return Config(
-        storage=StorageConfig(backends=("sqlite", "files"), options={
-            "sqlite": {"path": str(tmp_path / "db.sqlite3"), "busy_timeout": 0.3},
-            "files": {"path": str(tmp_path / "files"), "lock_timeout": 0.3,
-                      "required": files_required},
-        }),
-        base_dir=tmp_path)
+        storage=StorageConfig(
+            backends=("sqlite", "files"),
+            options={
+                "sqlite": {"path": str(tmp_path / "db.sqlite3"), "busy_timeout": 0.3},
+                "files": {
+                    "path": str(tmp_path / "files"),
+                    "lock_timeout": 0.3,
+                    "required": files_required,
+                },
+            },
+        ),
+        base_dir=tmp_path,
+    )
 
 
 def test_every_backend_gets_the_report(tmp_path):
@@ -44,11 +51,11 @@ def _lock_files(tmp_path: Path) -> subprocess.Popen[bytes]:
     lock = tmp_path / "files" / "lock"
     lock.parent.mkdir(exist_ok=True)
     lock.touch()
-    holder = subprocess.Popen(["flock", "-x", str(lock), "sleep", "30"],
-                              start_new_session=True)
+    holder = subprocess.Popen(["flock", "-x", str(lock), "sleep", "30"], start_new_session=True)
     # Wait until the other process holds it.
     import fcntl
     import time
+
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         fd = os.open(lock, os.O_RDWR)
@@ -108,14 +115,22 @@ def test_at_least_one_backend_must_be_required(tmp_path):
     options = {k: dict(v) for k, v in config.storage.options.items()}
     options["sqlite"]["required"] = False
     with pytest.raises(ConfigurationError, match="at least one backend must be required"):
-        Receiver.from_config(Config(storage=StorageConfig(backends=("sqlite", "files"),
-                                                          options=options),
-                                    base_dir=tmp_path))
+        Receiver.from_config(
+            Config(
+                storage=StorageConfig(backends=("sqlite", "files"), options=options),
+                base_dir=tmp_path,
+            )
+        )
 
 
 def test_required_must_be_a_boolean(tmp_path):
     with pytest.raises(ConfigurationError, match=r"storage\.sqlite\.required: must be true"):
-        Receiver.from_config(Config(storage=StorageConfig(
-            backends=("sqlite",), options={"sqlite": {"path": str(tmp_path / "x"),
-                                                      "required": "yes"}}),
-            base_dir=tmp_path))
+        Receiver.from_config(
+            Config(
+                storage=StorageConfig(
+                    backends=("sqlite",),
+                    options={"sqlite": {"path": str(tmp_path / "x"), "required": "yes"}},
+                ),
+                base_dir=tmp_path,
+            )
+        )

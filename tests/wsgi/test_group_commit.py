@@ -29,10 +29,14 @@ def test_concurrent_upserts_are_batched_and_all_committed(tmp_path):
         barrier.wait()
         for i in range(per_thread):
             try:
-                reg = group.upsert(Report(selector=selector(i % 10),
-                                          token_msgs=f"TOKEN{t:03d}AAAA",
-                                          username=f"user{i % 10}"),
-                                   now=T0 + timedelta(seconds=i))
+                reg = group.upsert(
+                    Report(
+                        selector=selector(i % 10),
+                        token_msgs=f"TOKEN{t:03d}AAAA",
+                        username=f"user{i % 10}",
+                    ),
+                    now=T0 + timedelta(seconds=i),
+                )
                 assert reg.selector == selector(i % 10)
             except BaseException as e:  # pragma: no cover - reported below
                 errors.append(e)
@@ -58,8 +62,7 @@ def test_batch_applies_the_merge_rule_in_order(tmp_path):
         Report(selector=selector(1), token_calls="BBBBBBBBBBBB"),
         Report(selector=selector(1), token_msgs="CCCCCCCCCCCC"),
     ]
-    results = storage.upsert_many([(r, T0 + timedelta(seconds=i))
-                                   for i, r in enumerate(reports)])
+    results = storage.upsert_many([(r, T0 + timedelta(seconds=i)) for i, r in enumerate(reports)])
     expected = None
     for i, r in enumerate(reports):
         expected = merge(expected, r, now=T0 + timedelta(seconds=i))

@@ -30,8 +30,11 @@ def portal(environ, start_response):
 def health_config(tmp_path: Path, *, busy_timeout: float = 0.3, **health: Any) -> Config:
     config = make_config(tmp_path)
     options = {"sqlite": {**config.storage.options["sqlite"], "busy_timeout": busy_timeout}}
-    return attrs.evolve(config, health=HealthConfig(**health),
-                        storage=attrs.evolve(config.storage, options=options))
+    return attrs.evolve(
+        config,
+        health=HealthConfig(**health),
+        storage=attrs.evolve(config.storage, options=options),
+    )
 
 
 class Locked:
@@ -116,8 +119,9 @@ def test_readyz_names_required_backends_only(tmp_path):
 
 
 def test_health_paths_are_configurable_and_pass_through_when_off(tmp_path):
-    app = PushReportMiddleware(portal, health_config(tmp_path, healthz="/ops/live",
-                                                     readyz="/ops/ready"))
+    app = PushReportMiddleware(
+        portal, health_config(tmp_path, healthz="/ops/live", readyz="/ops/ready")
+    )
     c = Client(app)
     assert c.get("/ops/live").data == b"ok\n"
     assert c.get("/ops/ready").data == b"ok\n"
@@ -133,24 +137,34 @@ def test_health_paths_are_relative_to_the_mount_point(tmp_path):
     assert Client(app).get("/healthz").data == b"portal:/healthz"
 
 
-@pytest.mark.parametrize("health, message", [
-    ({"healthz": "/token/"}, "health.healthz: /token/ is a report path of the configured "
-                             "shapes"),
-    ({"readyz": "/pushToken/u/s/t&appid=a"},
-     "health.readyz: /pushToken/u/s/t&appid=a is a report path of the configured shapes"),
-])
+@pytest.mark.parametrize(
+    "health, message",
+    [
+        (
+            {"healthz": "/token/"},
+            "health.healthz: /token/ is a report path of the configured shapes",
+        ),
+        (
+            {"readyz": "/pushToken/u/s/t&appid=a"},
+            "health.readyz: /pushToken/u/s/t&appid=a is a report path of the configured shapes",
+        ),
+    ],
+)
 def test_health_paths_must_not_be_report_paths(tmp_path, health, message):
     with pytest.raises(ConfigurationError) as e:
         create_app(health_config(tmp_path, **health))
     assert str(e.value) == message
 
 
-@pytest.mark.parametrize("toml, message", [
-    ('healthz = "healthz"', "health.healthz: must be a path starting with /, not 'healthz'"),
-    ('readyz = "/r?x=1"', "health.readyz: must be a path starting with /, not '/r?x=1'"),
-    ('readyz = "/healthz"', "health.readyz: must differ from health.healthz"),
-    ("timeout = 0", "health.timeout: must be between 0.01 and 60, not 0"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('healthz = "healthz"', "health.healthz: must be a path starting with /, not 'healthz'"),
+        ('readyz = "/r?x=1"', "health.readyz: must be a path starting with /, not '/r?x=1'"),
+        ('readyz = "/healthz"', "health.readyz: must differ from health.healthz"),
+        ("timeout = 0", "health.timeout: must be between 0.01 and 60, not 0"),
+    ],
+)
 def test_health_configuration_errors(tmp_path, toml, message):
     (tmp_path / "p.toml").write_text(f"[health]\n{toml}\n")
     with pytest.raises(ConfigurationError) as e:

@@ -16,35 +16,57 @@ from pushreport_wsgi import Config, create_app
 from pushreport_wsgi._config import LimitsConfig
 from pushreport_wsgi._limits import Lockout, Rate, TokenBuckets, client_address
 
-from .test_auth import (ACCOUNT_PASSWORD, PASSWORD_URL, Clock, authorization, digest_app,
-                        query, receiver)
+from .test_auth import (
+    ACCOUNT_PASSWORD,
+    PASSWORD_URL,
+    Clock,
+    authorization,
+    digest_app,
+    query,
+    receiver,
+)
 
 
 def app_with(tmp_path: Path, clock: Clock, url: str = "", **limits: Any) -> Any:
-    return create_app(receiver=receiver(tmp_path, url, clock=clock,
-                                        limits=LimitsConfig(**limits)))
+    return create_app(receiver=receiver(tmp_path, url, clock=clock, limits=LimitsConfig(**limits)))
 
 
 def get(app: Any, target: str, client: str = "192.0.2.1", **headers: str) -> Any:
     return Client(app).get(target, headers=headers, environ_base={"REMOTE_ADDR": client})
 
 
-@pytest.mark.parametrize("text, rate", [
-    ("60/minute", Rate(60, 60.0)), ("10/second", Rate(10, 1.0)),
-    ("1000/hour", Rate(1000, 3600.0)), ("5/10s", Rate(5, 10.0)),
-    (" 2 / minutes ", Rate(2, 60.0)), ("100/day", Rate(100, 86400.0)), ("", None),
-])
+@pytest.mark.parametrize(
+    "text, rate",
+    [
+        ("60/minute", Rate(60, 60.0)),
+        ("10/second", Rate(10, 1.0)),
+        ("1000/hour", Rate(1000, 3600.0)),
+        ("5/10s", Rate(5, 10.0)),
+        (" 2 / minutes ", Rate(2, 60.0)),
+        ("100/day", Rate(100, 86400.0)),
+        ("", None),
+    ],
+)
 def test_rate_parse(text, rate):
     assert Rate.parse(text, key="limits.per_client") == rate
 
 
-@pytest.mark.parametrize("text, message", [
-    ("60", 'limits.per_client: must be a rate such as "60/minute" (units: second, minute, '
-           "hour, day), not '60'"),
-    ("60/fortnight", 'limits.per_client: must be a rate such as "60/minute" (units: '
-                     "second, minute, hour, day), not '60/fortnight'"),
-    ("0/minute", "limits.per_client: must allow at least one request, not '0/minute'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "60",
+            'limits.per_client: must be a rate such as "60/minute" (units: second, minute, '
+            "hour, day), not '60'",
+        ),
+        (
+            "60/fortnight",
+            'limits.per_client: must be a rate such as "60/minute" (units: '
+            "second, minute, hour, day), not '60/fortnight'",
+        ),
+        ("0/minute", "limits.per_client: must allow at least one request, not '0/minute'"),
+    ],
+)
 def test_rate_errors_are_configuration_errors(text, message):
     with pytest.raises(ConfigurationError) as e:
         Config.from_dict({"limits": {"per_client": text}})
@@ -78,18 +100,19 @@ def test_client_header_names_the_address_a_proxy_appended(tmp_path):
     clock = Clock()
     app = app_with(tmp_path, clock, per_client="1/minute", client_header="X-Forwarded-For")
     proxy = "10.0.0.1"
-    assert get(app, query(), proxy, **{"X-Forwarded-For": "spoofed, 203.0.113.5"}
-               ).status_code == 200
-    assert get(app, query(), proxy, **{"X-Forwarded-For": "other, 203.0.113.5"}
-               ).status_code == 429
+    assert (
+        get(app, query(), proxy, **{"X-Forwarded-For": "spoofed, 203.0.113.5"}).status_code == 200
+    )
+    assert get(app, query(), proxy, **{"X-Forwarded-For": "other, 203.0.113.5"}).status_code == 429
     assert get(app, query(), proxy, **{"X-Forwarded-For": "203.0.113.6"}).status_code == 200
     assert client_address({"REMOTE_ADDR": "10.0.0.1"}, "X-Real-IP") == "10.0.0.1"
 
 
 def test_per_username_limit_counts_only_admitted_reports(tmp_path):
     clock = Clock()
-    app = create_app(receiver=receiver(
-        tmp_path, "", clock=clock, limits=LimitsConfig(per_username="2/minute")))
+    app = create_app(
+        receiver=receiver(tmp_path, "", clock=clock, limits=LimitsConfig(per_username="2/minute"))
+    )
     assert get(app, query(username="alice")).status_code == 200
     assert get(app, query(username="alice"), client="192.0.2.9").status_code == 200
     resp = get(app, query(username="alice"))
@@ -107,8 +130,12 @@ def test_digest_challenges_do_not_use_up_the_username_rate(tmp_path):
     target = query()
     for _ in range(2):
         challenge = c.get(target).headers["WWW-Authenticate"]  # 401, not counted
-        assert c.get(target, headers={"Authorization": authorization(
-            challenge, "GET", target)}).status_code == 200
+        assert (
+            c.get(
+                target, headers={"Authorization": authorization(challenge, "GET", target)}
+            ).status_code
+            == 200
+        )
 
 
 @pytest.fixture
@@ -119,10 +146,17 @@ def users(monkeypatch):
 
 
 def lockout_app(tmp_path: Path, clock: Clock) -> Any:
-    return create_app(receiver=receiver(
-        tmp_path, PASSWORD_URL, clock=clock, methods=("callable",),
-        callable="pushreport_test_limits_users:check", cache_size=0,
-        limits=LimitsConfig(auth_failures=3, lockout=120)))
+    return create_app(
+        receiver=receiver(
+            tmp_path,
+            PASSWORD_URL,
+            clock=clock,
+            methods=("callable",),
+            callable="pushreport_test_limits_users:check",
+            cache_size=0,
+            limits=LimitsConfig(auth_failures=3, lockout=120),
+        )
+    )
 
 
 def test_lockout_after_failed_authentications(tmp_path, users):
@@ -170,8 +204,15 @@ def test_wrong_digest_credentials_count_towards_the_lockout(tmp_path):
         assert c.get(target).status_code == 401
     for _ in range(2):
         challenge = c.get(target).headers["WWW-Authenticate"]
-        assert c.get(target, headers={"Authorization": authorization(
-            challenge, "GET", target, password="guess")}).status_code == 401
+        assert (
+            c.get(
+                target,
+                headers={
+                    "Authorization": authorization(challenge, "GET", target, password="guess")
+                },
+            ).status_code
+            == 401
+        )
     assert c.get(target).status_code == 429
 
 
@@ -191,8 +232,9 @@ def test_memory_stays_bounded_through_the_app(tmp_path):
     clock = Clock()
     app = app_with(tmp_path, clock, per_client="1/minute", max_tracked=100)
     for i in range(300):
-        assert get(app, "/token/?selector=x", client=f"198.51.100.{i % 256}-{i}"
-                   ).status_code == 400
+        assert (
+            get(app, "/token/?selector=x", client=f"198.51.100.{i % 256}-{i}").status_code == 400
+        )
     assert len(app.receiver.limiter.per_client) == 100
 
 

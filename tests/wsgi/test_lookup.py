@@ -54,8 +54,7 @@ def test_registrations_by_username_are_that_account_only(app):
 def test_registrations_by_selector(app):
     resp = get(app, f"/pushreport/lookup/registrations?selector={SEL_C}")
     [reg] = resp.json["registrations"]
-    assert (reg["selector"], reg["username"], reg["token_calls"]) == (SEL_C, "bob",
-                                                                      "CALLTOKEN-C")
+    assert (reg["selector"], reg["username"], reg["token_calls"]) == (SEL_C, "bob", "CALLTOKEN-C")
 
 
 def test_a_selector_of_another_account_is_not_handed_out(app):
@@ -69,35 +68,54 @@ def test_a_plus_in_a_username_is_exact(app):
     assert [r["token_msgs"] for r in resp.json["registrations"]] == ["MSGTOKEN-D"]
     # Form decoding makes a bare "+" a space: that is another (unknown) account.
     assert get(app, "/pushreport/lookup/registrations?username=alice+x").json == {
-        "registrations": []}
+        "registrations": []
+    }
 
 
 def test_targets_per_purpose(app):
     calls = get(app, "/pushreport/lookup/targets?username=alice&purpose=call").json
-    assert calls == {"username": "alice", "purpose": "call", "targets": [
-        {"AppId": PUSHKIT, "DeviceToken": "CALLTOKEN-A", "Selector": SEL_A},
-        {"AppId": PUSHKIT, "DeviceToken": "CALLTOKEN-B", "Selector": SEL_B}]}
+    assert calls == {
+        "username": "alice",
+        "purpose": "call",
+        "targets": [
+            {"AppId": PUSHKIT, "DeviceToken": "CALLTOKEN-A", "Selector": SEL_A},
+            {"AppId": PUSHKIT, "DeviceToken": "CALLTOKEN-B", "Selector": SEL_B},
+        ],
+    }
     msgs = get(app, "/pushreport/lookup/targets?username=alice&purpose=message").json
-    assert msgs["targets"] == [{"AppId": REMOTE, "DeviceToken": "MSGTOKEN-A+/=",
-                                "Selector": SEL_A}]
+    assert msgs["targets"] == [
+        {"AppId": REMOTE, "DeviceToken": "MSGTOKEN-A+/=", "Selector": SEL_A}
+    ]
     bob = get(app, "/pushreport/lookup/targets?username=bob&purpose=message").json
     assert [t["DeviceToken"] for t in bob["targets"]] == ["MSGTOKEN-C"]
-    assert get(app, "/pushreport/lookup/targets?username=nobody&purpose=call").json[
-        "targets"] == []
+    assert (
+        get(app, "/pushreport/lookup/targets?username=nobody&purpose=call").json["targets"] == []
+    )
 
 
-@pytest.mark.parametrize("headers, challenge", [
-    ({}, 'Bearer realm="pushreport"'),
-    ({"Authorization": "Bearer wrong-token-wrong-token"},
-     'Bearer realm="pushreport", error="invalid_token"'),
-    ({"Authorization": f"Basic {TOKEN}"}, 'Bearer realm="pushreport", error="invalid_token"'),
-    ({"Authorization": f"Bearer {TOKEN}x"}, 'Bearer realm="pushreport", error="invalid_token"'),
-    ({"Authorization": "Bearer"}, 'Bearer realm="pushreport", error="invalid_token"'),
-])
+@pytest.mark.parametrize(
+    "headers, challenge",
+    [
+        ({}, 'Bearer realm="pushreport"'),
+        (
+            {"Authorization": "Bearer wrong-token-wrong-token"},
+            'Bearer realm="pushreport", error="invalid_token"',
+        ),
+        ({"Authorization": f"Basic {TOKEN}"}, 'Bearer realm="pushreport", error="invalid_token"'),
+        (
+            {"Authorization": f"Bearer {TOKEN}x"},
+            'Bearer realm="pushreport", error="invalid_token"',
+        ),
+        ({"Authorization": "Bearer"}, 'Bearer realm="pushreport", error="invalid_token"'),
+    ],
+)
 def test_refused_without_the_bearer_token(app, headers, challenge):
-    for url in ("/pushreport/lookup/registrations?username=alice",
-                "/pushreport/lookup/targets?username=alice&purpose=call",
-                "/pushreport/lookup/anything", "/pushreport/lookup"):
+    for url in (
+        "/pushreport/lookup/registrations?username=alice",
+        "/pushreport/lookup/targets?username=alice&purpose=call",
+        "/pushreport/lookup/anything",
+        "/pushreport/lookup",
+    ):
         resp = get(app, url, headers=headers)
         assert resp.status_code == 401, url
         assert resp.headers["WWW-Authenticate"] == challenge
@@ -106,23 +124,35 @@ def test_refused_without_the_bearer_token(app, headers, challenge):
 
 
 def test_the_scheme_is_case_insensitive(app):
-    resp = get(app, "/pushreport/lookup/registrations?username=bob",
-               headers={"Authorization": f"bearer {TOKEN}"})
+    resp = get(
+        app,
+        "/pushreport/lookup/registrations?username=bob",
+        headers={"Authorization": f"bearer {TOKEN}"},
+    )
     assert resp.status_code == 200
 
 
-@pytest.mark.parametrize("url, status, error", [
-    ("/pushreport/lookup/registrations", 400, "give username or selector"),
-    ("/pushreport/lookup/registrations?username=", 400, "give username or selector"),
-    ("/pushreport/lookup/registrations?username=alice&username=bob", 400,
-     "give username once"),
-    ("/pushreport/lookup/targets?purpose=call", 400, "give username"),
-    ("/pushreport/lookup/targets?username=alice", 400, "purpose must be call or message"),
-    ("/pushreport/lookup/targets?username=alice&purpose=sms", 400,
-     "purpose must be call or message"),
-    ("/pushreport/lookup/everything", 404, "not found"),
-    ("/pushreport/lookup", 404, "not found"),
-])
+@pytest.mark.parametrize(
+    "url, status, error",
+    [
+        ("/pushreport/lookup/registrations", 400, "give username or selector"),
+        ("/pushreport/lookup/registrations?username=", 400, "give username or selector"),
+        (
+            "/pushreport/lookup/registrations?username=alice&username=bob",
+            400,
+            "give username once",
+        ),
+        ("/pushreport/lookup/targets?purpose=call", 400, "give username"),
+        ("/pushreport/lookup/targets?username=alice", 400, "purpose must be call or message"),
+        (
+            "/pushreport/lookup/targets?username=alice&purpose=sms",
+            400,
+            "purpose must be call or message",
+        ),
+        ("/pushreport/lookup/everything", 404, "not found"),
+        ("/pushreport/lookup", 404, "not found"),
+    ],
+)
 def test_never_list_everything(app, url, status, error):
     resp = get(app, url)
     assert (resp.status_code, resp.json) == (status, {"error": error})
@@ -142,8 +172,12 @@ def test_reports_still_work_and_other_paths_pass_through(tmp_path):
     report(app, "erin", SEL_A, msgs="MSGTOKEN-E")
     assert Client(app).get("/pushreport/lookupx").data == b"portal"
     assert Client(app).get("/pushreport").data == b"portal"
-    assert get(app, "/pushreport/lookup/targets?username=erin&purpose=message").json[
-        "targets"][0]["DeviceToken"] == "MSGTOKEN-E"
+    assert (
+        get(app, "/pushreport/lookup/targets?username=erin&purpose=message").json["targets"][0][
+            "DeviceToken"
+        ]
+        == "MSGTOKEN-E"
+    )
     app.close()
 
 
@@ -156,11 +190,17 @@ def test_off_by_default(tmp_path):
 
 def test_another_path_and_a_token_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PUSHREPORT_TEST_LOOKUP_TOKEN", "from-the-environment-123")
-    app = create_app(lookup_config(tmp_path, token="", path="/internal/tokens",
-                                   token_env="PUSHREPORT_TEST_LOOKUP_TOKEN"))
+    app = create_app(
+        lookup_config(
+            tmp_path, token="", path="/internal/tokens", token_env="PUSHREPORT_TEST_LOOKUP_TOKEN"
+        )
+    )
     report(app, "alice", SEL_A, msgs="MSGTOKEN-A1")
-    ok = get(app, "/internal/tokens/registrations?username=alice",
-             headers={"Authorization": "Bearer from-the-environment-123"})
+    ok = get(
+        app,
+        "/internal/tokens/registrations?username=alice",
+        headers={"Authorization": "Bearer from-the-environment-123"},
+    )
     assert ok.status_code == 200 and len(ok.json["registrations"]) == 1
     assert get(app, "/internal/tokens/registrations?username=alice").status_code == 401
     app.close()
@@ -176,23 +216,38 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[lookup]\nenabled = true\n", "lookup.token: the lookup endpoint needs token or token_env"),
-    ("[lookup]\nenabled = true\ntoken = 'short'\n",
-     "lookup.token: the token must be at least 16 characters"),
-    ("[lookup]\nenabled = true\ntoken = 'x' \ntoken_env = 'Y'\n",
-     "lookup.token: give token or token_env, not both"),
-    ("[lookup]\nenabled = true\ntoken_env = 'PUSHREPORT_TEST_UNSET_VARIABLE'\n",
-     "lookup.token_env: environment variable PUSHREPORT_TEST_UNSET_VARIABLE is not set"),
-    ("[lookup]\npath = 'lookup'\n", "lookup.path: must start with / and not end with /"),
-    ("[lookup]\npath = '/lookup/'\n", "lookup.path: must start with / and not end with /"),
-    ("[lookup]\nenabled = 'yes'\n", "lookup.enabled: must be true or false"),
-    ("[push]\ngateway_url = 'ftp://x'\n", "push.gateway_url: must be an http or https URL"),
-    ("[push]\nattempts = 0\n", "push.attempts: must be between 1 and 20, not 0"),
-    ("[push]\ntimeout = 'slow'\n", "push.timeout: must be a number, not str"),
-    ("[push]\nurl = 'x'\n", "push.url: unknown key (expected one of: attempts, backoff, "
-     "gateway_url, max_delay, timeout)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "[lookup]\nenabled = true\n",
+            "lookup.token: the lookup endpoint needs token or token_env",
+        ),
+        (
+            "[lookup]\nenabled = true\ntoken = 'short'\n",
+            "lookup.token: the token must be at least 16 characters",
+        ),
+        (
+            "[lookup]\nenabled = true\ntoken = 'x' \ntoken_env = 'Y'\n",
+            "lookup.token: give token or token_env, not both",
+        ),
+        (
+            "[lookup]\nenabled = true\ntoken_env = 'PUSHREPORT_TEST_UNSET_VARIABLE'\n",
+            "lookup.token_env: environment variable PUSHREPORT_TEST_UNSET_VARIABLE is not set",
+        ),
+        ("[lookup]\npath = 'lookup'\n", "lookup.path: must start with / and not end with /"),
+        ("[lookup]\npath = '/lookup/'\n", "lookup.path: must start with / and not end with /"),
+        ("[lookup]\nenabled = 'yes'\n", "lookup.enabled: must be true or false"),
+        ("[push]\ngateway_url = 'ftp://x'\n", "push.gateway_url: must be an http or https URL"),
+        ("[push]\nattempts = 0\n", "push.attempts: must be between 1 and 20, not 0"),
+        ("[push]\ntimeout = 'slow'\n", "push.timeout: must be a number, not str"),
+        (
+            "[push]\nurl = 'x'\n",
+            "push.url: unknown key (expected one of: attempts, backoff, "
+            "gateway_url, max_delay, timeout)",
+        ),
+    ],
+)
 def test_configuration_errors(tmp_path, monkeypatch, text, message):
     monkeypatch.delenv("PUSHREPORT_TEST_UNSET_VARIABLE", raising=False)
     with pytest.raises(ConfigurationError) as e:
@@ -201,14 +256,25 @@ def test_configuration_errors(tmp_path, monkeypatch, text, message):
 
 
 def test_configuration_loads(tmp_path):
-    c = load_config(write(tmp_path, "[lookup]\nenabled = true\ntoken = '" + TOKEN + "'\n"
-                          "[push]\ngateway_url = 'http://127.0.0.1:9/send'\nattempts = 5\n"
-                          "backoff = 1\ntimeout = 2.5\n"))
+    c = load_config(
+        write(
+            tmp_path,
+            "[lookup]\nenabled = true\ntoken = '" + TOKEN + "'\n"
+            "[push]\ngateway_url = 'http://127.0.0.1:9/send'\nattempts = 5\n"
+            "backoff = 1\ntimeout = 2.5\n",
+        )
+    )
     assert c.lookup.enabled and c.lookup.bearer_token().reveal() == TOKEN
     assert (c.push.gateway_url, c.push.attempts, c.push.backoff, c.push.timeout) == (
-        "http://127.0.0.1:9/send", 5, 1, 2.5)
-    assert load_config(write(tmp_path, "")).push.gateway_url == \
-        "https://pnm.cloudsoftphone.com/pnm2/send"
+        "http://127.0.0.1:9/send",
+        5,
+        1,
+        2.5,
+    )
+    assert (
+        load_config(write(tmp_path, "")).push.gateway_url
+        == "https://pnm.cloudsoftphone.com/pnm2/send"
+    )
 
 
 def test_lookup_api(app):
@@ -217,7 +283,9 @@ def test_lookup_api(app):
     assert [r.selector for r in lookup.registrations(selector=SEL_C)] == [SEL_C]
     assert lookup.registrations(selector=SEL_C, username="alice") == []
     assert [t.device_token for t in lookup.push_targets("alice", "call")] == [
-        "CALLTOKEN-A", "CALLTOKEN-B"]
+        "CALLTOKEN-A",
+        "CALLTOKEN-B",
+    ]
     with pytest.raises(ValueError, match="give a username or a selector"):
         lookup.registrations()
     with pytest.raises(ValueError, match="give a username"):

@@ -12,11 +12,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
-from pushreport_core import (AuthenticationRequired, AuthenticationUnavailable,
-                             ConfigurationError, InvalidReport, StorageUnavailable,
-                             TooManyRequests)
-from pushreport_wsgi import Backend, Config, Receiver, create_app, hookimpl, \
-    make_plugin_manager
+from pushreport_core import (
+    AuthenticationRequired,
+    AuthenticationUnavailable,
+    ConfigurationError,
+    InvalidReport,
+    StorageUnavailable,
+    TooManyRequests,
+)
+from pushreport_wsgi import Backend, Config, Receiver, create_app, hookimpl, make_plugin_manager
 from pushreport_wsgi._config import MetricsConfig, load_config
 from pushreport_wsgi._metrics import REASONS, NullMetrics, PrometheusMetrics, refusal_reason
 from pushreport_wsgi.testing import MemoryStorage
@@ -27,8 +31,7 @@ Sample = tuple[str, frozenset[tuple[str, str]]]
 
 
 def metrics_config(tmp_path: Path, **metrics: Any) -> Config:
-    return attrs.evolve(make_config(tmp_path),
-                        metrics=MetricsConfig(enabled=True, **metrics))
+    return attrs.evolve(make_config(tmp_path), metrics=MetricsConfig(enabled=True, **metrics))
 
 
 def scrape(app: Any, path: str = "/metrics") -> dict[Sample, float]:
@@ -77,16 +80,21 @@ def test_refusals_are_counted_by_reason(tmp_path):
     assert c.get("/token/?selector=bad&x=1").status_code == 400
     # DELETE /token/ is the Account Removal Reporter now; PATCH is no method of either.
     assert c.patch("/token/").status_code == 405
-    assert c.post("/token/", data=b"x" * 20000,
-                  headers={"Content-Type": "application/json"}).status_code == 413
+    assert (
+        c.post(
+            "/token/", data=b"x" * 20000, headers={"Content-Type": "application/json"}
+        ).status_code
+        == 413
+    )
     samples = scrape(app, "/ops/metrics")
     assert refused(samples, "invalid") == 2
     assert refused(samples, "method") == 1
     assert refused(samples, "too_large") == 1
     assert refused(samples, "storage") == 0 and accepted(samples) == 0
     # Only the fixed reasons: never a message as a label.
-    reasons = {dict(labels)["reason"] for name, labels in samples
-               if name == "pushreport_reports_total"}
+    reasons = {
+        dict(labels)["reason"] for name, labels in samples if name == "pushreport_reports_total"
+    }
     assert reasons == set(REASONS) | {""}
 
 
@@ -144,8 +152,7 @@ def test_a_locked_database_counts_a_storage_refusal_and_a_backend_failure(tmp_pa
     assert value(samples, "pushreport_backend_failures_total", backend="sqlite") == 1
     # The failed write waited for the lock (busy_timeout 0.3 s): the histogram shows it.
     assert value(samples, "pushreport_storage_seconds_count", backend="sqlite") == 2
-    assert value(samples, "pushreport_storage_seconds_bucket", backend="sqlite",
-                 le="0.25") == 1
+    assert value(samples, "pushreport_storage_seconds_bucket", backend="sqlite", le="0.25") == 1
 
 
 @attrs.define(eq=False)
@@ -159,8 +166,12 @@ class Outbox(MemoryStorage):
     def metrics(self) -> dict[str, Any]:
         if self.figures_fail:
             raise RuntimeError("outbox unreadable")
-        return {"webhook_outbox_pending": self.pending, "webhook_outbox_dead": 1,
-                "Bad-Name": 3, "not_a_number": "x"}
+        return {
+            "webhook_outbox_pending": self.pending,
+            "webhook_outbox_dead": 1,
+            "Bad-Name": 3,
+            "not_a_number": "x",
+        }
 
 
 def test_best_effort_failures_and_backend_figures_become_metrics(tmp_path, caplog):
@@ -186,8 +197,7 @@ def test_best_effort_failures_and_backend_figures_become_metrics(tmp_path, caplo
     outbox.pending = 0
     outbox.figures_fail = True
     samples = scrape(app)
-    assert ("pushreport_webhook_outbox_pending", frozenset({("backend", "outbox")})) \
-        not in samples
+    assert ("pushreport_webhook_outbox_pending", frozenset({("backend", "outbox")})) not in samples
     assert "backend 'outbox' failed to report its metrics: outbox unreadable" in caplog.text
 
 
@@ -239,24 +249,29 @@ def test_missing_prometheus_client_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
     with pytest.raises(ConfigurationError) as e:
         create_app(metrics_config(tmp_path))
-    assert str(e.value) == ("metrics.enabled: metrics need the prometheus_client package: "
-                            "pip install 'pushreport[metrics]'")
+    assert str(e.value) == (
+        "metrics.enabled: metrics need the prometheus_client package: "
+        "pip install 'pushreport[metrics]'"
+    )
     create_app(make_config(tmp_path))  # metrics off: not needed
 
 
-@pytest.mark.parametrize("error, reason", [
-    (InvalidReport("x"), "invalid"),
-    (RateLimited("x"), "rate_limited"),
-    (InvalidReport("x", error_status_hint=401), "auth"),
-    (InvalidReport("x", error_status_hint=418), "invalid"),
-    (InvalidReport("x", error_status_hint=414), "too_large"),
-    (AuthenticationRequired("x", challenges=("Digest x",)), "challenge"),
-    (AuthenticationRequired("x", challenges=("Digest x",), failed=True), "auth"),
-    (TooManyRequests("x", retry_after=3), "rate_limited"),
-    (StorageUnavailable("x"), "storage"),
-    (AuthenticationUnavailable("x"), "unavailable"),
-    (ValueError("x"), "internal"),
-])
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (InvalidReport("x"), "invalid"),
+        (RateLimited("x"), "rate_limited"),
+        (InvalidReport("x", error_status_hint=401), "auth"),
+        (InvalidReport("x", error_status_hint=418), "invalid"),
+        (InvalidReport("x", error_status_hint=414), "too_large"),
+        (AuthenticationRequired("x", challenges=("Digest x",)), "challenge"),
+        (AuthenticationRequired("x", challenges=("Digest x",), failed=True), "auth"),
+        (TooManyRequests("x", retry_after=3), "rate_limited"),
+        (StorageUnavailable("x"), "storage"),
+        (AuthenticationUnavailable("x"), "unavailable"),
+        (ValueError("x"), "internal"),
+    ],
+)
 def test_refusal_reason_comes_from_the_status_hint(error, reason):
     assert refusal_reason(error) == reason
 

@@ -15,8 +15,6 @@ from pushreport_wsgi._cli import main
 from pushreport_wsgi._config import Config
 from pushreport_wsgi._migrate import Progress, migrate, parse_spec, run_migrate
 
-from ..plugins.postgresql.conftest import pg_dsn, pg_table  # noqa: F401 (fixtures)
-
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
@@ -31,14 +29,19 @@ def populate(path: Path, n: int = 7) -> list[Registration]:
         for i in range(n):
             selector = f"{i:040X}:C0F{i}"
             for k in range(i % 3 + 1):
-                storage.upsert(Report(
-                    selector=selector, username=f"user{i % 2}",
-                    token_calls=f"call{i}x{k}" if k != 1 else None,
-                    appid_calls="com.example.app.voip",
-                    token_msgs=f"msg{i}x{k}" if k != 2 else None,
-                    appid_msgs="com.example.app", extra={f"k{k}": str(i)},
-                    user_agent="CloudSoftphone/1.5.6"),
-                    now=T0 + timedelta(seconds=i, microseconds=k * 7))
+                storage.upsert(
+                    Report(
+                        selector=selector,
+                        username=f"user{i % 2}",
+                        token_calls=f"call{i}x{k}" if k != 1 else None,
+                        appid_calls="com.example.app.voip",
+                        token_msgs=f"msg{i}x{k}" if k != 2 else None,
+                        appid_msgs="com.example.app",
+                        extra={f"k{k}": str(i)},
+                        user_agent="CloudSoftphone/1.5.6",
+                    ),
+                    now=T0 + timedelta(seconds=i, microseconds=k * 7),
+                )
         return list(storage)
     finally:
         storage.close()
@@ -63,27 +66,35 @@ def test_sqlite_to_files_to_sqlite_round_trip(tmp_path: Path, capsys) -> None:
     assert contents(FilesStorage(folder)) == original
 
     # Again: the same target, nothing merged as a new report.
-    assert main(["migrate", "--from", f"sqlite:{source}", "--to", f"files:{folder}",
-                 "--batch", "2"]) == 0
+    assert (
+        main(["migrate", "--from", f"sqlite:{source}", "--to", f"files:{folder}", "--batch", "2"])
+        == 0
+    )
     assert "copied 7 registrations" in capsys.readouterr().out
     assert contents(FilesStorage(folder)) == original
 
-    assert main(["migrate", "--from", f"files:{folder}", "--to", f"sqlite:{back}",
-                 "--batch", "3"]) == 0
+    assert (
+        main(["migrate", "--from", f"files:{folder}", "--to", f"sqlite:{back}", "--batch", "3"])
+        == 0
+    )
     assert capsys.readouterr().out == (
-        f"copied 7 registrations from files:{folder} to sqlite:{back}\n")
+        f"copied 7 registrations from files:{folder} to sqlite:{back}\n"
+    )
     assert contents(sqlite(back)) == original
     assert main(["migrate", "--from", f"files:{folder}", "--to", f"sqlite:{back}"]) == 0
     assert contents(sqlite(back)) == original
 
 
-def test_a_registration_in_the_target_is_replaced_not_merged(tmp_path: Path,
-                                                           capsys) -> None:
+def test_a_registration_in_the_target_is_replaced_not_merged(tmp_path: Path, capsys) -> None:
     source, target = tmp_path / "a.sqlite3", tmp_path / "b.sqlite3"
     original = populate(source, 3)
     t = sqlite(target)
-    t.upsert(Report(selector=original[0].selector, token_msgs="stale", username="old",
-                    extra={"old": "1"}), now=T0 - timedelta(days=3))
+    t.upsert(
+        Report(
+            selector=original[0].selector, token_msgs="stale", username="old", extra={"old": "1"}
+        ),
+        now=T0 - timedelta(days=3),
+    )
     t.upsert(Report(selector="only-in-target"), now=T0)
     t.close()
     assert main(["migrate", "--from", f"sqlite:{source}", "--to", f"sqlite:{target}"]) == 0
@@ -92,15 +103,18 @@ def test_a_registration_in_the_target_is_replaced_not_merged(tmp_path: Path,
     assert copied["only-in-target"].reports == 1  # a copy adds, it deletes nothing
 
 
-def test_relative_paths_and_a_backend_named_in_the_config(tmp_path: Path, capsys,
-                                                         monkeypatch) -> None:
+def test_relative_paths_and_a_backend_named_in_the_config(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     original = populate(tmp_path / "a.sqlite3", 4)
     (tmp_path / "conf").mkdir()
     config = tmp_path / "conf" / "pushreport.toml"
     config.write_text('[storage]\nbackends = ["files"]\n[storage.files]\npath = "data"\n')
-    assert main(["migrate", "--from", "sqlite:a.sqlite3", "--to", "files",
-                 "--config", str(config)]) == 0
+    assert (
+        main(["migrate", "--from", "sqlite:a.sqlite3", "--to", "files", "--config", str(config)])
+        == 0
+    )
     assert capsys.readouterr().out == "copied 4 registrations from sqlite:a.sqlite3 to files\n"
     assert contents(FilesStorage(tmp_path / "conf" / "data")) == original
 
@@ -108,9 +122,19 @@ def test_relative_paths_and_a_backend_named_in_the_config(tmp_path: Path, capsys
 def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
     original = populate(tmp_path / "a.sqlite3", 6)
     out, err = io.StringIO(), io.StringIO()
-    assert run_migrate(parse_spec(f"sqlite:{tmp_path / 'a.sqlite3'}"),
-                       parse_spec(f"files:{tmp_path / 'f'}"), Config(base_dir=tmp_path),
-                       batch=2, out=out, err=err, interval=0, delay=0) == 0
+    assert (
+        run_migrate(
+            parse_spec(f"sqlite:{tmp_path / 'a.sqlite3'}"),
+            parse_spec(f"files:{tmp_path / 'f'}"),
+            Config(base_dir=tmp_path),
+            batch=2,
+            out=out,
+            err=err,
+            interval=0,
+            delay=0,
+        )
+        == 0
+    )
     lines = err.getvalue().splitlines()
     assert "\r" not in err.getvalue()
     assert lines[-1] == "[" + "#" * 30 + "] 100% 6/6 registrations"
@@ -128,8 +152,9 @@ def test_progress_bar_is_redrawn_on_a_terminal(tmp_path: Path) -> None:
     err = Terminal()
     source, target = sqlite(tmp_path / "a.sqlite3"), FilesStorage(tmp_path / "f")
     try:
-        assert migrate(source, target, batch=2,
-                       progress=Progress(5, err, interval=0, delay=0)) == 5
+        assert (
+            migrate(source, target, batch=2, progress=Progress(5, err, interval=0, delay=0)) == 5
+        )
     finally:
         source.close()
         target.close()
@@ -141,9 +166,17 @@ def test_progress_bar_is_redrawn_on_a_terminal(tmp_path: Path) -> None:
 def test_a_short_copy_draws_no_progress(tmp_path: Path) -> None:
     populate(tmp_path / "a.sqlite3", 2)
     err = io.StringIO()
-    assert run_migrate(parse_spec(f"sqlite:{tmp_path / 'a.sqlite3'}"),
-                       parse_spec(f"files:{tmp_path / 'f'}"), Config(base_dir=tmp_path),
-                       batch=1, out=io.StringIO(), err=err) == 0
+    assert (
+        run_migrate(
+            parse_spec(f"sqlite:{tmp_path / 'a.sqlite3'}"),
+            parse_spec(f"files:{tmp_path / 'f'}"),
+            Config(base_dir=tmp_path),
+            batch=1,
+            out=io.StringIO(),
+            err=err,
+        )
+        == 0
+    )
     assert err.getvalue() == ""
 
 
@@ -153,8 +186,10 @@ def test_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
     assert main(["migrate", "--from", "nosuch:x", "--to", f"files:{tmp_path}/f"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no storage backend named 'nosuch'" in err
-    assert main(["migrate", "--from", f"sqlite:{tmp_path}/missing.db",
-                 "--to", f"files:{tmp_path}/f"]) == 2
+    assert (
+        main(["migrate", "--from", f"sqlite:{tmp_path}/missing.db", "--to", f"files:{tmp_path}/f"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such file" in err
     assert not (tmp_path / "missing.db").exists()
@@ -163,12 +198,25 @@ def test_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
 
 
 def test_an_unreachable_postgresql_is_exit_2_and_the_dsn_is_never_printed(
-        tmp_path: Path, capsys) -> None:
+    tmp_path: Path, capsys
+) -> None:
     source = tmp_path / "a.sqlite3"
     populate(source, 2)
     dsn = "host=127.0.0.1 port=1 dbname=nothing user=secretuser password=hunter2"
-    assert main(["migrate", "--from", f"sqlite:{source}", "--to", f"postgresql:{dsn}",
-                 "--to-option", "timeout=0.5"]) == 2
+    assert (
+        main(
+            [
+                "migrate",
+                "--from",
+                f"sqlite:{source}",
+                "--to",
+                f"postgresql:{dsn}",
+                "--to-option",
+                "timeout=0.5",
+            ]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
@@ -176,14 +224,22 @@ def test_an_unreachable_postgresql_is_exit_2_and_the_dsn_is_never_printed(
     assert "hunter2" not in captured.err and "secretuser" not in captured.err
 
 
-def test_sqlite_to_postgresql_and_back(tmp_path: Path, capsys, pg_dsn: str,
-                                       pg_table: str) -> None:
+def test_sqlite_to_postgresql_and_back(tmp_path: Path, capsys, pg_dsn: str, pg_table: str) -> None:
     from pushreport_postgresql._storage import PostgreSQLStorage
 
     source, back = tmp_path / "a.sqlite3", tmp_path / "b.sqlite3"
     original = populate(source, 9)
-    args = ["migrate", "--from", f"sqlite:{source}", "--to", f"postgresql:{pg_dsn}",
-            "--to-option", f"table={pg_table}", "--batch", "4"]
+    args = [
+        "migrate",
+        "--from",
+        f"sqlite:{source}",
+        "--to",
+        f"postgresql:{pg_dsn}",
+        "--to-option",
+        f"table={pg_table}",
+        "--batch",
+        "4",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out == f"copied 9 registrations from sqlite:{source} to postgresql:***\n"
@@ -201,12 +257,17 @@ def test_sqlite_to_postgresql_and_back(tmp_path: Path, capsys, pg_dsn: str,
         later = target.upsert(Report(selector=original[0].selector), now=T0 + timedelta(1))
     finally:
         target.close()
-    assert later == attrs.evolve(original[0], last_seen=T0 + timedelta(1),
-                                 reports=original[0].reports + 1)
+    assert later == attrs.evolve(
+        original[0], last_seen=T0 + timedelta(1), reports=original[0].reports + 1
+    )
 
     config = tmp_path / "pg.toml"
     config.write_text(f'[storage.postgresql]\ndsn = "{pg_dsn}"\ntable = "{pg_table}"\n')
-    assert main(["migrate", "--from", "postgresql", "--config", str(config),
-                 "--to", f"sqlite:{back}"]) == 0
+    assert (
+        main(
+            ["migrate", "--from", "postgresql", "--config", str(config), "--to", f"sqlite:{back}"]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == f"copied 9 registrations from postgresql to sqlite:{back}\n"
     assert contents(sqlite(back)) == [later] + original[1:]

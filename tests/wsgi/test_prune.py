@@ -42,13 +42,17 @@ def fill(config: Config) -> dict[str, Registration]:
 
 def put(storage: Any) -> dict[str, Registration]:
     return {
-        OLD: storage.upsert(Report(selector=OLD, username="olduser", token_msgs=TOKEN,
-                                   appid_msgs="com.app"), now=NOW - timedelta(days=100)),
-        EDGE: storage.upsert(Report(selector=EDGE, username="edge"),
-                             now=NOW - timedelta(days=90)),
-        FRESH: storage.upsert(Report(selector=FRESH, username="fresh", token_calls=TOKEN,
-                                     appid_calls="com.app.voip"),
-                              now=NOW - timedelta(hours=1)),
+        OLD: storage.upsert(
+            Report(selector=OLD, username="olduser", token_msgs=TOKEN, appid_msgs="com.app"),
+            now=NOW - timedelta(days=100),
+        ),
+        EDGE: storage.upsert(Report(selector=EDGE, username="edge"), now=NOW - timedelta(days=90)),
+        FRESH: storage.upsert(
+            Report(
+                selector=FRESH, username="fresh", token_calls=TOKEN, appid_calls="com.app.voip"
+            ),
+            now=NOW - timedelta(hours=1),
+        ),
     }
 
 
@@ -70,26 +74,30 @@ def test_dry_run_then_prune(tmp_path: Path) -> None:
         "LAST_SEEN\n"
         f"{OLD}  olduser   QVBBOTFiRzlh…  -            2025-02-21T12:00:00.000000Z\n"
         "would prune 1 registration last seen before 2025-03-03T12:00:00.000000Z "
-        "(older than 90d)\n")
+        "(older than 90d)\n"
+    )
     assert selectors(config) == [OLD, EDGE, FRESH], "a dry run deleted"
     out = io.StringIO()
     assert run_prune(config, "90d", out=out, now=NOW) == 0
     assert out.getvalue().endswith(
-        "\npruned 1 registration last seen before 2025-03-03T12:00:00.000000Z "
-        "(older than 90d)\n")
+        "\npruned 1 registration last seen before 2025-03-03T12:00:00.000000Z (older than 90d)\n"
+    )
     assert selectors(config) == [EDGE, FRESH]
     out = io.StringIO()
     run_prune(config, "2160h", out=out, now=NOW + timedelta(seconds=1))
-    assert out.getvalue() == ("SELECTOR                                    USERNAME  "
-                              "TOKEN_MSGS  TOKEN_CALLS  LAST_SEEN\n"
-                              f"{EDGE}  edge      -           -            "
-                              "2025-03-03T12:00:00.000000Z\n"
-                              "pruned 1 registration last seen before "
-                              "2025-03-03T12:00:01.000000Z (older than 90d)\n")
+    assert out.getvalue() == (
+        "SELECTOR                                    USERNAME  "
+        "TOKEN_MSGS  TOKEN_CALLS  LAST_SEEN\n"
+        f"{EDGE}  edge      -           -            "
+        "2025-03-03T12:00:00.000000Z\n"
+        "pruned 1 registration last seen before "
+        "2025-03-03T12:00:01.000000Z (older than 90d)\n"
+    )
     out = io.StringIO()
     run_prune(config, "1d", out=out, now=NOW)
-    assert out.getvalue() == ("pruned 0 registrations last seen before "
-                              "2025-05-31T12:00:00.000000Z (older than 1d)\n")
+    assert out.getvalue() == (
+        "pruned 0 registrations last seen before 2025-05-31T12:00:00.000000Z (older than 1d)\n"
+    )
     assert selectors(config) == [FRESH]
 
 
@@ -99,8 +107,12 @@ def test_json(tmp_path: Path) -> None:
     out = io.StringIO()
     run_prune(config, "30d", dry_run=True, as_json=True, out=out, now=NOW)
     data = json.loads(out.getvalue())
-    assert data == {"before": "2025-05-02T12:00:00.000000Z", "dry_run": True, "count": 2,
-                    "registrations": [stored[OLD].to_json(), stored[EDGE].to_json()]}
+    assert data == {
+        "before": "2025-05-02T12:00:00.000000Z",
+        "dry_run": True,
+        "count": 2,
+        "registrations": [stored[OLD].to_json(), stored[EDGE].to_json()],
+    }
 
 
 def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,7 +123,8 @@ def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["prune", "--db", str(db), "--older-than", "90x"]) == 2
     assert capsys.readouterr().err == (
         "pushreport: configuration error: --older-than: '90x' is not a duration: write a "
-        "whole number and a unit, s, m, h, d or w (e.g. 90d)\n")
+        "whole number and a unit, s, m, h, d or w (e.g. 90d)\n"
+    )
     assert main(["prune", "--db", str(db), "--older-than", "90d", "--dry-run"]) == 0
     assert "would prune 1 registration last seen before " in capsys.readouterr().out
     assert main(["prune", "--db", str(db), "--older-than", "90d"]) == 0
@@ -122,9 +135,17 @@ def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_every_backend_is_pruned(tmp_path: Path) -> None:
     from pushreport_wsgi._config import StorageConfig
-    config = Config(storage=StorageConfig(backends=("sqlite", "files"), options={
-        "sqlite": {"path": str(tmp_path / "db.sqlite3")},
-        "files": {"path": str(tmp_path / "files")}}), base_dir=tmp_path)
+
+    config = Config(
+        storage=StorageConfig(
+            backends=("sqlite", "files"),
+            options={
+                "sqlite": {"path": str(tmp_path / "db.sqlite3")},
+                "files": {"path": str(tmp_path / "files")},
+            },
+        ),
+        base_dir=tmp_path,
+    )
     fill(config)
     run_prune(config, "90d", out=io.StringIO(), now=NOW)
     receiver = Receiver.from_config(config)
@@ -136,6 +157,7 @@ def test_every_backend_is_pruned(tmp_path: Path) -> None:
 
 
 # -- the configuration ----------------------------------------------------------------
+
 
 def write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "c.toml"
@@ -152,17 +174,29 @@ def test_prune_section(tmp_path: Path) -> None:
     assert default.prune.interval_delta() == timedelta(days=1)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('[prune]\nolder_than = "90"\n', "prune.older_than: '90' is not a duration: write a "
-     "whole number and a unit, s, m, h, d or w (e.g. 90d)"),
-    ('[prune]\ninterval = "0s"\n', "prune.interval: '0s' is not a duration: it must be more "
-     "than zero"),
-    ("[prune]\nolder_than = 90\n", "prune.older_than: must be a string, not int"),
-    ('[prune]\nevery = "1d"\n', "prune.every: unknown key (expected one of: interval, "
-     "older_than)"),
-    ('[reporter]\ntoken_owner = "last"\n',
-     "reporter.token_owner: must be \"shared\" or \"newest\", not 'last'"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[prune]\nolder_than = "90"\n',
+            "prune.older_than: '90' is not a duration: write a "
+            "whole number and a unit, s, m, h, d or w (e.g. 90d)",
+        ),
+        (
+            '[prune]\ninterval = "0s"\n',
+            "prune.interval: '0s' is not a duration: it must be more than zero",
+        ),
+        ("[prune]\nolder_than = 90\n", "prune.older_than: must be a string, not int"),
+        (
+            '[prune]\nevery = "1d"\n',
+            "prune.every: unknown key (expected one of: interval, older_than)",
+        ),
+        (
+            '[reporter]\ntoken_owner = "last"\n',
+            'reporter.token_owner: must be "shared" or "newest", not \'last\'',
+        ),
+    ],
+)
 def test_configuration_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigurationError) as e:
         load_config(write(tmp_path, text))
@@ -170,6 +204,7 @@ def test_configuration_errors(tmp_path: Path, text: str, message: str) -> None:
 
 
 # -- the schedule, with a frozen clock -------------------------------------------------
+
 
 class Clock:
     def __init__(self, now: datetime) -> None:
@@ -181,9 +216,13 @@ class Clock:
 
 def schedule(config: Config, clock: Clock) -> tuple[Receiver, PruneSchedule]:
     receiver = Receiver.from_config(config, clock=clock)
-    pruner = PruneSchedule(storages=[(b.name, b.storage) for b in receiver.backends],
-                           older_than=timedelta(days=90), interval=timedelta(days=1),
-                           lock_path=tmp_lock(config), clock=clock)
+    pruner = PruneSchedule(
+        storages=[(b.name, b.storage) for b in receiver.backends],
+        older_than=timedelta(days=90),
+        interval=timedelta(days=1),
+        lock_path=tmp_lock(config),
+        clock=clock,
+    )
     return receiver, pruner
 
 
@@ -191,8 +230,9 @@ def tmp_lock(config: Config) -> Path:
     return config.base_dir / "db.sqlite3.prune-lock"
 
 
-def test_the_schedule_prunes_once_per_interval(tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_the_schedule_prunes_once_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = make_config(tmp_path)
     fill(config)
     clock = Clock(NOW)
@@ -200,8 +240,9 @@ def test_the_schedule_prunes_once_per_interval(tmp_path: Path,
     try:
         with caplog.at_level(logging.INFO, logger="pushreport"):
             assert pruner.run_due() == 1
-        assert caplog.messages[-1] == ("pruned 1 registration last seen before "
-                                       "2025-03-03T12:00:00.000000Z (older than 90d)")
+        assert caplog.messages[-1] == (
+            "pruned 1 registration last seen before 2025-03-03T12:00:00.000000Z (older than 90d)"
+        )
         assert tmp_lock(config).read_text() == format_time(NOW) + "\n"
         clock.now = NOW + timedelta(hours=23)
         assert pruner.run_due() is None, "ran twice within the interval"
@@ -247,10 +288,12 @@ def test_a_failed_prune_is_not_a_run(tmp_path: Path) -> None:
     receiver, pruner = schedule(config, Clock(NOW))
     try:
         import sqlite3
+
         other = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")
         try:
             from pushreport_core import StorageUnavailable
+
             with pytest.raises(StorageUnavailable):
                 pruner.run_due()
         finally:
@@ -270,8 +313,10 @@ def test_start_pruning_runs_on_a_thread_until_close(tmp_path: Path) -> None:
         assert off.start_pruning() is False and off.pruner is None
     finally:
         off.close()
-    from pushreport_wsgi._config import PruneConfig
     import attrs
+
+    from pushreport_wsgi._config import PruneConfig
+
     config = attrs.evolve(config, prune=PruneConfig(older_than="90d", interval="1s"))
     clock = Clock(NOW)
     receiver = Receiver.from_config(config, clock=clock)

@@ -24,13 +24,14 @@ PUSHKIT = "com.example.app.pushkit"
 REMOTE = "com.example.app"
 
 
-
 @pytest.fixture
 def gateway() -> Iterator[FakeGateway]:
     yield from running_gateway()
 
-def report(app, username: str, selector: str, *, calls: str | None = None,
-           msgs: str | None = None) -> None:
+
+def report(
+    app, username: str, selector: str, *, calls: str | None = None, msgs: str | None = None
+) -> None:
     fields = {"username": username, "selector": selector}
     if calls:
         fields.update(token_calls=calls, appid_calls=PUSHKIT)
@@ -52,9 +53,15 @@ def app(tmp_path):
 
 def client(gateway: FakeGateway, receiver: Receiver | None = None, **kwargs) -> PushClient:
     sleeps: list[float] = []
-    defaults = dict(gateway_url=gateway.url, timeout=2.0, attempts=3, backoff=0.01,
-                    rng=random.Random(0), sleep=sleeps.append,
-                    storages=[receiver.storage] if receiver else [])
+    defaults = dict(
+        gateway_url=gateway.url,
+        timeout=2.0,
+        attempts=3,
+        backoff=0.01,
+        rng=random.Random(0),
+        sleep=sleeps.append,
+        storages=[receiver.storage] if receiver else [],
+    )
     defaults.update(kwargs)
     return PushClient(**defaults)
 
@@ -65,31 +72,38 @@ def slept(c: PushClient) -> list[float]:
 
 
 def test_a_message_goes_to_the_remote_notification_pair_only(app, gateway):
-    results = push(app.receiver, username="alice", purpose="message", message="Hello",
-                   client=client(gateway))
+    results = push(
+        app.receiver, username="alice", purpose="message", message="Hello", client=client(gateway)
+    )
     assert [(r.target.selector, r.status, r.attempts) for r in results] == [
-        (SEL_A, "delivered", 1)]
+        (SEL_A, "delivered", 1)
+    ]
     [request] = gateway.requests
     assert request["path"] == "/pnm2/send"
     assert request["content_type"] == "application/json"
-    assert request["json"] == {"verb": "NotifyGenericTextMessage", "AppId": REMOTE,
-                               "DeviceToken": "MSGTOKEN-A+/=", "Selector": SEL_A,
-                               "Message": "Hello"}
+    assert request["json"] == {
+        "verb": "NotifyGenericTextMessage",
+        "AppId": REMOTE,
+        "DeviceToken": "MSGTOKEN-A+/=",
+        "Selector": SEL_A,
+        "Message": "Hello",
+    }
 
 
 def test_a_call_goes_to_the_pushkit_pair_of_every_device(app, gateway):
     results = push(app.receiver, username="alice", purpose="call", client=client(gateway))
     assert [r.status for r in results] == ["delivered", "delivered"]
-    assert sorted((b["verb"], b["AppId"], b["DeviceToken"], b["Selector"])
-                  for b in gateway.bodies()) == [
+    assert sorted(
+        (b["verb"], b["AppId"], b["DeviceToken"], b["Selector"]) for b in gateway.bodies()
+    ) == [
         ("NotifyTextMessage", PUSHKIT, "CALLTOKEN-A", SEL_A),
-        ("NotifyTextMessage", PUSHKIT, "CALLTOKEN-B", SEL_B)]
+        ("NotifyTextMessage", PUSHKIT, "CALLTOKEN-B", SEL_B),
+    ]
 
 
 def test_another_account_is_never_pushed(app, gateway):
     push(app.receiver, username="alice", purpose="call", client=client(gateway))
-    push(app.receiver, username="bob", purpose="message", message="hi",
-         client=client(gateway))
+    push(app.receiver, username="bob", purpose="message", message="hi", client=client(gateway))
     tokens = [b["DeviceToken"] for b in gateway.bodies()]
     assert tokens == ["CALLTOKEN-A", "CALLTOKEN-B", "MSGTOKEN-C"]
     assert push(app.receiver, username="carol", client=client(gateway)) == []
@@ -99,8 +113,10 @@ def test_another_account_is_never_pushed(app, gateway):
 def test_a_404_forgets_that_token_only(app, gateway):
     gateway.plan("CALLTOKEN-A", [GONE])
     c = client(gateway, app.receiver)
-    results = {r.target.selector: r for r in push(app.receiver, username="alice",
-                                                  purpose="call", client=c)}
+    results = {
+        r.target.selector: r
+        for r in push(app.receiver, username="alice", purpose="call", client=c)
+    }
     gone = results[SEL_A]
     assert (gone.status, gone.attempts, gone.forgotten) == ("token-removed", 1, (SEL_A,))
     assert not gone.ok and results[SEL_B].ok
@@ -116,8 +132,9 @@ def test_a_404_forgets_that_token_only(app, gateway):
 
 def test_a_404_in_the_json_code_forgets_the_token_too(app, gateway):
     gateway.plan("MSGTOKEN-C", [(200, b'{"code": 404, "message": "invalid token"}')])
-    [result] = push(app.receiver, username="bob", message="x",
-                    client=client(gateway, app.receiver))
+    [result] = push(
+        app.receiver, username="bob", message="x", client=client(gateway, app.receiver)
+    )
     assert result.status == "token-removed" and result.forgotten == (SEL_C,)
     assert app.receiver.storage.get(SEL_C).token_msgs is None
 
@@ -142,8 +159,7 @@ def test_retry_after_is_bounded_by_max_delay(app, gateway):
 
 def test_a_gateway_that_stays_down_is_given_up_after_the_attempts(app, gateway):
     gateway.plan("MSGTOKEN-C", [BUSY])
-    [result] = push(app.receiver, username="bob", message="x",
-                    client=client(gateway, attempts=4))
+    [result] = push(app.receiver, username="bob", message="x", client=client(gateway, attempts=4))
     assert (result.status, result.attempts, result.outcome.reason) == ("gave-up", 4, "HTTP 503")
     assert len(gateway.requests) == 4
     assert app.receiver.storage.get(SEL_C).token_msgs == "MSGTOKEN-C"
@@ -151,8 +167,9 @@ def test_a_gateway_that_stays_down_is_given_up_after_the_attempts(app, gateway):
 
 def test_a_refusal_is_not_retried_and_keeps_the_token(app, gateway):
     gateway.plan("MSGTOKEN-C", [(400, b'{"code": 400, "message": "bad AppId"}')])
-    [result] = push(app.receiver, username="bob", message="x",
-                    client=client(gateway, app.receiver))
+    [result] = push(
+        app.receiver, username="bob", message="x", client=client(gateway, app.receiver)
+    )
     assert (result.status, result.attempts, result.outcome.code) == ("failed", 1, 400)
     assert app.receiver.storage.get(SEL_C).token_msgs == "MSGTOKEN-C"
 
@@ -166,8 +183,7 @@ def test_a_redirect_is_not_followed(app, gateway):
 
 def test_a_timeout_is_retried(app, gateway):
     gateway.plan("MSGTOKEN-C", ["hang", OK])
-    [result] = push(app.receiver, username="bob", message="x",
-                    client=client(gateway, timeout=0.3))
+    [result] = push(app.receiver, username="bob", message="x", client=client(gateway, timeout=0.3))
     assert (result.status, result.attempts) == ("delivered", 2)
 
 
@@ -183,8 +199,13 @@ def test_no_answer_at_all_gives_up_with_the_reason(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    c = PushClient(gateway_url=f"http://127.0.0.1:{port}/pnm2/send", timeout=1, attempts=2,
-                   backoff=0, sleep=lambda _: None)
+    c = PushClient(
+        gateway_url=f"http://127.0.0.1:{port}/pnm2/send",
+        timeout=1,
+        attempts=2,
+        backoff=0,
+        sleep=lambda _: None,
+    )
     [result] = push(app.receiver, username="bob", message="x", client=c)
     assert (result.status, result.attempts) == ("gave-up", 2)
     assert result.outcome.reason.startswith("no answer: ")
@@ -196,24 +217,32 @@ def test_never_a_request_without_a_device_token(gateway):
     with pytest.raises(InvalidPush, match="a push needs a DeviceToken"):
         client(gateway).send(target, message="x")
     with pytest.raises(InvalidPush, match="NotifyGenericTextMessage needs a message"):
-        client(gateway).send(attrs.evolve(target, device_token="T"),
-                             verb="NotifyGenericTextMessage")
+        client(gateway).send(
+            attrs.evolve(target, device_token="T"), verb="NotifyGenericTextMessage"
+        )
     assert gateway.requests == []
 
 
 def test_result_lines(app, gateway):
     gateway.plan("CALLTOKEN-A", [GONE])
-    lines = [r.line() for r in push(app.receiver, username="alice", purpose="call",
-                                    client=client(gateway, app.receiver))]
-    assert lines == [f"{SEL_A}  CALLTOKEN-A  token-removed  1 attempt  token is no longer valid",
-                     f"{SEL_B}  CALLTOKEN-B  delivered  1 attempt"]
+    lines = [
+        r.line()
+        for r in push(
+            app.receiver, username="alice", purpose="call", client=client(gateway, app.receiver)
+        )
+    ]
+    assert lines == [
+        f"{SEL_A}  CALLTOKEN-A  token-removed  1 attempt  token is no longer valid",
+        f"{SEL_B}  CALLTOKEN-B  delivered  1 attempt",
+    ]
 
 
 def test_push_from_a_config_uses_the_push_section(tmp_path, gateway):
     from pushreport_wsgi import PushConfig
 
-    config = attrs.evolve(make_config(tmp_path),
-                          push=PushConfig(gateway_url=gateway.url, attempts=2, backoff=0))
+    config = attrs.evolve(
+        make_config(tmp_path), push=PushConfig(gateway_url=gateway.url, attempts=2, backoff=0)
+    )
     application = create_app(config)
     report(application, "dave", SEL_A, msgs="MSGTOKEN-D")
     application.close()
@@ -227,8 +256,9 @@ def test_a_storage_that_cannot_forget_keeps_the_token_and_says_so(app, gateway, 
         name = "plain"
 
     gateway.plan("MSGTOKEN-C", [GONE])
-    [result] = push(app.receiver, username="bob", message="x",
-                    client=client(gateway, storages=[Plain()]))
+    [result] = push(
+        app.receiver, username="bob", message="x", client=client(gateway, storages=[Plain()])
+    )
     assert (result.status, result.forgotten) == ("token-invalid", ())
     assert "storage 'plain' cannot forget tokens" in caplog.text
     assert app.receiver.storage.get(SEL_C).token_msgs == "MSGTOKEN-C"

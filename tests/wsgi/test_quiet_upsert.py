@@ -43,14 +43,19 @@ def test_a_report_with_no_hook_is_stored_without_reading_it_back(tmp_path, state
     app = create_app(make_config(tmp_path))
     c = Client(app)
     assert c.get(SPEC_GET).status_code == 200
-    assert c.get(SPEC_GET.replace("&token_msgs=QVBB", "&token_msgs=null&x=QVBB"))\
-        .status_code == 200
+    assert (
+        c.get(SPEC_GET.replace("&token_msgs=QVBB", "&token_msgs=null&x=QVBB")).status_code == 200
+    )
     assert statements == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET] * 2
     # The same merge rule: the second report's null token erased nothing.
     stored = app.receiver.storage.get(SELECTOR)
     assert stored is not None
-    assert (stored.username, stored.token_msgs, stored.token_calls, stored.reports) == \
-        ("johndow", TOKEN_MSGS, TOKEN_CALLS, 2)
+    assert (stored.username, stored.token_msgs, stored.token_calls, stored.reports) == (
+        "johndow",
+        TOKEN_MSGS,
+        TOKEN_CALLS,
+        2,
+    )
     app.close()
 
 
@@ -63,11 +68,9 @@ class Stored:
         self.registrations.append(registration)
 
 
-def test_a_hook_registered_after_the_app_is_built_gets_the_registration(tmp_path,
-                                                                         statements):
+def test_a_hook_registered_after_the_app_is_built_gets_the_registration(tmp_path, statements):
     pm = make_plugin_manager()
-    app = create_app(receiver=Receiver.from_config(make_config(tmp_path),
-                                                   plugin_manager=pm))
+    app = create_app(receiver=Receiver.from_config(make_config(tmp_path), plugin_manager=pm))
     c = Client(app)
     assert c.get(SPEC_GET).status_code == 200
     plugin = Stored()
@@ -75,8 +78,10 @@ def test_a_hook_registered_after_the_app_is_built_gets_the_registration(tmp_path
     assert c.get(SPEC_GET).status_code == 200
     assert [r.reports for r in plugin.registrations] == [2]
     assert plugin.registrations[0].token_msgs == TOKEN_MSGS
-    assert statements == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET,
-                          sqlite_storage.UPSERT_SAME_USERNAME]
+    assert statements == [
+        sqlite_storage.UPSERT_SAME_USERNAME_QUIET,
+        sqlite_storage.UPSERT_SAME_USERNAME,
+    ]
     pm.unregister(plugin)
     assert c.get(SPEC_GET).status_code == 200
     assert statements[2:] == [sqlite_storage.UPSERT_SAME_USERNAME_QUIET]
@@ -127,11 +132,21 @@ def test_the_webhook_backend_still_writes_its_event_on_the_app_path(tmp_path):
     from pushreport_webhook._outbox import pending_events
 
     config = make_config(tmp_path)
-    config = attrs.evolve(config, storage=attrs.evolve(
-        config.storage, backends=("webhook",),
-        options={"webhook": {"outbox": str(tmp_path / "hook.sqlite3"),
-                             "url": "http://127.0.0.1:9/hook", "secret": "s" * 32,
-                             "deliver": False}}))
+    config = attrs.evolve(
+        config,
+        storage=attrs.evolve(
+            config.storage,
+            backends=("webhook",),
+            options={
+                "webhook": {
+                    "outbox": str(tmp_path / "hook.sqlite3"),
+                    "url": "http://127.0.0.1:9/hook",
+                    "secret": "s" * 32,
+                    "deliver": False,
+                }
+            },
+        ),
+    )
     app = create_app(config)
     assert Client(app).get(SPEC_GET).status_code == 200
     storage = app.receiver.storage
@@ -177,8 +192,12 @@ def test_a_new_username_is_stored_by_the_whole_rule(tmp_path, statements, quiet)
     write(Report(selector=SELECTOR, username="bob", token_calls=TOKEN_CALLS), now=T0)
     stored = storage.get(SELECTOR)
     assert stored is not None
-    assert (stored.username, stored.token_msgs, stored.token_calls, stored.reports) == \
-        ("bob", TOKEN_MSGS, TOKEN_CALLS, 5)
+    assert (stored.username, stored.token_msgs, stored.token_calls, stored.reports) == (
+        "bob",
+        TOKEN_MSGS,
+        TOKEN_CALLS,
+        5,
+    )
     assert [r.selector for r in storage.find(username="bob")] == [SELECTOR]
     assert storage.find(username="alice") == []
     whole = sqlite_storage.UPSERT_QUIET if quiet else sqlite_storage.UPSERT
@@ -197,7 +216,8 @@ def test_a_report_repeating_the_username_writes_one_page(tmp_path):
     wal = path.with_name(path.name + "-wal")
     before = wal.stat().st_size
     for n in range(10):
-        storage.upsert_quiet(Report(selector=SELECTOR, username="alice",
-                                    token_msgs=f"TOKEN{n:04d}AAAA"), now=T0)
+        storage.upsert_quiet(
+            Report(selector=SELECTOR, username="alice", token_msgs=f"TOKEN{n:04d}AAAA"), now=T0
+        )
     assert (wal.stat().st_size - before) == 10 * (page + 24)
     storage.close()

@@ -14,8 +14,16 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
 from pushreport_core import ConfigurationError
-from pushreport_wsgi import (Config, PushReportMiddleware, Receiver, RemovalConfig,
-                             create_app, hookimpl, load_config, make_plugin_manager)
+from pushreport_wsgi import (
+    Config,
+    PushReportMiddleware,
+    Receiver,
+    RemovalConfig,
+    create_app,
+    hookimpl,
+    load_config,
+    make_plugin_manager,
+)
 from pushreport_wsgi._config import ReporterConfig, StorageConfig
 
 from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS
@@ -25,17 +33,30 @@ SEL_2 = "AB" * 20 + ":01"
 REMOVE = f"/removal/?selector={SELECTOR}"
 
 
-def make(tmp_path: Path, *, reporter: dict[str, Any] | None = None,
-         removal: dict[str, Any] | None = None, backends: tuple[str, ...] = ("sqlite",),
-         files_required: bool = True) -> Config:
+def make(
+    tmp_path: Path,
+    *,
+    reporter: dict[str, Any] | None = None,
+    removal: dict[str, Any] | None = None,
+    backends: tuple[str, ...] = ("sqlite",),
+    files_required: bool = True,
+) -> Config:
     return Config(
         reporter=ReporterConfig(**(reporter or {})),
         removal=RemovalConfig(**(removal or {})),
-        storage=StorageConfig(backends=backends, options={
-            "sqlite": {"path": str(tmp_path / "db.sqlite3"), "busy_timeout": 0.3},
-            "files": {"path": str(tmp_path / "files"), "lock_timeout": 0.3,
-                      "required": files_required}}),
-        base_dir=tmp_path)
+        storage=StorageConfig(
+            backends=backends,
+            options={
+                "sqlite": {"path": str(tmp_path / "db.sqlite3"), "busy_timeout": 0.3},
+                "files": {
+                    "path": str(tmp_path / "files"),
+                    "lock_timeout": 0.3,
+                    "required": files_required,
+                },
+            },
+        ),
+        base_dir=tmp_path,
+    )
 
 
 def selectors(app: PushReportMiddleware) -> list[str]:
@@ -44,8 +65,7 @@ def selectors(app: PushReportMiddleware) -> list[str]:
 
 def portal(environ: Any, start_response: Any) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "text/html")])
-    return [b"portal:" + environ["REQUEST_METHOD"].encode() + b" "
-            + environ["PATH_INFO"].encode()]
+    return [b"portal:" + environ["REQUEST_METHOD"].encode() + b" " + environ["PATH_INFO"].encode()]
 
 
 @pytest.fixture
@@ -94,23 +114,35 @@ def test_a_stale_removal_keeps_the_newer_registration(app, caplog):
     assert reg.token_msgs == OTHER_TOKEN
     assert f"removal of {SELECTOR} kept a newer registration (its token differs)" in caplog.text
     # The removal naming the tokens stored does remove it.
-    tokens = f"&token_msgs={OTHER_TOKEN.replace('=', '%3D')}&token_calls=" \
-             + TOKEN_CALLS.replace("/", "%2F").replace("=", "%3D")
+    tokens = f"&token_msgs={OTHER_TOKEN.replace('=', '%3D')}&token_calls=" + TOKEN_CALLS.replace(
+        "/", "%2F"
+    ).replace("=", "%3D")
     assert c.get(REMOVE + tokens).status_code == 200
     assert selectors(app) == []
 
 
-@pytest.mark.parametrize(("method", "target", "body", "content_type"), [
-    ("POST", "/removal/", f"selector={SELECTOR}&token_msgs={TOKEN_MSGS}",
-     "application/x-www-form-urlencoded"),
-    ("POST", "/removal/johndow/", f'{{"selector": "{SELECTOR}"}}', "application/json"),
-    ("DELETE", "/removal/", f'{{"Selector": "{SELECTOR}"}}', "application/json"),
-    ("PUT", "/removal/", f"selector={SELECTOR}", None),
-    ("DELETE", f"/token/?selector={SELECTOR}", "", None),
-    ("DELETE", "/token/johndow/", f'{{"selector": "{SELECTOR}", "token_msgs": "{TOKEN_MSGS}"}}',
-     "application/json"),
-    ("DELETE", f"/pushToken/johndow/{SELECTOR}/{TOKEN_MSGS}", "", None),
-])
+@pytest.mark.parametrize(
+    ("method", "target", "body", "content_type"),
+    [
+        (
+            "POST",
+            "/removal/",
+            f"selector={SELECTOR}&token_msgs={TOKEN_MSGS}",
+            "application/x-www-form-urlencoded",
+        ),
+        ("POST", "/removal/johndow/", f'{{"selector": "{SELECTOR}"}}', "application/json"),
+        ("DELETE", "/removal/", f'{{"Selector": "{SELECTOR}"}}', "application/json"),
+        ("PUT", "/removal/", f"selector={SELECTOR}", None),
+        ("DELETE", f"/token/?selector={SELECTOR}", "", None),
+        (
+            "DELETE",
+            "/token/johndow/",
+            f'{{"selector": "{SELECTOR}", "token_msgs": "{TOKEN_MSGS}"}}',
+            "application/json",
+        ),
+        ("DELETE", f"/pushToken/johndow/{SELECTOR}/{TOKEN_MSGS}", "", None),
+    ],
+)
 def test_default_removal_shapes(app, method, target, body, content_type):
     c = Client(app)
     assert c.get(SPEC_GET).status_code == 200
@@ -120,13 +152,20 @@ def test_default_removal_shapes(app, method, target, body, content_type):
     assert selectors(app) == []
 
 
-@pytest.mark.parametrize(("method", "target", "status", "reason"), [
-    ("GET", "/removal/?selector=nothex", 400,
-     b"selector is not valid: expected 40 hex digits, ':' and a hex suffix\n"),
-    ("GET", "/removal/?username=johndow", 400, b"selector is missing\n"),
-    ("DELETE", "/token/", 400, b"selector is missing\n"),
-    ("PATCH", REMOVE, 405, b"method PATCH is not allowed here\n"),
-])
+@pytest.mark.parametrize(
+    ("method", "target", "status", "reason"),
+    [
+        (
+            "GET",
+            "/removal/?selector=nothex",
+            400,
+            b"selector is not valid: expected 40 hex digits, ':' and a hex suffix\n",
+        ),
+        ("GET", "/removal/?username=johndow", 400, b"selector is missing\n"),
+        ("DELETE", "/token/", 400, b"selector is missing\n"),
+        ("PATCH", REMOVE, 405, b"method PATCH is not allowed here\n"),
+    ],
+)
 def test_invalid_removals_are_refused_and_delete_nothing(app, method, target, status, reason):
     c = Client(app)
     c.get(SPEC_GET)
@@ -141,9 +180,13 @@ def test_invalid_removals_are_refused_and_delete_nothing(app, method, target, st
 def test_portal_routes_pass_through(tmp_path):
     app = PushReportMiddleware(portal, make(tmp_path))
     c = Client(app)
-    for method, path in [("GET", "/token/list"), ("DELETE", "/something/else"),
-                         ("GET", "/removal/help"), ("DELETE", "/tokens/"),
-                         ("GET", "/account/removal/")]:
+    for method, path in [
+        ("GET", "/token/list"),
+        ("DELETE", "/something/else"),
+        ("GET", "/removal/help"),
+        ("DELETE", "/tokens/"),
+        ("GET", "/account/removal/"),
+    ]:
         resp = c.open(path, method=method)
         assert resp.data == f"portal:{method} {path}".encode(), (method, path)
     # ... while the reporter's and the removal's own paths are answered here.
@@ -166,11 +209,16 @@ def test_disabled_removals_are_not_claimed(tmp_path):
 
 
 def test_templates_on_one_path_are_told_apart_by_method(tmp_path):
-    app = create_app(make(
-        tmp_path,
-        reporter={"url": "https://e.com/api/push?s=%selector%&t=%pushToken%",
-                  "method": "POST"},
-        removal={"url": "https://e.com/api/push?s=%selector%", "method": "DELETE"}))
+    app = create_app(
+        make(
+            tmp_path,
+            reporter={
+                "url": "https://e.com/api/push?s=%selector%&t=%pushToken%",
+                "method": "POST",
+            },
+            removal={"url": "https://e.com/api/push?s=%selector%", "method": "DELETE"},
+        )
+    )
     c = Client(app)
     assert c.post(f"/api/push?s={SELECTOR}&t={TOKEN_MSGS}").status_code == 200
     assert selectors(app) == [SELECTOR]
@@ -182,15 +230,22 @@ def test_templates_on_one_path_are_told_apart_by_method(tmp_path):
 
 
 def test_a_configured_removal_template_replaces_the_default_shapes(tmp_path):
-    app = PushReportMiddleware(portal, make(tmp_path, removal={
-        "url": "https://e.com/logout/%selector%/?key=s3cret", "method": "POST"}))
+    app = PushReportMiddleware(
+        portal,
+        make(
+            tmp_path,
+            removal={"url": "https://e.com/logout/%selector%/?key=s3cret", "method": "POST"},
+        ),
+    )
     c = Client(app)
     c.get(SPEC_GET)
     assert c.get(REMOVE).data.startswith(b"portal:")  # the default removal shapes are off
     assert c.delete(f"/token/?selector={SELECTOR}").status_code == 405
     resp = c.post(f"/logout/{SELECTOR}/?key=wrong")
     assert (resp.status_code, resp.data) == (
-        400, b"query parameter 'key' does not match the configured template\n")
+        400,
+        b"query parameter 'key' does not match the configured template\n",
+    )
     assert c.post(f"/logout/{SELECTOR}/?key=s3cret").status_code == 200
     assert selectors(app) == []
     app.close()
@@ -207,23 +262,37 @@ def test_mounted_under_a_prefix(tmp_path):
 
 # -- configuration -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ('[removal]\nurl = "https://e.com/bye/?u=%account[username]%"\n',
-     "accountRemovalReporterUrl: the template carries no %selector%: registrations are "
-     "removed by selector"),
-    ('[removal]\npost_data = "s=%selector%"\n',
-     "removal.url: post_data, content_type and method need a url"),
-    ('[removal]\nenabled = "yes"\n', "removal.enabled: must be true or false"),
-    ('[removal]\nurl = "https://e.com/token/?s=%selector%"\n',
-     "removal.url: the removal shapes would take the reporter's GET /token/: give the "
-     "removal another path or method (or enabled = false)"),
-    ('[reporter]\nurl = "https://e.com/removal/?s=%selector%"\n',
-     "removal.enabled: the removal shapes would take the reporter's GET /removal/: give "
-     "the removal another path or method (or enabled = false)"),
-    ('[removal]\nlogout = 1\n',
-     "removal.logout: unknown key (expected one of: content_type, enabled, method, "
-     "post_data, url)"),
-])
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[removal]\nurl = "https://e.com/bye/?u=%account[username]%"\n',
+            "accountRemovalReporterUrl: the template carries no %selector%: registrations are "
+            "removed by selector",
+        ),
+        (
+            '[removal]\npost_data = "s=%selector%"\n',
+            "removal.url: post_data, content_type and method need a url",
+        ),
+        ('[removal]\nenabled = "yes"\n', "removal.enabled: must be true or false"),
+        (
+            '[removal]\nurl = "https://e.com/token/?s=%selector%"\n',
+            "removal.url: the removal shapes would take the reporter's GET /token/: give the "
+            "removal another path or method (or enabled = false)",
+        ),
+        (
+            '[reporter]\nurl = "https://e.com/removal/?s=%selector%"\n',
+            "removal.enabled: the removal shapes would take the reporter's GET /removal/: give "
+            "the removal another path or method (or enabled = false)",
+        ),
+        (
+            "[removal]\nlogout = 1\n",
+            "removal.logout: unknown key (expected one of: content_type, enabled, method, "
+            "post_data, url)",
+        ),
+    ],
+)
 def test_configuration_errors(tmp_path, toml, message):
     (tmp_path / "p.toml").write_text(toml)
     with pytest.raises(ConfigurationError) as info:
@@ -232,12 +301,14 @@ def test_configuration_errors(tmp_path, toml, message):
 
 
 def test_reporter_on_the_removal_path_loads_with_removals_disabled(tmp_path):
-    (tmp_path / "p.toml").write_text('[reporter]\nurl = "https://e.com/removal/?s=%selector%"\n'
-                                     "[removal]\nenabled = false\n")
+    (tmp_path / "p.toml").write_text(
+        '[reporter]\nurl = "https://e.com/removal/?s=%selector%"\n[removal]\nenabled = false\n'
+    )
     assert load_config(tmp_path / "p.toml").removal.shapes() is None
 
 
 # -- authentication and hooks ------------------------------------------------------------------
+
 
 class RemovalGuard:
     """Refuses removals without the right password; reports pass."""
@@ -264,8 +335,11 @@ def test_authentication_sees_the_removal_and_can_refuse_it(tmp_path):
     assert selectors(app) == [SELECTOR]
     assert c.get(f"{REMOVE}&username=johndow&password=right").status_code == 200
     assert selectors(app) == []
-    assert guard.seen == [("report", SELECTOR, "johndow"), ("removal", SELECTOR, "johndow"),
-                          ("removal", SELECTOR, "johndow")]
+    assert guard.seen == [
+        ("report", SELECTOR, "johndow"),
+        ("removal", SELECTOR, "johndow"),
+        ("removal", SELECTOR, "johndow"),
+    ]
     app.close()
 
 
@@ -340,8 +414,12 @@ def test_the_password_is_not_logged(app, caplog):
 
 
 def test_a_template_secret_is_masked_in_the_access_log(tmp_path, caplog):
-    app = create_app(make(tmp_path, removal={
-        "url": "https://e.com/bye/?s=%selector%&token=s3cret", "method": "DELETE"}))
+    app = create_app(
+        make(
+            tmp_path,
+            removal={"url": "https://e.com/bye/?s=%selector%&token=s3cret", "method": "DELETE"},
+        )
+    )
     with caplog.at_level(logging.INFO, logger="pushreport.access"):
         assert Client(app).delete(f"/bye/?s={SELECTOR}&token=s3cret").status_code == 200
     assert "s3cret" not in caplog.text
@@ -350,6 +428,7 @@ def test_a_template_secret_is_masked_in_the_access_log(tmp_path, caplog):
 
 
 # -- storage -----------------------------------------------------------------------------------
+
 
 def test_locked_database_is_503_then_the_retry_removes(app, tmp_path):
     c = Client(app)

@@ -24,10 +24,12 @@ DIGEST_PASSWORD = "Dig3st-Pa55word-Value"
 ACCOUNT_PASSWORD = "Acc0unt-Pa55word-Value"
 NONCE_KEY = "N0nce-Key-Value-0123456789"
 
-URL = ("https://push.example.com/token/?selector=%selector%&username=%account[username]%"
-       "&password=%account[password]%&token_calls=%pushTokenIncomingCall%"
-       "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
-       "&appid_msgs=%pushappid_other%&k=%account[pushSecret]%")
+URL = (
+    "https://push.example.com/token/?selector=%selector%&username=%account[username]%"
+    "&password=%account[password]%&token_calls=%pushTokenIncomingCall%"
+    "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
+    "&appid_msgs=%pushappid_other%&k=%account[pushSecret]%"
+)
 SECRETS = (SECRET, DIGEST_PASSWORD, ACCOUNT_PASSWORD, NONCE_KEY)
 
 
@@ -43,24 +45,30 @@ def users(monkeypatch):
     monkeypatch.setitem(sys.modules, "pushreport_test_secret_users", module)
 
 
-def target(username: str = "alice", password: str = ACCOUNT_PASSWORD,
-           secret: str = SECRET) -> str:
-    return (f"/token/?selector={SELECTOR}&username={username}&password={password}"
-            f"&token_calls={TOKEN_CALLS.replace('/', '%2F').replace('=', '%3D')}"
-            f"&appid_calls=com.cloudsoftphone.app.pushkit&token_msgs={TOKEN_MSGS}"
-            f"&appid_msgs=com.cloudsoftphone.app&k={secret}")
+def target(username: str = "alice", password: str = ACCOUNT_PASSWORD, secret: str = SECRET) -> str:
+    return (
+        f"/token/?selector={SELECTOR}&username={username}&password={password}"
+        f"&token_calls={TOKEN_CALLS.replace('/', '%2F').replace('=', '%3D')}"
+        f"&appid_calls=com.cloudsoftphone.app.pushkit&token_msgs={TOKEN_MSGS}"
+        f"&appid_msgs=com.cloudsoftphone.app&k={secret}"
+    )
 
 
 def test_no_secret_reaches_a_row_a_log_line_an_answer_or_a_repr(tmp_path, users, caplog):
     config = attrs.evolve(
         make_config(tmp_path, url=URL),
-        auth=AuthConfig(methods=("secret", "digest", "callable"), secret=SECRET,
-                        secret_field="account[pushSecret]", digest_username="app",
-                        digest_password=DIGEST_PASSWORD, nonce_key=NONCE_KEY,
-                        callable="pushreport_test_secret_users:check"),
-        limits=LimitsConfig(auth_failures=3))
-    receiver = Receiver.from_config(config, plugin_manager=make_plugin_manager(),
-                                    clock=Clock())
+        auth=AuthConfig(
+            methods=("secret", "digest", "callable"),
+            secret=SECRET,
+            secret_field="account[pushSecret]",
+            digest_username="app",
+            digest_password=DIGEST_PASSWORD,
+            nonce_key=NONCE_KEY,
+            callable="pushreport_test_secret_users:check",
+        ),
+        limits=LimitsConfig(auth_failures=3),
+    )
+    receiver = Receiver.from_config(config, plugin_manager=make_plugin_manager(), clock=Clock())
     app = create_app(receiver=receiver)
     c = Client(app)
     answers: list[bytes] = []
@@ -71,8 +79,9 @@ def test_no_secret_reaches_a_row_a_log_line_an_answer_or_a_repr(tmp_path, users,
         if challenge is None:  # refused before authentication (a limit)
             answers.append(first.data)
             return first.status_code
-        resp = c.get(t, headers={"Authorization": authorization(challenge, "GET", t,
-                                                                password=password)})
+        resp = c.get(
+            t, headers={"Authorization": authorization(challenge, "GET", t, password=password)}
+        )
         answers.append(resp.data)
         answers.append(str(resp.headers).encode())
         return resp.status_code
@@ -90,9 +99,15 @@ def test_no_secret_reaches_a_row_a_log_line_an_answer_or_a_repr(tmp_path, users,
     [registration] = list(receiver.storage)
     assert registration.token_msgs == TOKEN_MSGS and registration.extra == {}
 
-    texts = [caplog.text, *(r.getMessage() for r in caplog.records),
-             repr(receiver), repr(config), repr(registration),
-             repr(receiver.plugin_manager.get_plugins()), *(a.decode() for a in answers)]
+    texts = [
+        caplog.text,
+        *(r.getMessage() for r in caplog.records),
+        repr(receiver),
+        repr(config),
+        repr(registration),
+        repr(receiver.plugin_manager.get_plugins()),
+        *(a.decode() for a in answers),
+    ]
     for text in texts:
         for secret in SECRETS:
             assert secret not in text
@@ -111,11 +126,14 @@ def test_no_secret_reaches_a_row_a_log_line_an_answer_or_a_repr(tmp_path, users,
 
 
 def test_access_log_masks_the_secret_variable_wherever_it_sits(tmp_path, caplog):
-    url = ("https://push.example.com/pushToken/%account[username]%/%selector%/%pushToken%"
-           "&appid=%pushappid%?auth_value=%account[pushSecret]%")
-    config = attrs.evolve(make_config(tmp_path, url=url),
-                          auth=AuthConfig(methods=("secret",), secret=SECRET,
-                                          secret_field="account[pushSecret]"))
+    url = (
+        "https://push.example.com/pushToken/%account[username]%/%selector%/%pushToken%"
+        "&appid=%pushappid%?auth_value=%account[pushSecret]%"
+    )
+    config = attrs.evolve(
+        make_config(tmp_path, url=url),
+        auth=AuthConfig(methods=("secret",), secret=SECRET, secret_field="account[pushSecret]"),
+    )
     app = create_app(config)
     path = f"/pushToken/alice/{SELECTOR}/{TOKEN_MSGS}&appid=com.cloudsoftphone.app"
     with caplog.at_level(logging.INFO, logger="pushreport.access"):

@@ -26,15 +26,23 @@ def fill(db: Path, now: datetime) -> None:
     rows = []
     for i in range(40):
         ios = i % 4 != 0
-        rows.append(Registration(
-            selector=f"{i:040X}:7C3A0D14", username=f"user{i}",
-            token_calls=APNS if ios else FCM, token_msgs=APNS if ios else FCM,
-            appid_calls="com.cloudsoftphone.app.pushkit" if ios else "com.cloudsoftphone.app",
-            appid_msgs="com.cloudsoftphone.app",
-            user_agent=(f"Cloud Softphone/2.{i % 3}.0 (iPhone; iOS 17.1)" if ios
-                        else "Cloud Softphone/2.0.0 (Android 14)"),
-            first_seen=now - timedelta(days=200),
-            last_seen=now - timedelta(hours=12 + 24 * 5 * i)))
+        rows.append(
+            Registration(
+                selector=f"{i:040X}:7C3A0D14",
+                username=f"user{i}",
+                token_calls=APNS if ios else FCM,
+                token_msgs=APNS if ios else FCM,
+                appid_calls="com.cloudsoftphone.app.pushkit" if ios else "com.cloudsoftphone.app",
+                appid_msgs="com.cloudsoftphone.app",
+                user_agent=(
+                    f"Cloud Softphone/2.{i % 3}.0 (iPhone; iOS 17.1)"
+                    if ios
+                    else "Cloud Softphone/2.0.0 (Android 14)"
+                ),
+                first_seen=now - timedelta(days=200),
+                last_seen=now - timedelta(hours=12 + 24 * 5 * i),
+            )
+        )
     storage.put_many(rows)
     storage.close()
 
@@ -53,22 +61,24 @@ def test_stats_json_is_one_object(db, capsys):
     data = json.loads(out)
     assert data["registrations"] == 40
     # last_seen: 0.5, 5.5, 10.5 ... days ago.
-    assert data["last_report_age"] == {"<1d": 1, "<7d": 1, "<30d": 4, "<90d": 12,
-                                       "older": 22}
+    assert data["last_report_age"] == {"<1d": 1, "<7d": 1, "<30d": 4, "<90d": 12, "older": 22}
     assert data["platforms"] == {"apns": 30, "fcm": 10, "mixed": 0, "unknown": 0, "none": 0}
     assert data["app_ids"] == {
         "calls": {"com.cloudsoftphone.app.pushkit": 30, "com.cloudsoftphone.app": 10},
-        "msgs": {"com.cloudsoftphone.app": 40}}
-    assert data["app_versions"] == {"Cloud Softphone/2.0.0": 20, "Cloud Softphone/2.1.0": 10,
-                                    "Cloud Softphone/2.2.0": 10}
+        "msgs": {"com.cloudsoftphone.app": 40},
+    }
+    assert data["app_versions"] == {
+        "Cloud Softphone/2.0.0": 20,
+        "Cloud Softphone/2.1.0": 10,
+        "Cloud Softphone/2.2.0": 10,
+    }
 
 
 def test_stats_draws_bars_in_the_terminal(db):
     raw = io.BytesIO()
     out = io.TextIOWrapper(raw, encoding="utf-8")
     now = datetime.now(timezone.utc)
-    assert run_stats(Config().with_sqlite_path(db), as_json=False, out=out,
-                     clock=lambda: now) == 0
+    assert run_stats(Config().with_sqlite_path(db), as_json=False, out=out, clock=lambda: now) == 0
     out.flush()
     text = raw.getvalue().decode("utf-8")
     lines = text.splitlines()
@@ -84,8 +94,12 @@ def test_stats_draws_bars_in_the_terminal(db):
 
 def test_stats_without_unicode_draws_hashes_and_lists_what_it_hides():
     now = datetime(2026, 11, 26, tzinfo=timezone.utc)
-    regs = [Registration(selector=f"{i:040X}:7C3A0D14", appid_calls=f"app{i}",
-                         first_seen=now, last_seen=now) for i in range(12)]
+    regs = [
+        Registration(
+            selector=f"{i:040X}:7C3A0D14", appid_calls=f"app{i}", first_seen=now, last_seen=now
+        )
+        for i in range(12)
+    ]
     text = render_stats(collect_stats(iter(regs), now=now), unicode=False)
     assert "  app0   ##############################  1    8.3%" in text
     assert "  … 2 more (2 registrations)" in text
@@ -99,7 +113,19 @@ def test_stats_of_an_empty_store(tmp_path, capsys):
 
 def test_stats_is_a_command_with_a_config(tmp_path, db):
     (tmp_path / "p.toml").write_text(f'[storage.sqlite]\npath = "{db.name}"\n')
-    out = subprocess.run([sys.executable, "-m", "pushreport_wsgi._cli", "stats", "--config",
-                          str(tmp_path / "p.toml"), "--json"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pushreport_wsgi._cli",
+            "stats",
+            "--config",
+            str(tmp_path / "p.toml"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert json.loads(out)["registrations"] == 40

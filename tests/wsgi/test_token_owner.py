@@ -26,8 +26,14 @@ VOIP = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
 OTHER_VOIP = "b3RoZXJ2b2lwdG9rZW4="
 
 
-def report(client: Client, selector: str, username: str, *, msgs: str | None = PHONE,
-           calls: str | None = None) -> None:
+def report(
+    client: Client,
+    selector: str,
+    username: str,
+    *,
+    msgs: str | None = PHONE,
+    calls: str | None = None,
+) -> None:
     fields = {"username": username, "selector": selector}
     if msgs:
         fields |= {"token_msgs": msgs, "appid_msgs": "com.cloudsoftphone.app"}
@@ -60,8 +66,9 @@ def test_shared_is_the_default_and_keeps_it_on_both(tmp_path: Path) -> None:
         app.close()
 
 
-def test_newest_moves_it_to_the_latest_owner(tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_newest_moves_it_to_the_latest_owner(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     app = app_for(make_config(tmp_path), "newest")
     try:
         client = Client(app)
@@ -114,9 +121,16 @@ def test_newest_as_a_call_token_too(tmp_path: Path) -> None:
 
 
 def test_newest_in_every_backend(tmp_path: Path) -> None:
-    config = Config(storage=StorageConfig(backends=("sqlite", "files"), options={
-        "sqlite": {"path": str(tmp_path / "db.sqlite3")},
-        "files": {"path": str(tmp_path / "files")}}), base_dir=tmp_path)
+    config = Config(
+        storage=StorageConfig(
+            backends=("sqlite", "files"),
+            options={
+                "sqlite": {"path": str(tmp_path / "db.sqlite3")},
+                "files": {"path": str(tmp_path / "files")},
+            },
+        ),
+        base_dir=tmp_path,
+    )
     app = app_for(config, "newest")
     try:
         client = Client(app)
@@ -152,12 +166,17 @@ class OldPlugin:
 
 def test_newest_needs_forget_token(tmp_path: Path) -> None:
     pm = make_plugin_manager(plugins=[OldPlugin()])
-    config = Config(reporter=ReporterConfig(token_owner="newest"),
-                    storage=StorageConfig(backends=("old",)), base_dir=tmp_path)
+    config = Config(
+        reporter=ReporterConfig(token_owner="newest"),
+        storage=StorageConfig(backends=("old",)),
+        base_dir=tmp_path,
+    )
     with pytest.raises(ConfigurationError) as e:
         Receiver.from_config(config, plugin_manager=pm)
-    assert str(e.value) == ('reporter.token_owner: "newest" needs forget_token, which '
-                            "storage backend 'old' lacks")
-    shared = Receiver.from_config(attrs.evolve(config, reporter=ReporterConfig()),
-                                  plugin_manager=pm)
+    assert str(e.value) == (
+        "reporter.token_owner: \"newest\" needs forget_token, which storage backend 'old' lacks"
+    )
+    shared = Receiver.from_config(
+        attrs.evolve(config, reporter=ReporterConfig()), plugin_manager=pm
+    )
     shared.close()

@@ -19,8 +19,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import attrs
 
-from .._client import (DEFAULT_BACKOFF, AppEvent, AppModel, AppState, app_variables,
-                       response_problem, transition)
+from .._client import (
+    DEFAULT_BACKOFF,
+    AppEvent,
+    AppModel,
+    AppState,
+    app_variables,
+    response_problem,
+    transition,
+)
 from .._errors import AppModelError
 from .._fields import PASSWORD_VARIABLE, VARIABLE_FIELDS
 from .._grammar import is_unknown
@@ -28,10 +35,25 @@ from .._templates import Template
 from .._values import Report, Request, Secret
 
 __all__ = [
-    "SPEC_SELECTOR", "SPEC_VALUES", "SPEC_TEMPLATES", "SPEC_REQUESTS", "ROUNDTRIP_TEMPLATES",
-    "DEFAULT_COMPATIBLE", "expected_report", "values_variables", "StepKind", "Step",
-    "Session", "Exchange", "SessionRun", "Answer", "build_session", "random_session",
-    "random_values", "random_token", "run_session",
+    "SPEC_SELECTOR",
+    "SPEC_VALUES",
+    "SPEC_TEMPLATES",
+    "SPEC_REQUESTS",
+    "ROUNDTRIP_TEMPLATES",
+    "DEFAULT_COMPATIBLE",
+    "expected_report",
+    "values_variables",
+    "StepKind",
+    "Step",
+    "Session",
+    "Exchange",
+    "SessionRun",
+    "Answer",
+    "build_session",
+    "random_session",
+    "random_values",
+    "random_token",
+    "run_session",
 ]
 
 # -- the specification's own examples ---------------------------------------------------
@@ -49,36 +71,42 @@ SPEC_VALUES: Mapping[str, str] = {
     "appid_calls": "com.cloudsoftphone.app.pushkit",
 }
 
-_SPEC_PAIRS = ("username=%account[username]%&selector=%selector%"
-               "&token_calls=%pushTokenIncomingCall%&appid_calls=%pushappid_incoming_call%"
-               "&token_msgs=%pushTokenOther%&appid_msgs=%pushappid_other%")
+_SPEC_PAIRS = (
+    "username=%account[username]%&selector=%selector%"
+    "&token_calls=%pushTokenIncomingCall%&appid_calls=%pushappid_incoming_call%"
+    "&token_msgs=%pushTokenOther%&appid_msgs=%pushappid_other%"
+)
 
 #: The spec's Account XML examples (unescaped), one per shape the default shapes read.
 SPEC_TEMPLATES: Mapping[str, Mapping[str, str]] = {
     # "Example (with query-string and both token/appid pairs)"
     "query": {"url": f"https://example.com/token/?{_SPEC_PAIRS}"},
     # "Example (without query-string and with just non-incoming-call token/appid)"
-    "path": {"url": "https://example.com/pushToken/%account[username]%/%selector%/"
-                    "%pushToken%&appid=%pushappid%"},
+    "path": {
+        "url": "https://example.com/pushToken/%account[username]%/%selector%/"
+        "%pushToken%&appid=%pushappid%"
+    },
     # "Example ( for application/x-www-form-urlencoded )"
     "form": {"url": "https://example.com/token/", "post_data": _SPEC_PAIRS},
     # "Example ( for application/json )", sent where the spec's request example goes.
-    "json": {"url": "https://example.com/token/%account[username]%/",
-             "content_type": "application/json",
-             "post_data": '{ "username" : "%account[username]%", "token_calls" : '
-                          '"%pushTokenIncomingCall%", "token_msgs" : "%pushTokenOther%", '
-                          '"selector" : "%selector%", "appId_calls": '
-                          '"%pushappid_incoming_call%", "appId_msgs" : "%pushappid_other%" }'},
+    "json": {
+        "url": "https://example.com/token/%account[username]%/",
+        "content_type": "application/json",
+        "post_data": '{ "username" : "%account[username]%", "token_calls" : '
+        '"%pushTokenIncomingCall%", "token_msgs" : "%pushTokenOther%", '
+        '"selector" : "%selector%", "appId_calls": '
+        '"%pushappid_incoming_call%", "appId_msgs" : "%pushappid_other%" }',
+    },
 }
 
 _SPEC_JSON_BODY = (
-    b'{\n'
+    b"{\n"
     b'    "token_msgs"    : "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J",\n'
     b'    "appid_msgs"    : "com.cloudsoftphone.app",\n'
     b'    "token_calls"   : "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY=",\n'
     b'    "appid_calls"   : "com.cloudsoftphone.app.pushkit",\n'
     b'    "selector"      : "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"\n'
-    b'}'
+    b"}"
 )
 
 #: The spec's two request examples, as the app sends them ("GET method", "POST method,
@@ -87,53 +115,85 @@ SPEC_REQUESTS: Mapping[str, Request] = {
     "GET": Request(
         method="GET",
         target="/token/?username=johndow&password=12345678&selector="
-               "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14&token_msgs="
-               "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J&appid_msgs="
-               "com.cloudsoftphone.app&token_calls=Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wx"
-               "krY%3D&appid_calls=com.cloudsoftphone.app.pushkit",
-        user_agent="CloudSoftphone/1.5.6"),
-    "POST JSON": Request(method="POST", target="/token/johndow/", body=_SPEC_JSON_BODY,
-                         content_type="application/json", user_agent="CloudSoftphone/1.5.6"),
+        "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14&token_msgs="
+        "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J&appid_msgs="
+        "com.cloudsoftphone.app&token_calls=Udl99X2JFP1bWwS5gR%2FwGeLE1hmAB2CMpr1Ej0wx"
+        "krY%3D&appid_calls=com.cloudsoftphone.app.pushkit",
+        user_agent="CloudSoftphone/1.5.6",
+    ),
+    "POST JSON": Request(
+        method="POST",
+        target="/token/johndow/",
+        body=_SPEC_JSON_BODY,
+        content_type="application/json",
+        user_agent="CloudSoftphone/1.5.6",
+    ),
 }
 
 _BASE = "https://push.example.com"
 
 #: Every kind of template the core supports, as Account XML values (unescaped).
 ROUNDTRIP_TEMPLATES: Mapping[str, Mapping[str, str]] = {
-    "query": {"url": (
-        f"{_BASE}/token/?username=%account[username]%&password=%account[password]%"
-        "&selector=%selector%&token_calls=%pushTokenIncomingCall%"
-        "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
-        "&appid_msgs=%pushappid_other%")},
-    "path": {"url": f"{_BASE}/pushToken/%account[username]%/%selector%/%pushToken%"
-                    "&appid=%pushappid%"},
-    "form": {"url": f"{_BASE}/token/", "post_data": (
-        "username=%account[username]%&selector=%selector%&token_calls=%pushTokenIncomingCall%"
-        "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
-        "&appid_msgs=%pushappid_other%")},
-    "json": {"url": f"{_BASE}/token/%account[username]%/", "content_type": "application/json",
-             "post_data": (
-                 '{ "username" : "%account[username]%", "token_calls" : '
-                 '"%pushTokenIncomingCall%", "token_msgs" : "%pushTokenOther%", "selector" : '
-                 '"%selector%", "appId_calls": "%pushappid_incoming_call%", "appId_msgs" : '
-                 '"%pushappid_other%" }')},
-    "nested-json": {"url": f"{_BASE}/v2/register", "content_type": "application/json",
-                    "method": "PUT", "post_data": (
-                        '{"account": {"user": "%account[username]%", "id": "%selector%",'
-                        ' "secret": "%account[password]%"},'
-                        ' "devices": [{"kind": "voip", "token": "%pushTokenIncomingCall%",'
-                        ' "app": "%pushappid_incoming_call%"},'
-                        ' {"kind": "remote", "token": "%pushTokenOther%",'
-                        ' "app": "%pushappid_other%"}],'
-                        ' "install": %installid%, "version": 2, "debug": false}')},
-    "text": {"url": f"{_BASE}/text/?selector=%selector%&user=%account[username]%",
-             "content_type": "text/plain; charset=utf-8", "post_data": (
-                 "calls %pushTokenIncomingCall% %pushappid_incoming_call%;\n"
-                 "msgs %pushTokenOther% %pushappid_other%;\n")},
-    "xml": {"url": f"{_BASE}/xml/", "content_type": "application/xml", "post_data": (
-        "<push><selector>%selector%</selector><user>%account[username]%</user>"
-        "<calls app='%pushappid_incoming_call%'>%pushTokenIncomingCall%</calls>"
-        "<msgs app='%pushappid_other%'>%pushTokenOther%</msgs></push>")},
+    "query": {
+        "url": (
+            f"{_BASE}/token/?username=%account[username]%&password=%account[password]%"
+            "&selector=%selector%&token_calls=%pushTokenIncomingCall%"
+            "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
+            "&appid_msgs=%pushappid_other%"
+        )
+    },
+    "path": {
+        "url": f"{_BASE}/pushToken/%account[username]%/%selector%/%pushToken%&appid=%pushappid%"
+    },
+    "form": {
+        "url": f"{_BASE}/token/",
+        "post_data": (
+            "username=%account[username]%&selector=%selector%&token_calls=%pushTokenIncomingCall%"
+            "&appid_calls=%pushappid_incoming_call%&token_msgs=%pushTokenOther%"
+            "&appid_msgs=%pushappid_other%"
+        ),
+    },
+    "json": {
+        "url": f"{_BASE}/token/%account[username]%/",
+        "content_type": "application/json",
+        "post_data": (
+            '{ "username" : "%account[username]%", "token_calls" : '
+            '"%pushTokenIncomingCall%", "token_msgs" : "%pushTokenOther%", "selector" : '
+            '"%selector%", "appId_calls": "%pushappid_incoming_call%", "appId_msgs" : '
+            '"%pushappid_other%" }'
+        ),
+    },
+    "nested-json": {
+        "url": f"{_BASE}/v2/register",
+        "content_type": "application/json",
+        "method": "PUT",
+        "post_data": (
+            '{"account": {"user": "%account[username]%", "id": "%selector%",'
+            ' "secret": "%account[password]%"},'
+            ' "devices": [{"kind": "voip", "token": "%pushTokenIncomingCall%",'
+            ' "app": "%pushappid_incoming_call%"},'
+            ' {"kind": "remote", "token": "%pushTokenOther%",'
+            ' "app": "%pushappid_other%"}],'
+            ' "install": %installid%, "version": 2, "debug": false}'
+        ),
+    },
+    "text": {
+        "url": f"{_BASE}/text/?selector=%selector%&user=%account[username]%",
+        "content_type": "text/plain; charset=utf-8",
+        "post_data": (
+            "calls %pushTokenIncomingCall% %pushappid_incoming_call%;\n"
+            "msgs %pushTokenOther% %pushappid_other%;\n"
+        ),
+    },
+    "xml": {
+        "url": f"{_BASE}/xml/",
+        "content_type": "application/xml",
+        "post_data": (
+            "<push><selector>%selector%</selector><user>%account[username]%</user>"
+            "<calls app='%pushappid_incoming_call%'>%pushTokenIncomingCall%</calls>"
+            "<msgs app='%pushappid_other%'>%pushTokenOther%</msgs></push>"
+        ),
+    },
 }
 
 #: The templates whose requests the default shapes (no template configured) also read.
@@ -142,18 +202,29 @@ DEFAULT_COMPATIBLE = ("query", "path", "form", "json")
 
 # -- what a receiver must make of a request ------------------------------------------------
 
+
 def values_variables(values: Mapping[str, str | None]) -> dict[str, str | None]:
     """The template variables for report-field *values* (``selector``, ``username``,
     ``token_msgs``, ..., ``password``; any other key is a variable of its own, such as
     ``installid``)."""
-    fields = ("selector", "username", "password", "token_calls", "appid_calls",
-              "token_msgs", "appid_msgs")
-    return app_variables(**{f: values.get(f) for f in fields},
-                         extra={k: v for k, v in values.items() if k not in fields})
+    fields = (
+        "selector",
+        "username",
+        "password",
+        "token_calls",
+        "appid_calls",
+        "token_msgs",
+        "appid_msgs",
+    )
+    return app_variables(
+        **{f: values.get(f) for f in fields},
+        extra={k: v for k, v in values.items() if k not in fields},
+    )
 
 
-def expected_report(template: Template, variables: Mapping[str, str | None], *,
-                    user_agent: str | None = None) -> Report:
+def expected_report(
+    template: Template, variables: Mapping[str, str | None], *, user_agent: str | None = None
+) -> Report:
     """The report a receiver configured with *template* must read from the request the
     app renders with *variables*: the fields the template carries take their values; a
     value that is not known (``None``, empty, ``null``...) is ``None``."""
@@ -172,11 +243,17 @@ def expected_report(template: Template, variables: Mapping[str, str | None], *,
             password = value
         else:
             extra[variable] = value
-    return Report(selector=fields.pop("selector"), extra=extra, user_agent=user_agent,
-                  password=None if password is None else Secret(password), **fields)
+    return Report(
+        selector=fields.pop("selector"),
+        extra=extra,
+        user_agent=user_agent,
+        password=None if password is None else Secret(password),
+        **fields,
+    )
 
 
 # -- app sessions ----------------------------------------------------------------------------
+
 
 class StepKind(enum.Enum):
     """One step of an app session."""
@@ -213,8 +290,12 @@ class Step:
             return "pushTokenOther arrives"
         if self.kind is StepKind.START and self.token_delayed:
             return "start without pushTokenOther"
-        return {StepKind.START: "start", StepKind.FAIL_NEXT: "next exchange fails",
-                StepKind.RETRY: "retry", StepKind.STOP: "stop"}[self.kind]
+        return {
+            StepKind.START: "start",
+            StepKind.FAIL_NEXT: "next exchange fails",
+            StepKind.RETRY: "retry",
+            StepKind.STOP: "stop",
+        }[self.kind]
 
 
 @attrs.frozen(kw_only=True)
@@ -235,9 +316,14 @@ class Session:
         return ", ".join(step.describe() for step in self.steps)
 
 
-def build_session(values: Mapping[str, str | None], *, choose: Callable[[Sequence[Any]], Any],
-                  make_token: Callable[[], str], late_token: str | None = None,
-                  steps: int = 8) -> Session:
+def build_session(
+    values: Mapping[str, str | None],
+    *,
+    choose: Callable[[Sequence[Any]], Any],
+    make_token: Callable[[], str],
+    late_token: str | None = None,
+    steps: int = 8,
+) -> Session:
     """A valid session of *steps* steps, each chosen by *choose* among those the app can
     take then (``random.Random().choice``, or a hypothesis draw).
 
@@ -257,8 +343,9 @@ def build_session(values: Mapping[str, str | None], *, choose: Callable[[Sequenc
     def exchange(state: AppState) -> AppState:
         nonlocal fail_next, last_failed
         while state is AppState.SENDING:
-            state = transition(state, AppEvent.RESPONSE_FAILED if fail_next
-                               else AppEvent.RESPONSE_OK)
+            state = transition(
+                state, AppEvent.RESPONSE_FAILED if fail_next else AppEvent.RESPONSE_OK
+            )
             last_failed, fail_next = fail_next, False
         return state
 
@@ -310,8 +397,11 @@ def build_session(values: Mapping[str, str | None], *, choose: Callable[[Sequenc
     if state is AppState.IDLE and last_failed is not False:
         out.append(Step(kind=StepKind.START))
         state = exchange(transition(state, AppEvent.START))
-    return Session(values=dict(values), steps=tuple(out),
-                   platform="ios" if late_token is not None else "android")
+    return Session(
+        values=dict(values),
+        steps=tuple(out),
+        platform="ios" if late_token is not None else "android",
+    )
 
 
 _HEX = "0123456789ABCDEF"
@@ -326,20 +416,32 @@ def random_token(rng: random.Random) -> str:
     if kind == 1:
         return base64.b64encode(rng.randbytes(32)).decode("ascii")
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    fcm = "".join(rng.choice(alphabet) for _ in range(11)) + ":APA91b" + "".join(
-        rng.choice(alphabet) for _ in range(rng.randrange(120, 150)))
+    fcm = (
+        "".join(rng.choice(alphabet) for _ in range(11))
+        + ":APA91b"
+        + "".join(rng.choice(alphabet) for _ in range(rng.randrange(120, 150)))
+    )
     return base64.b64encode(fcm.encode("ascii")).decode("ascii")
 
 
-_AWKWARD_USERNAMES = ("{n}", "{n}@example.com", "{n}+sip", "{n} with space", "{n}/é&x=1",
-                      "{n}%41\"'")
+_AWKWARD_USERNAMES = (
+    "{n}",
+    "{n}@example.com",
+    "{n}+sip",
+    "{n} with space",
+    "{n}/é&x=1",
+    "{n}%41\"'",
+)
 
 
 def random_values(rng: random.Random, *, username_prefix: str = "user") -> dict[str, str]:
     """Report-field values of one account: selector, username (awkward characters
     included), both token pairs."""
-    selector = ("".join(rng.choice(_HEX) for _ in range(40)) + ":"
-                + "".join(rng.choice(_HEX) for _ in range(8)))
+    selector = (
+        "".join(rng.choice(_HEX) for _ in range(40))
+        + ":"
+        + "".join(rng.choice(_HEX) for _ in range(8))
+    )
     name = f"{username_prefix}-{rng.randrange(10**6):06d}"
     return {
         "selector": selector,
@@ -351,22 +453,27 @@ def random_values(rng: random.Random, *, username_prefix: str = "user") -> dict[
     }
 
 
-def random_session(rng: random.Random, *, steps: int = 8,
-                   username_prefix: str = "user") -> Session:
+def random_session(
+    rng: random.Random, *, steps: int = 8, username_prefix: str = "user"
+) -> Session:
     """A session generated from *rng* alone (no hypothesis): half of them iOS ones whose
     ``pushTokenOther`` arrives after the first report."""
     values: dict[str, str | None] = dict(random_values(rng, username_prefix=username_prefix))
     late = None
     if rng.random() < 0.5:
         late, values["token_msgs"] = values["token_msgs"], None
-    return build_session(values, choose=rng.choice, make_token=lambda: random_token(rng),
-                         late_token=late, steps=steps)
+    return build_session(
+        values,
+        choose=rng.choice,
+        make_token=lambda: random_token(rng),
+        late_token=late,
+        steps=steps,
+    )
 
 
 #: What a ``deliver`` callable returns: ``(status, headers, body)``; or, when no answer
 #: came (the connection failed), ``None`` or a string saying why.
-Answer = Union[tuple[int, Union[Iterable[tuple[str, str]], Mapping[str, str]], bytes], str,
-               None]
+Answer = Union[tuple[int, Union[Iterable[tuple[str, str]], Mapping[str, str]], bytes], str, None]
 
 
 @attrs.frozen(kw_only=True)
@@ -411,19 +518,27 @@ class SessionRun:
                 what = self.session.steps[e.step].describe()
                 if e.expected_ok:
                     return f"step {e.step + 1} ({what}): {e.problem}"
-                return (f"step {e.step + 1} ({what}): the exchange was made to fail, yet "
-                        "the app counted it as a success")
+                return (
+                    f"step {e.step + 1} ({what}): the exchange was made to fail, yet "
+                    "the app counted it as a success"
+                )
         return self.aborted
 
 
-def run_session(session: Session, template: Template,
-                deliver: Callable[..., Answer], *, start: datetime,
-                backoff: Sequence[float] = DEFAULT_BACKOFF,
-                user_agent: str | None = None) -> SessionRun:
+def run_session(
+    session: Session,
+    template: Template,
+    deliver: Callable[..., Answer],
+    *,
+    start: datetime,
+    backoff: Sequence[float] = DEFAULT_BACKOFF,
+    user_agent: str | None = None,
+) -> SessionRun:
     """Run *session* through an :class:`AppModel` for *template*.
 
     ``deliver(request, fail=..., now=...)`` sends one request and returns
-    ``(status, headers, body)``, or ``None`` or a reason when no answer came; with ``fail=True`` it must make
+    ``(status, headers, body)``, or ``None`` or a reason when no answer came; with
+    ``fail=True`` it must make
     the exchange fail (inject a storage failure, drop the connection). Time starts at
     *start* and moves only as the session says (``WAIT``, retries when due).
     """
@@ -461,13 +576,23 @@ def run_session(session: Session, template: Template,
                 else:
                     status, headers, body = answer
                     problem = response_problem(status, headers, body, method=request.method)
-                exchanges.append(Exchange(step=index, request=request,
-                                          variables=sent.variables, at=now,
-                                          expected_ok=not fail_next, problem=problem))
+                exchanges.append(
+                    Exchange(
+                        step=index,
+                        request=request,
+                        variables=sent.variables,
+                        at=now,
+                        expected_ok=not fail_next,
+                        problem=problem,
+                    )
+                )
                 fail_next = False
                 request = model.response(problem is None, now=now)
         except AppModelError as e:
-            return SessionRun(session=session, exchanges=tuple(exchanges),
-                              aborted=f"step {index + 1} ({step.describe()}): the app is "
-                                      f"not where the session expects it: {e}")
+            return SessionRun(
+                session=session,
+                exchanges=tuple(exchanges),
+                aborted=f"step {index + 1} ({step.describe()}): the app is "
+                f"not where the session expects it: {e}",
+            )
     return SessionRun(session=session, exchanges=tuple(exchanges))

@@ -20,16 +20,39 @@ from typing import Any, Mapping, Sequence
 
 from hypothesis import strategies as st
 
-from pushreport_core import (PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS, Registration,
-                             Report, Template, is_unknown)
+from pushreport_core import (
+    PASSWORD_VARIABLE,
+    REPORT_FIELDS,
+    VARIABLE_FIELDS,
+    Registration,
+    Report,
+    Template,
+    is_unknown,
+)
 
 from . import DEFAULT_COMPATIBLE, ROUNDTRIP_TEMPLATES, Session, build_session
 
 __all__ = [
-    "selectors", "tokens", "apns_tokens", "fcm_tokens", "app_ids", "usernames", "passwords",
-    "extra_values", "registration_values", "variables_for", "expected_fields",
-    "ROUNDTRIP_TEMPLATES", "DEFAULT_COMPATIBLE", "TEMPLATE_KINDS", "templates",
-    "user_agents", "reports", "registrations", "utc_datetimes", "sessions",
+    "selectors",
+    "tokens",
+    "apns_tokens",
+    "fcm_tokens",
+    "app_ids",
+    "usernames",
+    "passwords",
+    "extra_values",
+    "registration_values",
+    "variables_for",
+    "expected_fields",
+    "ROUNDTRIP_TEMPLATES",
+    "DEFAULT_COMPATIBLE",
+    "TEMPLATE_KINDS",
+    "templates",
+    "user_agents",
+    "reports",
+    "registrations",
+    "utc_datetimes",
+    "sessions",
 ]
 
 _HEX = "0123456789abcdefABCDEF"
@@ -43,8 +66,9 @@ selectors = st.builds(
 
 #: APNs device tokens: 32 bytes, as the app reports them (hex, or base64 with "+", "/"
 #: and "=").
-apns_tokens = st.binary(min_size=32, max_size=32).flatmap(lambda raw: st.sampled_from((
-    raw.hex(), base64.b64encode(raw).decode("ascii"))))
+apns_tokens = st.binary(min_size=32, max_size=32).flatmap(
+    lambda raw: st.sampled_from((raw.hex(), base64.b64encode(raw).decode("ascii")))
+)
 
 _FCM_CHARS = string.ascii_letters + string.digits + "-_"
 
@@ -52,9 +76,11 @@ _FCM_CHARS = string.ascii_letters + string.digits + "-_"
 #: the app (the spec's Android example decodes to ``APA91bG9...``): long, with "+",
 #: "/" and "=" in it.
 fcm_tokens = st.builds(
-    lambda instance, rest, pad: base64.b64encode(
-        f"{instance}:APA91b{rest}".encode("ascii")).decode("ascii").rstrip(
-        "" if pad else "="),
+    lambda instance, rest, pad: (
+        base64.b64encode(f"{instance}:APA91b{rest}".encode("ascii"))
+        .decode("ascii")
+        .rstrip("" if pad else "=")
+    ),
     st.text(_FCM_CHARS, min_size=11, max_size=11),
     st.text(_FCM_CHARS, min_size=100, max_size=160),
     st.booleans(),
@@ -69,8 +95,9 @@ def _generic_tokens(draw: Any) -> str:
         return hex_text
     # 6 bytes encode to 8 characters, 225 bytes to 300: always within 8..300.
     raw = draw(st.binary(min_size=6, max_size=225))
-    text = (base64.b64encode(raw) if kind == "standard"
-            else base64.urlsafe_b64encode(raw)).decode("ascii")
+    text = (base64.b64encode(raw) if kind == "standard" else base64.urlsafe_b64encode(raw)).decode(
+        "ascii"
+    )
     if draw(st.booleans()):
         text = text.rstrip("=")
     return text
@@ -99,8 +126,7 @@ _TEXT_CHAR = st.one_of(_AWKWARD, st.characters(exclude_categories=("Cc", "Cs")))
 def _free_text(max_size: int) -> st.SearchStrategy[str]:
     # The spellings of "not known" ("", "null", "(null)", "%placeholder%", blanks) mean
     # exactly that: such a value reads back as None, so they are not values here.
-    return st.text(_TEXT_CHAR, min_size=1, max_size=max_size).filter(
-        lambda s: not is_unknown(s))
+    return st.text(_TEXT_CHAR, min_size=1, max_size=max_size).filter(lambda s: not is_unknown(s))
 
 
 #: Usernames with awkward characters: ``+``, ``/``, ``&``, ``%41``, quotes, non-ASCII.
@@ -116,16 +142,18 @@ def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 #: What the app knows at report time, by report field; ``None`` is "not known yet". The
 #: selector is always known (reports are stored by it). ``password`` and ``installid``
 #: are carried only by the templates that name them.
-registration_values = st.fixed_dictionaries({
-    "selector": selectors,
-    "username": _maybe(usernames),
-    "token_calls": _maybe(tokens()),
-    "appid_calls": _maybe(app_ids),
-    "token_msgs": _maybe(tokens()),
-    "appid_msgs": _maybe(app_ids),
-    "password": _maybe(passwords),
-    "installid": _maybe(extra_values),
-})
+registration_values = st.fixed_dictionaries(
+    {
+        "selector": selectors,
+        "username": _maybe(usernames),
+        "token_calls": _maybe(tokens()),
+        "appid_calls": _maybe(app_ids),
+        "token_msgs": _maybe(tokens()),
+        "appid_msgs": _maybe(app_ids),
+        "password": _maybe(passwords),
+        "installid": _maybe(extra_values),
+    }
+)
 
 _FIELD_OF = {**VARIABLE_FIELDS, PASSWORD_VARIABLE: "password"}
 
@@ -141,12 +169,13 @@ def expected_fields(template: Template, values: Mapping[str, str | None]) -> dic
     """What a report parsed from *template*'s request must hold: the fields the template
     carries take their values, the others are None."""
     carried = {_FIELD_OF.get(v, v) for v in template.variables}
-    fields: dict[str, Any] = {f: values.get(f) if f in carried else None
-                              for f in REPORT_FIELDS}
+    fields: dict[str, Any] = {f: values.get(f) if f in carried else None for f in REPORT_FIELDS}
     fields["password"] = values.get("password") if "password" in carried else None
-    fields["extra"] = ({"installid": values["installid"]}
-                       if "installid" in carried and values.get("installid") is not None
-                       else {})
+    fields["extra"] = (
+        {"installid": values["installid"]}
+        if "installid" in carried and values.get("installid") is not None
+        else {}
+    )
     return fields
 
 
@@ -157,9 +186,13 @@ TEMPLATE_KINDS = ("query", "path", "form", "json", "nested-json", "text", "xml")
 
 # Variables a template may carry besides %selector%; one of each alias pair.
 _OPTIONAL_VARIABLES = (
-    ("account[username]",), ("pushTokenIncomingCall",), ("pushappid_incoming_call",),
-    ("pushTokenOther", "pushToken"), ("pushappid_other", "pushappid"),
-    ("account[password]",), ("installid",),
+    ("account[username]",),
+    ("pushTokenIncomingCall",),
+    ("pushappid_incoming_call",),
+    ("pushTokenOther", "pushToken"),
+    ("pushappid_other", "pushappid"),
+    ("account[password]",),
+    ("installid",),
 )
 # Free text (usernames, passwords, extras) may hold any character but control ones, so
 # in a text body it is only safe where a line break follows it.
@@ -174,17 +207,18 @@ def templates(draw: Any, kinds: Sequence[str] = TEMPLATE_KINDS) -> Template:
     flat and nested JSON, ``text/plain``, XML), each carrying ``%selector%`` and a random
     subset of the other variables, under random names and in random order."""
     kind = draw(st.sampled_from(tuple(kinds)))
-    chosen = [draw(st.sampled_from(pair)) for pair in _OPTIONAL_VARIABLES
-              if draw(st.booleans())]
+    chosen = [draw(st.sampled_from(pair)) for pair in _OPTIONAL_VARIABLES if draw(st.booleans())]
     variables = draw(st.permutations(["selector", *chosen]))
-    names = draw(st.lists(_NAME, min_size=len(variables), max_size=len(variables),
-                          unique_by=str.lower))
+    names = draw(
+        st.lists(_NAME, min_size=len(variables), max_size=len(variables), unique_by=str.lower)
+    )
     prefix = "/".join(draw(st.lists(_SEGMENT, min_size=1, max_size=3)))
     base = f"https://push.example.com/{prefix}"
     pairs = "&".join(f"{n}=%{v}%" for n, v in zip(names, variables))
     if kind == "query":
-        secret = draw(st.none() | st.text(string.ascii_letters + string.digits, min_size=1,
-                                           max_size=12))
+        secret = draw(
+            st.none() | st.text(string.ascii_letters + string.digits, min_size=1, max_size=12)
+        )
         if secret is not None:
             pairs += f"&key={secret}" if "key" not in names else ""
         return Template.parse(url=f"{base}/?{pairs}")
@@ -200,12 +234,19 @@ def templates(draw: Any, kinds: Sequence[str] = TEMPLATE_KINDS) -> Template:
             body = "{" + ", ".join(members) + "}"
         else:
             half = len(members) // 2
-            body = ('{"account": {' + ", ".join(members[:half]) + '}, "devices": [{'
-                    + ", ".join(members[half:]) + '}], "version": 2, "debug": false}')
-        content_type = draw(st.sampled_from(("application/json",
-                                             "application/json; charset=utf-8")))
-        return Template.parse(url=f"{base}/", post_data=body, content_type=content_type,
-                              method=method)
+            body = (
+                '{"account": {'
+                + ", ".join(members[:half])
+                + '}, "devices": [{'
+                + ", ".join(members[half:])
+                + '}], "version": 2, "debug": false}'
+            )
+        content_type = draw(
+            st.sampled_from(("application/json", "application/json; charset=utf-8"))
+        )
+        return Template.parse(
+            url=f"{base}/", post_data=body, content_type=content_type, method=method
+        )
     if kind == "text":
         # Free text goes first on its own line; "name value;" lines after it.
         free = [(n, v) for n, v in zip(names, variables) if v in _FREE_TEXT]
@@ -213,12 +254,17 @@ def templates(draw: Any, kinds: Sequence[str] = TEMPLATE_KINDS) -> Template:
         lines = [f"{n} %{v}%;" for n, v in fixed]
         url_pairs = "&".join(f"{n}=%{v}%" for n, v in free)
         url = f"{base}/?{url_pairs}" if url_pairs else f"{base}/"
-        return Template.parse(url=url, post_data="\n".join(lines) + "\n",
-                              content_type="text/plain; charset=utf-8", method=method)
+        return Template.parse(
+            url=url,
+            post_data="\n".join(lines) + "\n",
+            content_type="text/plain; charset=utf-8",
+            method=method,
+        )
     assert kind == "xml", kind
     body = "<push>" + "".join(f"<{n}>%{v}%</{n}>" for n, v in zip(names, variables)) + "</push>"
-    return Template.parse(url=f"{base}/", post_data=body, content_type="application/xml",
-                          method=method)
+    return Template.parse(
+        url=f"{base}/", post_data=body, content_type="application/xml", method=method
+    )
 
 
 # -- reports and registrations ---------------------------------------------------------------
@@ -226,16 +272,18 @@ def templates(draw: Any, kinds: Sequence[str] = TEMPLATE_KINDS) -> Template:
 user_agents = _maybe(st.sampled_from(("CloudSoftphone/1.5.6", "Acrobits Groundwire/24.1")))
 
 utc_datetimes = st.datetimes(
-    min_value=datetime(2015, 1, 1), max_value=datetime(2040, 1, 1),
-    timezones=st.just(timezone.utc))
+    min_value=datetime(2015, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(timezone.utc)
+)
 
-_EXTRA = st.dictionaries(st.sampled_from(("installid", "account[cloud_username]", "device")),
-                         extra_values, max_size=3)
+_EXTRA = st.dictionaries(
+    st.sampled_from(("installid", "account[cloud_username]", "device")), extra_values, max_size=3
+)
 
 
-def reports(selector: str | st.SearchStrategy[str] = selectors,
-            username: str | st.SearchStrategy[str | None] | None = None
-            ) -> st.SearchStrategy[Report]:
+def reports(
+    selector: str | st.SearchStrategy[str] = selectors,
+    username: str | st.SearchStrategy[str | None] | None = None,
+) -> st.SearchStrategy[Report]:
     """Valid reports (as ``parse_request`` returns them) for *selector*; *username*
     pins or draws the username (default: any, or none)."""
     if username is None:
@@ -248,33 +296,44 @@ def reports(selector: str | st.SearchStrategy[str] = selectors,
         Report,
         selector=st.just(selector) if isinstance(selector, str) else selector,
         username=username_strategy,
-        token_calls=_maybe(tokens()), appid_calls=_maybe(app_ids),
-        token_msgs=_maybe(tokens()), appid_msgs=_maybe(app_ids),
-        extra=_EXTRA, user_agent=user_agents,
+        token_calls=_maybe(tokens()),
+        appid_calls=_maybe(app_ids),
+        token_msgs=_maybe(tokens()),
+        appid_msgs=_maybe(app_ids),
+        extra=_EXTRA,
+        user_agent=user_agents,
     )
 
 
 @st.composite
-def registrations(draw: Any, selector: str | st.SearchStrategy[str] = selectors
-                  ) -> Registration:
+def registrations(draw: Any, selector: str | st.SearchStrategy[str] = selectors) -> Registration:
     """Stored registrations for *selector*, as a storage backend would return them."""
     first = draw(utc_datetimes)
     last = first + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=900)))
     return Registration(
         selector=selector if isinstance(selector, str) else draw(selector),
         username=draw(_maybe(usernames)),
-        token_calls=draw(_maybe(tokens())), appid_calls=draw(_maybe(app_ids)),
-        token_msgs=draw(_maybe(tokens())), appid_msgs=draw(_maybe(app_ids)),
-        extra=draw(_EXTRA), user_agent=draw(user_agents),
-        first_seen=first, last_seen=last, reports=draw(st.integers(1, 10**6)),
+        token_calls=draw(_maybe(tokens())),
+        appid_calls=draw(_maybe(app_ids)),
+        token_msgs=draw(_maybe(tokens())),
+        appid_msgs=draw(_maybe(app_ids)),
+        extra=draw(_EXTRA),
+        user_agent=draw(user_agents),
+        first_seen=first,
+        last_seen=last,
+        reports=draw(st.integers(1, 10**6)),
     )
 
 
 # -- whole app sessions ----------------------------------------------------------------------
 
+
 @st.composite
-def sessions(draw: Any, values: st.SearchStrategy[Mapping[str, str | None]] | None = None,
-             max_steps: int = 10) -> Session:
+def sessions(
+    draw: Any,
+    values: st.SearchStrategy[Mapping[str, str | None]] | None = None,
+    max_steps: int = 10,
+) -> Session:
     """App sessions: what the account knows at the first start, and a sequence of starts,
     iOS delays (``pushTokenOther`` arriving after the first report), injected failures,
     retries when due, stops and waits — each step one the app can take then.
@@ -283,13 +342,25 @@ def sessions(draw: Any, values: st.SearchStrategy[Mapping[str, str | None]] | No
     pairs, all known).
     """
     if values is None:
-        values = st.fixed_dictionaries({
-            "selector": selectors, "username": usernames, "token_calls": tokens(),
-            "appid_calls": app_ids, "token_msgs": tokens(), "appid_msgs": app_ids})
+        values = st.fixed_dictionaries(
+            {
+                "selector": selectors,
+                "username": usernames,
+                "token_calls": tokens(),
+                "appid_calls": app_ids,
+                "token_msgs": tokens(),
+                "appid_msgs": app_ids,
+            }
+        )
     account = dict(draw(values))
     late = None
     if account.get("token_msgs") is not None and draw(st.booleans()):
         late, account["token_msgs"] = account["token_msgs"], None
     steps = draw(st.integers(1, max_steps))
-    return build_session(account, choose=lambda options: draw(st.sampled_from(options)),
-                         make_token=lambda: draw(tokens()), late_token=late, steps=steps)
+    return build_session(
+        account,
+        choose=lambda options: draw(st.sampled_from(options)),
+        make_token=lambda: draw(tokens()),
+        late_token=late,
+        steps=steps,
+    )

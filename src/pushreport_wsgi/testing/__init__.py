@@ -17,15 +17,38 @@ The app side (the app model, strategies, sessions) is :mod:`pushreport_core.test
 """
 
 from ._memory import MemoryStorage, MemoryStore
-from ._model import (Operation, StorageOpener, StorageMachine, assert_backends_agree,
-                     installed_backends, run_operations, storage_operations)
-from ._suite import (CONCURRENT_SELECTORS, StorageConformance, check_linearizable,
-                     concurrent_now, concurrent_report)
+from ._model import (
+    Operation,
+    StorageMachine,
+    StorageOpener,
+    assert_backends_agree,
+    installed_backends,
+    run_operations,
+    storage_operations,
+)
+from ._suite import (
+    CONCURRENT_SELECTORS,
+    StorageConformance,
+    check_linearizable,
+    concurrent_now,
+    concurrent_report,
+)
 from ._wsgi import wsgi_exchange
 
 __all__ = [
-    "MemoryStorage", "MemoryStore", "Operation", "StorageConformance", "StorageOpener",
-    "StorageMachine", "assert_backends_agree", "installed_backends", "run_operations",
-    "storage_operations", "wsgi_exchange", "CONCURRENT_SELECTORS", "check_linearizable",
-    "concurrent_now", "concurrent_report",
+    "MemoryStorage",
+    "MemoryStore",
+    "Operation",
+    "StorageConformance",
+    "StorageOpener",
+    "StorageMachine",
+    "assert_backends_agree",
+    "installed_backends",
+    "run_operations",
+    "storage_operations",
+    "wsgi_exchange",
+    "CONCURRENT_SELECTORS",
+    "check_linearizable",
+    "concurrent_now",
+    "concurrent_report",
 ]

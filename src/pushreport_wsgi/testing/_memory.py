@@ -83,8 +83,9 @@ class MemoryStorage:
             self._check()
             return len(self.store.registrations)
 
-    def forget_token(self, token: str, *, selector: str | None = None,
-                     keep: str | None = None) -> list[str]:
+    def forget_token(
+        self, token: str, *, selector: str | None = None, keep: str | None = None
+    ) -> list[str]:
         with self.store.lock:
             self._check()
             data = self.store.registrations

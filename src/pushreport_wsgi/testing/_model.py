@@ -13,17 +13,31 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import attrs
 import pluggy
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from pushreport_core import (ConfigurationError, Registration, Report, StorageUnavailable,
-                             merge, without_token)
+from pushreport_core import (
+    ConfigurationError,
+    Registration,
+    Report,
+    StorageUnavailable,
+    merge,
+    without_token,
+)
 from pushreport_core.testing import strategies as prs
 
 from .._plugins import collect_storage_factories, make_plugin_manager
 from ..storage import Storage, StorageContext, StorageFactory
 
-__all__ = ["StorageMachine", "Operation", "storage_operations", "run_operations",
-           "assert_backends_agree", "installed_backends", "StorageOpener", "T0"]
+__all__ = [
+    "StorageMachine",
+    "Operation",
+    "storage_operations",
+    "run_operations",
+    "assert_backends_agree",
+    "installed_backends",
+    "StorageOpener",
+    "T0",
+]
 
 #: A zero-argument factory: each call opens a new handle on the same store.
 StorageOpener = Callable[[], Storage]
@@ -37,8 +51,7 @@ _RUNS = itertools.count(1)
 _SELECTORS = 4
 
 
-def _open(factory: StorageFactory, options: Mapping[str, Any],
-          context: StorageContext) -> Storage:
+def _open(factory: StorageFactory, options: Mapping[str, Any], context: StorageContext) -> Storage:
     return factory(dict(options), context)
 
 
@@ -64,7 +77,8 @@ class StorageMachine(RuleBasedStateMachine):
     """A storage backend against a dict folded with :func:`pushreport_core.merge`.
 
     Rules upsert (times in and out of order), get, find by username, iterate, remove,
-    forget a stored token, prune (and its dry run) and reopen; after every step each selector reads back exactly as the model says.
+    forget a stored token, prune (and its dry run) and reopen; after every step each
+    selector reads back exactly as the model says.
     Subclass and set :attr:`make_storage`, or build one with :meth:`for_factory`.
     """
 
@@ -80,21 +94,38 @@ class StorageMachine(RuleBasedStateMachine):
         self.storage = type(self).make_storage()
 
     @classmethod
-    def for_factory(cls, make_storage: StorageOpener, *,
-                    reopen: bool = True) -> type[StorageMachine]:
+    def for_factory(
+        cls, make_storage: StorageOpener, *, reopen: bool = True
+    ) -> type[StorageMachine]:
         """A machine class for *make_storage* (``reopen=False``: never reopen)."""
-        return type("StorageMachine", (cls,), {"make_storage": staticmethod(make_storage),
-                                               "reopen_supported": reopen})
+        return type(
+            "StorageMachine",
+            (cls,),
+            {"make_storage": staticmethod(make_storage), "reopen_supported": reopen},
+        )
 
     def _mine(self, registrations: Iterable[Registration]) -> list[Registration]:
         return [r for r in registrations if r.selector in self.selectors]
 
-    @rule(i=st.integers(0, _SELECTORS - 1), u=st.integers(0, 3), report=_REPORT,
-          seconds=st.integers(-10**6, 10**7), micros=st.integers(0, 999_999),
-          shared=st.sampled_from((None,) * 6 + ("calls", "msgs")),
-          token=st.sampled_from(_SHARED_TOKENS))
-    def upsert(self, i: int, u: int, report: Report, seconds: int, micros: int,
-               shared: str | None = None, token: str = _SHARED_TOKENS[0]) -> None:
+    @rule(
+        i=st.integers(0, _SELECTORS - 1),
+        u=st.integers(0, 3),
+        report=_REPORT,
+        seconds=st.integers(-(10**6), 10**7),
+        micros=st.integers(0, 999_999),
+        shared=st.sampled_from((None,) * 6 + ("calls", "msgs")),
+        token=st.sampled_from(_SHARED_TOKENS),
+    )
+    def upsert(
+        self,
+        i: int,
+        u: int,
+        report: Report,
+        seconds: int,
+        micros: int,
+        shared: str | None = None,
+        token: str = _SHARED_TOKENS[0],
+    ) -> None:
         selector = self.selectors[i]
         report = attrs.evolve(report, selector=selector, username=self.usernames[u])
         if shared is not None and getattr(report, f"token_{shared}") is not None:
@@ -104,7 +135,7 @@ class StorageMachine(RuleBasedStateMachine):
         self._upsert(report, T0 + timedelta(seconds=seconds, microseconds=micros))
 
     @precondition(lambda self: bool(self.model))
-    @rule(data=st.data(), seconds=st.integers(-10**6, 10**7))
+    @rule(data=st.data(), seconds=st.integers(-(10**6), 10**7))
     def report_again_without_tokens(self, data: st.DataObject, seconds: int) -> None:
         """The iOS delay at its most extreme, on a stored selector: nothing is erased."""
         selector = data.draw(st.sampled_from(sorted(self.model)), label="selector")
@@ -125,8 +156,14 @@ class StorageMachine(RuleBasedStateMachine):
         self.model.pop(selector, None)
 
     def _tokens(self) -> list[str]:
-        return sorted({t for r in self.model.values() for t in (r.token_calls, r.token_msgs)
-                       if t is not None})
+        return sorted(
+            {
+                t
+                for r in self.model.values()
+                for t in (r.token_calls, r.token_msgs)
+                if t is not None
+            }
+        )
 
     # One rule for both, so that they take no more of a run's steps than one rule does:
     # upserts must still meet each other for the merge rule to be tested.
@@ -135,12 +172,16 @@ class StorageMachine(RuleBasedStateMachine):
         if prune:
             # Cut-offs among the earliest upsert times: a prune takes a few
             # registrations, not all of them, so the other rules find work left.
-            self._prune(data.draw(st.integers(-10**6, 0), label="seconds"),
-                        data.draw(st.booleans(), label="dry_run"))
+            self._prune(
+                data.draw(st.integers(-(10**6), 0), label="seconds"),
+                data.draw(st.booleans(), label="dry_run"),
+            )
         elif self._tokens():
-            self._forget_token(data, data.draw(st.sampled_from(("all", "one", "keep")),
-                                               label="scope"),
-                               data.draw(st.integers(0, _SELECTORS - 1), label="i"))
+            self._forget_token(
+                data,
+                data.draw(st.sampled_from(("all", "one", "keep")), label="scope"),
+                data.draw(st.integers(0, _SELECTORS - 1), label="i"),
+            )
 
     def _forget_token(self, data: st.DataObject, scope: str, i: int) -> None:
         tokens = self._tokens()
@@ -148,13 +189,19 @@ class StorageMachine(RuleBasedStateMachine):
         token = data.draw(st.sampled_from(shared or tokens), label="token")
         named = self.selectors[i]
         if scope == "keep":  # mostly a holder: keeping it must keep it there
-            holders = [s for s in sorted(self.model)
-                       if token in (self.model[s].token_calls, self.model[s].token_msgs)]
+            holders = [
+                s
+                for s in sorted(self.model)
+                if token in (self.model[s].token_calls, self.model[s].token_msgs)
+            ]
             named = data.draw(st.sampled_from(holders + [named]), label="keep")
         selector = named if scope == "one" else None
         keep = named if scope == "keep" else None
-        changed = [s for s in self.storage.forget_token(token, selector=selector, keep=keep)
-                   if s in self.selectors or s == selector]
+        changed = [
+            s
+            for s in self.storage.forget_token(token, selector=selector, keep=keep)
+            if s in self.selectors or s == selector
+        ]
         expected = []
         for s in sorted(self.model):
             if s == keep or (selector is not None and s != selector):
@@ -163,14 +210,15 @@ class StorageMachine(RuleBasedStateMachine):
             if forgotten != self.model[s]:
                 self.model[s] = forgotten
                 expected.append(s)
-        assert changed == expected, (f"forget_token({token!r}, selector={selector!r}, "
-                                     f"keep={keep!r}) gave {changed!r}, expected {expected!r}")
+        assert changed == expected, (
+            f"forget_token({token!r}, selector={selector!r}, "
+            f"keep={keep!r}) gave {changed!r}, expected {expected!r}"
+        )
 
     def _prune(self, seconds: int, dry_run: bool) -> None:
         before = T0 + timedelta(seconds=seconds)
         gone = self._mine(self.storage.prune(before, dry_run=dry_run))
-        expected = [self.model[s] for s in sorted(self.model)
-                    if self.model[s].last_seen < before]
+        expected = [self.model[s] for s in sorted(self.model) if self.model[s].last_seen < before]
         assert gone == expected, f"prune({before}, dry_run={dry_run}) gave {gone!r}"
         if not dry_run:
             for registration in expected:
@@ -180,8 +228,9 @@ class StorageMachine(RuleBasedStateMachine):
     def find(self, u: int) -> None:
         username = self.usernames[u]
         found = self._mine(self.storage.find(username=username))
-        expected = [self.model[s] for s in sorted(self.model)
-                    if self.model[s].username == username]
+        expected = [
+            self.model[s] for s in sorted(self.model) if self.model[s].username == username
+        ]
         assert found == expected, f"find(username={username!r}) gave {found!r}"
 
     @rule()
@@ -202,7 +251,8 @@ class StorageMachine(RuleBasedStateMachine):
         for selector in self.selectors:
             stored = self.storage.get(selector)
             assert stored == self.model.get(selector), (
-                f"get({selector!r}) gave {stored!r}, expected {self.model.get(selector)!r}")
+                f"get({selector!r}) gave {stored!r}, expected {self.model.get(selector)!r}"
+            )
 
     def teardown(self) -> None:
         try:
@@ -213,6 +263,7 @@ class StorageMachine(RuleBasedStateMachine):
 
 
 # -- the differential check --------------------------------------------------------------
+
 
 @attrs.frozen(kw_only=True)
 class Operation:
@@ -231,14 +282,17 @@ _DIFF_USERNAMES = _usernames(0)
 
 @st.composite
 def _operation(draw: Any) -> Operation:
-    kind = draw(st.sampled_from(("upsert", "upsert", "upsert", "get", "find", "iterate",
-                                 "remove")))
+    kind = draw(
+        st.sampled_from(("upsert", "upsert", "upsert", "get", "find", "iterate", "remove"))
+    )
     selector = draw(st.sampled_from(_DIFF_SELECTORS))
     if kind == "upsert":
-        report = attrs.evolve(draw(_REPORT), selector=selector,
-                              username=draw(st.sampled_from(_DIFF_USERNAMES)))
-        now = T0 + timedelta(seconds=draw(st.integers(-10**6, 10**7)),
-                             microseconds=draw(st.integers(0, 999_999)))
+        report = attrs.evolve(
+            draw(_REPORT), selector=selector, username=draw(st.sampled_from(_DIFF_USERNAMES))
+        )
+        now = T0 + timedelta(
+            seconds=draw(st.integers(-(10**6), 10**7)), microseconds=draw(st.integers(0, 999_999))
+        )
         return Operation(kind=kind, selector=selector, report=report, now=now)
     if kind == "find":
         return Operation(kind=kind, username=draw(st.sampled_from(_DIFF_USERNAMES[1:])))
@@ -271,8 +325,9 @@ def run_operations(storage: Storage, operations: Sequence[Operation]) -> list[An
     return results
 
 
-def assert_backends_agree(backends: Mapping[str, StorageOpener],
-                          operations: Sequence[Operation]) -> None:
+def assert_backends_agree(
+    backends: Mapping[str, StorageOpener], operations: Sequence[Operation]
+) -> None:
     """Run *operations* on a fresh store of every backend; every result must agree.
 
     Raises ``AssertionError`` naming the first operation on which two backends differ.
@@ -291,13 +346,19 @@ def assert_backends_agree(backends: Mapping[str, StorageOpener],
         for index, (a, b) in enumerate(zip(reference, results)):
             if a != b:
                 what = operations[index] if index < len(operations) else "the final contents"
-                raise AssertionError(f"backends {first!r} and {name!r} disagree on "
-                                     f"operation {index} ({what!r}): {a!r} != {b!r}")
+                raise AssertionError(
+                    f"backends {first!r} and {name!r} disagree on "
+                    f"operation {index} ({what!r}): {a!r} != {b!r}"
+                )
 
 
-def installed_backends(base_dir: Path, *, options: Mapping[str, Mapping[str, Any]] | None
-                       = None, plugin_manager: pluggy.PluginManager | None = None,
-                       skipped: dict[str, str] | None = None) -> dict[str, StorageOpener]:
+def installed_backends(
+    base_dir: Path,
+    *,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
+    skipped: dict[str, str] | None = None,
+) -> dict[str, StorageOpener]:
     """A factory for every installed storage backend, each storing under *base_dir*.
 
     Each backend gets its ``options`` table (default: none, so its defaults, relative

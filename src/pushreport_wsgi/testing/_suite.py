@@ -19,7 +19,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from pushreport_core import Registration, Report, StorageUnavailable, merge, without_token
 
 from ..storage import Storage
-from ._model import StorageOpener, StorageMachine
+from ._model import StorageMachine, StorageOpener
 
 __all__ = ["StorageConformance"]
 
@@ -30,10 +30,16 @@ THIRD = "89abcdef0123456789abcdef0123456789abcdef:c0f"
 TOKEN_CALLS = "Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY="
 TOKEN_MSGS = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
 
-FULL = Report(selector=SELECTOR, username="alice", token_calls=TOKEN_CALLS,
-              appid_calls="com.cloudsoftphone.app.pushkit", token_msgs=TOKEN_MSGS,
-              appid_msgs="com.cloudsoftphone.app", extra={"installid": "i-1"},
-              user_agent="CloudSoftphone/1.5.6")
+FULL = Report(
+    selector=SELECTOR,
+    username="alice",
+    token_calls=TOKEN_CALLS,
+    appid_calls="com.cloudsoftphone.app.pushkit",
+    token_msgs=TOKEN_MSGS,
+    appid_msgs="com.cloudsoftphone.app",
+    extra={"installid": "i-1"},
+    user_agent="CloudSoftphone/1.5.6",
+)
 #: The iOS delay at its most extreme: a report that knows nothing but the selector.
 BARE = Report(selector=SELECTOR)
 
@@ -80,19 +86,23 @@ def check_linearizable(upserts: list[Upsert], final: dict[str, Registration | No
         places = [u[2].reports for u in group]
         assert places == list(range(1, len(group) + 1)), (
             f"{selector}: concurrent upserts returned reports counts {places}, not 1..n: "
-            "an update was lost or counted twice")
+            "an update was lost or counted twice"
+        )
         expected: Registration | None = None
         for report, now, returned in group:
             expected = merge(expected, report, now=now)
             assert returned == expected, (
                 f"{selector}: upsert #{returned.reports} returned {returned!r}; folding "
-                f"merge in commit order gives {expected!r}")
+                f"merge in commit order gives {expected!r}"
+            )
         assert final[selector] == expected, (
-            f"{selector}: stored {final[selector]!r}, expected {expected!r}")
+            f"{selector}: stored {final[selector]!r}, expected {expected!r}"
+        )
 
 
-def _process_worker(make_storage: StorageOpener, worker: int, count: int,
-                    queue: Any, barrier: Any) -> None:
+def _process_worker(
+    make_storage: StorageOpener, worker: int, count: int, queue: Any, barrier: Any
+) -> None:
     try:
         storage = make_storage()
         try:
@@ -117,12 +127,15 @@ def _process_context(make_storage: StorageOpener) -> Any:
         try:
             return multiprocessing.get_context("fork")
         except ValueError:
-            pytest.skip("make_storage does not pickle and this platform has no fork(): "
-                        "give it a picklable factory (functools.partial)")
+            pytest.skip(
+                "make_storage does not pickle and this platform has no fork(): "
+                "give it a picklable factory (functools.partial)"
+            )
     return multiprocessing.get_context("spawn")
 
 
 # -- the suite ---------------------------------------------------------------------------------
+
 
 class StorageConformance:
     """What every storage backend must do, as tests. Subclass it in a ``Test*`` class and
@@ -174,13 +187,16 @@ class StorageConformance:
         """Override: a zero-argument factory opening a handle on a fresh store."""
         raise NotImplementedError(
             f"{type(self).__name__} must define a make_storage fixture returning a "
-            "zero-argument factory of storage handles")
+            "zero-argument factory of storage handles"
+        )
 
     def make_unavailable(self, storage: Storage) -> ContextManager[None]:
         """Override with ``supports_unavailable = True``: a context manager inside which
         *storage* cannot commit (a lock held elsewhere, the server stopped)."""
-        raise NotImplementedError(f"{type(self).__name__} sets supports_unavailable but "
-                                  "does not implement make_unavailable")
+        raise NotImplementedError(
+            f"{type(self).__name__} sets supports_unavailable but "
+            "does not implement make_unavailable"
+        )
 
     @pytest.fixture
     def storage(self, make_storage: StorageOpener) -> Iterator[Storage]:
@@ -211,8 +227,7 @@ class StorageConformance:
 
     # -- upsert and the merge rule -------------------------------------------------------
 
-    def test_first_upsert_returns_and_stores_the_new_registration(self,
-                                                                  storage: Storage) -> None:
+    def test_first_upsert_returns_and_stores_the_new_registration(self, storage: Storage) -> None:
         expected = merge(None, FULL, now=T0)
         assert storage.upsert(FULL, now=T0) == expected
         assert storage.get(SELECTOR) == expected
@@ -228,27 +243,44 @@ class StorageConformance:
         assert storage.upsert(BARE, now=at(2)) == merge(expected, BARE, now=at(2))
         stored = storage.get(SELECTOR)
         assert stored is not None
-        assert (stored.token_msgs, stored.appid_msgs, stored.token_calls, stored.username,
-                stored.user_agent, dict(stored.extra)) == (
-            TOKEN_MSGS, "com.cloudsoftphone.app", TOKEN_CALLS, "alice",
-            "CloudSoftphone/1.5.6", {"installid": "i-1"})
+        assert (
+            stored.token_msgs,
+            stored.appid_msgs,
+            stored.token_calls,
+            stored.username,
+            stored.user_agent,
+            dict(stored.extra),
+        ) == (
+            TOKEN_MSGS,
+            "com.cloudsoftphone.app",
+            TOKEN_CALLS,
+            "alice",
+            "CloudSoftphone/1.5.6",
+            {"installid": "i-1"},
+        )
         assert stored.reports == 3
 
     def test_late_token_fills_in(self, storage: Storage) -> None:
         first = attrs.evolve(FULL, token_msgs=None)
         storage.upsert(first, now=T0)
-        stored = storage.upsert(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS),
-                                now=at(3))
+        stored = storage.upsert(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=at(3))
         assert stored.token_msgs == TOKEN_MSGS and stored.token_calls == TOKEN_CALLS
         assert storage.get(SELECTOR) == stored
 
     def test_known_values_replace_stored_ones(self, storage: Storage) -> None:
         storage.upsert(FULL, now=T0)
-        newer = Report(selector=SELECTOR, username="bob", token_msgs="bmV3ZXJ0b2tlbg==",
-                       extra={"installid": "i-2", "device": "x"})
+        newer = Report(
+            selector=SELECTOR,
+            username="bob",
+            token_msgs="bmV3ZXJ0b2tlbg==",
+            extra={"installid": "i-2", "device": "x"},
+        )
         stored = storage.upsert(newer, now=at(1))
         assert (stored.username, stored.token_msgs, stored.token_calls) == (
-            "bob", "bmV3ZXJ0b2tlbg==", TOKEN_CALLS)
+            "bob",
+            "bmV3ZXJ0b2tlbg==",
+            TOKEN_CALLS,
+        )
         assert dict(stored.extra) == {"installid": "i-2", "device": "x"}
         assert storage.get(SELECTOR) == stored
 
@@ -265,8 +297,10 @@ class StorageConformance:
         included."""
         upsert_many = getattr(storage, "upsert_many", None)
         if upsert_many is None:
-            pytest.skip(f"{type(self).__name__}'s backend has no upsert_many: the "
-                        "receiver writes one report at a time")
+            pytest.skip(
+                f"{type(self).__name__}'s backend has no upsert_many: the "
+                "receiver writes one report at a time"
+            )
         other = attrs.evolve(BARE, selector=OTHER)
         late = attrs.evolve(FULL, token_msgs=None, username=None)
         items = [(FULL, T0), (other, at(1)), (late, at(2)), (BARE, at(3))]
@@ -285,20 +319,24 @@ class StorageConformance:
         again changes nothing; a later upsert merges on top of them."""
         put_many = getattr(storage, "put_many", None)
         if put_many is None:
-            pytest.skip(f"{type(self).__name__}'s backend has no put_many: "
-                        "pushreport migrate cannot copy into it")
+            pytest.skip(
+                f"{type(self).__name__}'s backend has no put_many: "
+                "pushreport migrate cannot copy into it"
+            )
         storage.upsert(attrs.evolve(FULL, token_calls="b2xkdG9rZW4="), now=at(-5))
         put = [
-            attrs.evolve(merge(None, FULL, now=T0), first_seen=at(-100),
-                         last_seen=at(50.000001), reports=17),
+            attrs.evolve(
+                merge(None, FULL, now=T0), first_seen=at(-100), last_seen=at(50.000001), reports=17
+            ),
             merge(None, attrs.evolve(BARE, selector=OTHER), now=at(3)),
         ]
         assert put_many(put) is None
         assert storage.get(SELECTOR) == put[0], "put_many merged instead of replacing"
         assert storage.get(OTHER) == put[1]
         put_many(put)
-        assert list(storage) == sorted(put, key=lambda r: r.selector), \
+        assert list(storage) == sorted(put, key=lambda r: r.selector), (
             "putting the same registrations again is not idempotent"
+        )
         put_many([])
         late = attrs.evolve(BARE, token_msgs="bmV3ZXJ0b2tlbg==")
         expected = merge(put[0], late, now=at(60))
@@ -328,8 +366,7 @@ class StorageConformance:
     def test_iteration_in_selector_order(self, storage: Storage) -> None:
         expected = {}
         for i, selector in enumerate((THIRD, SELECTOR, OTHER)):
-            expected[selector] = storage.upsert(attrs.evolve(FULL, selector=selector),
-                                                now=at(i))
+            expected[selector] = storage.upsert(attrs.evolve(FULL, selector=selector), now=at(i))
         assert list(storage) == [expected[s] for s in sorted(expected)]
 
     def test_remove(self, storage: Storage) -> None:
@@ -346,8 +383,10 @@ class StorageConformance:
         """``count`` (optional; the ``pushreport_registrations`` gauge)."""
         count = getattr(storage, "count", None)
         if count is None:
-            pytest.skip(f"{type(self).__name__}'s backend has no count: the "
-                        "pushreport_registrations gauge leaves it out")
+            pytest.skip(
+                f"{type(self).__name__}'s backend has no count: the "
+                "pushreport_registrations gauge leaves it out"
+            )
         assert count() == 0
         storage.upsert(FULL, now=T0)
         storage.upsert(FULL, now=at(1))
@@ -363,11 +402,22 @@ class StorageConformance:
         another message token), THIRD other tokens only."""
         return {
             SELECTOR: storage.upsert(FULL, now=T0),
-            OTHER: storage.upsert(attrs.evolve(FULL, selector=OTHER, username="bob",
-                                               token_calls=TOKEN_MSGS,
-                                               token_msgs="b3RoZXJtc2c="), now=at(1)),
-            THIRD: storage.upsert(attrs.evolve(FULL, selector=THIRD, token_calls="dGhpcmQ=",
-                                               token_msgs="dGhpcmRtc2c="), now=at(2)),
+            OTHER: storage.upsert(
+                attrs.evolve(
+                    FULL,
+                    selector=OTHER,
+                    username="bob",
+                    token_calls=TOKEN_MSGS,
+                    token_msgs="b3RoZXJtc2c=",
+                ),
+                now=at(1),
+            ),
+            THIRD: storage.upsert(
+                attrs.evolve(
+                    FULL, selector=THIRD, token_calls="dGhpcmQ=", token_msgs="dGhpcmRtc2c="
+                ),
+                now=at(2),
+            ),
         }
 
     def test_forget_token_everywhere_but_keep(self, storage: Storage) -> None:
@@ -378,7 +428,11 @@ class StorageConformance:
         assert other is not None and other.token_calls is None
         # Only the token goes: the app id, the other pair, times and count stay.
         assert (other.appid_calls, other.token_msgs, other.last_seen, other.reports) == (
-            "com.cloudsoftphone.app.pushkit", "b3RoZXJtc2c=", at(1), 1)
+            "com.cloudsoftphone.app.pushkit",
+            "b3RoZXJtc2c=",
+            at(1),
+            1,
+        )
         assert storage.get(SELECTOR) == before[SELECTOR]
         assert storage.get(THIRD) == before[THIRD]
         assert storage.forget_token(TOKEN_MSGS, keep=SELECTOR) == [], "not idempotent"
@@ -391,10 +445,9 @@ class StorageConformance:
         before = self._holders(storage)
         storage.upsert(attrs.evolve(BARE, selector=THIRD, token_msgs=TOKEN_MSGS), now=at(3))
         assert storage.forget_token(TOKEN_MSGS) == sorted([SELECTOR, OTHER, THIRD])
-        for selector, registration in before.items():
+        for selector in before:
             stored = storage.get(selector)
-            assert stored is not None and TOKEN_MSGS not in (stored.token_calls,
-                                                             stored.token_msgs)
+            assert stored is not None and TOKEN_MSGS not in (stored.token_calls, stored.token_msgs)
         assert [r.selector for r in storage] == sorted(before), "forgetting removed one"
 
     def test_forget_token_in_one_registration(self, storage: Storage) -> None:
@@ -416,16 +469,17 @@ class StorageConformance:
         assert after == attrs.evolve(stored, token_calls=None, token_msgs=None)
         # A report carrying the token again stores it again.
         again = storage.upsert(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=at(1))
-        assert again == merge(after, Report(selector=SELECTOR, token_msgs=TOKEN_MSGS),
-                              now=at(1))
+        assert again == merge(after, Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=at(1))
         assert storage.get(SELECTOR) == again
 
     def test_find_token(self, storage: Storage) -> None:
         """``find_token`` (optional; ``[reporter] token_owner = "newest"`` uses it)."""
         find_token = getattr(storage, "find_token", None)
         if find_token is None:
-            pytest.skip(f"{type(self).__name__}'s backend has no find_token: the "
-                        "receiver iterates every registration instead")
+            pytest.skip(
+                f"{type(self).__name__}'s backend has no find_token: the "
+                "receiver iterates every registration instead"
+            )
         before = self._holders(storage)
         assert find_token(TOKEN_MSGS) == [before[s] for s in sorted([SELECTOR, OTHER])]
         assert find_token("b3RoZXJtc2c=") == [before[OTHER]]
@@ -446,8 +500,9 @@ class StorageConformance:
         assert storage.prune(at(-10)) == [], "not idempotent"
         # One microsecond later, in another time zone: the same instant rules.
         plus2 = timezone(timedelta(hours=2))
-        assert storage.prune((at(-10) + timedelta(microseconds=1)).astimezone(plus2),
-                             dry_run=True) == [edge]
+        assert storage.prune(
+            (at(-10) + timedelta(microseconds=1)).astimezone(plus2), dry_run=True
+        ) == [edge]
         assert storage.prune(at(10)) == sorted([new, edge], key=lambda r: r.selector)
         assert list(storage) == []
         # A pruned selector reporting again starts afresh.
@@ -466,7 +521,8 @@ class StorageConformance:
         assert storage.prune(at(10)) == [] and storage.get(SELECTOR) == stored
 
     def test_forget_and_prune_are_visible_to_another_handle_at_once(
-            self, make_storage: StorageOpener) -> None:
+        self, make_storage: StorageOpener
+    ) -> None:
         self._require("supports_reopen", "handles do not share a store")
         a, b = make_storage(), make_storage()
         try:
@@ -489,7 +545,8 @@ class StorageConformance:
     # -- durability ------------------------------------------------------------------------
 
     def test_acknowledged_is_visible_to_another_handle_at_once(
-            self, make_storage: StorageOpener) -> None:
+        self, make_storage: StorageOpener
+    ) -> None:
         self._require("supports_reopen", "handles do not share a store")
         a, b = make_storage(), make_storage()
         try:
@@ -545,15 +602,15 @@ class StorageConformance:
         assert len(upserts) == workers * count
         check_linearizable(upserts, {s: storage.get(s) for s in CONCURRENT_SELECTORS})
 
-    def test_concurrent_processes_on_the_same_selectors(
-            self, make_storage: StorageOpener) -> None:
+    def test_concurrent_processes_on_the_same_selectors(self, make_storage: StorageOpener) -> None:
         self._require("supports_processes", "processes do not share a store")
         ctx = _process_context(make_storage)
         workers, count = self.concurrency
         queue, barrier = ctx.Queue(), ctx.Barrier(workers)
-        procs = [ctx.Process(target=_process_worker,
-                             args=(make_storage, w, count, queue, barrier))
-                 for w in range(workers)]
+        procs = [
+            ctx.Process(target=_process_worker, args=(make_storage, w, count, queue, barrier))
+            for w in range(workers)
+        ]
         for p in procs:
             p.start()
         results = []
@@ -566,7 +623,8 @@ class StorageConformance:
                         f"a child process gave no result within 120 s (start method "
                         f"{ctx.get_start_method()!r}); with 'fork', a lock held by another "
                         "thread at the fork can hang the child: give make_storage a "
-                        "picklable factory (functools.partial) to run children fresh")
+                        "picklable factory (functools.partial) to run children fresh"
+                    )
         finally:
             for p in procs:
                 p.join(timeout=30)
@@ -574,9 +632,11 @@ class StorageConformance:
                     p.kill()
         errors = [detail for status, detail in results if status == "error"]
         assert not errors, f"upsert failed in a child process:\n{errors[0]}"
-        upserts = [(concurrent_report(w, i), concurrent_now(w, i),
-                    Registration.from_json(data))
-                   for _, rows in results for w, i, data in rows]
+        upserts = [
+            (concurrent_report(w, i), concurrent_now(w, i), Registration.from_json(data))
+            for _, rows in results
+            for w, i, data in rows
+        ]
         assert len(upserts) == workers * count
         reader = make_storage()
         try:
@@ -601,8 +661,7 @@ class StorageConformance:
         assert storage.get(SELECTOR) == before, "a failed upsert left a trace"
         assert storage.get(OTHER) is None, "a failed upsert left a trace"
 
-    def test_unavailable_forget_and_prune_raise_and_change_nothing(
-            self, storage: Storage) -> None:
+    def test_unavailable_forget_and_prune_raise_and_change_nothing(self, storage: Storage) -> None:
         self._require("supports_unavailable", "the test cannot make it unavailable")
         before = storage.upsert(FULL, now=T0)
         with self.make_unavailable(storage):
@@ -627,7 +686,10 @@ class StorageConformance:
 
     def test_state_machine_against_a_dict_model(self, make_storage: StorageOpener) -> None:
         machine = StorageMachine.for_factory(make_storage, reopen=self.supports_reopen)
-        run_state_machine_as_test(machine, settings=self.machine_settings or settings(
-            deadline=None, stateful_step_count=30,
-            suppress_health_check=[HealthCheck.too_slow]))
-
+        run_state_machine_as_test(
+            machine,
+            settings=self.machine_settings
+            or settings(
+                deadline=None, stateful_step_count=30, suppress_health_check=[HealthCheck.too_slow]
+            ),
+        )

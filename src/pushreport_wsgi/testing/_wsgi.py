@@ -13,9 +13,9 @@ from pushreport_core._templates import BODY_METHODS
 __all__ = ["wsgi_exchange"]
 
 
-def wsgi_exchange(app: Callable[..., Iterable[bytes]], request: Request, *,
-                  host: str = "push.example.com"
-                  ) -> tuple[int, list[tuple[str, str]], bytes]:
+def wsgi_exchange(
+    app: Callable[..., Iterable[bytes]], request: Request, *, host: str = "push.example.com"
+) -> tuple[int, list[tuple[str, str]], bytes]:
     """Send *request* to the WSGI *app* in-process; return ``(status, headers, body)``.
 
     The environ is what gunicorn builds for the bytes of
@@ -52,8 +52,9 @@ def wsgi_exchange(app: Callable[..., Iterable[bytes]], request: Request, *,
         environ["CONTENT_LENGTH"] = str(len(request.body))
     captured: dict[str, Any] = {}
 
-    def start_response(status: str, headers: list[tuple[str, str]],
-                       exc_info: Any = None) -> Callable[[bytes], None]:
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
         captured["status"], captured["headers"] = status, headers
         return lambda data: None
 

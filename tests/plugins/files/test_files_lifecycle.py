@@ -20,8 +20,15 @@ def selector(i: int) -> str:
 
 def fill(storage: FilesStorage) -> None:
     for i in range(4):
-        storage.upsert(Report(selector=selector(i), username=f"user{i}", token_msgs=TOKEN,
-                              appid_msgs="com.example.app"), now=T0 + timedelta(days=i))
+        storage.upsert(
+            Report(
+                selector=selector(i),
+                username=f"user{i}",
+                token_msgs=TOKEN,
+                appid_msgs="com.example.app",
+            ),
+            now=T0 + timedelta(days=i),
+        )
 
 
 def records(folder: Path) -> list[dict]:
@@ -32,8 +39,7 @@ def test_one_record_each_replayed_by_a_new_handle(tmp_path: Path) -> None:
     a = FilesStorage(tmp_path)
     fill(a)
     assert a.forget_token(TOKEN, keep=selector(3)) == [selector(i) for i in range(3)]
-    assert [r.selector for r in a.prune(T0 + timedelta(days=2))] == [selector(0),
-                                                                      selector(1)]
+    assert [r.selector for r in a.prune(T0 + timedelta(days=2))] == [selector(0), selector(1)]
     assert a.prune(T0) == [] and a.forget_token(TOKEN, keep=selector(3)) == []
     expected = list(a)
     a.close()
@@ -57,8 +63,7 @@ def test_compaction_keeps_them(tmp_path: Path) -> None:
     expected = list(a)
     a.close()
     snapshot = json.loads((tmp_path / "snapshot.json").read_text())
-    assert [r["selector"] for r in snapshot["registrations"]] == [selector(i)
-                                                                  for i in range(4)]
+    assert [r["selector"] for r in snapshot["registrations"]] == [selector(i) for i in range(4)]
     assert snapshot["registrations"][1]["token_msgs"] is None
     assert records(tmp_path) == [{"op": "prune", "before": "2024-05-01T13:00:00.000000Z"}]
     b = FilesStorage(tmp_path)

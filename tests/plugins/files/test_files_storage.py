@@ -25,8 +25,13 @@ def selector(i: int) -> str:
 
 
 def report(i: int) -> Report:
-    return Report(selector=selector(i), username=f"user{i}", token_msgs=f"msg{i}AAAA",
-                  appid_msgs="com.example.app", extra={"n": str(i)})
+    return Report(
+        selector=selector(i),
+        username=f"user{i}",
+        token_msgs=f"msg{i}AAAA",
+        appid_msgs="com.example.app",
+        extra={"n": str(i)},
+    )
 
 
 def lines(folder: Path) -> list[dict]:
@@ -34,8 +39,9 @@ def lines(folder: Path) -> list[dict]:
 
 
 def test_options_and_unknown_option(tmp_path: Path) -> None:
-    s = FilesStorage.from_options({"path": "data", "compact_after": 5, "fsync": False},
-                                  StorageContext(base_dir=tmp_path))
+    s = FilesStorage.from_options(
+        {"path": "data", "compact_after": 5, "fsync": False}, StorageContext(base_dir=tmp_path)
+    )
     assert (s.path, s.compact_after, s.fsync) == (tmp_path / "data", 5, False)
     s.close()
     with pytest.raises(ConfigurationError) as info:
@@ -48,6 +54,7 @@ def test_options_and_unknown_option(tmp_path: Path) -> None:
 
 def test_the_password_is_never_written(tmp_path: Path) -> None:
     from pushreport_core import Secret
+
     s = FilesStorage(tmp_path / "d")
     s.upsert(Report(selector=selector(1), password=Secret("hunter2-secret")), now=T0)
     s.close()
@@ -97,8 +104,9 @@ def test_compaction_keeps_the_state(tmp_path: Path) -> None:
     other = FilesStorage(folder, compact_after=5)  # another handle, caught up under the lock
     model = {}
     for i in range(23):
-        model[selector(i % 7)] = merge(model.get(selector(i % 7)), report(i % 7),
-                                       now=T0 + timedelta(seconds=i))
+        model[selector(i % 7)] = merge(
+            model.get(selector(i % 7)), report(i % 7), now=T0 + timedelta(seconds=i)
+        )
         assert s.upsert(report(i % 7), now=T0 + timedelta(seconds=i)) == model[selector(i % 7)]
     assert s.remove(selector(3)) is True
     del model[selector(3)]
@@ -122,8 +130,11 @@ def test_crash_between_snapshot_and_new_log(tmp_path: Path) -> None:
     expected = list(s)
     s.close()
     # The snapshot of generation 1 was renamed in; the crash came before the new log.
-    (folder / "snapshot.json").write_text(json.dumps(
-        {"format": 1, "generation": 1, "registrations": [r.to_json() for r in expected]}))
+    (folder / "snapshot.json").write_text(
+        json.dumps(
+            {"format": 1, "generation": 1, "registrations": [r.to_json() for r in expected]}
+        )
+    )
     s = FilesStorage(folder)
     try:
         assert list(s) == expected  # the old log is not counted twice
@@ -162,8 +173,11 @@ for i in range(count):
 
 def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     folder = tmp_path / "d"
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(folder), "a", "100000",
-                             "200"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, str(folder), "a", "100000", "200"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline() == "ready\n"
     printed = []
     deadline = time.monotonic() + 30
@@ -186,9 +200,14 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
 def test_two_processes_never_interleave_lines(tmp_path: Path) -> None:
     folder = tmp_path / "d"
     count = 150
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(folder), w, str(count),
-                               "1000000"], stdout=subprocess.PIPE, text=True)
-             for w in ("b", "c")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(folder), w, str(count), "1000000"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in ("b", "c")
+    ]
     try:
         outputs = [p.communicate(timeout=120)[0] for p in procs]
     finally:

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
-psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: "
-                              "pip install 'pushreport[postgresql]'")
+psycopg = pytest.importorskip(
+    "psycopg", reason="psycopg is not installed: pip install 'pushreport[postgresql]'"
+)
 from psycopg import sql  # noqa: E402
 
-_CANDIDATES = ("host=127.0.0.1 port=5432 dbname=test user=postgres",
-               "host=127.0.0.1 port=5432 dbname=test user=root")
+_CANDIDATES = (
+    "host=127.0.0.1 port=5432 dbname=test user=postgres",
+    "host=127.0.0.1 port=5432 dbname=test user=root",
+)
 
 
 def _find_server() -> tuple[str | None, str]:

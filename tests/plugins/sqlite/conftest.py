@@ -12,6 +12,7 @@ import pytest
 
 from pushreport_sqlite import SQLiteStorage
 
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "pushreport.sqlite3"

@@ -15,8 +15,13 @@ from pathlib import Path
 
 from pushreport_core import Registration
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi.testing import (CONCURRENT_SELECTORS, check_linearizable,
-                                     concurrent_now, concurrent_report)
+from pushreport_wsgi.testing import (
+    CONCURRENT_SELECTORS,
+    check_linearizable,
+    concurrent_now,
+    concurrent_report,
+)
+
 # Threads and processes on an existing file are StorageConformance's concurrency tests,
 # which this backend runs in test_sqlite_conformance.py, with the same reports.
 
@@ -44,10 +49,15 @@ def test_processes_upserting_the_same_selectors(tmp_path: Path) -> None:
     # The file does not exist yet: the workers also race to create the schema.
     path = tmp_path / "p.sqlite3"
     n_procs, per_proc = 3, 60
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), str(w),
-                               str(per_proc)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for w in range(n_procs)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), str(w), str(per_proc)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(n_procs)
+    ]
     try:
         for p in procs:
             assert p.stdout.readline() == "ready\n"
@@ -65,8 +75,13 @@ def test_processes_upserting_the_same_selectors(tmp_path: Path) -> None:
         assert len(lines) == per_proc
         for line in lines:
             i, stored = json.loads(line)
-            upserts.append((concurrent_report(worker, i), concurrent_now(worker, i),
-                            Registration.from_json(stored)))
+            upserts.append(
+                (
+                    concurrent_report(worker, i),
+                    concurrent_now(worker, i),
+                    Registration.from_json(stored),
+                )
+            )
     storage = SQLiteStorage(path=path)
     try:
         check_linearizable(upserts, {s: storage.get(s) for s in CONCURRENT_SELECTORS})

@@ -18,8 +18,7 @@ class TestSQLiteConformance(StorageConformance):
 
     @pytest.fixture
     def make_storage(self, tmp_path):
-        return functools.partial(SQLiteStorage, tmp_path / "pushreport.sqlite3",
-                                 busy_timeout=0.05)
+        return functools.partial(SQLiteStorage, tmp_path / "pushreport.sqlite3", busy_timeout=0.05)
 
     @contextlib.contextmanager
     def make_unavailable(self, storage: SQLiteStorage) -> Iterator[None]:

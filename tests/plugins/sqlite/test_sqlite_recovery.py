@@ -46,7 +46,8 @@ def immutable(db_path: Path) -> Iterator[Callable[[bool], None]]:
 
 @pytest.mark.parametrize("use", ["upsert", "upsert_many", "ping"])
 def test_read_only_then_writable_again_recovers_without_reopening(
-        db_path: Path, immutable: Callable[[bool], None], use: str) -> None:
+    db_path: Path, immutable: Callable[[bool], None], use: str
+) -> None:
     immutable(True)
     s = SQLiteStorage(path=db_path, busy_timeout=0.1)
     report = Report(selector=SELECTOR, token_calls="call1234")

@@ -17,8 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pushreport_sqlite
-from pushreport_core import (ConfigurationError, Registration, Report, Secret,
-                             StorageUnavailable, merge)
+from pushreport_core import (
+    ConfigurationError,
+    Registration,
+    Report,
+    Secret,
+    StorageUnavailable,
+    merge,
+)
 from pushreport_sqlite import SCHEMA_VERSION, SQLiteStorage
 from pushreport_sqlite import _storage as sql
 from pushreport_wsgi.storage import Storage, StorageContext
@@ -35,10 +41,14 @@ def at(seconds: float) -> datetime:
 
 # -- options -----------------------------------------------------------------------
 
+
 def test_defaults_resolve_against_base_dir_and_open_nothing(tmp_path: Path) -> None:
     s = SQLiteStorage.from_options({}, StorageContext(base_dir=tmp_path))
     assert (s.path, s.synchronous, s.busy_timeout) == (
-        tmp_path / "pushreport.sqlite3", "normal", 2.0)
+        tmp_path / "pushreport.sqlite3",
+        "normal",
+        2.0,
+    )
     assert s.name == "sqlite"
     assert isinstance(s, Storage)
     assert list(tmp_path.iterdir()) == []  # connections are opened lazily
@@ -47,33 +57,52 @@ def test_defaults_resolve_against_base_dir_and_open_nothing(tmp_path: Path) -> N
 def test_options_are_taken(tmp_path: Path) -> None:
     s = SQLiteStorage.from_options(
         {"path": "data/r.db", "synchronous": "FULL", "busy_timeout": 5},
-        StorageContext(base_dir=tmp_path))
+        StorageContext(base_dir=tmp_path),
+    )
     assert (s.path, s.synchronous, s.busy_timeout) == (tmp_path / "data/r.db", "full", 5.0)
     absolute = tmp_path / "abs.db"
-    s = SQLiteStorage.from_options({"path": str(absolute)},
-                                   StorageContext(base_dir=Path("/elsewhere")))
+    s = SQLiteStorage.from_options(
+        {"path": str(absolute)}, StorageContext(base_dir=Path("/elsewhere"))
+    )
     assert s.path == absolute
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"file": "x.db"},
-     "storage.sqlite.file: unknown option; the options are path, synchronous, busy_timeout, checkpoint_interval"),
-    ({"path": ""}, "storage.sqlite.path: must be a file path (a non-empty string), not ''"),
-    ({"path": 3}, "storage.sqlite.path: must be a file path (a non-empty string), not 3"),
-    ({"synchronous": "off"},
-     "storage.sqlite.synchronous: must be \"normal\" or \"full\", not 'off'"),
-    ({"synchronous": 2}, "storage.sqlite.synchronous: must be \"normal\" or \"full\", not 2"),
-    ({"busy_timeout": "2"},
-     "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not '2'"),
-    ({"busy_timeout": True},
-     "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not True"),
-    ({"busy_timeout": -1},
-     "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not -1"),
-    ({"busy_timeout": float("nan")},
-     "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not nan"),
-])
-def test_bad_option_is_a_configuration_error(tmp_path: Path, options: dict[str, object],
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"file": "x.db"},
+            "storage.sqlite.file: unknown option; the options are path, synchronous, "
+            "busy_timeout, checkpoint_interval",
+        ),
+        ({"path": ""}, "storage.sqlite.path: must be a file path (a non-empty string), not ''"),
+        ({"path": 3}, "storage.sqlite.path: must be a file path (a non-empty string), not 3"),
+        (
+            {"synchronous": "off"},
+            'storage.sqlite.synchronous: must be "normal" or "full", not \'off\'',
+        ),
+        ({"synchronous": 2}, 'storage.sqlite.synchronous: must be "normal" or "full", not 2'),
+        (
+            {"busy_timeout": "2"},
+            "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not '2'",
+        ),
+        (
+            {"busy_timeout": True},
+            "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not True",
+        ),
+        (
+            {"busy_timeout": -1},
+            "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not -1",
+        ),
+        (
+            {"busy_timeout": float("nan")},
+            "storage.sqlite.busy_timeout: must be a number of seconds from 0 to 60, not nan",
+        ),
+    ],
+)
+def test_bad_option_is_a_configuration_error(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
     with pytest.raises(ConfigurationError) as info:
         SQLiteStorage.from_options(options, StorageContext(base_dir=tmp_path))
     assert str(info.value) == message
@@ -82,13 +111,26 @@ def test_bad_option_is_a_configuration_error(tmp_path: Path, options: dict[str, 
 
 # -- the merge rule ------------------------------------------------------------------
 
+
 def test_ios_delay_keeps_the_token_the_report_does_not_know(storage: SQLiteStorage) -> None:
-    first = Report(selector=SELECTOR, username="alice", token_calls="callTOKEN+1/==",
-                   appid_calls="com.example.app.voip", token_msgs="msgTOKEN-1",
-                   appid_msgs="com.example.app", extra={"lang": "en"}, user_agent="UA/1")
+    first = Report(
+        selector=SELECTOR,
+        username="alice",
+        token_calls="callTOKEN+1/==",
+        appid_calls="com.example.app.voip",
+        token_msgs="msgTOKEN-1",
+        appid_msgs="com.example.app",
+        extra={"lang": "en"},
+        user_agent="UA/1",
+    )
     # "the web service being called with a null value for pushTokenOther"
-    delayed = Report(selector=SELECTOR, username="alice", token_calls="callTOKEN+2/==",
-                     appid_calls="com.example.app.voip", extra={"os": "ios"})
+    delayed = Report(
+        selector=SELECTOR,
+        username="alice",
+        token_calls="callTOKEN+2/==",
+        appid_calls="com.example.app.voip",
+        extra={"os": "ios"},
+    )
     stored = storage.upsert(first, now=at(0))
     assert stored == merge(None, first, now=at(0))
     again = storage.upsert(delayed, now=at(60))
@@ -121,8 +163,9 @@ def test_now_must_be_aware(storage: SQLiteStorage) -> None:
 
 def test_now_in_another_zone_is_stored_in_utc(storage: SQLiteStorage) -> None:
     plus2 = timezone(timedelta(hours=2))
-    stored = storage.upsert(Report(selector=SELECTOR),
-                            now=datetime(2024, 5, 1, 14, 0, tzinfo=plus2))
+    stored = storage.upsert(
+        Report(selector=SELECTOR), now=datetime(2024, 5, 1, 14, 0, tzinfo=plus2)
+    )
     assert stored.first_seen == T0 and stored.first_seen.tzinfo == timezone.utc
 
 
@@ -133,9 +176,13 @@ _reports = st.builds(
     Report,
     selector=st.sampled_from([SELECTOR, OTHER, "x"]),
     username=_text,
-    token_calls=_token, appid_calls=_appid, token_msgs=_token, appid_msgs=_appid,
-    extra=st.dictionaries(st.sampled_from(["lang", "os", "é", "a\"b", "k\\"]),
-                          st.text(max_size=10), max_size=3),
+    token_calls=_token,
+    appid_calls=_appid,
+    token_msgs=_token,
+    appid_msgs=_appid,
+    extra=st.dictionaries(
+        st.sampled_from(["lang", "os", "é", 'a"b', "k\\"]), st.text(max_size=10), max_size=3
+    ),
     user_agent=_text,
     password=st.none() | st.builds(Secret, st.text(min_size=1, max_size=8)),
 )
@@ -153,8 +200,7 @@ def test_upsert_is_merge_folded(steps: list[tuple[Report, int]]) -> None:
         try:
             for report, step in steps:
                 now += timedelta(microseconds=step)
-                expected[report.selector] = merge(expected.get(report.selector), report,
-                                                  now=now)
+                expected[report.selector] = merge(expected.get(report.selector), report, now=now)
                 assert s.upsert(report, now=now) == expected[report.selector]
             assert list(s) == [expected[k] for k in sorted(expected)]
             for selector, registration in expected.items():
@@ -164,6 +210,7 @@ def test_upsert_is_merge_folded(steps: list[tuple[Report, int]]) -> None:
 
 
 # -- reading -------------------------------------------------------------------------
+
 
 def test_find_by_username_in_selector_order(storage: SQLiteStorage) -> None:
     for selector, username in [("c", "bob"), ("a", "bob"), ("b", "carol"), ("d", None)]:
@@ -176,14 +223,16 @@ def test_find_by_username_in_selector_order(storage: SQLiteStorage) -> None:
 def test_find_by_username_uses_the_index(storage: SQLiteStorage, db_path: Path) -> None:
     storage.ping()  # creates the schema
     with sqlite3.connect(db_path) as conn:
-        plan = " ".join(row[3] for row in conn.execute(
-            "EXPLAIN QUERY PLAN " + sql.FIND_BY_USERNAME, ("bob",)))
+        plan = " ".join(
+            row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql.FIND_BY_USERNAME, ("bob",))
+        )
     assert "USING INDEX registrations_username" in plan
     assert "TEMP B-TREE" not in plan  # selector order comes from the index
 
 
 def test_iteration_pages_in_selector_order_and_tolerates_removal(
-        storage: SQLiteStorage, db_path: Path) -> None:
+    storage: SQLiteStorage, db_path: Path
+) -> None:
     n = sql.PAGE_SIZE * 2 + 7
     for i in range(3):
         storage.upsert(Report(selector=f"s{i:05d}"), now=T0)
@@ -191,7 +240,8 @@ def test_iteration_pages_in_selector_order_and_tolerates_removal(
         conn.executemany(
             "INSERT INTO registrations (selector, first_seen, last_seen, reports) "
             "VALUES (?, '2024-05-01T12:00:00.000000Z', '2024-05-01T12:00:00.000000Z', 1)",
-            [(f"s{i:05d}",) for i in range(3, n)])
+            [(f"s{i:05d}",) for i in range(3, n)],
+        )
     seen = []
     watcher = sqlite3.connect(db_path)
     for registration in storage:
@@ -216,40 +266,74 @@ def test_remove(storage: SQLiteStorage) -> None:
 
 # -- the file ------------------------------------------------------------------------
 
+
 def test_schema_is_plain_sqlite(storage: SQLiteStorage, db_path: Path) -> None:
-    storage.upsert(Report(selector=SELECTOR, username="alice", token_msgs="tok+/=1",
-                          appid_msgs="com.example.app", extra={"lang": "en"},
-                          user_agent="UA/1"), now=at(0.25))
+    storage.upsert(
+        Report(
+            selector=SELECTOR,
+            username="alice",
+            token_msgs="tok+/=1",
+            appid_msgs="com.example.app",
+            extra={"lang": "en"},
+            user_agent="UA/1",
+        ),
+        now=at(0.25),
+    )
     storage.upsert(Report(selector=SELECTOR, extra={"os": "ios"}), now=at(1))
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        columns = [(r[1], r[2], r[3], r[5]) for r in conn.execute(
-            "PRAGMA table_info(registrations)")]
+        columns = [
+            (r[1], r[2], r[3], r[5]) for r in conn.execute("PRAGMA table_info(registrations)")
+        ]
         assert columns == [
-            ("selector", "TEXT", 1, 1), ("username", "TEXT", 0, 0),
-            ("token_calls", "TEXT", 0, 0), ("appid_calls", "TEXT", 0, 0),
-            ("token_msgs", "TEXT", 0, 0), ("appid_msgs", "TEXT", 0, 0),
-            ("extra", "TEXT", 1, 0), ("user_agent", "TEXT", 0, 0),
-            ("first_seen", "TEXT", 1, 0), ("last_seen", "TEXT", 1, 0),
-            ("reports", "INTEGER", 1, 0)]
+            ("selector", "TEXT", 1, 1),
+            ("username", "TEXT", 0, 0),
+            ("token_calls", "TEXT", 0, 0),
+            ("appid_calls", "TEXT", 0, 0),
+            ("token_msgs", "TEXT", 0, 0),
+            ("appid_msgs", "TEXT", 0, 0),
+            ("extra", "TEXT", 1, 0),
+            ("user_agent", "TEXT", 0, 0),
+            ("first_seen", "TEXT", 1, 0),
+            ("last_seen", "TEXT", 1, 0),
+            ("reports", "INTEGER", 1, 0),
+        ]
         row = conn.execute(
             "SELECT selector, username, token_calls, token_msgs, appid_msgs, "
             "json_extract(extra, '$.lang'), json_extract(extra, '$.os'), user_agent, "
-            "first_seen, last_seen, reports FROM registrations").fetchone()
+            "first_seen, last_seen, reports FROM registrations"
+        ).fetchone()
     finally:
         conn.close()
-    assert row == (SELECTOR, "alice", None, "tok+/=1", "com.example.app", "en", "ios",
-                   "UA/1", "2024-05-01T12:00:00.250000Z", "2024-05-01T12:00:01.000000Z", 2)
+    assert row == (
+        SELECTOR,
+        "alice",
+        None,
+        "tok+/=1",
+        "com.example.app",
+        "en",
+        "ios",
+        "UA/1",
+        "2024-05-01T12:00:00.250000Z",
+        "2024-05-01T12:00:01.000000Z",
+        2,
+    )
     assert datetime.fromisoformat(row[8]) == at(0.25)
 
 
 def test_password_never_reaches_the_file(storage: SQLiteStorage, db_path: Path) -> None:
     password = "pw-Zq8xK3-never-stored"
-    storage.upsert(Report(selector=SELECTOR, username="alice",
-                          token_msgs="tokenVISIBLE4711", password=Secret(password)),
-                   now=T0)
+    storage.upsert(
+        Report(
+            selector=SELECTOR,
+            username="alice",
+            token_msgs="tokenVISIBLE4711",
+            password=Secret(password),
+        ),
+        now=T0,
+    )
     files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
     data = b"".join(p.read_bytes() for p in files)
     assert b"tokenVISIBLE4711" in data  # the grep does find what is stored
@@ -268,8 +352,7 @@ def test_durable_across_reopen(db_path: Path, synchronous: str) -> None:
     try:
         assert second.get(SELECTOR) == stored
         again = second.upsert(Report(selector=SELECTOR, token_calls="call1234"), now=at(1))
-        assert (again.token_msgs, again.token_calls, again.reports) == (
-            "tok12345", "call1234", 2)
+        assert (again.token_msgs, again.token_calls, again.reports) == ("tok12345", "call1234", 2)
     finally:
         second.close()
 
@@ -285,8 +368,9 @@ def test_durable_when_the_process_is_killed(db_path: Path) -> None:
         "         now=datetime(2024, 1, 1, tzinfo=timezone.utc))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(db_path)], timeout=30,
-                          capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(db_path)], timeout=30, capture_output=True
+    )
     assert proc.returncode == -9, proc.stderr
     s = SQLiteStorage(path=db_path)
     try:
@@ -298,8 +382,10 @@ def test_durable_when_the_process_is_killed(db_path: Path) -> None:
 
 # -- failures ------------------------------------------------------------------------
 
-def test_lock_held_elsewhere_is_unavailable_then_recovers(storage: SQLiteStorage,
-                                                          db_path: Path) -> None:
+
+def test_lock_held_elsewhere_is_unavailable_then_recovers(
+    storage: SQLiteStorage, db_path: Path
+) -> None:
     storage.upsert(Report(selector=SELECTOR, token_msgs="tok12345"), now=T0)
     other = sqlite3.connect(db_path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
@@ -319,8 +405,7 @@ def test_lock_held_elsewhere_is_unavailable_then_recovers(storage: SQLiteStorage
         other.execute("ROLLBACK")
         other.close()
     stored = storage.upsert(Report(selector=SELECTOR, token_calls="call1234"), now=at(1))
-    assert (stored.token_calls, stored.token_msgs, stored.reports) == (
-        "call1234", "tok12345", 2)
+    assert (stored.token_calls, stored.token_msgs, stored.reports) == ("call1234", "tok12345", 2)
 
 
 def test_lock_released_within_busy_timeout_is_waited_for(db_path: Path) -> None:
@@ -377,8 +462,10 @@ def test_newer_schema_is_refused(db_path: Path) -> None:
     s = SQLiteStorage(path=db_path)
     with pytest.raises(StorageUnavailable) as info:
         s.get(SELECTOR)
-    assert str(info.value) == (f"sqlite database schema version {SCHEMA_VERSION + 1} is "
-                               f"newer than this pushreport's ({SCHEMA_VERSION})")
+    assert str(info.value) == (
+        f"sqlite database schema version {SCHEMA_VERSION + 1} is "
+        f"newer than this pushreport's ({SCHEMA_VERSION})"
+    )
     s.close()
 
 
@@ -420,8 +507,7 @@ def test_connections_are_per_thread(storage: SQLiteStorage) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_connection_opened_before_fork_is_not_used_in_the_child(
-        storage: SQLiteStorage) -> None:
+def test_connection_opened_before_fork_is_not_used_in_the_child(storage: SQLiteStorage) -> None:
     # gunicorn --preload: the app (and maybe a connection) is made before the fork.
     storage.upsert(Report(selector=SELECTOR), now=T0)
     inherited = storage._local.conn
@@ -443,7 +529,8 @@ def test_connection_opened_before_fork_is_not_used_in_the_child(
 def test_registered_under_its_name() -> None:
     registered = {}
     pushreport_sqlite.pushreport_register_storage(
-        register=lambda name, factory: registered.setdefault(name, factory))
+        register=lambda name, factory: registered.setdefault(name, factory)
+    )
     assert registered == {"sqlite": SQLiteStorage.from_options}
 
 

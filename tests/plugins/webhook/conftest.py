@@ -76,14 +76,16 @@ class Receiver:
                 except ValueError:
                     verified = False
                 mode = receiver.mode
-                status: int | None = {"ok": 200, "fail": 500, "hang": 200,
-                                      "redirect": 302}.get(mode)
+                status: int | None = {"ok": 200, "fail": 500, "hang": 200, "redirect": 302}.get(
+                    mode
+                )
                 # Recorded on arrival, before the answer: the order in which a receiver
                 # would apply the events (answering 200 and then recording could let a
                 # later event be recorded first).
                 with receiver.arrived:
-                    receiver.deliveries.append(Delivery(headers, body, status, verified,
-                                                        time.monotonic()))
+                    receiver.deliveries.append(
+                        Delivery(headers, body, status, verified, time.monotonic())
+                    )
                     receiver.arrived.notify_all()
                 if mode == "hang":
                     time.sleep(receiver.hang)
@@ -105,8 +107,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property
@@ -135,8 +138,10 @@ class Receiver:
             while not predicate(self):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"receiver: condition not met in {timeout} s; got "
-                                         f"{[(d.status, d.body[:80]) for d in self.deliveries]}")
+                    raise AssertionError(
+                        f"receiver: condition not met in {timeout} s; got "
+                        f"{[(d.status, d.body[:80]) for d in self.deliveries]}"
+                    )
                 self.arrived.wait(min(left, 0.1))
 
     def close(self) -> None:

@@ -26,9 +26,11 @@ def config(tmp_path: Path) -> Path:
     """A configuration whose secret comes from a variable this process does not set:
     the command needs neither the URL nor the secret."""
     path = tmp_path / "pushreport.toml"
-    path.write_text('[storage]\nbackends = ["sqlite", "webhook"]\n[storage.webhook]\n'
-                    'url = "http://127.0.0.1:9/hook"\nsecret_env = "PR_UNSET_IN_TESTS"\n'
-                    'outbox = "box.sqlite3"\nrequired = true\n')
+    path.write_text(
+        '[storage]\nbackends = ["sqlite", "webhook"]\n[storage.webhook]\n'
+        'url = "http://127.0.0.1:9/hook"\nsecret_env = "PR_UNSET_IN_TESTS"\n'
+        'outbox = "box.sqlite3"\nrequired = true\n'
+    )
     return path
 
 
@@ -40,12 +42,14 @@ def box(tmp_path: Path, config: Path) -> WebhookStorage:
         s.upsert(Report(selector=SEL_A, token_msgs="dG9rMQ=="), now=T0)
         s.upsert(Report(selector=SEL_B, token_msgs="dG9rMg=="), now=T0)
         s.upsert(Report(selector=SEL_A, token_msgs="dG9rMw=="), now=T0)
-        s._transaction(lambda c: [
-            c.execute("UPDATE outbox SET attempts = 4 WHERE id = 1"),
-            failed(c, 1, "HTTP 503", now=1714564800.0, max_attempts=5, delay=0),
-            failed(c, 2, "timed out", now=1714564800.0, max_attempts=5, delay=0),
-            failed(c, 2, "connection refused", now=1714564800.0, max_attempts=5,
-                   delay=30.5)])
+        s._transaction(
+            lambda c: [
+                c.execute("UPDATE outbox SET attempts = 4 WHERE id = 1"),
+                failed(c, 1, "HTTP 503", now=1714564800.0, max_attempts=5, delay=0),
+                failed(c, 2, "timed out", now=1714564800.0, max_attempts=5, delay=0),
+                failed(c, 2, "connection refused", now=1714564800.0, max_attempts=5, delay=30.5),
+            ]
+        )
     finally:
         s.close()
     return s
@@ -57,8 +61,9 @@ def run(capsys: Any, *args: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def test_outbox_lists_counts_pending_and_dead(box: WebhookStorage, config: Path,
-                                              capsys: Any) -> None:
+def test_outbox_lists_counts_pending_and_dead(
+    box: WebhookStorage, config: Path, capsys: Any
+) -> None:
     status, out, err = run(capsys, "--config", str(config))
     assert (status, err) == (0, "")
     assert out.splitlines() == [
@@ -66,8 +71,7 @@ def test_outbox_lists_counts_pending_and_dead(box: WebhookStorage, config: Path,
         "pending:",
         "  ID  EVENT                 SELECTOR                                           "
         "ATTEMPTS  NEXT ATTEMPT         LAST ERROR",
-        f"  2   registration.updated  {SEL_B}  2         2024-05-01 12:00:30  "
-        "connection refused",
+        f"  2   registration.updated  {SEL_B}  2         2024-05-01 12:00:30  connection refused",
         f"  3   registration.updated  {SEL_A}  0         now                  -",
         "dead:",
         "  ID  EVENT                 SELECTOR                                           "
@@ -80,24 +84,39 @@ def test_outbox_json(box: WebhookStorage, config: Path, capsys: Any) -> None:
     status, out, _ = run(capsys, "--config", str(config), "--json")
     data = json.loads(out)
     assert status == 0 and data["outbox"] == str(box.path)
-    assert [(e["id"], e["attempts"], e["last_error"], e["next_attempt_at"])
-            for e in data["pending"]] == [
-        (2, 2, "connection refused", "2024-05-01T12:00:30.500000Z"), (3, 0, None, None)]
+    assert [
+        (e["id"], e["attempts"], e["last_error"], e["next_attempt_at"]) for e in data["pending"]
+    ] == [(2, 2, "connection refused", "2024-05-01T12:00:30.500000Z"), (3, 0, None, None)]
     [dead] = data["dead"]
-    assert dead == {"id": 1, "event": "registration.updated", "selector": SEL_A,
-                    "occurred_at": "2024-05-01T12:00:00.000000Z", "attempts": 5,
-                    "failed_at": "2024-05-01T12:00:00.000000Z", "last_error": "HTTP 503",
-                    "registration": dead["registration"]}
+    assert dead == {
+        "id": 1,
+        "event": "registration.updated",
+        "selector": SEL_A,
+        "occurred_at": "2024-05-01T12:00:00.000000Z",
+        "attempts": 5,
+        "failed_at": "2024-05-01T12:00:00.000000Z",
+        "last_error": "HTTP 503",
+        "registration": dead["registration"],
+    }
     assert dead["registration"]["token_msgs"] == "dG9rMQ=="
 
 
 def test_replay_one_then_all(box: WebhookStorage, config: Path, capsys: Any) -> None:
     assert run(capsys, "--config", str(config), "--replay-dead", "--id", "7") == (
-        1, "", "pushreport: outbox: no dead event with id 7\n")
+        1,
+        "",
+        "pushreport: outbox: no dead event with id 7\n",
+    )
     assert run(capsys, "--config", str(config), "--replay-dead", "--id", "1") == (
-        0, "replayed 1 dead event\n", "")
+        0,
+        "replayed 1 dead event\n",
+        "",
+    )
     assert run(capsys, "--config", str(config), "--replay-dead") == (
-        0, "replayed 0 dead events\n", "")
+        0,
+        "replayed 0 dead events\n",
+        "",
+    )
     reopened = WebhookStorage(box.path, deliver=False)
     try:
         events = reopened._read(pending_events)
@@ -111,25 +130,41 @@ def test_replay_one_then_all(box: WebhookStorage, config: Path, capsys: Any) -> 
 
 def test_outbox_errors(tmp_path: Path, config: Path, capsys: Any) -> None:
     assert run(capsys, "--config", str(config)) == (
-        2, "", f"pushreport: outbox: {tmp_path / 'box.sqlite3'} does not exist (no report "
-               "was stored yet)\n")
+        2,
+        "",
+        f"pushreport: outbox: {tmp_path / 'box.sqlite3'} does not exist (no report "
+        "was stored yet)\n",
+    )
     assert run(capsys, "--config", str(config), "--id", "3") == (
-        2, "", "pushreport: outbox: --id needs --replay-dead\n")
+        2,
+        "",
+        "pushreport: outbox: --id needs --replay-dead\n",
+    )
     plain = tmp_path / "plain.toml"
     plain.write_text('[storage]\nbackends = ["sqlite"]\n')
     assert run(capsys, "--config", str(plain)) == (
-        2, "", "pushreport: outbox: no webhook backend in storage.backends\n")
+        2,
+        "",
+        "pushreport: outbox: no webhook backend in storage.backends\n",
+    )
     bad = tmp_path / "bad.toml"
     bad.write_text('[storage]\nbackends = ["webhook"]\n[storage.webhook]\noutbox = 3\n')
     assert run(capsys, "--config", str(bad)) == (
-        2, "", "pushreport: configuration error: storage.webhook.outbox: must be a file "
-               "path (a non-empty string), not 3\n")
+        2,
+        "",
+        "pushreport: configuration error: storage.webhook.outbox: must be a file "
+        "path (a non-empty string), not 3\n",
+    )
 
 
 def test_outbox_of_an_empty_outbox(tmp_path: Path, config: Path, capsys: Any) -> None:
-    empty = WebhookStorage(tmp_path / "box.sqlite3", url="http://127.0.0.1:9/",
-                           secret=SECRET, deliver=False)
+    empty = WebhookStorage(
+        tmp_path / "box.sqlite3", url="http://127.0.0.1:9/", secret=SECRET, deliver=False
+    )
     empty.ping()
     empty.close()
     assert run(capsys, "--config", str(config)) == (
-        0, f"outbox {tmp_path / 'box.sqlite3'}: 0 pending, 0 dead\n", "")
+        0,
+        f"outbox {tmp_path / 'box.sqlite3'}: 0 pending, 0 dead\n",
+        "",
+    )

@@ -21,15 +21,26 @@ class TestWebhookConformance(StorageConformance):
     supports_unavailable = True
     # The registrations are the SQLite backend's, which runs the machine at full length:
     # fewer runs here keep this file fast (each one starts and stops a deliverer).
-    machine_settings = settings(max_examples=40, deadline=None, stateful_step_count=30,
-                                suppress_health_check=[HealthCheck.too_slow])
+    machine_settings = settings(
+        max_examples=40,
+        deadline=None,
+        stateful_step_count=30,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
     @pytest.fixture
     def make_storage(self, tmp_path, receiver: Receiver):
-        return functools.partial(WebhookStorage, tmp_path / "outbox.sqlite3",
-                                 busy_timeout=0.5, url=receiver.url, secret=SECRET,
-                                 poll_interval=0.02, backoff_base=0.01, backoff_max=0.05,
-                                 timeout=1.0)
+        return functools.partial(
+            WebhookStorage,
+            tmp_path / "outbox.sqlite3",
+            busy_timeout=0.5,
+            url=receiver.url,
+            secret=SECRET,
+            poll_interval=0.02,
+            backoff_base=0.01,
+            backoff_max=0.05,
+            timeout=1.0,
+        )
 
     @contextlib.contextmanager
     def make_unavailable(self, storage: WebhookStorage) -> Iterator[None]:

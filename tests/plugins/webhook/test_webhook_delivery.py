@@ -14,8 +14,15 @@ from typing import Any, Iterator
 import pytest
 
 from pushreport_core import Report, Secret
-from pushreport_webhook import (EVENT_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER,
-                                TIMESTAMP_HEADER, WebhookStorage, signature, verify)
+from pushreport_webhook import (
+    EVENT_HEADER,
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookStorage,
+    signature,
+    verify,
+)
 from pushreport_webhook._outbox import dead_events, pending_events
 
 from .conftest import DOC, SECRET, Receiver, recipe
@@ -30,8 +37,13 @@ def selector(i: int) -> str:
 
 
 def report(sel: str, n: int) -> Report:
-    return Report(selector=sel, username="alice", token_msgs=f"tok{n}AAAA",
-                  appid_msgs="com.example.app", password=Secret(PASSWORD))
+    return Report(
+        selector=sel,
+        username="alice",
+        token_msgs=f"tok{n}AAAA",
+        appid_msgs="com.example.app",
+        password=Secret(PASSWORD),
+    )
 
 
 @pytest.fixture
@@ -39,8 +51,12 @@ def open_storage(tmp_path: Path, receiver: Receiver) -> Iterator[Any]:
     opened: list[WebhookStorage] = []
 
     def open_(**options: Any) -> WebhookStorage:
-        s = WebhookStorage(tmp_path / "outbox.sqlite3", url=options.pop("url", receiver.url),
-                           secret=SECRET, **{**FAST, **options})
+        s = WebhookStorage(
+            tmp_path / "outbox.sqlite3",
+            url=options.pop("url", receiver.url),
+            secret=SECRET,
+            **{**FAST, **options},
+        )
         opened.append(s)
         return s
 
@@ -62,8 +78,10 @@ def wait_until(condition: Any, timeout: float = 10.0) -> None:
 
 # -- signing ------------------------------------------------------------------------------
 
+
 def test_every_delivery_is_signed_and_passes_the_documented_recipe(
-        receiver: Receiver, open_storage: Any, caplog: Any) -> None:
+    receiver: Receiver, open_storage: Any, caplog: Any
+) -> None:
     caplog.set_level(logging.INFO, "pushreport.webhook")
     storage = open_storage(url=receiver.url + "?token=hunter2")
     stored = [storage.upsert(report(selector(1), n), now=T0) for n in range(3)]
@@ -91,7 +109,8 @@ def test_every_delivery_is_signed_and_passes_the_documented_recipe(
 
 
 def test_the_recipe_refuses_a_forgery_a_tampered_body_and_an_old_timestamp(
-        receiver: Receiver, open_storage: Any) -> None:
+    receiver: Receiver, open_storage: Any
+) -> None:
     verify_webhook = recipe()["verify_webhook"]
     storage = open_storage()
     storage.upsert(report(selector(1), 1), now=T0)
@@ -109,10 +128,16 @@ def test_the_recipe_refuses_a_forgery_a_tampered_body_and_an_old_timestamp(
     with pytest.raises(ValueError, match="^missing or malformed X-Pushreport-Timestamp$"):
         verify_webhook(key, {**d.headers, TIMESTAMP_HEADER: "-1"}, d.body)
     # The library's own check agrees with the recipe.
-    assert verify(key, timestamp=str(ts), signature_header=d.headers[SIGNATURE_HEADER],
-                  body=d.body, now=ts)
-    assert not verify(key, timestamp=str(ts + 1), signature_header=d.headers[SIGNATURE_HEADER],
-                      body=d.body, now=ts)
+    assert verify(
+        key, timestamp=str(ts), signature_header=d.headers[SIGNATURE_HEADER], body=d.body, now=ts
+    )
+    assert not verify(
+        key,
+        timestamp=str(ts + 1),
+        signature_header=d.headers[SIGNATURE_HEADER],
+        body=d.body,
+        now=ts,
+    )
 
 
 def test_the_documented_example_signature_is_right() -> None:
@@ -123,14 +148,17 @@ def test_the_documented_example_signature_is_right() -> None:
     secret = re.search(r"signed with the example secret `([^`]+)`", text)
     assert secret is not None
     ts = int(headers[TIMESTAMP_HEADER])
-    assert headers[SIGNATURE_HEADER] == signature(secret.group(1).encode(), ts,
-                                                  body.strip().encode())
+    assert headers[SIGNATURE_HEADER] == signature(
+        secret.group(1).encode(), ts, body.strip().encode()
+    )
 
 
 # -- failures and recovery ----------------------------------------------------------------
 
-def test_500_is_retried_with_back_off_until_it_succeeds(receiver: Receiver,
-                                                        open_storage: Any) -> None:
+
+def test_500_is_retried_with_back_off_until_it_succeeds(
+    receiver: Receiver, open_storage: Any
+) -> None:
     receiver.mode = "fail"
     storage = open_storage()
     storage.upsert(report(selector(1), 1), now=T0)
@@ -144,8 +172,9 @@ def test_500_is_retried_with_back_off_until_it_succeeds(receiver: Receiver,
     assert ids == {event.id}, "retries must carry the same event id"
 
 
-def test_a_receiver_that_hangs_past_the_timeout_is_a_failure(receiver: Receiver,
-                                                              open_storage: Any) -> None:
+def test_a_receiver_that_hangs_past_the_timeout_is_a_failure(
+    receiver: Receiver, open_storage: Any
+) -> None:
     receiver.mode, receiver.hang = "hang", 0.6
     storage = open_storage(timeout=0.2)
     storage.upsert(report(selector(1), 1), now=T0)
@@ -158,10 +187,12 @@ def test_a_receiver_that_hangs_past_the_timeout_is_a_failure(receiver: Receiver,
     assert len(receiver.unique_events()) == 1
 
 
-@pytest.mark.parametrize(("mode", "error"), [("drop", "connection closed without an answer"),
-                                             ("redirect", "HTTP 302")])
-def test_no_answer_or_a_redirect_is_a_failure(receiver: Receiver, open_storage: Any,
-                                              mode: str, error: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "error"), [("drop", "connection closed without an answer"), ("redirect", "HTTP 302")]
+)
+def test_no_answer_or_a_redirect_is_a_failure(
+    receiver: Receiver, open_storage: Any, mode: str, error: str
+) -> None:
     receiver.mode = mode
     storage = open_storage()
     storage.upsert(report(selector(1), 1), now=T0)
@@ -178,7 +209,8 @@ def test_connection_refused_is_a_failure(open_storage: Any) -> None:
 
 
 def test_an_event_that_keeps_failing_is_dead_lettered_and_the_next_one_goes_on(
-        receiver: Receiver, open_storage: Any) -> None:
+    receiver: Receiver, open_storage: Any
+) -> None:
     receiver.mode = "fail"
     storage = open_storage(max_attempts=3)
     first = storage.upsert(report(selector(1), 1), now=T0)
@@ -195,8 +227,9 @@ def test_an_event_that_keeps_failing_is_dead_lettered_and_the_next_one_goes_on(
     assert storage.deliverer is not None and storage.deliverer.dead == 2
 
 
-def test_order_per_selector_holds_while_the_receiver_flaps(receiver: Receiver,
-                                                           open_storage: Any) -> None:
+def test_order_per_selector_holds_while_the_receiver_flaps(
+    receiver: Receiver, open_storage: Any
+) -> None:
     storage = open_storage(concurrency=4, max_attempts=1000)
     stop = threading.Event()
 
@@ -227,13 +260,15 @@ def test_order_per_selector_holds_while_the_receiver_flaps(receiver: Receiver,
     for sel, numbers in committed.items():
         got = [e for e in events if e["selector"] == sel]
         assert [e["registration"]["token_msgs"] for e in got] == [
-            f"tok{n}AAAA" for n in numbers], f"{sel}: out of order"
+            f"tok{n}AAAA" for n in numbers
+        ], f"{sel}: out of order"
         assert [e["registration"]["reports"] for e in got] == list(range(1, 13))
         ids = [e["id"] for e in got]
         assert ids == sorted(ids)
 
 
 # -- processes, restarts ------------------------------------------------------------------
+
 
 def test_delivery_resumes_after_reopening(receiver: Receiver, open_storage: Any) -> None:
     writer = open_storage(deliver=False)
@@ -245,13 +280,12 @@ def test_delivery_resumes_after_reopening(receiver: Receiver, open_storage: Any)
     receiver.wait_for(lambda r: len(r.accepted()) == 4)
     events = receiver.unique_events()
     for first in (0, 1):  # in order per selector; selectors may interleave
-        assert [e["registration"]["token_msgs"] for e in events
-                if e["selector"] == selector(1 + first)] == [
-            f"tok{n}AAAA" for n in range(first, 4, 2)]
+        assert [
+            e["registration"]["token_msgs"] for e in events if e["selector"] == selector(1 + first)
+        ] == [f"tok{n}AAAA" for n in range(first, 4, 2)]
 
 
-def test_a_handle_closed_at_once_never_delivers(receiver: Receiver,
-                                                open_storage: Any) -> None:
+def test_a_handle_closed_at_once_never_delivers(receiver: Receiver, open_storage: Any) -> None:
     # gunicorn's master opens the backends to check the configuration, and closes them.
     writer = open_storage(deliver=False)
     writer.upsert(report(selector(1), 1), now=T0)
@@ -263,11 +297,11 @@ def test_a_handle_closed_at_once_never_delivers(receiver: Receiver,
 
 
 def test_one_handle_delivers_and_another_takes_over_when_it_closes(
-        receiver: Receiver, open_storage: Any) -> None:
+    receiver: Receiver, open_storage: Any
+) -> None:
     # Two handles on one outbox stand for two gunicorn workers: the lock lets one send.
     first, second = open_storage(), open_storage()
-    wait_until(lambda: first.deliverer.holds_lock.is_set()
-               or second.deliverer.holds_lock.is_set())
+    wait_until(lambda: first.deliverer.holds_lock.is_set() or second.deliverer.holds_lock.is_set())
     time.sleep(0.1)
     holders = [s for s in (first, second) if s.deliverer.holds_lock.is_set()]
     assert len(holders) == 1
@@ -283,5 +317,6 @@ def test_one_handle_delivers_and_another_takes_over_when_it_closes(
     other.upsert(report(selector(1), 6), now=T0)
     receiver.wait_for(lambda r: len(r.accepted()) == 7)
     assert [e["registration"]["token_msgs"] for e in receiver.unique_events()] == [
-        f"tok{n}AAAA" for n in range(7)]
+        f"tok{n}AAAA" for n in range(7)
+    ]
     assert len(receiver.accepted()) == 7, "an event was delivered twice without a failure"

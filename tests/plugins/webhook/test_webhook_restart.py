@@ -24,13 +24,19 @@ PASSWORD = "pw-Never-Forwarded-31337"
 
 
 def outbox_json(config: Path) -> dict[str, Any]:
-    out = subprocess.run([*PUSHREPORT, "outbox", "--config", str(config), "--json"],
-                         capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [*PUSHREPORT, "outbox", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 
 def test_kill_9_mid_delivery_loses_nothing_and_keeps_order_per_selector(
-        tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PR_E2E_WEBHOOK_SECRET", SECRET)  # the servers inherit it
     config = tmp_path / "pushreport.toml"
     config.write_text(f"""[storage]
@@ -53,7 +59,8 @@ poll_interval = 0.05
         answer = server.send(
             f"GET /token/?username=alice&selector={selector}&token_msgs={token}"
             f"&appid_msgs=com.example.app&password={PASSWORD} HTTP/1.1\r\n"
-            "Host: push.example.com\r\nConnection: close\r\n\r\n".encode())
+            "Host: push.example.com\r\nConnection: close\r\n\r\n".encode()
+        )
         assert answer.startswith(b"HTTP/1.1 200 "), answer
         acknowledged[selector].append(token)
 
@@ -96,8 +103,11 @@ poll_interval = 0.05
         deadline = time.monotonic() + 10
         while outbox_json(config)["pending"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert outbox_json(config) == {"outbox": str(tmp_path / "outbox.sqlite3"),
-                                       "pending": [], "dead": []}
+        assert outbox_json(config) == {
+            "outbox": str(tmp_path / "outbox.sqlite3"),
+            "pending": [],
+            "dead": [],
+        }
         output = restarted.output()
     finally:
         restarted.stop()
@@ -106,7 +116,8 @@ poll_interval = 0.05
     for selector in SELECTORS:
         mine = [e for e in events if e["selector"] == selector]
         assert [e["registration"]["token_msgs"] for e in mine] == acknowledged[selector], (
-            f"{selector}: the deduped events are not the acknowledged reports in order")
+            f"{selector}: the deduped events are not the acknowledged reports in order"
+        )
         assert [e["registration"]["reports"] for e in mine] == list(range(1, 15))
         ids = [e["id"] for e in mine]
         assert ids == sorted(ids)
@@ -133,16 +144,26 @@ poll_interval = 0.05
 """)
     server = Server(tmp_path, "--config", str(config), workers=1, db=False)
     try:
-        answer = server.send(f"GET /token/?selector={SELECTORS[0]}&token_msgs=tok1AAAA "
-                             "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = server.send(
+            f"GET /token/?selector={SELECTORS[0]}&token_msgs=tok1AAAA "
+            "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
         assert answer.startswith(b"HTTP/1.1 200 "), answer
         receiver.wait_for(lambda r: len(r.accepted()) == 1)
-        assert "storage backend 'webhook' (required) at " + str(
-            tmp_path / "pushreport-outbox.sqlite3") in server.output()
+        assert (
+            "storage backend 'webhook' (required) at "
+            + str(tmp_path / "pushreport-outbox.sqlite3")
+            in server.output()
+        )
     finally:
         server.stop()
     [event] = receiver.unique_events()
-    listed = subprocess.run([*PUSHREPORT, "list", "--config", str(config), "--json"],
-                            capture_output=True, text=True, check=True, timeout=60)
+    listed = subprocess.run(
+        [*PUSHREPORT, "list", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert json.loads(listed.stdout) == [event["registration"]]
     assert not (tmp_path / "pushreport.sqlite3").exists()

@@ -16,11 +16,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushreport_core import (ConfigurationError, Registration, Report, Secret,
-                             StorageUnavailable, format_time, merge)
+from pushreport_core import (
+    ConfigurationError,
+    Registration,
+    Report,
+    Secret,
+    StorageUnavailable,
+    format_time,
+    merge,
+)
 from pushreport_webhook import REMOVED, UPDATED, WebhookStorage, backoff_delay, event_body
-from pushreport_webhook._outbox import (dead_events, delivered, failed, pending_events,
-                                        replay_dead)
+from pushreport_webhook._outbox import dead_events, delivered, failed, pending_events, replay_dead
 from pushreport_wsgi.storage import StorageContext
 
 from .conftest import SECRET
@@ -29,12 +35,17 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98:c0f"
 PASSWORD = "pw-Never-Stored-31337"
-FULL = Report(selector=SELECTOR, username="johndow", password=Secret(PASSWORD),
-              token_calls="Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY=",
-              appid_calls="com.cloudsoftphone.app.pushkit",
-              token_msgs="QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J",
-              appid_msgs="com.cloudsoftphone.app", extra={"installid": "i-1"},
-              user_agent="CloudSoftphone/1.5.6")
+FULL = Report(
+    selector=SELECTOR,
+    username="johndow",
+    password=Secret(PASSWORD),
+    token_calls="Udl99X2JFP1bWwS5gR/wGeLE1hmAB2CMpr1Ej0wxkrY=",
+    appid_calls="com.cloudsoftphone.app.pushkit",
+    token_msgs="QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J",
+    appid_msgs="com.cloudsoftphone.app",
+    extra={"installid": "i-1"},
+    user_agent="CloudSoftphone/1.5.6",
+)
 
 
 @pytest.fixture
@@ -50,38 +61,44 @@ def pending(storage: WebhookStorage) -> list[Any]:
 
 # -- one event per change, in the same transaction ---------------------------------------
 
-def test_upsert_commits_one_event_with_the_registration_as_stored(
-        storage: WebhookStorage) -> None:
+
+def test_upsert_commits_one_event_with_the_registration_as_stored(storage: WebhookStorage) -> None:
     first = storage.upsert(FULL, now=T0)
-    late = storage.upsert(attrs.evolve(FULL, token_msgs=None, password=None),
-                          now=T0 + timedelta(seconds=5))
+    late = storage.upsert(
+        attrs.evolve(FULL, token_msgs=None, password=None), now=T0 + timedelta(seconds=5)
+    )
     events = pending(storage)
     assert [(e.event, e.selector) for e in events] == [(UPDATED, SELECTOR)] * 2
     assert events[0].id < events[1].id
     assert [e.registration for e in events] == [first.to_json(), late.to_json()]
     assert events[1].registration["token_msgs"] == FULL.token_msgs  # the merge rule
-    assert [e.occurred_at for e in events] == [format_time(T0),
-                                                format_time(T0 + timedelta(seconds=5))]
-    assert (events[0].attempts, events[0].next_attempt_at, events[0].last_error) == (
-        0, 0.0, None)
+    assert [e.occurred_at for e in events] == [
+        format_time(T0),
+        format_time(T0 + timedelta(seconds=5)),
+    ]
+    assert (events[0].attempts, events[0].next_attempt_at, events[0].last_error) == (0, 0.0, None)
 
 
 def test_the_body_is_the_documented_json_and_never_holds_the_password(
-        storage: WebhookStorage) -> None:
+    storage: WebhookStorage,
+) -> None:
     registration = storage.upsert(FULL, now=T0)
     [event] = pending(storage)
     body = event_body(event)
-    assert json.loads(body) == {"event": "registration.updated", "id": event.id,
-                                "selector": SELECTOR, "registration": registration.to_json(),
-                                "occurred_at": "2024-05-01T12:00:00.000000Z"}
+    assert json.loads(body) == {
+        "event": "registration.updated",
+        "id": event.id,
+        "selector": SELECTOR,
+        "registration": registration.to_json(),
+        "occurred_at": "2024-05-01T12:00:00.000000Z",
+    }
     assert body.startswith(b'{"event":"registration.updated","id":')
     assert PASSWORD.encode() not in body
     for f in storage.path.parent.glob("outbox.sqlite3*"):
         assert PASSWORD.encode() not in f.read_bytes()
 
 
-def test_remove_adds_an_event_with_the_registration_as_it_was(
-        storage: WebhookStorage) -> None:
+def test_remove_adds_an_event_with_the_registration_as_it_was(storage: WebhookStorage) -> None:
     stored = storage.upsert(FULL, now=T0)
     assert storage.remove(OTHER) is False
     assert storage.remove(SELECTOR) is True
@@ -92,22 +109,25 @@ def test_remove_adds_an_event_with_the_registration_as_it_was(
     assert events[1].selector == SELECTOR
 
 
-def test_forget_token_adds_an_event_per_registration_changed(
-        storage: WebhookStorage) -> None:
+def test_forget_token_adds_an_event_per_registration_changed(storage: WebhookStorage) -> None:
     storage.upsert(FULL, now=T0)
     other = storage.upsert(attrs.evolve(FULL, selector=OTHER, username="bob"), now=T0)
     assert storage.forget_token(FULL.token_msgs, keep=OTHER) == [SELECTOR]  # type: ignore[arg-type]
     assert storage.forget_token("bm90aGVyZQ==") == []
     events = pending(storage)
     assert [(e.event, e.selector) for e in events] == [
-        (UPDATED, SELECTOR), (UPDATED, OTHER), (UPDATED, SELECTOR)], "no-op made an event"
+        (UPDATED, SELECTOR),
+        (UPDATED, OTHER),
+        (UPDATED, SELECTOR),
+    ], "no-op made an event"
     assert events[2].registration == storage.get(SELECTOR).to_json()  # type: ignore[union-attr]
     assert events[2].registration["token_msgs"] is None
     assert storage.get(OTHER) == other
 
 
 def test_prune_adds_a_removed_event_per_registration_and_dry_run_none(
-        storage: WebhookStorage) -> None:
+    storage: WebhookStorage,
+) -> None:
     old = storage.upsert(FULL, now=T0)
     storage.upsert(attrs.evolve(FULL, selector=OTHER), now=T0 + timedelta(days=100))
     cutoff = T0 + timedelta(days=10)
@@ -122,8 +142,11 @@ def test_prune_adds_a_removed_event_per_registration_and_dry_run_none(
 
 def test_upsert_many_commits_one_event_per_report_in_order(storage: WebhookStorage) -> None:
     other = Report(selector=OTHER, token_msgs="b3RoZXJ0b2tlbg==")
-    items = [(FULL, T0), (other, T0 + timedelta(seconds=1)),
-             (Report(selector=SELECTOR), T0 + timedelta(seconds=2))]
+    items = [
+        (FULL, T0),
+        (other, T0 + timedelta(seconds=1)),
+        (Report(selector=SELECTOR), T0 + timedelta(seconds=2)),
+    ]
     returned = storage.upsert_many(items)
     events = pending(storage)
     assert [e.registration for e in events] == [r.to_json() for r in returned]
@@ -141,7 +164,8 @@ def test_put_many_commits_an_event_per_registration(storage: WebhookStorage) -> 
 
 
 def test_no_event_without_its_commit_and_no_commit_without_its_event(
-        storage: WebhookStorage) -> None:
+    storage: WebhookStorage,
+) -> None:
     storage.upsert(FULL, now=T0)
     # The event cannot be written: the registration must not be stored either.
     with sqlite3.connect(storage.path) as other:
@@ -157,8 +181,7 @@ def test_no_event_without_its_commit_and_no_commit_without_its_event(
     assert len(pending(storage)) == 1
 
 
-def test_a_locked_outbox_answers_unavailable_and_stores_nothing(
-        storage: WebhookStorage) -> None:
+def test_a_locked_outbox_answers_unavailable_and_stores_nothing(storage: WebhookStorage) -> None:
     storage.upsert(FULL, now=T0)
     other = sqlite3.connect(storage.path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
@@ -178,12 +201,17 @@ def test_ids_are_never_reused_and_replay_keeps_them(storage: WebhookStorage) -> 
     storage.upsert(FULL, now=T0)
     [second] = pending(storage)
     assert second.id > first.id, "a delivered event's id was given again"
-    dead = storage._transaction(lambda conn: failed(conn, second.id, "HTTP 500", now=100.0,
-                                                    max_attempts=1, delay=0))
+    dead = storage._transaction(
+        lambda conn: failed(conn, second.id, "HTTP 500", now=100.0, max_attempts=1, delay=0)
+    )
     assert dead is True and pending(storage) == []
     [letter] = storage._read(dead_events)
     assert (letter.id, letter.attempts, letter.last_error, letter.failed_at) == (
-        second.id, 1, "HTTP 500", 100.0)
+        second.id,
+        1,
+        "HTTP 500",
+        100.0,
+    )
     assert storage._transaction(lambda conn: replay_dead(conn, 999)) == 0
     assert storage._transaction(lambda conn: replay_dead(conn)) == 1
     [back] = pending(storage)
@@ -194,8 +222,12 @@ def test_ids_are_never_reused_and_replay_keeps_them(storage: WebhookStorage) -> 
 def test_a_failure_before_max_attempts_schedules_a_retry(storage: WebhookStorage) -> None:
     storage.upsert(FULL, now=T0)
     [event] = pending(storage)
-    assert storage._transaction(lambda conn: failed(conn, event.id, "timed out", now=50.0,
-                                                    max_attempts=3, delay=2.5)) is False
+    assert (
+        storage._transaction(
+            lambda conn: failed(conn, event.id, "timed out", now=50.0, max_attempts=3, delay=2.5)
+        )
+        is False
+    )
     [retry] = pending(storage)
     assert (retry.attempts, retry.next_attempt_at, retry.last_error) == (1, 52.5, "timed out")
 
@@ -215,18 +247,25 @@ def test_the_outbox_survives_reopening(tmp_path: Path) -> None:
 
 # -- back-off ------------------------------------------------------------------------------
 
-@given(attempts=st.integers(1, 200), base=st.floats(0.001, 10), maximum=st.floats(0.001, 100),
-       seed=st.integers(0, 2**32))
+
+@given(
+    attempts=st.integers(1, 200),
+    base=st.floats(0.001, 10),
+    maximum=st.floats(0.001, 100),
+    seed=st.integers(0, 2**32),
+)
 def test_backoff_is_full_jitter_below_the_capped_exponential(
-        attempts: int, base: float, maximum: float, seed: int) -> None:
+    attempts: int, base: float, maximum: float, seed: int
+) -> None:
     delay = backoff_delay(attempts, base=base, maximum=maximum, rng=random.Random(seed))
     assert 0 <= delay <= min(maximum, base * 2.0 ** min(attempts - 1, 62))
 
 
 def test_backoff_grows_and_spreads() -> None:
     rng = random.Random(7)
-    draws = [[backoff_delay(n, base=1, maximum=60, rng=rng) for _ in range(200)]
-             for n in (1, 4, 12)]
+    draws = [
+        [backoff_delay(n, base=1, maximum=60, rng=rng) for _ in range(200)] for n in (1, 4, 12)
+    ]
     assert max(draws[0]) <= 1 and max(draws[1]) <= 8 and max(draws[2]) <= 60
     assert max(draws[2]) > 30 and min(draws[2]) < 10, "no jitter"
     assert sum(draws[1]) / 200 > sum(draws[0]) / 200 * 3
@@ -242,65 +281,97 @@ def test_options_with_defaults_and_the_outbox_relative_to_the_config(tmp_path: P
     storage = WebhookStorage.from_options(dict(GOOD), StorageContext(base_dir=tmp_path))
     try:
         assert storage.path == tmp_path / "pushreport-outbox.sqlite3"
-        assert (storage.timeout, storage.max_attempts, storage.backoff_base,
-                storage.backoff_max, storage.poll_interval, storage.concurrency) == (
-            10.0, 24, 1.0, 3600.0, 0.5, 4)
+        assert (
+            storage.timeout,
+            storage.max_attempts,
+            storage.backoff_base,
+            storage.backoff_max,
+            storage.poll_interval,
+            storage.concurrency,
+        ) == (10.0, 24, 1.0, 3600.0, 0.5, 4)
         assert storage.name == "webhook" and storage.deliverer is None
         assert SECRET not in repr(storage)
     finally:
         storage.close()
 
 
-def test_secret_env_reads_the_environment(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_env_reads_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PR_HOOK_SECRET", "from-the-env")
-    options = {"url": "http://127.0.0.1:9/x", "secret_env": "PR_HOOK_SECRET",
-               "deliver": False, "outbox": "o.db", "timeout": 2, "max_attempts": 5}
+    options = {
+        "url": "http://127.0.0.1:9/x",
+        "secret_env": "PR_HOOK_SECRET",
+        "deliver": False,
+        "outbox": "o.db",
+        "timeout": 2,
+        "max_attempts": 5,
+    }
     storage = WebhookStorage.from_options(options, StorageContext(base_dir=tmp_path))
     try:
         assert storage.secret == Secret("from-the-env")
-        assert (storage.path, storage.timeout, storage.max_attempts) == (
-            tmp_path / "o.db", 2.0, 5)
+        assert (storage.path, storage.timeout, storage.max_attempts) == (tmp_path / "o.db", 2.0, 5)
     finally:
         storage.close()
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"secret": SECRET}, "storage.webhook.url: is required: the webhook's http:// or "
-                         "https:// URL"),
-    ({**GOOD, "url": "ftp://user:hunter2@example.com/"},
-     "storage.webhook.url: must be an http:// or https:// URL"),
-    ({**GOOD, "url": "https://example.com:99999/"},
-     "storage.webhook.url: must be an http:// or https:// URL"),
-    ({**GOOD, "url": 7}, "storage.webhook.url: must be an http:// or https:// URL"),
-    ({"url": GOOD["url"]}, "storage.webhook.secret: is required (or secret_env): the key "
-                           "that signs every request"),
-    ({**GOOD, "secret_env": "X"}, "storage.webhook.secret: set secret or secret_env, "
-                                  "not both"),
-    ({**GOOD, "secret": ""}, "storage.webhook.secret: must be a non-empty string"),
-    ({"url": GOOD["url"], "secret_env": "PR_SURELY_UNSET_VARIABLE"},
-     "storage.webhook.secret_env: environment variable 'PR_SURELY_UNSET_VARIABLE' is not "
-     "set"),
-    ({**GOOD, "timeout": 0}, "storage.webhook.timeout: must be a number of seconds from "
-                             "0.1 to 300, not 0"),
-    ({**GOOD, "max_attempts": 0}, "storage.webhook.max_attempts: must be a whole number "
-                                  "from 1 to 1000, not 0"),
-    ({**GOOD, "deliver": "yes"}, "storage.webhook.deliver: must be true or false, not 'yes'"),
-    ({**GOOD, "retries": 3}, "storage.webhook.retries: unknown option; the options are url, "
-                             "secret, secret_env, outbox, timeout, max_attempts, "
-                             "backoff_base, backoff_max, deliver, poll_interval, "
-                             "concurrency, synchronous, busy_timeout"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"secret": SECRET},
+            "storage.webhook.url: is required: the webhook's http:// or https:// URL",
+        ),
+        (
+            {**GOOD, "url": "ftp://user:hunter2@example.com/"},
+            "storage.webhook.url: must be an http:// or https:// URL",
+        ),
+        (
+            {**GOOD, "url": "https://example.com:99999/"},
+            "storage.webhook.url: must be an http:// or https:// URL",
+        ),
+        ({**GOOD, "url": 7}, "storage.webhook.url: must be an http:// or https:// URL"),
+        (
+            {"url": GOOD["url"]},
+            "storage.webhook.secret: is required (or secret_env): the key "
+            "that signs every request",
+        ),
+        (
+            {**GOOD, "secret_env": "X"},
+            "storage.webhook.secret: set secret or secret_env, not both",
+        ),
+        ({**GOOD, "secret": ""}, "storage.webhook.secret: must be a non-empty string"),
+        (
+            {"url": GOOD["url"], "secret_env": "PR_SURELY_UNSET_VARIABLE"},
+            "storage.webhook.secret_env: environment variable 'PR_SURELY_UNSET_VARIABLE' is not "
+            "set",
+        ),
+        (
+            {**GOOD, "timeout": 0},
+            "storage.webhook.timeout: must be a number of seconds from 0.1 to 300, not 0",
+        ),
+        (
+            {**GOOD, "max_attempts": 0},
+            "storage.webhook.max_attempts: must be a whole number from 1 to 1000, not 0",
+        ),
+        ({**GOOD, "deliver": "yes"}, "storage.webhook.deliver: must be true or false, not 'yes'"),
+        (
+            {**GOOD, "retries": 3},
+            "storage.webhook.retries: unknown option; the options are url, "
+            "secret, secret_env, outbox, timeout, max_attempts, "
+            "backoff_base, backoff_max, deliver, poll_interval, "
+            "concurrency, synchronous, busy_timeout",
+        ),
+    ],
+)
 def test_option_errors_name_the_key_and_never_quote_the_url_or_secret(
-        options: dict[str, Any], message: str) -> None:
+    options: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ConfigurationError) as caught:
         WebhookStorage.from_options(options, CTX)
     assert str(caught.value) == message
     assert "hunter2" not in str(caught.value) and SECRET not in str(caught.value)
 
 
-def test_the_backend_is_picked_by_name_from_a_configuration(tmp_path: Path,
-                                                            caplog: Any) -> None:
+def test_the_backend_is_picked_by_name_from_a_configuration(tmp_path: Path, caplog: Any) -> None:
     from pushreport_wsgi._config import load_config
     from pushreport_wsgi._server import describe
     from pushreport_wsgi._service import Receiver
@@ -308,13 +379,15 @@ def test_the_backend_is_picked_by_name_from_a_configuration(tmp_path: Path,
     (tmp_path / "pushreport.toml").write_text(
         '[storage]\nbackends = ["webhook"]\n[storage.webhook]\n'
         f'url = "https://portal.example.com/hook?token=hunter2"\nsecret = "{SECRET}"\n'
-        'outbox = "box.sqlite3"\n')
+        'outbox = "box.sqlite3"\n'
+    )
     caplog.set_level(logging.DEBUG)
     receiver = Receiver.from_config(load_config(tmp_path / "pushreport.toml"))
     try:
         assert isinstance(receiver.storage, WebhookStorage)
-        assert describe(receiver)[-1] == (f"storage backend 'webhook' (required) at "
-                                          f"{tmp_path / 'box.sqlite3'}")
+        assert describe(receiver)[-1] == (
+            f"storage backend 'webhook' (required) at {tmp_path / 'box.sqlite3'}"
+        )
     finally:
         receiver.close()
     assert "hunter2" not in caplog.text and SECRET not in caplog.text
@@ -326,11 +399,17 @@ def test_registration_json_round_trips_through_the_event(storage: WebhookStorage
     assert Registration.from_json(json.loads(event_body(event))["registration"]) == stored
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://user:hunter2@portal.example.com/hook?token=hunter2", "https://portal.example.com"),
-    ("http://127.0.0.1:8080/x", "http://127.0.0.1:8080"),
-    ("http://[::1]:9000/x", "http://[::1]:9000"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://user:hunter2@portal.example.com/hook?token=hunter2",
+            "https://portal.example.com",
+        ),
+        ("http://127.0.0.1:8080/x", "http://127.0.0.1:8080"),
+        ("http://[::1]:9000/x", "http://[::1]:9000"),
+    ],
+)
 def test_logs_show_the_scheme_and_host_only(url: str, shown: str) -> None:
     from pushreport_webhook._deliver import where
 
@@ -343,13 +422,17 @@ def test_every_write_the_sqlite_backend_has_is_overridden_to_add_events() -> Non
     from pushreport_sqlite import SQLiteStorage
 
     reads = {"get", "find", "ping", "count", "find_token"}
-    methods = {name for name, value in vars(SQLiteStorage).items()
-               if not name.startswith("_") and (callable(value)
-                                                or isinstance(value, classmethod))}
+    methods = {
+        name
+        for name, value in vars(SQLiteStorage).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, classmethod))
+    }
     assert {"upsert", "remove", "close"} <= methods
     missing = methods - reads - set(vars(WebhookStorage))
-    assert missing == set(), (f"SQLiteStorage has {sorted(missing)}: WebhookStorage must "
-                              "override them to write their events in the same transaction")
+    assert missing == set(), (
+        f"SQLiteStorage has {sorted(missing)}: WebhookStorage must "
+        "override them to write their events in the same transaction"
+    )
 
 
 def test_the_registered_factory_documents_every_option() -> None:
@@ -358,5 +441,5 @@ def test_the_registered_factory_documents_every_option() -> None:
 
     factory = collect_storage_factories(make_plugin_manager())["webhook"]
     assert factory is webhook_storage
-    docs = getattr(factory, "options_doc")
+    docs = factory.options_doc
     assert tuple(docs) == OPTIONS and all(text.strip() for text in docs.values())
