@@ -101,16 +101,6 @@ OPTIONS_DOC = {
     "answered 503 (default 2)",
 }
 _OPTIONS = tuple(OPTIONS_DOC)
-_REPORT_FIELDS = (
-    "selector",
-    "username",
-    "token_calls",
-    "appid_calls",
-    "token_msgs",
-    "appid_msgs",
-    "extra",
-    "user_agent",
-)
 
 
 class _Corrupt(Exception):
@@ -139,19 +129,6 @@ def _parse_line(line: bytes) -> dict[str, Any]:
     return record
 
 
-def _record_report(record: Mapping[str, Any]) -> Report:
-    return Report(
-        selector=record["selector"],
-        username=record.get("username"),
-        token_calls=record.get("token_calls"),
-        appid_calls=record.get("appid_calls"),
-        token_msgs=record.get("token_msgs"),
-        appid_msgs=record.get("appid_msgs"),
-        extra=record.get("extra") or {},
-        user_agent=record.get("user_agent"),
-    )
-
-
 def _record_registration(record: Mapping[str, Any]) -> Registration:
     return Registration.from_json({k: v for k, v in record.items() if k != "op"})
 
@@ -160,7 +137,7 @@ def _apply(state: dict[str, Registration], record: Mapping[str, Any]) -> None:
     """Fold one log record into *state*, with the core's merge rule."""
     op = record.get("op")
     if op == "report":
-        report = _record_report(record)
+        report = Report.from_stored(record)
         selector = report.selector
         state[selector] = merge(state.get(selector), report, now=parse_time(record["now"]))
     elif op == "put":
@@ -494,7 +471,7 @@ class FilesStorage:
             record = _report_record(report, now)
             selector = report.selector
             stored = changed[selector] if selector in changed else self._state.get(selector)
-            changed[selector] = merge(stored, _record_report(record), now=now)
+            changed[selector] = merge(stored, Report.from_stored(record), now=now)
             lines.append(_dumps(record))
             results.append(changed[selector])
         if lines:

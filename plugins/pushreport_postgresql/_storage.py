@@ -17,7 +17,7 @@ from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pushreport_core import Registration, Report, StorageUnavailable
+from pushreport_core import REGISTRATION_FIELDS, Registration, Report, StorageUnavailable
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._options import OPTIONS_DOC
@@ -54,19 +54,8 @@ _OPTIONS = tuple(OPTIONS_DOC)
 # stay within PostgreSQL's 63-byte identifiers.
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 
-_COLUMNS = (
-    "selector",
-    "username",
-    "token_calls",
-    "appid_calls",
-    "token_msgs",
-    "appid_msgs",
-    "extra",
-    "user_agent",
-    "first_seen",
-    "last_seen",
-    "reports",
-)
+# The columns are the JSON keys of a registration, in the same order.
+_COLUMNS = REGISTRATION_FIELDS
 _KNOWN_WINS = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs", "user_agent")
 
 

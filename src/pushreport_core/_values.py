@@ -138,6 +138,20 @@ class Report:
             "user_agent": self.user_agent,
         }
 
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> Report:
+        """The inverse of :meth:`stored_fields` (a backend's log record of a report)."""
+        return cls(
+            selector=data["selector"],
+            username=data.get("username"),
+            token_calls=data.get("token_calls"),
+            appid_calls=data.get("appid_calls"),
+            token_msgs=data.get("token_msgs"),
+            appid_msgs=data.get("appid_msgs"),
+            extra=data.get("extra") or {},
+            user_agent=data.get("user_agent"),
+        )
+
 
 @attrs.frozen(kw_only=True)
 class Registration:
