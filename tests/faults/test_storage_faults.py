@@ -155,7 +155,11 @@ def test_read_only_folder_is_503_then_200_once_writable(tmp_path: Path) -> None:
     last = sqlite3.connect(db)
     assert last.execute("SELECT count(*) FROM registrations").fetchone() == (1,)
     last.close()
-    assert sorted(p.name for p in data.iterdir()) == ["pushreport.sqlite3"]
+    # (.writers is the writers' turn lock, an empty file; -wal and -shm must be gone.)
+    assert sorted(p.name for p in data.iterdir()) == [
+        "pushreport.sqlite3",
+        "pushreport.sqlite3.writers",
+    ]
     immutable([data], True)
     try:
         server = Server(tmp_path, "--config", cfg, db=False)
