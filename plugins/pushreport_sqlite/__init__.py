@@ -18,6 +18,8 @@ and picked in the configuration by name::
 
 The database is an ordinary SQLite file (WAL mode) with one table, ``registrations``,
 readable with the ``sqlite3`` shell; ``PRAGMA user_version`` is the schema version.
+Beside it, ``<file>.writers`` is an empty file the report writers of all processes
+queue on (an ``flock``) for their turn to write; deleting it is harmless.
 """
 
 from __future__ import annotations
