@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import math
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +22,11 @@ import attrs
 from pushreport_core import Registration, Report, StorageUnavailable, format_time, parse_time
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
+from ._spool import Spool, encode, in_time_order
+
 T = TypeVar("T")
+
+log = logging.getLogger("pushreport.sqlite")
 
 __all__ = [
     "SQLiteStorage",
@@ -56,8 +63,16 @@ OPTIONS_DOC = {
     "checkpoint_interval": "seconds between WAL checkpoints taken by a background thread, "
     "off the request path (default 1; 0: SQLite checkpoints inside "
     "a write)",
+    "spool": "true (default): a report is appended to a file of its process's in "
+    "<path>.spool/ (with an fdatasync when synchronous is full) and answered, and a "
+    "background thread applies the spool to the database in batches; every read "
+    "through pushreport applies it first. false: each report is its own transaction",
+    "spool_interval": "seconds between two applications of the spool by the background "
+    "thread (default 0.05; 0.001 to 10): how long a report may take to show in "
+    "the file for a reader that opens it directly",
 }
 _OPTIONS = tuple(OPTIONS_DOC)
+DEFAULT_SPOOL_INTERVAL = 0.05
 #: ``[storage.sqlite] checkpoint_interval``: seconds between WAL checkpoints taken by a
 #: background thread, off the request path. 0 leaves them to SQLite, which runs one
 #: inside whichever write crosses 1000 pages of WAL (measured: as costly as the upsert).
@@ -174,6 +189,16 @@ RETURNING {_COLUMNS}"""
 PING = "DELETE FROM registrations WHERE 0"
 # Measured: 40 to 65 ms for a million rows (it reads the smaller username index).
 COUNT = "SELECT COUNT(*) FROM registrations"
+# How far each spool file has been applied, written in the transaction that applies it:
+# every spooled report is applied exactly once, whichever process applies it.
+SPOOL_SCHEMA = """CREATE TABLE IF NOT EXISTS pushreport_spool (
+    name   TEXT NOT NULL PRIMARY KEY,  -- a file in <path>.spool/
+    offset INTEGER NOT NULL            -- bytes of it applied
+)"""
+SPOOL_APPLIED = "SELECT name, offset FROM pushreport_spool"
+SPOOL_ADVANCE = """INSERT INTO pushreport_spool (name, offset) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET offset = excluded.offset"""
+SPOOL_FORGET = "DELETE FROM pushreport_spool WHERE name IN (SELECT value FROM json_each(?))"
 _PRAGMA_SYNCHRONOUS = {
     "normal": "PRAGMA synchronous = NORMAL",
     "full": "PRAGMA synchronous = FULL",
@@ -245,6 +270,30 @@ def _decode(row: tuple[Any, ...]) -> Registration:
         raise StorageUnavailable("sqlite database holds a row that cannot be read") from exc
 
 
+def _apply_loop(
+    ref: weakref.ReferenceType[SQLiteStorage], stop: threading.Event, interval: float
+) -> None:
+    """The spool's background thread. It holds its storage weakly: a storage dropped
+    without close() (its app gone) ends the thread instead of living on in it."""
+    while not stop.wait(interval):
+        storage = ref()
+        if storage is None:
+            return
+        try:
+            storage.apply_round()
+        except Exception:  # pragma: no cover - a bug; keep the reports spooled
+            log.exception("applying the report spool failed")
+        del storage
+
+
+def _spool_message(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "sqlite report spool: the disk is full"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "sqlite report spool cannot be written (read-only)"
+    return "sqlite report spool cannot be written"
+
+
 def _check_synchronous(instance: Any, attribute: Any, value: str) -> None:
     if value not in SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {value!r}")
@@ -289,6 +338,29 @@ class SQLiteStorage:
     _checkpointer_pid: int = attrs.field(init=False, default=0, repr=False)
     _stop: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
     _checkpointer: threading.Thread | None = attrs.field(init=False, default=None, repr=False)
+    spool: bool = attrs.field(default=True, kw_only=True)
+    spool_interval: float = attrs.field(
+        default=DEFAULT_SPOOL_INTERVAL, converter=float, kw_only=True
+    )
+    _spool: Spool | None = attrs.field(init=False, default=None, repr=False)
+    #: The last application of the spool failed: reports are refused with this until
+    #: one succeeds, so that a broken database answers 503 instead of filling the spool.
+    _spool_error: StorageUnavailable | None = attrs.field(init=False, default=None, repr=False)
+    _spool_table: bool = attrs.field(init=False, default=False, repr=False)
+    _applier_pid: int = attrs.field(init=False, default=0, repr=False)
+    _applier_stop: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # A subclass that adds to the upsert (the webhook backend's outbox) writes its
+        # reports itself: no spool for it.
+        if self.spool and type(self).upsert_quiet is SQLiteStorage.upsert_quiet:
+            self._spool = Spool(Path(f"{self.path}.spool"), fsync=self.synchronous == "full")
+
+    @property
+    def spooling(self) -> bool:
+        """Reports given to :meth:`upsert_quiet` go to the spool: concurrent callers
+        need not be batched (``GroupCommit``), each append is cheap on its own."""
+        return self._spool is not None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> SQLiteStorage:
@@ -310,11 +382,15 @@ class SQLiteStorage:
         interval = opts.number(
             "checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL, low=0, high=3600
         )
+        spool = opts.boolean("spool", True)
+        spool_interval = opts.number("spool_interval", DEFAULT_SPOOL_INTERVAL, low=0.001, high=10)
         return cls(
             path=Path(context.base_dir, path),
             synchronous=synchronous,
             busy_timeout=busy_timeout,
             checkpoint_interval=interval,
+            spool=spool,
+            spool_interval=spool_interval,
         )
 
     # -- connections -------------------------------------------------------------
@@ -479,6 +555,7 @@ class SQLiteStorage:
         The account password (``report.password``) is not a column: it is never written.
         """
         params = _params(report, now)
+        self._settle()  # what is spooled came first
         rows = self._run(UPSERT_SAME_USERNAME, params) or self._run(UPSERT, params)
         return _decode(rows[0])
 
@@ -487,9 +564,151 @@ class SQLiteStorage:
         for a caller that needs no :class:`Registration` (the receiver, when no hook
         wants one)."""
         params = _params(report, now)
+        spool = self._spool
+        if spool is not None:
+            self._spool_report(spool, params)
+            return
         with self._write_turn():
             if not self._run(UPSERT_SAME_USERNAME_QUIET, params, rowcount=True):
                 self._run(UPSERT_QUIET, params)
+
+    # -- the spool (see _spool.py) ---------------------------------------------------
+
+    def _spool_report(self, spool: Spool, params: dict[str, Any]) -> None:
+        """Append the report to this process's spool file: stored when this returns
+        (on disk too with ``synchronous = "full"``); applied by the background thread."""
+        if self._closed:
+            raise StorageUnavailable("sqlite storage is closed")
+        error = self._spool_error
+        if error is not None:  # a new exception each time: tracebacks would pile up
+            raise StorageUnavailable(str(error), retry_after=error.retry_after)
+        if self._applier_pid != os.getpid():
+            # This process's first report: the database is opened (and created) now,
+            # and fails this report if it cannot be, rather than only its spool.
+            try:
+                self._connection()
+            except sqlite3.DatabaseError as exc:
+                raise self._unavailable(exc) from exc
+        try:
+            spool.append(encode(params))
+        except OSError as exc:
+            raise StorageUnavailable(_spool_message(exc)) from exc
+        if self._applier_pid != os.getpid():
+            self._start_applier()
+
+    def apply_spool(self, *, probe: bool = False) -> int:
+        """Apply what the spool files of every process hold to the database, in one
+        transaction; the number of reports applied. Files that nobody writes to any
+        more and that are fully applied are deleted. With *probe*, take the write
+        lock even when nothing is waiting (to learn whether the database can be
+        written again).
+
+        :raises StorageUnavailable: the database cannot be written; nothing of this
+            round is applied, and the spool keeps it for the next.
+        """
+        spool = self._spool
+        if spool is None:
+            return 0
+        names = spool.names()
+        if not names and not probe:
+            return 0
+        sizes = spool.sizes(names)
+        applied = self._spool_applied()
+        waiting = [n for n in sizes if sizes[n] > applied.get(n, 0)]
+        ended: dict[str, int] = {n: sizes[n] for n in sizes if n not in waiting}
+        count = 0
+        if waiting or probe or not applied.keys() <= sizes.keys():
+
+            def work(conn: sqlite3.Connection) -> int:
+                if not self._spool_table:
+                    conn.execute(SPOOL_SCHEMA)
+                offsets = dict(conn.execute(SPOOL_APPLIED).fetchall())
+                batches, advanced = [], []
+                for name in waiting:
+                    start = offsets.get(name, 0)
+                    reports, end, length = spool.read(name, start)
+                    if end > start:
+                        batches.append(reports)
+                        advanced.append((name, end))
+                    # All of it applied but a line being written or cut short, if any:
+                    # which of the two is decided below, by whether a writer holds it.
+                    ended[name] = length
+                n = 0
+                for params in in_time_order(batches):
+                    if not conn.execute(UPSERT_SAME_USERNAME_QUIET, params).rowcount:
+                        conn.execute(UPSERT_QUIET, params)
+                    n += 1
+                conn.executemany(SPOOL_ADVANCE, advanced)
+                # Rows of files deleted before (never of a file listed after `names`
+                # was taken: a name is never used twice).
+                gone = [n for n in offsets if n not in sizes and not spool.exists(n)]
+                if gone:
+                    conn.execute(SPOOL_FORGET, (json.dumps(gone),))
+                return n
+
+            with self._write_turn():
+                count = self._transaction(work)
+            self._spool_table = True
+        for name, length in ended.items():
+            # Fully applied; deleted once its writer has let go of it, unless it grew
+            # in between (its writer appended, then let go). What is left after the
+            # last newline of a file nobody writes is a line cut short: never answered.
+            if spool.finished(name) and spool.sizes([name]).get(name) == length:
+                spool.delete(name)
+        return count
+
+    def _spool_applied(self) -> dict[str, int]:
+        """How far each spool file is applied, read without taking the write lock."""
+        if not self._spool_table:
+            try:
+                return dict(self._connection().execute(SPOOL_APPLIED).fetchall())
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return {}  # created by the first application
+                raise self._unavailable(exc) from exc
+            except sqlite3.DatabaseError as exc:
+                raise self._unavailable(exc) from exc
+        return dict(self._run(SPOOL_APPLIED))
+
+    def _settle(self) -> None:
+        """Apply the spool before a read or another write, so that they see every
+        report answered so far. When reports are waiting and the database cannot take
+        them, raise :class:`StorageUnavailable` rather than answer without them (a
+        removal that found nothing would let a spooled report bring the
+        registration back); with nothing waiting, nothing is written."""
+        if self._spool is not None:
+            self.apply_spool()
+
+    def _start_applier(self) -> None:
+        """One daemon thread per process applies the spool every *spool_interval*."""
+        pid = os.getpid()
+        with self._schema_lock:
+            if self._applier_pid == pid:
+                return
+            self._applier_pid = pid
+            self._applier_stop = threading.Event()
+            threading.Thread(
+                target=_apply_loop,
+                args=(weakref.ref(self), self._applier_stop, self.spool_interval),
+                name="pushreport-sqlite-spool",
+                daemon=True,
+            ).start()
+
+    def apply_round(self, *, probe: bool = False) -> None:
+        """One round of the background thread: apply the spool; when the database
+        cannot take it, refuse reports (503) until a later round can. A round after a
+        failed one always takes the write lock (*probe*), to learn that it can."""
+        failing = self._spool_error is not None
+        try:
+            self.apply_spool(probe=probe or failing)
+        except StorageUnavailable as exc:
+            if not failing:
+                log.warning("the report spool cannot be applied: %s; refusing reports", exc)
+            self._spool_error = exc
+            return
+        if failing:
+            log.warning("the report spool is applied again; accepting reports")
+            self._spool_error = None
 
     @contextmanager
     def _write_turn(self) -> Iterator[None]:
@@ -555,6 +774,8 @@ class SQLiteStorage:
         ``StorageUnavailable`` is raised. Reports of one selector are merged in order.
         """
 
+        self._settle()
+
         def work(conn: sqlite3.Connection) -> list[Any]:
             rows = []
             for report, now in items:
@@ -573,6 +794,7 @@ class SQLiteStorage:
         transaction: one commit, one fsync. All or nothing."""
         params = [_put_params(r) for r in registrations]
         if params:
+            self._settle()
             self._transaction(lambda conn: conn.executemany(PUT, params))
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -594,17 +816,20 @@ class SQLiteStorage:
         return result
 
     def get(self, selector: str) -> Registration | None:
+        self._settle()
         rows = self._run(GET, (selector,))
         return _decode(rows[0]) if rows else None
 
     def find(self, *, username: str | None = None) -> list[Registration]:
         if username is None:
             return list(self)
+        self._settle()
         return [_decode(row) for row in self._run(FIND_BY_USERNAME, (username,))]
 
     def __iter__(self) -> Iterator[Registration]:
         # Keyset pages: no statement stays open between yields, so a caller may
         # remove() while iterating and each removal commits at once.
+        self._settle()
         rows = self._run(PAGE_FIRST, (PAGE_SIZE,))
         while True:
             for row in rows:
@@ -614,11 +839,13 @@ class SQLiteStorage:
             rows = self._run(PAGE_AFTER, (rows[-1][0], PAGE_SIZE))
 
     def remove(self, selector: str) -> bool:
+        self._settle()  # a report spooled before the removal must not outlive it
         changed: int = self._run(REMOVE, (selector,), rowcount=True)
         return changed > 0
 
     def count(self) -> int:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
+        self._settle()
         ((n,),) = self._run(COUNT)
         return int(n)
 
@@ -627,6 +854,7 @@ class SQLiteStorage:
     ) -> list[str]:
         """Clear *token* where it is held (in *selector*'s row only, when given), except
         in *keep*'s row: one UPDATE, committed on return. The selectors changed, sorted."""
+        self._settle()
         if selector is None:
             selectors = [row[0] for row in self._run(HOLDERS, (token, token))]
         else:
@@ -640,6 +868,7 @@ class SQLiteStorage:
     def find_token(self, token: str) -> list[Registration]:
         """Registrations holding *token* (as ``token_calls`` or ``token_msgs``), by
         selector. A scan: tokens are not indexed."""
+        self._settle()
         return [_decode(row) for row in self._run(FIND_TOKEN, (token, token))]
 
     def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
@@ -648,6 +877,7 @@ class SQLiteStorage:
         if before.tzinfo is None or before.utcoffset() is None:
             raise ValueError(f"before must be an aware datetime, got {before!r}")
         cutoff = _db_time(before)
+        self._settle()
         if dry_run:
             return [_decode(row) for row in self._run(STALE_ROWS, (cutoff,))]
         selectors = [row[0] for row in self._run(STALE, (cutoff,))]
@@ -661,7 +891,17 @@ class SQLiteStorage:
         self._run(PING)
 
     def close(self) -> None:
-        """Close this thread's connection; other threads' close as they are collected."""
+        """Close this thread's connection; other threads' close as they are collected.
+
+        The spool is applied first, and this process's file deleted once it is."""
+        spool = self._spool
+        if spool is not None and not self._closed:
+            self._applier_stop.set()
+            spool.close()
+            try:
+                self.apply_spool()
+            except StorageUnavailable as exc:  # the next process that opens it applies it
+                log.warning("the report spool is left to apply later: %s", exc)
         self._closed = True
         self._stop.set()
         conn = getattr(self._local, "conn", None)

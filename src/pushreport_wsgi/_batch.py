@@ -99,6 +99,12 @@ class GroupCommit:
         if quiet is None:
             self.upsert(report, now=now)
             return
+        if getattr(self.storage, "spooling", False):
+            # Each report is one append of its own (SQLite's spool): nothing to batch.
+            quiet(report, now=now)
+            self.batches += 1
+            self.reports += 1
+            return
         with self._lock:
             alone = not self._leading
             if alone:

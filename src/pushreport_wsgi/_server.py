@@ -149,6 +149,17 @@ def serve(
 
         options["child_exit"] = on_child_exit
 
+    apps: list[Any] = []  # this worker's app, once loaded
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        # A worker that stops (graceful shutdown, max requests, reload) applies what
+        # its SQLite report spool holds and closes its storage. (One that is killed
+        # leaves its spool file to the other workers' and the next start's spool.)
+        for app in apps:
+            app.close()
+
+    options["worker_exit"] = worker_exit
+
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in options.items():
@@ -158,6 +169,7 @@ def serve(
         def load(self) -> Any:
             _configure_logging(log_access, fmt)
             app = create_app(config)
+            apps.append(app)
             # In every worker, after the fork; a lock file elects the one that prunes.
             app.receiver.start_pruning()
             return app

@@ -125,12 +125,21 @@ class Harness:
     def storage_down(self) -> None:
         self.lock = sqlite3.connect(self.db, isolation_level=None)
         self.lock.execute("BEGIN EXCLUSIVE")
+        # The spool's background thread finds the database locked (its next round,
+        # taken now): from here on reports are refused.
+        self._spool_round()
 
     def storage_up(self) -> None:
         assert self.lock is not None
         self.lock.execute("ROLLBACK")
         self.lock.close()
         self.lock = None
+        self._spool_round()
+
+    def _spool_round(self) -> None:
+        storage = self.receiver.storage
+        assert isinstance(storage, SQLiteStorage) and storage.spooling
+        storage.apply_round(probe=True)
 
     def send(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
         return wsgi_exchange(self.app, request)

@@ -71,7 +71,16 @@ def answer(server: Server, raw: bytes, timeout: float = 15.0) -> tuple[int, dict
 
 
 def stored(db: Path) -> dict[str, tuple[str | None, int]]:
-    """``{selector: (token_msgs, reports)}`` of every registration in *db*."""
+    """``{selector: (token_msgs, reports)}`` of every registration in *db*, as
+    pushreport reads it: what its report spool holds applied first (by a process of
+    its own, as after a crash of the server)."""
+    from pushreport_sqlite import SQLiteStorage
+
+    storage = SQLiteStorage(path=db, busy_timeout=10, spool_interval=10)
+    try:
+        storage.apply_spool()
+    finally:
+        storage.close()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
         return {
             sel: (tok, n)

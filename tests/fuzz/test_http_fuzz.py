@@ -282,8 +282,16 @@ def status_of(answer: bytes) -> int | str:
 
 
 def rows(db: Path) -> list[dict[str, Any]]:
+    """Every stored row, as pushreport reads them: the report spool applied first."""
     if not db.exists():
         return []
+    from pushreport_sqlite import SQLiteStorage
+
+    storage = SQLiteStorage(path=db, busy_timeout=10, spool_interval=10)
+    try:
+        storage.apply_spool()
+    finally:
+        storage.close()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM registrations")]

@@ -24,13 +24,12 @@ SPEC_GET = (
 )
 
 
-def make_config(tmp_path: Path, **reporter: object) -> Config:
+def make_config(tmp_path: Path, *, spool: bool = True, **reporter: object) -> Config:
+    """*spool* False: each report is its own SQLite transaction (tests of that path)."""
+    sqlite = {"path": str(tmp_path / "db.sqlite3"), "busy_timeout": 0.3, "spool": spool}
     return Config(
         reporter=ReporterConfig(**reporter),  # type: ignore[arg-type]
-        storage=StorageConfig(
-            backends=("sqlite",),
-            options={"sqlite": {"path": str(tmp_path / "db.sqlite3"), "busy_timeout": 0.3}},
-        ),
+        storage=StorageConfig(backends=("sqlite",), options={"sqlite": sqlite}),
         base_dir=tmp_path,
     )
 

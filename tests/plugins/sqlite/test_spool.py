@@ -1,0 +1,313 @@
+"""The report spool: a report answered is in a file of its process's at once and in the
+database once applied, exactly once, in the order received, whoever applies it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import pushreport_sqlite._spool as spool_module
+from pushreport_core import Report, StorageUnavailable
+from pushreport_sqlite import SQLiteStorage
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
+
+
+def report(i: int = 0, **fields: str) -> Report:
+    values = {
+        "selector": f"{i:040X}:7C3A0D14" if i else SELECTOR,
+        "username": f"user{i}",
+        "token_msgs": f"QVBBOTFiRzlhcVd2{i:08d}",
+        "appid_msgs": "com.cloudsoftphone.app",
+    }
+    values.update(fields)
+    return Report(**values)  # type: ignore[arg-type]
+
+
+def rows_in_file(path: Path) -> dict[str, tuple[object, ...]]:
+    """The table as a reader that opens the file itself sees it (no spool applied)."""
+    with sqlite3.connect(path) as conn:
+        try:
+            rows = conn.execute("SELECT selector, token_msgs, reports FROM registrations")
+            return {row[0]: row for row in rows}
+        except sqlite3.OperationalError:  # no table yet
+            return {}
+
+
+def spool_files(path: Path) -> list[str]:
+    folder = Path(f"{path}.spool")
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+@pytest.fixture
+def slow(db_path: Path) -> SQLiteStorage:
+    """A storage whose background thread does not apply the spool during a test."""
+    return SQLiteStorage(path=db_path, busy_timeout=0.3, spool_interval=10)
+
+
+def test_a_report_is_spooled_at_once_and_applied_later(slow: SQLiteStorage, db_path: Path) -> None:
+    try:
+        slow.upsert_quiet(report(), now=T0)
+        (name,) = spool_files(db_path)
+        line = Path(f"{db_path}.spool", name).read_bytes()
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        assert json.loads(line)[0] == SELECTOR
+        assert SELECTOR not in rows_in_file(db_path)  # not applied yet
+        assert slow.apply_spool() == 1
+        assert rows_in_file(db_path)[SELECTOR][2] == 1
+        assert slow.apply_spool() == 0  # exactly once
+    finally:
+        slow.close()
+
+
+def test_every_read_applies_the_spool_first(slow: SQLiteStorage) -> None:
+    try:
+        slow.upsert_quiet(report(), now=T0)
+        slow.upsert_quiet(report(token_msgs="bmV3ZXJUb2tlbjAw"), now=T0 + timedelta(seconds=1))
+        stored = slow.get(SELECTOR)
+        assert stored is not None
+        assert (stored.reports, stored.token_msgs) == (2, "bmV3ZXJUb2tlbjAw")
+        assert stored.last_seen == T0 + timedelta(seconds=1)
+        slow.upsert_quiet(report(1), now=T0)
+        assert slow.count() == 2
+        assert [r.selector for r in slow.find(username="user1")] == [report(1).selector]
+    finally:
+        slow.close()
+
+
+def test_a_removal_after_a_spooled_report_wins(slow: SQLiteStorage) -> None:
+    try:
+        slow.upsert_quiet(report(), now=T0)
+        assert slow.remove(SELECTOR) is True
+        assert slow.apply_spool() == 0
+        assert slow.get(SELECTOR) is None
+    finally:
+        slow.close()
+
+
+def test_the_background_thread_applies_the_spool(db_path: Path) -> None:
+    storage = SQLiteStorage(path=db_path, spool_interval=0.01)
+    try:
+        storage.upsert_quiet(report(), now=T0)
+        deadline = datetime.now() + timedelta(seconds=5)
+        while SELECTOR not in rows_in_file(db_path) and datetime.now() < deadline:
+            threading.Event().wait(0.01)
+        assert rows_in_file(db_path)[SELECTOR][2] == 1
+    finally:
+        storage.close()
+
+
+def test_close_applies_the_spool_and_deletes_its_file(slow: SQLiteStorage, db_path: Path) -> None:
+    slow.upsert_quiet(report(), now=T0)
+    assert len(spool_files(db_path)) == 1
+    slow.close()
+    assert rows_in_file(db_path)[SELECTOR][2] == 1
+    assert spool_files(db_path) == []
+
+
+def test_reports_of_two_writers_are_applied_in_the_order_received(db_path: Path) -> None:
+    a = SQLiteStorage(path=db_path, spool_interval=10)
+    b = SQLiteStorage(path=db_path, spool_interval=10)
+    try:
+        # Interleaved in time across the two files; the newest token must win.
+        a.upsert_quiet(report(token_msgs="Zmlyc3RUb2tlbjAw"), now=T0)
+        b.upsert_quiet(report(token_msgs="c2Vjb25kVG9rZW4w"), now=T0 + timedelta(seconds=1))
+        a.upsert_quiet(report(token_msgs="dGhpcmRUb2tlbjAw"), now=T0 + timedelta(seconds=2))
+        b.upsert_quiet(report(token_msgs="Zm91cnRoVG9rZW4w"), now=T0 + timedelta(seconds=3))
+        assert len(spool_files(db_path)) == 2
+        assert b.apply_spool() == 4  # one applier takes every process's file
+        stored = a.get(SELECTOR)
+        assert stored is not None
+        assert (stored.token_msgs, stored.reports) == ("Zm91cnRoVG9rZW4w", 4)
+        assert stored.first_seen == T0 and stored.last_seen == T0 + timedelta(seconds=3)
+        # Neither file is deleted while its writer holds it.
+        assert len(spool_files(db_path)) == 2
+    finally:
+        a.close()
+        b.close()
+    assert spool_files(db_path) == []
+
+
+def test_concurrent_appliers_apply_each_report_once(db_path: Path) -> None:
+    writers = [SQLiteStorage(path=db_path, busy_timeout=5, spool_interval=10) for _ in range(3)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def apply(storage: SQLiteStorage) -> None:
+        while not stop.is_set():
+            try:
+                storage.apply_spool()
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+                return
+
+    appliers = [threading.Thread(target=apply, args=(w,)) for w in writers]
+    for t in appliers:
+        t.start()
+    try:
+        for i in range(300):
+            writers[i % 3].upsert_quiet(report(), now=T0 + timedelta(microseconds=i))
+    finally:
+        stop.set()
+        for t in appliers:
+            t.join()
+    assert errors == []
+    stored = writers[0].get(SELECTOR)
+    assert stored is not None and stored.reports == 300
+    for w in writers:
+        w.close()
+    assert spool_files(db_path) == []
+
+
+def test_a_line_cut_short_is_never_applied_and_its_file_goes(
+    slow: SQLiteStorage, db_path: Path
+) -> None:
+    slow.upsert_quiet(report(), now=T0)
+    slow.close()
+    folder = Path(f"{db_path}.spool")
+    folder.mkdir(exist_ok=True)
+    # A writer that died in the middle of a line (no newline: never answered 200).
+    (folder / "999999-deadbeef.jsonl").write_bytes(
+        spool_module.encode(
+            {
+                "selector": report(1).selector,
+                "username": "user1",
+                "token_calls": None,
+                "appid_calls": None,
+                "token_msgs": "QVBBOTFiRzlhcVd2",
+                "appid_msgs": None,
+                "extra": "{}",
+                "user_agent": None,
+                "now": "2024-05-01T12:00:00.000000Z",
+            }
+        )
+        + b'["0000000000000000000000000000000000000002:7C3A0D14","us'
+    )
+    again = SQLiteStorage(path=db_path, spool_interval=10)
+    try:
+        assert again.apply_spool() == 1  # the complete line only
+        assert again.count() == 2
+        assert again.get(report(1).selector) is not None
+        assert spool_files(db_path) == []
+    finally:
+        again.close()
+
+
+def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path) -> None:
+    """A process that spooled reports and was killed with SIGKILL before applying
+    them: every report it returned from is applied by the next process."""
+    script = tmp_path / "writer.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys
+            from datetime import datetime, timedelta, timezone
+            from pushreport_core import Report
+            from pushreport_sqlite import SQLiteStorage
+            s = SQLiteStorage(path={str(db_path)!r}, spool_interval=10)
+            t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+            for i in range(1, 501):
+                s.upsert_quiet(Report(selector=f"{{i:040X}}:7C3A0D14", username="u",
+                                      token_msgs=f"QVBBOTFiRzlhcVd2{{i:08d}}",
+                                      appid_msgs="com.cloudsoftphone.app"),
+                               now=t0 + timedelta(microseconds=i))
+            print("answered", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout.strip() == "answered"
+    assert len(spool_files(db_path)) == 1
+    assert rows_in_file(db_path) == {}
+    reader = SQLiteStorage(path=db_path)
+    try:
+        assert reader.count() == 500
+        assert spool_files(db_path) == []  # its writer is gone: applied, then deleted
+    finally:
+        reader.close()
+
+
+def test_a_database_that_cannot_be_written_refuses_reports_until_it_can(
+    db_path: Path,
+) -> None:
+    storage = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=0.01)
+    storage.upsert_quiet(report(), now=T0)
+    storage.get(SELECTOR)  # the spool table exists, the file is in WAL mode
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        storage.upsert_quiet(report(1), now=T0)  # spooled before anyone knows
+        with pytest.raises(StorageUnavailable, match="locked"):
+            deadline = datetime.now() + timedelta(seconds=5)
+            while datetime.now() < deadline:
+                storage.upsert_quiet(report(2), now=T0)
+                threading.Event().wait(0.01)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = datetime.now() + timedelta(seconds=5)
+    while datetime.now() < deadline:
+        try:
+            storage.upsert_quiet(report(3), now=T0)
+            break
+        except StorageUnavailable:
+            threading.Event().wait(0.01)
+    else:
+        pytest.fail("reports still refused after the lock was released")
+    try:
+        # Nothing answered was lost while the database was locked.
+        assert storage.get(report(1).selector) is not None
+        assert storage.get(report(3).selector) is not None
+    finally:
+        storage.close()
+
+
+def test_writers_start_a_new_file_past_the_rotation_size(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "ROTATE_BYTES", 600)
+    storage = SQLiteStorage(path=db_path, spool_interval=10)
+    try:
+        for i in range(1, 21):
+            storage.upsert_quiet(report(i), now=T0)
+        assert len(spool_files(db_path)) > 3
+        assert storage.apply_spool() == 20
+        # The finished files are gone once applied; the current one stays.
+        assert len(spool_files(db_path)) == 1
+        assert storage.count() == 20
+    finally:
+        storage.close()
+
+
+def test_synchronous_full_syncs_each_report(db_path: Path) -> None:
+    assert SQLiteStorage(path=db_path, synchronous="full")._spool.fsync is True  # type: ignore[union-attr]
+    assert SQLiteStorage(path=db_path)._spool.fsync is False  # type: ignore[union-attr]
+
+
+def test_without_the_spool_each_report_is_committed_at_once(db_path: Path) -> None:
+    storage = SQLiteStorage(path=db_path, spool=False)
+    try:
+        storage.upsert_quiet(report(), now=T0)
+        assert rows_in_file(db_path)[SELECTOR][2] == 1
+        assert not Path(f"{db_path}.spool").exists()
+    finally:
+        storage.close()
+
+
+def test_the_spool_is_off_for_a_backend_that_adds_to_the_upsert(db_path: Path) -> None:
+    from pushreport_webhook import WebhookStorage
+
+    assert WebhookStorage(path=db_path, deliver=False).spooling is False
