@@ -1,7 +1,7 @@
 """How many sync workers ``pushreport serve`` should run: 2, 3, 4 … on the same load.
 
-Starts ``pushreport serve --workers N`` (the default ``synchronous = "normal"``) for each
-N of ``--workers`` (default ``2,3,4``) at the same time, each on its own free loopback
+Starts ``pushreport serve --workers N`` (``--synchronous normal``, the default, or
+``full``) for each N of ``--workers`` (default ``2,3,4``) at the same time, each on its own free loopback
 port, in its own session, on its own fresh SQLite file; warms each up, then drives them
 one after the other with ``bench/loadgen.py``'s reports (wrk when installed; 32
 connections, ``Connection: close``) for ``--rounds`` rounds, and prints the median of
@@ -33,12 +33,22 @@ from load import HOST, _median, install_signal_handlers, pushreport_server  # no
 
 
 def run(
-    workers: list[int], *, rounds: int, duration: float, warmup: float, connections: int, tool: str
+    workers: list[int],
+    *,
+    rounds: int,
+    duration: float,
+    warmup: float,
+    connections: int,
+    tool: str,
+    synchronous: str = "normal",
 ) -> dict[str, Any]:
     loadavg_before = loadgen.machine()["loadavg"]
     per_round: list[dict[int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="pushreport-workers-") as tmp:
-        servers = {n: pushreport_server(Path(tmp), f"w{n}", workers=n) for n in workers}
+        servers = {
+            n: pushreport_server(Path(tmp), f"w{n}", workers=n, synchronous=synchronous)
+            for n in workers
+        }
         ports = {n: server.port for n, server in servers.items()}
         try:
             for server in servers.values():
@@ -83,6 +93,7 @@ def run(
     return {
         "machine": loadgen.machine(),
         "loadavg_before": loadavg_before,
+        "synchronous": synchronous,
         "rounds": rounds,
         "duration": duration,
         "connections": connections,
@@ -109,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", "-c", type=int, default=32)
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--quick", action="store_true", help="1 s per setting, 1 round")
+    parser.add_argument(
+        "--synchronous",
+        choices=("normal", "full"),
+        default="normal",
+        help='[storage.sqlite] synchronous of every server (default "normal")',
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -133,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=args.warmup,
             connections=args.connections,
             tool=tool,
+            synchronous=args.synchronous,
         )
     except KeyboardInterrupt:
         print("interrupted; every server is stopped", file=sys.stderr)
