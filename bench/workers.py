@@ -1,11 +1,11 @@
 """How many sync workers ``pushreport serve`` should run: 2, 3, 4 … on the same load.
 
 Starts ``pushreport serve --workers N`` (``--synchronous normal``, the default, or
-``full``) for each N of ``--workers`` (default ``2,3,4``) at the same time, each on its own free loopback
-port, in its own session, on its own fresh SQLite file; warms each up, then drives them
-one after the other with ``bench/loadgen.py``'s reports (wrk when installed; 32
-connections, ``Connection: close``) for ``--rounds`` rounds, and prints the median of
-req/s, p50/p99 latency and the server's CPU time per answer for each N.
+``full``) for each N of ``--workers`` (default ``2,3,4``) at the same time, each on its
+own free loopback port, in its own session, on its own fresh SQLite file; warms each up,
+then drives them one after the other with ``bench/loadgen.py``'s reports (wrk when
+installed; 32 connections, ``Connection: close``) for ``--rounds`` rounds, and prints the
+median of req/s, p50/p99 latency and the server's CPU time per answer for each N.
 
 Every server is killed at the end, on Ctrl-C and on errors. Traffic stays on 127.0.0.1.
 

@@ -23,15 +23,18 @@ import errno
 import fcntl
 import heapq
 import json
+import logging
 import os
 import secrets
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import attrs
 
 __all__ = ["Spool", "encode", "FIELDS", "ROTATE_BYTES"]
+
+log = logging.getLogger("pushreport.sqlite")
 
 #: The upsert's parameters, in the order a spool line holds them.
 FIELDS = (
@@ -52,18 +55,23 @@ ROTATE_BYTES = 4 << 20
 SUFFIX = ".jsonl"
 
 
-def encode(params: dict[str, Any]) -> bytes:
-    """One spool line: the upsert's parameters as a JSON array, newline-terminated.
+# Made once: json.dumps/json.loads with arguments build a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
+def encode(values: Sequence[Any]) -> bytes:
+    """One spool line: the upsert's parameters in the order of :data:`FIELDS`, as a
+    JSON array, newline-terminated and UTF-8 (strictly: a value that cannot be stored
+    fails here, before it is spooled).
 
     JSON escapes every newline inside a string, so the last byte is the only newline.
     """
-    return (
-        json.dumps([params[f] for f in FIELDS], ensure_ascii=False, separators=(",", ":")) + "\n"
-    ).encode()
+    return (_ENCODER.encode(values) + "\n").encode()
 
 
-def decode(line: bytes) -> dict[str, Any]:
-    values = json.loads(line)
+def decode(line: str) -> dict[str, Any]:
+    values = _DECODER.decode(line)
     if not isinstance(values, list) or len(values) != len(FIELDS):
         raise ValueError("not a spool line")
     return dict(zip(FIELDS, values))
@@ -182,12 +190,12 @@ class Spool:
             return [], offset, offset
         end = data.rfind(b"\n") + 1
         reports = []
-        for line in data[:end].splitlines():
+        for line in data[:end].split(b"\n")[:-1]:
             try:
-                reports.append(decode(line))
-            except ValueError:
+                reports.append(decode(line.decode()))
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 # Not written by append(): skipped rather than stopping the spool.
-                continue
+                log.error("%s: a line that is not a spooled report is skipped", name)
         return reports, offset + end, offset + len(data)
 
     def finished(self, name: str) -> bool:

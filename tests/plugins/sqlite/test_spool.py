@@ -180,17 +180,17 @@ def test_a_line_cut_short_is_never_applied_and_its_file_goes(
     # A writer that died in the middle of a line (no newline: never answered 200).
     (folder / "999999-deadbeef.jsonl").write_bytes(
         spool_module.encode(
-            {
-                "selector": report(1).selector,
-                "username": "user1",
-                "token_calls": None,
-                "appid_calls": None,
-                "token_msgs": "QVBBOTFiRzlhcVd2",
-                "appid_msgs": None,
-                "extra": "{}",
-                "user_agent": None,
-                "now": "2024-05-01T12:00:00.000000Z",
-            }
+            (
+                report(1).selector,
+                "user1",
+                None,
+                None,
+                "QVBBOTFiRzlhcVd2",
+                None,
+                "{}",
+                None,
+                "2024-05-01T12:00:00.000000Z",
+            )
         )
         + b'["0000000000000000000000000000000000000002:7C3A0D14","us'
     )
@@ -311,3 +311,29 @@ def test_the_spool_is_off_for_a_backend_that_adds_to_the_upsert(db_path: Path) -
     from pushreport_webhook import WebhookStorage
 
     assert WebhookStorage(path=db_path, deliver=False).spooling is False
+
+
+def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = Path(f"{db_path}.spool")
+    folder.mkdir()
+    good = (report(1).selector, "user1", None, None, "QVBBOTFiRzlhcVd2", None, "{}", None)
+    (folder / "999999-0badf00d.jsonl").write_bytes(
+        spool_module.encode((*good, "2024-05-01T12:00:00.000000Z"))
+        # Not what append() writes: a value SQLite cannot bind, and a line that is no JSON.
+        + spool_module.encode((SELECTOR, ["a", "list"], *good[2:], "2024-05-01T12:00:01.000000Z"))
+        + b"{not json\n"
+        + spool_module.encode((report(2).selector, *good[1:], "2024-05-01T12:00:02.000000Z"))
+    )
+    storage = SQLiteStorage(path=db_path, spool_interval=10)
+    try:
+        assert storage.apply_spool() == 2
+        assert storage.get(SELECTOR) is None
+        assert storage.get(report(1).selector) is not None
+        assert storage.get(report(2).selector) is not None
+        assert spool_files(db_path) == []
+        assert "cannot be applied and is dropped" in caplog.text
+        assert "not a spooled report is skipped" in caplog.text
+    finally:
+        storage.close()
