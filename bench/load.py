@@ -3,11 +3,16 @@
 Starts, each on its own free loopback port and in its own session:
 
 - ``bare``: ``bench/bare_app.py`` (200, empty body, reads nothing) under gunicorn with
-  the settings of ``pushreport serve`` (2 sync workers, same timeouts and limits);
-- ``normal``: ``pushreport serve --workers 2`` on a fresh SQLite file, the default
-  ``synchronous = "normal"`` (WAL; a committed report survives a process crash);
+  2 sync workers (the issue's baseline) and the other settings of ``pushreport serve``
+  (same timeouts and limits);
+- ``normal``: ``pushreport serve`` as shipped (its default worker count: twice the
+  cores plus one) on a fresh SQLite file, the default ``synchronous = "normal"`` (a
+  report answered survives a process crash);
 - ``full``: the same with ``[storage.sqlite] synchronous = "full"`` (fsync before the
   answer; survives a power loss);
+- ``bare_same``: when serve's worker count is not 2, the bare app under gunicorn with
+  that many workers too, so that the run also shows how much of the ratio is the
+  worker count (the ratios against it are printed under the table);
 
 warms each up, then drives them one after the other from a second process (wrk if
 installed, else ``bench/loadgen.py``'s generator) with reports whose selectors vary over
@@ -58,6 +63,7 @@ HOST = "127.0.0.1"
 TARGETS = {"normal": {"ratio": 0.70, "p99_ms": 15.0}, "full": {"ratio": 0.50}}
 LABELS = {
     "bare": "bare WSGI app (gunicorn, 2 sync)",
+    "bare_same": "bare WSGI app (gunicorn, {n} sync)",
     "normal": "pushreport serve (synchronous=normal)",
     "full": "pushreport serve (synchronous=full)",
 }
@@ -227,7 +233,7 @@ def install_signal_handlers() -> None:
         signal.signal(sig, _exit_on_signal)
 
 
-def bare_server(workdir: Path, *, workers: int = 2) -> Server:
+def bare_server(workdir: Path, *, workers: int = 2, name: str = "bare") -> Server:
     port = free_port()
     argv = [
         sys.executable,
@@ -242,12 +248,17 @@ def bare_server(workdir: Path, *, workers: int = 2) -> Server:
         *GUNICORN_FLAGS,
         "bare_app:app",
     ]
-    return Server("bare", argv, port, workdir, workers)
+    return Server(name, argv, port, workdir, workers)
 
 
 def pushreport_server(
-    workdir: Path, name: str, *, synchronous: str = "normal", workers: int = 2
+    workdir: Path, name: str, *, synchronous: str = "normal", workers: int | None = None
 ) -> Server:
+    """``pushreport serve`` with *workers* (``None``: its default, as shipped)."""
+    if workers is None:
+        from pushreport_wsgi._config import ServerConfig
+
+        workers = ServerConfig().worker_count()
     port = free_port()
     db = workdir / f"{name}.sqlite3"
     argv = [
@@ -308,11 +319,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.prefill:
             _say(args, f"storing {args.prefill:,} registrations of the pool first")
             prefill_databases(workdir, args.prefill, ("normal", "full"))
-        servers = {
-            "bare": bare_server(workdir),
-            "normal": pushreport_server(workdir, "normal"),
-            "full": pushreport_server(workdir, "full", synchronous="full"),
-        }
+        servers = {"bare": bare_server(workdir)}
+        normal = pushreport_server(workdir, "normal")
+        if normal.workers_expected != 2:
+            servers["bare_same"] = bare_server(
+                workdir, workers=normal.workers_expected, name="bare_same"
+            )
+        servers["normal"] = normal
+        servers["full"] = pushreport_server(workdir, "full", synchronous="full")
         ports = {name: server.port for name, server in servers.items()}
         try:
             for server in servers.values():
@@ -351,25 +365,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if server.proc is None or server.proc.poll() is not None:
                         raise RuntimeError(f"{name} died during the run:\n{server.output()}")
                 bare_rps = results["bare"]["rps"]
+                same_rps = results.get("bare_same", {}).get("rps")
                 for r in results.values():
                     r["ratio"] = round(r["rps"] / bare_rps, 3) if bare_rps else None
+                    if same_rps:
+                        r["ratio_same"] = round(r["rps"] / same_rps, 3)
                 rounds.append(results)
         finally:
             for server in servers.values():
                 server.stop()
     summary = []
-    for name in ("bare", "normal", "full"):
+    for name in servers:
         per_round = [r[name] for r in rounds]
         summary.append(
             {
                 "target": name,
-                "label": LABELS[name],
+                "label": LABELS[name].format(n=servers[name].workers_expected),
+                "workers": servers[name].workers_expected,
                 "port": ports[name],
                 "rps": round(_median([r["rps"] for r in per_round]) or 0.0, 1),
                 "p50_ms": _median([r["p50_ms"] for r in per_round]),
                 "p99_ms": _median([r["p99_ms"] for r in per_round]),
                 "errors": sum(r["errors"] for r in per_round),
                 "ratio": _median([r["ratio"] for r in per_round]),
+                "ratio_same": _median([r.get("ratio_same") for r in per_round]),
                 "cpu_us": _median([r["cpu_us"] for r in per_round]),
             }
         )
@@ -405,6 +424,11 @@ def verdicts(summary: list[dict[str, Any]]) -> list[str]:
                 "met" if ok99 else "MISSED"
             )
         lines.append(text)
+    if "bare_same" in by_name:
+        lines.append(
+            f"against the bare app with {by_name['bare_same']['workers']} sync workers too: "
+            + ", ".join(f"{name} {_f(by_name[name]['ratio_same'], 2)}" for name in TARGETS)
+        )
     return lines
 
 

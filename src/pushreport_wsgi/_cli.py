@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="SQLite file, overrides [storage.sqlite] path (default ./pushreport.sqlite3)",
     )
-    serve.add_argument("--workers", type=int, help="worker processes (default 2)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default: [server] workers, else twice the cores plus one)",
+    )
     serve.add_argument(
         "--access-log",
         action="store_true",
@@ -273,7 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
         config,
         host=args.host or server.host,
         port=args.port if args.port is not None else server.port,
-        workers=args.workers or server.workers,
+        workers=args.workers or server.worker_count(),
         access_log=args.access_log,
         log_format=args.log_format,
     )
