@@ -113,15 +113,17 @@ def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: 
 def test_growth_quick_prints_sizes_and_ratio():
     out = run_script("growth.py", "--quick")
     assert re.search(
-        r"^\s*stored\s+update µs\s+insert µs\s+find p50 ms\s+find p99 ms"
+        r"^\s*stored\s+update µs\s+insert µs\s+spooled µs\s+find p50 ms\s+find p99 ms"
         r"\s+db MiB\s+fill s$",
         out,
         re.M,
     ), out
-    assert re.search(rf"^\s*1,000(\s+{NUMBER}){{6}}$", out, re.M), out
-    assert re.search(rf"^\s*20,000(\s+{NUMBER}){{6}}$", out, re.M), out
+    assert re.search(rf"^\s*1,000(\s+{NUMBER}){{7}}$", out, re.M), out
+    assert re.search(rf"^\s*20,000(\s+{NUMBER}){{7}}$", out, re.M), out
     assert re.search(
-        rf"^ratio \(20,000 / 1,000\): update {NUMBER}, insert {NUMBER}$", out, re.M
+        rf"^ratio \(20,000 / 1,000\): update {NUMBER}, insert {NUMBER}, spooled {NUMBER}$",
+        out,
+        re.M,
     ), out
     assert re.search(r"^find\(username\) at 20,000: .*: (met|MISSED)$", out, re.M), out
 
