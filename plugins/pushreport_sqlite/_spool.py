@@ -168,6 +168,11 @@ class Spool:
             return sorted(n for n in os.listdir(self.folder) if n.endswith(SUFFIX))
         except FileNotFoundError:
             return []
+        except PermissionError:
+            # Another user's spool (a reader that may not see it, e.g. `pushreport list`
+            # run as someone else): what is applied is all this process can read.
+            log.debug("the report spool %s cannot be read by this user", self.folder)
+            return []
 
     def sizes(self, names: Iterable[str]) -> dict[str, int]:
         sizes = {}

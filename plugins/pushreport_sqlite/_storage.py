@@ -73,6 +73,8 @@ OPTIONS_DOC = {
 }
 _OPTIONS = tuple(OPTIONS_DOC)
 DEFAULT_SPOOL_INTERVAL = 0.05
+#: The longest an idle applier thread sleeps between rounds (an append wakes it).
+IDLE_WAIT = 1.0
 #: ``[storage.sqlite] checkpoint_interval``: seconds between WAL checkpoints taken by a
 #: background thread, off the request path. 0 leaves them to SQLite, which runs one
 #: inside whichever write crosses 1000 pages of WAL (measured: as costly as the upsert).
@@ -290,18 +292,34 @@ def _apply_reports(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
 
 
 def _apply_loop(
-    ref: weakref.ReferenceType[SQLiteStorage], stop: threading.Event, interval: float
+    ref: weakref.ReferenceType[SQLiteStorage],
+    stop: threading.Event,
+    wake: threading.Event,
+    interval: float,
 ) -> None:
     """The spool's background thread. It holds its storage weakly: a storage dropped
-    without close() (its app gone) ends the thread instead of living on in it."""
-    while not stop.wait(interval):
+    without close() (its app gone) ends the thread instead of living on in it.
+
+    Rounds that find nothing to apply double the wait, up to :data:`IDLE_WAIT`, so an
+    idle server does not wake every worker 20 times a second (measured: 4.7 % of a core
+    for 5 idle workers, against 0.4 % without the spool); the next append wakes it."""
+    wait = interval
+    while True:
+        wake.wait(wait)
+        wake.clear()
+        if stop.is_set():
+            return
         storage = ref()
         if storage is None:
             return
         try:
-            storage.apply_round()
+            applied = storage.apply_round()
         except Exception:  # pragma: no cover - a bug; keep the reports spooled
             log.exception("applying the report spool failed")
+            applied = -1
+        idle = applied == 0 and storage._spool_error is None
+        wait = min(wait * 2, IDLE_WAIT) if idle else interval
+        storage._applier_idle = idle
         del storage
 
 
@@ -368,6 +386,9 @@ class SQLiteStorage:
     _spool_table: bool = attrs.field(init=False, default=False, repr=False)
     _applier_pid: int = attrs.field(init=False, default=0, repr=False)
     _applier_stop: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
+    _applier_wake: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
+    #: The applier thread found nothing last round and sleeps longer: an append wakes it.
+    _applier_idle: bool = attrs.field(init=False, default=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # A subclass that adds to the upsert (the webhook backend's outbox) writes its
@@ -627,6 +648,9 @@ class SQLiteStorage:
             raise StorageUnavailable(_spool_message(exc)) from exc
         if self._applier_pid != os.getpid():
             self._start_applier()
+        elif self._applier_idle:
+            self._applier_idle = False
+            self._applier_wake.set()
 
     def apply_spool(self, *, probe: bool = False) -> int:
         """Apply what the spool files of every process hold to the database, in one
@@ -715,28 +739,37 @@ class SQLiteStorage:
                 return
             self._applier_pid = pid
             self._applier_stop = threading.Event()
+            self._applier_wake = threading.Event()
+            self._applier_idle = False
             threading.Thread(
                 target=_apply_loop,
-                args=(weakref.ref(self), self._applier_stop, self.spool_interval),
+                args=(
+                    weakref.ref(self),
+                    self._applier_stop,
+                    self._applier_wake,
+                    self.spool_interval,
+                ),
                 name="pushreport-sqlite-spool",
                 daemon=True,
             ).start()
 
-    def apply_round(self, *, probe: bool = False) -> None:
+    def apply_round(self, *, probe: bool = False) -> int:
         """One round of the background thread: apply the spool; when the database
         cannot take it, refuse reports (503) until a later round can. A round after a
-        failed one always takes the write lock (*probe*), to learn that it can."""
+        failed one always takes the write lock (*probe*), to learn that it can.
+        Returns how many reports it applied (0 when it failed)."""
         failing = self._spool_error is not None
         try:
-            self.apply_spool(probe=probe or failing)
+            applied = self.apply_spool(probe=probe or failing)
         except StorageUnavailable as exc:
             if not failing:
                 log.warning("the report spool cannot be applied: %s; refusing reports", exc)
             self._spool_error = exc
-            return
+            return 0
         if failing:
             log.warning("the report spool is applied again; accepting reports")
             self._spool_error = None
+        return applied
 
     @contextmanager
     def _write_turn(self) -> Iterator[None]:
@@ -925,6 +958,7 @@ class SQLiteStorage:
         spool = self._spool
         if spool is not None and not self._closed:
             self._applier_stop.set()
+            self._applier_wake.set()
             spool.close()
             try:
                 self.apply_spool()

@@ -337,3 +337,54 @@ def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
         assert "not a spooled report is skipped" in caplog.text
     finally:
         storage.close()
+
+
+def test_a_reader_who_cannot_read_the_spool_reads_what_is_applied(
+    slow: SQLiteStorage, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow.upsert_quiet(report(), now=T0)
+    slow.apply_spool()
+    slow.upsert_quiet(report(1), now=T0)
+    folder = Path(f"{db_path}.spool")
+    listdir = os.listdir
+
+    def as_another_user(path: object) -> list[str]:
+        # The folder is 0700: another user (root ignores modes, so the error is made
+        # here) gets EACCES listing it.
+        if Path(str(path)) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", as_another_user)
+    reader = SQLiteStorage(path=db_path)
+    try:
+        assert reader.count() == 1  # the applied report; the spooled one it cannot see
+    finally:
+        reader.close()
+        monkeypatch.undo()
+        slow.close()
+    assert SQLiteStorage(path=db_path).count() == 2
+
+
+def test_an_idle_applier_sleeps_longer_and_an_append_wakes_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import pushreport_sqlite._storage as storage_module
+
+    monkeypatch.setattr(storage_module, "IDLE_WAIT", 60.0)
+    storage = SQLiteStorage(path=db_path, spool_interval=0.001)
+    try:
+        storage.upsert_quiet(report(), now=T0)
+        # Idle rounds double the wait from 1 ms: 2.5 s later the thread is inside a
+        # wait of about 2 s, which ends about 1.6 s from now.
+        time.sleep(2.5)
+        assert storage._applier_idle
+        storage.upsert_quiet(report(1), now=T0)
+        started = time.monotonic()
+        while report(1).selector not in rows_in_file(db_path):
+            assert time.monotonic() - started < 1.0, "the append did not wake the applier"
+            time.sleep(0.01)
+    finally:
+        storage.close()
