@@ -129,10 +129,14 @@ def fill(storage: SQLiteStorage, n: int) -> float:
     return time.perf_counter() - started
 
 
+def _instants(now: datetime, n: int) -> list[datetime]:
+    step = timedelta(microseconds=1)
+    return [now + step * j for j in range(n)]
+
+
 def _time_upserts(storage: SQLiteStorage, reports: list[Report], now: datetime) -> float:
     """µs per upsert of *reports*, each at its own instant from *now* on."""
-    step = timedelta(microseconds=1)
-    nows = [now + step * j for j in range(len(reports))]
+    nows = _instants(now, len(reports))
     t = time.perf_counter()
     for r, n in zip(reports, nows):
         storage.upsert(r, now=n)
@@ -141,8 +145,7 @@ def _time_upserts(storage: SQLiteStorage, reports: list[Report], now: datetime) 
 
 def _time_spooled(storage: SQLiteStorage, reports: list[Report], now: datetime) -> float:
     """µs per report of *reports* through the spool: each appended, then all applied."""
-    step = timedelta(microseconds=1)
-    nows = [now + step * j for j in range(len(reports))]
+    nows = _instants(now, len(reports))
     t = time.perf_counter()
     for r, n in zip(reports, nows):
         storage.upsert_quiet(r, now=n)

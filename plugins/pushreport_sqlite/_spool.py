@@ -32,20 +32,15 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import attrs
 
+from pushreport_core import REGISTRATION_FIELDS
+
 __all__ = ["Spool", "encode", "FIELDS", "ROTATE_BYTES"]
 
 log = logging.getLogger("pushreport.sqlite")
 
 #: The upsert's parameters, in the order a spool line holds them.
 FIELDS = (
-    "selector",
-    "username",
-    "token_calls",
-    "appid_calls",
-    "token_msgs",
-    "appid_msgs",
-    "extra",
-    "user_agent",
+    *(f for f in REGISTRATION_FIELDS if f not in ("first_seen", "last_seen", "reports")),
     "now",
 )
 #: A writer starts a new file once its current one is this long; the old one is deleted
