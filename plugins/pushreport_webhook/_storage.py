@@ -29,6 +29,7 @@ from pushreport_sqlite._storage import (
     _params,
     _put_params,
 )
+from pushreport_wsgi._config import value_or_env
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._deliver import Deliverer
@@ -378,19 +379,14 @@ class WebhookStorage(SQLiteStorage):
 def _secret_of(opts: BackendOptions, options: Mapping[str, Any]) -> Secret:
     """``secret``, or the environment variable ``secret_env`` names; never quoted."""
     secret, env = options.get("secret"), options.get("secret_env")
-    if secret is not None and env is not None:
-        raise opts.error("secret", "set secret or secret_env, not both")
-    if secret is not None:
-        if not isinstance(secret, str) or not secret:
-            raise opts.error("secret", "must be a non-empty string")
-        return Secret(secret)
-    if env is None:
-        raise opts.error("secret", "is required (or secret_env): the key that signs every request")
-    if not isinstance(env, str) or not env:
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise opts.error("secret", "must be a non-empty string")
+    if env is not None and (not isinstance(env, str) or not env):
         raise opts.error("secret_env", "must be the name of an environment variable")
-    value = os.environ.get(env)
-    if not value:
-        raise opts.error("secret_env", f"environment variable {env!r} is not set")
+    value = value_or_env(
+        secret, env, "secret", error=opts.error, needed_by="the webhook backend (its signing key)"
+    )
+    assert value is not None  # needed_by: none is an error
     return Secret(value)
 
 

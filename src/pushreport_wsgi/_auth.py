@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import importlib
 import logging
-import os
 import re
 import secrets
 import struct
@@ -46,6 +45,7 @@ from pushreport_core import (
     Template,
 )
 
+from ._config import section_error, value_or_env
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -90,18 +90,9 @@ def _digest_equal(a: str, b: str) -> bool:
 
 def _from_env(value: str, env: str, key: str, what: str) -> str:
     """The configured value, or the environment variable named by ``<key>_env``."""
-    if value and env:
-        raise ConfigurationError(f"set {key} or {key}_env, not both", key=f"auth.{key}")
-    if env:
-        found = os.environ.get(env)
-        if not found:
-            raise ConfigurationError(
-                f"environment variable {env!r} is not set", key=f"auth.{key}_env"
-            )
-        return found
-    if not value:
-        raise ConfigurationError(f"{what} needs {key} or {key}_env", key=f"auth.{key}")
-    return value
+    found = value_or_env(value, env, key, error=section_error("auth"), needed_by=what)
+    assert found is not None  # needed_by: none is an error
+    return found
 
 
 def check_auth_config(auth: AuthConfig) -> None:

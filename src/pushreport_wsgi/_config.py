@@ -40,7 +40,7 @@ import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 
@@ -413,6 +413,39 @@ class LimitsConfig:
             Rate.parse(getattr(self, key), key=f"limits.{key}")
 
 
+def value_or_env(
+    value: str | None,
+    env: str | None,
+    key: str,
+    *,
+    error: Callable[[str, str], Exception],
+    needed_by: str | None = None,
+) -> str | None:
+    """A secret given as *key* in the configuration, or by the environment variable
+    that ``<key>_env`` names: one or the other, never both; an ``_env`` naming an unset
+    (or empty) variable is an error. With neither, ``None``, or the error "*needed_by*
+    needs ...". *error* builds the exception for an option name and a reason, so that
+    each caller names its own section (``auth.``, ``lookup.``, ``storage.webhook.``).
+    Never quotes the value."""
+    if value and env:
+        raise error(key, f"set {key} or {key}_env, not both")
+    if env:
+        found = os.environ.get(env)
+        if not found:
+            raise error(f"{key}_env", f"environment variable {env!r} is not set")
+        return found
+    if value:
+        return value
+    if needed_by is not None:
+        raise error(key, f"{needed_by} needs {key} or {key}_env")
+    return None
+
+
+def section_error(section: str) -> Callable[[str, str], ConfigurationError]:
+    """:func:`value_or_env`'s *error* for a ``[section]`` of the configuration."""
+    return lambda key, reason: ConfigurationError(reason, key=f"{section}.{key}")
+
+
 def _check_path(value: str, key: str) -> None:
     if not value.startswith("/") or any(c in value for c in "?# "):
         raise ConfigurationError(f"must be a path starting with /, not {value!r}", key=key)
@@ -514,31 +547,25 @@ class LookupConfig:
 
     def bearer_token(self) -> Secret:
         """The configured token (from ``token_env`` when that is set)."""
-        if self.token_env:
-            return Secret(os.environ.get(self.token_env, ""))
-        return Secret(self.token)
+        return Secret(self._token() or "")
+
+    def _token(self) -> str | None:
+        return value_or_env(
+            self.token,
+            self.token_env,
+            "token",
+            error=section_error("lookup"),
+            needed_by="the lookup endpoint",
+        )
 
     def check(self) -> None:
         if not self.path.startswith("/") or self.path.endswith("/") or "?" in self.path:
             raise ConfigurationError("must start with / and not end with /", key="lookup.path")
         if not self.enabled:
             return
-        if self.token and self.token_env:
-            raise ConfigurationError("give token or token_env, not both", key="lookup.token")
-        if self.token_env:
-            value = os.environ.get(self.token_env, "")
-            if not value:
-                raise ConfigurationError(
-                    f"environment variable {self.token_env} is not set", key="lookup.token_env"
-                )
-            key = "lookup.token_env"
-        elif self.token:
-            value, key = self.token, "lookup.token"
-        else:
-            raise ConfigurationError(
-                "the lookup endpoint needs token or token_env", key="lookup.token"
-            )
+        value = self._token() or ""
         if len(value) < MIN_LOOKUP_TOKEN:
+            key = "lookup.token_env" if self.token_env else "lookup.token"
             raise ConfigurationError(
                 f"the token must be at least {MIN_LOOKUP_TOKEN} characters", key=key
             )

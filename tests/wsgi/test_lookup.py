@@ -229,11 +229,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ),
         (
             "[lookup]\nenabled = true\ntoken = 'x' \ntoken_env = 'Y'\n",
-            "lookup.token: give token or token_env, not both",
+            "lookup.token: set token or token_env, not both",
         ),
         (
             "[lookup]\nenabled = true\ntoken_env = 'PUSHREPORT_TEST_UNSET_VARIABLE'\n",
-            "lookup.token_env: environment variable PUSHREPORT_TEST_UNSET_VARIABLE is not set",
+            "lookup.token_env: environment variable 'PUSHREPORT_TEST_UNSET_VARIABLE' is not set",
         ),
         ("[lookup]\npath = 'lookup'\n", "lookup.path: must start with / and not end with /"),
         ("[lookup]\npath = '/lookup/'\n", "lookup.path: must start with / and not end with /"),

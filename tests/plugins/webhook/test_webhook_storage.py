@@ -331,8 +331,8 @@ def test_secret_env_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         ({**GOOD, "url": 7}, "storage.webhook.url: must be an http:// or https:// URL"),
         (
             {"url": GOOD["url"]},
-            "storage.webhook.secret: is required (or secret_env): the key "
-            "that signs every request",
+            "storage.webhook.secret: the webhook backend (its signing key) needs secret or "
+            "secret_env",
         ),
         (
             {**GOOD, "secret_env": "X"},
