@@ -82,6 +82,10 @@ DEFAULT_CHECKPOINT_INTERVAL = 1.0
 #: Pages of WAL after which a write checkpoints anyway, should the background thread
 #: fall behind: a bound on the WAL file, not the normal path.
 _FALLBACK_AUTOCHECKPOINT = 20000
+#: Bytes the WAL file is cut back to when it starts over after a checkpoint: without a
+#: limit, a WAL that grew during a burst (87 MiB in bench/growth.py) keeps that size on
+#: disk for good. SQLite reuses the file from its start, so the limit costs nothing.
+WAL_SIZE_LIMIT = 16 << 20
 
 _COLUMNS = (
     "selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
@@ -483,6 +487,7 @@ class SQLiteStorage:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             conn.execute(_PRAGMA_SYNCHRONOUS[self.synchronous])
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             if self.checkpoint_interval > 0:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {_FALLBACK_AUTOCHECKPOINT}")
                 self._start_checkpointer()

@@ -560,3 +560,35 @@ def test_checkpoints_run_off_the_request_path(tmp_path: Path) -> None:
     storage.close()
     thread.join(timeout=5)
     assert not thread.is_alive(), "the checkpoint thread outlived close()"
+
+
+def test_a_wal_grown_in_a_burst_is_cut_back_once_it_starts_over(tmp_path: Path) -> None:
+    """A reader's snapshot keeps the checkpoint from finishing, so the WAL grows past
+    the limit; once the checkpoint can finish, the next write starts the WAL over and
+    cuts the file back to the limit."""
+    import sqlite3
+    from datetime import datetime, timezone
+
+    from pushreport_core import Report
+    from pushreport_sqlite._storage import WAL_SIZE_LIMIT
+
+    path = tmp_path / "db.sqlite3"
+    storage = SQLiteStorage(path=path, spool=False, checkpoint_interval=0)
+    now = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    storage.upsert(Report(selector="0" * 40 + ":00000000"), now=now)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM registrations").fetchall()  # holds its snapshot
+    big = "x" * 3000
+    try:
+        for i in range(1, 8000):
+            storage.upsert(Report(selector=f"{i:040X}:00000000", extra={"k": big}), now=now)
+        wal = path.with_name(path.name + "-wal")
+        assert wal.stat().st_size > WAL_SIZE_LIMIT  # grown past it during the "burst"
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    storage._run("PRAGMA wal_checkpoint(PASSIVE)")
+    storage.upsert(Report(selector="0" * 40 + ":00000000"), now=now)  # starts the WAL over
+    assert wal.stat().st_size <= WAL_SIZE_LIMIT
+    storage.close()
