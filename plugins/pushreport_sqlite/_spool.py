@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -222,6 +223,35 @@ class Spool:
             os.unlink(self.folder / name)
         except FileNotFoundError:
             pass
+
+    # -- what the appliers of all processes tell each other -------------------------
+    # Two empty files: the time of ``applied`` is when a background round last went
+    # through the whole spool, so that the other processes' rounds can skip theirs
+    # (one full round per interval in all, not one per process); ``failing`` exists
+    # while a round finds the database unwritable, so that no process skips then and
+    # each one learns to refuse reports.
+
+    def round_done(self, *, ok: bool) -> None:
+        """Record a background round: its time when it went through, else the fault."""
+        try:
+            if ok:
+                (self.folder / "applied").touch()
+                if (self.folder / "failing").exists():
+                    (self.folder / "failing").unlink(missing_ok=True)
+            else:
+                (self.folder / "failing").touch()
+        except OSError:
+            pass  # a hint only: without it every process runs its own rounds
+
+    def done_within(self, seconds: float) -> bool:
+        """Another process went through the spool less than *seconds* ago, and no
+        round since has found the database failing."""
+        try:
+            if (self.folder / "failing").exists():
+                return False
+            return time.time() - os.stat(self.folder / "applied").st_mtime < seconds
+        except OSError:
+            return False
 
 
 def in_time_order(batches: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:

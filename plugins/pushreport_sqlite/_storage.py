@@ -764,13 +764,20 @@ class SQLiteStorage:
         failed one always takes the write lock (*probe*), to learn that it can.
         Returns how many reports it applied (0 when it failed)."""
         failing = self._spool_error is not None
+        spool = self._spool
+        if spool is None:
+            return 0
+        if not (probe or failing) and spool.done_within(self.spool_interval):
+            return 0  # another process's round just went through every file
         try:
             applied = self.apply_spool(probe=probe or failing)
         except StorageUnavailable as exc:
             if not failing:
                 log.warning("the report spool cannot be applied: %s; refusing reports", exc)
             self._spool_error = exc
+            spool.round_done(ok=False)
             return 0
+        spool.round_done(ok=True)
         if failing:
             log.warning("the report spool is applied again; accepting reports")
             self._spool_error = None

@@ -185,7 +185,7 @@ def test_read_only_folder_is_503_then_200_once_writable(tmp_path: Path) -> None:
         "pushreport.sqlite3.spool",
         "pushreport.sqlite3.writers",
     ]
-    assert list((data / "pushreport.sqlite3.spool").iterdir()) == []
+    assert list((data / "pushreport.sqlite3.spool").glob("*.jsonl")) == []
     immutable([data], True)
     try:
         server = Server(tmp_path, "--config", cfg, db=False)

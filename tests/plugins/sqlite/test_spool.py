@@ -388,3 +388,43 @@ def test_an_idle_applier_sleeps_longer_and_an_append_wakes_it(
             time.sleep(0.01)
     finally:
         storage.close()
+
+
+def test_a_round_skips_when_another_process_just_went_through_but_never_when_failing(
+    db_path: Path,
+) -> None:
+    # Two storages on one file stand for two worker processes; a long interval keeps
+    # their own threads out of the way, and the test runs the rounds itself.
+    a = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
+    b = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
+    try:
+        a.upsert_quiet(report(), now=T0)
+        assert b.apply_round() == 1  # b's round went through every file ...
+        a.upsert_quiet(report(1), now=T0)
+        assert a.apply_round() == 0  # ... so a's skips, within the interval
+        assert report(1).selector not in rows_in_file(db_path)
+        assert a.get(report(1).selector) is not None  # a read never skips
+
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            a.upsert_quiet(report(2), now=T0)
+            assert b.apply_round(probe=True) == 0  # finds the database locked
+            with pytest.raises(StorageUnavailable):
+                b.upsert_quiet(report(3), now=T0)
+            # a does not skip now, although b's last good round was just before: it
+            # finds the fault itself and refuses reports too.
+            assert a.apply_round() == 0
+            with pytest.raises(StorageUnavailable, match="locked"):
+                a.upsert_quiet(report(3), now=T0)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert a.apply_round() == 1  # report(2), spooled before the fault was known
+        a.upsert_quiet(report(3), now=T0)
+        b.apply_round()
+        b.upsert_quiet(report(4), now=T0)
+        assert a.count() == 5
+    finally:
+        a.close()
+        b.close()
