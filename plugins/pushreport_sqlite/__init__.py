@@ -15,11 +15,14 @@ and picked in the configuration by name::
     path = "pushreport.sqlite3"   # relative to the configuration file's folder
     synchronous = "normal"        # or "full": fsync before answering
     busy_timeout = 2.0            # seconds a lock may be waited for, then 503
+    spool = true                  # reports are appended to <file>.spool/, applied in batches
 
-The database is an ordinary SQLite file (WAL mode) with one table, ``registrations``,
-readable with the ``sqlite3`` shell; ``PRAGMA user_version`` is the schema version.
-Beside it, ``<file>.writers`` is an empty file the report writers of all processes
-queue on (an ``flock``) for their turn to write; deleting it is harmless.
+The database is an ordinary SQLite file (WAL mode) with the table ``registrations``,
+readable with the ``sqlite3`` shell (``pushreport_spool`` records how far the report
+spool is applied); ``PRAGMA user_version`` is the schema version. Beside it,
+``<file>.spool/`` holds the reports answered and not yet applied (see ``_spool.py``; do
+not delete it while reports wait), and ``<file>.writers`` is an empty file that writers
+queue on (an ``flock``) for their turn to write; deleting that one is harmless.
 """
 
 from __future__ import annotations
