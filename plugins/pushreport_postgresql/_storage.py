@@ -188,33 +188,12 @@ def _put_params(registration: Registration) -> dict[str, Any]:
 
 
 def _decode(row: tuple[Any, ...]) -> Registration:
-    (
-        selector,
-        username,
-        token_calls,
-        appid_calls,
-        token_msgs,
-        appid_msgs,
-        extra,
-        user_agent,
-        first_seen,
-        last_seen,
-        reports,
-    ) = row
+    # The columns are REGISTRATION_FIELDS in order; times come as aware datetimes.
+    values = dict(zip(REGISTRATION_FIELDS, row))
     try:
-        return Registration(
-            selector=selector,
-            username=username,
-            token_calls=token_calls,
-            appid_calls=appid_calls,
-            token_msgs=token_msgs,
-            appid_msgs=appid_msgs,
-            extra=extra,
-            user_agent=user_agent,
-            first_seen=first_seen.astimezone(timezone.utc),
-            last_seen=last_seen.astimezone(timezone.utc),
-            reports=reports,
-        )
+        for key in ("first_seen", "last_seen"):
+            values[key] = values[key].astimezone(timezone.utc)
+        return Registration(**values)
     except (TypeError, ValueError, AttributeError) as exc:
         raise StorageUnavailable("postgresql table holds a row that cannot be read") from exc
 

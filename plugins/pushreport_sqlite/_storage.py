@@ -19,7 +19,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
-from pushreport_core import Registration, Report, StorageUnavailable, format_time, parse_time
+from pushreport_core import (
+    REGISTRATION_FIELDS,
+    Registration,
+    Report,
+    StorageUnavailable,
+    format_time,
+)
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._spool import Spool, encode, in_time_order
@@ -87,10 +93,7 @@ _FALLBACK_AUTOCHECKPOINT = 20000
 #: disk for good. SQLite reuses the file from its start, so the limit costs nothing.
 WAL_SIZE_LIMIT = 16 << 20
 
-_COLUMNS = (
-    "selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
-    "extra, user_agent, first_seen, last_seen, reports"
-)
+_COLUMNS = ", ".join(REGISTRATION_FIELDS)  # the order _decode reads a row in
 
 # Times are stored as ISO 8601 in UTC with exactly six fractional digits, so that text
 # order is time order and MIN()/MAX() below compare instants correctly.
@@ -245,33 +248,13 @@ def _put_params(registration: Registration) -> dict[str, Any]:
 
 
 def _decode(row: tuple[Any, ...]) -> Registration:
-    (
-        selector,
-        username,
-        token_calls,
-        appid_calls,
-        token_msgs,
-        appid_msgs,
-        extra,
-        user_agent,
-        first_seen,
-        last_seen,
-        reports,
-    ) = row
+    # The columns are REGISTRATION_FIELDS in order, times and extra as text: the
+    # stored form is to_json's, but for extra.
+    values = dict(zip(REGISTRATION_FIELDS, row))
+    extra = values["extra"]
     try:
-        return Registration(
-            selector=selector,
-            username=username,
-            token_calls=token_calls,
-            appid_calls=appid_calls,
-            token_msgs=token_msgs,
-            appid_msgs=appid_msgs,
-            extra={} if extra == "{}" else json.loads(extra),
-            user_agent=user_agent,
-            first_seen=parse_time(first_seen),
-            last_seen=parse_time(last_seen),
-            reports=reports,
-        )
+        values["extra"] = {} if extra == "{}" else json.loads(extra)
+        return Registration.from_json(values)
     except (TypeError, ValueError) as exc:
         raise StorageUnavailable("sqlite database holds a row that cannot be read") from exc
 
@@ -627,7 +610,8 @@ class SQLiteStorage:
         error = self._spool_error
         if error is not None:  # a new exception each time: tracebacks would pile up
             raise StorageUnavailable(str(error), retry_after=error.retry_after)
-        if self._applier_pid != os.getpid():
+        first = self._applier_pid != os.getpid()
+        if first:
             # This process's first report: the database is opened (and created) now,
             # and fails this report if it cannot be, rather than only its spool.
             try:
@@ -651,7 +635,7 @@ class SQLiteStorage:
             spool.append(line)
         except OSError as exc:
             raise StorageUnavailable(_spool_message(exc)) from exc
-        if self._applier_pid != os.getpid():
+        if first:
             self._start_applier()
         elif self._applier_idle:
             self._applier_idle = False

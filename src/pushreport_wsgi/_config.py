@@ -234,12 +234,6 @@ class StorageConfig:
 class ServerConfig:
     """``[server]``: defaults of ``pushreport serve`` (command-line options win)."""
 
-    def worker_count(self) -> int:
-        """``workers``, or with 0 twice the cores plus one: workers wait on the network
-        and (``synchronous = "full"``) on the disk, so more than the cores keep them
-        busy; measured on 2 cores, 5 served more than 2 (``bench/workers.py``)."""
-        return self.workers or 2 * (os.cpu_count() or 1) + 1
-
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8080, "port to listen on", low=0, high=65535)
     workers: int = setting(
@@ -275,6 +269,12 @@ class ServerConfig:
         "to stderr: one text line, or one JSON object per line",
         choices=("text", "json"),
     )
+
+    def worker_count(self) -> int:
+        """``workers``, or with 0 twice the cores plus one: workers wait on the network
+        and (``synchronous = "full"``) on the disk, so more than the cores keep them
+        busy; measured on 2 cores, 5 served more than 2 (``bench/workers.py``)."""
+        return self.workers or 2 * (os.cpu_count() or 1) + 1
 
 
 @attrs.frozen(kw_only=True)
