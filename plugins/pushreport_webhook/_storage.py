@@ -33,7 +33,7 @@ from pushreport_wsgi._config import value_or_env
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._deliver import Deliverer
-from ._outbox import OUTBOX_SCHEMA, REMOVED, UPDATED, enqueue
+from ._outbox import OUTBOX_SCHEMA, REMOVED, UPDATED, counts, enqueue
 
 T = TypeVar("T")
 
@@ -366,6 +366,13 @@ class WebhookStorage(SQLiteStorage):
         if gone:
             self._wake()
         return gone
+
+    def metrics(self) -> dict[str, float]:
+        """The outbox's figures for ``/metrics``: ``webhook_outbox_pending`` (events not
+        yet delivered) and ``webhook_outbox_dead`` (dead letters), exported as
+        ``pushreport_webhook_outbox_pending{backend}`` and ``…_dead``."""
+        pending, dead = self._read(counts)
+        return {"webhook_outbox_pending": pending, "webhook_outbox_dead": dead}
 
     def close(self) -> None:
         """Stop the deliverer (waiting for its sends in flight, at most *timeout*
