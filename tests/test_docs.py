@@ -71,31 +71,31 @@ def test_check_mode_names_a_stale_file(tmp_path, monkeypatch, capsys):
     assert _docs.main(["--check"]) == 0
 
 
-def _readme_config_example() -> str:
-    text = (_docs.DOCS_DIR.parent / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Configuration reference", 1)[1]
+def _documented_config_example() -> str:
+    text = (_docs.DOCS_DIR / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## The configuration file", 1)[1]
     return section.split("```toml\n", 1)[1].split("```", 1)[0]
 
 
-def test_the_readme_configuration_example_loads_and_shows_every_key(tmp_path):
-    """The README's hand-written example is checked too: it must load as it stands
+def test_the_documented_configuration_example_loads_and_shows_every_key(tmp_path):
+    """docs/operations.md's hand-written example is checked too: it must load as it stands
     (no unknown key, no wrong value), and it must show every key of the schema."""
     import tomllib
 
     from pushreport_wsgi import Config
 
-    data = tomllib.loads(_readme_config_example())
+    data = tomllib.loads(_documented_config_example())
     Config.from_dict(data, base_dir=tmp_path)
     missing = [
         key
         for key in CONFIG_KEYS
         if key.partition(".")[2] not in data.get(key.partition(".")[0], {})
     ]
-    assert missing == [], f"README's configuration example lacks {missing}"
+    assert missing == [], f"docs/operations.md's configuration example lacks {missing}"
     # Backends' options: set in their table, or shown in a comment there (an option
     # that excludes another, like webhook's secret and secret_env).
-    example = _readme_config_example()
+    example = _documented_config_example()
     for backend, options in _docs._backend_options().items():
         table = example.split(f"[storage.{backend}]", 1)[1].split("\n[", 1)[0]
         unshown = [o for o in options if f"{o} =" not in table]
-        assert unshown == [], f"README's [storage.{backend}] example lacks {unshown}"
+        assert unshown == [], f"docs/operations.md's [storage.{backend}] example lacks {unshown}"

@@ -163,7 +163,7 @@ class WebhookStorage(SQLiteStorage):
         """The backend for the ``[storage.webhook]`` table of the configuration.
 
         ``url`` and one of ``secret`` or ``secret_env`` are required; the other options
-        have defaults (README, "Webhook backend"). Starts the deliverer thread unless
+        have defaults (docs/storage.md, "Webhook backend"). Starts the deliverer thread unless
         ``deliver = false``; opens no file yet.
 
         :raises ConfigurationError: an unknown option, a missing or malformed one, or an

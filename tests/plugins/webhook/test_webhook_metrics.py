@@ -1,4 +1,4 @@
-"""The outbox's figures reach ``/metrics`` of a real app: the gauges the README and
+"""The outbox's figures reach ``/metrics`` of a real app: the gauges docs/operations.md and
 ``_metrics.py`` promise (``pushreport_webhook_outbox_pending`` and ``…_dead``)."""
 
 from __future__ import annotations
