@@ -80,12 +80,10 @@ MAX_AUTHORIZATION = 4096
 
 
 def _digest_equal(a: str, b: str) -> bool:
-    """Constant-time equality that leaks neither content nor length: the SHA-256
-    digests of both are compared, never the texts."""
-    return hmac.compare_digest(
-        hashlib.sha256(a.encode("utf-8", "surrogatepass")).digest(),
-        hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest(),
-    )
+    """Constant-time equality that leaks neither content nor length
+    (:meth:`Secret.matches <pushreport_core.Secret.matches>`: the SHA-256 digests of
+    both are compared, never the texts)."""
+    return Secret(b).matches(a)
 
 
 def _from_env(value: str, env: str, key: str, what: str) -> str:
