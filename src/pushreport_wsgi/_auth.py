@@ -45,7 +45,7 @@ from pushreport_core import (
     Template,
 )
 
-from ._config import section_error, value_or_env
+from ._config import check_value_or_env, section_error, value_or_env
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -93,8 +93,16 @@ def _from_env(value: str, env: str, key: str, what: str) -> str:
     return found
 
 
+def _given(value: str, env: str, key: str, what: str) -> None:
+    """:func:`_from_env`'s checks that read no environment variable (configuration
+    checks: only the authenticators, built to serve, read it)."""
+    check_value_or_env(value, env, key, error=section_error("auth"), needed_by=what)
+
+
 def check_auth_config(auth: AuthConfig) -> None:
-    """The checks of ``[auth]`` that need no template (``AuthConfig.check``)."""
+    """The checks of ``[auth]`` that need no template (``AuthConfig.check``). They read
+    no environment variable: ``secret_env`` and the like are read by
+    :func:`build_authenticators`, when the receiver is built to serve."""
     for method in auth.methods:
         if method not in METHODS:
             raise ConfigurationError(
@@ -104,7 +112,7 @@ def check_auth_config(auth: AuthConfig) -> None:
     if len(set(auth.methods)) != len(auth.methods):
         raise ConfigurationError("names a method twice", key="auth.methods")
     if "secret" in auth.methods:
-        _from_env(auth.secret, auth.secret_env, "secret", "the secret method")
+        _given(auth.secret, auth.secret_env, "secret", "the secret method")
         if not auth.secret_field:
             raise ConfigurationError(
                 "the secret method needs the variable that carries it, e.g. account[pushSecret]",
@@ -115,7 +123,7 @@ def check_auth_config(auth: AuthConfig) -> None:
             raise ConfigurationError(
                 "the digest method needs a username", key="auth.digest_username"
             )
-        _from_env(
+        _given(
             auth.digest_password, auth.digest_password_env, "digest_password", "the digest method"
         )
         if not auth.digest_algorithms:
@@ -129,7 +137,7 @@ def check_auth_config(auth: AuthConfig) -> None:
                     key="auth.digest_algorithms",
                 )
         if auth.nonce_key or auth.nonce_key_env:
-            _from_env(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
+            _given(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
         if '"' in auth.realm or "\\" in auth.realm:
             raise ConfigurationError("must not contain a quote or a backslash", key="auth.realm")
     if "callable" in auth.methods:

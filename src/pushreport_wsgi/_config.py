@@ -516,9 +516,13 @@ def value_or_env(
     (or empty) variable is an error. With neither, ``None``, or the error "*needed_by*
     needs ...". *error* builds the exception for an option name and a reason, so that
     each caller names its own section (``auth.``, ``lookup.``, ``storage.webhook.``).
-    Never quotes the value."""
-    if value and env:
-        raise error(key, f"set {key} or {key}_env, not both")
+    Never quotes the value.
+
+    Only what uses the secret calls this (the authenticators and the lookup endpoint,
+    when they are built to serve): a configuration's own checks call
+    :func:`check_value_or_env`, which reads no environment, so that ``pushreport list``
+    does not need a variable only ``serve`` reads."""
+    check_value_or_env(value, env, key, error=error, needed_by=needed_by)
     if env:
         found = os.environ.get(env)
         if not found:
@@ -529,6 +533,22 @@ def value_or_env(
     if needed_by is not None:
         raise error(key, f"{needed_by} needs {key} or {key}_env")
     return None
+
+
+def check_value_or_env(
+    value: str | None,
+    env: str | None,
+    key: str,
+    *,
+    error: Callable[[str, str], Exception],
+    needed_by: str | None = None,
+) -> None:
+    """The checks of :func:`value_or_env` that need no environment: not both, and with
+    *needed_by*, one of the two."""
+    if value and env:
+        raise error(key, f"set {key} or {key}_env, not both")
+    if not value and not env and needed_by is not None:
+        raise error(key, f"{needed_by} needs {key} or {key}_env")
 
 
 def section_error(section: str) -> Callable[[str, str], ConfigurationError]:
@@ -654,17 +674,18 @@ class LookupConfig:
     )
 
     def bearer_token(self) -> Secret:
-        """The configured token (from ``token_env`` when that is set)."""
-        return Secret(self._token() or "")
-
-    def _token(self) -> str | None:
-        return value_or_env(
+        """The configured token (from ``token_env`` when that is set: read now, by the
+        endpoint being built, and checked like one in the file)."""
+        value = value_or_env(
             self.token,
             self.token_env,
             "token",
             error=section_error("lookup"),
             needed_by="the lookup endpoint",
         )
+        assert value is not None  # needed_by: none is an error
+        check_lookup_token(value, "lookup.token_env" if self.token_env else "lookup.token")
+        return Secret(value)
 
     def __attrs_post_init__(self) -> None:
         self.check()  # however the section is built
@@ -674,8 +695,15 @@ class LookupConfig:
             raise ConfigurationError("must start with / and not end with /", key="lookup.path")
         if not self.enabled:
             return
-        value = self._token() or ""
-        check_lookup_token(value, "lookup.token_env" if self.token_env else "lookup.token")
+        check_value_or_env(
+            self.token,
+            self.token_env,
+            "token",
+            error=section_error("lookup"),
+            needed_by="the lookup endpoint",
+        )
+        if self.token:  # one from token_env is checked when the endpoint reads it
+            check_lookup_token(self.token, "lookup.token")
 
 
 @attrs.frozen(kw_only=True)

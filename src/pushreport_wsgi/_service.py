@@ -110,6 +110,9 @@ class Receiver:
     metrics: Metrics = attrs.field(factory=NullMetrics)
     #: The background prune of :meth:`start_pruning`, when started.
     pruner: Any = attrs.field(default=None, init=False)
+    #: Built to answer requests (:meth:`from_config`'s *serving*); ``False``: no
+    #: authenticator was built, and requests are refused.
+    serving: bool = True
 
     @classmethod
     def from_config(
@@ -118,7 +121,16 @@ class Receiver:
         *,
         plugin_manager: pluggy.PluginManager | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        serving: bool = True,
     ) -> Receiver:
+        """The receiver *config* describes, its backends open.
+
+        *serving*: build what answers requests, reading the secrets that ``[auth]`` and
+        ``[lookup]`` name by ``*_env`` (an unset variable fails here, at start-up).
+        ``False`` for commands that only read or change storage (``pushreport list``,
+        ``stats``, ``prune``, ``push``): they need none of those variables, and the
+        receiver refuses to handle requests.
+        """
         config = config if config is not None else Config()
         pm = plugin_manager or make_plugin_manager(blocked=config.blocked_plugins)
         shapes = config.reporter.shapes()
@@ -130,10 +142,13 @@ class Receiver:
         # configuration; a refusal at start-up (the template carries no credential) comes
         # before any backend is opened.
         removal_shapes = config.removal.shapes(shapes)
-        for plugin in build_authenticators(
-            config.auth, shapes, clock=seconds, removal_shapes=removal_shapes
-        ):
-            pm.register(plugin)
+        if serving:
+            for plugin in build_authenticators(
+                config.auth, shapes, clock=seconds, removal_shapes=removal_shapes
+            ):
+                pm.register(plugin)
+            if config.lookup.enabled:
+                config.lookup.bearer_token()  # the endpoint's token: read and checked now
         limiter = Limiter.from_config(config.limits, clock=seconds)
         backends = open_backends(config, pm)
         if config.reporter.token_owner == "newest":
@@ -153,6 +168,7 @@ class Receiver:
             secret_fields=secret_fields(config.auth),
             removal_shapes=removal_shapes,
             metrics=make_metrics(config.metrics),
+            serving=serving,
         )
 
     def owns(self, method: str, raw_path: str) -> bool:
@@ -262,6 +278,9 @@ class Receiver:
 
         A refusal counts against the ``[limits]`` lock-out of its username.
         """
+        if not self.serving:
+            # Built without its authenticators: it must not store what nobody checked.
+            raise RuntimeError("this Receiver was built with serving=False")
         limiter = self.limiter
         if limiter is not None:
             limiter.check_report(report, request)
