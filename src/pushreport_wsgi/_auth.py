@@ -15,6 +15,11 @@ plugins: every implementation is asked and one refusal refuses the report.
   by nonce-count tracking in the process's memory.
 - :class:`CallableAuthenticator` (``"callable"``): the account's username and password
   checked by a deployer's function (their user table), with a bounded cache of successes.
+
+Only the callable identifies the user (it answers ``True``: it vouches for the
+username), so only then is a selector stored under another username refused
+(:func:`pushreport_core.may_write`); the secret and Digest credentials are the same for
+every account, and a valid one answers ``None``: no objection.
 """
 
 from __future__ import annotations
@@ -200,11 +205,13 @@ class SecretAuthenticator:
         return f"SecretAuthenticator(field={self.field!r})"
 
     @hookimpl
-    def pushreport_authenticate(self, report: Report) -> bool:
+    def pushreport_authenticate(self, report: Report) -> bool | None:
+        # A match says nothing of who asks (every account has the same secret): no
+        # objection (None), not a vouch for the username (True).
         value = report.extra.get(self.field)
-        if value is None:
+        if value is None or not _digest_equal(value, self._secret.reveal()):
             return False
-        return _digest_equal(value, self._secret.reveal())
+        return None
 
     @hookimpl(tryfirst=True)
     def pushreport_transform_report(self, report: Report) -> Report | None:
@@ -453,9 +460,10 @@ class DigestAuthenticator:
     # First: the HTTP challenge comes before any other check (a deployer's user table
     # is not asked about requests that are not even authenticated at the HTTP level).
     @hookimpl(tryfirst=True)
-    def pushreport_authenticate(self, request: Request) -> bool:
+    def pushreport_authenticate(self, request: Request) -> None:
+        # One username and password for every account: valid credentials accept the
+        # request (no objection) without saying which account asks.
         self.verify(request)
-        return True
 
 
 # --- the deployer's callable ------------------------------------------------------------
