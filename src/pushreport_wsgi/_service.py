@@ -70,7 +70,8 @@ class Backend:
         default=attrs.Factory(lambda self: _writer_for(self.storage), takes_self=True)
     )
     #: The backend's ``upsert_if`` and ``remove_if`` (``None`` when it has none): the
-    #: ownership decision and the write in one atomic step (:meth:`Receiver._owned`).
+    #: ownership decision and the write in one atomic step
+    #: (:meth:`Receiver._upsert_owned`).
     upsert_if: Any = attrs.field(
         default=attrs.Factory(
             lambda self: getattr(self.storage, "upsert_if", None), takes_self=True
@@ -419,10 +420,14 @@ class Receiver:
         :class:`~pushreport_core.PushReportError` subclass when the removal is refused
         (nothing deleted) or a required backend failed (the app may call again).
 
-        Each backend is read, then deleted from: not one atomic step. A report of the
-        same selector committed between the two is deleted with it; its app reports
-        again on its next start. It takes a stale removal and a fresh report of one
-        selector arriving within the same moment.
+        When authentication identifies the user, a selector stored under another
+        username is refused (403, nothing deleted anywhere), decided by the first
+        required backend atomically with its deletion (:meth:`_remove_owned`).
+
+        Otherwise each backend is read, then deleted from: not one atomic step. A
+        report of the same selector committed between the two is deleted with it; its
+        app reports again on its next start. It takes a stale removal and a fresh
+        report of one selector arriving within the same moment.
         """
         if self.removal_shapes is None:
             raise ConfigurationError("removals are disabled", key="removal.enabled")

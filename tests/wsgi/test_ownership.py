@@ -356,3 +356,20 @@ def test_digest_identifies_nobody_so_nothing_changes_for_it(tmp_path) -> None:
         assert now is not None and (now.username, now.reports) == ("mallory", 2)
     finally:
         app.close()
+
+
+def test_the_owners_stale_removal_still_keeps_a_newer_registration(tmp_path, backend) -> None:
+    name, pg = backend
+    app = app_for(tmp_path, backend=name, pg=pg)
+    try:
+        c = Client(app)
+        assert c.get(report("alice")).status_code == 200
+        before = stored(app)
+        # A removal naming another (older) token than the stored one: a newer report
+        # came after it, so the registration stays; a success all the same.
+        assert c.get(removal("alice", token_msgs=MALLORYS_TOKEN)).status_code == 200
+        assert stored(app) == before
+        assert c.get(removal("alice", token_msgs=TOKEN_MSGS)).status_code == 200
+        assert stored(app) is None
+    finally:
+        app.close()
