@@ -9,7 +9,7 @@ import re
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import attrs
 import psycopg
@@ -152,6 +152,8 @@ ON CONFLICT (selector) DO UPDATE SET
             "SELECT {} FROM {} WHERE selector > %s ORDER BY selector LIMIT %s"
         ).format(cols, t)
         self.remove = sql.SQL("DELETE FROM {} WHERE selector = %s").format(t)
+        # upsert_if and remove_if: one selector's turn, until the transaction ends.
+        self.selector_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext(%s || ':' || %s))")
         # forget_token and prune: one statement each, atomic; row locks only, so a scan
         # (neither the tokens nor last_seen are indexed: an index on last_seen, which
         # every report changes, would end HOT updates) does not hold up other reports.
@@ -454,6 +456,40 @@ class PostgreSQLStorage:
             return
         with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
             cursor.executemany(self._sql.put, params)
+
+    def upsert_if(
+        self,
+        report: Report,
+        *,
+        now: datetime,
+        allowed: Callable[[Registration | None], bool],
+    ) -> Registration | None:
+        """:meth:`upsert`, unless ``allowed(the stored registration or None)`` is false:
+        then nothing is written and ``None`` returned. One transaction that first takes
+        an advisory lock on the selector, so two such writes of one selector, from any
+        host, take turns and the second decides on what the first committed."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute(self._sql.selector_lock, (self._sql.lock_key, report.selector))
+            row = conn.execute(self._sql.get, (report.selector,)).fetchone()
+            if not allowed(None if row is None else _decode(row)):
+                return None
+            written = conn.execute(self._sql.upsert, _params(report, now)).fetchone()
+            assert written is not None  # RETURNING gives the row
+            return _decode(written)
+
+    def remove_if(
+        self, selector: str, allowed: Callable[[Registration | None], bool]
+    ) -> Registration | None:
+        """Delete the registration of *selector* if ``allowed(it, or None)`` is true, in
+        one transaction as :meth:`upsert_if`; the registration deleted, or ``None``."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
+            row = conn.execute(self._sql.get, (selector,)).fetchone()
+            stored = None if row is None else _decode(row)
+            if not allowed(stored) or stored is None:
+                return None
+            conn.execute(self._sql.remove, (selector,))
+            return stored
 
     def get(self, selector: str) -> Registration | None:
         rows = self._rows(self._sql.get, (selector,))

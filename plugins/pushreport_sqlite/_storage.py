@@ -823,6 +823,11 @@ class SQLiteStorage:
         # upsert_quiet, it has none, and callers use its upsert().
         if "upsert" in vars(cls) and "upsert_quiet" not in vars(cls):
             cls.upsert_quiet = None  # type: ignore[assignment,method-assign]
+        # Nor its conditional writes (the receiver then decides with get() and upsert()).
+        if "upsert" in vars(cls) and "upsert_if" not in vars(cls):
+            cls.upsert_if = None  # type: ignore[assignment,method-assign]
+        if "remove" in vars(cls) and "remove_if" not in vars(cls):
+            cls.remove_if = None  # type: ignore[assignment,method-assign]
 
     def upsert_many(self, items: Sequence[tuple[Report, datetime]]) -> list[Registration]:
         """Upsert every ``(report, now)`` in one transaction: one commit, one fsync.
@@ -853,6 +858,46 @@ class SQLiteStorage:
         if params:
             self._settle()
             self._transaction(lambda conn: conn.executemany(PUT, params))
+
+    def upsert_if(
+        self,
+        report: Report,
+        *,
+        now: datetime,
+        allowed: Callable[[Registration | None], bool],
+    ) -> Registration | None:
+        """:meth:`upsert`, unless ``allowed(the stored registration or None)`` is false:
+        then nothing is written and ``None`` returned. The read, the decision and the
+        write are one ``BEGIN IMMEDIATE`` transaction, so no other writer of any process
+        comes between; after the spool is applied, so the decision sees every report
+        answered before. Not spooled: committed on return."""
+        params = _params(report, now)
+        self._settle()
+
+        def work(conn: sqlite3.Connection) -> Registration | None:
+            row = conn.execute(GET, (report.selector,)).fetchone()
+            if not allowed(None if row is None else _decode(row)):
+                return None
+            return _decode(conn.execute(UPSERT, params).fetchone())
+
+        return self._transaction(work)
+
+    def remove_if(
+        self, selector: str, allowed: Callable[[Registration | None], bool]
+    ) -> Registration | None:
+        """Delete the registration of *selector* if ``allowed(it, or None)`` is true, in
+        one transaction as :meth:`upsert_if`; the registration deleted, or ``None``."""
+        self._settle()
+
+        def work(conn: sqlite3.Connection) -> Registration | None:
+            row = conn.execute(GET, (selector,)).fetchone()
+            stored = None if row is None else _decode(row)
+            if not allowed(stored) or stored is None:
+                return None
+            conn.execute(REMOVE, (selector,))
+            return stored
+
+        return self._transaction(work)
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run *work* in one ``BEGIN IMMEDIATE`` transaction; roll back on any failure."""

@@ -69,7 +69,8 @@ OPTIONS = (
 #: One sentence per option, for the generated configuration reference.
 OPTIONS_DOC = {
     "url": "Required. The http:// or https:// URL every event is POSTed to (never logged: "
-    "only its host).",
+    "only its host). A user name or password in it (user:password@host) is refused: the "
+    "requests are signed with secret.",
     "secret": "The HMAC-SHA256 key that signs every request (X-Pushreport-Signature); "
     "this or secret_env is required.",
     "secret_env": "The name of an environment variable holding the key, instead of secret.",
@@ -116,6 +117,13 @@ def _check_url(url: str) -> str | None:
         return "must be an http:// or https:// URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL"
+    if "@" in parts.netloc:
+        # http.client would take "user:pw@host" for the host name and never deliver;
+        # sending it as Basic auth would put a second credential in the configuration.
+        return (
+            "must not carry a user name or password (user:password@): "
+            "pushreport signs its requests with secret instead"
+        )
     return None
 
 

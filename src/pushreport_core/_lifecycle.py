@@ -4,7 +4,9 @@ pruned, and which registrations lose a token another username has reported.
 "The app reports on every start" and nothing tells the receiver when it is uninstalled,
 so a registration whose last report is old enough is taken for gone. And one phone (one
 push token) may change hands: ``token_owner = "newest"`` moves the token to the account
-that reported it last. Pure: every time is an argument.
+that reported it last; a registration (one selector) does not: once stored under a
+username, only that user changes or removes it (:func:`may_write`). Pure: every time is
+an argument.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "TOKEN_OWNERS",
     "claimed_tokens",
     "owners_to_forget",
+    "may_write",
     "DURATION_UNITS",
 ]
 
@@ -124,3 +127,18 @@ def owners_to_forget(
             continue
         selectors.add(holder.selector if holder.last_seen <= stored.last_seen else stored.selector)
     return sorted(selectors)
+
+
+def may_write(stored: Registration | None, username: str | None) -> bool:
+    """Whether a request that authentication identified as the user *username* may
+    report or remove the selector whose registration is *stored*.
+
+    "This parameter uniquely identifies the account": a selector is one account in one
+    app install, so its registration belongs to the username stored with it, and
+    another user, however well authenticated, neither takes it over nor deletes it. A
+    selector nobody has stored, or stored without a username, is free. Usernames are
+    compared exactly, as the app sends ``%account[username]%``. Only for identified
+    users: a credential shared by every account (a shared secret, HTTP Digest) does
+    not tell who is asking, and the rule does not apply.
+    """
+    return stored is None or stored.username is None or stored.username == username

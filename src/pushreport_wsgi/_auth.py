@@ -15,6 +15,11 @@ plugins: every implementation is asked and one refusal refuses the report.
   by nonce-count tracking in the process's memory.
 - :class:`CallableAuthenticator` (``"callable"``): the account's username and password
   checked by a deployer's function (their user table), with a bounded cache of successes.
+
+Only the callable identifies the user (it answers ``True``: it vouches for the
+username), so only then is a selector stored under another username refused
+(:func:`pushreport_core.may_write`); the secret and Digest credentials are the same for
+every account, and a valid one answers ``None``: no objection.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from pushreport_core import (
     Template,
 )
 
-from ._config import section_error, value_or_env
+from ._config import check_value_or_env, section_error, value_or_env
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -80,12 +85,10 @@ MAX_AUTHORIZATION = 4096
 
 
 def _digest_equal(a: str, b: str) -> bool:
-    """Constant-time equality that leaks neither content nor length: the SHA-256
-    digests of both are compared, never the texts."""
-    return hmac.compare_digest(
-        hashlib.sha256(a.encode("utf-8", "surrogatepass")).digest(),
-        hashlib.sha256(b.encode("utf-8", "surrogatepass")).digest(),
-    )
+    """Constant-time equality that leaks neither content nor length
+    (:meth:`Secret.matches <pushreport_core.Secret.matches>`: the SHA-256 digests of
+    both are compared, never the texts)."""
+    return Secret(b).matches(a)
 
 
 def _from_env(value: str, env: str, key: str, what: str) -> str:
@@ -95,8 +98,16 @@ def _from_env(value: str, env: str, key: str, what: str) -> str:
     return found
 
 
+def _given(value: str, env: str, key: str, what: str) -> None:
+    """:func:`_from_env`'s checks that read no environment variable (configuration
+    checks: only the authenticators, built to serve, read it)."""
+    check_value_or_env(value, env, key, error=section_error("auth"), needed_by=what)
+
+
 def check_auth_config(auth: AuthConfig) -> None:
-    """The checks of ``[auth]`` that need no template (``AuthConfig.check``)."""
+    """The checks of ``[auth]`` that need no template (``AuthConfig.check``). They read
+    no environment variable: ``secret_env`` and the like are read by
+    :func:`build_authenticators`, when the receiver is built to serve."""
     for method in auth.methods:
         if method not in METHODS:
             raise ConfigurationError(
@@ -106,7 +117,7 @@ def check_auth_config(auth: AuthConfig) -> None:
     if len(set(auth.methods)) != len(auth.methods):
         raise ConfigurationError("names a method twice", key="auth.methods")
     if "secret" in auth.methods:
-        _from_env(auth.secret, auth.secret_env, "secret", "the secret method")
+        _given(auth.secret, auth.secret_env, "secret", "the secret method")
         if not auth.secret_field:
             raise ConfigurationError(
                 "the secret method needs the variable that carries it, e.g. account[pushSecret]",
@@ -117,7 +128,7 @@ def check_auth_config(auth: AuthConfig) -> None:
             raise ConfigurationError(
                 "the digest method needs a username", key="auth.digest_username"
             )
-        _from_env(
+        _given(
             auth.digest_password, auth.digest_password_env, "digest_password", "the digest method"
         )
         if not auth.digest_algorithms:
@@ -131,7 +142,7 @@ def check_auth_config(auth: AuthConfig) -> None:
                     key="auth.digest_algorithms",
                 )
         if auth.nonce_key or auth.nonce_key_env:
-            _from_env(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
+            _given(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
         if '"' in auth.realm or "\\" in auth.realm:
             raise ConfigurationError("must not contain a quote or a backslash", key="auth.realm")
     if "callable" in auth.methods:
@@ -194,11 +205,13 @@ class SecretAuthenticator:
         return f"SecretAuthenticator(field={self.field!r})"
 
     @hookimpl
-    def pushreport_authenticate(self, report: Report) -> bool:
+    def pushreport_authenticate(self, report: Report) -> bool | None:
+        # A match says nothing of who asks (every account has the same secret): no
+        # objection (None), not a vouch for the username (True).
         value = report.extra.get(self.field)
-        if value is None:
+        if value is None or not _digest_equal(value, self._secret.reveal()):
             return False
-        return _digest_equal(value, self._secret.reveal())
+        return None
 
     @hookimpl(tryfirst=True)
     def pushreport_transform_report(self, report: Report) -> Report | None:
@@ -447,9 +460,10 @@ class DigestAuthenticator:
     # First: the HTTP challenge comes before any other check (a deployer's user table
     # is not asked about requests that are not even authenticated at the HTTP level).
     @hookimpl(tryfirst=True)
-    def pushreport_authenticate(self, request: Request) -> bool:
+    def pushreport_authenticate(self, request: Request) -> None:
+        # One username and password for every account: valid credentials accept the
+        # request (no objection) without saying which account asks.
         self.verify(request)
-        return True
 
 
 # --- the deployer's callable ------------------------------------------------------------

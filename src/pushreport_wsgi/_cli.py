@@ -285,7 +285,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     config = _load(args)
-    receiver = Receiver.from_config(config)
+    receiver = Receiver.from_config(config, serving=False)
     try:
         storage = receiver.storage
         registrations: list[Registration]

@@ -98,6 +98,10 @@ def setting(
     stored lower-case); *low*/*high* bound a number; *what* describes the value in errors
     and docs (e.g. "a path"). A *secret* (a password, a shared secret) is left out of
     the section's repr.
+
+    The field's converter (:func:`_checked`) enforces all of it whichever way the
+    section is built: by the TOML loader, or in Python (``ServerConfig(port=70000)``
+    raises the same error as the file would).
     """
     meta = {
         "doc": doc,
@@ -107,12 +111,71 @@ def setting(
         "what": what,
         "pushreport.setting": True,
     }
-    if isinstance(default, tuple):
-        return attrs.field(default=default, converter=tuple, metadata=meta)
+    checked = attrs.Converter(_checked, takes_self=True, takes_field=True)
     if secret:
         meta["secret"] = True
-        return attrs.field(default=default, metadata=meta, repr=False)
-    return attrs.field(default=default, metadata=meta)
+        return attrs.field(default=default, converter=checked, metadata=meta, repr=False)
+    return attrs.field(default=default, converter=checked, metadata=meta)
+
+
+def _checked(value: Any, section: Any, field: attrs.Attribute[Any]) -> Any:
+    """*value* for the :func:`setting` *field* of *section*, checked against the type of
+    its default and its bounds: ``section.key: reason`` otherwise. Strings with
+    *choices* come back lower-cased, lists as tuples."""
+    key = f"{_section_name(type(section))}.{field.name}"
+    meta = field.metadata
+    default = field.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigurationError("must be true or false", key=key)
+        return value
+    if isinstance(default, (int, float)):
+        kinds: tuple[type, ...] = (int,) if isinstance(default, int) else (int, float)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            noun = "an integer" if isinstance(default, int) else "a number"
+            raise ConfigurationError(f"must be {noun}, not {type(value).__name__}", key=key)
+        low, high = meta["low"], meta["high"]
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = (
+                f"between {_num(low)} and {_num(high)}"
+                if low is not None and high is not None
+                else f"at least {_num(low)}"
+                if low is not None
+                else f"at most {_num(high)}"
+            )
+            raise ConfigurationError(f"must be {bound}, not {value}", key=key)
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigurationError(f"must be {meta['what'] or 'a list of strings'}", key=key)
+        return tuple(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigurationError(f"must be a string, not {type(value).__name__}", key=key)
+        if meta["choices"]:
+            if value.lower() not in meta["choices"]:
+                raise ConfigurationError(
+                    "must be "
+                    + " or ".join(f'"{c}"' for c in meta["choices"])
+                    + f", not {value!r}",
+                    key=key,
+                )
+            return value.lower()
+        return value
+    raise AssertionError(f"{key}: unsupported setting type")  # pragma: no cover
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _section_name(cls: type) -> str:
+    """The TOML name of a section class (``ServerConfig`` -> ``server``)."""
+    for klass in cls.__mro__:
+        for name, section_cls in SECTIONS.items():
+            if section_cls is klass:
+                return name
+    return cls.__name__.lower()  # pragma: no cover - every section is in SECTIONS
 
 
 @attrs.frozen(kw_only=True)
@@ -152,6 +215,9 @@ class ReporterConfig:
             content_type=self.content_type,
             method=self.method,
         )
+
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
 
     def check(self) -> None:
         self.shapes()  # a template error is a start-up error
@@ -210,6 +276,9 @@ class RemovalConfig:
                 )
         return shapes
 
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
+
     def check(self) -> None:
         self.shapes()  # a template error is a start-up error
 
@@ -223,8 +292,23 @@ class StorageConfig:
         "storage backends by name, in order; a report is acknowledged once "
         "every required one committed. Each backend's options live in its own "
         "[storage.NAME] table (with `required = false` for a best-effort one)",
+        what="a non-empty list of backend names",
     )
     options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if not self.backends or not all(self.backends):
+            raise ConfigurationError(
+                "must be a non-empty list of backend names", key="storage.backends"
+            )
+        if len(set(self.backends)) != len(self.backends):
+            raise ConfigurationError("names a backend twice", key="storage.backends")
+        for name, value in self.options.items():
+            if not isinstance(value, Mapping):
+                raise ConfigurationError("must be a table", key=f"storage.{name}")
 
     def options_for(self, name: str) -> dict[str, Any]:
         return dict(self.options.get(name, {}))
@@ -342,6 +426,9 @@ class AuthConfig:
         300, "seconds a successful callable check is remembered", low=0, high=86400
     )
 
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
+
     def check(self) -> None:
         from ._auth import check_auth_config
 
@@ -406,6 +493,9 @@ class LimitsConfig:
         high=10_000_000,
     )
 
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
+
     def check(self) -> None:
         from ._limits import Rate
 
@@ -426,9 +516,13 @@ def value_or_env(
     (or empty) variable is an error. With neither, ``None``, or the error "*needed_by*
     needs ...". *error* builds the exception for an option name and a reason, so that
     each caller names its own section (``auth.``, ``lookup.``, ``storage.webhook.``).
-    Never quotes the value."""
-    if value and env:
-        raise error(key, f"set {key} or {key}_env, not both")
+    Never quotes the value.
+
+    Only what uses the secret calls this (the authenticators and the lookup endpoint,
+    when they are built to serve): a configuration's own checks call
+    :func:`check_value_or_env`, which reads no environment, so that ``pushreport list``
+    does not need a variable only ``serve`` reads."""
+    check_value_or_env(value, env, key, error=error, needed_by=needed_by)
     if env:
         found = os.environ.get(env)
         if not found:
@@ -439,6 +533,22 @@ def value_or_env(
     if needed_by is not None:
         raise error(key, f"{needed_by} needs {key} or {key}_env")
     return None
+
+
+def check_value_or_env(
+    value: str | None,
+    env: str | None,
+    key: str,
+    *,
+    error: Callable[[str, str], Exception],
+    needed_by: str | None = None,
+) -> None:
+    """The checks of :func:`value_or_env` that need no environment: not both, and with
+    *needed_by*, one of the two."""
+    if value and env:
+        raise error(key, f"set {key} or {key}_env, not both")
+    if not value and not env and needed_by is not None:
+        raise error(key, f"{needed_by} needs {key} or {key}_env")
 
 
 def section_error(section: str) -> Callable[[str, str], ConfigurationError]:
@@ -471,6 +581,9 @@ class MetricsConfig:
         high=86400,
     )
 
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
+
     def check(self) -> None:
         _check_path(self.path, "metrics.path")
 
@@ -490,6 +603,9 @@ class HealthConfig:
     timeout: float = setting(
         1.0, "seconds /readyz waits for a backend's answer", low=0.01, high=60
     )
+
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
 
     def check(self) -> None:
         _check_path(self.healthz, "health.healthz")
@@ -519,6 +635,9 @@ class PushConfig:
         high=3600,
     )
 
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
+
     def check(self) -> None:
         if not self.gateway_url.lower().startswith(("http://", "https://")):
             raise ConfigurationError("must be an http or https URL", key="push.gateway_url")
@@ -526,6 +645,15 @@ class PushConfig:
 
 #: Bearer tokens shorter than this are refused: the lookup endpoint hands out tokens.
 MIN_LOOKUP_TOKEN = 16
+
+
+def check_lookup_token(value: str, key: str) -> None:
+    """Refuse a lookup bearer token shorter than :data:`MIN_LOOKUP_TOKEN`, naming *key*
+    (``lookup.token``, or ``lookup.token_env`` for one from the environment)."""
+    if len(value) < MIN_LOOKUP_TOKEN:
+        raise ConfigurationError(
+            f"the token must be at least {MIN_LOOKUP_TOKEN} characters", key=key
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -546,29 +674,36 @@ class LookupConfig:
     )
 
     def bearer_token(self) -> Secret:
-        """The configured token (from ``token_env`` when that is set)."""
-        return Secret(self._token() or "")
-
-    def _token(self) -> str | None:
-        return value_or_env(
+        """The configured token (from ``token_env`` when that is set: read now, by the
+        endpoint being built, and checked like one in the file)."""
+        value = value_or_env(
             self.token,
             self.token_env,
             "token",
             error=section_error("lookup"),
             needed_by="the lookup endpoint",
         )
+        assert value is not None  # needed_by: none is an error
+        check_lookup_token(value, "lookup.token_env" if self.token_env else "lookup.token")
+        return Secret(value)
+
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
 
     def check(self) -> None:
         if not self.path.startswith("/") or self.path.endswith("/") or "?" in self.path:
             raise ConfigurationError("must start with / and not end with /", key="lookup.path")
         if not self.enabled:
             return
-        value = self._token() or ""
-        if len(value) < MIN_LOOKUP_TOKEN:
-            key = "lookup.token_env" if self.token_env else "lookup.token"
-            raise ConfigurationError(
-                f"the token must be at least {MIN_LOOKUP_TOKEN} characters", key=key
-            )
+        check_value_or_env(
+            self.token,
+            self.token_env,
+            "token",
+            error=section_error("lookup"),
+            needed_by="the lookup endpoint",
+        )
+        if self.token:  # one from token_env is checked when the endpoint reads it
+            check_lookup_token(self.token, "lookup.token")
 
 
 @attrs.frozen(kw_only=True)
@@ -585,6 +720,9 @@ class PruneConfig:
     interval: str = setting(
         "1d", "how often the server prunes (one process at a time)", what="a duration"
     )
+
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
 
     def check(self) -> None:
         self.older_than_delta()
@@ -640,6 +778,10 @@ class Config:
     #: Where it was loaded from, if from a file.
     source: Path | None = None
 
+    def __attrs_post_init__(self) -> None:
+        # Each section checked itself when it was built; what involves two is here.
+        self.removal.shapes(self.reporter.shapes())  # the two kept apart
+
     @property
     def blocked_plugins(self) -> tuple[str, ...]:
         return self.plugins.blocked
@@ -648,7 +790,8 @@ class Config:
     def from_dict(
         cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: Path | None = None
     ) -> Config:
-        """Build and check a configuration from a parsed TOML document."""
+        """Build and check a configuration from a parsed TOML document (the checks are
+        those of construction: the same for a configuration built in Python)."""
         _only(data, "", set(SECTIONS))
         sections: dict[str, Any] = {}
         for name, section_cls in SECTIONS.items():
@@ -657,13 +800,7 @@ class Config:
                 sections[name] = _storage(table)
             else:
                 sections[name] = _section(section_cls, name, table)
-        config = cls(**sections, base_dir=base_dir or Path.cwd(), source=source)
-        for section in sections.values():
-            check = getattr(section, "check", None)
-            if check is not None:
-                check()
-        config.removal.shapes(config.reporter.shapes())  # the two kept apart
-        return config
+        return cls(**sections, base_dir=base_dir or Path.cwd(), source=source)
 
     def with_sqlite_path(self, path: str | os.PathLike[str]) -> Config:
         """This configuration with ``[storage.sqlite] path`` replaced (``--db``)."""
@@ -706,80 +843,18 @@ CONFIG_KEYS: tuple[str, ...] = tuple(key for key, _ in iter_settings())
 
 
 def _section(section_cls: type, where: str, table: Mapping[str, Any]) -> Any:
-    fields = {f.name: f for f in attrs.fields(section_cls) if f.metadata.get("pushreport.setting")}
-    _only(table, where, set(fields))
-    values = {name: _value(where, name, fields[name], table[name]) for name in table}
-    return section_cls(**values)
-
-
-def _value(where: str, name: str, field: attrs.Attribute[Any], value: Any) -> Any:
-    key = f"{where}.{name}"
-    meta = field.metadata
-    default = field.default
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigurationError("must be true or false", key=key)
-        return value
-    if isinstance(default, (int, float)):
-        kinds: tuple[type, ...] = (int,) if isinstance(default, int) else (int, float)
-        if not isinstance(value, kinds) or isinstance(value, bool):
-            noun = "an integer" if isinstance(default, int) else "a number"
-            raise ConfigurationError(f"must be {noun}, not {type(value).__name__}", key=key)
-        low, high = meta["low"], meta["high"]
-        if (low is not None and value < low) or (high is not None and value > high):
-            bound = (
-                f"between {_num(low)} and {_num(high)}"
-                if low is not None and high is not None
-                else f"at least {_num(low)}"
-                if low is not None
-                else f"at most {_num(high)}"
-            )
-            raise ConfigurationError(f"must be {bound}, not {value}", key=key)
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigurationError(f"must be {meta['what'] or 'a list of strings'}", key=key)
-        return tuple(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigurationError(f"must be a string, not {type(value).__name__}", key=key)
-        if meta["choices"]:
-            if value.lower() not in meta["choices"]:
-                raise ConfigurationError(
-                    "must be "
-                    + " or ".join(f'"{c}"' for c in meta["choices"])
-                    + f", not {value!r}",
-                    key=key,
-                )
-            return value.lower()
-        return value
-    raise AssertionError(f"{key}: unsupported setting type")  # pragma: no cover
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+    fields = {f.name for f in attrs.fields(section_cls) if f.metadata.get("pushreport.setting")}
+    _only(table, where, fields)
+    # Each setting's converter checks its value; the section's check() runs on
+    # construction: the same checks as for a section built in Python.
+    return section_cls(**table)
 
 
 def _storage(table: Mapping[str, Any]) -> StorageConfig:
-    backends = table.get("backends", ["sqlite"])
-    if (
-        not isinstance(backends, list)
-        or not backends
-        or not all(isinstance(b, str) and b for b in backends)
-    ):
-        raise ConfigurationError(
-            "must be a non-empty list of backend names", key="storage.backends"
-        )
-    if len(set(backends)) != len(backends):
-        raise ConfigurationError("names a backend twice", key="storage.backends")
-    options: dict[str, dict[str, Any]] = {}
-    for name, value in table.items():
-        if name == "backends":
-            continue
-        if not isinstance(value, dict):
-            raise ConfigurationError("must be a table", key=f"storage.{name}")
-        options[name] = dict(value)
-    return StorageConfig(backends=tuple(backends), options=options)
+    options = {name: value for name, value in table.items() if name != "backends"}
+    if "backends" not in table:
+        return StorageConfig(options=options)
+    return StorageConfig(backends=table["backends"], options=options)
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -104,7 +104,11 @@ def configuration_reference(*, backends: dict[str, dict[str, str]] | None = None
         "# Configuration reference\n\n",
         "pushreport reads one TOML file (`pushreport serve --config FILE`, or "
         '`create_app("FILE")`). Every key is optional; an unknown key or a wrong '
-        "value stops the start with an error that names the key.\n",
+        "value stops the start with an error that names the key, whether the "
+        "configuration is loaded from the file or built in Python (`Config(...)`). "
+        "The environment variables that `[auth]` and `[lookup]` name by `*_env` are "
+        "read by what serves requests only (`serve`, `create_app`): `pushreport list` "
+        "and the other commands do not need them.\n",
     ]
     for name, section_cls in SECTIONS.items():
         doc = inspect.getdoc(section_cls) or ""

@@ -16,7 +16,6 @@ account is never in an answer.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Iterable
@@ -80,9 +79,12 @@ class LookupApp:
     """The lookup endpoint, a WSGI app answering under *path* only (see the module)."""
 
     def __init__(self, lookup: Lookup, *, token: Secret, path: str) -> None:
+        from ._config import check_lookup_token
+
+        check_lookup_token(token.reveal(), "lookup.token")  # however it was built
         self.lookup = lookup
         self.path = path.rstrip("/")
-        self._token = token.reveal().encode("utf-8")
+        self._token = token
 
     @classmethod
     def from_config(cls, config: LookupConfig, storage: Storage) -> LookupApp:
@@ -126,11 +128,11 @@ class LookupApp:
 
     def _authorized(self, header: str) -> bool:
         scheme, _, credentials = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not self._token:
-            # Compare anyway: the time taken does not tell a wrong scheme from a wrong token.
-            hmac.compare_digest(self._token, self._token)
-            return False
-        return hmac.compare_digest(credentials.strip().encode("utf-8"), self._token)
+        bearer = scheme.lower() == "bearer"
+        # Compared whatever the scheme, over digests (Secret.matches): the time taken
+        # tells neither a wrong scheme from a wrong token nor the token's length.
+        matches = self._token.matches(credentials.strip() if bearer else "")
+        return bearer and matches
 
     def _registrations(self, request: Request) -> Response:
         username = _one(request, "username")

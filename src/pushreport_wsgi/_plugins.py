@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+import attrs
 import pluggy
 
 from pushreport_core import ConfigurationError, Report, Request
@@ -23,7 +24,14 @@ from .hookspecs import PROJECT
 if TYPE_CHECKING:
     from .storage import StorageFactory
 
-__all__ = ["make_plugin_manager", "collect_storage_factories", "transform_report", "authenticate"]
+__all__ = [
+    "make_plugin_manager",
+    "collect_storage_factories",
+    "transform_report",
+    "authenticate",
+    "authentication",
+    "Verdict",
+]
 
 
 def make_plugin_manager(
@@ -134,20 +142,33 @@ def transform_report(pm: pluggy.PluginManager, report: Report, request: Request)
     return report
 
 
-def authenticate(
-    pm: pluggy.PluginManager, report: Report, request: Request, *, kind: str = "report"
-) -> bool:
-    """Ask every ``pushreport_authenticate`` implementation; ``False`` if any refuses.
+@attrs.frozen
+class Verdict:
+    """What the ``pushreport_authenticate`` implementations answered, together."""
 
-    ``True`` when no plugin has an opinion (authentication is opt-in). A plugin that
-    answers anything but ``True`` or ``None`` counts as a refusal: a credential check
-    fails closed. *kind* is ``"report"`` or ``"removal"`` (then *report* is
-    ``removal.as_report()``).
+    #: No implementation refused (``True`` when none has an opinion: opt-in).
+    accepted: bool
+    #: The request names a username and one of them vouched for it (``True``): it
+    #: comes from that account's user, who may change only what is theirs
+    #: (:func:`pushreport_core.may_write`). ``None`` answers (a shared secret that
+    #: matched, HTTP Digest) accept without saying who asks; a request that names no
+    #: username identifies nobody.
+    identified: bool = False
+
+
+def authentication(
+    pm: pluggy.PluginManager, report: Report, request: Request, *, kind: str = "report"
+) -> Verdict:
+    """Ask every ``pushreport_authenticate`` implementation (see :class:`Verdict`).
+
+    Refused if any refuses; a plugin that answers anything but ``True`` or ``None``
+    counts as a refusal: a credential check fails closed. *kind* is ``"report"`` or
+    ``"removal"`` (then *report* is ``removal.as_report()``).
     """
     caller = pm.hook.pushreport_authenticate
     if not caller.get_hookimpls():
         # Nobody to ask (the default): what the call would answer, without the call.
-        return True
+        return Verdict(accepted=True)
     answers: list[Any] = caller(
         report=report,
         username=report.username,
@@ -155,4 +176,14 @@ def authenticate(
         request=request,
         kind=kind,
     )
-    return all(answer is True for answer in answers)
+    accepted = all(answer is True for answer in answers)
+    identified = accepted and bool(answers) and bool(report.username)
+    return Verdict(accepted=accepted, identified=identified)
+
+
+def authenticate(
+    pm: pluggy.PluginManager, report: Report, request: Request, *, kind: str = "report"
+) -> bool:
+    """Whether no ``pushreport_authenticate`` implementation refuses
+    (:func:`authentication`'s ``accepted``)."""
+    return authentication(pm, report, request, kind=kind).accepted

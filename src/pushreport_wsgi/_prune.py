@@ -88,7 +88,7 @@ def run_prune(
     limit = parse_duration(older_than, key="--older-than")
     now = now if now is not None else _utcnow()
     before = prune_cutoff(now, limit)
-    receiver = Receiver.from_config(config)
+    receiver = Receiver.from_config(config, serving=False)
     try:
         gone = prune_backends(
             [(b.name, b.storage) for b in receiver.backends], before, dry_run=dry_run

@@ -264,7 +264,7 @@ def push(
             config = config_or_receiver
         else:
             config = load_config(config_or_receiver)
-        receiver, owned = Receiver.from_config(config), True
+        receiver, owned = Receiver.from_config(config, serving=False), True
     try:
         storages = [backend.storage for backend in receiver.backends]
         if client is None:

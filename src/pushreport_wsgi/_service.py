@@ -8,6 +8,7 @@ into responses.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from pushreport_core import (
     Shapes,
     StorageUnavailable,
     claimed_tokens,
+    may_write,
     owners_to_forget,
     parse_removal,
     parse_request,
@@ -38,7 +40,7 @@ from ._config import Config
 from ._limits import Limiter
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (
-    authenticate,
+    authentication,
     collect_storage_factories,
     make_plugin_manager,
     transform_report,
@@ -66,6 +68,19 @@ class Backend:
     #: when the backend can upsert a batch in one transaction (``upsert_many``).
     writer: Any = attrs.field(
         default=attrs.Factory(lambda self: _writer_for(self.storage), takes_self=True)
+    )
+    #: The backend's ``upsert_if`` and ``remove_if`` (``None`` when it has none): the
+    #: ownership decision and the write in one atomic step
+    #: (:meth:`Receiver._upsert_owned`).
+    upsert_if: Any = attrs.field(
+        default=attrs.Factory(
+            lambda self: getattr(self.storage, "upsert_if", None), takes_self=True
+        )
+    )
+    remove_if: Any = attrs.field(
+        default=attrs.Factory(
+            lambda self: getattr(self.storage, "remove_if", None), takes_self=True
+        )
     )
 
 
@@ -110,6 +125,14 @@ class Receiver:
     metrics: Metrics = attrs.field(factory=NullMetrics)
     #: The background prune of :meth:`start_pruning`, when started.
     pruner: Any = attrs.field(default=None, init=False)
+    #: Built to answer requests (:meth:`from_config`'s *serving*); ``False``: no
+    #: authenticator was built, and requests are refused.
+    serving: bool = True
+    #: For a backend without ``upsert_if``/``remove_if``: the ownership check and the
+    #: write of one selector are one step among this process's threads (striped locks).
+    _owner_locks: tuple[threading.Lock, ...] = attrs.field(
+        init=False, factory=lambda: tuple(threading.Lock() for _ in range(64))
+    )
 
     @classmethod
     def from_config(
@@ -118,7 +141,16 @@ class Receiver:
         *,
         plugin_manager: pluggy.PluginManager | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        serving: bool = True,
     ) -> Receiver:
+        """The receiver *config* describes, its backends open.
+
+        *serving*: build what answers requests, reading the secrets that ``[auth]`` and
+        ``[lookup]`` name by ``*_env`` (an unset variable fails here, at start-up).
+        ``False`` for commands that only read or change storage (``pushreport list``,
+        ``stats``, ``prune``, ``push``): they need none of those variables, and the
+        receiver refuses to handle requests.
+        """
         config = config if config is not None else Config()
         pm = plugin_manager or make_plugin_manager(blocked=config.blocked_plugins)
         shapes = config.reporter.shapes()
@@ -130,10 +162,13 @@ class Receiver:
         # configuration; a refusal at start-up (the template carries no credential) comes
         # before any backend is opened.
         removal_shapes = config.removal.shapes(shapes)
-        for plugin in build_authenticators(
-            config.auth, shapes, clock=seconds, removal_shapes=removal_shapes
-        ):
-            pm.register(plugin)
+        if serving:
+            for plugin in build_authenticators(
+                config.auth, shapes, clock=seconds, removal_shapes=removal_shapes
+            ):
+                pm.register(plugin)
+            if config.lookup.enabled:
+                config.lookup.bearer_token()  # the endpoint's token: read and checked now
         limiter = Limiter.from_config(config.limits, clock=seconds)
         backends = open_backends(config, pm)
         if config.reporter.token_owner == "newest":
@@ -153,6 +188,7 @@ class Receiver:
             secret_fields=secret_fields(config.auth),
             removal_shapes=removal_shapes,
             metrics=make_metrics(config.metrics),
+            serving=serving,
         )
 
     def owns(self, method: str, raw_path: str) -> bool:
@@ -210,7 +246,7 @@ class Receiver:
         if notes is not None:
             notes["shape"], notes["selector"] = report.shape, report.selector
         pm = self.plugin_manager
-        self._admit(report, request, "report")
+        identified = self._admit(report, request, "report")
         report = transform_report(pm, report, request)
         now = self.clock()
         newest = self.config.reporter.token_owner == "newest"
@@ -219,15 +255,23 @@ class Receiver:
         read_back = read_back or newest or bool(stored_hooks.get_hookimpls())
         stored: Registration | None = None
         committed = False
-        for backend in self.backends:
+        # An identified user writes only what is theirs: the first required backend
+        # decides, atomically with its write, before any other backend is written.
+        owner = self._authority() if identified else None
+        for backend in self._in_write_order(owner):
             started = time.perf_counter()
+            refused = False
             try:
-                # A writer's upsert_quiet reads nothing back (SQLite: no RETURNING).
-                quiet = None if read_back else getattr(backend.writer, "upsert_quiet", None)
-                if quiet is None:
-                    result = backend.writer.upsert(report, now=now)
+                if backend is owner:
+                    result = self._upsert_owned(backend, report, now)
+                    refused = result is None
                 else:
-                    result = quiet(report, now=now)
+                    # A writer's upsert_quiet reads nothing back (SQLite: no RETURNING).
+                    quiet = None if read_back else getattr(backend.writer, "upsert_quiet", None)
+                    if quiet is None:
+                        result = backend.writer.upsert(report, now=now)
+                    else:
+                        result = quiet(report, now=now)
             except StorageUnavailable as e:
                 self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
@@ -242,6 +286,8 @@ class Receiver:
                 self._best_effort_failed(backend, e)
                 continue
             self.metrics.storage_done(backend.name, time.perf_counter() - started)
+            if refused:
+                raise self._not_theirs(report.selector, report.username, "report")
             if not committed:
                 stored, committed = result, True
         if not committed:  # pragma: no cover - open_backends requires one required
@@ -257,26 +303,106 @@ class Receiver:
             log.exception("a pushreport_report_stored hook failed; the report is stored")
         return report, stored
 
-    def _admit(self, report: Report, request: Request, kind: str) -> None:
+    def _admit(self, report: Report, request: Request, kind: str) -> bool:
         """Length and rate limits, then authentication: raise unless *report* may go on.
 
-        A refusal counts against the ``[limits]`` lock-out of its username.
+        A refusal counts against the ``[limits]`` lock-out of its username. Returns
+        whether authentication identified the user (a plugin vouched for the username:
+        :class:`~pushreport_wsgi._plugins.Verdict`).
         """
+        if not self.serving:
+            # Built without its authenticators: it must not store what nobody checked.
+            raise RuntimeError("this Receiver was built with serving=False")
         limiter = self.limiter
         if limiter is not None:
             limiter.check_report(report, request)
         try:
-            accepted = authenticate(self.plugin_manager, report, request, kind=kind)
+            verdict = authentication(self.plugin_manager, report, request, kind=kind)
         except AuthenticationRequired as e:
             if e.failed and limiter is not None:
                 limiter.failed(report, request)
             raise
-        if not accepted:
+        if not verdict.accepted:
             if limiter is not None:
                 limiter.failed(report, request)
             raise AuthenticationFailed("authentication refused")
         if limiter is not None:
             limiter.admitted(report, request)
+        return verdict.identified
+
+    # -- a registration belongs to its username ----------------------------------------
+
+    def _authority(self) -> Backend:
+        """The backend whose registration decides who owns a selector: the first
+        required one (the one whose failure fails the report)."""
+        return next(b for b in self.backends if b.required)
+
+    def _in_write_order(self, first: Backend | None) -> list[Backend]:
+        if first is None or first is self.backends[0]:
+            return self.backends
+        return [first, *(b for b in self.backends if b is not first)]
+
+    def _owner_lock(self, selector: str) -> threading.Lock:
+        return self._owner_locks[hash(selector) % len(self._owner_locks)]
+
+    def _upsert_owned(
+        self, backend: Backend, report: Report, now: datetime
+    ) -> Registration | None:
+        """Store *report* in *backend* unless its selector is stored under another
+        username than the report's (:func:`~pushreport_core.may_write`): ``None`` then,
+        and nothing written.
+
+        With the backend's ``upsert_if`` the read, the decision and the write are one
+        transaction, so two users racing for a new selector cannot both pass, across
+        processes and hosts; without it they are one step among this process's threads.
+        The read sees every report answered 200 before (SQLite applies its spool first).
+        """
+
+        def allowed(stored: Registration | None) -> bool:
+            return may_write(stored, report.username)
+
+        if backend.upsert_if is not None:
+            result: Registration | None = backend.upsert_if(report, now=now, allowed=allowed)
+            return result
+        with self._owner_lock(report.selector):
+            if not allowed(backend.storage.get(report.selector)):
+                return None
+            written: Registration = backend.writer.upsert(report, now=now)
+            return written
+
+    def _remove_owned(
+        self, backend: Backend, removal: Removal
+    ) -> tuple[bool, Registration | None, bool]:
+        """Carry *removal* out in *backend* when its selector is not stored under
+        another username (:func:`~pushreport_core.may_write`), atomically like
+        :meth:`_upsert_owned`. Returns (refused, the registration deleted, whether a
+        newer one was kept: :meth:`~pushreport_core.Removal.applies_to`)."""
+        seen: list[Registration | None] = []
+
+        def allowed(stored: Registration | None) -> bool:
+            seen.append(stored)
+            return may_write(stored, removal.username) and removal.applies_to(stored)
+
+        if backend.remove_if is not None:
+            removed: Registration | None = backend.remove_if(removal.selector, allowed)
+        else:
+            with self._owner_lock(removal.selector):
+                stored = backend.storage.get(removal.selector)
+                removed = (
+                    stored
+                    if allowed(stored) and backend.storage.remove(removal.selector)
+                    else None
+                )
+        last = seen[-1] if seen else None  # as the decision saw it
+        refused = not may_write(last, removal.username)
+        kept = not refused and last is not None and not removal.applies_to(last)
+        return refused, removed, kept
+
+    def _not_theirs(self, selector: str, username: str | None, kind: str) -> AuthenticationFailed:
+        log.info(
+            "%s of %s by %r refused: it is stored under another username", kind, selector, username
+        )
+        return AuthenticationFailed("selector belongs to another username")
 
     def redact(self, target: str, method: str = "GET") -> str:
         """*target* as it may be logged: credentials and secrets masked, tokens
@@ -294,10 +420,14 @@ class Receiver:
         :class:`~pushreport_core.PushReportError` subclass when the removal is refused
         (nothing deleted) or a required backend failed (the app may call again).
 
-        Each backend is read, then deleted from: not one atomic step. A report of the
-        same selector committed between the two is deleted with it; its app reports
-        again on its next start. It takes a stale removal and a fresh report of one
-        selector arriving within the same moment.
+        When authentication identifies the user, a selector stored under another
+        username is refused (403, nothing deleted anywhere), decided by the first
+        required backend atomically with its deletion (:meth:`_remove_owned`).
+
+        Otherwise each backend is read, then deleted from: not one atomic step. A
+        report of the same selector committed between the two is deleted with it; its
+        app reports again on its next start. It takes a stale removal and a fresh
+        report of one selector arriving within the same moment.
         """
         if self.removal_shapes is None:
             raise ConfigurationError("removals are disabled", key="removal.enabled")
@@ -309,17 +439,24 @@ class Receiver:
         if notes is not None:
             notes["shape"], notes["selector"] = "removal", removal.selector
         pm = self.plugin_manager
-        self._admit(removal.as_report(), request, "removal")
+        identified = self._admit(removal.as_report(), request, "removal")
         removed: Registration | None = None
         kept = False
-        for backend in self.backends:
+        owner = self._authority() if identified else None
+        for backend in self._in_write_order(owner):
+            refused = False
             try:
-                stored = backend.storage.get(removal.selector)
-                if removal.applies_to(stored):
-                    if backend.storage.remove(removal.selector) and removed is None:
-                        removed = stored
-                elif stored is not None:
-                    kept = True
+                if backend is owner:
+                    refused, deleted, newer = self._remove_owned(backend, removal)
+                    removed = removed or deleted
+                    kept = kept or newer
+                else:
+                    stored = backend.storage.get(removal.selector)
+                    if removal.applies_to(stored):
+                        if backend.storage.remove(removal.selector) and removed is None:
+                            removed = stored
+                    elif stored is not None:
+                        kept = True
             except StorageUnavailable as e:
                 if backend.required:
                     raise
@@ -329,6 +466,8 @@ class Receiver:
                     log.exception("storage backend %r failed", backend.name)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
+            if refused:
+                raise self._not_theirs(removal.selector, removal.username, "removal")
         if kept:
             log.info(
                 "removal of %s kept a newer registration (its token differs)", removal.selector

@@ -103,7 +103,7 @@ def run_stats(
     out: TextIO,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> int:
-    receiver = Receiver.from_config(config)
+    receiver = Receiver.from_config(config, serving=False)
     try:
         stats = collect_stats(receiver.storage, now=clock())
     finally:

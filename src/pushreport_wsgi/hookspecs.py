@@ -71,6 +71,14 @@ def pushreport_authenticate(
     :return: ``False`` to refuse (the app gets ``403`` and nothing is stored or
         deleted), ``True`` to vouch for it, ``None`` for no opinion. One ``False``
         refuses the request.
+        ``True`` vouches for the *username*: the request comes from that account's
+        user. Then a selector stored under another username is that user's, and the
+        report or removal is refused (``403``, nothing changes: see
+        :func:`pushreport_core.may_write`; a request without a username identifies
+        nobody). A check that does not tell who asks (a
+        secret or an address shared by every account) returns ``None`` when it
+        passes, as the built-in ``secret`` and ``digest`` methods do; the built-in
+        ``callable`` returns ``True``.
         Raise :class:`~pushreport_core.AuthenticationRequired` with the
         ``WWW-Authenticate`` challenges to ask for HTTP credentials instead (``401``: the
         client retries with them). Refusals count against the ``[limits]`` lock-out.

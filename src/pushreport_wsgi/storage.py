@@ -74,6 +74,20 @@ class Storage(Protocol):
     #     Registrations whose ``token_calls`` or ``token_msgs`` equals *token*, by
     #     selector. ``[reporter] token_owner = "newest"`` finds a token's other holders
     #     through it (without it, by iterating every registration).
+    #
+    # ``upsert_if(report, *, now, allowed: Callable[[Registration | None], bool])
+    #     -> Registration | None``
+    # ``remove_if(selector, allowed: Callable[[Registration | None], bool])
+    #     -> Registration | None``
+    #     ``upsert`` and ``remove``, unless ``allowed`` (called with the stored
+    #     registration, ``None`` when there is none) says no: then nothing changes and
+    #     ``None`` is returned (``remove_if`` returns the registration it deleted). The
+    #     read, the decision and the write are atomic against every other ``upsert_if``
+    #     and ``remove_if`` of the selector, in any process or host, and the read sees
+    #     every report acknowledged before. When authentication identifies the user,
+    #     the receiver writes through them so that two users racing for one selector
+    #     cannot both pass :func:`pushreport_core.may_write` (without them it reads,
+    #     decides and writes under a lock of its own process only).
 
     def get(self, selector: str) -> Registration | None:
         """The registration of *selector*, or ``None``."""

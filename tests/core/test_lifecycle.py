@@ -238,3 +238,45 @@ def test_a_holder_no_longer_holding_it_is_left_alone() -> None:
     me = registration("s1", "alice")
     bob = registration("s2", "bob", msgs="b3RoZXI=", calls=None, seen=T0 - timedelta(days=1))
     assert owners_to_forget(me, T, [bob]) == []
+
+
+# -- who may write a stored registration (issue 14, item 2) ------------------------------
+
+
+def test_an_identified_user_may_write_only_their_own_or_a_free_registration() -> None:
+    from pushreport_core import may_write
+
+    sel = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
+    alices = merge(None, Report(selector=sel, username="alice", token_msgs=T), now=T0)
+    nobodys = merge(None, Report(selector=sel, token_msgs=T), now=T0)
+    assert may_write(None, "mallory")  # not stored: free
+    assert may_write(nobodys, "mallory")  # stored without a username: free
+    assert may_write(alices, "alice")
+    assert not may_write(alices, "mallory")
+    assert not may_write(alices, "Alice")  # exact: the username the app sends
+    # A request that names no username writes only what names none either.
+    assert may_write(nobodys, None) and may_write(None, None)
+    assert not may_write(alices, None)
+
+
+@given(
+    stored=st.none() | st.sampled_from(["alice", "bob", None]),
+    first=st.sampled_from(["alice", "bob", "mallory", None]),
+    second=st.sampled_from(["alice", "bob", "mallory", None]),
+)
+def test_two_users_never_both_may_write_what_the_first_wrote(stored, first, second) -> None:
+    """Whatever was stored, once the first writer's report is merged, a second writer
+    with another username is refused: the rule cannot let a registration change hands."""
+    from pushreport_core import may_write
+
+    sel = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
+    before = (
+        None
+        if stored is None
+        else merge(None, Report(selector=sel, username=stored, token_msgs=T), now=T0)
+    )
+    if not may_write(before, first):
+        return
+    after = merge(before, Report(selector=sel, username=first, token_msgs=U), now=T0)
+    if may_write(after, second):
+        assert after.username in (None, second)

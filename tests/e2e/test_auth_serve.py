@@ -122,3 +122,93 @@ def test_template_without_the_credential_is_refused_at_start_up(tmp_path: Path):
         "pushreport: configuration error: auth.callable: the template carries no "
         "%account[password]%: the callable method needs it"
     )
+
+
+# -- a registration belongs to its username (issue 14, item 2) ---------------------------
+
+OWNERS = """
+PASSWORDS = {"alice": "alice-pa55", "mallory": "mallory-pa55"}
+
+
+def check(username, password):
+    return PASSWORDS.get(username) == password
+"""
+MALLORYS_TOKEN = "bWFsbG9yeXMtb3duLXRva2VuLTAxMjM0NTY3ODk="
+
+
+def owner_target(user: str, selector: str = SELECTOR, token: str = TOKEN, path="/token/") -> str:
+    target = f"{path}?selector={selector}&username={user}&password={user}-pa55"
+    if path == "/token/":
+        target += f"&token_msgs={token}&appid_msgs=com.cloudsoftphone.app"
+    return target
+
+
+def callable_server(tmp_path: Path, workers: int = 2) -> Server:
+    (tmp_path / "pushreport_e2e_owners.py").write_text(OWNERS)  # imported from the cwd
+    config = tmp_path / "pushreport.toml"
+    config.write_text('[auth]\nmethods = ["callable"]\ncallable = "pushreport_e2e_owners:check"\n')
+    return Server(tmp_path, "--config", str(config), workers=workers)
+
+
+def test_another_user_can_neither_take_over_nor_remove_a_registration(tmp_path: Path):
+    server = callable_server(tmp_path)
+    try:
+        assert server.send(request(owner_target("alice"))).startswith(b"HTTP/1.1 200 ")
+        [before] = pushreport_list(server.db)
+        assert before["username"] == "alice"
+        # mallory, logged in as herself, reports alice's selector with her own token...
+        answer = server.send(request(owner_target("mallory", token=MALLORYS_TOKEN)))
+        assert answer.startswith(b"HTTP/1.1 403 ")
+        assert answer.endswith(b"\r\n\r\nselector belongs to another username\n")
+        # ... and removes it.
+        answer = server.send(request(owner_target("mallory", path="/removal/")))
+        assert answer.startswith(b"HTTP/1.1 403 ")
+        assert pushreport_list(server.db) == [before]  # the row is unchanged
+        # Alice still reports and removes her own registration.
+        assert server.send(request(owner_target("alice"))).startswith(b"HTTP/1.1 200 ")
+        assert pushreport_list(server.db)[0]["reports"] == 2
+        answer = server.send(request(owner_target("alice", path="/removal/")))
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert pushreport_list(server.db) == []
+    finally:
+        server.stop()
+    output = (tmp_path / "server.log").read_text("utf-8", "replace")
+    assert "mallory-pa55" not in output and "alice-pa55" not in output
+
+
+def test_two_users_racing_for_new_selectors_across_workers(tmp_path: Path):
+    """alice and mallory report the same new selectors at the same moment, on
+    connections that land on either worker: per selector one of them gets 200, the
+    other 403, and the row is the winner's."""
+    import threading
+
+    server = callable_server(tmp_path, workers=3)
+    selectors = [f"{i:040X}:7C3A0D14" for i in range(12)]
+    answers: dict[tuple[str, str], list[bytes]] = {}
+    try:
+        for selector in selectors:
+            start = threading.Barrier(4)
+
+            def send(user: str, selector: str = selector, start=start) -> None:
+                token = TOKEN if user == "alice" else MALLORYS_TOKEN
+                raw = request(owner_target(user, selector, token))
+                start.wait(timeout=30)
+                answers.setdefault((user, selector), []).append(server.send(raw)[:12])
+
+            threads = [
+                threading.Thread(target=send, args=(u,))
+                for u in ("alice", "mallory", "alice", "mallory")
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+        rows = {r["selector"]: r for r in pushreport_list(server.db)}
+    finally:
+        server.stop()
+    for selector in selectors:
+        won = [u for u in ("alice", "mallory") if answers[(u, selector)] == [b"HTTP/1.1 200"] * 2]
+        lost = [u for u in ("alice", "mallory") if answers[(u, selector)] == [b"HTTP/1.1 403"] * 2]
+        assert len(won) == 1 and len(lost) == 1, (selector, answers)
+        assert rows[selector]["username"] == won[0]
+        assert rows[selector]["token_msgs"] == (TOKEN if won[0] == "alice" else MALLORYS_TOKEN)

@@ -9,6 +9,7 @@ import threading
 import traceback
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any, ClassVar, ContextManager, Iterator
 
 import attrs
@@ -16,7 +17,14 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from pushreport_core import Registration, Report, StorageUnavailable, merge, without_token
+from pushreport_core import (
+    Registration,
+    Report,
+    StorageUnavailable,
+    may_write,
+    merge,
+    without_token,
+)
 
 from ..storage import Storage
 from ._model import StorageMachine, StorageOpener
@@ -116,6 +124,54 @@ def _process_worker(
         queue.put(("ok", out))
     except BaseException:
         queue.put(("error", traceback.format_exc()))
+
+
+def _may_write_as(username: str, stored: Registration | None) -> bool:
+    # A module-level function (with functools.partial): it pickles into spawned children.
+    return may_write(stored, username)
+
+
+def _race_selector(r: int) -> str:
+    return f"{r:040x}:c0f"
+
+
+def _race_report(user: str, r: int) -> Report:
+    return Report(
+        selector=_race_selector(r),
+        username=user,
+        token_msgs=f"{user}x{r}AAAA",
+        appid_msgs="com.example.app",
+    )
+
+
+def _race_worker(
+    make_storage: StorageOpener, user: str, rounds: int, queue: Any, barrier: Any
+) -> None:
+    try:
+        storage = make_storage()
+        won = []
+        try:
+            for r in range(rounds):
+                barrier.wait(timeout=60)
+                allowed = partial(_may_write_as, user)
+                if storage.upsert_if(_race_report(user, r), now=at(r), allowed=allowed):  # type: ignore[attr-defined]
+                    won.append(r)
+        finally:
+            storage.close()
+        queue.put(("ok", (user, won)))
+    except BaseException:
+        queue.put(("error", traceback.format_exc()))
+
+
+def _check_one_owner(storage: Storage, won: dict[int, list[str]], rounds: int) -> None:
+    for r in range(rounds):
+        assert len(won[r]) == 1, (
+            f"{_race_selector(r)}: upsert_if allowed {won[r]} (one allowed write per new "
+            "selector, the others must see it): the decision and the write are not atomic"
+        )
+        stored = storage.get(_race_selector(r))
+        assert stored is not None and stored.username == won[r][0]
+        assert stored.reports == 1 and stored.token_msgs == f"{won[r][0]}x{r}AAAA"
 
 
 def _process_context(make_storage: StorageOpener) -> Any:
@@ -641,6 +697,132 @@ class StorageConformance:
         reader = make_storage()
         try:
             check_linearizable(upserts, {s: reader.get(s) for s in CONCURRENT_SELECTORS})
+        finally:
+            reader.close()
+
+    # -- upsert_if and remove_if: the ownership decision, atomic with the write ----------
+
+    def _conditional(self, storage: Storage, name: str) -> Any:
+        method = getattr(storage, name, None)
+        if method is None:
+            pytest.skip(
+                f"{type(self).__name__}'s backend has no {name}: the receiver decides "
+                "who owns a selector with get() and a write, one step per process only"
+            )
+        return method
+
+    def test_upsert_if_writes_only_what_allowed_lets_it(self, storage: Storage) -> None:
+        """``upsert_if`` (optional): ``allowed`` sees the stored registration (``None``
+        when there is none); false writes nothing and returns ``None``, true is
+        :meth:`upsert`."""
+        upsert_if = self._conditional(storage, "upsert_if")
+        seen: list[Registration | None] = []
+
+        def owned_by(username: str) -> Any:
+            def allowed(stored: Registration | None) -> bool:
+                seen.append(stored)
+                return may_write(stored, username)
+
+            return allowed
+
+        first = upsert_if(FULL, now=T0, allowed=owned_by("alice"))
+        assert first == merge(None, FULL, now=T0) and seen == [None]
+        mallory = attrs.evolve(FULL, username="mallory", token_msgs="bWFsbG9yeQ==")
+        assert upsert_if(mallory, now=at(1), allowed=owned_by("mallory")) is None
+        assert seen[-1] == first
+        assert storage.get(SELECTOR) == first, "a refused upsert_if wrote"
+        again = upsert_if(BARE, now=at(2), allowed=owned_by("alice"))
+        assert again == merge(first, BARE, now=at(2)) == storage.get(SELECTOR)
+
+    def test_upsert_if_sees_every_report_acknowledged_before(self, storage: Storage) -> None:
+        """A report acknowledged by any write (``upsert_quiet`` too: SQLite's spool) is
+        what ``allowed`` sees: the decision never misses an answered report."""
+        upsert_if = self._conditional(storage, "upsert_if")
+        quiet = getattr(storage, "upsert_quiet", None) or storage.upsert
+        quiet(FULL, now=T0)
+        mallory = attrs.evolve(FULL, username="mallory")
+        assert upsert_if(mallory, now=at(1), allowed=partial(_may_write_as, "mallory")) is None
+        stored = storage.get(SELECTOR)
+        assert stored is not None and stored.username == "alice" and stored.reports == 1
+
+    def test_remove_if_deletes_only_what_allowed_lets_it(self, storage: Storage) -> None:
+        remove_if = self._conditional(storage, "remove_if")
+        seen: list[Registration | None] = []
+
+        def allowed_for(username: str) -> Any:
+            def allowed(stored: Registration | None) -> bool:
+                seen.append(stored)
+                return may_write(stored, username)
+
+            return allowed
+
+        stored = storage.upsert(FULL, now=T0)
+        assert remove_if(SELECTOR, allowed_for("mallory")) is None and seen == [stored]
+        assert storage.get(SELECTOR) == stored, "a refused remove_if deleted"
+        assert remove_if(SELECTOR, allowed_for("alice")) == stored
+        assert storage.get(SELECTOR) is None
+        assert remove_if(SELECTOR, allowed_for("alice")) is None and seen[-1] is None
+
+    def test_upsert_if_racing_threads_one_owner(self, storage: Storage) -> None:
+        self._require("supports_threads", "a handle may not be shared between threads")
+        upsert_if = self._conditional(storage, "upsert_if")
+        users, rounds = ("alice", "bob", "mallory", "eve"), 10
+        barrier = threading.Barrier(len(users))
+        won: dict[int, list[str]] = defaultdict(list)
+        errors: list[BaseException] = []
+
+        def work(user: str) -> None:
+            try:
+                for r in range(rounds):
+                    barrier.wait(timeout=30)
+                    report = _race_report(user, r)
+                    if upsert_if(report, now=at(r), allowed=partial(_may_write_as, user)):
+                        won[r].append(user)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(u,)) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, f"upsert_if raised in a thread: {errors[0]!r}"
+        _check_one_owner(storage, won, rounds)
+
+    def test_upsert_if_racing_processes_one_owner(self, make_storage: StorageOpener) -> None:
+        """Processes (or hosts) racing ``upsert_if`` for new selectors, each as another
+        user: per selector, exactly one is allowed, and the row is that user's."""
+        self._require("supports_processes", "processes do not share a store")
+        probe = make_storage()
+        try:
+            self._conditional(probe, "upsert_if")
+        finally:
+            probe.close()
+        ctx = _process_context(make_storage)
+        users, rounds = ("alice", "bob", "mallory"), 15
+        queue, barrier = ctx.Queue(), ctx.Barrier(len(users))
+        procs = [
+            ctx.Process(target=_race_worker, args=(make_storage, u, rounds, queue, barrier))
+            for u in users
+        ]
+        for p in procs:
+            p.start()
+        try:
+            results = [queue.get(timeout=120) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():  # pragma: no cover
+                    p.kill()
+        errors = [detail for status, detail in results if status == "error"]
+        assert not errors, f"upsert_if failed in a child process:\n{errors[0]}"
+        won: dict[int, list[str]] = defaultdict(list)
+        for _, (user, rounds_won) in results:
+            for r in rounds_won:
+                won[r].append(user)
+        reader = make_storage()
+        try:
+            _check_one_owner(reader, won, rounds)
         finally:
             reader.close()
 

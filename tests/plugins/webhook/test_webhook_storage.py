@@ -329,6 +329,22 @@ def test_secret_env_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
             "storage.webhook.url: must be an http:// or https:// URL",
         ),
         ({**GOOD, "url": 7}, "storage.webhook.url: must be an http:// or https:// URL"),
+        # Credentials in the URL: refused, never sent (nor quoted: the password).
+        (
+            {**GOOD, "url": "https://user:hunter2@portal.example.com/hook"},
+            "storage.webhook.url: must not carry a user name or password (user:password@): "
+            "pushreport signs its requests with secret instead",
+        ),
+        (
+            {**GOOD, "url": "http://hunter2@127.0.0.1:8080/hook"},
+            "storage.webhook.url: must not carry a user name or password (user:password@): "
+            "pushreport signs its requests with secret instead",
+        ),
+        (
+            {**GOOD, "url": "http://@127.0.0.1:8080/hook"},
+            "storage.webhook.url: must not carry a user name or password (user:password@): "
+            "pushreport signs its requests with secret instead",
+        ),
         (
             {"url": GOOD["url"]},
             "storage.webhook.secret: the webhook backend (its signing key) needs secret or "
@@ -369,6 +385,32 @@ def test_option_errors_name_the_key_and_never_quote_the_url_or_secret(
         WebhookStorage.from_options(options, CTX)
     assert str(caught.value) == message
     assert "hunter2" not in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_a_url_with_credentials_is_refused_when_built_in_python_too(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="^deliver needs an http:// or https:// url$"):
+        WebhookStorage(
+            tmp_path / "o.sqlite3", url="https://user:hunter2@portal.example.com/hook", secret="k"
+        )
+
+
+def test_a_url_with_credentials_stops_the_start(tmp_path: Path) -> None:
+    from pushreport_wsgi._config import Config
+    from pushreport_wsgi._service import Receiver
+
+    config = Config.from_dict(
+        {
+            "storage": {
+                "backends": ["webhook"],
+                "webhook": {"url": "https://user:hunter2@portal.example.com/h", "secret": "k"},
+            }
+        },
+        base_dir=tmp_path,
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        Receiver.from_config(config)
+    assert str(caught.value).startswith("storage.webhook.url: must not carry a user name")
+    assert "hunter2" not in str(caught.value)
 
 
 def test_the_backend_is_picked_by_name_from_a_configuration(tmp_path: Path, caplog: Any) -> None:
