@@ -17,7 +17,7 @@ from typing import Callable, Collection, Iterator
 
 from ._defaults import DEFAULT_SHAPES
 from ._errors import InvalidReport
-from ._fields import LITERAL, PASSWORD, TargetValue, decode_form, decode_url, pair_spans
+from ._fields import LITERAL, PASSWORD, decode_form, decode_url, pair_spans
 from ._report import Shapes
 
 __all__ = ["redact_target", "shorten", "SENSITIVE_NAMES", "MASK"]
@@ -57,26 +57,29 @@ def shorten(value: str, keep: int = 8) -> str:
 
 
 def _folded(key: str, decode: Callable[[str, str], str]) -> str | None:
+    if "%" not in key and "+" not in key:
+        return key.strip().lower()
     try:
         return decode(key, "a parameter name").strip().lower()
     except InvalidReport:
         return None
 
 
-def _named_items(target: str) -> Iterator[TargetValue]:
-    """Every ``key=value`` item of the query and of a path segment's ``&`` tail, named
-    by its decoded, folded key (``None``: it does not decode)."""
+def _named_items(target: str) -> Iterator[tuple[int, int, str | None]]:
+    """Every ``key=value`` item of the query and of a path segment's ``&`` tail: where
+    its value is, and its name decoded and folded (``None``: it does not decode)."""
     path, qmark, query = target.partition("?")
-    pos = 0
-    for segment in path.split("/"):
-        first, amp, rest = segment.partition("&")
-        if amp:
-            for key, start, end in pair_spans(rest, pos + len(first) + 1):
-                yield TargetValue(start, end, _folded(key, decode_url))
-        pos += len(segment) + 1
+    if "&" in path:
+        pos = 0
+        for segment in path.split("/"):
+            first, amp, rest = segment.partition("&")
+            if amp:
+                for key, start, end in pair_spans(rest, pos + len(first) + 1):
+                    yield start, end, _folded(key, decode_url)
+            pos += len(segment) + 1
     if qmark:
         for key, start, end in pair_spans(query, len(path) + 1):
-            yield TargetValue(start, end, _folded(key, decode_form))
+            yield start, end, _folded(key, decode_form)
 
 
 def redact_target(
