@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from pushreport_core import (
     DEFAULT_REMOVAL_SHAPES,
@@ -24,7 +25,7 @@ from pushreport_core import (
     render_request,
     shorten,
 )
-from pushreport_core._fields import decode_form, decode_url
+from pushreport_core._fields import decode_form, decode_url, pair_spans, split_pairs
 from pushreport_core.testing import strategies as s
 
 SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
@@ -198,3 +199,9 @@ def test_shorten() -> None:
     assert shorten("12345678") == "12345678"
     assert shorten("123456789") == "12345678…"
     assert shorten("123456789", 4) == "1234…"
+
+
+@given(text=st.text(st.sampled_from("ab=&%+"), max_size=20), offset=st.integers(0, 9))
+def test_pair_spans_split_as_split_pairs_does(text: str, offset: int) -> None:
+    target = "x" * offset + text
+    assert [(k, target[s:e]) for k, s, e in pair_spans(text, offset)] == split_pairs(text)
