@@ -43,7 +43,14 @@ from ._errors import (
     StorageUnavailable,
     TooManyRequests,
 )
-from ._fields import DEFAULT_KEYS, PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
+from ._fields import (
+    DEFAULT_KEYS,
+    LITERAL,
+    PASSWORD_VARIABLE,
+    REPORT_FIELDS,
+    VARIABLE_FIELDS,
+    TargetValue,
+)
 from ._gateway import (
     DEFAULT_GATEWAY_URL,
     PUSH_VERBS,
@@ -72,6 +79,7 @@ from ._lifecycle import (
     prune_due,
 )
 from ._merge import merge, without_token
+from ._redact import MASK, SENSITIVE_NAMES, redact_target, shorten
 from ._removal import (
     DEFAULT_REMOVAL_ACCOUNT_XML,
     DEFAULT_REMOVAL_SHAPES,
@@ -185,4 +193,10 @@ __all__ = [
     "parse_retry_after",
     "push_targets",
     "retry_delay",
+    "LITERAL",
+    "MASK",
+    "SENSITIVE_NAMES",
+    "TargetValue",
+    "redact_target",
+    "shorten",
 ]

@@ -17,14 +17,22 @@ Field names are the spec's (``username``, ``selector``, ``token_calls``, ``appid
 from __future__ import annotations
 
 import re
-from typing import Collection
+from typing import Callable
 
 from ._errors import InvalidReport, MethodNotAllowed, shown_method
-from ._fields import DEFAULT_KEYS, FieldCollector, decode_form, decode_url, split_pairs
+from ._fields import (
+    DEFAULT_KEYS,
+    FieldCollector,
+    TargetValue,
+    decode_form,
+    decode_url,
+    pair_spans,
+    split_pairs,
+)
 from ._templates import FORM, _json_scalar, load_json_body, media_type
 from ._values import Report, Request
 
-__all__ = ["DefaultShapes", "DEFAULT_SHAPES", "parse_default"]
+__all__ = ["DefaultShapes", "DEFAULT_SHAPES", "parse_default", "locate_default"]
 
 _TOKEN_PATH = re.compile(r"/token(?:/([^/]*)/?)?")
 _PUSHTOKEN_PATH = re.compile(r"/pushToken/([^/]*)/([^/]*)/([^/]*?)/?")
@@ -40,7 +48,23 @@ def _add(into: FieldCollector, key: str, value: str) -> None:
         into.add(field, value)
 
 
-def _add_pairs(into: FieldCollector, raw: str) -> None:
+def _name(key: str, decode: Callable[[str, str], str]) -> str | None:
+    """What the parameter named *key* (raw) fills, as :func:`_add` decides; ``None``
+    when the name does not decode."""
+    try:
+        lk = decode(key, "a parameter name").lower()
+    except InvalidReport:
+        return None
+    return DEFAULT_KEYS.get(lk, lk)
+
+
+def _add_pairs(into: FieldCollector, raw: str, offset: int = 0) -> None:
+    spans = into.spans
+    if spans is not None:
+        # Locating only: the names the loop below gives, where the values are.
+        for key, start, end in pair_spans(raw, offset):
+            spans.append(TargetValue(start, end, _name(key, decode_form)))
+        return
     # split_pairs, decode_form and _add in one loop: this runs for every pair of every
     # query and form report.
     keys = DEFAULT_KEYS
@@ -79,17 +103,10 @@ class DefaultShapes:
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS
 
-    def redact(self, target: str, *, also: Collection[str] = ()) -> str:
-        """*target* with the token of the path shape shortened (query parameters are
-        masked by name, by the caller)."""
-        path, qmark, query = target.partition("?")
-        m = _PUSHTOKEN_PATH.fullmatch(path)
-        if m is not None:
-            start, end = m.span(3)
-            token, amp, rest = m.group(3).partition("&")
-            if len(token) > 8:
-                path = f"{path[:start]}{token[:8]}…{amp}{rest}{path[end:]}"
-        return f"{path}{qmark}{query}"
+    def target_values(self, target: str) -> list[TargetValue]:
+        """Where the values this parser reads sit in *target*, and what each fills (for
+        redaction); whether or not the request parses."""
+        return locate_default(target, _TOKEN_PATH)
 
     def parse_request(self, request: Request) -> Report:
         method = request.method.upper()
@@ -112,29 +129,8 @@ def parse_default(
     spec's ``/pushToken/...`` path, the query string, and a form or JSON body for
     *body_methods*. *shape* starts the shape name given to the report (for logs)."""
     method = request.method.upper()
-    path = request.path
     into = FieldCollector()
-    path_username: str | None = None
-    m = token_path.fullmatch(path)
-    if m is not None:
-        kind = "token"
-        if m.group(1):
-            path_username = decode_url(m.group(1), "username")
-    else:
-        m = _PUSHTOKEN_PATH.fullmatch(path)
-        if m is None:
-            raise InvalidReport("path is not one of the default report paths")
-        kind = "path"
-        path_username = decode_url(m.group(1), "username")
-        into.add("selector", decode_url(m.group(2), "selector"))
-        # ".../%pushToken%&appid=%pushappid%": the app id sits inside the segment.
-        token, _, rest = m.group(3).partition("&")
-        into.add("token_msgs", decode_url(token, "token_msgs"))
-        for key, value in split_pairs(rest):
-            name = decode_url(key, "a parameter name")
-            _add(into, name, decode_url(value, name))
-    if request.query:
-        _add_pairs(into, request.query)
+    kind, path_username = _read_target(request.path, request.query, token_path, into)
     if method in body_methods and request.body.strip():
         mt = media_type(request.content_type)
         if mt.endswith("json"):
@@ -162,6 +158,64 @@ def parse_default(
     if path_username is not None and "username" not in into.fields:
         into.add("username", path_username)
     return into.report(user_agent=request.user_agent, shape=f"{shape}-{kind}")
+
+
+def _read_target(
+    path: str, query: str, token_path: re.Pattern[str], into: FieldCollector
+) -> tuple[str, str | None]:
+    """Read the fields of the target: the path (*token_path*, or the spec's
+    ``/pushToken/...``), then the query. Returns the shape's kind (``token`` or
+    ``path``) and the username the path names, if any.
+
+    Locating (``into.spans`` set), it appends where each value sits and what it fills
+    instead, and raises nothing: a target that does not parse is located as far as it
+    goes.
+    """
+    spans = into.spans
+    path_username: str | None = None
+    kind = "token"
+    m = token_path.fullmatch(path)
+    if m is not None:
+        if m.group(1):
+            if spans is not None:
+                spans.append(TargetValue(*m.span(1), "username"))
+            else:
+                path_username = decode_url(m.group(1), "username")
+    else:
+        m = _PUSHTOKEN_PATH.fullmatch(path)
+        if m is None:
+            if spans is None:
+                raise InvalidReport("path is not one of the default report paths")
+        else:
+            kind = "path"
+            # ".../%pushToken%&appid=%pushappid%": the app id sits inside the segment.
+            token, amp, rest = m.group(3).partition("&")
+            if spans is not None:
+                start = m.start(3)
+                spans.append(TargetValue(*m.span(1), "username"))
+                spans.append(TargetValue(*m.span(2), "selector"))
+                spans.append(TargetValue(start, start + len(token), "token_msgs"))
+                for key, vstart, vend in pair_spans(rest, start + len(token) + len(amp)):
+                    spans.append(TargetValue(vstart, vend, _name(key, decode_url)))
+            else:
+                path_username = decode_url(m.group(1), "username")
+                into.add("selector", decode_url(m.group(2), "selector"))
+                into.add("token_msgs", decode_url(token, "token_msgs"))
+                for key, value in split_pairs(rest):
+                    name = decode_url(key, "a parameter name")
+                    _add(into, name, decode_url(value, name))
+    if query:
+        _add_pairs(into, query, len(path) + 1)
+    return kind, path_username
+
+
+def locate_default(target: str, token_path: re.Pattern[str]) -> list[TargetValue]:
+    """The values the default shapes (with *token_path*) read from *target*: where
+    each sits and what it fills. Never raises."""
+    spans: list[TargetValue] = []
+    path, _, query = target.partition("?")
+    _read_target(path, query, token_path, FieldCollector(spans=spans))
+    return spans
 
 
 DEFAULT_SHAPES = DefaultShapes()

@@ -4,7 +4,7 @@ validated. Shared by the configured templates and the default shapes."""
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping, NamedTuple
 from urllib.parse import unquote, unquote_to_bytes
 
 from . import _grammar as g
@@ -17,6 +17,10 @@ __all__ = [
     "DEFAULT_KEYS",
     "REPORT_FIELDS",
     "FieldCollector",
+    "TargetValue",
+    "LITERAL",
+    "variable_name",
+    "pair_spans",
     "decode_url",
     "decode_form",
     "split_pairs",
@@ -42,6 +46,21 @@ VARIABLE_FIELDS: Mapping[str, str] = {
 #: The variable that carries the account password: handed to authentication only.
 PASSWORD_VARIABLE = "account[password]"
 PASSWORD = "password"
+
+#: What each template variable fills: a canonical field, or ``password``; any other
+#: variable is an extra field under its own name (:func:`variable_name`).
+_VARIABLE_NAMES: Mapping[str, str] = {**VARIABLE_FIELDS, PASSWORD_VARIABLE: PASSWORD}
+
+#: The name of a template's literal query value (``key=s3cret`` written into the URL):
+#: a shared secret, as far as logs are concerned.
+LITERAL = "(literal)"
+
+
+def variable_name(variable: str) -> str:
+    """The field template variable *variable* fills (``pushTokenOther`` →
+    ``token_msgs``, ``account[password]`` → ``password``), or its own name for an extra."""
+    return _VARIABLE_NAMES.get(variable, variable)
+
 
 #: Field names accepted by the default shapes, lower-cased: the spec's own names and the
 #: raw variable names. Matching is case-insensitive ("appId_calls" and "appid_calls").
@@ -87,6 +106,33 @@ def decode_form(raw: str, name: str) -> str:
     return _unquote(raw, name)
 
 
+class TargetValue(NamedTuple):
+    """A value a parser reads from a request target, as the parser names it: what
+    redaction masks or shortens (:func:`pushreport_core.redact_target`)."""
+
+    #: The raw (still percent-encoded) value is ``target[start:end]``.
+    start: int
+    end: int
+    #: What the parser fills with it: a report field (``password``, ``token_msgs``...),
+    #: an extra field's name (``pushsecret``, ``account[pushSecret]``), :data:`LITERAL`,
+    #: or ``None`` when the parameter's name does not decode.
+    name: str | None
+
+
+def pair_spans(raw: str, offset: int = 0) -> Iterator[tuple[str, int, int]]:
+    """``(raw key, start, end)`` of each value of ``a=1&b=2``, split as
+    :func:`split_pairs` does; positions count from *offset* (where *raw* starts in the
+    target)."""
+    pos = offset
+    for item in raw.split("&"):
+        start = pos
+        pos += len(item) + 1
+        if item:
+            key, _, value = item.partition("=")
+            end = start + len(item)
+            yield key, end - len(value), end
+
+
 def split_pairs(raw: str) -> list[tuple[str, str]]:
     """Split ``a=1&b=2`` into raw (still encoded) pairs; empty items are skipped."""
     pairs = []
@@ -105,12 +151,16 @@ class FieldCollector:
     values for one field are refused.
     """
 
-    __slots__ = ("fields", "extra", "password")
+    __slots__ = ("fields", "extra", "password", "spans")
 
-    def __init__(self) -> None:
+    def __init__(self, *, spans: list[TargetValue] | None = None) -> None:
         self.fields: dict[str, str] = {}
         self.extra: dict[str, str] = {}
         self.password: str | None = None
+        #: Given a list, the parsers' target readers only locate: they append a
+        #: :class:`TargetValue` for each value they would read from the target, and
+        #: neither decode nor check nor add anything (so they never raise).
+        self.spans = spans
 
     def add(self, field: str, value: str) -> None:
         if field == PASSWORD:
@@ -141,11 +191,9 @@ class FieldCollector:
 
     def add_variable(self, variable: str, value: str) -> None:
         """Add the value of template variable *variable* (e.g. ``pushTokenOther``)."""
-        field = VARIABLE_FIELDS.get(variable)
+        field = _VARIABLE_NAMES.get(variable)
         if field is not None:
             self.add(field, value)
-        elif variable == PASSWORD_VARIABLE:
-            self.add(PASSWORD, value)
         else:
             self.add_extra(variable, value)
 

@@ -35,8 +35,9 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from ._client import render_request
-from ._defaults import DefaultShapes, parse_default
+from ._defaults import DefaultShapes, locate_default, parse_default
 from ._errors import InvalidReport, MethodNotAllowed
+from ._fields import TargetValue
 from ._report import DEFAULT_MAX_BODY, Shapes, parse_request
 from ._templates import Template
 from ._values import Registration, Report, Request, Secret, _extra
@@ -165,6 +166,13 @@ class DefaultRemovalShapes:
 
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS
+
+    def target_values(self, target: str) -> list[TargetValue]:
+        """Where the values this parser reads sit in *target*, and what each fills (for
+        redaction); whether or not the request parses."""
+        path = target.partition("?")[0]
+        token_path = _REMOVAL_PATH if _REMOVAL_PATH.fullmatch(path) is not None else _TOKEN_PATH
+        return locate_default(target, token_path)
 
     def parse_request(self, request: Request) -> Report:
         method = request.method.upper()

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from ._defaults import DEFAULT_SHAPES
 from ._errors import RequestTooLarge
+from ._fields import TargetValue
 from ._values import Report, Request
 
 __all__ = ["parse_request", "Shapes", "DEFAULT_MAX_BODY", "MAX_TARGET"]
@@ -25,6 +26,11 @@ class Shapes(Protocol):
     def allowed_methods(self) -> tuple[str, ...]: ...
 
     def parse_request(self, request: Request) -> Report: ...
+
+    def target_values(self, target: str) -> list[TargetValue]:
+        """Where each value :meth:`parse_request` reads from *target* (the raw request
+        target) sits, and what it fills; never raises. What redaction masks
+        (:func:`pushreport_core.redact_target`)."""
 
 
 def parse_request(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import unquote_plus
 
 import attrs
@@ -21,12 +21,16 @@ import attrs
 from . import _grammar as g
 from ._errors import ConfigurationError, InvalidReport, MethodNotAllowed, shown_method
 from ._fields import (
+    LITERAL,
     PASSWORD_VARIABLE,
     VARIABLE_FIELDS,
     FieldCollector,
+    TargetValue,
     decode_form,
     decode_url,
+    pair_spans,
     split_pairs,
+    variable_name,
 )
 from ._values import Report, Request
 
@@ -43,14 +47,6 @@ _ENTITY = re.compile(r"&(amp|lt|gt|quot|apos|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(?:#.*)?\Z", re.S)
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-#: Variables that carry push tokens: shortened in logs.
-_TOKEN_VARIABLES = frozenset({"pushToken", "pushTokenOther", "pushTokenIncomingCall"})
-
-
-def _shorten(value: str, keep: int = 8) -> str:
-    """Enough of a token to tell it apart in a log line, not to push with it."""
-    return value if len(value) <= keep else value[:keep] + "…"
-
 
 _KNOWN_LOWER = {v.lower(): v for v in (*VARIABLE_FIELDS, PASSWORD_VARIABLE, "account[username]")}
 
@@ -245,10 +241,38 @@ def _compile_pairs(text: str, spot: _Spot) -> tuple[_Pair, ...]:
     return tuple(pairs)
 
 
-def _match_pairs(pairs: Sequence[_Pair], raw: str, into: FieldCollector, where: str) -> None:
+def _pair_key(key: str) -> str:
+    """A request's parameter name as compared with the template's (:attr:`_Pair.lower`)."""
+    return decode_form(key, "a parameter name").strip().lower()
+
+
+def _pair_names(pair: _Pair) -> tuple[str, ...]:
+    """What the value of *pair* fills: its variables' fields, or :data:`LITERAL`."""
+    if pair.constant:
+        return (LITERAL,)
+    return tuple(variable_name(v) for v in pair.pattern.variables)
+
+
+def _match_pairs(
+    pairs: Sequence[_Pair], raw: str, into: FieldCollector, where: str, offset: int = 0
+) -> None:
+    spans = into.spans
+    if spans is not None:
+        # Locating only: which of the template's parameters each value is (a value the
+        # template has no parameter for is not read), the name compared as below.
+        by_key = {pair.lower: pair for pair in pairs}
+        for key, start, end in pair_spans(raw, offset):
+            try:
+                pair = by_key.get(_pair_key(key))
+            except InvalidReport:
+                spans.append(TargetValue(start, end, None))
+                continue
+            if pair is not None:
+                spans.extend(TargetValue(start, end, name) for name in _pair_names(pair))
+        return
     got: dict[str, str] = {}
     for key, value in split_pairs(raw):
-        lk = decode_form(key, "a parameter name").strip().lower()
+        lk = _pair_key(key)
         old = got.get(lk)
         if old is not None and old != value:
             raise InvalidReport(f"{where} {key!r} appears more than once")
@@ -661,14 +685,8 @@ class Template:
                 f"the template uses {self.method}",
                 allowed=self.allowed_methods(),
             )
-        m = self._path.regex.fullmatch(request.path)
-        if m is None:
-            raise InvalidReport("path does not match the configured template")
         into = FieldCollector()
-        for variable, captured in zip(self._path.variables, m.groups()):
-            into.add_variable(variable, decode_url(captured, variable))
-        if self._query:
-            _match_pairs(self._query, request.query, into, "query parameter")
+        self._read_target(request.path, request.query, into)
         kind = self._body_kind
         if kind != "none" and method in BODY_METHODS:
             body = request.body
@@ -691,49 +709,34 @@ class Template:
                         )
         return into.report(user_agent=request.user_agent, shape="template")
 
-    def redact(self, target: str, *, also: Collection[str] = ()) -> str:
-        """*target* with the account password, constant query values (shared secrets)
-        and the variables in *also* (a configured secret) masked as ``***``, and push
-        tokens shortened: what may be logged of a request."""
-        masked = {PASSWORD_VARIABLE, *also}
-        path, qmark, query = target.partition("?")
-        hidden = [v in masked or v in _TOKEN_VARIABLES for v in self._path.variables]
-        if any(hidden):
-            m = self._path.regex.fullmatch(path)
-            if m is not None:
-                for i in reversed(range(len(self._path.variables))):
-                    if hidden[i]:
-                        start, end = m.span(i + 1)
-                        value = (
-                            "***"
-                            if self._path.variables[i] in masked
-                            else _shorten(path[start:end])
-                        )
-                        path = f"{path[:start]}{value}{path[end:]}"
-        if query and self._query:
-            secret = {
-                p.lower
-                for p in self._query
-                if p.constant or masked.intersection(p.pattern.variables)
-            }
-            tokens = {
-                p.lower for p in self._query if _TOKEN_VARIABLES.intersection(p.pattern.variables)
-            }
-            if secret or tokens:
-                items = []
-                for item in query.split("&"):
-                    key, eq, value = item.partition("=")
-                    try:
-                        name = decode_form(key, "a parameter name").strip().lower()
-                    except InvalidReport:
-                        name = key.lower()
-                    if eq and value and name in secret:
-                        value = "***"
-                    elif eq and value and name in tokens:
-                        value = _shorten(value)
-                    items.append(f"{key}{eq}{value}")
-                query = "&".join(items)
-        return f"{path}{qmark}{query}"
+    def _read_target(self, path: str, query: str, into: FieldCollector) -> None:
+        """Read the variables of the target: the path's, then the query's.
+
+        Locating (``into.spans`` set), it appends where each value sits and what it
+        fills instead, and raises nothing.
+        """
+        spans = into.spans
+        m = self._path.regex.fullmatch(path)
+        if m is None:
+            if spans is None:
+                raise InvalidReport("path does not match the configured template")
+        elif spans is not None:
+            for i, variable in enumerate(self._path.variables, 1):
+                spans.append(TargetValue(*m.span(i), variable_name(variable)))
+        else:
+            for variable, captured in zip(self._path.variables, m.groups()):
+                into.add_variable(variable, decode_url(captured, variable))
+        if self._query:
+            _match_pairs(self._query, query, into, "query parameter", len(path) + 1)
+
+    def target_values(self, target: str) -> list[TargetValue]:
+        """Where the values this template reads sit in *target*, and what each fills
+        (for redaction); whether or not the request parses. A literal query value
+        (``key=s3cret`` in the URL) is named :data:`~pushreport_core._fields.LITERAL`."""
+        spans: list[TargetValue] = []
+        path, _, query = target.partition("?")
+        self._read_target(path, query, FieldCollector(spans=spans))
+        return spans
 
     def as_account_xml(self) -> Mapping[str, str]:
         """The Account XML keys and (unescaped) values that configure the app."""

@@ -226,14 +226,23 @@ class Registration:
         )
 
 
+def _names_only(items: list[str]) -> str:
+    return "&".join(item.partition("=")[0] + ("=…" if "=" in item else "") for item in items)
+
+
 def _masked_target(target: str) -> str:
-    """The target for a repr: the path, and the query's names without their values (a
-    password or a shared secret may travel in them)."""
+    """The target for a repr: the path, and the names of the query's and of the path's
+    ``&key=value`` items without their values (a password or a shared secret may travel
+    in them)."""
     path, qmark, query = target.partition("?")
+    if "&" in path:
+        segments = []
+        for segment in path.split("/"):
+            first, *rest = segment.split("&")
+            segments.append("&".join((first, _names_only(rest))) if rest else first)
+        path = "/".join(segments)
     if qmark:
-        query = "&".join(
-            item.partition("=")[0] + ("=…" if "=" in item else "") for item in query.split("&")
-        )
+        query = _names_only(query.split("&"))
     return repr(f"{path}{qmark}{query}")
 
 

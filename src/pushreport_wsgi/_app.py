@@ -25,6 +25,7 @@ from pushreport_core import (
     ServiceUnavailable,
     StorageUnavailable,
     TooManyRequests,
+    shorten,
 )
 from pushreport_core import Request as CoreRequest
 
@@ -32,7 +33,6 @@ from ._config import Config, load_config
 from ._health import operator_routes
 from ._limits import client_address
 from ._lookup import LookupApp
-from ._redact import shorten
 from ._service import Receiver
 
 if TYPE_CHECKING:

@@ -1,64 +1,48 @@
-"""Keep credentials out of logs: redact request targets before they are logged."""
+"""Keep credentials out of the server's own log lines.
+
+Request targets are redacted by the core (:func:`pushreport_core.redact_target`, derived
+from the parser); :func:`shorten` is re-exported for the modules that import it from
+here. What is left is gunicorn's error log: it quotes what it could not parse.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Collection
+import logging
+import re
 
-__all__ = ["redact_target", "SENSITIVE_KEYS", "shorten"]
+from pushreport_core import redact_target, shorten
 
-#: Parameter names whose values are never logged (compared lower-cased).
-SENSITIVE_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pass",
-        "pwd",
-        "account[password]",
-        "secret",
-        "key",
-        "apikey",
-        "api_key",
-        "auth",
-        "authorization",
-        "token_secret",
-        "sig",
-        "signature",
-    }
-)
-#: Parameter names that carry push tokens: logged shortened.
-TOKEN_KEYS = frozenset(
-    {"token_calls", "token_msgs", "pushtoken", "pushtokenother", "pushtokenincomingcall"}
-)
+__all__ = ["redact_target", "shorten", "ServerLogFilter", "filter_server_log"]
+
+# gunicorn's "Invalid request from ip=…: Invalid HTTP request line: 'GET /t?pw=… x'",
+# and the like for a header, a version, the bytes before the connection ended.
+_QUOTED = re.compile(r":\s*b?['\"(]")
 
 
-def shorten(value: str, keep: int = 8) -> str:
-    """``"QVBBOTFiRzlhcVd2…"``: enough to tell tokens apart in a log, not to use one."""
-    return value if len(value) <= keep else value[:keep] + "…"
+class ServerLogFilter(logging.Filter):
+    """Cuts what gunicorn's error log quotes of a request it refused (the raw request
+    line, a header, leftover bytes: a password or a secret may be among them), keeping
+    the client and the reason; redacts the target of a request that failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not isinstance(msg, str):
+            return True
+        if msg.startswith("Invalid request from "):
+            message = record.getMessage()
+            cut = _QUOTED.search(message, message.find(": ") + 1)
+            if cut is not None:
+                record.msg, record.args = message[: cut.start()], ()
+        elif msg.startswith("Error handling request ") and isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_target(a) if isinstance(a, str) and a.startswith("/") else a
+                for a in record.args
+            )
+        return True
 
 
-def redact_target(target: str, shapes: Any = None, *, also: Collection[str] = ()) -> str:
-    """*target* with credentials masked and tokens shortened, ready for a log line.
-
-    Uses the shapes' own knowledge when they have it (``shapes.redact(target)``: a
-    template knows which of its parts carry ``%account[password]%`` or a constant
-    secret), then masks parameters with well-known sensitive names. *also* names more
-    fields to mask: the template variables or parameter names that carry a configured
-    secret (``[auth] secret_field``).
-    """
-    redact = getattr(shapes, "redact", None)
-    if redact is not None:
-        target = redact(target, also=also) if also else redact(target)
-    path, qmark, query = target.partition("?")
-    if not query:
-        return target
-    items = []
-    for item in query.split("&"):
-        key, eq, value = item.partition("=")
-        lk = key.lower()
-        if eq and value:
-            if lk in SENSITIVE_KEYS or lk in also:
-                value = "***"
-            elif lk in TOKEN_KEYS:
-                value = shorten(value)
-        items.append(f"{key}{eq}{value}")
-    return f"{path}?{'&'.join(items)}"
+def filter_server_log() -> None:
+    """Put :class:`ServerLogFilter` on gunicorn's error logger (once per process)."""
+    logger = logging.getLogger("gunicorn.error")
+    if not any(isinstance(f, ServerLogFilter) for f in logger.filters):
+        logger.addFilter(ServerLogFilter())

@@ -22,6 +22,7 @@ from ._config import Config
 from ._health import operator_routes
 from ._logs import JsonFormatter, configure_logging
 from ._metrics import prepare_multiprocess
+from ._redact import filter_server_log
 from ._service import Receiver
 
 __all__ = ["serve", "describe"]
@@ -73,6 +74,7 @@ def shared_nonce_key(config: Config) -> Config:
 
 def _configure_logging(access_log: bool, log_format: str = "text") -> None:
     configure_logging(access_log=access_log, log_format=log_format)
+    filter_server_log()  # gunicorn quotes the requests it refuses
 
 
 def serve(

@@ -31,6 +31,8 @@ from pushreport_core import (
     owners_to_forget,
     parse_removal,
     parse_request,
+    redact_target,
+    shorten,
     without_token,
 )
 
@@ -45,7 +47,6 @@ from ._plugins import (
     make_plugin_manager,
     transform_report,
 )
-from ._redact import redact_target, shorten
 from .storage import Storage, StorageContext
 
 __all__ = ["Receiver", "Backend", "RemovalOutcome"]
@@ -405,10 +406,11 @@ class Receiver:
         return AuthenticationFailed("selector belongs to another username")
 
     def redact(self, target: str, method: str = "GET") -> str:
-        """*target* as it may be logged: credentials and secrets masked, tokens
-        shortened."""
+        """*target* as it may be logged: what the shapes that answer it read as the
+        password or the configured secret masked, tokens shortened
+        (:func:`pushreport_core.redact_target`)."""
         shapes = self.shapes_for(method, target.partition("?")[0])
-        return redact_target(target, shapes, also=self.secret_fields)
+        return redact_target(target, shapes, secret_fields=self.secret_fields)
 
     def remove(self, request: Request, *, notes: dict[str, str] | None = None) -> RemovalOutcome:
         """Carry out the Account Removal Reporter call *request* carries.
