@@ -198,6 +198,9 @@ class Exploding:
     def __init__(self, unavailable: bool) -> None:
         self.unavailable = unavailable
 
+    def get(self, selector: str) -> None:
+        return None  # nothing stored: the identified user may write the selector
+
     def upsert(self, report: Any, *, now: Any) -> Any:
         text = f"cannot store {report!r} {report.extra!r} {report.stored_fields()!r}"
         if self.unavailable:
