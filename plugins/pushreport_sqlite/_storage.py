@@ -263,9 +263,15 @@ def _path_problem(path: Path, *, create: bool) -> str | None:
     if path.is_dir():
         return ": it is a folder, not a file"
     if path.exists():
-        wanted = os.R_OK | (os.W_OK if create else 0)
-        if not os.access(path, wanted):
+        if not os.access(path, os.R_OK):
             return ": permission denied"
+        if create and not os.access(path, os.W_OK):
+            return ": it cannot be written (a read-only file, or no permission)"
+        if create and not os.access(path.parent, os.W_OK | os.X_OK):
+            return (
+                f": its folder {path.parent} cannot be written (SQLite keeps the "
+                "database's -wal and -shm files beside it)"
+            )
         return None
     for parent in path.parents:
         if parent.exists():

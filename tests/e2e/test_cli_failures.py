@@ -8,16 +8,14 @@ file should be, or a path under a regular file.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from .conftest import PUSHREPORT, free_port
+from .conftest import free_port, run_pushreport
 
 pytestmark = pytest.mark.e2e
 
@@ -66,23 +64,7 @@ REASONS = {
 
 
 def run(tmp_path: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    """Run ``pushreport *args`` in *tmp_path*; a server that starts anyway is stopped
-    (with its workers) after *timeout* seconds, and the test fails."""
-    proc = subprocess.Popen(
-        [*PUSHREPORT, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"pushreport {args[0]} still ran after {timeout} s:\n{err}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run_pushreport(tmp_path, *args, timeout=timeout)
 
 
 def storage_commands(tmp_path: Path, db: Path) -> dict[str, list[str]]:
@@ -136,7 +118,7 @@ def test_a_database_that_cannot_be_used_is_one_line_naming_it(
     line = assert_one_line(proc)
     assert str(db) in line, line
     assert REASONS[broken] in line, line
-    assert "listening" not in proc.stdout + proc.stderr
+    assert "listening on" not in proc.stdout + proc.stderr
     # Nothing created: no database, no spool, no lock beside it, no target.
     after = sorted(p.name for p in tmp_path.iterdir() if p.name != "outbox.toml")
     assert after == before, after
