@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -23,8 +24,11 @@ from pushreport_core import (
     StorageUnavailable,
     Template,
     account_xml,
+    calls_loopback,
+    check_base_url,
     removal_account_xml,
 )
+from pushreport_core._accountxml import default_template
 
 from ._config import Config, ServerConfig, load_config
 from ._redact import shorten
@@ -453,17 +457,27 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _account_xml(args: argparse.Namespace) -> int:
+    base_url = check_base_url(args.base_url, key="--base-url") if args.base_url else None
     config = _read_config(args.config)
     shapes = config.reporter.shapes()
     template = None if shapes is DEFAULT_SHAPES else shapes
-    sys.stdout.write(account_xml(template, base_url=args.base_url))  # type: ignore[arg-type]
+    sys.stdout.write(account_xml(template, base_url=base_url))  # type: ignore[arg-type]
     removal = config.removal.shapes(shapes)
     if removal is not None:
         # The Account Removal Reporter's keys: the default removal shape, or [removal].
         sys.stdout.write(
             removal_account_xml(
-                removal if isinstance(removal, Template) else None, base_url=args.base_url
+                removal if isinstance(removal, Template) else None, base_url=base_url
             )
+        )
+    printed = template if isinstance(template, Template) else default_template()
+    if base_url is None and calls_loopback(printed):
+        sys.stdout.flush()  # the keys first, then the warning, in a terminal
+        origin = re.match(r"[^:]+://[^/?#]*", printed.url)
+        print(
+            f"pushreport: warning: these keys call {origin.group(0) if origin else printed.url}, "
+            "a loopback address no phone can reach; pass --base-url https://your.server",
+            file=sys.stderr,
         )
     return 0
 

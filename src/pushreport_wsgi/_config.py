@@ -151,6 +151,7 @@ class ReporterConfig:
             post_data=self.post_data,
             content_type=self.content_type,
             method=self.method,
+            require_token=True,  # a reporter template without a token stores nothing
         )
 
     def check(self) -> None:
