@@ -120,7 +120,9 @@ class ReporterConfig:
     """``[reporter]``: the Account XML values the app is configured with."""
 
     url: str = setting(
-        "", "pushTokenReporterUrl, with its %variables%; empty: the default shapes (see README)"
+        "",
+        "pushTokenReporterUrl, with its %variables% (%selector% and a push token "
+        "required; a misspelt one is refused); empty: the default shapes (see README)",
     )
     post_data: str = setting("", "pushTokenReporterPostData: the body template")
     content_type: str = setting(
