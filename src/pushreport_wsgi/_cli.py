@@ -21,7 +21,6 @@ from pushreport_core import (
     Purpose,
     PushReportError,
     Registration,
-    StorageUnavailable,
     Template,
     account_xml,
     calls_loopback,
@@ -347,11 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
-    except StorageUnavailable as e:
-        # Its message names the store (a path, or a database and its host) and why.
-        print(f"pushreport: {e}", file=sys.stderr)
-        return 1
     except PushReportError as e:
+        # A StorageUnavailable's message names the store (a path, or a database and its
+        # host; never a password) and why.
         print(f"pushreport: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:
@@ -360,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C (while serve waits for a database, or list prints a million rows).
+        print(f"pushreport: {args.command}: interrupted", file=sys.stderr)
+        return 130
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
         print(f"pushreport: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
