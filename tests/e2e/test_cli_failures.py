@@ -105,14 +105,20 @@ def assert_one_line(proc: subprocess.CompletedProcess[str]) -> str:
 STORAGE_COMMANDS = ["serve", "list", "stats", "push", "prune", "migrate", "outbox"]
 
 
-@pytest.mark.parametrize("broken", BROKEN)
-@pytest.mark.parametrize("command", STORAGE_COMMANDS)
+@pytest.mark.parametrize(
+    ("command", "broken"),
+    [
+        (command, broken)
+        for command in STORAGE_COMMANDS
+        for broken in BROKEN
+        # (serve creates a missing database in an existing folder: that is its job.)
+        if (command, broken) != ("serve", "missing-file")
+    ],
+)
 def test_a_database_that_cannot_be_used_is_one_line_naming_it(
     tmp_path: Path, command: str, broken: str
 ) -> None:
     db = BROKEN[broken](tmp_path)
-    if command == "serve" and broken == "missing-file":
-        pytest.skip("serve creates a missing database in an existing folder")
     before = sorted(p.name for p in tmp_path.iterdir())
     proc = run(tmp_path, *storage_commands(tmp_path, db)[command])
     line = assert_one_line(proc)
