@@ -93,14 +93,14 @@ def serve(
     log_access = config.server.access_log if access_log is None else access_log
     fmt = config.server.log_format if log_format is None else log_format
     _configure_logging(log_access, fmt)
-    # Workers' counters meet in one folder; it must be set before prometheus_client is
-    # first imported, so before anything builds the metrics.
-    child_exit = prepare_multiprocess() if config.metrics.enabled else None
-    config = shared_nonce_key(config)
     # The address first (bound, not yet listening): a port in use or an address this
     # machine does not have fails here, before anything is opened or created.
     sock = bind(host, port)
     try:
+        # Workers' counters meet in one folder; it must be set before prometheus_client
+        # is first imported, so before anything builds the metrics.
+        child_exit = prepare_multiprocess() if config.metrics.enabled else None
+        config = shared_nonce_key(config)
         # Check everything once in the master, so a bad configuration fails at start-up
         # instead of in every worker: every backend is opened (created when missing,
         # checked to be writable), waiting up to STARTUP_WAIT seconds for one that is
