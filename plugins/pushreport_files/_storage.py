@@ -63,7 +63,7 @@ from pushreport_core import (
     parse_time,
     without_token,
 )
-from pushreport_wsgi.storage import BackendOptions, StorageContext
+from pushreport_wsgi.storage import NO_DATABASE_HINT, BackendOptions, StorageContext
 
 T = TypeVar("T")
 
@@ -186,6 +186,9 @@ class FilesStorage:
     compact_after: int = attrs.field(default=DEFAULT_COMPACT_AFTER, kw_only=True)
     fsync: bool = attrs.field(default=True, kw_only=True)
     lock_timeout: float = attrs.field(default=DEFAULT_LOCK_TIMEOUT, converter=float, kw_only=True)
+    #: Create the folder when it is missing (``StorageContext.create``); ``False``: a
+    #: missing folder is an error.
+    create: bool = attrs.field(default=True, kw_only=True)
     _mutex: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
     _pid: int = attrs.field(init=False, default=0, repr=False)
     _lock_fd: int | None = attrs.field(init=False, default=None, repr=False)
@@ -231,7 +234,30 @@ class FilesStorage:
             compact_after=compact_after,
             fsync=fsync,
             lock_timeout=lock_timeout,
+            create=context.create,
         )
+
+    def open(self) -> None:
+        """Read the folder now (creating it, with *create*, and then checking that the
+        log can be written); a failure names the folder and the reason."""
+        where = f"files storage folder {self.path}"
+        if self.path.exists() and not self.path.is_dir():
+            raise StorageUnavailable(f"cannot open {where}: it is a file, not a folder")
+        if not self.path.exists():
+            for parent in self.path.parents:
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise StorageUnavailable(f"cannot open {where}: {parent} is not a folder")
+                    break
+            if not self.create:
+                raise StorageUnavailable(f"{where} does not exist ({NO_DATABASE_HINT})")
+        try:
+            if self.create:
+                self.ping()
+            else:
+                self._locked(fcntl.LOCK_SH, lambda: None)
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"cannot open {where}: {exc}") from None
 
     # -- files and locks ---------------------------------------------------------------
 
@@ -255,7 +281,10 @@ class FilesStorage:
             self._forget_files()
             self._pid = os.getpid()
         if self._lock_fd is None:
-            self.path.mkdir(parents=True, exist_ok=True)
+            if self.create:
+                self.path.mkdir(parents=True, exist_ok=True)
+            elif not self.path.is_dir():
+                raise StorageUnavailable("files storage folder does not exist")
             self._lock_fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.0005

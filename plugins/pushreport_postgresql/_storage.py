@@ -14,11 +14,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import attrs
 import psycopg
 from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pushreport_core import REGISTRATION_FIELDS, Registration, Report, StorageUnavailable
-from pushreport_wsgi.storage import BackendOptions, StorageContext
+from pushreport_wsgi.storage import BackendOptions, StorageContext, StorageStarting
 
 from ._options import OPTIONS_DOC
 
@@ -200,6 +201,20 @@ def _decode(row: tuple[Any, ...]) -> Registration:
         raise StorageUnavailable("postgresql table holds a row that cannot be read") from exc
 
 
+#: Why a connection was refused, by SQLSTATE: words, not the server's text (which may
+#: quote the user).
+_CONNECT_REASONS = {
+    "28P01": "password authentication failed",
+    "28000": "the server refused the user or the host (pg_hba.conf)",
+    "3D000": "the database does not exist",
+    "53300": "too many connections",
+}
+
+
+class _NoTable(StorageUnavailable):
+    """The table is missing, and the storage does not create it."""
+
+
 # Pools are per process; this lock guards opening one. A lock another thread held at a
 # fork() would stay held in the child, so the child gets a fresh one.
 _open_lock = threading.Lock()
@@ -238,6 +253,9 @@ class PostgreSQLStorage:
     timeout: float = attrs.field(
         default=DEFAULT_TIMEOUT, converter=float, validator=_check_timeout
     )
+    #: Create the table when it is missing (``StorageContext.create``); ``False``: a
+    #: missing table is an error ("no pushreport data in …").
+    create: bool = attrs.field(default=True, kw_only=True)
     _sql: _Statements = attrs.field(init=False, repr=False)
     _pool: ConnectionPool | None = attrs.field(init=False, default=None, repr=False)
     _pid: int = attrs.field(init=False, default=0, repr=False)
@@ -302,7 +320,58 @@ class PostgreSQLStorage:
                 f"must be a table name of letters, digits and _ (at "
                 f"most 48, not starting with a digit), not {table!r}",
             )
-        return cls(dsn=dsn, table=table, pool_min=pool_min, pool_max=pool_max, timeout=timeout)
+        return cls(
+            dsn=dsn,
+            table=table,
+            pool_min=pool_min,
+            pool_max=pool_max,
+            timeout=timeout,
+            create=context.create,
+        )
+
+    @property
+    def location(self) -> str:
+        """The table, database and server, for messages: never the user or password."""
+        try:
+            info = conninfo_to_dict(self.dsn)
+        except psycopg.Error:
+            info = {}
+        host = str(info.get("host") or info.get("hostaddr") or "localhost")
+        port = info.get("port")
+        database = info.get("dbname") or "(the default)"
+        server = f"{host}:{port}" if port else host
+        return f"table {self.table} of postgresql database {database} on {server}"
+
+    def open(self) -> None:
+        """Connect now (and with *create*, create the table and check that it can be
+        written); a failure names the table, database and server, never the DSN's
+        user or password. A server that refuses connections or is still starting is
+        :class:`~pushreport_wsgi.storage.StorageStarting`."""
+        try:
+            # One connection of our own first: the pool would only say "timed out"
+            # where the server said why.
+            with psycopg.connect(
+                self.dsn, connect_timeout=max(2, math.ceil(self.timeout)), autocommit=True
+            ):
+                pass
+        except psycopg.Error as exc:
+            sqlstate = getattr(exc, "sqlstate", None)
+            reason = _CONNECT_REASONS.get(sqlstate or "", f"SQLSTATE {sqlstate}")
+            if sqlstate is None or sqlstate == "57P03":
+                # Refused, not resolved, timed out or "starting up": it may come.
+                raise StorageStarting(
+                    f"cannot connect to {self.location}: "
+                    + ("server is starting" if sqlstate else "server is unreachable")
+                ) from None
+            raise StorageUnavailable(f"cannot connect to {self.location}: {reason}") from None
+        try:
+            with self._connection() as conn:
+                if self.create:
+                    conn.execute(self._sql.ping)
+        except _NoTable:
+            raise StorageUnavailable(f"no pushreport data in {self.location}") from None
+        except StorageUnavailable as exc:
+            raise StorageUnavailable(f"cannot open {self.location}: {exc}") from None
 
     # -- connections -------------------------------------------------------------
 
@@ -385,6 +454,26 @@ class PostgreSQLStorage:
         """Create or upgrade the table; workers and hosts starting together take turns
         (an advisory lock held until the transaction ends)."""
         s = self._sql
+        if not self.create:
+            # Only look: no CREATE, no lock (a reader may hold SELECT rights only).
+            found = conn.execute(
+                "SELECT to_regclass(%s), to_regclass(%s)",
+                (sql.Identifier(self.table).as_string(conn), s.version_table.as_string(conn)),
+            ).fetchone()
+            if found is None or None in found:
+                raise _NoTable("postgresql database holds no pushreport table")
+            row = conn.execute(
+                sql.SQL("SELECT max(version) FROM {}").format(s.version_table)
+            ).fetchone()
+            version = row[0] if row else None
+            if version is None:
+                raise _NoTable("postgresql database holds no pushreport table")
+            if version > SCHEMA_VERSION:
+                raise StorageUnavailable(
+                    f"postgresql table schema version {version} is "
+                    f"newer than this pushreport's ({SCHEMA_VERSION})"
+                )
+            return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (s.lock_key,))
             conn.execute(

@@ -26,7 +26,12 @@ from pushreport_core import (
     StorageUnavailable,
     format_time,
 )
-from pushreport_wsgi.storage import BackendOptions, StorageContext
+from pushreport_wsgi.storage import (
+    NO_DATABASE_HINT,
+    BackendOptions,
+    StorageContext,
+    StorageStarting,
+)
 
 from ._spool import Spool, encode, in_time_order
 
@@ -224,6 +229,62 @@ _MESSAGES = {
     sqlite3.SQLITE_PERM: "sqlite database access is denied",
 }
 _LOCKED = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+# Why a database could not be opened, for the person at the terminal (open()).
+_OPEN_REASONS = {
+    sqlite3.SQLITE_READONLY: "it is read-only",
+    sqlite3.SQLITE_IOERR: "disk I/O error",
+    sqlite3.SQLITE_CORRUPT: "the file is corrupt",
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_CANTOPEN: "the file cannot be opened",
+    sqlite3.SQLITE_NOTADB: "not a SQLite database file",
+    sqlite3.SQLITE_PERM: "permission denied",
+}
+
+
+class _NoData(StorageUnavailable):
+    """An existing SQLite file without pushreport's schema, opened without creating."""
+
+
+def _connect(path: Path, *, create: bool, timeout: float) -> sqlite3.Connection:
+    """A connection in autocommit (``isolation_level=None``: each write below is one
+    statement, which SQLite runs as its own transaction and commits when it completes).
+    Without *create*, ``mode=rw``: SQLite opens an existing file and never creates one."""
+    if create:
+        return sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    uri = f"{Path(path).absolute().as_uri()}?mode=rw"
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+
+
+def _path_problem(path: Path, *, create: bool) -> str | None:
+    """Why no database can be opened at *path*, in words that follow "sqlite database
+    PATH"; ``None`` when nothing is wrong with the path itself. Root reads any file, so
+    a folder at the path, or a regular file where a folder should be, is what makes a
+    database unreadable for it."""
+    if path.is_dir():
+        return ": it is a folder, not a file"
+    if path.exists():
+        if not os.access(path, os.R_OK):
+            return ": permission denied"
+        if create and not os.access(path, os.W_OK):
+            return ": it cannot be written (a read-only file, or no permission)"
+        if create and not os.access(path.parent, os.W_OK | os.X_OK):
+            return (
+                f": its folder {path.parent} cannot be written (SQLite keeps the "
+                "database's -wal and -shm files beside it)"
+            )
+        return None
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f": {parent} is not a folder"
+            if parent != path.parent:
+                return f": its folder {path.parent} does not exist"
+            break
+    if not create:
+        return f" does not exist ({NO_DATABASE_HINT})"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f": permission denied to create it in {path.parent}"
+    return None
 
 
 def _db_time(value: datetime) -> str:
@@ -366,6 +427,9 @@ class SQLiteStorage:
     spool_interval: float = attrs.field(
         default=DEFAULT_SPOOL_INTERVAL, converter=float, kw_only=True
     )
+    #: Create the file and its schema when they are missing (``StorageContext.create``);
+    #: ``False``: a missing file, or one without pushreport's schema, is an error.
+    create: bool = attrs.field(default=True, kw_only=True)
     _spool: Spool | None = attrs.field(init=False, default=None, repr=False)
     #: The last application of the spool failed: reports are refused with this until
     #: one succeeds, so that a broken database answers 503 instead of filling the spool.
@@ -418,7 +482,37 @@ class SQLiteStorage:
             checkpoint_interval=interval,
             spool=spool,
             spool_interval=spool_interval,
+            create=context.create,
         )
+
+    def open(self) -> None:
+        """Open the database now, and with *create* check that it can be written (it is
+        then created, with its schema, when missing); a failure names the path and the
+        reason (see :meth:`~pushreport_wsgi.storage.Storage`)."""
+        where = f"sqlite database {self.path}"
+        problem = _path_problem(self.path, create=self.create)
+        if problem is not None:
+            prefix = "cannot open " if problem.startswith(":") else ""
+            raise StorageUnavailable(f"{prefix}{where}{problem}")
+        try:
+            self._connection()
+            if self.create:
+                self._run(PING)
+        except _NoData:
+            raise StorageUnavailable(f"no pushreport data in {where}") from None
+        except StorageUnavailable as exc:
+            kind = StorageStarting if "locked" in str(exc) else StorageUnavailable
+            raise kind(f"cannot open {where}: {exc}", retry_after=exc.retry_after) from None
+        except sqlite3.DatabaseError as exc:
+            self._drop_connection()
+            code = getattr(exc, "sqlite_errorcode", None)
+            primary = None if code is None else code & 0xFF
+            if primary in _LOCKED:
+                raise StorageStarting(f"cannot open {where}: it is locked") from None
+            reason = (
+                _OPEN_REASONS.get(primary, "sqlite failed") if primary is not None else str(exc)
+            )
+            raise StorageUnavailable(f"cannot open {where}: {reason}") from None
 
     # -- connections -------------------------------------------------------------
 
@@ -465,20 +559,19 @@ class SQLiteStorage:
                 pass
 
     def _open(self) -> sqlite3.Connection:
-        # isolation_level=None: autocommit. Each write below is a single statement,
-        # which SQLite runs as its own transaction and commits when it completes.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        conn = _connect(self.path, create=self.create, timeout=self.busy_timeout)
         try:
             conn.execute(_PRAGMA_SYNCHRONOUS[self.synchronous])
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             if self.checkpoint_interval > 0:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {_FALLBACK_AUTOCHECKPOINT}")
-                self._start_checkpointer()
             if not self._schema_ready:
                 with self._schema_lock:
                     if not self._schema_ready:
                         self._create_schema(conn)
                         self._schema_ready = True
+            if self.checkpoint_interval > 0:  # once the file is known to be a database
+                self._start_checkpointer()
         except BaseException:
             conn.close()
             raise
@@ -511,7 +604,7 @@ class SQLiteStorage:
             while not stop.wait(self.checkpoint_interval):
                 try:
                     if conn is None:
-                        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+                        conn = _connect(self.path, create=False, timeout=0)
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
                     pass  # busy or broken now: the next round tries again
@@ -528,6 +621,8 @@ class SQLiteStorage:
                 f"sqlite database schema version {version} is newer "
                 f"than this pushreport's ({SCHEMA_VERSION})"
             )
+        if version == 0 and not self.create:
+            raise _NoData("sqlite database holds no pushreport data")
         self._switch_to_wal(conn)
         conn.execute("BEGIN IMMEDIATE")  # another process may be creating it too
         try:
@@ -997,7 +1092,9 @@ class SQLiteStorage:
 
         The spool is applied first, and this process's file deleted once it is."""
         spool = self._spool
-        if spool is not None and not self._closed:
+        # (A handle that never opened the database spooled nothing, and could apply
+        # nothing: one whose open() failed closes without touching the spool.)
+        if spool is not None and not self._closed and self._schema_ready:
             self._applier_stop.set()
             self._applier_wake.set()
             spool.close()
@@ -1007,6 +1104,16 @@ class SQLiteStorage:
                 log.warning("the report spool is left to apply later: %s", exc)
         self._closed = True
         self._stop.set()
+        checkpointer = self._checkpointer
+        if (
+            checkpointer is not None
+            and self._checkpointer_pid == os.getpid()
+            and checkpointer is not threading.current_thread()
+        ):
+            # Gone before close() returns: `pushreport serve` opens the database in the
+            # master to check it, then forks, and a fork while this thread is inside
+            # SQLite would hand the workers its mutexes locked.
+            checkpointer.join(timeout=5)
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             conn.close()

@@ -25,8 +25,9 @@ def open_outbox(config: Config) -> WebhookStorage:
     Needs neither the URL nor the secret (``secret_env`` may be unset where an operator
     runs this command).
 
-    :raises LookupError: no webhook backend is configured, or its outbox file does not
-        exist; the message is the one the command prints.
+    :raises LookupError: no webhook backend is configured; the message is the one
+        the command prints. (Nothing is opened yet: :meth:`WebhookStorage.open` says
+        when the outbox file does not exist or cannot be read.)
     """
     if "webhook" not in config.storage.backends:
         raise LookupError("no webhook backend in storage.backends")
@@ -37,8 +38,6 @@ def open_outbox(config: Config) -> WebhookStorage:
         config.base_dir,
         opts.string("outbox", DEFAULT_OUTBOX, what="a file path (a non-empty string)"),
     )
-    if not path.exists():
-        raise LookupError(f"{path} does not exist (no report was stored yet)")
     return WebhookStorage(
         path,
         synchronous=opts.string("synchronous", "normal", choices=SYNCHRONOUS),
@@ -47,6 +46,7 @@ def open_outbox(config: Config) -> WebhookStorage:
         ),
         deliver=False,
         checkpoint_interval=0,
+        create=False,
     )
 
 
@@ -114,6 +114,7 @@ def run_outbox(
         print(f"pushreport: outbox: {e.args[0]}", file=err)
         return 2
     try:
+        storage.open()
         if replay:
             moved = storage._transaction(lambda conn: replay_dead(conn, event_id))
             if event_id is not None and moved == 0:

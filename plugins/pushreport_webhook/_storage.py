@@ -26,6 +26,7 @@ from pushreport_sqlite._storage import (
     UPSERT,
     SQLiteStorage,
     _decode,
+    _NoData,
     _params,
     _put_params,
 )
@@ -202,6 +203,7 @@ class WebhookStorage(SQLiteStorage):
             backoff_max=opts.number("backoff_max", DEFAULT_BACKOFF_MAX, low=0.001, high=86400),
             poll_interval=opts.number("poll_interval", DEFAULT_POLL_INTERVAL, low=0.01, high=60),
             concurrency=opts.integer("concurrency", DEFAULT_CONCURRENCY, low=1, high=64),
+            create=context.create,
         )
 
     # -- the deliverer -----------------------------------------------------------------
@@ -241,6 +243,8 @@ class WebhookStorage(SQLiteStorage):
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dead_letters'"
         ).fetchone():
             return
+        if not self.create:
+            raise _NoData("sqlite database holds no webhook outbox")
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in OUTBOX_SCHEMA:

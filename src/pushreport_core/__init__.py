@@ -11,7 +11,13 @@ the token pair of a purpose (:func:`push_targets`), builds the gateway's JSON
 (:func:`build_push`) and judges its answer (:func:`judge_push_answer`).
 """
 
-from ._accountxml import DEFAULT_ACCOUNT_XML, account_xml, removal_account_xml
+from ._accountxml import (
+    DEFAULT_ACCOUNT_XML,
+    account_xml,
+    calls_loopback,
+    check_base_url,
+    removal_account_xml,
+)
 from ._client import (
     DEFAULT_BACKOFF,
     DEFAULT_USER_AGENT,
@@ -92,7 +98,7 @@ from ._removal import (
     shapes_overlap,
 )
 from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
-from ._templates import METHODS, Template, xml_unescape
+from ._templates import METHODS, TOKEN_VARIABLES, Template, xml_unescape
 from ._values import (
     REGISTRATION_FIELDS,
     TOKEN_FIELDS,
@@ -126,6 +132,7 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "MAX_TARGET",
     "METHODS",
+    "TOKEN_VARIABLES",
     "PASSWORD_VARIABLE",
     "REGISTRATION_FIELDS",
     "REPORT_FIELDS",
@@ -148,6 +155,8 @@ __all__ = [
     "Template",
     "TokenPair",
     "account_xml",
+    "calls_loopback",
+    "check_base_url",
     "format_time",
     "is_unknown",
     "merge",

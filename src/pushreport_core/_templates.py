@@ -11,6 +11,7 @@ depend on how eagerly a client encodes.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -34,7 +35,14 @@ from ._fields import (
 )
 from ._values import Report, Request
 
-__all__ = ["Template", "xml_unescape", "media_type", "METHODS", "BODY_METHODS"]
+__all__ = [
+    "Template",
+    "xml_unescape",
+    "media_type",
+    "METHODS",
+    "BODY_METHODS",
+    "TOKEN_VARIABLES",
+]
 
 #: "<prefix>Method — GET, POST, PUT, HEAD or DELETE."
 METHODS = ("GET", "POST", "PUT", "HEAD", "DELETE")
@@ -47,8 +55,17 @@ _ENTITY = re.compile(r"&(amp|lt|gt|quot|apos|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^#]*)(?:#.*)?\Z", re.S)
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+#: Variables that carry push tokens: a Push Token Reporter template carries at least one
+#: (what else would it report?).
+TOKEN_VARIABLES = ("pushToken", "pushTokenOther", "pushTokenIncomingCall")
+_TOKEN_VARIABLES = frozenset(TOKEN_VARIABLES)
 
-_KNOWN_LOWER = {v.lower(): v for v in (*VARIABLE_FIELDS, PASSWORD_VARIABLE, "account[username]")}
+_KNOWN = (*VARIABLE_FIELDS, PASSWORD_VARIABLE)
+_KNOWN_LOWER = {v.lower(): v for v in _KNOWN}
+#: How alike an unknown variable's name must be to a known one to be taken for its typo
+#: (difflib's ratio): %pushTokn% is 0.94 from %pushToken%, %installid% at most 0.44 from
+#: any. Below it, the variable is one of the app's other parameters, kept as an extra.
+_TYPO_CUTOFF = 0.8
 
 
 def xml_unescape(text: str) -> str:
@@ -133,12 +150,21 @@ def _placeholders(text: str) -> Iterator[re.Match[str]]:
 
 
 def _check_variable(name: str, spot: _Spot, position: int) -> None:
-    if name in VARIABLE_FIELDS or name == PASSWORD_VARIABLE:
+    """Refuse a variable that is a known one misspelt: the app would send it
+    unsubstituted, and its value (a token, the selector) would never be stored.
+
+    "Parameter templates ... can use any variables from Global parameters and Account
+    parameters scopes": a name far from every known one is such a parameter (an extra),
+    and ``%account[…]%`` names are the account's own, all free.
+    """
+    if name in VARIABLE_FIELDS or name == PASSWORD_VARIABLE or name.startswith("account["):
         return
+    # The app substitutes variables by their exact name: a wrong case is a typo too.
     known = _KNOWN_LOWER.get(name.lower())
+    if known is None:
+        close = difflib.get_close_matches(name, _KNOWN, n=1, cutoff=_TYPO_CUTOFF)
+        known = close[0] if close else None
     if known is not None:
-        # The app substitutes variables by their exact name; a wrong case would be sent
-        # unsubstituted and the value lost.
         raise spot.error(f"unknown variable %{name}%: did you mean %{known}%?", position)
 
 
@@ -557,8 +583,15 @@ class Template:
         method: str = "",
         prefix: str = "pushTokenReporter",
         require: Sequence[str] = ("selector",),
+        require_token: bool = False,
     ) -> Template:
-        """Compile the Account XML values (XML-escaped or not) into a template."""
+        """Compile the Account XML values (XML-escaped or not) into a template.
+
+        *require*: variables the template must carry. *require_token*: it must carry
+        one of :data:`TOKEN_VARIABLES` too, as the deployer's Push Token Reporter
+        template must (``[reporter]``): without one, every report would store a
+        selector and no token, and the mistake (``%pushTokn%``) would go unnoticed.
+        """
         url = xml_unescape((url or "").strip())
         post_data = xml_unescape(post_data or "")
         content_type = xml_unescape((content_type or "").strip())
@@ -639,12 +672,19 @@ class Template:
             if prefix == "accountRemovalReporter"
             else "reports are stored by"
         )
+        where = url_key if body_kind == "none" else f"{url_key}/{body_key}"
         for name in require:
             if name not in variables:
                 raise ConfigurationError(
-                    f"the template carries no %{name}%: {purpose} {name}",
-                    key=url_key if body_kind == "none" else f"{url_key}/{body_key}",
+                    f"the template carries no %{name}%: {purpose} {name}", key=where
                 )
+        if require_token and not variables & _TOKEN_VARIABLES:
+            raise ConfigurationError(
+                "the template carries no push token: a report stores "
+                + ", ".join(f"%{v}%" for v in TOKEN_VARIABLES[:-1])
+                + f" or %{TOKEN_VARIABLES[-1]}%",
+                key=where,
+            )
         return cls(
             url=url,
             post_data=post_data,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
+import re
 import sys
-from typing import Sequence
+from typing import Callable, NoReturn, Sequence
+
+import attrs
 
 from pushreport_core import (
     DEFAULT_SHAPES,
@@ -15,27 +19,65 @@ from pushreport_core import (
     ConfigurationError,
     InvalidPush,
     Purpose,
+    PushReportError,
     Registration,
     Template,
     account_xml,
+    calls_loopback,
+    check_base_url,
     removal_account_xml,
 )
+from pushreport_core._accountxml import default_template
 
-from ._config import Config, load_config
+from ._config import Config, ServerConfig, load_config
 from ._redact import shorten
-from ._service import Receiver
+from ._service import open_reader
 
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("pushreport")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, failing with one ``pushreport: …`` line (the usage is one ``--help``
+    away) instead of the usage and a second line."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("pushreport").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"pushreport: {where}{message} (see {self.prog} --help)\n")
+
+
+def _bounded(section: type, name: str, option: str) -> Callable[[str], int]:
+    """An argparse type for *option*: a whole number within the bounds of the setting
+    *name* of *section* (one rule: the configuration's), refused naming the option."""
+    meta = attrs.fields_dict(section)[name].metadata
+    low, high = int(meta["low"]), int(meta["high"])
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            # ArgumentTypeError's message is printed as is, after the option's name.
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high}, not {text!r}"
+            )
+        return value
+
+    parse.__name__ = option  # what argparse names in "invalid <name> value"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushreport",
         description="Receive, validate and store the push tokens the Acrobits app reports.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def config_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -48,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the receiver under a production WSGI server")
     config_option(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--port",
+        type=_bounded(ServerConfig, "port", "--port"),
+        help="port to listen on (default 8080)",
+    )
     serve.add_argument(
         "--db",
         metavar="PATH",
@@ -56,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=int,
-        help="worker processes (default: [server] workers, else twice the cores plus one)",
+        type=_bounded(ServerConfig, "workers", "--workers"),
+        help="worker processes, up to 256 (default: [server] workers, else twice the "
+        "cores plus one)",
     )
     serve.add_argument(
         "--access-log",
@@ -79,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--selector", metavar="S", help="only this selector's registration")
     lst.add_argument(
         "--json", action="store_true", help="print a JSON array of objects, for scripts"
+    )
+    lst.add_argument(
+        "--limit",
+        type=_positive,
+        metavar="N",
+        help="print at most N registrations, and say how many more there are",
     )
 
     stats = sub.add_parser(
@@ -204,7 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="e.g. 90d, 12h, 30m, 2w, 45s: registrations last seen longer ago are deleted",
     )
-    prune.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    prune.add_argument(
+        "--dry-run", action="store_true", help="only say what would be deleted; delete nothing"
+    )
+    prune.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print one line per registration deleted (default: the count only)",
+    )
     prune.add_argument(
         "--json",
         action="store_true",
@@ -228,8 +288,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _read_config(path: str | None) -> Config:
+    """``--config``'s file (the embedded default without one); a file that cannot be
+    read is a configuration error that names it."""
+    if not path:
+        return Config()
+    try:
+        return load_config(path)
+    except IsADirectoryError:
+        raise ConfigurationError(f"configuration file {path!r} is a folder") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path}: not valid TOML: it is not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigurationError(
+            f"configuration file {path!r} cannot be read: {e.strerror or e}"
+        ) from None
+
+
 def _load(args: argparse.Namespace) -> Config:
-    config = load_config(args.config) if args.config else Config()
+    config = _read_config(args.config)
     if getattr(args, "db", None):
         config = config.with_sqlite_path(args.db)
     return config
@@ -259,33 +346,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
+    except PushReportError as e:
+        # A StorageUnavailable's message names the store (a path, or a database and its
+        # host; never a password) and why.
+        print(f"pushreport: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # `pushreport list --json | head`: the reader left; that is not an error. Point
         # stdout at nothing so that the interpreter's final flush stays quiet too.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C (while serve waits for a database, or list prints a million rows).
+        print(f"pushreport: {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pushreport: {e.strerror or type(e).__name__}{where}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        # A bug: one line all the same (only the type: a message might quote a DSN).
+        print(
+            f"pushreport: {args.command} failed: internal error ({type(e).__name__}); "
+            "please report it",
+            file=sys.stderr,
+        )
+        return 70
     raise AssertionError(args.command)  # pragma: no cover
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ._server import serve
+    from ._server import ListenError, serve
 
     config = _load(args)
     server = config.server
-    return serve(
-        config,
-        host=args.host or server.host,
-        port=args.port if args.port is not None else server.port,
-        workers=args.workers or server.worker_count(),
-        access_log=args.access_log,
-        log_format=args.log_format,
-    )
+    try:
+        return serve(
+            config,
+            host=args.host or server.host,
+            port=args.port if args.port is not None else server.port,
+            workers=args.workers or server.worker_count(),
+            access_log=args.access_log,
+            log_format=args.log_format,
+        )
+    except ListenError as e:
+        print(f"pushreport: {e}", file=sys.stderr)
+        return 1
 
 
 def _list(args: argparse.Namespace) -> int:
     config = _load(args)
-    receiver = Receiver.from_config(config, serving=False)
+    receiver = open_reader(config)
+    more = 0
     try:
         storage = receiver.storage
         registrations: list[Registration]
@@ -296,13 +409,24 @@ def _list(args: argparse.Namespace) -> int:
                 registrations = [r for r in registrations if r.username == args.username]
         elif args.username:
             registrations = storage.find(username=args.username)
+        elif args.limit is not None:
+            # Keyset pages: the first N are read, the rest only counted.
+            found = iter(storage)
+            registrations = list(itertools.islice(found, args.limit))
+            more = sum(1 for _ in found)
         else:
             registrations = list(storage)
+        if args.limit is not None and len(registrations) > args.limit:
+            more += len(registrations) - args.limit
+            registrations = registrations[: args.limit]
     finally:
         receiver.close()
+    not_shown = f"{more} more registration{'' if more == 1 else 's'} (--limit {args.limit})"
     if args.json:
         json.dump([r.to_json() for r in registrations], sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
+        if more:  # on stderr: stdout stays JSON that a script can read
+            print(f"pushreport: list: not shown: {not_shown}", file=sys.stderr)
         return 0
     if not registrations:
         print("no registrations")
@@ -322,6 +446,8 @@ def _list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if more:
+        print(f"… {not_shown}")
     return 0
 
 
@@ -332,17 +458,27 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _account_xml(args: argparse.Namespace) -> int:
-    config = load_config(args.config) if args.config else Config()
+    base_url = check_base_url(args.base_url, key="--base-url") if args.base_url else None
+    config = _read_config(args.config)
     shapes = config.reporter.shapes()
     template = None if shapes is DEFAULT_SHAPES else shapes
-    sys.stdout.write(account_xml(template, base_url=args.base_url))  # type: ignore[arg-type]
+    sys.stdout.write(account_xml(template, base_url=base_url))  # type: ignore[arg-type]
     removal = config.removal.shapes(shapes)
     if removal is not None:
         # The Account Removal Reporter's keys: the default removal shape, or [removal].
         sys.stdout.write(
             removal_account_xml(
-                removal if isinstance(removal, Template) else None, base_url=args.base_url
+                removal if isinstance(removal, Template) else None, base_url=base_url
             )
+        )
+    printed = template if isinstance(template, Template) else default_template()
+    if base_url is None and calls_loopback(printed):
+        sys.stdout.flush()  # the keys first, then the warning, in a terminal
+        origin = re.match(r"[^:]+://[^/?#]*", printed.url)
+        print(
+            f"pushreport: warning: these keys call {origin.group(0) if origin else printed.url}, "
+            "a loopback address no phone can reach; pass --base-url https://your.server",
+            file=sys.stderr,
         )
     return 0
 
@@ -350,7 +486,7 @@ def _account_xml(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from ._migrate import options_of, parse_spec, run_migrate
 
-    config = load_config(args.config) if args.config else Config()
+    config = _read_config(args.config)
     return run_migrate(
         parse_spec(args.from_spec, options_of(args.from_option)),
         parse_spec(args.to_spec, options_of(args.to_option)),
@@ -363,21 +499,26 @@ def _prune(args: argparse.Namespace) -> int:
     from ._prune import run_prune
 
     return run_prune(
-        _load(args), args.older_than, dry_run=args.dry_run, as_json=args.json, out=sys.stdout
+        _load(args),
+        args.older_than,
+        dry_run=args.dry_run,
+        as_json=args.json,
+        verbose=args.verbose,
+        out=sys.stdout,
     )
 
 
 def _outbox(args: argparse.Namespace) -> int:
     from pushreport_webhook._cli import run_outbox
 
-    config = load_config(args.config) if args.config else Config()
+    config = _read_config(args.config)
     return run_outbox(config, as_json=args.json, replay=args.replay_dead, event_id=args.id)
 
 
 def _check(args: argparse.Namespace) -> int:
     from ._check import run_check
 
-    shapes = load_config(args.config).reporter.shapes() if args.config else DEFAULT_SHAPES
+    shapes = _read_config(args.config).reporter.shapes() if args.config else DEFAULT_SHAPES
     template = None if shapes is DEFAULT_SHAPES else shapes
     return run_check(
         args.url,
@@ -400,13 +541,16 @@ def _push(args: argparse.Namespace) -> int:
         section.check()
         config = attrs.evolve(config, push=section)
     purpose: Purpose = "call" if args.call else "message"
+    receiver = open_reader(config)  # creates nothing: a missing store is an error
     try:
         results = push(
-            config, username=args.username, purpose=purpose, message=args.message, verb=args.verb
+            receiver, username=args.username, purpose=purpose, message=args.message, verb=args.verb
         )
     except InvalidPush as e:
         print(f"pushreport: {e}", file=sys.stderr)
         return 2
+    finally:
+        receiver.close()
     if not results:
         print(
             f"pushreport: no device to push: no registration of {args.username!r} "

@@ -183,7 +183,9 @@ class ReporterConfig:
     """``[reporter]``: the Account XML values the app is configured with."""
 
     url: str = setting(
-        "", "pushTokenReporterUrl, with its %variables%; empty: the default shapes (see README)"
+        "",
+        "pushTokenReporterUrl, with its %variables% (%selector% and a push token "
+        "required; a misspelt one is refused); empty: the default shapes (see README)",
     )
     post_data: str = setting("", "pushTokenReporterPostData: the body template")
     content_type: str = setting(
@@ -214,6 +216,7 @@ class ReporterConfig:
             post_data=self.post_data,
             content_type=self.content_type,
             method=self.method,
+            require_token=True,  # a reporter template without a token stores nothing
         )
 
     def __attrs_post_init__(self) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 import attrs
 
@@ -24,6 +24,7 @@ from pushreport_core import ConfigurationError, Registration, StorageUnavailable
 
 from ._config import Config
 from ._plugins import collect_storage_factories, make_plugin_manager
+from ._service import Backend, open_now
 from .storage import Storage, StorageContext, StorageFactory
 
 __all__ = ["BackendSpec", "parse_spec", "parse_option", "migrate", "run_migrate", "DEFAULT_BATCH"]
@@ -89,23 +90,24 @@ def _open(
         )
     options = config.storage.options_for(spec.name)
     options.pop("required", None)
+    # The source is only read: it is never created (a missing one is an error).
+    context = StorageContext(base_dir=config.base_dir, create=not source)
     if spec.value is None:
         options.update(spec.options)
-        return factory(options, StorageContext(base_dir=config.base_dir)), spec.display()
+        return factory(options, context), spec.display()
     mains = [MAIN_OPTIONS[spec.name]] if spec.name in MAIN_OPTIONS else ["path", "dsn"]
     error: ConfigurationError | None = None
     for main in mains:
         value = spec.value
         if main == "path":
-            path = Path(value).absolute()  # relative to where the command runs
-            if source and not path.exists():
-                raise ConfigurationError(f"{spec.display(main)}: no such file or folder")
-            value = str(path)
+            # Relative to where the command runs. (A source that does not exist is
+            # the backend's open() to name: it is opened without creating.)
+            value = str(Path(value).absolute())
         attempt = {k: v for k, v in options.items() if k not in ("path", "dsn")}
         attempt[main] = value
         attempt.update(spec.options)
         try:
-            return (factory(attempt, StorageContext(base_dir=config.base_dir)), spec.display(main))
+            return factory(attempt, context), spec.display(main)
         except ConfigurationError as e:
             error = e
             if e.key == f"storage.{spec.name}.{main}" and "unknown option" in str(e):
@@ -166,6 +168,16 @@ class Progress:
         self.err.flush()
 
 
+def _put_many(target: Storage) -> Callable[[Sequence[Registration]], None]:
+    put_many: Callable[[Sequence[Registration]], None] | None = getattr(target, "put_many", None)
+    if put_many is None:
+        raise ConfigurationError(
+            f"storage backend {target.name!r} has no put_many: "
+            "pushreport migrate cannot copy into it"
+        )
+    return put_many
+
+
 def migrate(
     source: Storage,
     target: Storage,
@@ -175,12 +187,7 @@ def migrate(
 ) -> int:
     """Copy every registration of *source* into *target* with ``put_many``, *batch* at a
     time; return how many."""
-    put_many = getattr(target, "put_many", None)
-    if put_many is None:
-        raise ConfigurationError(
-            f"storage backend {target.name!r} has no put_many: "
-            "pushreport migrate cannot copy into it"
-        )
+    put_many = _put_many(target)
     done = 0
     pending: list[Registration] = []
     for registration in source:
@@ -223,6 +230,14 @@ def run_migrate(
         opened.append(source)
         target, shown_to = _open(target_spec, config, factories, source=False)
         opened.append(target)
+        _put_many(target)  # before anything is opened or copied
+        try:
+            # Both opened before the copy: a source that is missing, or that is not a
+            # database, fails here with a message that names it, and creates nothing.
+            open_now([Backend(source_spec.name, source), Backend(target_spec.name, target)])
+        except StorageUnavailable as e:
+            print(f"pushreport: migrate from {shown_from} to {shown_to}: {e}", file=err)
+            return 2
         try:
             total = sum(1 for _ in source)
             progress = Progress(total, err, interval=interval, delay=delay)
@@ -231,6 +246,14 @@ def run_migrate(
             print(
                 f"pushreport: migrate from {shown_from} to {shown_to} failed: {e}"
                 " (what was copied stays; running it again is safe)",
+                file=err,
+            )
+            return 2
+        except OSError as e:
+            print(
+                f"pushreport: migrate from {shown_from} to {shown_to} failed: "
+                f"{e.strerror or type(e).__name__} (what was copied stays; running it "
+                "again is safe)",
                 file=err,
             )
             return 2

@@ -77,18 +77,22 @@ def run_prune(
     *,
     dry_run: bool = False,
     as_json: bool = False,
+    verbose: bool = False,
     out: TextIO,
     now: datetime | None = None,
 ) -> int:
-    """``pushreport prune``: delete (with *dry_run*: list) the registrations last seen
+    """``pushreport prune``: delete (with *dry_run*: count) the registrations last seen
     more than *older_than* before *now* (default: the clock) in every configured
-    backend. Prints one line per registration of the first backend and a summary."""
-    from ._service import Receiver
+    backend. Prints a summary line; with *verbose*, one line per registration of the
+    first backend before it (a prune of 200,000 is one line, not 200,001); with
+    *as_json*, a JSON object that lists them. Creates no store: a missing one is an
+    error that names it."""
+    from ._service import open_reader
 
     limit = parse_duration(older_than, key="--older-than")
     now = now if now is not None else _utcnow()
     before = prune_cutoff(now, limit)
-    receiver = Receiver.from_config(config, serving=False)
+    receiver = open_reader(config)
     try:
         gone = prune_backends(
             [(b.name, b.storage) for b in receiver.backends], before, dry_run=dry_run
@@ -120,7 +124,7 @@ def run_prune(
             shorten(r.token_calls or "-", 12),
             format_time(r.last_seen),
         )
-        for r in gone
+        for r in (gone if verbose else ())
     ]
     if rows:
         rows.insert(0, ("SELECTOR", "USERNAME", "TOKEN_MSGS", "TOKEN_CALLS", "LAST_SEEN"))

@@ -8,8 +8,12 @@ workload (see ``bench/README.md``).
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import re
 import secrets
+import socket
 from typing import Any
 
 import attrs
@@ -23,9 +27,9 @@ from ._health import operator_routes
 from ._logs import JsonFormatter, configure_logging
 from ._metrics import prepare_multiprocess
 from ._redact import filter_server_log
-from ._service import Receiver
+from ._service import STARTUP_WAIT, Receiver, open_now
 
-__all__ = ["serve", "describe"]
+__all__ = ["serve", "describe", "bind", "ListenError", "BACKLOG"]
 
 log = logging.getLogger("pushreport")
 
@@ -91,28 +95,45 @@ def serve(
     log_access = config.server.access_log if access_log is None else access_log
     fmt = config.server.log_format if log_format is None else log_format
     _configure_logging(log_access, fmt)
-    # Workers' counters meet in one folder; it must be set before prometheus_client is
-    # first imported, so before anything builds the metrics.
-    child_exit = prepare_multiprocess() if config.metrics.enabled else None
-    config = shared_nonce_key(config)
-    # Check everything once in the master, so a bad configuration fails at start-up
-    # instead of in every worker. Workers open their own storage after the fork.
-    receiver = Receiver.from_config(config)
+    # The address first (bound, not yet listening): a port in use or an address this
+    # machine does not have fails here, before anything is opened or created.
+    sock = bind(host, port)
     try:
-        operator_routes(receiver)  # health and metrics paths clear of the report paths
-        for line in describe(receiver):
-            log.info("%s", line)
-        if config.prune.older_than:
-            log.info(
-                "pruning registrations last seen more than %s ago, every %s",
-                config.prune.older_than,
-                config.prune.interval,
-            )
-    finally:
-        receiver.close()
+        # Workers' counters meet in one folder; it must be set before prometheus_client
+        # is first imported, so before anything builds the metrics.
+        child_exit = prepare_multiprocess() if config.metrics.enabled else None
+        config = shared_nonce_key(config)
+        # Check everything once in the master, so a bad configuration fails at start-up
+        # instead of in every worker: every backend is opened (created when missing,
+        # checked to be writable), waiting up to STARTUP_WAIT seconds for one that is
+        # still starting. Workers open their own storage after the fork.
+        receiver = Receiver.from_config(config)
+        try:
+            open_now(receiver.backends, wait=STARTUP_WAIT)
+            operator_routes(receiver)  # health and metrics paths clear of the report paths
+            lines = describe(receiver)
+        finally:
+            receiver.close()
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    for line in lines:
+        log.info("%s", line)
+    if config.prune.older_than:
+        log.info(
+            "pruning registrations last seen more than %s ago, every %s",
+            config.prune.older_than,
+            config.prune.interval,
+        )
+    bound_host, bound_port = sock.getsockname()[:2]
+    where = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+    # gunicorn takes the socket over (and closes this descriptor once it has its own).
+    fd = sock.detach()
 
     options: dict[str, Any] = {
-        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "bind": f"fd://{fd}",
+        "backlog": BACKLOG,
         "workers": workers,
         "threads": config.server.threads,
         "worker_class": "gthread" if config.server.threads > 1 else "sync",
@@ -176,6 +197,54 @@ def serve(
             app.receiver.start_pruning()
             return app
 
-    log.info("pushreport listening on http://%s:%d", host, port)
+    log.info("pushreport listening on http://%s", where)
     Application().run()
     return 0
+
+
+#: Connections the kernel queues before a worker accepts them (gunicorn's default).
+BACKLOG = 2048
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to *host*:*port*, not yet listening, for gunicorn to take over.
+
+    :raises ListenError: the address cannot be used; the message names it and why (in
+        use, not an address of this machine, not an address at all, permission).
+    """
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if _DOTTED.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ListenError(f"cannot listen on {shown}: {host} is not an IPv4 address") from None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ListenError(
+            f"cannot listen on {shown}: the host name does not resolve ({e.strerror})"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        reason = _BIND_REASONS.get(e.errno or 0, e.strerror or str(e))
+        raise ListenError(f"cannot listen on {shown}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+_DOTTED = re.compile(r"[0-9.]+")
+_BIND_REASONS = {
+    errno.EADDRINUSE: "the address is already in use (is another server listening there?)",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+    errno.EACCES: "permission denied (a port below 1024 needs privileges)",
+}
+
+
+class ListenError(Exception):
+    """``pushreport serve`` cannot listen where it was told to (``--host``, ``--port``,
+    ``[server]``); the message names the address and why."""

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import attrs
 import pluggy
@@ -47,9 +47,17 @@ from ._plugins import (
     make_plugin_manager,
     transform_report,
 )
-from .storage import Storage, StorageContext
+from .storage import Storage, StorageContext, StorageStarting
 
-__all__ = ["Receiver", "Backend", "RemovalOutcome"]
+__all__ = [
+    "Receiver",
+    "Backend",
+    "RemovalOutcome",
+    "open_backends",
+    "open_now",
+    "open_reader",
+    "STARTUP_WAIT",
+]
 
 log = logging.getLogger("pushreport")
 
@@ -143,6 +151,7 @@ class Receiver:
         plugin_manager: pluggy.PluginManager | None = None,
         clock: Callable[[], datetime] = _utcnow,
         serving: bool = True,
+        create: bool = True,
     ) -> Receiver:
         """The receiver *config* describes, its backends open.
 
@@ -150,7 +159,9 @@ class Receiver:
         ``[lookup]`` name by ``*_env`` (an unset variable fails here, at start-up).
         ``False`` for commands that only read or change storage (``pushreport list``,
         ``stats``, ``prune``, ``push``): they need none of those variables, and the
-        receiver refuses to handle requests.
+        receiver refuses to handle requests. *create*: whether the backends may create a
+        missing store (``False`` for a command that only reads: see
+        :func:`open_backends`).
         """
         config = config if config is not None else Config()
         pm = plugin_manager or make_plugin_manager(blocked=config.blocked_plugins)
@@ -171,7 +182,7 @@ class Receiver:
             if config.lookup.enabled:
                 config.lookup.bearer_token()  # the endpoint's token: read and checked now
         limiter = Limiter.from_config(config.limits, clock=seconds)
-        backends = open_backends(config, pm)
+        backends = open_backends(config, pm, create=create)
         if config.reporter.token_owner == "newest":
             for b in backends:
                 if not callable(getattr(b.storage, "forget_token", None)):
@@ -578,10 +589,14 @@ class Receiver:
                 log.exception("closing storage backend %r failed", backend.name)
 
 
-def open_backends(config: Config, pm: pluggy.PluginManager) -> list[Backend]:
-    """Open the configured backends, in order."""
+def open_backends(
+    config: Config, pm: pluggy.PluginManager, *, create: bool = True
+) -> list[Backend]:
+    """Build the configured backends, in order (each opens its store lazily; see
+    :func:`open_now`). *create*: whether a backend may create a missing store
+    (:attr:`StorageContext.create`); ``False`` for the commands that only read."""
     factories = collect_storage_factories(pm)
-    context = StorageContext(base_dir=config.base_dir)
+    context = StorageContext(base_dir=config.base_dir, create=create)
     backends: list[Backend] = []
     for name in config.storage.backends:
         factory = factories.get(name)
@@ -599,3 +614,70 @@ def open_backends(config: Config, pm: pluggy.PluginManager) -> list[Backend]:
     if not any(b.required for b in backends):
         raise ConfigurationError("at least one backend must be required", key="storage.backends")
     return backends
+
+
+#: Seconds ``pushreport serve`` waits at start-up for a backend that is still starting
+#: (:class:`~pushreport_wsgi.storage.StorageStarting`: a PostgreSQL server that refuses
+#: connections or says it is starting up), before it gives up.
+STARTUP_WAIT = 10.0
+
+
+def open_now(
+    backends: Sequence[Backend],
+    *,
+    wait: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Open every backend now, in order: its ``open()`` (``ping()`` for one without),
+    so that a store that cannot be used fails here, with a message that names it,
+    rather than at the first report or read.
+
+    A *required* backend's failure is raised (``StorageUnavailable``); one that is
+    :class:`~pushreport_wsgi.storage.StorageStarting` is tried again for up to *wait*
+    seconds first. A best-effort backend's failure is logged and it stays configured
+    (each report tries it again).
+    """
+    for backend in backends:
+        storage = backend.storage
+        start = getattr(storage, "open", None)
+        deadline = clock() + wait
+        while True:
+            try:
+                if start is not None:
+                    start()
+                else:
+                    storage.ping()
+                break
+            except StorageStarting as e:
+                if backend.required and wait > 0:
+                    if clock() < deadline:
+                        sleep(min(0.5, max(0.0, deadline - clock())))
+                        continue
+                    raise StorageStarting(f"{e} (waited {wait:g} s)") from None
+                if backend.required:
+                    raise
+                _open_failed(backend, e)
+                break
+            except StorageUnavailable as e:
+                if backend.required:
+                    raise
+                _open_failed(backend, e)
+                break
+
+
+def open_reader(config: Config) -> Receiver:
+    """The receiver of a command that only reads (``list``, ``stats``, ``prune``,
+    ``push``): it creates no store, and each backend is opened at once, so that a
+    missing or unusable one fails the command with a message that names it."""
+    receiver = Receiver.from_config(config, serving=False, create=False)
+    try:
+        open_now(receiver.backends)
+    except BaseException:
+        receiver.close()
+        raise
+    return receiver
+
+
+def _open_failed(backend: Backend, error: Exception) -> None:
+    log.warning("best-effort storage backend %r cannot be opened: %s", backend.name, error)

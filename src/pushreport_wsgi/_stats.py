@@ -15,7 +15,7 @@ from pushreport_core import Registration
 from pushreport_core._stats import PLATFORMS, RegistrationStats
 
 from ._config import Config
-from ._service import Receiver
+from ._service import open_reader
 
 __all__ = ["collect_stats", "render_stats", "run_stats"]
 
@@ -103,7 +103,7 @@ def run_stats(
     out: TextIO,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> int:
-    receiver = Receiver.from_config(config, serving=False)
+    receiver = open_reader(config)  # creates nothing: a missing store is an error
     try:
         stats = collect_stats(receiver.storage, now=clock())
     finally:

@@ -40,9 +40,12 @@ def pushreport_register_storage(register: Callable[[str, StorageFactory], None])
 
     :param register: call ``register(name, factory)`` for each backend this plugin
         provides. ``factory(options, context)`` gets the backend's own table of the
-        configuration (``[storage.<name>]``, a dict) and a :class:`StorageContext`,
-        and returns an object that implements :class:`pushreport_wsgi.storage.Storage`.
-        Registering a name twice is a configuration error.
+        configuration (``[storage.<name>]``, a dict) and a :class:`StorageContext`
+        (``base_dir`` for relative paths; ``create`` false when a command only reads:
+        a missing store is then an error, and nothing is created), and returns an
+        object that implements :class:`pushreport_wsgi.storage.Storage`, opening
+        nothing yet (its optional ``open()`` opens it). Registering a name twice is a
+        configuration error.
     """
 
 

@@ -16,9 +16,19 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import attrs
 
-from pushreport_core import ConfigurationError, Registration, Report
+from pushreport_core import ConfigurationError, Registration, Report, StorageUnavailable
 
-__all__ = ["Storage", "StorageContext", "StorageFactory", "BackendOptions"]
+__all__ = [
+    "Storage",
+    "StorageContext",
+    "StorageFactory",
+    "BackendOptions",
+    "StorageStarting",
+    "NO_DATABASE_HINT",
+]
+
+#: What a command that only reads says after "… does not exist": who creates one.
+NO_DATABASE_HINT = "pushreport serve creates it"
 
 
 @attrs.frozen(kw_only=True)
@@ -28,6 +38,18 @@ class StorageContext:
     #: The folder relative paths in the configuration are resolved against (the
     #: configuration file's folder, or the working directory).
     base_dir: Path = attrs.field(factory=Path.cwd)
+    #: Whether the backend may create its store (a file, a folder, a table) when it is
+    #: missing. ``pushreport serve`` and ``migrate --to`` create; the commands that only
+    #: read (``list``, ``stats``, ``prune``, ``push``, ``migrate --from``) do not: a
+    #: missing store is then an error that names it, and nothing is left behind.
+    create: bool = True
+
+
+class StorageStarting(StorageUnavailable):
+    """The backend cannot serve yet, but may soon without anyone's help: a database
+    server that is still starting or not reachable yet. ``pushreport serve`` waits for
+    it at start-up (for a bound its documentation states) before it gives up; any
+    other ``StorageUnavailable`` at start-up stops it at once."""
 
 
 @runtime_checkable
@@ -69,6 +91,15 @@ class Storage(Protocol):
     #     gauge ``pushreport_<key>{backend="<name>"}``. Keys are lower_case names
     #     (``[a-z_][a-z0-9_]*``); others are skipped with a warning. A backend that
     #     raises gives no figures for that scrape. Keep it cheap (no scan of every row).
+    #
+    # ``open() -> None``
+    #     Open the store now (connect, read the file's header, create what is missing
+    #     when ``StorageContext.create``) instead of at the first call. Raises
+    #     ``StorageUnavailable`` with a message for a person at a terminal: where (a
+    #     path, or a database and its host; never a password) and why, e.g. ``sqlite
+    #     database /srv/x.sqlite3 does not exist (pushreport serve creates it)``;
+    #     ``StorageStarting`` for what may pass by itself. Commands call it before they
+    #     read, ``pushreport serve`` before it listens.
     #
     # ``find_token(token: str) -> list[Registration]``
     #     Registrations whose ``token_calls`` or ``token_msgs`` equals *token*, by

@@ -10,6 +10,7 @@ from hypothesis import given
 
 from pushreport_core import (
     DEFAULT_ACCOUNT_XML,
+    ConfigurationError,
     Template,
     account_xml,
     parse_request,
@@ -92,10 +93,10 @@ def test_base_url_replaces_scheme_and_host_and_keeps_the_path() -> None:
 
 
 def test_base_url_must_be_absolute() -> None:
+    # A ConfigurationError naming the key, like every other refusal (test_base_url.py).
     with pytest.raises(
-        ValueError,
-        match=r"^base_url 'push\.example\.com' is not an absolute "
-        r"http\(s\) URL$",
+        ConfigurationError,
+        match=r"^base_url: must start with http:// or https://, not 'push\.example\.com'$",
     ):
         account_xml(TEMPLATES["query"], base_url="push.example.com")
 

@@ -117,3 +117,23 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield s
     finally:
         s.stop()
+
+
+def run_pushreport(cwd: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run ``pushreport *args`` in *cwd* and wait for it to exit; a server that starts
+    anyway is killed, with its workers, after *timeout* seconds, and the test fails."""
+    proc = subprocess.Popen(
+        [*PUSHREPORT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"pushreport {args[0]} still ran after {timeout} s:\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

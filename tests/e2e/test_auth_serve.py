@@ -107,7 +107,8 @@ def test_replayed_request_is_refused_and_limits_answer_429(tmp_path: Path):
 def test_template_without_the_credential_is_refused_at_start_up(tmp_path: Path):
     config = tmp_path / "pushreport.toml"
     config.write_text(
-        '[reporter]\nurl = "https://x/token/?selector=%selector%&u=%account[username]%"\n'
+        '[reporter]\nurl = "https://x/token/?selector=%selector%&u=%account[username]%'
+        '&t=%pushToken%"\n'
         '[auth]\nmethods = ["callable"]\ncallable = "os.path:exists"\n'
     )
     done = subprocess.run(

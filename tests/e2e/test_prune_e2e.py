@@ -61,7 +61,8 @@ def prune(db: Path, *args: str) -> str:
 def test_dry_run_then_prune(tmp_path: Path) -> None:
     db = tmp_path / "pushreport.sqlite3"
     seed(db)
-    out = prune(db, "--dry-run")
+    assert prune(db, "--dry-run").startswith("would prune 1 registration last seen before ")
+    out = prune(db, "--dry-run", "--verbose")
     lines = out.splitlines()
     assert lines[0].split() == ["SELECTOR", "USERNAME", "TOKEN_MSGS", "TOKEN_CALLS", "LAST_SEEN"]
     assert lines[1].split()[:4] == [OLD, "gone", "QVBBOTFiRzlh…", "-"]
@@ -69,7 +70,7 @@ def test_dry_run_then_prune(tmp_path: Path) -> None:
     assert lines[2].endswith(" (older than 90d)") and len(lines) == 3
     assert TOKEN not in out, "a whole token was printed"
     assert [r["selector"] for r in pushreport_list(db)] == [OLD, RECENT]
-    out = prune(db)
+    out = prune(db, "--verbose")
     assert out.splitlines()[1].split()[0] == OLD
     assert out.splitlines()[-1].startswith("pruned 1 registration last seen before ")
     assert [r["selector"] for r in pushreport_list(db)] == [RECENT]

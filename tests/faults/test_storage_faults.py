@@ -2,6 +2,7 @@
 each report gets ``503`` with ``Retry-After`` (the app retries any non-2xx) and nothing
 of it is stored; once the fault clears, the very same server answers ``200`` again by
 itself, without a restart. Every report answered 200 is stored, none answered 503 is.
+A server asked to start on a database it cannot write refuses to start, saying why.
 
 With the report spool (the default), reports that reach a worker before its background
 thread has found the database broken are spooled and answered 200: they must be
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from ..e2e.conftest import free_port, run_pushreport
 from .conftest import Server, answer, immutable, report_request, selector_for, stored, token_for
 
 pytestmark = pytest.mark.e2e
@@ -135,7 +138,16 @@ def test_read_only_database_is_503_then_200_once_writable(tmp_path: Path) -> Non
     print(f"read-only: {len(ledger.refused)} answered 503, recovered in {took:.2f} s, 0 lost")
 
 
-def test_server_started_on_a_read_only_database_recovers_when_writable(tmp_path: Path) -> None:
+def refused_at_start(tmp_path: Path, cfg: str) -> subprocess.CompletedProcess[str]:
+    """``pushreport serve`` on a database it cannot write: it must not start."""
+    return run_pushreport(
+        tmp_path, "serve", "--config", cfg, "--port", str(free_port()), "--workers", "1"
+    )
+
+
+def test_serve_refuses_a_read_only_database_then_starts_once_writable(tmp_path: Path) -> None:
+    # Issue 14, item 12: a server that cannot store would answer every report 503
+    # forever; it says why at start-up instead, and starts once the cause is gone.
     first = Server(tmp_path, "--config", _config(tmp_path))
     try:
         ledger = Ledger(first, 3)
@@ -145,24 +157,24 @@ def test_server_started_on_a_read_only_database_recovers_when_writable(tmp_path:
     files = sorted(tmp_path.glob("pushreport.sqlite3*"))
     immutable(files, True)
     try:
-        server = Server(tmp_path, "--config", _config(tmp_path))
-        ledger.server = server
-        # (The glob above made the spool folder immutable too.)
-        ledger.during_fault(
-            4,
-            ("sqlite database is read-only", "sqlite report spool cannot be written (read-only)"),
-        )
+        proc = refused_at_start(tmp_path, _config(tmp_path))
     finally:
         immutable(files, False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"pushreport: cannot open sqlite database {first.db}: it cannot be written "
+        "(a read-only file, or no permission)\n"
+    )
+    server = Server(tmp_path, "--config", _config(tmp_path))
     try:
-        took = ledger.recovers()
+        ledger.server = server
+        ledger.recovers()
     finally:
         server.stop()
     ledger.check_stored(server.db)
-    print(f"read-only at start: {len(ledger.refused)} answered 503, recovered in {took:.2f} s")
 
 
-def test_read_only_folder_is_503_then_200_once_writable(tmp_path: Path) -> None:
+def test_serve_refuses_a_read_only_folder_then_starts_once_writable(tmp_path: Path) -> None:
     # A folder where SQLite cannot create the database's -wal and -shm files.
     data = tmp_path / "data"
     data.mkdir()
@@ -188,17 +200,21 @@ def test_read_only_folder_is_503_then_200_once_writable(tmp_path: Path) -> None:
     assert list((data / "pushreport.sqlite3.spool").glob("*.jsonl")) == []
     immutable([data], True)
     try:
-        server = Server(tmp_path, "--config", cfg, db=False)
-        ledger.server = server
-        ledger.during_fault(4, "sqlite database file cannot be opened")
+        proc = refused_at_start(tmp_path, cfg)
     finally:
         immutable([data], False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"pushreport: cannot open sqlite database {db}: its folder {data} cannot be written "
+        "(SQLite keeps the database's -wal and -shm files beside it)\n"
+    )
+    server = Server(tmp_path, "--config", cfg, db=False)
     try:
-        took = ledger.recovers()
+        ledger.server = server
+        ledger.recovers()
     finally:
         server.stop()
     ledger.check_stored(db)
-    print(f"read-only folder: {len(ledger.refused)} answered 503, recovered in {took:.2f} s")
 
 
 def test_full_disk_is_503_then_200_once_space_is_freed(tmp_path: Path, tmpfs: Path) -> None:

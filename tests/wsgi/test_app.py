@@ -87,7 +87,9 @@ def test_invalid_report_is_400_one_plain_line_and_stores_nothing(config):
 
 
 def test_method_not_configured_is_405_with_allow(tmp_path):
-    app = create_app(make_config(tmp_path, url="https://example.com/token/?s=%selector%"))
+    app = create_app(
+        make_config(tmp_path, url="https://example.com/token/?s=%selector%&t=%pushToken%")
+    )
     resp = Client(app).post("/token/?s=" + SELECTOR)
     assert resp.status_code == 405
     assert resp.headers["Allow"] == "GET, HEAD"
@@ -272,14 +274,14 @@ def test_template_password_and_shared_secret_are_masked_in_the_access_log(tmp_pa
         make_config(
             tmp_path,
             url="https://e.com/r/%account[password]%/?s=%selector%&amp;key=s3cret"
-            "&amp;pw=x%account[password]%",
+            "&amp;pw=x%account[password]%&amp;t=%pushToken%",
         )
     )
     with caplog.at_level(logging.INFO, logger="pushreport.access"):
-        resp = Client(app).get(f"/r/hunter2/?s={SELECTOR}&key=s3cret&pw=xhunter2")
+        resp = Client(app).get(f"/r/hunter2/?s={SELECTOR}&key=s3cret&pw=xhunter2&t=tok12345")
     assert resp.status_code == 200
     assert "hunter2" not in caplog.text and "s3cret" not in caplog.text
-    assert f'"GET /r/***/?s={SELECTOR}&key=***&pw=***" 200' in caplog.text
+    assert f'"GET /r/***/?s={SELECTOR}&key=***&pw=***&t=tok12345" 200' in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,9 @@ def test_empty_file_is_the_embedded_default(tmp_path):
 
 
 def test_template_is_compiled_at_load(tmp_path):
-    c = load_config(write(tmp_path, '[reporter]\nurl = "https://e/t?s=%selector%"\n'))
+    c = load_config(
+        write(tmp_path, '[reporter]\nurl = "https://e/t?s=%selector%&t=%pushToken%"\n')
+    )
     assert isinstance(c.reporter.shapes(), Template)
 
 

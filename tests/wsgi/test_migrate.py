@@ -191,8 +191,11 @@ def test_errors_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
         == 2
     )
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no such file" in err
-    assert not (tmp_path / "missing.db").exists()
+    assert err == (
+        f"pushreport: migrate from sqlite:{tmp_path}/missing.db to files:{tmp_path}/f: "
+        f"sqlite database {tmp_path}/missing.db does not exist (pushreport serve creates it)\n"
+    )
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "f").exists()
     assert main(["migrate", "--from", f"sqlite:{source}", "--to", "sqlite:"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 

@@ -68,7 +68,7 @@ def test_dry_run_then_prune(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     fill(config)
     out = io.StringIO()
-    assert run_prune(config, "90d", dry_run=True, out=out, now=NOW) == 0
+    assert run_prune(config, "90d", dry_run=True, verbose=True, out=out, now=NOW) == 0
     assert out.getvalue() == (
         "SELECTOR                                    USERNAME  TOKEN_MSGS     TOKEN_CALLS  "
         "LAST_SEEN\n"
@@ -79,12 +79,12 @@ def test_dry_run_then_prune(tmp_path: Path) -> None:
     assert selectors(config) == [OLD, EDGE, FRESH], "a dry run deleted"
     out = io.StringIO()
     assert run_prune(config, "90d", out=out, now=NOW) == 0
-    assert out.getvalue().endswith(
-        "\npruned 1 registration last seen before 2025-03-03T12:00:00.000000Z (older than 90d)\n"
+    assert out.getvalue() == (
+        "pruned 1 registration last seen before 2025-03-03T12:00:00.000000Z (older than 90d)\n"
     )
     assert selectors(config) == [EDGE, FRESH]
     out = io.StringIO()
-    run_prune(config, "2160h", out=out, now=NOW + timedelta(seconds=1))
+    run_prune(config, "2160h", verbose=True, out=out, now=NOW + timedelta(seconds=1))
     assert out.getvalue() == (
         "SELECTOR                                    USERNAME  "
         "TOKEN_MSGS  TOKEN_CALLS  LAST_SEEN\n"
@@ -127,10 +127,37 @@ def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     )
     assert main(["prune", "--db", str(db), "--older-than", "90d", "--dry-run"]) == 0
     assert "would prune 1 registration last seen before " in capsys.readouterr().out
-    assert main(["prune", "--db", str(db), "--older-than", "90d"]) == 0
+    assert main(["prune", "--db", str(db), "--older-than", "90d", "--verbose"]) == 0
     assert "\npruned 1 registration last seen before " in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["prune", "--db", str(db)])  # --older-than is required
+
+
+def test_a_summary_by_default_the_list_with_verbose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14, item 18: a prune of 200,000 is one line, not 200,001."""
+    db = tmp_path / "x.sqlite3"
+    storage = SQLiteStorage(db)
+    old = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    storage.upsert_many([(Report(selector=f"{i:040X}:01"), old) for i in range(500)])
+    storage.close()
+    args = ["prune", "--db", str(db), "--older-than", "90d"]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.startswith("would prune 500 registrations last seen before ") and out.count("\n") == 1
+    )
+    assert main([*args, "--dry-run", "--verbose"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 502 and out[0].startswith("SELECTOR ") and out[1].startswith("0" * 40)
+    assert out[-1].startswith("would prune 500 registrations")
+    assert main([*args, "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["count"] == 500 and len(data["registrations"]) == 500
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pruned 500 registrations last seen before ") and out.count("\n") == 1
 
 
 def test_every_backend_is_pruned(tmp_path: Path) -> None:

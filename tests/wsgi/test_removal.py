@@ -282,7 +282,7 @@ def test_mounted_under_a_prefix(tmp_path):
             "removal another path or method (or enabled = false)",
         ),
         (
-            '[reporter]\nurl = "https://e.com/removal/?s=%selector%"\n',
+            '[reporter]\nurl = "https://e.com/removal/?s=%selector%&t=%pushToken%"\n',
             "removal.enabled: the removal shapes would take the reporter's GET /removal/: give "
             "the removal another path or method (or enabled = false)",
         ),
@@ -302,7 +302,8 @@ def test_configuration_errors(tmp_path, toml, message):
 
 def test_reporter_on_the_removal_path_loads_with_removals_disabled(tmp_path):
     (tmp_path / "p.toml").write_text(
-        '[reporter]\nurl = "https://e.com/removal/?s=%selector%"\n[removal]\nenabled = false\n'
+        '[reporter]\nurl = "https://e.com/removal/?s=%selector%&t=%pushToken%"\n'
+        "[removal]\nenabled = false\n"
     )
     assert load_config(tmp_path / "p.toml").removal.shapes() is None
 

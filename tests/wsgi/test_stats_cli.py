@@ -107,6 +107,9 @@ def test_stats_without_unicode_draws_hashes_and_lists_what_it_hides():
 
 
 def test_stats_of_an_empty_store(tmp_path, capsys):
+    storage = SQLiteStorage(path=tmp_path / "empty.sqlite3")
+    storage.ping()  # created, as serve creates it
+    storage.close()
     assert main(["stats", "--db", str(tmp_path / "empty.sqlite3")]) == 0
     assert capsys.readouterr().out == "registrations: 0\n"
 

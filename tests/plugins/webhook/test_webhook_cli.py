@@ -132,8 +132,8 @@ def test_outbox_errors(tmp_path: Path, config: Path, capsys: Any) -> None:
     assert run(capsys, "--config", str(config)) == (
         2,
         "",
-        f"pushreport: outbox: {tmp_path / 'box.sqlite3'} does not exist (no report "
-        "was stored yet)\n",
+        f"pushreport: outbox: sqlite database {tmp_path / 'box.sqlite3'} does not exist "
+        "(pushreport serve creates it)\n",
     )
     assert run(capsys, "--config", str(config), "--id", "3") == (
         2,

@@ -463,7 +463,8 @@ def test_every_write_the_sqlite_backend_has_is_overridden_to_add_events(tmp_path
     batch removal) would change registrations without events until overridden here."""
     from pushreport_sqlite import SQLiteStorage
 
-    reads = {"get", "find", "ping", "count", "find_token"}
+    # (open() changes no registration: it opens, and pings as ping() does.)
+    reads = {"get", "find", "ping", "count", "find_token", "open"}
     # These apply the report spool, which a WebhookStorage never has (its reports go
     # through its own upsert, event and all): with nothing to apply they write nothing.
     spool = {"apply_spool", "apply_round"}
