@@ -68,7 +68,7 @@ LABELS = {
     "full": "pushreport serve (synchronous=full)",
 }
 
-# The gunicorn settings of `pushreport serve` (src/pushreport_wsgi/_server.py), as flags.
+# The gunicorn settings of `pushreport serve` (src/pushreport/_server.py), as flags.
 GUNICORN_FLAGS = [
     "--worker-class",
     "sync",
@@ -256,7 +256,7 @@ def pushreport_server(
 ) -> Server:
     """``pushreport serve`` with *workers* (``None``: its default, as shipped)."""
     if workers is None:
-        from pushreport_wsgi._config import ServerConfig
+        from pushreport._config import ServerConfig
 
         workers = ServerConfig().worker_count()
     port = free_port()
@@ -264,7 +264,7 @@ def pushreport_server(
     argv = [
         sys.executable,
         "-m",
-        "pushreport_wsgi._cli",
+        "pushreport._cli",
         "serve",
         "--host",
         HOST,

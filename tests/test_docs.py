@@ -1,6 +1,6 @@
 """The reference in docs/ is generated from the code and must be up to date.
 
-When this fails after a change: ``python -m pushreport_wsgi._docs`` rewrites docs/, then
+When this fails after a change: ``python -m pushreport._docs`` rewrites docs/, then
 review and commit the diff.
 """
 
@@ -10,17 +10,17 @@ import argparse
 
 import pytest
 
-from pushreport_wsgi import _docs
-from pushreport_wsgi._cli import build_parser
-from pushreport_wsgi._config import CONFIG_KEYS
+from pushreport import _docs
+from pushreport._cli import build_parser
+from pushreport._config import CONFIG_KEYS
 
 
 @pytest.mark.parametrize("name", sorted(_docs.render_all()))
 def test_generated_reference_is_committed_and_current(name):
     path = _docs.DOCS_DIR / name
-    assert path.exists(), f"docs/{name} is missing: run python -m pushreport_wsgi._docs"
+    assert path.exists(), f"docs/{name} is missing: run python -m pushreport._docs"
     assert path.read_text(encoding="utf-8") == _docs.render_all()[name], (
-        f"docs/{name} is stale: run python -m pushreport_wsgi._docs"
+        f"docs/{name} is stale: run python -m pushreport._docs"
     )
 
 
@@ -59,7 +59,7 @@ def test_a_missing_help_text_is_reported(monkeypatch):
                 action.choices["list"].add_argument("--silent")
         return parser
 
-    monkeypatch.setattr("pushreport_wsgi._cli.build_parser", parser_with_a_silent_option)
+    monkeypatch.setattr("pushreport._cli.build_parser", parser_with_a_silent_option)
     assert _docs.undocumented() == ["option list --silent"]
 
 

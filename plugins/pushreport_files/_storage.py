@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
+from pushreport.storage import NO_DATABASE_HINT, BackendOptions, StorageContext
 from pushreport_core import (
     Registration,
     Report,
@@ -63,7 +64,6 @@ from pushreport_core import (
     parse_time,
     without_token,
 )
-from pushreport_wsgi.storage import NO_DATABASE_HINT, BackendOptions, StorageContext
 
 T = TypeVar("T")
 
@@ -168,7 +168,7 @@ def _fsync_dir(path: Path) -> None:
 
 @attrs.define(eq=False)
 class FilesStorage:
-    """A :class:`~pushreport_wsgi.storage.Storage` in a folder of plain files.
+    """A :class:`~pushreport.storage.Storage` in a folder of plain files.
 
     Safe across threads (one lock per handle) and processes (``flock`` on the folder's
     ``lock`` file, re-opened after ``fork()``). Every write is appended to the log and

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from pushreport.hookspecs import hookimpl
+from pushreport.storage import Storage, StorageContext, StorageFactory
 from pushreport_core import ConfigurationError
-from pushreport_wsgi.hookspecs import hookimpl
-from pushreport_wsgi.storage import Storage, StorageContext, StorageFactory
 
 from ._options import OPTIONS_DOC
 

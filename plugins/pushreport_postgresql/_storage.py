@@ -18,8 +18,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pushreport.storage import BackendOptions, StorageContext, StorageStarting
 from pushreport_core import REGISTRATION_FIELDS, Registration, Report, StorageUnavailable
-from pushreport_wsgi.storage import BackendOptions, StorageContext, StorageStarting
 
 from ._options import OPTIONS_DOC
 
@@ -231,7 +231,7 @@ if hasattr(os, "register_at_fork"):
 
 @attrs.define(eq=False)
 class PostgreSQLStorage:
-    """A :class:`~pushreport_wsgi.storage.Storage` in one PostgreSQL table.
+    """A :class:`~pushreport.storage.Storage` in one PostgreSQL table.
 
     Safe across threads (a ``psycopg_pool.ConnectionPool``, opened on first use), across
     processes (a new pool after ``fork()``) and across hosts: every write is one
@@ -346,7 +346,7 @@ class PostgreSQLStorage:
         """Connect now (and with *create*, create the table and check that it can be
         written); a failure names the table, database and server, never the DSN's
         user or password. A server that refuses connections or is still starting is
-        :class:`~pushreport_wsgi.storage.StorageStarting`."""
+        :class:`~pushreport.storage.StorageStarting`."""
         try:
             # One connection of our own first: the pool would only say "timed out"
             # where the server said why.

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pushreport_wsgi.hookspecs import hookimpl
-from pushreport_wsgi.storage import StorageFactory
+from pushreport.hookspecs import hookimpl
+from pushreport.storage import StorageFactory
 
 from ._storage import (
     DEFAULT_BUSY_TIMEOUT,

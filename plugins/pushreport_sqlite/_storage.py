@@ -19,18 +19,18 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
+from pushreport.storage import (
+    NO_DATABASE_HINT,
+    BackendOptions,
+    StorageContext,
+    StorageStarting,
+)
 from pushreport_core import (
     REGISTRATION_FIELDS,
     Registration,
     Report,
     StorageUnavailable,
     format_time,
-)
-from pushreport_wsgi.storage import (
-    NO_DATABASE_HINT,
-    BackendOptions,
-    StorageContext,
-    StorageStarting,
 )
 
 from ._spool import Spool, encode, in_time_order
@@ -391,7 +391,7 @@ def _check_busy_timeout(instance: Any, attribute: Any, value: float) -> None:
 
 @attrs.define(eq=False)
 class SQLiteStorage:
-    """A :class:`~pushreport_wsgi.storage.Storage` in one SQLite file.
+    """A :class:`~pushreport.storage.Storage` in one SQLite file.
 
     Safe across threads (one connection per thread, opened on first use) and across
     processes (gunicorn workers: SQLite's file locks, WAL mode). Every write is one
@@ -488,7 +488,7 @@ class SQLiteStorage:
     def open(self) -> None:
         """Open the database now, and with *create* check that it can be written (it is
         then created, with its schema, when missing); a failure names the path and the
-        reason (see :meth:`~pushreport_wsgi.storage.Storage`)."""
+        reason (see :meth:`~pushreport.storage.Storage`)."""
         where = f"sqlite database {self.path}"
         problem = _path_problem(self.path, create=self.create)
         if problem is not None:

@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from pushreport._config import Config
+from pushreport.storage import BackendOptions
 from pushreport_core import StorageUnavailable, format_time
 from pushreport_sqlite._storage import DEFAULT_BUSY_TIMEOUT, MAX_BUSY_TIMEOUT, SYNCHRONOUS
-from pushreport_wsgi._config import Config
-from pushreport_wsgi.storage import BackendOptions
 
 from ._outbox import DeadEvent, Event, dead_events, pending_events, replay_dead
 from ._storage import DEFAULT_OUTBOX, OPTIONS, WebhookStorage

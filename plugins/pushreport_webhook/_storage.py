@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from pushreport._config import value_or_env
+from pushreport.storage import BackendOptions, StorageContext
 from pushreport_core import Registration, Report, Secret, format_time
 from pushreport_sqlite._storage import (
     _COLUMNS,
@@ -30,8 +32,6 @@ from pushreport_sqlite._storage import (
     _params,
     _put_params,
 )
-from pushreport_wsgi._config import value_or_env
-from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._deliver import Deliverer
 from ._outbox import OUTBOX_SCHEMA, REMOVED, UPDATED, counts, enqueue
@@ -130,7 +130,7 @@ def _check_url(url: str) -> str | None:
 
 @attrs.define(eq=False)
 class WebhookStorage(SQLiteStorage):
-    """A :class:`~pushreport_wsgi.storage.Storage` that forwards every registration
+    """A :class:`~pushreport.storage.Storage` that forwards every registration
     change to a webhook, through a durable outbox.
 
     The registrations live in the outbox's SQLite file (the ``registrations`` table of

@@ -15,7 +15,7 @@ what the answer means.
 - :func:`retry_delay` is the back-off between attempts (exponential, jittered by a
   ``random.Random`` handed in; it never reads a clock and never sleeps).
 
-No socket, no clock: :class:`pushreport_wsgi.PushClient` does the I/O.
+No socket, no clock: :class:`pushreport.PushClient` does the I/O.
 """
 
 from __future__ import annotations

@@ -1,33 +1,41 @@
-"""pushreport_wsgi: the WSGI adapter of pushreport, its configuration, plugins and CLI.
+"""pushreport_wsgi: the WSGI adapter of pushreport.
 
 - :func:`create_app` — a standalone WSGI app;
 - :class:`PushReportMiddleware` — mounts pushreport in front of any WSGI app;
-- :class:`Config` / :func:`load_config` — the TOML configuration;
-- :class:`Receiver` — the service behind both, usable without HTTP;
-- :data:`hookimpl` — the marker for plugin hooks (see :mod:`pushreport_wsgi.hookspecs`);
-- :class:`Storage` — the protocol a storage backend implements;
-- :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them.
+- :func:`raw_target` — the request target as it came over the wire.
+
+The service behind it (configuration, the receiver, plugins, storage, lookup and push)
+is :mod:`pushreport`; its names are re-exported here for code written against earlier
+versions.
 """
 
-from ._app import PushReportMiddleware, create_app, raw_target
-from ._config import (
+from pushreport import (
+    Backend,
     Config,
+    Lookup,
     LookupConfig,
     PluginsConfig,
     PruneConfig,
+    PushClient,
     PushConfig,
+    PushResult,
+    Receiver,
     RemovalConfig,
+    RemovalOutcome,
     ReporterConfig,
     ServerConfig,
+    Storage,
     StorageConfig,
+    StorageContext,
+    StorageFactory,
+    hookimpl,
     load_config,
+    make_plugin_manager,
+    push,
 )
-from ._lookup import Lookup, LookupApp
-from ._plugins import make_plugin_manager
-from ._push import PushClient, PushResult, push
-from ._service import Backend, Receiver, RemovalOutcome
-from .hookspecs import hookimpl
-from .storage import Storage, StorageContext, StorageFactory
+from pushreport._lookup import LookupApp
+
+from ._app import PushReportMiddleware, create_app, raw_target
 
 __all__ = [
     "Backend",

@@ -16,6 +16,11 @@ from urllib.parse import quote
 
 from werkzeug.wsgi import get_input_stream
 
+from pushreport._config import Config, load_config
+from pushreport._health import operator_routes
+from pushreport._limits import client_address
+from pushreport._lookup import LookupApp
+from pushreport._service import Receiver
 from pushreport_core import (
     AuthenticationRequired,
     InvalidReport,
@@ -28,12 +33,6 @@ from pushreport_core import (
     shorten,
 )
 from pushreport_core import Request as CoreRequest
-
-from ._config import Config, load_config
-from ._health import operator_routes
-from ._limits import client_address
-from ._lookup import LookupApp
-from ._service import Receiver
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -272,7 +271,7 @@ class PushReportMiddleware:
         if not access_log.isEnabledFor(logging.INFO):
             return
         # One line per request; the same fields as attributes of the record, for a
-        # structured formatter (pushreport_wsgi._logs.JsonFormatter).
+        # structured formatter (pushreport._logs.JsonFormatter).
         notes = environ.get("pushreport.report") or {}
         fields = {
             "remote_addr": environ.get("REMOTE_ADDR", "-"),

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from pushreport.testing import MemoryStorage
 from pushreport_core import Registration, Report, StorageUnavailable, merge
-from pushreport_wsgi.testing import MemoryStorage
 
 
 class ErasingStorage(MemoryStorage):

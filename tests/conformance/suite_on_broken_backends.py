@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from pushreport_wsgi.testing import MemoryStorage, MemoryStore, StorageConformance
+from pushreport.testing import MemoryStorage, MemoryStore, StorageConformance
 
 from .broken_backends import (
     DroppingStorage,

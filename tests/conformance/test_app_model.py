@@ -387,8 +387,8 @@ def test_xml_entity_declarations_are_refused() -> None:
 def test_core_and_check_import_without_hypothesis() -> None:
     code = (
         "import sys; sys.modules['hypothesis'] = None; sys.modules['pytest'] = None\n"
-        "import pushreport_core, pushreport_core.testing, pushreport_wsgi._check\n"
-        "from pushreport_wsgi._cli import main\n"
+        "import pushreport_core, pushreport_core.testing, pushreport._check\n"
+        "from pushreport._cli import main\n"
         "assert 'hypothesis' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "try:\n"
         "    import pushreport_core.testing.strategies\n"

@@ -12,12 +12,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from pushreport._check import Target, parse_target, run_checks
+from pushreport._cli import main
+from pushreport._config import ReporterConfig, StorageConfig
 from pushreport_core import Template
 from pushreport_core.testing import ROUNDTRIP_TEMPLATES, SPEC_SELECTOR
 from pushreport_wsgi import Config, create_app
-from pushreport_wsgi._check import Target, parse_target, run_checks
-from pushreport_wsgi._cli import main
-from pushreport_wsgi._config import ReporterConfig, StorageConfig
 from tests.e2e.conftest import PUSHREPORT, Server, free_port, pushreport_list
 
 

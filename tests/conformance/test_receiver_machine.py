@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from pushreport._config import ReporterConfig, StorageConfig
 from pushreport_core import (
     AppModel,
     AppState,
@@ -55,7 +56,6 @@ from pushreport_core.testing import (
 from pushreport_core.testing import strategies as prs
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import Config, Receiver, create_app, make_plugin_manager
-from pushreport_wsgi._config import ReporterConfig, StorageConfig
 from pushreport_wsgi.testing import wsgi_exchange
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pushreport._config import ReporterConfig, StorageConfig
 from pushreport_core import (
     AppModel,
     AppState,
@@ -33,7 +34,6 @@ from pushreport_core.testing import (
 )
 from pushreport_core.testing import strategies as prs
 from pushreport_wsgi import Config, PushReportMiddleware, RemovalConfig, create_app
-from pushreport_wsgi._config import ReporterConfig, StorageConfig
 from pushreport_wsgi.testing import wsgi_exchange
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi.testing import (
+from pushreport.testing import (
     MemoryStorage,
     MemoryStore,
     Operation,
@@ -22,6 +21,7 @@ from pushreport_wsgi.testing import (
     installed_backends,
     storage_operations,
 )
+from pushreport_sqlite import SQLiteStorage
 
 from .broken_backends import DroppingStorage, ErasingStorage
 
@@ -151,7 +151,7 @@ def test_every_installed_backend_agrees_with_the_reference(operations: list[Oper
 @pytest.mark.parametrize("broken", [ErasingStorage, DroppingStorage])
 def test_the_differential_check_finds_a_backend_that_disagrees(broken: type) -> None:
     # The iOS delay: a full report, then one without tokens, then a read.
-    from pushreport_wsgi.testing._suite import BARE, FULL, SELECTOR, T0
+    from pushreport.testing._suite import BARE, FULL, SELECTOR, T0
 
     operations = [
         Operation(kind="upsert", selector=SELECTOR, report=FULL, now=T0),

@@ -17,7 +17,7 @@ import pytest
 # The PostgreSQL fixtures, for the tests here that run against the real server.
 from ..plugins.postgresql.conftest import pg_dsn, pg_table  # noqa: E402, F401
 
-PUSHREPORT = [sys.executable, "-m", "pushreport_wsgi._cli"]
+PUSHREPORT = [sys.executable, "-m", "pushreport._cli"]
 
 
 def free_port() -> int:

@@ -221,11 +221,11 @@ def test_migrate_into_a_backend_without_put_many_names_the_problem(
 ) -> None:
     from datetime import datetime, timezone
 
+    from pushreport import _migrate
+    from pushreport._cli import main
+    from pushreport.testing import MemoryStorage
     from pushreport_core import Report
     from pushreport_sqlite import SQLiteStorage
-    from pushreport_wsgi import _migrate
-    from pushreport_wsgi._cli import main
-    from pushreport_wsgi.testing import MemoryStorage
 
     source = tmp_path / "a.sqlite3"
     storage = SQLiteStorage(source)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import StorageConfig
 from pushreport_wsgi import Config, create_app
-from pushreport_wsgi._config import StorageConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"

@@ -18,15 +18,15 @@ import pluggy
 import pytest
 
 import pushreport_sqlite
-from pushreport_core import ConfigurationError, InvalidReport, Report, Request, Secret
-from pushreport_wsgi._plugins import (
+from pushreport._plugins import (
     authenticate,
     collect_storage_factories,
     make_plugin_manager,
     transform_report,
 )
-from pushreport_wsgi.hookspecs import hookimpl
-from pushreport_wsgi.storage import Storage, StorageContext
+from pushreport.hookspecs import hookimpl
+from pushreport.storage import Storage, StorageContext
+from pushreport_core import ConfigurationError, InvalidReport, Report, Request, Secret
 
 REQUEST = Request(method="GET", target="/token/?selector=s")
 
@@ -295,7 +295,7 @@ def test_authenticate_any_false_refuses(answers: list[object], allowed: bool) ->
 TINY_PLUGIN = '''
 """A third-party pushreport plugin: an in-memory backend and a stored hook."""
 from pushreport_core import merge
-from pushreport_wsgi.hookspecs import hookimpl
+from pushreport.hookspecs import hookimpl
 
 STORED = []
 
@@ -442,8 +442,8 @@ _PROBE = textwrap.dedent("""
     import json, sys
     from datetime import datetime, timezone
     from pushreport_core import Report
-    from pushreport_wsgi._plugins import collect_storage_factories, make_plugin_manager
-    from pushreport_wsgi.storage import StorageContext
+    from pushreport._plugins import collect_storage_factories, make_plugin_manager
+    from pushreport.storage import StorageContext
 
     pm = make_plugin_manager(blocked=sys.argv[1:])
     factories = collect_storage_factories(pm)

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from pushreport._service import open_now
+from pushreport.storage import StorageStarting
 from pushreport_core import StorageUnavailable
 from pushreport_files import FilesStorage
 from pushreport_sqlite import SQLiteStorage
 from pushreport_webhook import WebhookStorage
 from pushreport_wsgi import Backend, StorageContext
-from pushreport_wsgi._service import open_now
-from pushreport_wsgi.storage import StorageStarting
 
 READER = StorageContext(base_dir=Path("/"), create=False)
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from pushreport._config import ReporterConfig, StorageConfig
 from pushreport_wsgi import Config, make_plugin_manager
-from pushreport_wsgi._config import ReporterConfig, StorageConfig
 
 # The PostgreSQL fixtures, for the tests here that run against the real server.
 from ..plugins.postgresql.conftest import pg_dsn, pg_table  # noqa: E402, F401

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import load_config
+from pushreport._logs import TEXT_FORMAT, JsonFormatter, formatter
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import Receiver, create_app, hookimpl, make_plugin_manager
-from pushreport_wsgi._config import load_config
-from pushreport_wsgi._logs import TEXT_FORMAT, JsonFormatter, formatter
 
 from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS, make_config
 

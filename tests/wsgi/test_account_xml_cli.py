@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pushreport_wsgi._cli import main
+from pushreport._cli import main
 
 
 @pytest.mark.parametrize(

@@ -23,15 +23,15 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.test import Client
 
-from pushreport_core import ConfigurationError, Request, Secret
-from pushreport_wsgi import Config, Receiver, create_app, hookimpl, make_plugin_manager
-from pushreport_wsgi._auth import (
+from pushreport._auth import (
     CallableAuthenticator,
     DigestAuthenticator,
     digest_response,
     parse_digest,
 )
-from pushreport_wsgi._config import AuthConfig, LimitsConfig
+from pushreport._config import AuthConfig, LimitsConfig
+from pushreport_core import ConfigurationError, Request, Secret
+from pushreport_wsgi import Config, Receiver, create_app, hookimpl, make_plugin_manager
 
 from .conftest import SELECTOR, TOKEN_MSGS, make_config
 
@@ -178,7 +178,7 @@ def test_secret_is_stripped_before_any_other_transform_sees_it(tmp_path):
 
 
 def test_secret_compares_in_constant_time_over_digests(monkeypatch):
-    from pushreport_wsgi import _auth
+    from pushreport import _auth
 
     compared: list[tuple[bytes, bytes]] = []
     real = _auth.hmac.compare_digest
@@ -213,7 +213,7 @@ def test_template_without_the_secret_variable_is_refused_at_start_up(tmp_path):
 def test_removal_template_without_the_secret_variable_is_refused_at_start_up(tmp_path):
     """The same methods guard removals: a removal template that cannot carry the
     secret would refuse every logout, so it is a start-up error too."""
-    from pushreport_wsgi._config import RemovalConfig
+    from pushreport._config import RemovalConfig
 
     config = attrs.evolve(
         make_config(tmp_path, url=SECRET_URL),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushreport_wsgi import _cli
-from pushreport_wsgi._cli import main
+from pushreport import _cli
+from pushreport._cli import main
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ BOTH_WAYS = [
 
 def _python(data: dict) -> Config:
     """The configuration *data* describes, built with the constructors (no loader)."""
-    from pushreport_wsgi._config import SECTIONS
+    from pushreport._config import SECTIONS
 
     return Config(**{name: SECTIONS[name](**values) for name, values in data.items()})
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import StorageConfig
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import Config, Receiver, create_app
-from pushreport_wsgi._config import StorageConfig
 
 from .conftest import SELECTOR, SPEC_GET, TOKEN_MSGS
 

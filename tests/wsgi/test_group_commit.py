@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from pushreport._batch import GroupCommit
 from pushreport_core import Report, StorageUnavailable, merge
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi._batch import GroupCommit
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

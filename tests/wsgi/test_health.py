@@ -14,10 +14,10 @@ import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
+from pushreport._config import HealthConfig, load_config
+from pushreport.testing import MemoryStorage, MemoryStore
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import Backend, Config, PushReportMiddleware, Receiver, create_app
-from pushreport_wsgi._config import HealthConfig, load_config
-from pushreport_wsgi.testing import MemoryStorage, MemoryStore
 
 from .conftest import SPEC_GET, make_config
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import LimitsConfig
+from pushreport._limits import Lockout, Rate, TokenBuckets, client_address
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import Config, create_app
-from pushreport_wsgi._config import LimitsConfig
-from pushreport_wsgi._limits import Lockout, Rate, TokenBuckets, client_address
 
 from .test_auth import (
     ACCOUNT_PASSWORD,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pushreport._cli import main
 from pushreport_core import Report
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi._cli import main
 
 
 @pytest.fixture

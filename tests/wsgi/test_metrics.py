@@ -12,6 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
+from pushreport._config import MetricsConfig, load_config
+from pushreport._metrics import REASONS, NullMetrics, PrometheusMetrics, refusal_reason
+from pushreport.testing import MemoryStorage
 from pushreport_core import (
     AuthenticationRequired,
     AuthenticationUnavailable,
@@ -21,9 +24,6 @@ from pushreport_core import (
     TooManyRequests,
 )
 from pushreport_wsgi import Backend, Config, Receiver, create_app, hookimpl, make_plugin_manager
-from pushreport_wsgi._config import MetricsConfig, load_config
-from pushreport_wsgi._metrics import REASONS, NullMetrics, PrometheusMetrics, refusal_reason
-from pushreport_wsgi.testing import MemoryStorage
 
 from .conftest import SELECTOR, SPEC_GET, make_config
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import attrs
 
+from pushreport._cli import main
+from pushreport._config import Config
+from pushreport._migrate import Progress, migrate, parse_spec, run_migrate
 from pushreport_core import Registration, Report
 from pushreport_files._storage import FilesStorage
 from pushreport_sqlite._storage import SQLiteStorage
-from pushreport_wsgi._cli import main
-from pushreport_wsgi._config import Config
-from pushreport_wsgi._migrate import Progress, migrate, parse_spec, run_migrate
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -18,9 +18,9 @@ import attrs
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import AuthConfig, StorageConfig
 from pushreport_core import Registration
 from pushreport_wsgi import Config, Receiver, create_app, hookimpl, make_plugin_manager
-from pushreport_wsgi._config import AuthConfig, StorageConfig
 
 from .conftest import SELECTOR, TOKEN_CALLS, TOKEN_MSGS
 
@@ -331,8 +331,8 @@ def test_processes_racing_for_new_selectors_never_both_pass(tmp_path, request, n
     ],
 )
 def test_the_verdict_says_who_vouched(answers, username, accepted, identified) -> None:
+    from pushreport._plugins import Verdict, authentication
     from pushreport_core import Report, Request
-    from pushreport_wsgi._plugins import Verdict, authentication
 
     pm = make_plugin_manager(plugins=[Vouch(a) for a in answers], load_entrypoints=False)
     report = Report(selector=SELECTOR, username=username)

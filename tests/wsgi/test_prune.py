@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from pushreport._cli import main
+from pushreport._prune import PruneSchedule, prune_lock_path, run_prune
 from pushreport_core import ConfigurationError, Registration, Report, format_time
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import Config, Receiver, load_config
-from pushreport_wsgi._cli import main
-from pushreport_wsgi._prune import PruneSchedule, prune_lock_path, run_prune
 
 from .conftest import make_config
 
@@ -161,7 +161,7 @@ def test_a_summary_by_default_the_list_with_verbose(
 
 
 def test_every_backend_is_pruned(tmp_path: Path) -> None:
-    from pushreport_wsgi._config import StorageConfig
+    from pushreport._config import StorageConfig
 
     config = Config(
         storage=StorageConfig(
@@ -342,7 +342,7 @@ def test_start_pruning_runs_on_a_thread_until_close(tmp_path: Path) -> None:
         off.close()
     import attrs
 
-    from pushreport_wsgi._config import PruneConfig
+    from pushreport._config import PruneConfig
 
     config = attrs.evolve(config, prune=PruneConfig(older_than="90d", interval="1s"))
     clock = Clock(NOW)

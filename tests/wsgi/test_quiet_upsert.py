@@ -16,10 +16,10 @@ import pytest
 from werkzeug.test import Client
 
 import pushreport_sqlite._storage as sqlite_storage
+from pushreport._batch import GroupCommit
 from pushreport_core import Registration, Report
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import Receiver, create_app, hookimpl, make_plugin_manager
-from pushreport_wsgi._batch import GroupCommit
 
 from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS, make_config
 

@@ -17,6 +17,8 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from werkzeug.test import Client
 
+from pushreport._config import AuthConfig, StorageConfig
+from pushreport._logs import TEXT_FORMAT, JsonFormatter
 from pushreport_core import (
     PASSWORD_VARIABLE,
     Request,
@@ -26,8 +28,6 @@ from pushreport_core import (
 )
 from pushreport_core.testing import strategies as prs
 from pushreport_wsgi import Config, Receiver, create_app, hookimpl, make_plugin_manager
-from pushreport_wsgi._config import AuthConfig, StorageConfig
-from pushreport_wsgi._logs import TEXT_FORMAT, JsonFormatter
 
 from .conftest import SELECTOR, TOKEN_MSGS, make_config
 

@@ -13,6 +13,7 @@ import pytest
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
+from pushreport._config import ReporterConfig, StorageConfig
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import (
     Config,
@@ -24,7 +25,6 @@ from pushreport_wsgi import (
     load_config,
     make_plugin_manager,
 )
-from pushreport_wsgi._config import ReporterConfig, StorageConfig
 
 from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS
 

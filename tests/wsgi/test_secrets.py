@@ -12,9 +12,9 @@ import attrs
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import AuthConfig, LimitsConfig
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import Receiver, create_app, load_config, make_plugin_manager
-from pushreport_wsgi._config import AuthConfig, LimitsConfig
 
 from .conftest import SELECTOR, TOKEN_CALLS, TOKEN_MSGS, make_config
 from .test_auth import Clock, authorization

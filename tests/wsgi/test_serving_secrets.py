@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pushreport._cli import main
 from pushreport_core import ConfigurationError, Report
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import create_app, load_config
-from pushreport_wsgi._cli import main
 
 from .conftest import SELECTOR, TOKEN_MSGS
 
@@ -76,13 +76,15 @@ def test_list_and_account_xml_do_not_need_the_variable(
     assert main(["list", "--config", str(path), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["selector"], row["username"]) == (SELECTOR, "alice")
-    assert main(["account-xml", "--config", str(path)]) == 0
+    base = "https://push.example.com"  # without it, a warning on stderr (a loopback URL)
+    assert main(["account-xml", "--config", str(path), "--base-url", base]) == 0
     out, err = capsys.readouterr()
     assert "pushTokenReporterUrl" in out and err == ""
     # The other commands that only read or change storage need it no more.
     assert main(["stats", "--config", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["registrations"] == 1
-    assert main(["prune", "--config", str(path), "--older-than", "1d", "--dry-run"]) == 0
+    prune = ["prune", "--config", str(path), "--older-than", "1d", "--dry-run", "--verbose"]
+    assert main(prune) == 0
     assert SELECTOR in capsys.readouterr().out
 
 
@@ -112,7 +114,7 @@ def test_create_app_still_fails_naming_the_key(tmp_path, unset, toml, message) -
 def test_serve_still_fails_at_start_up_with_one_line(tmp_path, unset, toml, message) -> None:
     path = write_config(tmp_path, toml)
     done = subprocess.run(
-        [sys.executable, "-m", "pushreport_wsgi._cli", "serve", "--config", str(path)],
+        [sys.executable, "-m", "pushreport._cli", "serve", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,

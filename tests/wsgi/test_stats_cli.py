@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from pushreport._cli import main
+from pushreport._config import Config
+from pushreport._stats import collect_stats, render_stats, run_stats
 from pushreport_core import Registration
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi._cli import main
-from pushreport_wsgi._config import Config
-from pushreport_wsgi._stats import collect_stats, render_stats, run_stats
 
 APNS = "a3f1" * 16
 FCM = "cXyZ0123:APA91bH" + "x-Y_z0" * 25
@@ -120,7 +120,7 @@ def test_stats_is_a_command_with_a_config(tmp_path, db):
         [
             sys.executable,
             "-m",
-            "pushreport_wsgi._cli",
+            "pushreport._cli",
             "stats",
             "--config",
             str(tmp_path / "p.toml"),

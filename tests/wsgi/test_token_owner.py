@@ -11,10 +11,10 @@ import attrs
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import ReporterConfig, StorageConfig
+from pushreport.testing import MemoryStorage
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import Config, Receiver, create_app, hookimpl, make_plugin_manager
-from pushreport_wsgi._config import ReporterConfig, StorageConfig
-from pushreport_wsgi.testing import MemoryStorage
 
 from .conftest import make_config
 

@@ -6,7 +6,7 @@ session is generated from a ``random.Random`` (:func:`random_session`) and run a
 any ``deliver`` callable (:func:`run_session`), so ``pushreport check`` uses it on a
 plain install. The hypothesis strategies live in
 :mod:`pushreport_core.testing.strategies` (install the ``testing`` extra); the storage
-suite in :mod:`pushreport_wsgi.testing`.
+suite in :mod:`pushreport.testing`.
 """
 
 from __future__ import annotations

@@ -1,54 +1,7 @@
-"""The conformance kit, server part: a storage conformance suite for backend authors, a
-reference backend in memory, a state machine against a dict model, and the
-differential check across backends.
+"""Test helpers for the WSGI adapter: :func:`wsgi_exchange` sends a request the app model
+rendered to a WSGI app in-process, as a server would. The storage conformance kit is
+:mod:`pushreport.testing`."""
 
-Needs pytest and hypothesis (``pip install 'pushreport[testing]'``). A plugin author
-runs the whole suite against a backend with a few lines::
-
-    import functools, pytest
-    from pushreport_wsgi.testing import StorageConformance
-
-    class TestMyStorage(StorageConformance):
-        @pytest.fixture
-        def make_storage(self, tmp_path):
-            return functools.partial(MyStorage, tmp_path / "db")
-
-The app side (the app model, strategies, sessions) is :mod:`pushreport_core.testing`.
-"""
-
-from ._memory import MemoryStorage, MemoryStore
-from ._model import (
-    Operation,
-    StorageMachine,
-    StorageOpener,
-    assert_backends_agree,
-    installed_backends,
-    run_operations,
-    storage_operations,
-)
-from ._suite import (
-    CONCURRENT_SELECTORS,
-    StorageConformance,
-    check_linearizable,
-    concurrent_now,
-    concurrent_report,
-)
 from ._wsgi import wsgi_exchange
 
-__all__ = [
-    "MemoryStorage",
-    "MemoryStore",
-    "Operation",
-    "StorageConformance",
-    "StorageOpener",
-    "StorageMachine",
-    "assert_backends_agree",
-    "installed_backends",
-    "run_operations",
-    "storage_operations",
-    "wsgi_exchange",
-    "CONCURRENT_SELECTORS",
-    "check_linearizable",
-    "concurrent_now",
-    "concurrent_report",
-]
+__all__ = ["wsgi_exchange"]

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
+from pushreport.testing import StorageConformance
 from pushreport_files import FilesStorage
-from pushreport_wsgi.testing import StorageConformance
 
 
 class TestFilesConformance(StorageConformance):

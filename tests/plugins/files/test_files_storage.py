@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pushreport.storage import StorageContext
 from pushreport_core import ConfigurationError, Report, StorageUnavailable, merge
 from pushreport_files import FilesStorage
-from pushreport_wsgi.storage import StorageContext
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from psycopg import sql
 
+from pushreport.testing import StorageConformance
 from pushreport_postgresql import PostgreSQLStorage
-from pushreport_wsgi.testing import StorageConformance
 
 
 class TestPostgreSQLConformance(StorageConformance):

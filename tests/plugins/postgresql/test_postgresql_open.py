@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pushreport.storage import StorageStarting
 from pushreport_core import StorageUnavailable
-from pushreport_wsgi.storage import StorageStarting
 
 
 def test_postgresql_without_create_creates_no_table(pg_dsn: str, pg_table: str) -> None:

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pushreport.storage import StorageContext
 from pushreport_core import ConfigurationError, Report, StorageUnavailable
 from pushreport_postgresql import SCHEMA_VERSION, PostgreSQLStorage
-from pushreport_wsgi.storage import StorageContext
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTORS = (
@@ -320,7 +320,7 @@ def test_the_plugin_loads_without_psycopg() -> None:
         from pathlib import Path
         import pushreport_postgresql as plugin
         from pushreport_core import ConfigurationError
-        from pushreport_wsgi.storage import StorageContext
+        from pushreport.storage import StorageContext
         factories = {}
         plugin.pushreport_register_storage(register=factories.__setitem__)
         try:

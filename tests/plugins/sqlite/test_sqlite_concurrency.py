@@ -3,7 +3,7 @@
 Every upsert returns the registration as stored, whose ``reports`` is its place in the
 commit order of its selector; folding :func:`pushreport_core.merge` over the reports in
 that order must give every returned registration and the final row
-(:func:`pushreport_wsgi.testing.check_linearizable`).
+(:func:`pushreport.testing.check_linearizable`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pushreport_core import Registration
-from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi.testing import (
+from pushreport.testing import (
     CONCURRENT_SELECTORS,
     check_linearizable,
     concurrent_now,
     concurrent_report,
 )
+from pushreport_core import Registration
+from pushreport_sqlite import SQLiteStorage
 
 # Threads and processes on an existing file are StorageConformance's concurrency tests,
 # which this backend runs in test_sqlite_conformance.py, with the same reports.
@@ -29,8 +29,8 @@ _WORKER = """
 import json, sys, time
 from pathlib import Path
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi.testing import concurrent_now as make_now
-from pushreport_wsgi.testing import concurrent_report as make_report
+from pushreport.testing import concurrent_now as make_now
+from pushreport.testing import concurrent_report as make_report
 
 path, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 go = Path(path + ".go")

@@ -9,8 +9,8 @@ from typing import Iterator
 
 import pytest
 
+from pushreport.testing import StorageConformance
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi.testing import StorageConformance
 
 
 class TestSQLiteConformance(StorageConformance):

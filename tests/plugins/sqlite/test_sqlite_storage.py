@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pushreport_sqlite
+from pushreport.storage import Storage, StorageContext
 from pushreport_core import (
     ConfigurationError,
     Registration,
@@ -27,7 +28,6 @@ from pushreport_core import (
 )
 from pushreport_sqlite import SCHEMA_VERSION, SQLiteStorage
 from pushreport_sqlite import _storage as sql
-from pushreport_wsgi.storage import Storage, StorageContext
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTOR = "0123456789abcdef0123456789abcdef01234567:1"

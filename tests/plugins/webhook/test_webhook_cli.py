@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from pushreport._cli import main
 from pushreport_core import Report
 from pushreport_webhook import WebhookStorage
 from pushreport_webhook._outbox import failed, pending_events
-from pushreport_wsgi._cli import main
 
 from .conftest import SECRET
 

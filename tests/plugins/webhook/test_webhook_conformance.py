@@ -11,8 +11,8 @@ from typing import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from pushreport.testing import StorageConformance
 from pushreport_webhook import WebhookStorage
-from pushreport_wsgi.testing import StorageConformance
 
 from .conftest import SECRET, Receiver
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
+from pushreport._config import MetricsConfig, StorageConfig
 from pushreport_wsgi import Config, create_app
-from pushreport_wsgi._config import MetricsConfig, StorageConfig
 
 from .conftest import SECRET, Receiver
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pushreport.storage import StorageContext
 from pushreport_core import (
     ConfigurationError,
     Registration,
@@ -27,7 +28,6 @@ from pushreport_core import (
 )
 from pushreport_webhook import REMOVED, UPDATED, WebhookStorage, backoff_delay, event_body
 from pushreport_webhook._outbox import dead_events, delivered, failed, pending_events, replay_dead
-from pushreport_wsgi.storage import StorageContext
 
 from .conftest import SECRET
 
@@ -395,8 +395,8 @@ def test_a_url_with_credentials_is_refused_when_built_in_python_too(tmp_path: Pa
 
 
 def test_a_url_with_credentials_stops_the_start(tmp_path: Path) -> None:
-    from pushreport_wsgi._config import Config
-    from pushreport_wsgi._service import Receiver
+    from pushreport._config import Config
+    from pushreport._service import Receiver
 
     config = Config.from_dict(
         {
@@ -414,9 +414,9 @@ def test_a_url_with_credentials_stops_the_start(tmp_path: Path) -> None:
 
 
 def test_the_backend_is_picked_by_name_from_a_configuration(tmp_path: Path, caplog: Any) -> None:
-    from pushreport_wsgi._config import load_config
-    from pushreport_wsgi._server import describe
-    from pushreport_wsgi._service import Receiver
+    from pushreport._config import load_config
+    from pushreport._server import describe
+    from pushreport._service import Receiver
 
     (tmp_path / "pushreport.toml").write_text(
         '[storage]\nbackends = ["webhook"]\n[storage.webhook]\n'
@@ -485,8 +485,8 @@ def test_every_write_the_sqlite_backend_has_is_overridden_to_add_events(tmp_path
 
 
 def test_the_registered_factory_documents_every_option() -> None:
+    from pushreport._plugins import collect_storage_factories, make_plugin_manager
     from pushreport_webhook import OPTIONS, webhook_storage
-    from pushreport_wsgi._plugins import collect_storage_factories, make_plugin_manager
 
     factory = collect_storage_factories(make_plugin_manager())["webhook"]
     assert factory is webhook_storage

@@ -1,7 +1,7 @@
 """The plugin manager: built by a factory, never a global (tox's ``plugin/manager.py``).
 
 :func:`make_plugin_manager` builds a :class:`pluggy.PluginManager` for the
-``pushreport`` project: the hookspecs of :mod:`pushreport_wsgi.hookspecs`, the plugin
+``pushreport`` project: the hookspecs of :mod:`pushreport.hookspecs`, the plugin
 objects the caller passes, and the plugins installed under the ``pushreport``
 entry-point group (the built-in storage backends among them, declared in our own
 ``pyproject.toml`` exactly as a third party would). The helpers below call the hooks

@@ -221,7 +221,7 @@ def _username_key(report: Report, request: Request) -> str:
 
 @attrs.define
 class Limiter:
-    """The ``[limits]`` of one receiver, called by :class:`~pushreport_wsgi.Receiver`:
+    """The ``[limits]`` of one receiver, called by :class:`~pushreport.Receiver`:
 
     1. :meth:`check_request` before parsing: URL and header lengths, the per-client rate;
     2. :meth:`check_report` before authentication: field lengths, the lock-out;

@@ -320,7 +320,7 @@ class Receiver:
 
         A refusal counts against the ``[limits]`` lock-out of its username. Returns
         whether authentication identified the user (a plugin vouched for the username:
-        :class:`~pushreport_wsgi._plugins.Verdict`).
+        :class:`~pushreport._plugins.Verdict`).
         """
         if not self.serving:
             # Built without its authenticators: it must not store what nobody checked.
@@ -617,7 +617,7 @@ def open_backends(
 
 
 #: Seconds ``pushreport serve`` waits at start-up for a backend that is still starting
-#: (:class:`~pushreport_wsgi.storage.StorageStarting`: a PostgreSQL server that refuses
+#: (:class:`~pushreport.storage.StorageStarting`: a PostgreSQL server that refuses
 #: connections or says it is starting up), before it gives up.
 STARTUP_WAIT = 10.0
 
@@ -634,7 +634,7 @@ def open_now(
     rather than at the first report or read.
 
     A *required* backend's failure is raised (``StorageUnavailable``); one that is
-    :class:`~pushreport_wsgi.storage.StorageStarting` is tried again for up to *wait*
+    :class:`~pushreport.storage.StorageStarting` is tried again for up to *wait*
     seconds first. A best-effort backend's failure is logged and it stays configured
     (each report tries it again).
     """

@@ -35,7 +35,7 @@ class MemoryStore:
 
 @attrs.define(eq=False)
 class MemoryStorage:
-    """The simplest correct :class:`~pushreport_wsgi.Storage`: the reference model the
+    """The simplest correct :class:`~pushreport.Storage`: the reference model the
     differential check compares real backends with. Not durable: nothing survives the
     process."""
 

@@ -377,7 +377,7 @@ class PluginsConfig:
 
 @attrs.frozen(kw_only=True)
 class AuthConfig:
-    """``[auth]``: the built-in authenticators (see ``pushreport_wsgi._auth``)."""
+    """``[auth]``: the built-in authenticators (see ``pushreport._auth``)."""
 
     methods: tuple[str, ...] = setting(
         (),

@@ -269,7 +269,7 @@ class StorageConformance:
     # -- the protocol ----------------------------------------------------------------------
 
     def test_is_a_storage(self, storage: Storage) -> None:
-        assert isinstance(storage, Storage), "missing methods of pushreport_wsgi.Storage"
+        assert isinstance(storage, Storage), "missing methods of pushreport.Storage"
         assert isinstance(storage.name, str) and storage.name
 
     def test_empty_store(self, storage: Storage) -> None:

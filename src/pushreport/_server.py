@@ -20,8 +20,8 @@ import attrs
 
 from pushreport_core import DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES, Template
 from pushreport_core._templates import BODY_METHODS, FORM
+from pushreport_wsgi import create_app
 
-from ._app import create_app
 from ._config import Config
 from ._health import operator_routes
 from ._logs import JsonFormatter, configure_logging

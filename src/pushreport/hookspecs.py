@@ -43,7 +43,7 @@ def pushreport_register_storage(register: Callable[[str, StorageFactory], None])
         configuration (``[storage.<name>]``, a dict) and a :class:`StorageContext`
         (``base_dir`` for relative paths; ``create`` false when a command only reads:
         a missing store is then an error, and nothing is created), and returns an
-        object that implements :class:`pushreport_wsgi.storage.Storage`, opening
+        object that implements :class:`pushreport.storage.Storage`, opening
         nothing yet (its optional ``open()`` opens it). Registering a name twice is a
         configuration error.
     """

@@ -1,0 +1,52 @@
+"""The conformance kit, server part: a storage conformance suite for backend authors, a
+reference backend in memory, a state machine against a dict model, and the
+differential check across backends.
+
+Needs pytest and hypothesis (``pip install 'pushreport[testing]'``). A plugin author
+runs the whole suite against a backend with a few lines::
+
+    import functools, pytest
+    from pushreport.testing import StorageConformance
+
+    class TestMyStorage(StorageConformance):
+        @pytest.fixture
+        def make_storage(self, tmp_path):
+            return functools.partial(MyStorage, tmp_path / "db")
+
+The app side (the app model, strategies, sessions) is :mod:`pushreport_core.testing`.
+"""
+
+from ._memory import MemoryStorage, MemoryStore
+from ._model import (
+    Operation,
+    StorageMachine,
+    StorageOpener,
+    assert_backends_agree,
+    installed_backends,
+    run_operations,
+    storage_operations,
+)
+from ._suite import (
+    CONCURRENT_SELECTORS,
+    StorageConformance,
+    check_linearizable,
+    concurrent_now,
+    concurrent_report,
+)
+
+__all__ = [
+    "MemoryStorage",
+    "MemoryStore",
+    "Operation",
+    "StorageConformance",
+    "StorageOpener",
+    "StorageMachine",
+    "assert_backends_agree",
+    "installed_backends",
+    "run_operations",
+    "storage_operations",
+    "CONCURRENT_SELECTORS",
+    "check_linearizable",
+    "concurrent_now",
+    "concurrent_report",
+]
