@@ -76,7 +76,8 @@ def test_list_and_account_xml_do_not_need_the_variable(
     assert main(["list", "--config", str(path), "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["selector"], row["username"]) == (SELECTOR, "alice")
-    assert main(["account-xml", "--config", str(path)]) == 0
+    base = "https://push.example.com"  # without it, a warning on stderr (a loopback URL)
+    assert main(["account-xml", "--config", str(path), "--base-url", base]) == 0
     out, err = capsys.readouterr()
     assert "pushTokenReporterUrl" in out and err == ""
     # The other commands that only read or change storage need it no more.
