@@ -83,7 +83,8 @@ def test_list_and_account_xml_do_not_need_the_variable(
     # The other commands that only read or change storage need it no more.
     assert main(["stats", "--config", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["registrations"] == 1
-    assert main(["prune", "--config", str(path), "--older-than", "1d", "--dry-run"]) == 0
+    prune = ["prune", "--config", str(path), "--older-than", "1d", "--dry-run", "--verbose"]
+    assert main(prune) == 0
     assert SELECTOR in capsys.readouterr().out
 
 
