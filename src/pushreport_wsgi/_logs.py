@@ -142,6 +142,17 @@ class ThrottledLog:
     ) -> bool:
         """Log *msg* % *args* at *level* unless its key was logged less than
         *interval* seconds ago; then only count it. Whether a line was logged."""
+        return self._log(level, msg, args, key, exc_info)
+
+    def warning(self, msg: str, *args: Any, key: Hashable = None) -> bool:
+        return self._log(logging.WARNING, msg, args, key, None)
+
+    def error(self, msg: str, *args: Any, key: Hashable = None, exc_info: Any = None) -> bool:
+        return self._log(logging.ERROR, msg, args, key, exc_info)
+
+    def _log(
+        self, level: int, msg: str, args: tuple[Any, ...], key: Hashable, exc_info: Any
+    ) -> bool:
         if not self.logger.isEnabledFor(level):
             return False
         if key is None:
@@ -158,14 +169,9 @@ class ThrottledLog:
         if last is not None and last[1]:
             msg = f"{msg} (%d more times in the last %d s)"
             args = (*args, last[1], round(now - last[0]))
-        self.logger.log(level, msg, *args, exc_info=exc_info)
+        # stacklevel: the record names the caller of log(), warning() or error().
+        self.logger.log(level, msg, *args, exc_info=exc_info, stacklevel=3)
         return True
-
-    def warning(self, msg: str, *args: Any, key: Hashable = None) -> bool:
-        return self.log(logging.WARNING, msg, *args, key=key)
-
-    def error(self, msg: str, *args: Any, key: Hashable = None, exc_info: Any = None) -> bool:
-        return self.log(logging.ERROR, msg, *args, key=key, exc_info=exc_info)
 
     def forget(self, key: Hashable) -> int:
         """Forget *key* (its failure is over): its next occurrence is logged at once.

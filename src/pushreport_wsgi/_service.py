@@ -36,6 +36,7 @@ from ._auth import build_authenticators, secret_fields
 from ._batch import GroupCommit
 from ._config import Config
 from ._limits import Limiter
+from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (
     authenticate,
@@ -110,6 +111,11 @@ class Receiver:
     metrics: Metrics = attrs.field(factory=NullMetrics)
     #: The background prune of :meth:`start_pruning`, when started.
     pruner: Any = attrs.field(default=None, init=False)
+    #: Storage failures, logged once a minute with a count, not once per request
+    #: (the adapters' 503 warnings go through it too).
+    failure_log: ThrottledLog = attrs.field(
+        factory=lambda: ThrottledLog(log), init=False, repr=False
+    )
 
     @classmethod
     def from_config(
@@ -237,7 +243,7 @@ class Receiver:
             except Exception as e:
                 self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
-                    log.exception("storage backend %r failed", backend.name)
+                    self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
                 continue
@@ -326,7 +332,7 @@ class Receiver:
                 self._best_effort_failed(backend, e)
             except Exception as e:
                 if backend.required:
-                    log.exception("storage backend %r failed", backend.name)
+                    self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
         if kept:
@@ -419,7 +425,17 @@ class Receiver:
 
     def _best_effort_failed(self, backend: Backend, error: Exception) -> None:
         self.failures[backend.name] = self.failures.get(backend.name, 0) + 1
-        log.warning("best-effort storage backend %r failed: %s", backend.name, error)
+        self.failure_log.warning("best-effort storage backend %r failed: %s", backend.name, error)
+
+    def _backend_failed(self, backend: Backend, error: Exception) -> None:
+        """A required backend raised something else than StorageUnavailable (a bug,
+        or a failure it does not translate): its traceback, once a minute per kind."""
+        self.failure_log.error(
+            "storage backend %r failed",
+            backend.name,
+            key=("backend failed", backend.name, type(error).__name__),
+            exc_info=error,
+        )
 
     @property
     def storage(self) -> Storage:
