@@ -40,7 +40,7 @@ def test_the_first_occurrence_at_once_then_one_line_per_interval_with_a_count(
     clock = Clock()
     throttled = ThrottledLog(logging.getLogger(LOGGER), interval=60, clock=clock)
     logged = []
-    for i in range(1000):  # one every 0.15 s: 150 s of failures
+    for _ in range(1000):  # one every 0.15 s: 150 s of failures
         logged.append(throttled.warning("disk full on %s", "db"))
         clock.now += 0.15
     assert messages(caplog, LOGGER) == [
