@@ -810,6 +810,8 @@ class SQLiteStorage:
         """Move an entry that is not a spool file out of the way, saying so once."""
         try:
             aside = spool.set_aside(name)
+        except FileNotFoundError:
+            return  # another process's round moved it first
         except OSError as exc:  # it stays, and is skipped: it holds no report
             self._round_log.error(
                 "the report spool entry %s is not a file it wrote and cannot be moved: %s",
