@@ -431,11 +431,7 @@ class SQLiteStorage:
         # A subclass that adds to the upsert (the webhook backend's outbox) writes its
         # reports itself: no spool for it.
         if self.spool and type(self).upsert_quiet is SQLiteStorage.upsert_quiet:
-            self._spool = Spool(
-                Path(f"{self.path}.spool"),
-                fsync=self.synchronous == "full",
-                lock_timeout=self.busy_timeout,
-            )
+            self._spool = Spool(Path(f"{self.path}.spool"), fsync=self.synchronous == "full")
 
     @property
     def spooling(self) -> bool:

@@ -256,6 +256,37 @@ def test_a_spool_file_that_cannot_be_read_refuses_reports_until_it_can(
     assert "Traceback" not in err
 
 
+def test_a_new_spool_file_is_never_deleted_under_its_writer(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An applier that lists the spool while a writer starts a file must see it held:
+    a file each report, and another applier running all along, loses none."""
+    monkeypatch.setattr(spool_module, "ROTATE_BYTES", 1)
+    writer = SQLiteStorage(path=db_path, spool_interval=10)
+    applier = SQLiteStorage(path=db_path, spool_interval=10)
+    stop = threading.Event()
+
+    def apply() -> None:
+        while not stop.is_set():
+            applier.apply_spool()
+
+    thread = threading.Thread(target=apply)
+    thread.start()
+    try:
+        for i in range(1, 3001):
+            writer.upsert_quiet(report(i), now=T0)
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+    try:
+        assert applier.count() == 3000
+        left = [n for n in os.listdir(f"{db_path}.spool") if n.endswith((".jsonl", ".new"))]
+        assert left == []  # every file applied and deleted, none half-made
+    finally:
+        applier.close()
+
+
 # -- item 10: every wait has a deadline; the spool has a bound -----------------------
 
 
