@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -462,4 +463,34 @@ def test_a_failing_round_is_logged_once_per_interval_with_a_count(
         )
     finally:
         turn.release()
+        storage.close()
+
+
+def test_an_unexpected_error_in_a_round_refuses_reports_until_a_round_goes_through(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a failure the applier knows (here: its own bookkeeping table edited by hand,
+    an offset that is no number): it counts as a failing database all the same."""
+    storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool_interval=10)
+    try:
+        storage.upsert_quiet(report(1), now=T0)
+        assert storage.apply_round() == 1
+        storage.upsert_quiet(report(2), now=T0)
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE pushreport_spool SET offset = 'x'")
+        assert [storage.apply_round(probe=True) for _ in range(20)] == [0] * 20
+        for call in (lambda: storage.upsert_quiet(report(3), now=T0), storage.ping):
+            with pytest.raises(
+                StorageUnavailable, match="^sqlite report spool cannot be applied$"
+            ):
+                call()
+        (logged,) = spool_log_lines(caplog, "cannot be applied")
+        assert logged.levelno == logging.ERROR and logged.exc_info is not None
+        assert logged.getMessage().startswith("the report spool cannot be applied: TypeError: ")
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE pushreport_spool SET offset = 0")  # repaired
+        storage.apply_round()
+        storage.upsert_quiet(report(3), now=T0)
+        assert storage.count() == 3
+    finally:
         storage.close()
