@@ -110,7 +110,14 @@ def test_readyz_fails_while_another_process_holds_the_writers_turn(tmp_path, cap
         fcntl.flock(fd, fcntl.LOCK_EX)
         answers = [c.get("/readyz") for _ in range(20)]
         assert {(r.status_code, r.data) for r in answers} == {(503, b"not ready: sqlite\n")}
-        reports = [c.get(SPEC_GET) for _ in range(5)]
+        # A report is spooled (200) until the applier's round meets the held turn,
+        # which it does within busy_timeout; from then on every report is refused.
+        accepted, deadline = 0, time.monotonic() + 10
+        while (resp := c.get(SPEC_GET)).status_code == 200:
+            accepted += 1
+            assert time.monotonic() < deadline, "reports still accepted"
+            time.sleep(0.02)
+        reports = [resp] + [c.get(SPEC_GET) for _ in range(5)]
         assert {(r.status_code, r.data) for r in reports} == {
             (503, b"sqlite database is locked\n")
         }
@@ -125,6 +132,10 @@ def test_readyz_fails_while_another_process_holds_the_writers_turn(tmp_path, cap
         assert time.monotonic() < deadline, "readyz did not recover"
         time.sleep(0.05)
     assert c.get(SPEC_GET).status_code == 200
+    # Everything acknowledged is stored: the first report, those spooled during the
+    # hold, the last one.
+    stored = app.receiver.storage.get(SPEC_GET.split("selector=")[1].split("&")[0])
+    assert stored is not None and stored.reports == accepted + 2
 
 
 def test_readyz_fails_while_the_report_spool_is_past_its_bound(tmp_path):
