@@ -1109,14 +1109,19 @@ class SQLiteStorage:
 
     def ping(self) -> None:
         """Fail while reports are refused (the spool's last round failed, or it is past
-        its bound); else take and release the writers' turn and the write lock, as a
-        write would: fails on a locked, read-only or broken file, each wait bounded
-        by *busy_timeout*."""
+        its bound) or cannot be applied now; else take and release the writers' turn
+        and the write lock, as a write would: fails on a locked, read-only or broken
+        file, each wait bounded by *busy_timeout*.
+
+        What waits in the spool is applied here, as before a read: that is how a
+        process whose own applier has not run yet (no report reached it) learns that
+        a file cannot be read or the turn is held."""
         spool = self._spool
         if spool is not None:
             error = self._refusal(spool)
             if error is not None:
                 raise error
+            self.apply_spool()
         with self._write_turn():
             self._run(PING)
 
