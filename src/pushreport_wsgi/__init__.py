@@ -6,7 +6,8 @@
 - :class:`Receiver` — the service behind both, usable without HTTP;
 - :data:`hookimpl` — the marker for plugin hooks (see :mod:`pushreport_wsgi.hookspecs`);
 - :class:`Storage` — the protocol a storage backend implements;
-- :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them.
+- :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
+- :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too).
 """
 
 from ._app import PushReportMiddleware, create_app, raw_target
@@ -22,6 +23,7 @@ from ._config import (
     StorageConfig,
     load_config,
 )
+from ._logs import ThrottledLog
 from ._lookup import Lookup, LookupApp
 from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
@@ -56,4 +58,5 @@ __all__ = [
     "PushConfig",
     "PushResult",
     "push",
+    "ThrottledLog",
 ]
