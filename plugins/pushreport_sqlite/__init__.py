@@ -16,6 +16,7 @@ and picked in the configuration by name::
     synchronous = "normal"        # or "full": fsync before answering
     busy_timeout = 2.0            # seconds a lock may be waited for, then 503
     spool = true                  # reports are appended to <file>.spool/, applied in batches
+    spool_max_bytes = 16777216    # not yet applied past this: 503 until it is
 
 The database is an ordinary SQLite file (WAL mode) with the table ``registrations``,
 readable with the ``sqlite3`` shell (``pushreport_spool`` records how far the report
@@ -23,6 +24,8 @@ spool is applied); ``PRAGMA user_version`` is the schema version. Beside it,
 ``<file>.spool/`` holds the reports answered and not yet applied (see ``_spool.py``; do
 not delete it while reports wait), and ``<file>.writers`` is an empty file that writers
 queue on (an ``flock``) for their turn to write; deleting that one is harmless.
+Every wait for a lock ends after ``busy_timeout``; what the spool does with an entry
+it cannot read, and its bound, are in ``docs/spool.md``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ request into one call here and its outcome into a response.
 - :data:`hookimpl` — the marker for plugin hooks (see :mod:`pushreport.hookspecs`);
 - :class:`Storage` — the protocol a storage backend implements;
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
+- :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
 - :mod:`pushreport.testing` — the storage conformance kit.
 """
 
@@ -28,6 +29,7 @@ from ._config import (
     StorageConfig,
     load_config,
 )
+from ._logs import ThrottledLog
 from ._lookup import Lookup
 from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
@@ -58,6 +60,7 @@ __all__ = [
     "StorageConfig",
     "StorageContext",
     "StorageFactory",
+    "ThrottledLog",
     "hookimpl",
     "load_config",
     "make_plugin_manager",

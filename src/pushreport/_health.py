@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from pushreport_core import ConfigurationError
 
+from ._logs import ThrottledLog
 from ._metrics import PrometheusMetrics
 
 if TYPE_CHECKING:
@@ -85,7 +86,10 @@ class _Probe:
     def check(self, timeout: float) -> BaseException | None:
         """``None`` when the backend answered within *timeout*, else what went wrong."""
         with self._lock:
-            if self._running is None or not self._running.is_alive():
+            # A new ping unless one is still waiting for its answer. (Not "unless its
+            # thread is alive": one that has answered may not have ended yet, and its
+            # answer is old.)
+            if self._running is None or self._done.is_set():
                 self._done = threading.Event()
                 self._error = None
                 self._running = threading.Thread(
@@ -115,6 +119,8 @@ class Readiness:
     def __init__(self, backends: Sequence[Backend], *, timeout: float) -> None:
         self.timeout = timeout
         self._probes = [_Probe(b) for b in backends if b.required]
+        # A load balancer checks every few seconds: one line a minute per reason.
+        self._log = ThrottledLog(log)
 
     def failing(self) -> list[str]:
         """Names of the required backends that do not answer now, in order."""
@@ -123,7 +129,7 @@ class Readiness:
             error = probe.check(self.timeout)
             if error is not None:
                 failed.append(probe.backend.name)
-                log.warning(
+                self._log.warning(
                     "readyz: storage backend %r is not ready: %s", probe.backend.name, error
                 )
         return failed

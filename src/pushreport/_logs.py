@@ -15,10 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, Hashable
 
-__all__ = ["JsonFormatter", "TEXT_FORMAT", "LOG_FORMATS", "configure_logging"]
+__all__ = [
+    "JsonFormatter",
+    "TEXT_FORMAT",
+    "LOG_FORMATS",
+    "configure_logging",
+    "ThrottledLog",
+    "THROTTLE_INTERVAL",
+]
 
 #: The text format of ``pushreport serve``'s log lines.
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -85,3 +94,88 @@ def configure_logging(*, access_log: bool, log_format: str = "text") -> None:
     logging.getLogger("pushreport.access").setLevel(
         logging.INFO if access_log else logging.WARNING
     )
+
+
+#: Seconds between two lines of one repeated failure (:class:`ThrottledLog`).
+THROTTLE_INTERVAL = 60.0
+
+
+class ThrottledLog:
+    """A logger for failures that repeat: one line per *interval* and key, with a count.
+
+    The first occurrence of a key is logged at once. Later ones are counted, and the
+    first one *interval* seconds or more after the last line logged is logged with
+    the count of those left out: ``"... (17 more times in the last 60 s)"``. A
+    storage that fails every request then logs one line a minute per process, not one
+    per request. Thread-safe; the key is the formatted message unless given.
+
+    ::
+
+        failures = ThrottledLog(logging.getLogger("pushreport.mybackend"))
+        failures.warning("cannot reach %s: %s", host, reason)
+    """
+
+    #: Keys remembered at most; the one unseen longest is forgotten first.
+    MAX_KEYS = 256
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = THROTTLE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: key -> (when its last line was logged, occurrences left out since)
+        self._seen: dict[Hashable, tuple[float, int]] = {}
+
+    def log(
+        self,
+        level: int,
+        msg: str,
+        *args: Any,
+        key: Hashable = None,
+        exc_info: Any = None,
+    ) -> bool:
+        """Log *msg* % *args* at *level* unless its key was logged less than
+        *interval* seconds ago; then only count it. Whether a line was logged."""
+        return self._log(level, msg, args, key, exc_info)
+
+    def warning(self, msg: str, *args: Any, key: Hashable = None) -> bool:
+        return self._log(logging.WARNING, msg, args, key, None)
+
+    def error(self, msg: str, *args: Any, key: Hashable = None, exc_info: Any = None) -> bool:
+        return self._log(logging.ERROR, msg, args, key, exc_info)
+
+    def _log(
+        self, level: int, msg: str, args: tuple[Any, ...], key: Hashable, exc_info: Any
+    ) -> bool:
+        if not self.logger.isEnabledFor(level):
+            return False
+        if key is None:
+            key = msg % args if args else msg
+        now = self._clock()
+        with self._lock:
+            last = self._seen.pop(key, None)
+            if last is not None and now - last[0] < self.interval:
+                self._seen[key] = (last[0], last[1] + 1)
+                return False
+            self._seen[key] = (now, 0)
+            while len(self._seen) > self.MAX_KEYS:
+                del self._seen[next(iter(self._seen))]
+        if last is not None and last[1]:
+            msg = f"{msg} (%d more times in the last %d s)"
+            args = (*args, last[1], round(now - last[0]))
+        # stacklevel: the record names the caller of log(), warning() or error().
+        self.logger.log(level, msg, *args, exc_info=exc_info, stacklevel=3)
+        return True
+
+    def forget(self, key: Hashable) -> int:
+        """Forget *key* (its failure is over): its next occurrence is logged at once.
+        Returns how many occurrences were left out since its last line."""
+        with self._lock:
+            last = self._seen.pop(key, None)
+        return 0 if last is None else last[1]

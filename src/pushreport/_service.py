@@ -40,6 +40,7 @@ from ._auth import build_authenticators, secret_fields
 from ._batch import GroupCommit
 from ._config import Config
 from ._limits import Limiter
+from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (
     authentication,
@@ -141,6 +142,11 @@ class Receiver:
     #: write of one selector are one step among this process's threads (striped locks).
     _owner_locks: tuple[threading.Lock, ...] = attrs.field(
         init=False, factory=lambda: tuple(threading.Lock() for _ in range(64))
+    )
+    #: Storage failures, logged once a minute with a count, not once per request
+    #: (the adapters' 503 warnings go through it too).
+    failure_log: ThrottledLog = attrs.field(
+        factory=lambda: ThrottledLog(log), init=False, repr=False
     )
 
     @classmethod
@@ -293,7 +299,7 @@ class Receiver:
             except Exception as e:
                 self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
-                    log.exception("storage backend %r failed", backend.name)
+                    self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
                 continue
@@ -476,7 +482,7 @@ class Receiver:
                 self._best_effort_failed(backend, e)
             except Exception as e:
                 if backend.required:
-                    log.exception("storage backend %r failed", backend.name)
+                    self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
             if refused:
@@ -571,7 +577,17 @@ class Receiver:
 
     def _best_effort_failed(self, backend: Backend, error: Exception) -> None:
         self.failures[backend.name] = self.failures.get(backend.name, 0) + 1
-        log.warning("best-effort storage backend %r failed: %s", backend.name, error)
+        self.failure_log.warning("best-effort storage backend %r failed: %s", backend.name, error)
+
+    def _backend_failed(self, backend: Backend, error: Exception) -> None:
+        """A required backend raised something else than StorageUnavailable (a bug,
+        or a failure it does not translate): its traceback, once a minute per kind."""
+        self.failure_log.error(
+            "storage backend %r failed",
+            backend.name,
+            key=("backend failed", backend.name, type(error).__name__),
+            exc_info=error,
+        )
 
     @property
     def storage(self) -> Storage:

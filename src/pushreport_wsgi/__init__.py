@@ -28,6 +28,7 @@ from pushreport import (
     StorageConfig,
     StorageContext,
     StorageFactory,
+    ThrottledLog,
     hookimpl,
     load_config,
     make_plugin_manager,
@@ -64,4 +65,5 @@ __all__ = [
     "PushConfig",
     "PushResult",
     "push",
+    "ThrottledLog",
 ]

@@ -177,7 +177,9 @@ class PushReportMiddleware:
             headers: list[tuple[str, str]] = []
             if isinstance(e, ServiceUnavailable):
                 headers.append(("Retry-After", str(e.retry_after)))
-                log.warning(
+                # One line a minute per reason, with a count: a full disk is not
+                # worth a line per report (18,237 lines in 12 s, once).
+                self.receiver.failure_log.warning(
                     "%s: %s",
                     "storage unavailable" if isinstance(e, StorageUnavailable) else "unavailable",
                     e.msg,
@@ -191,7 +193,11 @@ class PushReportMiddleware:
             return self._plain(start_response, status, e.msg, headers, environ, target, started)
         except Exception as e:
             self.receiver.metrics.report_refused(e)
-            log.exception("internal error while handling a report")
+            self.receiver.failure_log.error(
+                "internal error while handling a report",
+                key=("internal error", type(e).__name__),
+                exc_info=e,
+            )
             return self._plain(start_response, 500, "internal error", [], environ, target, started)
         status = 200
         self.receiver.metrics.report_accepted()

@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +22,19 @@ import pytest
 from ..e2e.conftest import Server
 from ..plugins.sqlite.conftest import _set_immutable
 
-__all__ = ["Server", "report_request", "answer", "stored", "unavailable", "immutable", "tmpfs"]
+__all__ = [
+    "Server",
+    "Ledger",
+    "RECOVERY",
+    "report_request",
+    "answer",
+    "stored",
+    "unavailable",
+    "immutable",
+    "tmpfs",
+    "log_lines",
+    "log_output",
+]
 
 
 def selector_for(tag: int, i: int) -> str:
@@ -127,3 +140,80 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+#: Seconds a fault may take to clear in the server's eyes once it is gone.
+RECOVERY = 5.0
+
+
+class Ledger:
+    """Reports sent to one server and how they were answered."""
+
+    def __init__(self, server: Server, tag: int) -> None:
+        self.server, self.tag, self.sent = server, tag, 0
+        self.ok: list[int] = []
+        self.refused: list[int] = []
+
+    def report(self) -> tuple[int, dict[str, str], bytes]:
+        i = self.sent
+        self.sent += 1
+        status, headers, body = answer(
+            self.server, report_request(self.tag, i, ("get", "form", "json")[i % 3])
+        )
+        (self.ok if status == 200 else self.refused).append(i)
+        return status, headers, body
+
+    def during_fault(self, n: int, reason: str | tuple[str, ...]) -> None:
+        """Report until *n* in a row are refused with 503, Retry-After and the backend's
+        reason (within RECOVERY): before that, a worker whose spool has not yet met
+        the fault answers 200, and that report must be stored in the end."""
+        reasons = (reason,) if isinstance(reason, str) else reason
+        started, streak = time.monotonic(), 0
+        while streak < n:
+            assert time.monotonic() - started < RECOVERY, (self.ok, self.refused)
+            status, headers, body = self.report()
+            if status != 503:
+                assert status == 200, (status, body)
+                streak = 0
+                time.sleep(0.02)
+                continue
+            assert int(headers["retry-after"]) >= 1
+            assert body.decode().rstrip("\n") in reasons, body
+            streak += 1
+
+    def recovers(self, n: int = 6) -> float:
+        """Report until *n* in a row are answered 200 (within RECOVERY): both workers
+        serve again (each one's spool thread finds the database writable on its own
+        next round). Returns how long the first 200 took."""
+        started = time.monotonic()
+        took, streak = None, 0
+        while streak < n:
+            assert time.monotonic() - started < RECOVERY, self.server.output()[-2000:]
+            status, _, body = self.report()
+            if status == 200:
+                took = time.monotonic() - started if took is None else took
+                streak += 1
+            else:
+                assert status == 503, body
+                streak = 0
+                time.sleep(0.05)
+        assert took is not None
+        return took
+
+    def check_stored(self, db: Path) -> None:
+        """Exactly the reports answered 200 are stored, each with its own token."""
+        rows = stored(db)
+        mine = {sel: row for sel, row in rows.items() if sel.endswith(f":{self.tag:04X}")}
+        assert set(mine) == {selector_for(self.tag, i) for i in self.ok}
+        for i in self.ok:
+            assert mine[selector_for(self.tag, i)] == (token_for(self.tag, i), 1)
+
+
+def log_output(server: Server) -> str:
+    """The server's log so far (after stop() too)."""
+    return Path(server.log.name).read_text(encoding="utf-8", errors="replace")
+
+
+def log_lines(server: Server, text: str) -> list[str]:
+    """The lines of the server's log that contain *text*."""
+    return [line for line in log_output(server).splitlines() if text in line]

@@ -1,8 +1,11 @@
 """/healthz and /readyz: off the report paths, GET/HEAD only, /readyz fails while the
-database is locked."""
+database is locked, while another process holds the writers' turn, and while the report
+spool is past its bound."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -27,9 +30,21 @@ def portal(environ, start_response):
     return [b"portal:" + environ["PATH_INFO"].encode()]
 
 
-def health_config(tmp_path: Path, *, busy_timeout: float = 0.3, **health: Any) -> Config:
+def health_config(
+    tmp_path: Path,
+    *,
+    busy_timeout: float = 0.3,
+    sqlite: dict[str, Any] | None = None,
+    **health: Any,
+) -> Config:
     config = make_config(tmp_path)
-    options = {"sqlite": {**config.storage.options["sqlite"], "busy_timeout": busy_timeout}}
+    options = {
+        "sqlite": {
+            **config.storage.options["sqlite"],
+            "busy_timeout": busy_timeout,
+            **(sqlite or {}),
+        }
+    }
     return attrs.evolve(
         config,
         health=HealthConfig(**health),
@@ -83,6 +98,63 @@ def test_readyz_fails_while_the_database_is_locked_and_recovers(tmp_path):
     assert (resp.status_code, resp.data) == (200, b"ok\n")
 
 
+def test_readyz_fails_while_another_process_holds_the_writers_turn(tmp_path, caplog):
+    app = create_app(health_config(tmp_path, busy_timeout=0.2))
+    c = Client(app)
+    assert c.get(SPEC_GET).status_code == 200
+    assert c.get("/readyz").data == b"ok\n"
+    # Another process's flock on <db>.writers (a descriptor of its own stands for it),
+    # held and never let go: the writes could not go through.
+    fd = os.open(tmp_path / "db.sqlite3.writers", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        answers = [c.get("/readyz") for _ in range(20)]
+        assert {(r.status_code, r.data) for r in answers} == {(503, b"not ready: sqlite\n")}
+        # A report is spooled (200) until the applier's round meets the held turn,
+        # which it does within busy_timeout; from then on every report is refused.
+        accepted, deadline = 0, time.monotonic() + 10
+        while (resp := c.get(SPEC_GET)).status_code == 200:
+            accepted += 1
+            assert time.monotonic() < deadline, "reports still accepted"
+            time.sleep(0.02)
+        reports = [resp] + [c.get(SPEC_GET) for _ in range(5)]
+        assert {(r.status_code, r.data) for r in reports} == {
+            (503, b"sqlite database is locked\n")
+        }
+    finally:
+        os.close(fd)
+    # One line for 20 checks (the next one would come a minute later, with a count).
+    assert [r.getMessage() for r in caplog.records if "readyz" in r.getMessage()] == [
+        "readyz: storage backend 'sqlite' is not ready: sqlite database is locked"
+    ]
+    deadline = time.monotonic() + 10
+    while c.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "readyz did not recover"
+        time.sleep(0.05)
+    assert c.get(SPEC_GET).status_code == 200
+    # Everything acknowledged is stored: the first report, those spooled during the
+    # hold, the last one.
+    stored = app.receiver.storage.get(SPEC_GET.split("selector=")[1].split("&")[0])
+    assert stored is not None and stored.reports == accepted + 2
+
+
+def test_readyz_fails_while_the_report_spool_is_past_its_bound(tmp_path):
+    config = health_config(tmp_path, sqlite={"spool_max_bytes": 1024, "spool_interval": 10})
+    receiver = Receiver.from_config(config)
+    c = Client(create_app(receiver=receiver))
+    statuses = [c.get(SPEC_GET).status_code for _ in range(20)]
+    assert 200 in statuses and statuses[-1] == 503
+    assert c.get(SPEC_GET).data == b"sqlite report spool is full\n"
+    resp = c.get("/readyz")
+    assert (resp.status_code, resp.data) == (503, b"not ready: sqlite\n")
+    receiver.storage.apply_round()  # type: ignore[attr-defined]
+    assert c.get("/readyz").data == b"ok\n"
+    assert c.get(SPEC_GET).status_code == 200
+    stored = receiver.storage.get(SPEC_GET.split("selector=")[1].split("&")[0])
+    assert stored is not None and stored.reports == statuses.count(200) + 1
+    receiver.close()
+
+
 def test_readyz_answers_within_its_timeout_when_a_backend_hangs(tmp_path, caplog):
     app = create_app(health_config(tmp_path, busy_timeout=3.0, timeout=0.1))
     c = Client(app)
@@ -105,6 +177,34 @@ def test_readyz_answers_within_its_timeout_when_a_backend_hangs(tmp_path, caplog
     while c.get("/readyz").status_code != 200:
         assert time.monotonic() < deadline, "readyz did not recover"
         time.sleep(0.05)
+
+
+class _Lingering:
+    """Kept in a ping thread's locals: its thread ends a while after it answered (as a
+    thread closing a database connection or a lock file at its end does)."""
+
+    def __del__(self) -> None:
+        time.sleep(0.5)
+
+
+class LingeringStorage(MemoryStorage):
+    def ping(self) -> None:
+        super().ping()
+        _ping_locals.lingering = _Lingering()
+
+
+_ping_locals = threading.local()
+
+
+def test_readyz_never_answers_with_the_previous_pings_answer(tmp_path):
+    store = MemoryStore()
+    receiver = Receiver.from_config(make_config(tmp_path))
+    receiver.backends[:] = [Backend("memory", LingeringStorage(store))]
+    c = Client(create_app(receiver=receiver))
+    assert c.get("/readyz").data == b"ok\n"
+    store.down = True  # while the thread of that ping is still ending
+    resp = c.get("/readyz")
+    assert (resp.status_code, resp.data) == (503, b"not ready: memory\n")
 
 
 def test_readyz_names_required_backends_only(tmp_path):

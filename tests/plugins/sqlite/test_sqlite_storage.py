@@ -73,7 +73,7 @@ def test_options_are_taken(tmp_path: Path) -> None:
         (
             {"file": "x.db"},
             "storage.sqlite.file: unknown option; the options are path, synchronous, "
-            "busy_timeout, checkpoint_interval, spool, spool_interval",
+            "busy_timeout, checkpoint_interval, spool, spool_interval, spool_max_bytes",
         ),
         ({"path": ""}, "storage.sqlite.path: must be a file path (a non-empty string), not ''"),
         ({"path": 3}, "storage.sqlite.path: must be a file path (a non-empty string), not 3"),
