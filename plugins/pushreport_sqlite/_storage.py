@@ -26,6 +26,7 @@ from pushreport_core import (
     StorageUnavailable,
     format_time,
 )
+from pushreport_wsgi.limitstate import SQLiteLimitState
 from pushreport_wsgi.storage import BackendOptions, StorageContext
 
 from ._spool import Spool, encode, in_time_order
@@ -942,6 +943,12 @@ class SQLiteStorage:
             return []
         rows = self._run(PRUNE, {"selectors": json.dumps(selectors), "before": cutoff})
         return sorted((_decode(row) for row in rows), key=lambda r: r.selector)
+
+    def limit_state(self) -> SQLiteLimitState:
+        """The limits' shared state, in the SQLite file ``<path>.limits`` beside the
+        database: every process of this host counts together
+        (:mod:`pushreport_wsgi.limitstate`)."""
+        return SQLiteLimitState(Path(f"{self.path}.limits"))
 
     def ping(self) -> None:
         """Take and release the write lock: fails on a locked, read-only or broken file."""

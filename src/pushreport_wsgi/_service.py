@@ -35,7 +35,7 @@ from pushreport_core import (
 from ._auth import build_authenticators, secret_fields
 from ._batch import GroupCommit
 from ._config import Config
-from ._limits import Limiter
+from ._limits import Limiter, share_limit_state
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (
     authenticate,
@@ -130,12 +130,15 @@ class Receiver:
         # configuration; a refusal at start-up (the template carries no credential) comes
         # before any backend is opened.
         removal_shapes = config.removal.shapes(shapes)
-        for plugin in build_authenticators(
+        authenticators = build_authenticators(
             config.auth, shapes, clock=seconds, removal_shapes=removal_shapes
-        ):
+        )
+        for plugin in authenticators:
             pm.register(plugin)
-        limiter = Limiter.from_config(config.limits, clock=seconds)
+        authenticates = bool(pm.hook.pushreport_authenticate.get_hookimpls())
+        limiter = Limiter.from_config(config.limits, clock=seconds, authenticates=authenticates)
         backends = open_backends(config, pm)
+        share_limit_state(limiter, config, backends, authenticators)
         if config.reporter.token_owner == "newest":
             for b in backends:
                 if not callable(getattr(b.storage, "forget_token", None)):
@@ -430,6 +433,8 @@ class Receiver:
         if self.pruner is not None:
             self.pruner.stop()
             self.pruner = None
+        if self.limiter is not None:
+            self.limiter.close()
         for backend in self.backends:
             try:
                 backend.storage.close()

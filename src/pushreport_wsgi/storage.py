@@ -74,6 +74,17 @@ class Storage(Protocol):
     #     Registrations whose ``token_calls`` or ``token_msgs`` equals *token*, by
     #     selector. ``[reporter] token_owner = "newest"`` finds a token's other holders
     #     through it (without it, by iterating every registration).
+    #
+    # ``limit_state() -> LimitState``
+    #     The shared state of the ``[limits]`` and of Digest nonce counts
+    #     (:class:`pushreport_wsgi.limitstate.LimitState`), kept where every process
+    #     and host that shares this backend sees it: the SQLite backend a file beside
+    #     its database (``<path>.limits``), the PostgreSQL backend a table beside its
+    #     registrations (``<table>_limits``). Looked up once, when the receiver is
+    #     built and a limit is in use: the first backend (in ``[storage] backends``
+    #     order) that has it provides the state, unless ``[limits] state_path`` names a
+    #     file; with none, a SQLite file in the configuration's folder. Opens nothing
+    #     until first used.
 
     def get(self, selector: str) -> Registration | None:
         """The registration of *selector*, or ``None``."""
