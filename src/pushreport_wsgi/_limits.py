@@ -167,8 +167,9 @@ def _address(text: str) -> Address | None:
     an IPv4-mapped IPv6 address as its IPv4 one. ``None`` when it is none of these."""
     text = text.strip()
     if "=" in text:  # Forwarded: for=…;proto=…
-        params = dict(p.strip().partition("=")[::2] for p in text.split(";"))
-        text = params.get("for", params.get("For", "")).strip().strip('"')
+        pairs = (p.partition("=") for p in text.split(";"))
+        params = {name.strip().lower(): value for name, _, value in pairs}
+        text = params.get("for", "").strip().strip('"')
     if text.startswith("["):
         text = text[1 : text.find("]")] if "]" in text else text
     elif text.count(":") == 1:
