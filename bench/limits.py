@@ -16,7 +16,8 @@ go through ``create_app`` with
 
 at rates no report reaches, so every report is answered 200 and the figure is the cost
 of counting. It prints wall-clock and CPU µs per report (medians of *--runs* runs of
-*--count* reports) and the difference to ``none`` of the same store::
+*--count* reports) and the difference to ``none`` of the same store (``secret`` for
+``secret+lockout``), then each operation of the state timed alone (*--count* calls)::
 
     python bench/limits.py                    # ~1 min
     python bench/limits.py --quick            # a few seconds
@@ -42,7 +43,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -210,6 +211,35 @@ def run_store(
     return results
 
 
+def time_ops(state: Any, n: int) -> dict[str, float]:
+    """Wall µs per call of each operation of *state* alone, over *n* keys."""
+    now = time.time()
+    ops: dict[str, Callable[[int], object]] = {
+        "take": lambda i: state.take(f"client:{i}", count=10**6, period=60, now=now),
+        "locked": lambda i: state.locked(f"fail:{i}", limit=10, now=now),
+        "clear (none)": lambda i: state.clear(f"fail:{i}"),
+        "fail": lambda i: state.fail(f"fail:{i}", limit=10**6, window=60, now=now),
+        "claim": lambda i: state.claim(f"nonce:{i}", expires=now + 300, now=now),
+    }
+    out = {}
+    for name, op in ops.items():
+        for i in range(min(200, n)):  # warm-up
+            op(n + i)
+        started = time.perf_counter()
+        for i in range(n):
+            op(i)
+        out[name] = (time.perf_counter() - started) / n * 1e6
+    return out
+
+
+def ops_of(store: str, where: Any, n: int) -> dict[str, float]:
+    app = create_app(config_for(store, where, "per_client"))
+    try:
+        return time_ops(app.receiver.limiter.state, n)
+    finally:
+        app.close()
+
+
 def drop_pg(dsn: str, table: str) -> None:
     import psycopg
     from psycopg import sql
@@ -243,12 +273,17 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "stores": {},
     }
+    report["ops"] = {}
     with tempfile.TemporaryDirectory(prefix="pushreport-limits-bench-") as tmp:
-        report["stores"]["sqlite"] = run_store("sqlite", Path(tmp, "bench.sqlite3"), args, order)
+        where: Any = Path(tmp, "bench.sqlite3")
+        report["stores"]["sqlite"] = run_store("sqlite", where, args, order)
+        report["ops"]["sqlite"] = ops_of("sqlite", where, args.count)
     if dsn is not None:
         table = f"pushreport_bench_{uuid.uuid4().hex[:12]}"
         try:
-            report["stores"]["postgresql"] = run_store("postgresql", (dsn, table), args, order)
+            where = (dsn, table)
+            report["stores"]["postgresql"] = run_store("postgresql", where, args, order)
+            report["ops"]["postgresql"] = ops_of("postgresql", where, args.count)
         finally:
             drop_pg(dsn, table)
     if args.json:
@@ -273,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{args.processes} processes"
                 row += [r[key]["wall_us"], r[key]["wall_us"] - base[key]["wall_us"]]
             print(f"{store:<12}{variant:<26}" + "".join(f"{x:>12.1f}" for x in row))
+    names = list(next(iter(report["ops"].values())))
+    print("\nOne operation of the state alone, wall µs per call:")
+    print(f"{'store':<12}" + "".join(f"{n:>14}" for n in names))
+    for store, ops in report["ops"].items():
+        print(f"{store:<12}" + "".join(f"{ops[n]:>14.1f}" for n in names))
     return 0
 
 

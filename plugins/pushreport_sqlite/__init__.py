@@ -23,6 +23,9 @@ spool is applied); ``PRAGMA user_version`` is the schema version. Beside it,
 ``<file>.spool/`` holds the reports answered and not yet applied (see ``_spool.py``; do
 not delete it while reports wait), and ``<file>.writers`` is an empty file that writers
 queue on (an ``flock``) for their turn to write; deleting that one is harmless.
+``<file>.limits`` (created only when a ``[limits]`` rate, the lock-out or Digest is in
+use) is the limits' shared state (``limit_state()``, ``pushreport_wsgi.limitstate``):
+deleting it while the server is stopped forgets the counts and nothing else.
 """
 
 from __future__ import annotations

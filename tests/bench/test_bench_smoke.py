@@ -174,3 +174,6 @@ def test_limits_quick_times_each_limit_on_each_store():
         for variant, r in results.items():
             assert len(r["runs_wall_us"]) == report["runs"] == 2, (store, variant)
             assert r["wall_us"] > 0 and r["cpu_us"] > 0, (store, variant, r)
+        ops = report["ops"][store]
+        assert set(ops) == {"take", "locked", "clear (none)", "fail", "claim"}, store
+        assert all(us > 0 for us in ops.values()), (store, ops)
