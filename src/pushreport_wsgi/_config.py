@@ -390,8 +390,8 @@ class LimitsConfig:
         "",
         "SQLite file the limits of every worker and restart share, relative to the "
         "configuration file's folder; empty: what the first storage backend provides "
-        "(sqlite: <path>.limits, postgresql: the table <table>_limits), else "
-        "pushreport-limits.sqlite3 in that folder",
+        "(sqlite: a file beside its database, postgresql: a table in it, shared by every "
+        "host), else pushreport-limits.sqlite3 in that folder (docs/limits.md)",
         what="a path",
     )
     max_url: int = setting(
