@@ -43,12 +43,12 @@ from pushreport_core import (
     Report,
     Request,
     Secret,
-    StorageUnavailable,
     Template,
 )
 
 from ._config import section_error, value_or_env
 from .hookspecs import hookimpl
+from .limitstate import state_errors
 
 if TYPE_CHECKING:
     from ._config import AuthConfig
@@ -430,17 +430,12 @@ class DigestAuthenticator:
         counts = self.nonce_counts
         if counts is None:
             raise AuthenticationUnavailable("digest nonce counts have no limit state")
-        try:
+        with state_errors():
             return counts.claim(
                 f"digest:{nonce}:{nc}",
                 expires=issued / 1000 + self.nonce_ttl + CLAIM_MARGIN,
                 now=now / 1000,
             )
-        except StorageUnavailable:
-            raise
-        except Exception as e:
-            log.exception("the limit state failed")
-            raise StorageUnavailable("limit state failed") from e
 
     # First: the HTTP challenge comes before any other check (a deployer's user table
     # is not asked about requests that are not even authenticated at the HTTP level).

@@ -41,7 +41,7 @@ from pushreport_core import (
     TooManyRequests,
 )
 
-from .limitstate import LimitState, SQLiteLimitState
+from .limitstate import LimitState, SQLiteLimitState, state_errors
 
 if TYPE_CHECKING:
     from ._config import Config, LimitsConfig
@@ -309,7 +309,7 @@ class Limiter:
         if state is None:
             raise StorageUnavailable("limit state is not open")
         now = self.clock()
-        try:
+        with state_errors():
             if now >= self._next_purge:
                 self._next_purge = now + PURGE_INTERVAL
                 try:
@@ -317,11 +317,6 @@ class Limiter:
                 except StorageUnavailable as e:  # housekeeping: the next round retries
                     log.warning("the limit state cannot be purged: %s", e)
             yield state, now
-        except StorageUnavailable:
-            raise
-        except Exception as e:
-            log.exception("the limit state failed")
-            raise StorageUnavailable("limit state failed") from e
 
     def check_request(self, request: Request) -> None:
         if len(request.target) > self.max_url:

@@ -20,20 +20,32 @@ Every operation that cannot reach its store raises
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import attrs
 
 from pushreport_core import StorageUnavailable
 
-__all__ = ["LimitState", "LimitStatements", "SQLiteLimitState", "DEFAULT_BUSY_TIMEOUT"]
+__all__ = [
+    "LimitState",
+    "LimitStatements",
+    "SQLiteLimitState",
+    "DEFAULT_BUSY_TIMEOUT",
+    "state_errors",
+    "bucket_wait",
+    "lock_left",
+]
+
+log = logging.getLogger("pushreport.limits")
 
 #: Seconds an operation of :class:`SQLiteLimitState` waits for another process's
 #: write, then ``503``: each write is a few microseconds, so a longer wait means a
@@ -91,6 +103,21 @@ class LimitState(Protocol):
     def close(self) -> None:
         """Release connections. The object is not used afterwards."""
         ...
+
+
+@contextmanager
+def state_errors() -> Iterator[None]:
+    """Around calls of a :class:`LimitState`: any failure inside that is not already
+    ``StorageUnavailable`` (a bug, a driver's surprise) is logged with its traceback
+    and becomes ``StorageUnavailable("limit state failed")``: a ``503``, never a ``500``
+    and never a request let through."""
+    try:
+        yield
+    except StorageUnavailable:
+        raise
+    except Exception as e:
+        log.exception("the limit state failed")
+        raise StorageUnavailable("limit state failed") from e
 
 
 # --- the statements, once for both SQL stores -----------------------------------------------

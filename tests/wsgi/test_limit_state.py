@@ -201,3 +201,35 @@ def test_an_unexpected_error_in_the_state_is_503_not_500(tmp_path: Path) -> None
         assert (resp.status_code, resp.data) == (503, b"limit state failed\n")
     finally:
         app.close()
+
+
+def test_digest_credentials_are_never_accepted_unchecked_for_replay(tmp_path: Path) -> None:
+    from pushreport_core import AuthenticationUnavailable, Request, Secret, StorageUnavailable
+    from pushreport_wsgi._auth import DigestAuthenticator
+
+    from .test_auth import authorization
+
+    def signed(auth: DigestAuthenticator) -> Request:
+        target = "/token/?selector=x"
+        header = authorization(auth.challenges()[0], "GET", target, password="pw")
+        return Request(method="GET", target=target, authorization=header)
+
+    auth = DigestAuthenticator(realm="r", username="app", password=Secret("pw"), key=b"k" * 32)
+    with pytest.raises(AuthenticationUnavailable) as e:  # no state: 503
+        auth.verify(signed(auth))
+    assert str(e.value) == "digest nonce counts have no limit state"
+
+    class Broken(SQLiteLimitState):
+        def claim(self, key: str, *, expires: float, now: float) -> bool:
+            raise RuntimeError("a bug")
+
+    auth.nonce_counts = Broken(tmp_path / "b.limits")
+    with pytest.raises(StorageUnavailable) as e:
+        auth.verify(signed(auth))
+    assert str(e.value) == "limit state failed"
+    auth.nonce_counts = SQLiteLimitState(tmp_path / "ok.limits")
+    request = signed(auth)
+    auth.verify(request)
+    with pytest.raises(Exception, match="nonce count replayed"):
+        auth.verify(request)
+    auth.nonce_counts.close()
