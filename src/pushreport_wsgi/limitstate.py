@@ -257,8 +257,9 @@ _MESSAGES = {
     sqlite3.SQLITE_NOTADB: "is not a database",
     sqlite3.SQLITE_PERM: "cannot be accessed",
 }
-#: ``PRAGMA user_version`` of a limit-state file.
-SQLITE_SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a limit-state file ("pRLS"): what tells it from any other
+#: SQLite file (a registrations database has its own ``user_version``, and no such id).
+SQLITE_APPLICATION_ID = 0x70524C53
 _WAL_SIZE_LIMIT = 4 << 20
 
 
@@ -318,10 +319,19 @@ class SQLiteLimitState:
         local.conn, local.pid = conn, os.getpid()
         return conn
 
+    def _ours(self, conn: sqlite3.Connection) -> bool:
+        """The file is a limit state (``True``), or new and empty (``False``); anything
+        else (a registrations database named by mistake) is refused untouched."""
+        if conn.execute("PRAGMA application_id").fetchone()[0] == SQLITE_APPLICATION_ID:
+            return True
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StorageUnavailable("limit state file holds other data")
+        return False
+
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SQLITE_SCHEMA_VERSION:
+        if self._ours(conn):
             return
         # journal_mode = WAL answers SQLITE_BUSY at once, without the busy handler, while
         # another process holds a lock (workers starting together): retry until the
@@ -336,10 +346,11 @@ class SQLiteLimitState:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.005)
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")  # another process may be creating it too
         try:
-            conn.execute(self._sql.schema)
-            conn.execute(f"PRAGMA user_version = {SQLITE_SCHEMA_VERSION}")
+            if not self._ours(conn):
+                conn.execute(self._sql.schema)
+                conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

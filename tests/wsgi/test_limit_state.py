@@ -233,3 +233,23 @@ def test_digest_credentials_are_never_accepted_unchecked_for_replay(tmp_path: Pa
     with pytest.raises(Exception, match="nonce count replayed"):
         auth.verify(request)
     auth.nonce_counts.close()
+
+
+def test_a_state_path_naming_the_registrations_database_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "db.sqlite3"
+    config = attrs.evolve(
+        make_config(tmp_path, spool=False),
+        limits=LimitsConfig(per_client="5/minute", state_path=str(db)),
+    )
+    app = create_app(receiver=receiver_with(tmp_path, config))
+    try:
+        app.receiver.storage.ping()  # the database exists
+        resp = get(app, query())
+        assert (resp.status_code, resp.data) == (503, b"limit state file holds other data\n")
+    finally:
+        app.close()
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "pushreport_limits" not in tables and "registrations" in tables
