@@ -20,6 +20,9 @@ and picked in the configuration by name (install ``pushreport[postgresql]``)::
 
 Several hosts may share one database: the merge rule runs inside PostgreSQL, in one
 ``INSERT … ON CONFLICT DO UPDATE`` per report, so no host erases a token another stored.
+The ``[limits]`` and Digest nonce counts of every host are kept in the table
+``<table>_limits`` beside it (``limit_state()``, ``pushreport.limitstate``), so the
+hosts count together.
 """
 
 from __future__ import annotations

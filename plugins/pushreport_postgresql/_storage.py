@@ -9,7 +9,7 @@ import re
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import attrs
 import psycopg
@@ -22,6 +22,9 @@ from pushreport.storage import BackendOptions, StorageContext, StorageStarting
 from pushreport_core import REGISTRATION_FIELDS, Registration, Report, StorageUnavailable
 
 from ._options import OPTIONS_DOC
+
+if TYPE_CHECKING:
+    from ._limitstate import PostgreSQLLimitState
 
 __all__ = [
     "PostgreSQLStorage",
@@ -630,6 +633,13 @@ class PostgreSQLStorage:
         statement = self._sql.stale if dry_run else self._sql.prune
         rows = self._rows(statement, (before,))
         return sorted((_decode(row) for row in rows), key=lambda r: r.selector)
+
+    def limit_state(self) -> PostgreSQLLimitState:
+        """The limits' shared state, in the table ``<table>_limits`` of this database:
+        every host sharing it counts together (:mod:`pushreport.limitstate`)."""
+        from ._limitstate import PostgreSQLLimitState
+
+        return PostgreSQLLimitState(self)
 
     def ping(self) -> None:
         """Take and release the table's write lock: fails on a locked table, a read-only

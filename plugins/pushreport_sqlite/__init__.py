@@ -26,6 +26,9 @@ not delete it while reports wait), and ``<file>.writers`` is an empty file that 
 queue on (an ``flock``) for their turn to write; deleting that one is harmless.
 Every wait for a lock ends after ``busy_timeout``; what the spool does with an entry
 it cannot read, and its bound, are in ``docs/spool.md``.
+``<file>.limits`` (created only when a ``[limits]`` rate, the lock-out or Digest is in
+use) is the limits' shared state (``limit_state()``, ``pushreport.limitstate``):
+deleting it while the server is stopped forgets the counts and nothing else.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 import attrs
 
 from pushreport import ThrottledLog
+from pushreport.limitstate import SQLiteLimitState
 from pushreport.storage import (
     NO_DATABASE_HINT,
     BackendOptions,
@@ -1246,6 +1247,12 @@ class SQLiteStorage:
             return []
         rows = self._run(PRUNE, {"selectors": json.dumps(selectors), "before": cutoff})
         return sorted((_decode(row) for row in rows), key=lambda r: r.selector)
+
+    def limit_state(self) -> SQLiteLimitState:
+        """The limits' shared state, in the SQLite file ``<path>.limits`` beside the
+        database: every process of this host counts together
+        (:mod:`pushreport.limitstate`)."""
+        return SQLiteLimitState(Path(f"{self.path}.limits"))
 
     def ping(self) -> None:
         """Fail while reports are refused (the spool's last round failed, or it is past

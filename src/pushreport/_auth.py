@@ -12,7 +12,8 @@ plugins: every implementation is asked and one refusal refuses the report.
   app performs it when ``pushTokenReporterAuthUsername``/``AuthPassword`` are set. Nonces
   are stateless: a timestamp and random bytes signed with HMAC, so every worker (and every
   host with the same ``nonce_key``) accepts the nonces of the others. Replays are refused
-  by nonce-count tracking in the process's memory.
+  through the shared limit state: each ``(nonce, nc)`` pair is accepted once, by every
+  worker, restart and host that shares it.
 - :class:`CallableAuthenticator` (``"callable"``): the account's username and password
   checked by a deployer's function (their user table), with a bounded cache of successes.
 
@@ -52,9 +53,11 @@ from pushreport_core import (
 
 from ._config import check_value_or_env, section_error, value_or_env
 from .hookspecs import hookimpl
+from .limitstate import state_errors
 
 if TYPE_CHECKING:
     from ._config import AuthConfig
+    from .limitstate import LimitState
 
 __all__ = [
     "SecretAuthenticator",
@@ -82,6 +85,10 @@ _ALGORITHMS_LOWER = {k.lower(): k for k in DIGEST_ALGORITHMS}
 
 #: The longest ``Authorization`` header the digest parser looks at.
 MAX_AUTHORIZATION = 4096
+#: Seconds a ``(nonce, nc)`` claim outlives its nonce: a host whose clock is behind
+#: still accepts the nonce that long after another host thinks it expired, and must
+#: still see the claim.
+CLAIM_MARGIN = 60.0
 
 
 def _digest_equal(a: str, b: str) -> bool:
@@ -307,11 +314,15 @@ class DigestAuthenticator:
     A nonce is ``base64url(timestamp, 8 random bytes, HMAC-SHA256(key, both)[:16])``:
     any process holding *key* can check one without shared state, and a nonce older than
     *nonce_ttl* is answered ``stale=true`` so that the client retries with a fresh one
-    without asking anybody for the password again. The nonce counts (``nc``) seen are kept
-    per nonce in this process's memory, bounded by *max_nonces*; a count that does not
-    grow is a replay. Limit: with several worker processes each has its own table, so a
-    captured request can be replayed once on each other worker within *nonce_ttl*
-    (the response still binds it to the same method and target).
+    without asking anybody for the password again.
+
+    Replays: each nonce count (``nc``) of a nonce is accepted once. The pair is claimed
+    in *nonce_counts*, the shared limit state (:mod:`pushreport.limitstate`), until
+    the nonce expires: every worker and restart of a host, and every host sharing a
+    PostgreSQL backend, sees the claim. (RFC 7616: a count seen twice is a replay.
+    Counts may arrive out of order from a client's parallel requests: each is still
+    accepted once.) Without *nonce_counts* (the receiver gives it one) credentials are
+    answered ``503``: never accepted unchecked.
     """
 
     def __init__(
@@ -324,7 +335,7 @@ class DigestAuthenticator:
         nonce_ttl: float = 300,
         key: bytes,
         clock: Callable[[], float] = time.time,
-        max_nonces: int = 100_000,
+        nonce_counts: LimitState | None = None,
     ) -> None:
         self.realm = realm
         self.username = username
@@ -333,13 +344,8 @@ class DigestAuthenticator:
         self.nonce_ttl = nonce_ttl
         self._key = key
         self.clock = clock
-        self.max_nonces = max_nonces
+        self.nonce_counts = nonce_counts
         self.opaque = _b64(hmac.new(key, b"opaque\0" + realm.encode(), "sha256").digest()[:12])
-        # nonce -> highest nc seen; nonces issued at or before _floor and absent from
-        # the table were forgotten under memory pressure: they are refused as stale.
-        self._seen: OrderedDict[str, int] = OrderedDict()
-        self._floor = -1
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -429,33 +435,20 @@ class DigestAuthenticator:
         now = self.clock() * 1000
         if issued is None or not (now - self.nonce_ttl * 1000 <= issued <= now + 5000):
             raise self._refuse("authentication required: nonce expired", stale=True)
-        if not self._count(p["nonce"], int(p["nc"], 16), issued, now):
+        if not self._claim(p["nonce"], int(p["nc"], 16), issued, now):
             raise self._refuse("authentication required: nonce count replayed", stale=True)
 
-    def _count(self, nonce: str, nc: int, issued: int, now: float) -> bool:
-        with self._lock:
-            seen = self._seen
-            # Expired nonces cannot be replayed anyway: forget them, oldest first.
-            while seen:
-                oldest = next(iter(seen))
-                t = self._nonce_time(oldest)
-                if t is not None and t >= now - self.nonce_ttl * 1000:
-                    break
-                seen.popitem(last=False)
-            last = seen.get(nonce)
-            if last is None:
-                if issued <= self._floor:
-                    return False
-                last = 0
-            if nc <= last:
-                return False
-            seen[nonce] = nc
-            seen.move_to_end(nonce)
-            while len(seen) > self.max_nonces:
-                dropped, _ = seen.popitem(last=False)
-                t = self._nonce_time(dropped)
-                self._floor = max(self._floor, t if t is not None else self._floor)
-            return True
+    def _claim(self, nonce: str, nc: int, issued: int, now: float) -> bool:
+        """Claim ``(nonce, nc)`` until the nonce expires: ``True`` the first time."""
+        counts = self.nonce_counts
+        if counts is None:
+            raise AuthenticationUnavailable("digest nonce counts have no limit state")
+        with state_errors():
+            return counts.claim(
+                f"digest:{nonce}:{nc}",
+                expires=issued / 1000 + self.nonce_ttl + CLAIM_MARGIN,
+                now=now / 1000,
+            )
 
     # First: the HTTP challenge comes before any other check (a deployer's user table
     # is not asked about requests that are not even authenticated at the HTTP level).

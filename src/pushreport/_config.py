@@ -466,9 +466,23 @@ class LimitsConfig:
     )
     client_header: str = setting(
         "",
-        "request header your proxy puts the client address "
-        "in (e.g. X-Forwarded-For: its last address); empty: the "
-        "peer address",
+        "request header your proxies put the client address in (e.g. X-Forwarded-For), "
+        "believed only from trusted_proxies; empty: the peer address",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        "addresses or networks (CIDR, e.g. 10.0.0.0/8, ::1) of the proxies in front that "
+        "may set client_header: the client is the right-most address in it that is not "
+        "one of them; needed by client_header",
+        what="a list of addresses or networks such as 10.0.0.0/8",
+    )
+    state_path: str = setting(
+        "",
+        "SQLite file the limits of every worker and restart share, relative to the "
+        "configuration file's folder; empty: what the first storage backend provides "
+        "(sqlite: a file beside its database, postgresql: a table in it, shared by every "
+        "host), else pushreport-limits.sqlite3 in that folder (docs/limits.md)",
+        what="a path",
     )
     max_url: int = setting(
         8192, "longest request target, in characters (414 above)", low=64, high=8192
@@ -490,8 +504,8 @@ class LimitsConfig:
     )
     max_tracked: int = setting(
         100_000,
-        "clients and usernames remembered per process by "
-        "the limits (least recently seen forgotten first)",
+        "rate buckets and failure counts the shared limit state keeps at most (those "
+        "nearest their expiry dropped first)",
         low=100,
         high=10_000_000,
     )
@@ -500,10 +514,9 @@ class LimitsConfig:
         self.check()  # however the section is built
 
     def check(self) -> None:
-        from ._limits import Rate
+        from ._limits import check_limits
 
-        for key in ("per_client", "per_username"):
-            Rate.parse(getattr(self, key), key=f"limits.{key}")
+        check_limits(self)
 
 
 def value_or_env(

@@ -1,33 +1,71 @@
 """Abuse limits: rate limits, the failed-authentication lock-out, and length limits.
 
-Everything lives in the memory of one process, bounded: with ``serve --workers N``
-each worker keeps its own counts, so a client may get up to N times a rate (the
-gunicorn arbiter spreads connections over the workers) and a username N times its
-failures before every worker has locked it out. Put the limits in a proxy in front for
-exact global numbers; these are the floor that needs no infrastructure.
+The counts are shared by every process that serves: they live in a
+:class:`~pushreport.limitstate.LimitState` (a SQLite file beside the database for
+the workers of one host and its restarts, a table of the PostgreSQL database for every
+host that shares it; :func:`open_limit_state` picks it once, at start-up), so
+``per_client = "20/minute"`` means 20 a minute for the whole server, whatever the
+number of workers. Each check is one atomic statement in that store; when the store
+cannot answer, the request is answered ``503`` with ``Retry-After``, never let through.
 
-Memory is bounded by ``max_tracked`` per table: a table is a least-recently-used map,
-an attacker rotating client addresses evicts the oldest entries (whose limits start
-again from a full bucket) instead of growing it.
+The store stays bounded: every few seconds each process deletes what has expired, and
+beyond ``max_tracked`` rate buckets and failure counts the ones nearest their expiry,
+so an attacker rotating client addresses cannot grow it.
+
+The client is the peer address, or behind proxies the right-most address in
+``client_header`` that is not one of ``trusted_proxies`` (:func:`client_address`); the
+header of a peer that is not a trusted proxy is ignored.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import json
+import logging
 import math
 import re
-import threading
 import time
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Generic, Mapping, TypeVar
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import attrs
 
-from pushreport_core import ConfigurationError, Report, Request, RequestTooLarge, TooManyRequests
+from pushreport_core import (
+    ConfigurationError,
+    Report,
+    Request,
+    RequestTooLarge,
+    StorageUnavailable,
+    TooManyRequests,
+)
+
+from .limitstate import LimitState, SQLiteLimitState, state_errors
 
 if TYPE_CHECKING:
-    from ._config import LimitsConfig
+    from ._config import Config, LimitsConfig
+    from ._service import Backend
 
-__all__ = ["Rate", "TokenBuckets", "Lockout", "Limiter", "client_address"]
+__all__ = [
+    "Rate",
+    "Limiter",
+    "client_address",
+    "check_limits",
+    "trusted_networks",
+    "open_limit_state",
+    "share_limit_state",
+    "DEFAULT_STATE_FILE",
+    "PURGE_INTERVAL",
+]
+
+log = logging.getLogger("pushreport.limits")
+
+#: The limit state's file, in the configuration's folder, when no ``[limits]
+#: state_path`` is set and no storage backend provides a state.
+DEFAULT_STATE_FILE = "pushreport-limits.sqlite3"
+#: Seconds between two purges of the limit state by one process.
+PURGE_INTERVAL = 10.0
 
 _UNITS = {
     "s": 1.0,
@@ -42,8 +80,6 @@ _UNITS = {
     "day": 86400.0,
 }
 _RATE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]*\.?[0-9]*)\s*([a-z]+?)s?\s*", re.I)
-
-T = TypeVar("T")
 
 
 @attrs.frozen
@@ -75,130 +111,116 @@ class Rate:
         return cls(count, period)
 
 
-class _Table(Generic[T]):
-    """A least-recently-used map of at most *size* entries."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.data: OrderedDict[str, T] = OrderedDict()
-
-    def get(self, key: str) -> T | None:
-        value = self.data.get(key)
-        if value is not None:
-            self.data.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: T) -> None:
-        self.data[key] = value
-        self.data.move_to_end(key)
-        while len(self.data) > self.size:
-            self.data.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
 def _retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-class TokenBuckets:
-    """One token bucket per key (a client address, a username)."""
+# --- the client address -------------------------------------------------------------------
 
-    def __init__(self, rate: Rate, *, max_keys: int, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.clock = clock
-        self._per_second = rate.count / rate.period
-        self._table: _Table[list[float]] = _Table(max_keys)  # key -> [tokens, updated]
-        self._lock = threading.Lock()
-
-    def take(self, key: str) -> float:
-        """Take one token for *key*: ``0.0`` when allowed, else the seconds until the
-        next token."""
-        now = self.clock()
-        cap = float(self.rate.count)
-        with self._lock:
-            bucket = self._table.get(key)
-            if bucket is None:
-                bucket = [cap, now]
-                self._table.put(key, bucket)
-            tokens = min(cap, bucket[0] + (now - bucket[1]) * self._per_second)
-            bucket[1] = now
-            if tokens >= 1.0:
-                bucket[0] = tokens - 1.0
-                return 0.0
-            bucket[0] = tokens
-            return (1.0 - tokens) / self._per_second
-
-    def __len__(self) -> int:
-        return len(self._table)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class Lockout:
-    """After *failures* failed authentications of a key within *window* seconds, the key
-    is locked out for *window* seconds: every request for it is answered ``429`` without
-    being checked, so that a password cannot be guessed faster than that."""
+@functools.lru_cache(maxsize=16)
+def trusted_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    """``[limits] trusted_proxies`` as networks (an address alone is a network of one).
 
-    def __init__(
-        self, failures: int, window: float, *, max_keys: int, clock: Callable[[], float]
-    ) -> None:
-        self.failures = failures
-        self.window = window
-        self.clock = clock
-        # key -> [failures counted, first failure time, locked until]
-        self._table: _Table[list[float]] = _Table(max_keys)
-        self._lock = threading.Lock()
-
-    def locked(self, key: str) -> float:
-        """Seconds *key* stays locked out, ``0.0`` when it is not."""
-        if self.failures <= 0:
-            return 0.0
-        with self._lock:
-            entry = self._table.get(key)
-            if entry is None:  # the usual case: no failure counted, no clock to read
-                return 0.0
-            now = self.clock()
-            if entry[2] <= now:
-                return 0.0
-            return entry[2] - now
-
-    def failed(self, key: str) -> None:
-        if self.failures <= 0:
-            return
-        now = self.clock()
-        with self._lock:
-            entry = self._table.get(key)
-            if entry is None or now - entry[1] >= self.window:
-                entry = [0.0, now, 0.0]
-            entry[0] += 1
-            if entry[0] >= self.failures:
-                entry[2] = now + self.window
-                entry[0], entry[1] = 0.0, now + self.window
-            self._table.put(key, entry)
-
-    def succeeded(self, key: str) -> None:
-        if self.failures <= 0:
-            return
-        with self._lock:
-            self._table.pop(key)
-
-    def __len__(self) -> int:
-        return len(self._table)
+    :raises ConfigurationError: one is not an address or a network, naming
+        ``limits.trusted_proxies``.
+    """
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip()))
+        except ValueError:
+            raise ConfigurationError(
+                f"must be addresses or networks such as 10.0.0.0/8 or ::1, not {value!r}",
+                key="limits.trusted_proxies",
+            ) from None
+    return tuple(networks)
 
 
-def client_address(environ: Mapping[str, object], header: str = "") -> str | None:
-    """The client's address: the last one in *header* (what the proxy in front appended;
-    the ones before it are the client's own say) when configured and present, else the
-    peer address."""
-    if header:
-        value = environ.get("HTTP_" + header.upper().replace("-", "_"))
-        if isinstance(value, str) and value.strip():
-            return value.rsplit(",", 1)[-1].strip()[:64] or None
+def check_limits(limits: LimitsConfig) -> None:
+    """The checks of ``[limits]`` (``LimitsConfig.check``, and every receiver built).
+
+    :raises ConfigurationError: naming the key.
+    """
+    for key in ("per_client", "per_username"):
+        Rate.parse(getattr(limits, key), key=f"limits.{key}")
+    trusted_networks(limits.trusted_proxies)
+    if limits.client_header and not limits.trusted_proxies:
+        raise ConfigurationError(
+            "needs limits.trusted_proxies: the addresses of the proxies allowed to set it "
+            "(from anyone else the header is the client's own to forge)",
+            key="limits.client_header",
+        )
+    if limits.trusted_proxies and not limits.client_header:
+        raise ConfigurationError(
+            "has no effect without limits.client_header, the header those proxies set",
+            key="limits.trusted_proxies",
+        )
+
+
+def _address(text: str) -> Address | None:
+    """The address in one entry of a forwarding header: ``192.0.2.1``, ``2001:db8::1``,
+    ``192.0.2.1:4711``, ``[2001:db8::1]:4711``, or RFC 7239's ``for="[2001:db8::1]"``;
+    an IPv4-mapped IPv6 address as its IPv4 one. ``None`` when it is none of these."""
+    text = text.strip()
+    if "=" in text:  # Forwarded: for=…;proto=…
+        pairs = (p.partition("=") for p in text.split(";"))
+        params = {name.strip().lower(): value for name, _, value in pairs}
+        text = params.get("for", "").strip().strip('"')
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else text
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: Address | None, networks: tuple[Network, ...]) -> bool:
+    return address is not None and any(address in n for n in networks)
+
+
+def client_address(
+    environ: Mapping[str, object], limits: LimitsConfig | None = None
+) -> str | None:
+    """The client's address, as the per-client limit and the lock-out count it.
+
+    The peer address (``REMOTE_ADDR``), unless ``limits.client_header`` is set and the
+    peer is one of ``limits.trusted_proxies``: then the header's chain of addresses is
+    read from the right (each proxy appends the address it received the request from),
+    trusted proxies skipped, and the first address that is not one of them is the
+    client. Whatever is left of it was written by the client and is never read: a
+    client cannot choose its address by sending the header. When every address is a
+    trusted proxy, the left-most is the client.
+    """
     remote = environ.get("REMOTE_ADDR")
-    return remote if isinstance(remote, str) else None
+    peer = remote if isinstance(remote, str) else None
+    if limits is None or not limits.client_header:
+        return peer
+    networks = trusted_networks(limits.trusted_proxies)
+    peer_address = _address(peer or "")
+    if not _trusted(peer_address, networks):
+        return str(peer_address) if peer_address is not None else peer
+    value = environ.get("HTTP_" + limits.client_header.upper().replace("-", "_"))
+    client: str | None = str(peer_address)
+    if isinstance(value, str):
+        for entry in reversed(value.split(",")):
+            if not entry.strip():
+                continue
+            address = _address(entry)
+            if address is None:  # not an address, yet appended by a trusted proxy
+                return entry.strip()[:64]
+            client = str(address)
+            if not _trusted(address, networks):
+                return client
+    return client
 
 
 #: The text fields of a report that are stored, in ``Report.stored_fields()`` order.
@@ -213,10 +235,10 @@ _TEXT_FIELDS = (
 )
 
 
-def _username_key(report: Report, request: Request) -> str:
-    if report.username is not None:
-        return "user:" + report.username
-    return "client:" + (request.client or "-")
+def _failure_key(report: Report, request: Request) -> str:
+    """Failures count per client and username together: one client's failures never
+    lock out another client, and one client's guessing is still stopped."""
+    return json.dumps([request.client, report.username], ensure_ascii=False)
 
 
 @attrs.define
@@ -227,34 +249,74 @@ class Limiter:
     2. :meth:`check_report` before authentication: field lengths, the lock-out;
     3. :meth:`failed` after a refused authentication;
     4. :meth:`admitted` after a successful one: the per-username rate.
+
+    The counts are kept in :attr:`state` (:func:`share_limit_state` opens it when
+    :attr:`uses_state`); a limit in use without one answers ``503``.
     """
 
     max_url: int = 8192
     max_field: int = 4096
     max_header: int = 8190
-    per_client: TokenBuckets | None = None
-    per_username: TokenBuckets | None = None
-    lockout: Lockout | None = None
+    per_client: Rate | None = None
+    per_username: Rate | None = None
+    #: Failed authentications of one client and username that lock them out (0: never).
+    auth_failures: int = 0
+    #: Seconds of the lock-out, and of the window failures are counted in.
+    lockout: float = 300.0
+    #: Rate buckets and failure counts the state keeps at most.
+    max_tracked: int = 100_000
+    state: LimitState | None = None
+    clock: Callable[[], float] = time.time
+    _next_purge: float = attrs.field(default=0.0, init=False)
 
     @classmethod
     def from_config(
-        cls, limits: LimitsConfig, *, clock: Callable[[], float] = time.time
+        cls,
+        limits: LimitsConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        authenticates: bool = True,
     ) -> Limiter:
-        size = limits.max_tracked
-        client = Rate.parse(limits.per_client, key="limits.per_client")
-        user = Rate.parse(limits.per_username, key="limits.per_username")
+        """The limits of ``[limits]``; without state yet. *authenticates*: something
+        checks credentials (without, there is no failure to count: no lock-out).
+
+        :raises ConfigurationError: a bad rate, proxy list or header, naming the key.
+        """
+        check_limits(limits)
         return cls(
             max_url=limits.max_url,
             max_field=limits.max_field,
             max_header=limits.max_header,
-            per_client=TokenBuckets(client, max_keys=size, clock=clock) if client else None,
-            per_username=TokenBuckets(user, max_keys=size, clock=clock) if user else None,
-            lockout=Lockout(
-                limits.auth_failures, float(limits.lockout), max_keys=size, clock=clock
-            )
-            if limits.auth_failures
-            else None,
+            per_client=Rate.parse(limits.per_client, key="limits.per_client"),
+            per_username=Rate.parse(limits.per_username, key="limits.per_username"),
+            auth_failures=limits.auth_failures if authenticates else 0,
+            lockout=float(limits.lockout),
+            max_tracked=limits.max_tracked,
+            clock=clock,
         )
+
+    @property
+    def uses_state(self) -> bool:
+        """Some limit counts: a rate, or the lock-out."""
+        return bool(self.per_client or self.per_username or self.auth_failures)
+
+    @contextmanager
+    def _shared(self) -> Iterator[tuple[LimitState, float]]:
+        """The state and the time now; every failure of the state becomes
+        ``StorageUnavailable`` (503), never a 500 nor a pass. Every
+        :data:`PURGE_INTERVAL` seconds, this process purges the state first."""
+        state = self.state
+        if state is None:
+            raise StorageUnavailable("limit state is not open")
+        now = self.clock()
+        with state_errors():
+            if now >= self._next_purge:
+                self._next_purge = now + PURGE_INTERVAL
+                try:
+                    state.purge(now=now, keep=self.max_tracked)
+                except StorageUnavailable as e:  # housekeeping: the next round retries
+                    log.warning("the limit state cannot be purged: %s", e)
+            yield state, now
 
     def check_request(self, request: Request) -> None:
         if len(request.target) > self.max_url:
@@ -271,8 +333,12 @@ class Limiter:
                 raise RequestTooLarge(
                     f"header {name} is too long (> {self.max_header} bytes)", error_status_hint=431
                 )
-        if self.per_client is not None and request.client:
-            wait = self.per_client.take(request.client)
+        rate = self.per_client
+        if rate is not None and request.client:
+            with self._shared() as (state, now):
+                wait = state.take(
+                    "client:" + request.client, count=rate.count, period=rate.period, now=now
+                )
             if wait:
                 raise TooManyRequests(
                     "too many requests from this client", retry_after=_retry_after(wait)
@@ -289,8 +355,11 @@ class Limiter:
                 raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} characters)")
         if report.password is not None and len(report.password.reveal()) > limit:
             raise RequestTooLarge(f"password is too long (> {limit} characters)")
-        if self.lockout is not None:
-            wait = self.lockout.locked(_username_key(report, request))
+        if self.auth_failures:
+            with self._shared() as (state, now):
+                wait = state.locked(
+                    _failure_key(report, request), limit=self.auth_failures, now=now
+                )
             if wait:
                 raise TooManyRequests(
                     "too many failed authentications; try again later",
@@ -298,16 +367,65 @@ class Limiter:
                 )
 
     def failed(self, report: Report, request: Request) -> None:
-        if self.lockout is not None:
-            self.lockout.failed(_username_key(report, request))
+        if self.auth_failures:
+            with self._shared() as (state, now):
+                state.fail(
+                    _failure_key(report, request),
+                    limit=self.auth_failures,
+                    window=self.lockout,
+                    now=now,
+                )
 
     def admitted(self, report: Report, request: Request) -> None:
-        key = _username_key(report, request)
-        if self.lockout is not None:
-            self.lockout.succeeded(key)
-        if self.per_username is not None and report.username is not None:
-            wait = self.per_username.take(key)
+        if self.auth_failures:
+            with self._shared() as (state, _):
+                state.clear(_failure_key(report, request))
+        rate = self.per_username
+        if rate is not None and report.username is not None:
+            with self._shared() as (state, now):
+                wait = state.take(
+                    "user:" + report.username, count=rate.count, period=rate.period, now=now
+                )
             if wait:
                 raise TooManyRequests(
                     "too many reports for this username", retry_after=_retry_after(wait)
                 )
+
+    def close(self) -> None:
+        state, self.state = self.state, None
+        if state is not None:
+            state.close()
+
+
+# --- where the state lives ------------------------------------------------------------------
+
+
+def open_limit_state(config: Config, backends: Sequence[Backend]) -> LimitState:
+    """The limit state of *config*: ``[limits] state_path`` (a SQLite file), else the
+    one the first required backend provides (``limit_state()``: SQLite a file beside
+    its database, PostgreSQL a table in it), else :data:`DEFAULT_STATE_FILE` in the
+    configuration's folder. Opens nothing yet: the first operation does."""
+    if config.limits.state_path:
+        return SQLiteLimitState(Path(config.base_dir, config.limits.state_path))
+    for backend in backends:
+        provide = getattr(backend.storage, "limit_state", None)
+        if backend.required and callable(provide):
+            state: LimitState = provide()
+            return state
+    return SQLiteLimitState(Path(config.base_dir, DEFAULT_STATE_FILE))
+
+
+def share_limit_state(
+    limiter: Limiter, config: Config, backends: Sequence[Backend], plugins: Sequence[object]
+) -> None:
+    """Give *limiter* and the Digest authenticators among *plugins* (their nonce counts)
+    the limit state, when one of them needs it."""
+    from ._auth import DigestAuthenticator
+
+    digest = [p for p in plugins if isinstance(p, DigestAuthenticator)]
+    if not (limiter.uses_state or digest):
+        return
+    state = open_limit_state(config, backends)
+    limiter.state = state
+    for authenticator in digest:
+        authenticator.nonce_counts = state

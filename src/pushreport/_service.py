@@ -39,7 +39,7 @@ from pushreport_core import (
 from ._auth import build_authenticators, secret_fields
 from ._batch import GroupCommit
 from ._config import Config
-from ._limits import Limiter
+from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import (
@@ -180,15 +180,19 @@ class Receiver:
         # configuration; a refusal at start-up (the template carries no credential) comes
         # before any backend is opened.
         removal_shapes = config.removal.shapes(shapes)
-        if serving:
-            for plugin in build_authenticators(
-                config.auth, shapes, clock=seconds, removal_shapes=removal_shapes
-            ):
-                pm.register(plugin)
-            if config.lookup.enabled:
-                config.lookup.bearer_token()  # the endpoint's token: read and checked now
-        limiter = Limiter.from_config(config.limits, clock=seconds)
+        authenticators = (
+            build_authenticators(config.auth, shapes, clock=seconds, removal_shapes=removal_shapes)
+            if serving
+            else []
+        )
+        for plugin in authenticators:
+            pm.register(plugin)
+        if serving and config.lookup.enabled:
+            config.lookup.bearer_token()  # the endpoint's token: read and checked now
+        authenticates = bool(pm.hook.pushreport_authenticate.get_hookimpls())
+        limiter = Limiter.from_config(config.limits, clock=seconds, authenticates=authenticates)
         backends = open_backends(config, pm, create=create)
+        share_limit_state(limiter, config, backends, authenticators)
         if config.reporter.token_owner == "newest":
             for b in backends:
                 if not callable(getattr(b.storage, "forget_token", None)):
@@ -598,6 +602,8 @@ class Receiver:
         if self.pruner is not None:
             self.pruner.stop()
             self.pruner = None
+        if self.limiter is not None:
+            self.limiter.close()
         for backend in self.backends:
             try:
                 backend.storage.close()

@@ -119,6 +119,18 @@ class Storage(Protocol):
     #     the receiver writes through them so that two users racing for one selector
     #     cannot both pass :func:`pushreport_core.may_write` (without them it reads,
     #     decides and writes under a lock of its own process only).
+    #
+    # ``limit_state() -> LimitState``
+    #     The shared state of the ``[limits]`` and of Digest nonce counts
+    #     (:class:`pushreport.limitstate.LimitState`), kept where every process
+    #     and host that shares this backend sees it: the SQLite backend a file beside
+    #     its database (``<path>.limits``), the PostgreSQL backend a table beside its
+    #     registrations (``<table>_limits``). Looked up once, when the receiver is
+    #     built and a limit is in use: the first required backend (in ``[storage]
+    #     backends`` order) that has it provides the state, unless ``[limits]
+    #     state_path`` names a file; with none, a SQLite file in the configuration's
+    #     folder. Opens nothing until first used; ``LimitStateConformance``
+    #     (:mod:`pushreport.testing`) is its test suite.
 
     def get(self, selector: str) -> Registration | None:
         """The registration of *selector*, or ``None``."""

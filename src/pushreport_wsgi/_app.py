@@ -162,7 +162,7 @@ class PushReportMiddleware:
                 content_type=environ.get("CONTENT_TYPE") or None,
                 user_agent=environ.get("HTTP_USER_AGENT"),
                 authorization=environ.get("HTTP_AUTHORIZATION"),
-                client=client_address(environ, self.receiver.config.limits.client_header),
+                client=client_address(environ, self.receiver.config.limits),
             )
             if self.receiver.removes(method, request.path):
                 outcome = self.receiver.remove(request, notes=notes)

@@ -157,3 +157,23 @@ def test_workers_quick_compares_worker_counts_and_stops_its_servers():
         assert r["rps"] > 0 and r["errors"] == 0 and r["cpu_us"] > 0, r
         assert r["p50_ms"] <= r["p99_ms"], r
         assert refused(r["port"]), f"workers={r['workers']} still listens on {r['port']}"
+
+
+def test_limits_quick_times_each_limit_on_each_store():
+    report = json.loads(run_script("limits.py", "--quick", "--json"))
+    stores = report["stores"]
+    assert "sqlite" in stores  # postgresql too when a server answers
+    for store, results in stores.items():
+        assert list(results) == [
+            "none",
+            "per_client",
+            "per_client+per_username",
+            "secret",
+            "secret+lockout",
+        ], store
+        for variant, r in results.items():
+            assert len(r["runs_wall_us"]) == report["runs"] == 2, (store, variant)
+            assert r["wall_us"] > 0 and r["cpu_us"] > 0, (store, variant, r)
+        ops = report["ops"][store]
+        assert set(ops) == {"take", "locked", "clear (none)", "fail", "claim"}, store
+        assert all(us > 0 for us in ops.values()), (store, ops)

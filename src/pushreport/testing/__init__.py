@@ -1,6 +1,7 @@
 """The conformance kit, server part: a storage conformance suite for backend authors, a
-reference backend in memory, a state machine against a dict model, and the
-differential check across backends.
+reference backend in memory, a state machine against a dict model, the differential
+check across backends, and a conformance suite for limit states
+(:class:`LimitStateConformance`, for a backend that provides ``limit_state()``).
 
 Needs pytest and hypothesis (``pip install 'pushreport[testing]'``). A plugin author
 runs the whole suite against a backend with a few lines::
@@ -16,6 +17,7 @@ runs the whole suite against a backend with a few lines::
 The app side (the app model, strategies, sessions) is :mod:`pushreport_core.testing`.
 """
 
+from ._limitsuite import LimitStateConformance, LimitStateOpener
 from ._memory import MemoryStorage, MemoryStore
 from ._model import (
     Operation,
@@ -35,6 +37,8 @@ from ._suite import (
 )
 
 __all__ = [
+    "LimitStateConformance",
+    "LimitStateOpener",
     "MemoryStorage",
     "MemoryStore",
     "Operation",

@@ -1,0 +1,100 @@
+"""The limits' shared state in PostgreSQL: one table beside the registrations
+(``<table>_limits``), so that every host sharing the database counts together."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+import attrs
+import psycopg
+
+from pushreport.limitstate import LimitStatements, bucket_wait, lock_left
+
+if TYPE_CHECKING:
+    from ._storage import PostgreSQLStorage
+
+__all__ = ["PostgreSQLLimitState"]
+
+
+@attrs.define(eq=False)
+class PostgreSQLLimitState:
+    """:class:`~pushreport.limitstate.LimitState` in the table ``<table>_limits``
+    of a :class:`PostgreSQLStorage`'s database, through that storage's connections (its
+    pool, its timeouts, its errors: a failure raises ``StorageUnavailable``).
+
+    Each operation is one statement, atomic across hosts; writes commit without
+    waiting for a disk flush (:class:`~pushreport.limitstate.LimitStatements`).
+    The table is created on first use, hosts starting together taking turns (an
+    advisory lock).
+    """
+
+    storage: PostgreSQLStorage
+    _sql: LimitStatements = attrs.field(init=False, repr=False)
+    _ready: bool = attrs.field(init=False, default=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._sql = LimitStatements(f"{self.storage.table}_limits", "postgresql")
+
+    @property
+    def table(self) -> str:
+        return self._sql.table
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The storage's pooled connection (its errors become ``StorageUnavailable``),
+        on which the table exists."""
+        with self.storage._connection() as conn:
+            if not self._ready:
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pushreport:{self.table}",)
+                    )
+                    conn.execute(self._sql.schema.encode())
+                self._ready = True
+            yield conn
+
+    def _rows(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            cursor = conn.execute(statement.encode(), params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def take(self, key: str, *, count: int, period: float, now: float) -> float:
+        params = {"name": key, "cap": float(count), "rate": count / period, "now": now}
+        if self._rows(self._sql.take, params):
+            return 0.0
+        rows = self._rows(self._sql.bucket, {"name": key})
+        return bucket_wait(rows[0] if rows else None, count=count, period=period, now=now)
+
+    def fail(self, key: str, *, limit: int, window: float, now: float) -> float:
+        params = {"name": key, "limit": limit, "window": float(window), "now": now}
+        (row,) = self._rows(self._sql.fail, params)
+        return lock_left(row, limit=limit, now=now)
+
+    def locked(self, key: str, *, limit: int, now: float) -> float:
+        rows = self._rows(self._sql.failures, {"name": key})
+        return lock_left(rows[0] if rows else None, limit=limit, now=now)
+
+    def clear(self, key: str) -> None:
+        # A DELETE that finds nothing writes nothing: no read first.
+        self._rows(self._sql.clear, {"name": key})
+
+    def claim(self, key: str, *, expires: float, now: float) -> bool:
+        params = {"name": key, "expires": float(expires), "now": now}
+        return bool(self._rows(self._sql.claim, params))
+
+    def purge(self, *, now: float, keep: int) -> int:
+        with self._connection() as conn, conn.transaction():
+            deleted = conn.execute(self._sql.purge_expired.encode(), {"now": now}).rowcount
+            row = conn.execute(self._sql.count_kept.encode()).fetchone()
+            over = (row[0] if row else 0) - keep
+            if over > 0:
+                deleted += conn.execute(self._sql.purge_oldest.encode(), {"over": over}).rowcount
+        return int(deleted)
+
+    def count(self) -> int:
+        ((n,),) = self._rows(self._sql.count)
+        return int(n)
+
+    def close(self) -> None:
+        """Nothing of its own to release: the storage's pool is closed with it."""
