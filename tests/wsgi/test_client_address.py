@@ -140,7 +140,8 @@ def test_bad_proxy_settings_are_refused_at_start_up(table, message):
 
 
 def test_a_config_built_in_python_is_refused_too(tmp_path: Path):
-    config = attrs.evolve(make_config(tmp_path), limits=LimitsConfig(client_header=XFF))
+    """Refused however the configuration is built: the section itself checks it."""
     with pytest.raises(ConfigurationError) as e:
+        config = attrs.evolve(make_config(tmp_path), limits=LimitsConfig(client_header=XFF))
         Receiver.from_config(config, plugin_manager=make_plugin_manager())
     assert str(e.value).startswith("limits.client_header: needs limits.trusted_proxies")
