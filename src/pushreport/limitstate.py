@@ -322,9 +322,15 @@ class SQLiteLimitState:
     def _ours(self, conn: sqlite3.Connection) -> bool:
         """The file is a limit state (``True``), or new and empty (``False``); anything
         else (a registrations database named by mistake) is refused untouched."""
-        if conn.execute("PRAGMA application_id").fetchone()[0] == SQLITE_APPLICATION_ID:
+        # One statement, so one snapshot: read apart, another process's creation could
+        # commit in between, and its schema would look like someone else's data.
+        application_id, objects = conn.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id()),"
+            " (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
+        if application_id == SQLITE_APPLICATION_ID:
             return True
-        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if objects:
             raise StorageUnavailable("limit state file holds other data")
         return False
 

@@ -253,3 +253,35 @@ def test_a_state_path_naming_the_registrations_database_is_refused_untouched(
     with sqlite3.connect(db) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "pushreport_limits" not in tables and "registrations" in tables
+
+
+def test_processes_creating_one_new_state_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """Workers starting together create the file together: none may take another's
+    fresh schema for someone else's data (its two checks were once two snapshots)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(40):
+        path = tmp_path / f"{round_}.limits"
+        barrier, out = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_and_take, args=(path, barrier, out)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        errors = [out.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        assert errors == [""] * 6, f"round {round_}"
+
+
+def _open_and_take(path: Path, barrier: Any, out: Any) -> None:
+    error = ""
+    try:
+        barrier.wait(timeout=30)
+        state = SQLiteLimitState(path, busy_timeout=5.0)
+        try:
+            state.take("client", count=10, period=60.0, now=0.0)
+        finally:
+            state.close()
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+    out.put(error)
