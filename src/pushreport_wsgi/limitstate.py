@@ -35,6 +35,8 @@ import attrs
 
 from pushreport_core import StorageUnavailable
 
+from ._logs import ThrottledLog
+
 __all__ = [
     "LimitState",
     "LimitStatements",
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("pushreport.limits")
+#: A state that fails every request logs a traceback once a minute, with a count.
+_failures = ThrottledLog(log)
 
 #: Seconds an operation of :class:`SQLiteLimitState` waits for another process's
 #: write, then ``503``: each write is a few microseconds, so a longer wait means a
@@ -116,7 +120,7 @@ def state_errors() -> Iterator[None]:
     except StorageUnavailable:
         raise
     except Exception as e:
-        log.exception("the limit state failed")
+        _failures.error("the limit state failed", exc_info=True)
         raise StorageUnavailable("limit state failed") from e
 
 
