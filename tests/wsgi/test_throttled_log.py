@@ -140,10 +140,13 @@ def test_a_backend_that_crashes_logs_one_traceback_per_interval(
 
 
 def test_a_failing_authentication_callable_logs_one_line_per_interval(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pushreport_wsgi import make_plugin_manager
+    from pushreport_wsgi import _auth, make_plugin_manager
     from pushreport_wsgi._auth import CallableAuthenticator
+
+    # The module's own throttle, fresh: another test's failure may be within its minute.
+    monkeypatch.setattr(_auth, "_failures", ThrottledLog(_auth.log))
 
     def user_table_down(username: str, password: str) -> bool:
         raise ConnectionError("the user table is down")
@@ -160,10 +163,12 @@ def test_a_failing_authentication_callable_logs_one_line_per_interval(
 
 
 def test_a_lookup_on_failing_storage_logs_one_line_per_interval(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pushreport_core import Secret
-    from pushreport_wsgi import Lookup, LookupApp
+    from pushreport_wsgi import Lookup, LookupApp, _lookup
+
+    monkeypatch.setattr(_lookup, "_failures", ThrottledLog(_lookup.log))
 
     storage = MemoryStorage(MemoryStore(down=True))
     app = LookupApp(Lookup(storage), token=Secret("t" * 32), path="/pushreport/lookup")
@@ -178,10 +183,13 @@ def test_a_lookup_on_failing_storage_logs_one_line_per_interval(
 
 
 def test_a_failing_limit_state_logs_one_traceback_per_interval(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pushreport_core import StorageUnavailable
+    from pushreport_wsgi import limitstate
     from pushreport_wsgi.limitstate import state_errors
+
+    monkeypatch.setattr(limitstate, "_failures", ThrottledLog(limitstate.log))
 
     for _ in range(30):
         with pytest.raises(StorageUnavailable), state_errors():
