@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import attrs
 import psycopg
 
-from pushreport.limitstate import LimitStatements, bucket_wait, lock_left
+from pushreport.limitstate import LimitStatements, StatementLimitState
 
 if TYPE_CHECKING:
     from ._storage import PostgreSQLStorage
@@ -18,7 +18,7 @@ __all__ = ["PostgreSQLLimitState"]
 
 
 @attrs.define(eq=False)
-class PostgreSQLLimitState:
+class PostgreSQLLimitState(StatementLimitState):
     """:class:`~pushreport.limitstate.LimitState` in the table ``<table>_limits``
     of a :class:`PostgreSQLStorage`'s database, through that storage's connections (its
     pool, its timeouts, its errors: a failure raises ``StorageUnavailable``).
@@ -59,30 +59,6 @@ class PostgreSQLLimitState:
             cursor = conn.execute(statement.encode(), params)
             return cursor.fetchall() if cursor.description is not None else []
 
-    def take(self, key: str, *, count: int, period: float, now: float) -> float:
-        params = {"name": key, "cap": float(count), "rate": count / period, "now": now}
-        if self._rows(self._sql.take, params):
-            return 0.0
-        rows = self._rows(self._sql.bucket, {"name": key})
-        return bucket_wait(rows[0] if rows else None, count=count, period=period, now=now)
-
-    def fail(self, key: str, *, limit: int, window: float, now: float) -> float:
-        params = {"name": key, "limit": limit, "window": float(window), "now": now}
-        (row,) = self._rows(self._sql.fail, params)
-        return lock_left(row, limit=limit, now=now)
-
-    def locked(self, key: str, *, limit: int, now: float) -> float:
-        rows = self._rows(self._sql.failures, {"name": key})
-        return lock_left(rows[0] if rows else None, limit=limit, now=now)
-
-    def clear(self, key: str) -> None:
-        # A DELETE that finds nothing writes nothing: no read first.
-        self._rows(self._sql.clear, {"name": key})
-
-    def claim(self, key: str, *, expires: float, now: float) -> bool:
-        params = {"name": key, "expires": float(expires), "now": now}
-        return bool(self._rows(self._sql.claim, params))
-
     def purge(self, *, now: float, keep: int) -> int:
         with self._connection() as conn, conn.transaction():
             deleted = conn.execute(self._sql.purge_expired.encode(), {"now": now}).rowcount
@@ -91,10 +67,6 @@ class PostgreSQLLimitState:
             if over > 0:
                 deleted += conn.execute(self._sql.purge_oldest.encode(), {"over": over}).rowcount
         return int(deleted)
-
-    def count(self) -> int:
-        ((n,),) = self._rows(self._sql.count)
-        return int(n)
 
     def close(self) -> None:
         """Nothing of its own to release: the storage's pool is closed with it."""

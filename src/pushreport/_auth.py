@@ -52,6 +52,7 @@ from pushreport_core import (
 )
 
 from ._config import check_value_or_env, section_error, value_or_env
+from ._logs import ThrottledLog
 from .hookspecs import hookimpl
 from .limitstate import state_errors
 
@@ -71,6 +72,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("pushreport.auth")
+_failures = ThrottledLog(log)
 
 METHODS = ("secret", "digest", "callable")
 
@@ -532,7 +534,8 @@ class CallableAuthenticator:
         try:
             answer = self.check(username, password.reveal())
         except Exception as e:
-            log.error("authentication callable %s failed: %s", self.name, type(e).__name__)
+            # Once a minute with a count: a user table that is down fails every report.
+            _failures.error("authentication callable %s failed: %s", self.name, type(e).__name__)
             raise AuthenticationUnavailable("authentication is unavailable") from None
         if answer is True:
             self._remember(key, now)

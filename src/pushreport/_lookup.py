@@ -31,6 +31,7 @@ from pushreport_core import (
     push_targets,
 )
 
+from ._logs import ThrottledLog
 from .storage import Storage
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["Lookup", "LookupApp"]
 
 log = logging.getLogger("pushreport")
+#: Storage failures, logged once a minute with a count, not once per lookup.
+_failures = ThrottledLog(log)
 
 
 class Lookup:
@@ -120,7 +123,7 @@ class LookupApp:
         except _BadRequest as e:
             return _json({"error": str(e)}, 400)
         except StorageUnavailable as e:
-            log.warning("lookup: storage unavailable: %s", e.msg)
+            _failures.warning("lookup: storage unavailable: %s", e.msg)
             return _json(
                 {"error": "storage unavailable"}, 503, {"Retry-After": str(e.retry_after)}
             )

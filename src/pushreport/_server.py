@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from pushreport_core import DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES, Template
+from pushreport_core import DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES, StorageUnavailable, Template
 from pushreport_core._templates import BODY_METHODS, FORM
 from pushreport_wsgi import create_app
 
@@ -28,10 +28,27 @@ from ._logs import JsonFormatter, configure_logging
 from ._metrics import prepare_multiprocess
 from ._redact import filter_server_log
 from ._service import STARTUP_WAIT, Receiver, open_now
+from .limitstate import state_errors
 
 __all__ = ["serve", "describe", "bind", "ListenError", "BACKLOG"]
 
 log = logging.getLogger("pushreport")
+
+
+def open_limit_state_now(receiver: Receiver) -> None:
+    """Open the limits' shared state (when a limit uses one) before listening, so that a
+    state that cannot be used (a ``state_path`` naming another file, a folder that is
+    not there) stops ``serve`` with one line instead of answering every report 503."""
+    state = receiver.limiter.state if receiver.limiter is not None else None
+    if state is None:
+        return
+    try:
+        with state_errors():
+            state.count()
+    except StorageUnavailable as e:
+        path = getattr(state, "path", None)
+        where = f" {path}" if path is not None else ""
+        raise StorageUnavailable(f"cannot open the limit state{where}: {e.msg}") from None
 
 
 def describe(receiver: Receiver) -> list[str]:
@@ -110,6 +127,7 @@ def serve(
         receiver = Receiver.from_config(config)
         try:
             open_now(receiver.backends, wait=STARTUP_WAIT)
+            open_limit_state_now(receiver)
             operator_routes(receiver)  # health and metrics paths clear of the report paths
             lines = describe(receiver)
         finally:

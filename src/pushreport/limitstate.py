@@ -35,7 +35,10 @@ import attrs
 
 from pushreport_core import StorageUnavailable
 
+from ._logs import ThrottledLog
+
 __all__ = [
+    "StatementLimitState",
     "LimitState",
     "LimitStatements",
     "SQLiteLimitState",
@@ -46,6 +49,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("pushreport.limits")
+#: A state that fails every request logs a traceback once a minute, with a count.
+_failures = ThrottledLog(log)
 
 #: Seconds an operation of :class:`SQLiteLimitState` waits for another process's
 #: write, then ``503``: each write is a few microseconds, so a longer wait means a
@@ -116,7 +121,7 @@ def state_errors() -> Iterator[None]:
     except StorageUnavailable:
         raise
     except Exception as e:
-        log.exception("the limit state failed")
+        _failures.error("the limit state failed", exc_info=True)
         raise StorageUnavailable("limit state failed") from e
 
 
@@ -263,8 +268,48 @@ SQLITE_APPLICATION_ID = 0x70524C53
 _WAL_SIZE_LIMIT = 4 << 20
 
 
+class StatementLimitState:
+    """The :class:`LimitState` operations that are one statement each, written once for
+    every SQL store: a store gives its statements (``_sql``, a :class:`LimitStatements`)
+    and runs one (``_rows``: the rows it returns, errors as ``StorageUnavailable``);
+    ``purge``, which takes a transaction, and ``close`` are the store's own."""
+
+    _sql: LimitStatements
+
+    def _rows(self, statement: str, params: Any = None) -> list[Any]:
+        raise NotImplementedError
+
+    def take(self, key: str, *, count: int, period: float, now: float) -> float:
+        params = {"name": key, "cap": float(count), "rate": count / period, "now": now}
+        if self._rows(self._sql.take, params):
+            return 0.0
+        rows = self._rows(self._sql.bucket, {"name": key})
+        return bucket_wait(rows[0] if rows else None, count=count, period=period, now=now)
+
+    def fail(self, key: str, *, limit: int, window: float, now: float) -> float:
+        params = {"name": key, "limit": limit, "window": float(window), "now": now}
+        (row,) = self._rows(self._sql.fail, params)
+        return lock_left(row, limit=limit, now=now)
+
+    def locked(self, key: str, *, limit: int, now: float) -> float:
+        rows = self._rows(self._sql.failures, {"name": key})
+        return lock_left(rows[0] if rows else None, limit=limit, now=now)
+
+    def clear(self, key: str) -> None:
+        # PostgreSQL: a DELETE that finds nothing writes nothing, so no read first.
+        self._rows(self._sql.clear, {"name": key})
+
+    def claim(self, key: str, *, expires: float, now: float) -> bool:
+        params = {"name": key, "expires": float(expires), "now": now}
+        return bool(self._rows(self._sql.claim, params))
+
+    def count(self) -> int:
+        ((n,),) = self._rows(self._sql.count)
+        return int(n)
+
+
 @attrs.define(eq=False)
-class SQLiteLimitState:
+class SQLiteLimitState(StatementLimitState):
     """:class:`LimitState` in a SQLite file: every process of one host that opens the
     same file shares it (``serve``'s workers, and the next start after a restart).
 
@@ -383,31 +428,11 @@ class SQLiteLimitState:
 
     # -- LimitState ------------------------------------------------------------------------
 
-    def take(self, key: str, *, count: int, period: float, now: float) -> float:
-        params = {"name": key, "cap": float(count), "rate": count / period, "now": now}
-        if self._rows(self._sql.take, params):
-            return 0.0
-        rows = self._rows(self._sql.bucket, {"name": key})
-        return bucket_wait(rows[0] if rows else None, count=count, period=period, now=now)
-
-    def fail(self, key: str, *, limit: int, window: float, now: float) -> float:
-        params = {"name": key, "limit": limit, "window": window, "now": now}
-        (row,) = self._rows(self._sql.fail, params)
-        return lock_left(row, limit=limit, now=now)
-
-    def locked(self, key: str, *, limit: int, now: float) -> float:
-        rows = self._rows(self._sql.failures, {"name": key})
-        return lock_left(rows[0] if rows else None, limit=limit, now=now)
-
     def clear(self, key: str) -> None:
         # A read first: nearly every admitted report has no failures, and a read takes
         # no write lock.
         if self._rows(self._sql.failures, {"name": key}):
             self._rows(self._sql.clear, {"name": key})
-
-    def claim(self, key: str, *, expires: float, now: float) -> bool:
-        params = {"name": key, "expires": expires, "now": now}
-        return bool(self._rows(self._sql.claim, params))
 
     def purge(self, *, now: float, keep: int) -> int:
         try:
@@ -428,10 +453,6 @@ class SQLiteLimitState:
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         return int(deleted)
-
-    def count(self) -> int:
-        ((n,),) = self._rows(self._sql.count)
-        return int(n)
 
     def close(self) -> None:
         self._closed = True

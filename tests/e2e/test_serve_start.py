@@ -132,3 +132,19 @@ def test_read_commands_create_no_postgresql_table(
     server.stop()
     proc = run_pushreport(tmp_path, "list", "--config", str(config))
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "no registrations\n", "")
+
+
+def test_a_limit_state_it_cannot_use_stops_serve_before_it_listens(tmp_path: Path) -> None:
+    """A `[limits] state_path` naming the registrations database (another file's data)
+    is one line at start-up, not a 503 for every report."""
+    config = tmp_path / "pushreport.toml"
+    config.write_text(
+        '[limits]\nper_client = "60/minute"\nstate_path = "pushreport.sqlite3"\n',
+        encoding="utf-8",
+    )
+    port = free_port()
+    proc = run_pushreport(tmp_path, "serve", "--config", str(config), "--port", str(port))
+    assert one_line(proc) == (
+        f"pushreport: cannot open the limit state {tmp_path / 'pushreport.sqlite3'}: "
+        "limit state file holds other data"
+    )

@@ -255,33 +255,33 @@ def test_a_state_path_naming_the_registrations_database_is_refused_untouched(
     assert "pushreport_limits" not in tables and "registrations" in tables
 
 
-def test_processes_creating_one_new_state_file_at_once_all_open_it(tmp_path: Path) -> None:
+def test_workers_creating_one_new_state_file_at_once_all_open_it(tmp_path: Path) -> None:
     """Workers starting together create the file together: none may take another's
-    fresh schema for someone else's data (its two checks were once two snapshots)."""
-    import multiprocessing
+    fresh schema for someone else's data (its two checks were once two snapshots).
+    Threads, each with its own connection, race as processes do."""
+    import threading
 
-    ctx = multiprocessing.get_context("fork")
     for round_ in range(40):
         path = tmp_path / f"{round_}.limits"
-        barrier, out = ctx.Barrier(6), ctx.Queue()
-        procs = [ctx.Process(target=_open_and_take, args=(path, barrier, out)) for _ in range(6)]
-        for p in procs:
-            p.start()
-        errors = [out.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
-        assert errors == [""] * 6, f"round {round_}"
+        barrier = threading.Barrier(6)
+        errors: list[str] = []
 
+        def open_and_take(path: Path, barrier: threading.Barrier, errors: list[str]) -> None:
+            try:
+                barrier.wait(timeout=30)
+                state = SQLiteLimitState(path, busy_timeout=5.0)
+                try:
+                    state.take("client", count=10, period=60.0, now=0.0)
+                finally:
+                    state.close()
+            except Exception as e:
+                errors.append(f"{type(e).__name__}: {e}")
 
-def _open_and_take(path: Path, barrier: Any, out: Any) -> None:
-    error = ""
-    try:
-        barrier.wait(timeout=30)
-        state = SQLiteLimitState(path, busy_timeout=5.0)
-        try:
-            state.take("client", count=10, period=60.0, now=0.0)
-        finally:
-            state.close()
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-    out.put(error)
+        threads = [
+            threading.Thread(target=open_and_take, args=(path, barrier, errors)) for _ in range(6)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [], f"round {round_}"

@@ -137,3 +137,63 @@ def test_a_backend_that_crashes_logs_one_traceback_per_interval(
     assert len(messages(caplog, "pushreport", "best-effort storage backend 'down'")) == 1
     assert len(messages(caplog, "pushreport", "storage unavailable")) == 1
     assert receiver.failures == {"down": 30}
+
+
+def test_a_failing_authentication_callable_logs_one_line_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushreport import _auth, make_plugin_manager
+    from pushreport._auth import CallableAuthenticator
+
+    # The module's own throttle, fresh: another test's failure may be within its minute.
+    monkeypatch.setattr(_auth, "_failures", ThrottledLog(_auth.log))
+
+    def user_table_down(username: str, password: str) -> bool:
+        raise ConnectionError("the user table is down")
+
+    pm = make_plugin_manager(plugins=[CallableAuthenticator(user_table_down)])
+    client = Client(
+        create_app(receiver=Receiver.from_config(make_config(tmp_path), plugin_manager=pm))
+    )
+    assert {client.get(SPEC_GET).status_code for _ in range(30)} == {503}
+    assert messages(caplog, "pushreport.auth", "failed") == [
+        "authentication callable test_a_failing_authentication_callable_logs_one_line_per_interval"
+        ".<locals>.user_table_down failed: ConnectionError"
+    ]
+
+
+def test_a_lookup_on_failing_storage_logs_one_line_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushreport_core import Secret
+    from pushreport_wsgi import Lookup, LookupApp, _lookup
+
+    monkeypatch.setattr(_lookup, "_failures", ThrottledLog(_lookup.log))
+
+    storage = MemoryStorage(MemoryStore(down=True))
+    app = LookupApp(Lookup(storage), token=Secret("t" * 32), path="/pushreport/lookup")
+    client = Client(app)
+    headers = {"Authorization": "Bearer " + "t" * 32}
+    statuses = {
+        client.get(app.path + "/registrations?username=alice", headers=headers).status_code
+        for _ in range(30)
+    }
+    assert statuses == {503}
+    assert len(messages(caplog, "pushreport", "lookup: storage unavailable")) == 1
+
+
+def test_a_failing_limit_state_logs_one_traceback_per_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushreport import limitstate
+    from pushreport.limitstate import state_errors
+    from pushreport_core import StorageUnavailable
+
+    monkeypatch.setattr(limitstate, "_failures", ThrottledLog(limitstate.log))
+
+    for _ in range(30):
+        with pytest.raises(StorageUnavailable), state_errors():
+            raise KeyError("a driver's surprise")
+    failed = [r for r in caplog.records if r.name == "pushreport.limits"]
+    assert [r.getMessage() for r in failed] == ["the limit state failed"]
+    assert failed[0].exc_info is not None and failed[0].exc_info[0] is KeyError
