@@ -40,8 +40,8 @@ from pushreport_core import ConfigurationError, StorageUnavailable
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from ._backends import Backend
     from ._config import MetricsConfig
-    from ._service import Backend
 
 __all__ = [
     "Metrics",

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import attrs
 import pluggy
@@ -37,18 +37,13 @@ from pushreport_core import (
 )
 
 from ._auth import build_authenticators, secret_fields
-from ._batch import GroupCommit
+from ._backends import STARTUP_WAIT, Backend, close_backends, open_backends, open_now
 from ._config import Config
 from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
-from ._plugins import (
-    authentication,
-    collect_storage_factories,
-    make_plugin_manager,
-    transform_report,
-)
-from .storage import Storage, StorageContext, StorageStarting
+from ._plugins import authentication, make_plugin_manager, transform_report
+from .storage import Storage
 
 __all__ = [
     "Receiver",
@@ -65,37 +60,6 @@ log = logging.getLogger("pushreport")
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@attrs.frozen
-class Backend:
-    """A configured storage backend and whether the app's 200 waits for it."""
-
-    name: str
-    storage: Storage
-    required: bool = True
-    #: What writes go through: the storage itself, or a :class:`GroupCommit` over it
-    #: when the backend can upsert a batch in one transaction (``upsert_many``).
-    writer: Any = attrs.field(
-        default=attrs.Factory(lambda self: _writer_for(self.storage), takes_self=True)
-    )
-    #: The backend's ``upsert_if`` and ``remove_if`` (``None`` when it has none): the
-    #: ownership decision and the write in one atomic step
-    #: (:meth:`Receiver._upsert_owned`).
-    upsert_if: Any = attrs.field(
-        default=attrs.Factory(
-            lambda self: getattr(self.storage, "upsert_if", None), takes_self=True
-        )
-    )
-    remove_if: Any = attrs.field(
-        default=attrs.Factory(
-            lambda self: getattr(self.storage, "remove_if", None), takes_self=True
-        )
-    )
-
-
-def _writer_for(storage: Storage) -> Any:
-    return GroupCommit(storage) if hasattr(storage, "upsert_many") else storage  # type: ignore[arg-type]
 
 
 @attrs.frozen(kw_only=True)
@@ -604,88 +568,7 @@ class Receiver:
             self.pruner = None
         if self.limiter is not None:
             self.limiter.close()
-        for backend in self.backends:
-            try:
-                backend.storage.close()
-            except Exception:  # pragma: no cover
-                log.exception("closing storage backend %r failed", backend.name)
-
-
-def open_backends(
-    config: Config, pm: pluggy.PluginManager, *, create: bool = True
-) -> list[Backend]:
-    """Build the configured backends, in order (each opens its store lazily; see
-    :func:`open_now`). *create*: whether a backend may create a missing store
-    (:attr:`StorageContext.create`); ``False`` for the commands that only read."""
-    factories = collect_storage_factories(pm)
-    context = StorageContext(base_dir=config.base_dir, create=create)
-    backends: list[Backend] = []
-    for name in config.storage.backends:
-        factory = factories.get(name)
-        if factory is None:
-            known = ", ".join(sorted(factories)) or "none"
-            raise ConfigurationError(
-                f"no storage backend named {name!r} is installed (installed: {known})",
-                key="storage.backends",
-            )
-        options: dict[str, Any] = config.storage.options_for(name)
-        required = options.pop("required", True)
-        if not isinstance(required, bool):
-            raise ConfigurationError("must be true or false", key=f"storage.{name}.required")
-        backends.append(Backend(name, factory(options, context), required))
-    if not any(b.required for b in backends):
-        raise ConfigurationError("at least one backend must be required", key="storage.backends")
-    return backends
-
-
-#: Seconds ``pushreport serve`` waits at start-up for a backend that is still starting
-#: (:class:`~pushreport.storage.StorageStarting`: a PostgreSQL server that refuses
-#: connections or says it is starting up), before it gives up.
-STARTUP_WAIT = 10.0
-
-
-def open_now(
-    backends: Sequence[Backend],
-    *,
-    wait: float = 0.0,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Open every backend now, in order: its ``open()`` (``ping()`` for one without),
-    so that a store that cannot be used fails here, with a message that names it,
-    rather than at the first report or read.
-
-    A *required* backend's failure is raised (``StorageUnavailable``); one that is
-    :class:`~pushreport.storage.StorageStarting` is tried again for up to *wait*
-    seconds first. A best-effort backend's failure is logged and it stays configured
-    (each report tries it again).
-    """
-    for backend in backends:
-        storage = backend.storage
-        start = getattr(storage, "open", None)
-        deadline = clock() + wait
-        while True:
-            try:
-                if start is not None:
-                    start()
-                else:
-                    storage.ping()
-                break
-            except StorageStarting as e:
-                if backend.required and wait > 0:
-                    if clock() < deadline:
-                        sleep(min(0.5, max(0.0, deadline - clock())))
-                        continue
-                    raise StorageStarting(f"{e} (waited {wait:g} s)") from None
-                if backend.required:
-                    raise
-                _open_failed(backend, e)
-                break
-            except StorageUnavailable as e:
-                if backend.required:
-                    raise
-                _open_failed(backend, e)
-                break
+        close_backends(self.backends)
 
 
 def open_reader(config: Config) -> Receiver:
@@ -699,7 +582,3 @@ def open_reader(config: Config) -> Receiver:
         receiver.close()
         raise
     return receiver
-
-
-def _open_failed(backend: Backend, error: Exception) -> None:
-    log.warning("best-effort storage backend %r cannot be opened: %s", backend.name, error)
