@@ -26,7 +26,7 @@ import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import attrs
 
@@ -100,30 +100,29 @@ def _trusted(address: Address | None, networks: tuple[Network, ...]) -> bool:
 
 
 def client_address(
-    environ: Mapping[str, object], limits: LimitsConfig | None = None
+    peer: str | None, forwarded: str | None = None, trusted_proxies: Sequence[str] = ()
 ) -> str | None:
     """The client's address, as the per-client limit and the lock-out count it.
 
-    The peer address (``REMOTE_ADDR``), unless ``limits.client_header`` is set and the
-    peer is one of ``limits.trusted_proxies``: then the header's chain of addresses is
-    read from the right (each proxy appends the address it received the request from),
-    trusted proxies skipped, and the first address that is not one of them is the
-    client. Whatever is left of it was written by the client and is never read: a
-    client cannot choose its address by sending the header. When every address is a
-    trusted proxy, the left-most is the client.
+    *peer* is the address the connection came from; *forwarded* the value of the
+    ``[limits] client_header`` the request carried (``None``: none);
+    *trusted_proxies* is ``[limits] trusted_proxies``. Without trusted proxies (no
+    ``client_header``), the peer as given. Else, when the peer is one of them, the
+    header's chain of addresses is read from the right (each proxy appends the address it
+    received the request from), trusted proxies skipped, and the first address that is not
+    one of them is the client. Whatever is left of it was written by the client and is
+    never read: a client cannot choose its address by sending the header. When every
+    address is a trusted proxy, the left-most is the client.
     """
-    remote = environ.get("REMOTE_ADDR")
-    peer = remote if isinstance(remote, str) else None
-    if limits is None or not limits.client_header:
+    if not trusted_proxies:
         return peer
-    networks = trusted_networks(limits.trusted_proxies)
+    networks = trusted_networks(tuple(trusted_proxies))
     peer_address = _address(peer or "")
     if not _trusted(peer_address, networks):
         return str(peer_address) if peer_address is not None else peer
-    value = environ.get("HTTP_" + limits.client_header.upper().replace("-", "_"))
     client: str | None = str(peer_address)
-    if isinstance(value, str):
-        for entry in reversed(value.split(",")):
+    if forwarded is not None:
+        for entry in reversed(forwarded.split(",")):
             if not entry.strip():
                 continue
             address = _address(entry)
