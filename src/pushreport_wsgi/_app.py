@@ -4,8 +4,8 @@
 the requests that match the configured shapes and the operator endpoints it turns on,
 and passes every other request through untouched. :func:`create_app` is the same thing
 standing alone, answering 404 to the rest. Each is a composition: a
-:class:`PathDispatcher` in front of the endpoints' apps (``_endpoints.py``) and of the
-report paths' :class:`ReportMiddleware` (``_reports.py``).
+:class:`PathDispatcher` over the endpoints' apps (``_endpoints.py``) and the report
+paths' :class:`ReportMiddleware` (``_reports.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _as_config(config: Config | str | os.PathLike[str] | None) -> Config:
     return load_config(config)
 
 
-class PushReportMiddleware:
+class PushReportMiddleware(PathDispatcher):
     """Mount pushreport in front of any WSGI app.
 
     :param app: the WSGI app to pass every other request to.
@@ -54,9 +54,9 @@ class PushReportMiddleware:
     :class:`~pushreport.Outcome`), ``pushreport.selector`` and ``pushreport.removed``
     on success, ``pushreport.error`` (the one-line reason) on a refusal.
 
-    The health, metrics and lookup endpoints (``[health]``, ``[metrics]``,
-    ``[lookup]``) are small apps of their own in front of the report paths, composed
-    by a :class:`PathDispatcher`.
+    It is a :class:`PathDispatcher`: the health, metrics and lookup endpoints
+    (``[health]``, ``[metrics]``, ``[lookup]``) are small apps of their own in front of
+    the report paths' :class:`ReportMiddleware`, which passes the rest to *app*.
     """
 
     def __init__(
@@ -75,14 +75,11 @@ class PushReportMiddleware:
         if settings.lookup.enabled:
             lookup = LookupApp.from_config(settings.lookup, self.receiver.storage)
             prefixes[lookup.endpoint.path] = lookup
-        self.dispatch = PathDispatcher(
+        super().__init__(
             ReportMiddleware(app, self.receiver),
             exact=operator_apps(self.receiver),
             prefixes=prefixes,
         )
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self.dispatch(environ, start_response)
 
     def close(self) -> None:
         self.receiver.close()

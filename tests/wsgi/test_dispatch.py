@@ -44,9 +44,9 @@ def test_exact_paths_then_prefixes_then_the_default() -> None:
 def test_the_middleware_routes_each_endpoint_to_its_own_app(tmp_path: Path) -> None:
     config = attrs.evolve(make_config(tmp_path), metrics=MetricsConfig(enabled=True))
     app = PushReportMiddleware(named("portal"), config)
-    assert isinstance(app.dispatch, PathDispatcher)
-    assert set(app.dispatch.exact) == {"/healthz", "/readyz", "/metrics"}
-    assert isinstance(app.dispatch.default, ReportMiddleware)
+    assert isinstance(app, PathDispatcher)
+    assert set(app.exact) == {"/healthz", "/readyz", "/metrics"}
+    assert isinstance(app.default, ReportMiddleware)
     assert Client(app).get(SPEC_GET).status_code == 200
     assert Client(app).get("/elsewhere").data == b"portal:/elsewhere"
     app.close()
