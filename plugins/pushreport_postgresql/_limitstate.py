@@ -3,18 +3,25 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Iterator, Protocol
 
 import attrs
 import psycopg
 
 from pushreport.limitstate import LimitStatements, StatementLimitState
 
-if TYPE_CHECKING:
-    from ._storage import PostgreSQLStorage
-
 __all__ = ["PostgreSQLLimitState"]
+
+
+class _Database(Protocol):
+    """What the state uses of its :class:`PostgreSQLStorage` (named structurally, so that
+    this module and the storage's do not import each other)."""
+
+    @property
+    def table(self) -> str: ...
+
+    def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
 
 @attrs.define(eq=False)
@@ -29,7 +36,7 @@ class PostgreSQLLimitState(StatementLimitState):
     advisory lock).
     """
 
-    storage: PostgreSQLStorage
+    storage: _Database
     _sql: LimitStatements = attrs.field(init=False, repr=False)
     _ready: bool = attrs.field(init=False, default=False, repr=False)
 

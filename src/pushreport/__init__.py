@@ -6,6 +6,11 @@ request into one call here and its outcome into a response.
 
 - :class:`Config` / :func:`load_config` — the TOML configuration;
 - :class:`Receiver` — parse, authenticate, limit and store reports and removals;
+  :meth:`Receiver.receive` is an adapter's one call per request, its :class:`Outcome`
+  what the adapter answers;
+- :class:`OperatorPaths`, :class:`Readiness`, :class:`LookupEndpoint`,
+  :class:`PrometheusMetrics`, :func:`client_address` — what the adapters' other
+  endpoints and the client's address are made of, without HTTP;
 - :data:`hookimpl` — the marker for plugin hooks (see :mod:`pushreport.hookspecs`);
 - :class:`Storage` — the protocol a storage backend implements;
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
@@ -29,11 +34,14 @@ from ._config import (
     StorageConfig,
     load_config,
 )
+from ._health import OperatorPaths, Readiness
+from ._limits import client_address
 from ._logs import ThrottledLog
-from ._lookup import Lookup
+from ._lookup import Lookup, LookupAnswer, LookupEndpoint
+from ._metrics import PrometheusMetrics
 from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
-from ._service import Backend, Receiver, RemovalOutcome
+from ._service import Backend, Outcome, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
 from .storage import Storage, StorageContext, StorageFactory
 
@@ -44,13 +52,19 @@ __all__ = [
     "HealthConfig",
     "LimitsConfig",
     "Lookup",
+    "LookupAnswer",
     "LookupConfig",
+    "LookupEndpoint",
     "MetricsConfig",
+    "OperatorPaths",
+    "Outcome",
     "PluginsConfig",
+    "PrometheusMetrics",
     "PruneConfig",
     "PushClient",
     "PushConfig",
     "PushResult",
+    "Readiness",
     "Receiver",
     "RemovalConfig",
     "RemovalOutcome",
@@ -61,6 +75,7 @@ __all__ = [
     "StorageContext",
     "StorageFactory",
     "ThrottledLog",
+    "client_address",
     "hookimpl",
     "load_config",
     "make_plugin_manager",

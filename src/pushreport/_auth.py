@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import importlib
 import logging
 import re
 import secrets
@@ -51,7 +50,13 @@ from pushreport_core import (
     Template,
 )
 
-from ._config import check_value_or_env, section_error, value_or_env
+from ._config import (
+    DIGEST_ALGORITHMS,
+    check_auth_config,
+    load_callable,
+    section_error,
+    value_or_env,
+)
 from ._logs import ThrottledLog
 from .hookspecs import hookimpl
 from .limitstate import state_errors
@@ -65,24 +70,12 @@ __all__ = [
     "DigestAuthenticator",
     "CallableAuthenticator",
     "build_authenticators",
-    "check_auth_config",
     "secret_fields",
-    "METHODS",
-    "DIGEST_ALGORITHMS",
 ]
 
 log = logging.getLogger("pushreport.auth")
 _failures = ThrottledLog(log)
 
-METHODS = ("secret", "digest", "callable")
-
-#: RFC 7616's algorithms: the hash and whether the session variant (``-sess``) is used.
-DIGEST_ALGORITHMS: dict[str, tuple[str, bool]] = {
-    "MD5": ("md5", False),
-    "MD5-sess": ("md5", True),
-    "SHA-256": ("sha256", False),
-    "SHA-256-sess": ("sha256", True),
-}
 _ALGORITHMS_LOWER = {k.lower(): k for k in DIGEST_ALGORITHMS}
 
 #: The longest ``Authorization`` header the digest parser looks at.
@@ -105,83 +98,6 @@ def _from_env(value: str, env: str, key: str, what: str) -> str:
     found = value_or_env(value, env, key, error=section_error("auth"), needed_by=what)
     assert found is not None  # needed_by: none is an error
     return found
-
-
-def _given(value: str, env: str, key: str, what: str) -> None:
-    """:func:`_from_env`'s checks that read no environment variable (configuration
-    checks: only the authenticators, built to serve, read it)."""
-    check_value_or_env(value, env, key, error=section_error("auth"), needed_by=what)
-
-
-def check_auth_config(auth: AuthConfig) -> None:
-    """The checks of ``[auth]`` that need no template (``AuthConfig.check``). They read
-    no environment variable: ``secret_env`` and the like are read by
-    :func:`build_authenticators`, when the receiver is built to serve."""
-    for method in auth.methods:
-        if method not in METHODS:
-            raise ConfigurationError(
-                'must list "secret", "digest" or "callable", not ' + repr(method),
-                key="auth.methods",
-            )
-    if len(set(auth.methods)) != len(auth.methods):
-        raise ConfigurationError("names a method twice", key="auth.methods")
-    if "secret" in auth.methods:
-        _given(auth.secret, auth.secret_env, "secret", "the secret method")
-        if not auth.secret_field:
-            raise ConfigurationError(
-                "the secret method needs the variable that carries it, e.g. account[pushSecret]",
-                key="auth.secret_field",
-            )
-    if "digest" in auth.methods:
-        if not auth.digest_username:
-            raise ConfigurationError(
-                "the digest method needs a username", key="auth.digest_username"
-            )
-        _given(
-            auth.digest_password, auth.digest_password_env, "digest_password", "the digest method"
-        )
-        if not auth.digest_algorithms:
-            raise ConfigurationError(
-                "must name at least one algorithm", key="auth.digest_algorithms"
-            )
-        for name in auth.digest_algorithms:
-            if name not in DIGEST_ALGORITHMS:
-                raise ConfigurationError(
-                    f"unknown algorithm {name!r} (known: {', '.join(DIGEST_ALGORITHMS)})",
-                    key="auth.digest_algorithms",
-                )
-        if auth.nonce_key or auth.nonce_key_env:
-            _given(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
-        if '"' in auth.realm or "\\" in auth.realm:
-            raise ConfigurationError("must not contain a quote or a backslash", key="auth.realm")
-    if "callable" in auth.methods:
-        load_callable(auth.callable)
-
-
-def load_callable(spec: str) -> Callable[[str, str], object]:
-    """Import ``module:function`` (the function may be dotted: ``module:Class.check``)."""
-    module_name, colon, attr = spec.partition(":")
-    if not colon or not module_name or not attr:
-        raise ConfigurationError(
-            "the callable method needs module:function, e.g. portal.users:check_password",
-            key="auth.callable",
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as e:  # ImportError, or the module failing as it loads
-        raise ConfigurationError(
-            f"cannot import {module_name!r}: {type(e).__name__}", key="auth.callable"
-        ) from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"{module_name!r} has no {attr!r}", key="auth.callable"
-            ) from None
-    if not callable(obj):
-        raise ConfigurationError(f"{spec!r} is not callable", key="auth.callable")
-    return obj  # type: ignore[no-any-return]
 
 
 def secret_fields(auth: AuthConfig) -> frozenset[str]:

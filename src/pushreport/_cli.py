@@ -25,9 +25,9 @@ from pushreport_core import (
     account_xml,
     calls_loopback,
     check_base_url,
+    default_template,
     removal_account_xml,
 )
-from pushreport_core._accountxml import default_template
 
 from ._config import Config, ServerConfig, load_config
 from ._redact import shorten

@@ -36,7 +36,11 @@ documents it). Loading, :data:`CONFIG_KEYS` and the generated configuration refe
 
 from __future__ import annotations
 
+import functools
+import importlib
+import ipaddress
 import os
+import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -433,8 +437,6 @@ class AuthConfig:
         self.check()  # however the section is built
 
     def check(self) -> None:
-        from ._auth import check_auth_config
-
         check_auth_config(self)
 
 
@@ -514,8 +516,6 @@ class LimitsConfig:
         self.check()  # however the section is built
 
     def check(self) -> None:
-        from ._limits import check_limits
-
         check_limits(self)
 
 
@@ -570,6 +570,186 @@ def check_value_or_env(
 def section_error(section: str) -> Callable[[str, str], ConfigurationError]:
     """:func:`value_or_env`'s *error* for a ``[section]`` of the configuration."""
     return lambda key, reason: ConfigurationError(reason, key=f"{section}.{key}")
+
+
+# --- the checks of [auth] and [limits] ----------------------------------------------------
+# Here, not in the modules that use the sections: the configuration is checked with
+# nothing above it imported (no import cycle), and each rule is written once.
+
+#: The built-in authentication methods of ``[auth] methods``.
+AUTH_METHODS = ("secret", "digest", "callable")
+
+#: RFC 7616's algorithms: the hash and whether the session variant (``-sess``) is used.
+DIGEST_ALGORITHMS: dict[str, tuple[str, bool]] = {
+    "MD5": ("md5", False),
+    "MD5-sess": ("md5", True),
+    "SHA-256": ("sha256", False),
+    "SHA-256-sess": ("sha256", True),
+}
+
+
+def _given(value: str, env: str, key: str, what: str) -> None:
+    """:func:`value_or_env`'s checks that read no environment variable (configuration
+    checks: only the authenticators, built to serve, read it)."""
+    check_value_or_env(value, env, key, error=section_error("auth"), needed_by=what)
+
+
+def check_auth_config(auth: AuthConfig) -> None:
+    """The checks of ``[auth]`` that need no template (``AuthConfig.check``). They read
+    no environment variable: ``secret_env`` and the like are read by
+    :func:`build_authenticators`, when the receiver is built to serve."""
+    for method in auth.methods:
+        if method not in AUTH_METHODS:
+            raise ConfigurationError(
+                'must list "secret", "digest" or "callable", not ' + repr(method),
+                key="auth.methods",
+            )
+    if len(set(auth.methods)) != len(auth.methods):
+        raise ConfigurationError("names a method twice", key="auth.methods")
+    if "secret" in auth.methods:
+        _given(auth.secret, auth.secret_env, "secret", "the secret method")
+        if not auth.secret_field:
+            raise ConfigurationError(
+                "the secret method needs the variable that carries it, e.g. account[pushSecret]",
+                key="auth.secret_field",
+            )
+    if "digest" in auth.methods:
+        if not auth.digest_username:
+            raise ConfigurationError(
+                "the digest method needs a username", key="auth.digest_username"
+            )
+        _given(
+            auth.digest_password, auth.digest_password_env, "digest_password", "the digest method"
+        )
+        if not auth.digest_algorithms:
+            raise ConfigurationError(
+                "must name at least one algorithm", key="auth.digest_algorithms"
+            )
+        for name in auth.digest_algorithms:
+            if name not in DIGEST_ALGORITHMS:
+                raise ConfigurationError(
+                    f"unknown algorithm {name!r} (known: {', '.join(DIGEST_ALGORITHMS)})",
+                    key="auth.digest_algorithms",
+                )
+        if auth.nonce_key or auth.nonce_key_env:
+            _given(auth.nonce_key, auth.nonce_key_env, "nonce_key", "digest")
+        if '"' in auth.realm or "\\" in auth.realm:
+            raise ConfigurationError("must not contain a quote or a backslash", key="auth.realm")
+    if "callable" in auth.methods:
+        load_callable(auth.callable)
+
+
+def load_callable(spec: str) -> Callable[[str, str], object]:
+    """Import ``module:function`` (the function may be dotted: ``module:Class.check``)."""
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise ConfigurationError(
+            "the callable method needs module:function, e.g. portal.users:check_password",
+            key="auth.callable",
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or the module failing as it loads
+        raise ConfigurationError(
+            f"cannot import {module_name!r}: {type(e).__name__}", key="auth.callable"
+        ) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"{module_name!r} has no {attr!r}", key="auth.callable"
+            ) from None
+    if not callable(obj):
+        raise ConfigurationError(f"{spec!r} is not callable", key="auth.callable")
+    return obj  # type: ignore[no-any-return]
+
+
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
+_RATE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]*\.?[0-9]*)\s*([a-z]+?)s?\s*", re.I)
+
+
+@attrs.frozen
+class Rate:
+    """``count`` requests per ``period`` seconds, as a token bucket: a burst of up to
+    ``count``, refilled at ``count / period`` per second."""
+
+    count: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str, *, key: str) -> Rate | None:
+        """``"60/minute"``, ``"10/second"``, ``"1000/hour"``, ``"5/10s"``; empty: no
+        limit (``None``)."""
+        if not text.strip():
+            return None
+        m = _RATE.fullmatch(text)
+        unit = _UNITS.get(m.group(3).lower()) if m else None
+        if m is None or unit is None:
+            raise ConfigurationError(
+                f'must be a rate such as "60/minute" (units: second, minute, hour, day), '
+                f"not {text!r}",
+                key=key,
+            )
+        count = int(m.group(1))
+        period = float(m.group(2)) * unit if m.group(2) else unit
+        if count < 1 or period <= 0:
+            raise ConfigurationError(f"must allow at least one request, not {text!r}", key=key)
+        return cls(count, period)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=16)
+def trusted_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    """``[limits] trusted_proxies`` as networks (an address alone is a network of one).
+
+    :raises ConfigurationError: one is not an address or a network, naming
+        ``limits.trusted_proxies``.
+    """
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip()))
+        except ValueError:
+            raise ConfigurationError(
+                f"must be addresses or networks such as 10.0.0.0/8 or ::1, not {value!r}",
+                key="limits.trusted_proxies",
+            ) from None
+    return tuple(networks)
+
+
+def check_limits(limits: LimitsConfig) -> None:
+    """The checks of ``[limits]`` (``LimitsConfig.check``, and every receiver built).
+
+    :raises ConfigurationError: naming the key.
+    """
+    for key in ("per_client", "per_username"):
+        Rate.parse(getattr(limits, key), key=f"limits.{key}")
+    trusted_networks(limits.trusted_proxies)
+    if limits.client_header and not limits.trusted_proxies:
+        raise ConfigurationError(
+            "needs limits.trusted_proxies: the addresses of the proxies allowed to set it "
+            "(from anyone else the header is the client's own to forge)",
+            key="limits.client_header",
+        )
+    if limits.trusted_proxies and not limits.client_header:
+        raise ConfigurationError(
+            "has no effect without limits.client_header, the header those proxies set",
+            key="limits.trusted_proxies",
+        )
 
 
 def _check_path(value: str, key: str) -> None:

@@ -1,20 +1,24 @@
 """Health checks and the other operator endpoints, off the report paths.
 
-- ``/healthz`` (``[health] healthz``): ``200 ok`` while the process answers at all;
-- ``/readyz`` (``[health] readyz``): ``200 ok`` when every *required* storage backend's
-  ``ping()`` succeeds within ``[health] timeout`` seconds, else ``503`` naming the
-  failing backends (only their names: no message, no path, no DSN, which the log gets);
+- ``/healthz`` (``[health] healthz``): the process answers at all;
+- ``/readyz`` (``[health] readyz``): every *required* storage backend's ``ping()``
+  succeeds within ``[health] timeout`` seconds (:class:`Readiness`), else the names of
+  the failing backends (only their names: no message, no path, no DSN, which the log
+  gets);
 - the metrics path (``[metrics] path``), when metrics are on.
 
-Each answers GET and HEAD only. :func:`operator_routes` builds them and refuses, at
-start-up, a path that a report shape owns or that two endpoints share.
+Each answers GET and HEAD only. :meth:`OperatorPaths.of` says which are on, where, and
+refuses, at start-up, a path that a report shape owns or that two endpoints share. The
+adapters answer them (:mod:`pushreport_wsgi`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
+
+import attrs
 
 from pushreport_core import ConfigurationError
 
@@ -22,54 +26,56 @@ from ._logs import ThrottledLog
 from ._metrics import PrometheusMetrics
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from ._backends import Backend
+    from ._service import Receiver
 
-    from ._service import Backend, Receiver
-
-__all__ = ["Readiness", "operator_routes"]
+__all__ = ["OperatorPaths", "Readiness"]
 
 log = logging.getLogger("pushreport")
 
-_METHODS = ("GET", "HEAD")
 
+@attrs.frozen
+class OperatorPaths:
+    """The operator endpoints a receiver's configuration turns on: their paths
+    (``None``: off)."""
 
-def _answer(
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    status: str,
-    text: str,
-    headers: Sequence[tuple[str, str]] = (),
-) -> Iterable[bytes]:
-    data = text.encode("utf-8")
-    start_response(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(data))),
-            ("Cache-Control", "no-store"),
-            *headers,
-        ],
-    )
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
+    #: What they answer; anything else is 405.
+    methods: ClassVar[tuple[str, ...]] = ("GET", "HEAD")
 
+    healthz: str | None = None
+    readyz: str | None = None
+    metrics: str | None = None
 
-def _only_get(app: WSGIApplication) -> WSGIApplication:
-    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET") not in _METHODS:
-            return _answer(
-                environ,
-                start_response,
-                "405 Method Not Allowed",
-                "method not allowed\n",
-                [("Allow", ", ".join(_METHODS))],
-            )
-        return app(environ, start_response)
+    @classmethod
+    def of(cls, receiver: Receiver) -> OperatorPaths:
+        """The endpoints of *receiver*'s configuration.
 
-    return guarded
+        :raises ConfigurationError: a path a report shape owns, or one two endpoints share.
+        """
+        config = receiver.config
+        keys: dict[str, str] = {}
 
+        def path(key: str, value: str) -> str:
+            for method in cls.methods:
+                if receiver.owns(method, value):
+                    raise ConfigurationError(
+                        f"{value} is a report path of the configured shapes", key=key
+                    )
+            if value in keys:
+                raise ConfigurationError(f"{value} is already {keys[value]}", key=key)
+            keys[value] = key
+            return value
 
-def healthz(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-    return _answer(environ, start_response, "200 OK", "ok\n")
+        health = config.health
+        return cls(
+            healthz=path("health.healthz", health.healthz) if health.enabled else None,
+            readyz=path("health.readyz", health.readyz) if health.enabled else None,
+            metrics=(
+                path("metrics.path", config.metrics.path)
+                if isinstance(receiver.metrics, PrometheusMetrics)
+                else None
+            ),
+        )
 
 
 class _Probe:
@@ -114,7 +120,7 @@ class _Probe:
 
 
 class Readiness:
-    """``/readyz``: ping every required backend; 503 naming the ones that failed."""
+    """Whether the required backends answer: :meth:`failing` pings each of them."""
 
     def __init__(self, backends: Sequence[Backend], *, timeout: float) -> None:
         self.timeout = timeout
@@ -123,7 +129,8 @@ class Readiness:
         self._log = ThrottledLog(log)
 
     def failing(self) -> list[str]:
-        """Names of the required backends that do not answer now, in order."""
+        """Names of the required backends that do not answer now, in order (empty:
+        ready)."""
         failed = []
         for probe in self._probes:
             error = probe.check(self.timeout)
@@ -133,45 +140,3 @@ class Readiness:
                     "readyz: storage backend %r is not ready: %s", probe.backend.name, error
                 )
         return failed
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        failed = self.failing()
-        if failed:
-            return _answer(
-                environ,
-                start_response,
-                "503 Service Unavailable",
-                f"not ready: {', '.join(failed)}\n",
-            )
-        return _answer(environ, start_response, "200 OK", "ok\n")
-
-
-def operator_routes(receiver: Receiver) -> dict[str, WSGIApplication]:
-    """The operator endpoints *receiver*'s configuration turns on, by path.
-
-    :raises ConfigurationError: a path a report shape owns, or one two endpoints share.
-    """
-    config = receiver.config
-    routes: dict[str, tuple[str, WSGIApplication]] = {}
-
-    def add(key: str, path: str, app: WSGIApplication) -> None:
-        for method in _METHODS:
-            if receiver.owns(method, path):
-                raise ConfigurationError(
-                    f"{path} is a report path of the configured shapes", key=key
-                )
-        if path in routes:
-            raise ConfigurationError(f"{path} is already {routes[path][0]}", key=key)
-        routes[path] = (key, _only_get(app))
-
-    if config.health.enabled:
-        add("health.healthz", config.health.healthz, healthz)
-        add(
-            "health.readyz",
-            config.health.readyz,
-            Readiness(receiver.backends, timeout=config.health.timeout),
-        )
-    metrics = receiver.metrics
-    if isinstance(metrics, PrometheusMetrics):
-        add("metrics.path", config.metrics.path, metrics.wsgi_app(receiver.backends))
-    return {path: app for path, (_, app) in routes.items()}

@@ -19,21 +19,18 @@ header of a peer that is not a trusted proxy is ignored.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 import logging
 import math
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import attrs
 
 from pushreport_core import (
-    ConfigurationError,
     Report,
     Request,
     RequestTooLarge,
@@ -41,18 +38,17 @@ from pushreport_core import (
     TooManyRequests,
 )
 
+from ._config import Network, Rate, check_limits, trusted_networks
 from .limitstate import LimitState, SQLiteLimitState, state_errors
 
 if TYPE_CHECKING:
+    from ._backends import Backend
     from ._config import Config, LimitsConfig
-    from ._service import Backend
 
 __all__ = [
     "Rate",
     "Limiter",
     "client_address",
-    "check_limits",
-    "trusted_networks",
     "open_limit_state",
     "share_limit_state",
     "DEFAULT_STATE_FILE",
@@ -67,49 +63,6 @@ DEFAULT_STATE_FILE = "pushreport-limits.sqlite3"
 #: Seconds between two purges of the limit state by one process.
 PURGE_INTERVAL = 10.0
 
-_UNITS = {
-    "s": 1.0,
-    "sec": 1.0,
-    "second": 1.0,
-    "m": 60.0,
-    "min": 60.0,
-    "minute": 60.0,
-    "h": 3600.0,
-    "hour": 3600.0,
-    "d": 86400.0,
-    "day": 86400.0,
-}
-_RATE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]*\.?[0-9]*)\s*([a-z]+?)s?\s*", re.I)
-
-
-@attrs.frozen
-class Rate:
-    """``count`` requests per ``period`` seconds, as a token bucket: a burst of up to
-    ``count``, refilled at ``count / period`` per second."""
-
-    count: int
-    period: float
-
-    @classmethod
-    def parse(cls, text: str, *, key: str) -> Rate | None:
-        """``"60/minute"``, ``"10/second"``, ``"1000/hour"``, ``"5/10s"``; empty: no
-        limit (``None``)."""
-        if not text.strip():
-            return None
-        m = _RATE.fullmatch(text)
-        unit = _UNITS.get(m.group(3).lower()) if m else None
-        if m is None or unit is None:
-            raise ConfigurationError(
-                f'must be a rate such as "60/minute" (units: second, minute, hour, day), '
-                f"not {text!r}",
-                key=key,
-            )
-        count = int(m.group(1))
-        period = float(m.group(2)) * unit if m.group(2) else unit
-        if count < 1 or period <= 0:
-            raise ConfigurationError(f"must allow at least one request, not {text!r}", key=key)
-        return cls(count, period)
-
 
 def _retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds))
@@ -117,48 +70,7 @@ def _retry_after(seconds: float) -> int:
 
 # --- the client address -------------------------------------------------------------------
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@functools.lru_cache(maxsize=16)
-def trusted_networks(values: tuple[str, ...]) -> tuple[Network, ...]:
-    """``[limits] trusted_proxies`` as networks (an address alone is a network of one).
-
-    :raises ConfigurationError: one is not an address or a network, naming
-        ``limits.trusted_proxies``.
-    """
-    networks = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value.strip()))
-        except ValueError:
-            raise ConfigurationError(
-                f"must be addresses or networks such as 10.0.0.0/8 or ::1, not {value!r}",
-                key="limits.trusted_proxies",
-            ) from None
-    return tuple(networks)
-
-
-def check_limits(limits: LimitsConfig) -> None:
-    """The checks of ``[limits]`` (``LimitsConfig.check``, and every receiver built).
-
-    :raises ConfigurationError: naming the key.
-    """
-    for key in ("per_client", "per_username"):
-        Rate.parse(getattr(limits, key), key=f"limits.{key}")
-    trusted_networks(limits.trusted_proxies)
-    if limits.client_header and not limits.trusted_proxies:
-        raise ConfigurationError(
-            "needs limits.trusted_proxies: the addresses of the proxies allowed to set it "
-            "(from anyone else the header is the client's own to forge)",
-            key="limits.client_header",
-        )
-    if limits.trusted_proxies and not limits.client_header:
-        raise ConfigurationError(
-            "has no effect without limits.client_header, the header those proxies set",
-            key="limits.trusted_proxies",
-        )
 
 
 def _address(text: str) -> Address | None:
@@ -188,30 +100,29 @@ def _trusted(address: Address | None, networks: tuple[Network, ...]) -> bool:
 
 
 def client_address(
-    environ: Mapping[str, object], limits: LimitsConfig | None = None
+    peer: str | None, forwarded: str | None = None, trusted_proxies: Sequence[str] = ()
 ) -> str | None:
     """The client's address, as the per-client limit and the lock-out count it.
 
-    The peer address (``REMOTE_ADDR``), unless ``limits.client_header`` is set and the
-    peer is one of ``limits.trusted_proxies``: then the header's chain of addresses is
-    read from the right (each proxy appends the address it received the request from),
-    trusted proxies skipped, and the first address that is not one of them is the
-    client. Whatever is left of it was written by the client and is never read: a
-    client cannot choose its address by sending the header. When every address is a
-    trusted proxy, the left-most is the client.
+    *peer* is the address the connection came from; *forwarded* the value of the
+    ``[limits] client_header`` the request carried (``None``: none);
+    *trusted_proxies* is ``[limits] trusted_proxies``. Without trusted proxies (no
+    ``client_header``), the peer as given. Else, when the peer is one of them, the
+    header's chain of addresses is read from the right (each proxy appends the address it
+    received the request from), trusted proxies skipped, and the first address that is not
+    one of them is the client. Whatever is left of it was written by the client and is
+    never read: a client cannot choose its address by sending the header. When every
+    address is a trusted proxy, the left-most is the client.
     """
-    remote = environ.get("REMOTE_ADDR")
-    peer = remote if isinstance(remote, str) else None
-    if limits is None or not limits.client_header:
+    if not trusted_proxies:
         return peer
-    networks = trusted_networks(limits.trusted_proxies)
+    networks = trusted_networks(tuple(trusted_proxies))
     peer_address = _address(peer or "")
     if not _trusted(peer_address, networks):
         return str(peer_address) if peer_address is not None else peer
-    value = environ.get("HTTP_" + limits.client_header.upper().replace("-", "_"))
     client: str | None = str(peer_address)
-    if isinstance(value, str):
-        for entry in reversed(value.split(",")):
+    if forwarded is not None:
+        for entry in reversed(forwarded.split(",")):
             if not entry.strip():
                 continue
             address = _address(entry)

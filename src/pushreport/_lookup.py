@@ -1,5 +1,5 @@
 """Looking registrations up: a Python API (:class:`Lookup`) and an HTTP endpoint
-(:class:`LookupApp`) for the provider's own services.
+(:class:`LookupEndpoint`, answered by the adapters) for the provider's own services.
 
 The endpoint is off by default. Turned on (``[lookup] enabled = true``), it answers::
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from werkzeug.wrappers import Request, Response
+import attrs
 
 from pushreport_core import (
     Purpose,
@@ -31,15 +31,14 @@ from pushreport_core import (
     push_targets,
 )
 
+from ._config import check_lookup_token
 from ._logs import ThrottledLog
 from .storage import Storage
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIEnvironment
-
     from ._config import LookupConfig
 
-__all__ = ["Lookup", "LookupApp"]
+__all__ = ["Lookup", "LookupAnswer", "LookupEndpoint"]
 
 log = logging.getLogger("pushreport")
 #: Storage failures, logged once a minute with a count, not once per lookup.
@@ -78,56 +77,70 @@ class Lookup:
         return push_targets(self.registrations(username=username), purpose, username=username)
 
 
-class LookupApp:
-    """The lookup endpoint, a WSGI app answering under *path* only (see the module)."""
+@attrs.frozen
+class LookupAnswer:
+    """One answer of the lookup endpoint, as any adapter sends it: a status, a JSON
+    document (:meth:`json`) and headers."""
+
+    status: int
+    data: Mapping[str, Any]
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+    def json(self) -> str:
+        return json.dumps(self.data, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class LookupEndpoint:
+    """The lookup endpoint under *path* (see the module), as HTTP-agnostic answers:
+    an adapter hands :meth:`answer` the request's method, path, query and
+    ``Authorization`` header, and sends what comes back."""
 
     def __init__(self, lookup: Lookup, *, token: Secret, path: str) -> None:
-        from ._config import check_lookup_token
-
         check_lookup_token(token.reveal(), "lookup.token")  # however it was built
         self.lookup = lookup
         self.path = path.rstrip("/")
         self._token = token
 
     @classmethod
-    def from_config(cls, config: LookupConfig, storage: Storage) -> LookupApp:
+    def from_config(cls, config: LookupConfig, storage: Storage) -> LookupEndpoint:
         return cls(Lookup(storage), token=config.bearer_token(), path=config.path)
 
-    def owns(self, environ: WSGIEnvironment) -> bool:
-        path = environ.get("PATH_INFO", "")
-        return bool(path == self.path or path.startswith(self.path + "/"))
+    def owns(self, path: str) -> bool:
+        return path == self.path or path.startswith(self.path + "/")
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        environ["pushreport.handled"] = True
-        response = self._respond(Request(environ))
-        response.headers["Cache-Control"] = "no-store"
-        return response(environ, start_response)
-
-    def _respond(self, request: Request) -> Response:
-        if not self._authorized(request.headers.get("Authorization", "")):
-            given = bool(request.headers.get("Authorization"))
+    def answer(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: Mapping[str, Sequence[str]],
+        authorization: str = "",
+    ) -> LookupAnswer:
+        """The answer to a *method* request for *path* with *query* (each parameter's
+        values, in order)."""
+        if not self._authorized(authorization):
             challenge = 'Bearer realm="pushreport"'
-            if given:
+            if authorization:
                 challenge += ', error="invalid_token"'
-            return _json(
-                {"error": "a valid bearer token is required"}, 401, {"WWW-Authenticate": challenge}
+            return LookupAnswer(
+                401, {"error": "a valid bearer token is required"}, {"WWW-Authenticate": challenge}
             )
-        if request.method not in ("GET", "HEAD"):
-            return _json({"error": "method not allowed"}, 405, {"Allow": "GET, HEAD"})
-        route = request.path[len(self.path) :]
+        if method not in ("GET", "HEAD"):
+            return LookupAnswer(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"})
+        route = path[len(self.path) :]
         try:
             if route == "/registrations":
-                return self._registrations(request)
+                return self._registrations(query)
             if route == "/targets":
-                return self._targets(request)
+                return self._targets(query)
         except _BadRequest as e:
-            return _json({"error": str(e)}, 400)
+            return LookupAnswer(400, {"error": str(e)})
         except StorageUnavailable as e:
             _failures.warning("lookup: storage unavailable: %s", e.msg)
-            return _json(
-                {"error": "storage unavailable"}, 503, {"Retry-After": str(e.retry_after)}
+            return LookupAnswer(
+                503, {"error": "storage unavailable"}, {"Retry-After": str(e.retry_after)}
             )
-        return _json({"error": "not found"}, 404)
+        return LookupAnswer(404, {"error": "not found"})
 
     def _authorized(self, header: str) -> bool:
         scheme, _, credentials = header.strip().partition(" ")
@@ -137,24 +150,25 @@ class LookupApp:
         matches = self._token.matches(credentials.strip() if bearer else "")
         return bearer and matches
 
-    def _registrations(self, request: Request) -> Response:
-        username = _one(request, "username")
-        selector = _one(request, "selector")
+    def _registrations(self, query: Mapping[str, Sequence[str]]) -> LookupAnswer:
+        username = _one(query, "username")
+        selector = _one(query, "selector")
         if username is None and selector is None:
             raise _BadRequest("give username or selector")
         found = self.lookup.registrations(username=username, selector=selector)
-        return _json({"registrations": [r.to_json() for r in found]})
+        return LookupAnswer(200, {"registrations": [r.to_json() for r in found]})
 
-    def _targets(self, request: Request) -> Response:
-        username = _one(request, "username")
-        purpose = _one(request, "purpose")
+    def _targets(self, query: Mapping[str, Sequence[str]]) -> LookupAnswer:
+        username = _one(query, "username")
+        purpose = _one(query, "purpose")
         if username is None:
             raise _BadRequest("give username")
         if purpose not in ("call", "message"):
             raise _BadRequest("purpose must be call or message")
         targets = self.lookup.push_targets(username, purpose)  # type: ignore[arg-type]
-        return _json(
-            {"username": username, "purpose": purpose, "targets": [t.to_json() for t in targets]}
+        return LookupAnswer(
+            200,
+            {"username": username, "purpose": purpose, "targets": [t.to_json() for t in targets]},
         )
 
 
@@ -162,15 +176,8 @@ class _BadRequest(Exception):
     pass
 
 
-def _one(request: Request, name: str) -> str | None:
-    values = request.args.getlist(name)
+def _one(query: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = query.get(name, ())
     if len(values) > 1:
         raise _BadRequest(f"give {name} once")
     return values[0] if values and values[0] else None
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
-    return Response(
-        body, status=status, headers=headers, content_type="application/json; charset=utf-8"
-    )

@@ -38,10 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, S
 from pushreport_core import ConfigurationError, StorageUnavailable
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
-
+    from ._backends import Backend
     from ._config import MetricsConfig
-    from ._service import Backend
 
 __all__ = [
     "Metrics",
@@ -144,7 +142,7 @@ class PrometheusMetrics:
     """The metrics of one receiver, in prometheus_client objects of its own.
 
     The objects are registered in no global registry (two apps in one process keep
-    their own counts); :meth:`wsgi_app` builds the scrape endpoint.
+    their own counts); :meth:`registry` is what the adapters' scrape endpoint exposes.
     """
 
     enabled = True
@@ -231,13 +229,6 @@ class PrometheusMetrics:
                 registry.register(metric)
         registry.register(_BackendCollector(backends, self.count_interval))
         return registry
-
-    def wsgi_app(self, backends: Sequence[Backend]) -> WSGIApplication:
-        """The scrape endpoint (GET/HEAD; text or OpenMetrics as the scraper asks)."""
-        from prometheus_client import make_wsgi_app
-
-        app: WSGIApplication = make_wsgi_app(self.registry(backends))
-        return app
 
 
 class _BackendCollector:

@@ -37,7 +37,9 @@ from pushreport_core import (
     prune_due,
 )
 
+from ._backends import close_backends, open_backends, open_now
 from ._config import Config
+from ._plugins import make_plugin_manager
 from ._redact import shorten
 from .storage import Storage
 
@@ -87,21 +89,22 @@ def run_prune(
     first backend before it (a prune of 200,000 is one line, not 200,001); with
     *as_json*, a JSON object that lists them. Creates no store: a missing one is an
     error that names it."""
-    from ._service import open_reader
-
     limit = parse_duration(older_than, key="--older-than")
     now = now if now is not None else _utcnow()
     before = prune_cutoff(now, limit)
-    receiver = open_reader(config)
+    # The backends alone, opened at once (a missing or unusable store fails here, named):
+    # a prune needs neither authentication nor limits.
+    pm = make_plugin_manager(blocked=config.blocked_plugins)
+    backends = open_backends(config, pm, create=False)
     try:
-        gone = prune_backends(
-            [(b.name, b.storage) for b in receiver.backends], before, dry_run=dry_run
-        )
-    except StorageUnavailable as e:
-        print(f"pushreport: storage unavailable: {e}", file=sys.stderr)
-        return 1
+        open_now(backends)
+        try:
+            gone = prune_backends([(b.name, b.storage) for b in backends], before, dry_run=dry_run)
+        except StorageUnavailable as e:
+            print(f"pushreport: storage unavailable: {e}", file=sys.stderr)
+            return 1
     finally:
-        receiver.close()
+        close_backends(backends)
     if as_json:
         json.dump(
             {

@@ -9,28 +9,34 @@ workload (see ``bench/README.md``).
 from __future__ import annotations
 
 import errno
+import importlib
 import ipaddress
 import logging
 import re
 import secrets
 import socket
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 
-from pushreport_core import DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES, StorageUnavailable, Template
-from pushreport_core._templates import BODY_METHODS, FORM
-from pushreport_wsgi import create_app
+from pushreport_core import (
+    BODY_METHODS,
+    DEFAULT_REMOVAL_SHAPES,
+    DEFAULT_SHAPES,
+    FORM,
+    StorageUnavailable,
+    Template,
+)
 
 from ._config import Config
-from ._health import operator_routes
+from ._health import OperatorPaths
 from ._logs import JsonFormatter, configure_logging
 from ._metrics import prepare_multiprocess
 from ._redact import filter_server_log
 from ._service import STARTUP_WAIT, Receiver, open_now
 from .limitstate import state_errors
 
-__all__ = ["serve", "describe", "bind", "ListenError", "BACKLOG"]
+__all__ = ["serve", "describe", "bind", "load_adapter", "ListenError", "BACKLOG", "ADAPTER"]
 
 log = logging.getLogger("pushreport")
 
@@ -128,7 +134,7 @@ def serve(
         try:
             open_now(receiver.backends, wait=STARTUP_WAIT)
             open_limit_state_now(receiver)
-            operator_routes(receiver)  # health and metrics paths clear of the report paths
+            OperatorPaths.of(receiver)  # health and metrics paths clear of the report paths
             lines = describe(receiver)
         finally:
             receiver.close()
@@ -190,6 +196,7 @@ def serve(
 
         options["child_exit"] = on_child_exit
 
+    create_app = load_adapter(ADAPTER)  # in the master: a missing adapter fails here
     apps: list[Any] = []  # this worker's app, once loaded
 
     def worker_exit(server: Any, worker: Any) -> None:
@@ -222,6 +229,19 @@ def serve(
 
 #: Connections the kernel queues before a worker accepts them (gunicorn's default).
 BACKLOG = 2048
+
+#: The module whose ``create_app(config)`` builds the app gunicorn serves. The service
+#: knows no adapter statically: it loads this one by name, as gunicorn loads an app
+#: from its ``module:name`` string.
+ADAPTER = "pushreport_wsgi"
+
+
+def load_adapter(name: str) -> Callable[[Config], Any]:
+    """The ``create_app`` of the adapter module *name*: called with a configuration, it
+    returns the app, which has ``receiver`` and ``close()``."""
+    module = importlib.import_module(name)
+    create_app: Callable[[Config], Any] = module.create_app
+    return create_app
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal
 
 import attrs
 import pluggy
@@ -20,10 +20,12 @@ from pushreport_core import (
     AuthenticationFailed,
     AuthenticationRequired,
     ConfigurationError,
+    PushReportError,
     Registration,
     Removal,
     Report,
     Request,
+    ServiceUnavailable,
     Shapes,
     StorageUnavailable,
     claimed_tokens,
@@ -37,23 +39,19 @@ from pushreport_core import (
 )
 
 from ._auth import build_authenticators, secret_fields
-from ._batch import GroupCommit
+from ._backends import STARTUP_WAIT, Backend, close_backends, open_backends, open_now
 from ._config import Config
 from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
-from ._plugins import (
-    authentication,
-    collect_storage_factories,
-    make_plugin_manager,
-    transform_report,
-)
-from .storage import Storage, StorageContext, StorageStarting
+from ._plugins import authentication, make_plugin_manager, transform_report
+from .storage import Storage
 
 __all__ = [
     "Receiver",
     "Backend",
     "RemovalOutcome",
+    "Outcome",
     "open_backends",
     "open_now",
     "open_reader",
@@ -65,37 +63,6 @@ log = logging.getLogger("pushreport")
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@attrs.frozen
-class Backend:
-    """A configured storage backend and whether the app's 200 waits for it."""
-
-    name: str
-    storage: Storage
-    required: bool = True
-    #: What writes go through: the storage itself, or a :class:`GroupCommit` over it
-    #: when the backend can upsert a batch in one transaction (``upsert_many``).
-    writer: Any = attrs.field(
-        default=attrs.Factory(lambda self: _writer_for(self.storage), takes_self=True)
-    )
-    #: The backend's ``upsert_if`` and ``remove_if`` (``None`` when it has none): the
-    #: ownership decision and the write in one atomic step
-    #: (:meth:`Receiver._upsert_owned`).
-    upsert_if: Any = attrs.field(
-        default=attrs.Factory(
-            lambda self: getattr(self.storage, "upsert_if", None), takes_self=True
-        )
-    )
-    remove_if: Any = attrs.field(
-        default=attrs.Factory(
-            lambda self: getattr(self.storage, "remove_if", None), takes_self=True
-        )
-    )
-
-
-def _writer_for(storage: Storage) -> Any:
-    return GroupCommit(storage) if hasattr(storage, "upsert_many") else storage  # type: ignore[arg-type]
 
 
 @attrs.frozen(kw_only=True)
@@ -113,6 +80,58 @@ class RemovalOutcome:
     @property
     def selector(self) -> str:
         return self.removal.selector
+
+    @property
+    def happened(self) -> Happened:
+        """``"removed"``, else ``"kept"`` (a newer registration), else ``"gone"``."""
+        if self.removed is not None:
+            return "removed"
+        return "kept" if self.kept_newer else "gone"
+
+
+#: What a request on a report path came to (:attr:`Outcome.happened`).
+Happened = Literal["stored", "removed", "gone", "kept", "refused"]
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    """What one request on a report path came to, as :meth:`Receiver.receive` returns
+    it: an adapter builds the response and the access-log line from it, and decides
+    nothing itself."""
+
+    #: ``"stored"``: the report is stored; ``"removed"``: the removal deleted the
+    #: registration; ``"gone"``: there was nothing to delete; ``"kept"``: a newer
+    #: registration was kept; ``"refused"``: see :attr:`error`.
+    happened: Happened
+    #: The shape that parsed the request (``"removal"`` for a removal); ``None`` when it
+    #: was refused before it was parsed.
+    shape: str | None = None
+    selector: str | None = None
+    #: The registration as stored, when it was read back (see :meth:`Receiver.receive`).
+    registration: Registration | None = None
+    #: What a removal did.
+    removal: RemovalOutcome | None = None
+    #: Why the request was refused: a :class:`~pushreport_core.PushReportError` (the
+    #: client's fault, or a backend's), or any other exception (a bug).
+    error: Exception | None = None
+
+    @property
+    def status(self) -> int:
+        """The HTTP status to answer: 200, the error's status hint, or 500."""
+        if self.error is None:
+            return 200
+        if isinstance(self.error, PushReportError):
+            return self.error.error_status_hint
+        return 500
+
+    @property
+    def reason(self) -> str:
+        """Why, in one line that never echoes request values (``""`` for a success)."""
+        if self.error is None:
+            return ""
+        if isinstance(self.error, PushReportError):
+            return self.error.msg
+        return "internal error"
 
 
 @attrs.define
@@ -237,36 +256,82 @@ class Receiver:
             return self.removal_shapes
         return self.shapes
 
-    def handle(self, request: Request, *, notes: dict[str, str] | None = None) -> Registration:
+    def receive(self, request: Request) -> Outcome:
+        """Carry out the report or the removal *request* carries, whichever shape claims
+        it (:meth:`removes`): the one call an adapter makes per request.
+
+        Never raises for what a request brings or a backend does: a refusal or a failure
+        is the :attr:`Outcome.error`, counted in the metrics and logged (a storage
+        failure once a minute, an unexpected exception with its traceback). The stored
+        registration is read back only when something needs it (a
+        ``pushreport_report_stored`` hook, ``token_owner = "newest"``), so that a backend
+        that can skip the read (``upsert_quiet``) does.
+        """
+        shape: str | None = None
+        selector: str | None = None
+        try:
+            if self.removes(request.method, request.path):
+                removal = self._parse_removal(request)
+                shape, selector = "removal", removal.selector
+                done = self._remove(removal, request)
+                outcome = Outcome(
+                    happened=done.happened,
+                    shape=shape,
+                    selector=selector,
+                    removal=done,
+                )
+            else:
+                report = self._parse_report(request)
+                shape, selector = report.shape, report.selector
+                stored = self._store(report, request, read_back=False)
+                outcome = Outcome(
+                    happened="stored", shape=shape, selector=selector, registration=stored
+                )
+        except Exception as e:
+            return self.refuse(e, shape=shape, selector=selector)
+        self.metrics.report_accepted()
+        return outcome
+
+    def refuse(
+        self, error: Exception, *, shape: str | None = None, selector: str | None = None
+    ) -> Outcome:
+        """The outcome of a request refused for *error*, counted and logged: what
+        :meth:`receive` returns on a refusal, and what an adapter returns for a request
+        it could not even read (a body cut short, or over ``max_body``)."""
+        self.metrics.report_refused(error)
+        if isinstance(error, ServiceUnavailable):
+            # One line a minute per reason, with a count: a full disk is not worth a
+            # line per report (18,237 lines in 12 s, once).
+            self.failure_log.warning(
+                "%s: %s",
+                "storage unavailable" if isinstance(error, StorageUnavailable) else "unavailable",
+                error.msg,
+            )
+        elif not isinstance(error, PushReportError):
+            self.failure_log.error(
+                "internal error while handling a report",
+                key=("internal error", type(error).__name__),
+                exc_info=error,
+            )
+        return Outcome(happened="refused", shape=shape, selector=selector, error=error)
+
+    def handle(self, request: Request) -> Registration:
         """Store the report *request* carries; return the registration as stored.
 
         Raises a :class:`~pushreport_core.PushReportError` subclass when the report is
         refused (nothing stored) or a required backend failed (the app retries).
-        *notes*, when given, receives the report's ``shape`` and ``selector`` as soon as
-        it is parsed (for the access log, even when the report is refused later).
         """
-        stored = self._store(request, notes, read_back=True)[1]
+        stored = self._store(self._parse_report(request), request, read_back=True)
         assert stored is not None
         return stored
 
-    def accept(self, request: Request, *, notes: dict[str, str] | None = None) -> str:
-        """:meth:`handle` for a caller that only needs the selector (the WSGI adapter).
+    def _parse_report(self, request: Request) -> Report:
+        """The request's length and rate limits, then the report it carries."""
+        if self.limiter is not None:
+            self.limiter.check_request(request)
+        return parse_request(request, self.shapes, max_body=self.config.reporter.max_body)
 
-        The same checks, hooks and commits; the stored registration is only read back
-        from a backend that can skip it (``upsert_quiet``) when something needs it: a
-        ``pushreport_report_stored`` hook, or ``token_owner = "newest"``.
-        """
-        return self._store(request, notes, read_back=False)[0].selector
-
-    def _store(
-        self, request: Request, notes: dict[str, str] | None, *, read_back: bool
-    ) -> tuple[Report, Registration | None]:
-        limiter = self.limiter
-        if limiter is not None:
-            limiter.check_request(request)
-        report = parse_request(request, self.shapes, max_body=self.config.reporter.max_body)
-        if notes is not None:
-            notes["shape"], notes["selector"] = report.shape, report.selector
+    def _store(self, report: Report, request: Request, *, read_back: bool) -> Registration | None:
         pm = self.plugin_manager
         identified = self._admit(report, request, "report")
         report = transform_report(pm, report, request)
@@ -315,7 +380,7 @@ class Receiver:
         if not committed:  # pragma: no cover - open_backends requires one required
             raise StorageUnavailable("no storage backend committed the report")
         if not read_back:
-            return report, None
+            return None
         assert stored is not None
         if newest:
             stored = self._claim_tokens(before, report, stored)
@@ -323,7 +388,7 @@ class Receiver:
             stored_hooks(registration=stored, report=report)
         except Exception:
             log.exception("a pushreport_report_stored hook failed; the report is stored")
-        return report, stored
+        return stored
 
     def _admit(self, report: Report, request: Request, kind: str) -> bool:
         """Length and rate limits, then authentication: raise unless *report* may go on.
@@ -433,7 +498,7 @@ class Receiver:
         shapes = self.shapes_for(method, target.partition("?")[0])
         return redact_target(target, shapes, secret_fields=self.secret_fields)
 
-    def remove(self, request: Request, *, notes: dict[str, str] | None = None) -> RemovalOutcome:
+    def remove(self, request: Request) -> RemovalOutcome:
         """Carry out the Account Removal Reporter call *request* carries.
 
         Deletes the registration of the removal's selector from every backend, unless
@@ -452,15 +517,17 @@ class Receiver:
         app reports again on its next start. It takes a stale removal and a fresh
         report of one selector arriving within the same moment.
         """
+        return self._remove(self._parse_removal(request), request)
+
+    def _parse_removal(self, request: Request) -> Removal:
+        """The request's length and rate limits, then the removal it carries."""
         if self.removal_shapes is None:
             raise ConfigurationError("removals are disabled", key="removal.enabled")
         if self.limiter is not None:
             self.limiter.check_request(request)
-        removal = parse_removal(
-            request, self.removal_shapes, max_body=self.config.reporter.max_body
-        )
-        if notes is not None:
-            notes["shape"], notes["selector"] = "removal", removal.selector
+        return parse_removal(request, self.removal_shapes, max_body=self.config.reporter.max_body)
+
+    def _remove(self, removal: Removal, request: Request) -> RemovalOutcome:
         pm = self.plugin_manager
         identified = self._admit(removal.as_report(), request, "removal")
         removed: Registration | None = None
@@ -604,88 +671,7 @@ class Receiver:
             self.pruner = None
         if self.limiter is not None:
             self.limiter.close()
-        for backend in self.backends:
-            try:
-                backend.storage.close()
-            except Exception:  # pragma: no cover
-                log.exception("closing storage backend %r failed", backend.name)
-
-
-def open_backends(
-    config: Config, pm: pluggy.PluginManager, *, create: bool = True
-) -> list[Backend]:
-    """Build the configured backends, in order (each opens its store lazily; see
-    :func:`open_now`). *create*: whether a backend may create a missing store
-    (:attr:`StorageContext.create`); ``False`` for the commands that only read."""
-    factories = collect_storage_factories(pm)
-    context = StorageContext(base_dir=config.base_dir, create=create)
-    backends: list[Backend] = []
-    for name in config.storage.backends:
-        factory = factories.get(name)
-        if factory is None:
-            known = ", ".join(sorted(factories)) or "none"
-            raise ConfigurationError(
-                f"no storage backend named {name!r} is installed (installed: {known})",
-                key="storage.backends",
-            )
-        options: dict[str, Any] = config.storage.options_for(name)
-        required = options.pop("required", True)
-        if not isinstance(required, bool):
-            raise ConfigurationError("must be true or false", key=f"storage.{name}.required")
-        backends.append(Backend(name, factory(options, context), required))
-    if not any(b.required for b in backends):
-        raise ConfigurationError("at least one backend must be required", key="storage.backends")
-    return backends
-
-
-#: Seconds ``pushreport serve`` waits at start-up for a backend that is still starting
-#: (:class:`~pushreport.storage.StorageStarting`: a PostgreSQL server that refuses
-#: connections or says it is starting up), before it gives up.
-STARTUP_WAIT = 10.0
-
-
-def open_now(
-    backends: Sequence[Backend],
-    *,
-    wait: float = 0.0,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Open every backend now, in order: its ``open()`` (``ping()`` for one without),
-    so that a store that cannot be used fails here, with a message that names it,
-    rather than at the first report or read.
-
-    A *required* backend's failure is raised (``StorageUnavailable``); one that is
-    :class:`~pushreport.storage.StorageStarting` is tried again for up to *wait*
-    seconds first. A best-effort backend's failure is logged and it stays configured
-    (each report tries it again).
-    """
-    for backend in backends:
-        storage = backend.storage
-        start = getattr(storage, "open", None)
-        deadline = clock() + wait
-        while True:
-            try:
-                if start is not None:
-                    start()
-                else:
-                    storage.ping()
-                break
-            except StorageStarting as e:
-                if backend.required and wait > 0:
-                    if clock() < deadline:
-                        sleep(min(0.5, max(0.0, deadline - clock())))
-                        continue
-                    raise StorageStarting(f"{e} (waited {wait:g} s)") from None
-                if backend.required:
-                    raise
-                _open_failed(backend, e)
-                break
-            except StorageUnavailable as e:
-                if backend.required:
-                    raise
-                _open_failed(backend, e)
-                break
+        close_backends(self.backends)
 
 
 def open_reader(config: Config) -> Receiver:
@@ -699,7 +685,3 @@ def open_reader(config: Config) -> Receiver:
         receiver.close()
         raise
     return receiver
-
-
-def _open_failed(backend: Backend, error: Exception) -> None:
-    log.warning("best-effort storage backend %r cannot be opened: %s", backend.name, error)

@@ -1,7 +1,7 @@
 """``pushreport stats``: what the stored registrations look like, in the terminal or JSON.
 
 Streams over ``iter(storage)`` of the first backend (the one ``pushreport list``
-reads), one registration at a time, into :class:`pushreport_core._stats.RegistrationStats`
+reads), one registration at a time, into :class:`pushreport_core.RegistrationStats`
 (the heuristics are documented there).
 """
 
@@ -11,8 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Callable, Iterable, TextIO
 
-from pushreport_core import Registration
-from pushreport_core._stats import PLATFORMS, RegistrationStats
+from pushreport_core import PLATFORMS, Registration, RegistrationStats
 
 from ._config import Config
 from ._service import open_reader

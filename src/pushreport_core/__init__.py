@@ -16,6 +16,7 @@ from ._accountxml import (
     account_xml,
     calls_loopback,
     check_base_url,
+    default_template,
     removal_account_xml,
 )
 from ._client import (
@@ -98,7 +99,8 @@ from ._removal import (
     shapes_overlap,
 )
 from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
-from ._templates import METHODS, TOKEN_VARIABLES, Template, xml_unescape
+from ._stats import PLATFORMS, RegistrationStats
+from ._templates import BODY_METHODS, FORM, METHODS, TOKEN_VARIABLES, Template, xml_unescape
 from ._values import (
     REGISTRATION_FIELDS,
     TOKEN_FIELDS,
@@ -132,6 +134,11 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "MAX_TARGET",
     "METHODS",
+    "BODY_METHODS",
+    "FORM",
+    "PLATFORMS",
+    "RegistrationStats",
+    "default_template",
     "TOKEN_VARIABLES",
     "PASSWORD_VARIABLE",
     "REGISTRATION_FIELDS",

@@ -2,7 +2,9 @@
 
 - :func:`create_app` — a standalone WSGI app;
 - :class:`PushReportMiddleware` — mounts pushreport in front of any WSGI app;
-- :func:`raw_target` — the request target as it came over the wire.
+- :func:`raw_target` — the request target as it came over the wire;
+- :class:`PathDispatcher`, :class:`LookupApp`, :class:`ReportMiddleware` — the parts
+  the middleware composes.
 
 The service behind it (configuration, the receiver, plugins, storage, lookup and push)
 is :mod:`pushreport`; its names are re-exported here for code written against earlier
@@ -34,15 +36,18 @@ from pushreport import (
     make_plugin_manager,
     push,
 )
-from pushreport._lookup import LookupApp
 
-from ._app import PushReportMiddleware, create_app, raw_target
+from ._app import PushReportMiddleware, create_app
+from ._endpoints import LookupApp, PathDispatcher
+from ._reports import ReportMiddleware, raw_target
 
 __all__ = [
     "Backend",
     "Config",
     "PluginsConfig",
+    "PathDispatcher",
     "PushReportMiddleware",
+    "ReportMiddleware",
     "Receiver",
     "ReporterConfig",
     "ServerConfig",

@@ -11,8 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from pushreport._config import LimitsConfig
-from pushreport._limits import client_address
+from pushreport import LimitsConfig, client_address
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import Config, Receiver, make_plugin_manager
 
@@ -28,10 +27,7 @@ def limits(*trusted: str, header: str = XFF) -> LimitsConfig:
 
 
 def client(peer: str | None, header: str | None, config: LimitsConfig) -> str | None:
-    environ = {} if peer is None else {"REMOTE_ADDR": peer}
-    if header is not None:
-        environ["HTTP_" + config.client_header.upper().replace("-", "_")] = header
-    return client_address(environ, config)
+    return client_address(peer, header, config.trusted_proxies)
 
 
 @pytest.mark.parametrize(
@@ -75,11 +71,29 @@ def test_the_right_most_untrusted_address_is_the_client(peer, header, trusted, e
 
 
 def test_without_client_header_the_peer_as_given():
-    assert client_address({"REMOTE_ADDR": "192.0.2.1"}) == "192.0.2.1"
-    assert client_address({"REMOTE_ADDR": "192.0.2.1", "HTTP_X_FORWARDED_FOR": "1.1.1.1"}) == (
-        "192.0.2.1"
+    assert client_address("192.0.2.1") == "192.0.2.1"
+    assert client_address("192.0.2.1", "1.1.1.1") == "192.0.2.1"
+    assert client_address(None) is None
+
+
+def test_the_adapter_reads_the_configured_header_and_nothing_else(tmp_path: Path):
+    """``client_header`` names any header: the WSGI adapter finds it in the environ
+    (``X-Client-Addr`` is ``HTTP_X_CLIENT_ADDR``), and a header of another name is the
+    client's own, never read."""
+    app = app_with(
+        tmp_path,
+        Clock(),
+        per_client="1/minute",
+        client_header="X-Client-Addr",
+        trusted_proxies=("10.0.0.1",),
     )
-    assert client_address({}) is None
+    proxy = "10.0.0.1"
+    assert get(app, query(), proxy, **{"X-Client-Addr": "198.51.100.1"}).status_code == 200
+    assert get(app, query(), proxy, **{"X-Client-Addr": "198.51.100.2"}).status_code == 200
+    assert get(app, query(), proxy, **{"X-Client-Addr": "198.51.100.2"}).status_code == 429
+    # Another header: the proxy itself is the client, once a minute.
+    assert get(app, query(), proxy, **{XFF: "198.51.100.3"}).status_code == 200
+    assert get(app, query(), proxy, **{XFF: "198.51.100.4"}).status_code == 429
 
 
 def test_repeated_headers_joined_by_the_server_are_one_chain():

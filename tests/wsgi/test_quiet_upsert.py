@@ -111,7 +111,9 @@ def test_receiver_handle_still_returns_the_stored_registration(tmp_path, stateme
     receiver = Receiver.from_config(make_config(tmp_path))
     registration = receiver.handle(Request(method="GET", target=SPEC_GET))
     assert (registration.selector, registration.reports) == (SELECTOR, 1)
-    assert receiver.accept(Request(method="GET", target=SPEC_GET)) == SELECTOR
+    # The adapters' call reads nothing back when nothing needs it.
+    outcome = receiver.receive(Request(method="GET", target=SPEC_GET))
+    assert (outcome.happened, outcome.selector, outcome.registration) == ("stored", SELECTOR, None)
     assert receiver.storage.get(SELECTOR).reports == 2  # type: ignore[union-attr]
     receiver.close()
 

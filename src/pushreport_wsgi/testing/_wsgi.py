@@ -7,8 +7,7 @@ import sys
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
-from pushreport_core import Request
-from pushreport_core._templates import BODY_METHODS
+from pushreport_core import BODY_METHODS, Request
 
 __all__ = ["wsgi_exchange"]
 

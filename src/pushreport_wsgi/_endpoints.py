@@ -1,0 +1,166 @@
+"""The endpoints beside the report paths, each a small WSGI app, and the dispatcher that
+composes them (the shape of werkzeug's ``DispatcherMiddleware``, by ``PATH_INFO``, so
+they are relative to the mount point).
+
+- :func:`healthz`, :class:`ReadyApp`, the metrics scrape (``[health]``, ``[metrics]``):
+  GET and HEAD only, ``text/plain``, never cached;
+- :class:`LookupApp`: ``[lookup]``'s JSON endpoint.
+
+What they answer is the service's (:class:`~pushreport.Readiness`,
+:class:`~pushreport.LookupEndpoint`, :class:`~pushreport.PrometheusMetrics`); this
+module only speaks WSGI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+from werkzeug.wrappers import Request, Response
+
+from pushreport import (
+    Lookup,
+    LookupConfig,
+    LookupEndpoint,
+    OperatorPaths,
+    PrometheusMetrics,
+    Readiness,
+    Receiver,
+    Storage,
+)
+from pushreport_core import Secret
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["LookupApp", "PathDispatcher", "ReadyApp", "healthz", "operator_apps"]
+
+_METHODS = OperatorPaths.methods
+
+
+def _answer(
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    status: str,
+    text: str,
+    headers: Sequence[tuple[str, str]] = (),
+) -> Iterable[bytes]:
+    data = text.encode("utf-8")
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+            *headers,
+        ],
+    )
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
+
+
+def _only_get(app: WSGIApplication) -> WSGIApplication:
+    def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD", "GET") not in _METHODS:
+            return _answer(
+                environ,
+                start_response,
+                "405 Method Not Allowed",
+                "method not allowed\n",
+                [("Allow", ", ".join(_METHODS))],
+            )
+        return app(environ, start_response)
+
+    return guarded
+
+
+def healthz(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``200 ok`` while the process answers at all."""
+    return _answer(environ, start_response, "200 OK", "ok\n")
+
+
+class ReadyApp:
+    """``200 ok`` when every required backend answers, else ``503`` naming the others."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        failed = self.readiness.failing()
+        if failed:
+            text = f"not ready: {', '.join(failed)}\n"
+            return _answer(environ, start_response, "503 Service Unavailable", text)
+        return _answer(environ, start_response, "200 OK", "ok\n")
+
+
+class LookupApp:
+    """The lookup endpoint under *path* (:class:`~pushreport.LookupEndpoint`) over WSGI."""
+
+    def __init__(self, lookup: Lookup, *, token: Secret, path: str) -> None:
+        self.endpoint = LookupEndpoint(lookup, token=token, path=path)
+
+    @classmethod
+    def from_config(cls, config: LookupConfig, storage: Storage) -> LookupApp:
+        return cls(Lookup(storage), token=config.bearer_token(), path=config.path)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["pushreport.handled"] = True
+        request = Request(environ)
+        answer = self.endpoint.answer(
+            method=request.method,
+            path=request.path,
+            query=request.args.to_dict(flat=False),
+            authorization=request.headers.get("Authorization", ""),
+        )
+        response = Response(
+            answer.json(),
+            status=answer.status,
+            headers=dict(answer.headers),
+            content_type="application/json; charset=utf-8",
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response(environ, start_response)
+
+
+def operator_apps(receiver: Receiver) -> dict[str, WSGIApplication]:
+    """The health and metrics apps *receiver*'s configuration turns on, by path.
+
+    :raises ConfigurationError: a path a report shape owns, or one two endpoints share.
+    """
+    paths = OperatorPaths.of(receiver)
+    apps: dict[str, WSGIApplication] = {}
+    if paths.healthz is not None:
+        apps[paths.healthz] = healthz
+    if paths.readyz is not None:
+        timeout = receiver.config.health.timeout
+        apps[paths.readyz] = ReadyApp(Readiness(receiver.backends, timeout=timeout))
+    if paths.metrics is not None and isinstance(receiver.metrics, PrometheusMetrics):
+        from prometheus_client import make_wsgi_app
+
+        apps[paths.metrics] = make_wsgi_app(receiver.metrics.registry(receiver.backends))
+    return {path: _only_get(app) for path, app in apps.items()}
+
+
+class PathDispatcher:
+    """Send a request to the app of its ``PATH_INFO``: one of *exact* paths, else one of
+    *prefixes* (the prefix itself, or a path under it), else *default*."""
+
+    def __init__(
+        self,
+        default: WSGIApplication,
+        *,
+        exact: Mapping[str, WSGIApplication] | None = None,
+        prefixes: Mapping[str, WSGIApplication] | None = None,
+    ) -> None:
+        self.default = default
+        self.exact = dict(exact or {})
+        self.prefixes = [(p, p + "/", app) for p, app in (prefixes or {}).items()]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        app = self.exact.get(path)
+        if app is None:
+            app = self.default
+            for prefix, under, candidate in self.prefixes:
+                if path == prefix or path.startswith(under):
+                    app = candidate
+                    break
+        return app(environ, start_response)
