@@ -166,7 +166,8 @@ def test_a_lookup_on_failing_storage_logs_one_line_per_interval(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pushreport_core import Secret
-    from pushreport_wsgi import Lookup, LookupApp, _lookup
+    from pushreport import Lookup, _lookup
+    from pushreport_wsgi import LookupApp
 
     monkeypatch.setattr(_lookup, "_failures", ThrottledLog(_lookup.log))
 
@@ -175,7 +176,7 @@ def test_a_lookup_on_failing_storage_logs_one_line_per_interval(
     client = Client(app)
     headers = {"Authorization": "Bearer " + "t" * 32}
     statuses = {
-        client.get(app.path + "/registrations?username=alice", headers=headers).status_code
+        client.get("/pushreport/lookup/registrations?username=alice", headers=headers).status_code
         for _ in range(30)
     }
     assert statuses == {503}
