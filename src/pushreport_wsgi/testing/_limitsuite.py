@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import traceback
 from typing import Any, Callable, ClassVar, ContextManager, Iterator
@@ -12,6 +11,7 @@ import pytest
 from pushreport_core import StorageUnavailable
 
 from ..limitstate import LimitState
+from ._suite import _process_context
 
 __all__ = ["LimitStateConformance", "LimitStateOpener"]
 
@@ -220,7 +220,9 @@ class LimitStateConformance:
     ) -> None:
         if not self.supports_processes:
             pytest.skip(f"{type(self).__name__}: supports_processes is False")
-        ctx = multiprocessing.get_context("fork")
+        # spawn when the factory pickles: a fork of this process could inherit a lock
+        # another thread holds (SQLite's, logging's) and hang.
+        ctx = _process_context(make_state)
         barrier, out = ctx.Barrier(4), ctx.Queue()
         procs = [
             ctx.Process(target=_take_many, args=(make_state, "k", 30, barrier, out, T0))

@@ -10,7 +10,7 @@ import traceback
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, ClassVar, ContextManager, Iterator
+from typing import Any, Callable, ClassVar, ContextManager, Iterator
 
 import attrs
 import pytest
@@ -174,7 +174,7 @@ def _check_one_owner(storage: Storage, won: dict[int, list[str]], rounds: int) -
         assert stored.reports == 1 and stored.token_msgs == f"{won[r][0]}x{r}AAAA"
 
 
-def _process_context(make_storage: StorageOpener) -> Any:
+def _process_context(make_storage: Callable[[], object]) -> Any:
     """Fresh interpreters (``spawn``) when the factory pickles; else ``fork``, which
     copies the test process with whatever locks its other threads hold."""
     try:
