@@ -20,3 +20,22 @@ settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE")
     or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
 )
+
+
+def wait_for_child(pid: int, seconds: float = 60.0) -> int:
+    """The exit code of the forked child *pid*, waited for at most *seconds*; a child
+    still running then (deadlocked on a lock another thread held at the fork) is
+    killed and reported, so that the test fails instead of hanging the whole run."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} still running after {seconds} s: killed")
+        time.sleep(0.01)

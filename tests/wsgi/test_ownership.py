@@ -271,6 +271,10 @@ def _race_worker(config: Config, user: str, rounds: int, barrier: Any, out: Any)
 
     from pushreport_core import AuthenticationFailed, Request, StorageUnavailable
 
+    # A fresh interpreter (spawn): the module of the callable is installed here too.
+    module = types.ModuleType("pushreport_test_owners")
+    module.check_user = check_user  # type: ignore[attr-defined]
+    sys.modules["pushreport_test_owners"] = module
     receiver = Receiver.from_config(config)
     results: list[tuple[int, int]] | str = []
     try:
@@ -311,16 +315,22 @@ def test_processes_racing_for_new_selectors_never_both_pass(tmp_path, request, n
         base_dir=tmp_path,
     )
     users, rounds = ["alice", "mallory", "bob"], 40
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a fork of this process (threads of other tests' apps) could
+    # inherit a lock such a thread holds and hang.
+    ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(len(users)), ctx.Queue()
     procs = [
         ctx.Process(target=_race_worker, args=(config, u, rounds, barrier, out)) for u in users
     ]
     for p in procs:
         p.start()
-    results = dict(out.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
+    try:
+        results = dict(out.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
     crashed = [r for r in results.values() if isinstance(r, str)]
     assert crashed == []
     receiver = Receiver.from_config(config, serving=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import traceback
 from typing import Any, Callable, ClassVar, ContextManager, Iterator

@@ -19,6 +19,8 @@ from pushreport.storage import StorageContext
 from pushreport_core import ConfigurationError, Report, StorageUnavailable
 from pushreport_postgresql import SCHEMA_VERSION, PostgreSQLStorage
 
+from ...conftest import wait_for_child
+
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTORS = (
     "0123456789abcdef0123456789abcdef01234567:c0f",
@@ -276,8 +278,7 @@ def test_a_forked_child_opens_its_own_pool(pg_dsn: str, pg_table: str) -> None:
                 s.close()
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert wait_for_child(pid) == 0
         # The parent's connections survived the child's use and close.
         assert s.upsert(FULL, now=T0).reports == 3
     finally:

@@ -29,6 +29,8 @@ from pushreport_core import (
 from pushreport_sqlite import SCHEMA_VERSION, SQLiteStorage
 from pushreport_sqlite import _storage as sql
 
+from ...conftest import wait_for_child
+
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTOR = "0123456789abcdef0123456789abcdef01234567:1"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98:2"
@@ -520,8 +522,7 @@ def test_connection_opened_before_fork_is_not_used_in_the_child(storage: SQLiteS
                 code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_for_child(pid) == 0
     assert storage._local.conn is inherited  # the parent's connection is still its own
     assert storage.get(OTHER).token_msgs == "fromCHILD1"
 
