@@ -165,8 +165,8 @@ def test_a_failing_authentication_callable_logs_one_line_per_interval(
 def test_a_lookup_on_failing_storage_logs_one_line_per_interval(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pushreport_core import Secret
     from pushreport import Lookup, _lookup
+    from pushreport_core import Secret
     from pushreport_wsgi import LookupApp
 
     monkeypatch.setattr(_lookup, "_failures", ThrottledLog(_lookup.log))
