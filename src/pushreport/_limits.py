@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 import attrs
 
 from pushreport_core import (
+    REPORTED_FIELDS,
     ConfigurationError,
     Report,
     Request,
@@ -223,18 +224,6 @@ def client_address(
     return client
 
 
-#: The text fields of a report that are stored, in ``Report.stored_fields()`` order.
-_TEXT_FIELDS = (
-    "selector",
-    "username",
-    "token_calls",
-    "appid_calls",
-    "token_msgs",
-    "appid_msgs",
-    "user_agent",
-)
-
-
 def _failure_key(report: Report, request: Request) -> str:
     """Failures count per client and username together: one client's failures never
     lock out another client, and one client's guessing is still stopped."""
@@ -346,7 +335,7 @@ class Limiter:
 
     def check_report(self, report: Report, request: Request) -> None:
         limit = self.max_field
-        for name in _TEXT_FIELDS:
+        for name in REPORTED_FIELDS:  # the text ones; extra is checked below
             value = getattr(report, name)
             if isinstance(value, str) and len(value) > limit:
                 raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} characters)")

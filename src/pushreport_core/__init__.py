@@ -84,7 +84,8 @@ from ._lifecycle import (
     prune_cutoff,
     prune_due,
 )
-from ._merge import merge, without_token
+from ._merge import MERGE_POLICY, merge, without_token
+from ._policy import Policy
 from ._redact import MASK, SENSITIVE_NAMES, redact_target, shorten
 from ._removal import (
     DEFAULT_REMOVAL_ACCOUNT_XML,
@@ -101,6 +102,7 @@ from ._report import DEFAULT_MAX_BODY, MAX_TARGET, Shapes, parse_request
 from ._templates import METHODS, TOKEN_VARIABLES, Template, xml_unescape
 from ._values import (
     REGISTRATION_FIELDS,
+    REPORTED_FIELDS,
     TOKEN_FIELDS,
     Purpose,
     Registration,
@@ -135,7 +137,10 @@ __all__ = [
     "TOKEN_VARIABLES",
     "PASSWORD_VARIABLE",
     "REGISTRATION_FIELDS",
+    "REPORTED_FIELDS",
     "REPORT_FIELDS",
+    "MERGE_POLICY",
+    "Policy",
     "TOKEN_FIELDS",
     "VARIABLE_FIELDS",
     "AuthenticationFailed",

@@ -1,62 +1,74 @@
-"""Merging a report into what is stored: the iOS delay rule."""
+"""Merging a report into what is stored: a loop over the merge policy table."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import attrs
 
+from ._policy import POLICY_KEY, Policy
 from ._values import Registration, Report
 
-__all__ = ["merge", "without_token"]
+__all__ = ["merge", "without_token", "MERGE_POLICY"]
+
+#: How a report changes each field of a registration, in field order: declared with the
+#: fields of :class:`~pushreport_core.Registration`, read from there. :func:`merge` is a
+#: loop over it; the SQL backends build their upserts from it.
+MERGE_POLICY: Mapping[str, Policy] = MappingProxyType(
+    {f.name: f.metadata[POLICY_KEY] for f in attrs.fields(Registration)}
+)
+
+
+def _key(old: Any, new: Any, now: datetime) -> Any:
+    if new != old:
+        raise ValueError(f"cannot merge a report for selector {new!r} into {old!r}")
+    return old
+
+
+#: A field's value in a new registration: (the report's value, now) -> value.
+_NEW: Mapping[Policy, Callable[[Any, datetime], Any]] = {
+    Policy.KEY: lambda reported, now: reported,
+    Policy.KEEP_KNOWN: lambda reported, now: reported,
+    Policy.MERGE_EXTRA: lambda reported, now: reported,
+    Policy.EARLIEST: lambda reported, now: now,
+    Policy.LATEST: lambda reported, now: now,
+    Policy.COUNT: lambda reported, now: 1,
+}
+#: A stored field's value after a report: (stored value, the report's value, now) -> value.
+_NEXT: Mapping[Policy, Callable[[Any, Any, datetime], Any]] = {
+    Policy.KEY: _key,
+    Policy.KEEP_KNOWN: lambda old, new, now: old if new is None else new,
+    Policy.MERGE_EXTRA: lambda old, new, now: {**old, **new} if new else old,
+    Policy.EARLIEST: lambda old, new, now: min(old, now),
+    Policy.LATEST: lambda old, new, now: max(old, now),
+    Policy.COUNT: lambda old, new, now: old + 1,
+}
+_NEW_STEPS = tuple((name, _NEW[policy]) for name, policy in MERGE_POLICY.items())
+_NEXT_STEPS = tuple((name, _NEXT[policy]) for name, policy in MERGE_POLICY.items())
 
 
 def merge(stored: Registration | None, report: Report, *, now: datetime) -> Registration:
     """Return the registration that results from *report* arriving at *now*.
 
-    "On iOS, there is sometimes a delay getting the pushTokenOther which results in the
-    web service being called with a null value for pushTokenOther." So a token, app id,
-    username or extra value that the report does not know never erases a stored one; a
-    known value replaces it. Registrations are keyed by ``selector``.
+    Each field follows its :data:`MERGE_POLICY`: "On iOS, there is sometimes a delay
+    getting the pushTokenOther which results in the web service being called with a
+    null value for pushTokenOther." So a token, app id, username or extra value that the
+    report does not know never erases a stored one; a known value replaces it.
+    Registrations are keyed by ``selector``.
     """
     if stored is None:
         return Registration(
-            selector=report.selector,
-            username=report.username,
-            token_calls=report.token_calls,
-            appid_calls=report.appid_calls,
-            token_msgs=report.token_msgs,
-            appid_msgs=report.appid_msgs,
-            extra=report.extra,
-            user_agent=report.user_agent,
-            first_seen=now,
-            last_seen=now,
-            reports=1,
+            **{name: new(getattr(report, name, None), now) for name, new in _NEW_STEPS}
         )
-    if stored.selector != report.selector:
-        raise ValueError(
-            f"cannot merge a report for selector {report.selector!r} into {stored.selector!r}"
-        )
-    extra = stored.extra
-    if report.extra:
-        extra = {**stored.extra, **report.extra}
     return attrs.evolve(
         stored,
-        username=_known(report.username, stored.username),
-        token_calls=_known(report.token_calls, stored.token_calls),
-        appid_calls=_known(report.appid_calls, stored.appid_calls),
-        token_msgs=_known(report.token_msgs, stored.token_msgs),
-        appid_msgs=_known(report.appid_msgs, stored.appid_msgs),
-        extra=extra,
-        user_agent=_known(report.user_agent, stored.user_agent),
-        first_seen=min(stored.first_seen, now),
-        last_seen=max(stored.last_seen, now),
-        reports=stored.reports + 1,
+        **{
+            name: step(getattr(stored, name), getattr(report, name, None), now)
+            for name, step in _NEXT_STEPS
+        },
     )
-
-
-def _known(new: str | None, old: str | None) -> str | None:
-    return old if new is None else new
 
 
 def without_token(registration: Registration, token: str) -> Registration:

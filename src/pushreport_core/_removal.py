@@ -40,7 +40,7 @@ from ._errors import InvalidReport, MethodNotAllowed
 from ._fields import TargetValue
 from ._report import DEFAULT_MAX_BODY, Shapes, parse_request
 from ._templates import Template
-from ._values import Registration, Report, Request, Secret, _extra
+from ._values import Registration, Report, Request, Secret, extra_dict
 
 __all__ = [
     "Removal",
@@ -85,7 +85,7 @@ class Removal:
     username: str | None = None
     token_calls: str | None = None
     token_msgs: str | None = None
-    extra: dict[str, str] = attrs.field(factory=dict, converter=_extra, hash=False)
+    extra: dict[str, str] = attrs.field(factory=dict, converter=extra_dict, hash=False)
     user_agent: str | None = None
     #: The account password, when the template carries ``%account[password]%``: handed
     #: to authentication only, never stored, never shown.
@@ -96,30 +96,12 @@ class Removal:
     @classmethod
     def from_report(cls, report: Report) -> Removal:
         """The removal a parsed request carries (app ids are not needed to remove)."""
-        return cls(
-            selector=report.selector,
-            username=report.username,
-            token_calls=report.token_calls,
-            token_msgs=report.token_msgs,
-            extra=report.extra,
-            user_agent=report.user_agent,
-            password=report.password,
-            shape=report.shape,
-        )
+        return cls(**{name: getattr(report, name) for name in _REMOVAL_FIELDS})
 
     def as_report(self) -> Report:
         """This removal as a :class:`Report` (no app ids), for hooks written for reports
         (authentication plugins read ``username``, ``selector`` and ``password``)."""
-        return Report(
-            selector=self.selector,
-            username=self.username,
-            token_calls=self.token_calls,
-            token_msgs=self.token_msgs,
-            extra=self.extra,
-            user_agent=self.user_agent,
-            password=self.password,
-            shape=self.shape,
-        )
+        return Report(**{name: getattr(self, name) for name in _REMOVAL_FIELDS})
 
     def applies_to(self, registration: Registration | None) -> bool:
         """Whether this removal deletes *registration* (the one stored for its selector).
@@ -135,6 +117,10 @@ class Removal:
             if named is not None and stored is not None and named != stored:
                 return False
         return True
+
+
+#: A removal's fields: a report's, less the app ids.
+_REMOVAL_FIELDS = tuple(f.name for f in attrs.fields(Removal))
 
 
 class DefaultRemovalShapes:

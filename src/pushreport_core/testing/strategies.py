@@ -313,18 +313,13 @@ def reports(
 
 @st.composite
 def registrations(draw: Any, selector: str | st.SearchStrategy[str] = selectors) -> Registration:
-    """Stored registrations for *selector*, as a storage backend would return them."""
+    """Stored registrations for *selector*, as a storage backend would return them: a
+    report's fields, seen *reports* times between two instants."""
+    report = draw(reports(selector))
     first = draw(utc_datetimes)
     last = first + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=900)))
     return Registration(
-        selector=selector if isinstance(selector, str) else draw(selector),
-        username=draw(_maybe(usernames)),
-        token_calls=draw(_maybe(tokens())),
-        appid_calls=draw(_maybe(app_ids)),
-        token_msgs=draw(_maybe(tokens())),
-        appid_msgs=draw(_maybe(app_ids)),
-        extra=draw(_EXTRA),
-        user_agent=draw(user_agents),
+        **report.stored_fields(),
         first_seen=first,
         last_seen=last,
         reports=draw(st.integers(1, 10**6)),
