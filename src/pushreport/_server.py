@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from pushreport_core import DEFAULT_REMOVAL_SHAPES, DEFAULT_SHAPES, Template
-from pushreport_core._templates import BODY_METHODS, FORM
+from pushreport_core._templates import BODY_METHODS
 from pushreport_wsgi import create_app
 
 from ._config import Config
@@ -45,7 +45,7 @@ def describe(receiver: Receiver) -> list[str]:
     elif isinstance(shapes, Template):
         line = f"accepting {shapes.method} {shapes.path_template}"
         if shapes.post_data and shapes.method in BODY_METHODS:
-            line += f" with a {shapes.content_type or FORM} body"
+            line += f" with a {shapes.request_content_type} body"
         lines.append(line)
     removal = receiver.removal_shapes
     if removal is DEFAULT_REMOVAL_SHAPES:

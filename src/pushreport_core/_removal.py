@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from ._client import render_request
-from ._defaults import DefaultShapes, locate_default, parse_default
+from ._defaults import TOKEN_PATH, DefaultShapes, locate_default, on_default_path, parse_default
 from ._errors import InvalidReport, MethodNotAllowed
 from ._fields import TargetValue
 from ._report import DEFAULT_MAX_BODY, Shapes, parse_request
@@ -67,8 +67,6 @@ DEFAULT_REMOVAL_ACCOUNT_XML = {
 }
 
 _REMOVAL_PATH = re.compile(r"/removal(?:/([^/]*)/?)?")
-_TOKEN_PATH = re.compile(r"/token(?:/([^/]*)/?)?")
-_PUSHTOKEN_PATH = re.compile(r"/pushToken/([^/]*)/([^/]*)/([^/]*?)/?")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _BODY_METHODS = ("POST", "PUT", "DELETE")
 
@@ -145,10 +143,7 @@ class DefaultRemovalShapes:
         if method != "DELETE":
             return False
         # DELETE on the reporter's default paths; their other methods are the reporter's.
-        return (
-            _TOKEN_PATH.fullmatch(raw_path) is not None
-            or _PUSHTOKEN_PATH.fullmatch(raw_path) is not None
-        )
+        return on_default_path(raw_path)
 
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS
@@ -157,7 +152,7 @@ class DefaultRemovalShapes:
         """Where the values this parser reads sit in *target*, and what each fills (for
         redaction); whether or not the request parses."""
         path = target.partition("?")[0]
-        token_path = _REMOVAL_PATH if _REMOVAL_PATH.fullmatch(path) is not None else _TOKEN_PATH
+        token_path = _REMOVAL_PATH if _REMOVAL_PATH.fullmatch(path) is not None else TOKEN_PATH
         return locate_default(target, token_path)
 
     def parse_request(self, request: Request) -> Report:
@@ -168,14 +163,11 @@ class DefaultRemovalShapes:
             return parse_default(
                 request, _REMOVAL_PATH, body_methods=_BODY_METHODS, shape="removal"
             )
-        if (
-            _TOKEN_PATH.fullmatch(request.path) is None
-            and _PUSHTOKEN_PATH.fullmatch(request.path) is None
-        ):
+        if not on_default_path(request.path):
             raise InvalidReport("path is not one of the default removal paths")
         if method != "DELETE":
             raise MethodNotAllowed(f"method {method} is not allowed here", allowed=("DELETE",))
-        return parse_default(request, _TOKEN_PATH, body_methods=_BODY_METHODS, shape="removal")
+        return parse_default(request, TOKEN_PATH, body_methods=_BODY_METHODS, shape="removal")
 
 
 DEFAULT_REMOVAL_SHAPES = DefaultRemovalShapes()
