@@ -29,8 +29,9 @@ With no removal template configured, the **default removal shapes** accept:
 
 from __future__ import annotations
 
+import enum
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import attrs
 
@@ -38,12 +39,16 @@ from ._client import render_request
 from ._defaults import TOKEN_PATH, DefaultShapes, locate_default, on_default_path, parse_default
 from ._errors import InvalidReport, MethodNotAllowed
 from ._fields import TargetValue
+from ._lifecycle import may_write
 from ._report import DEFAULT_MAX_BODY, Shapes, parse_request
 from ._templates import Template
 from ._values import Registration, Report, Request, Secret, extra_dict
 
 __all__ = [
     "Removal",
+    "RemovalPlan",
+    "Claim",
+    "claim",
     "DefaultRemovalShapes",
     "DEFAULT_REMOVAL_SHAPES",
     "REMOVAL_PREFIX",
@@ -69,6 +74,22 @@ DEFAULT_REMOVAL_ACCOUNT_XML = {
 _REMOVAL_PATH = re.compile(r"/removal(?:/([^/]*)/?)?")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _BODY_METHODS = ("POST", "PUT", "DELETE")
+
+
+class RemovalPlan(enum.Enum):
+    """What a removal does to the registration stored for its selector
+    (:meth:`Removal.plan`); the receiver carries it out in each backend."""
+
+    #: The registration goes.
+    DELETE = "delete"
+    #: Nothing is stored: already removed (the app retries a non-2xx). A success.
+    GONE = "gone"
+    #: The registration holds another token than the removal names: it is newer than
+    #: the removal, and stays. A success.
+    KEEP_NEWER = "keep-newer"
+    #: It is stored under another username than the identified user's: refused (403),
+    #: nothing deleted anywhere.
+    REFUSE = "refuse"
 
 
 @attrs.frozen(kw_only=True)
@@ -115,6 +136,21 @@ class Removal:
             if named is not None and stored is not None and named != stored:
                 return False
         return True
+
+    def plan(self, stored: Registration | None, *, identified: bool = False) -> RemovalPlan:
+        """What this removal does to *stored*, the registration stored for its selector.
+
+        *identified*: authentication vouched for the username, so a selector stored
+        under another one is refused (:func:`~pushreport_core.may_write`); the backend
+        that decides ownership asks with it, the others without.
+        """
+        if stored is None:
+            return RemovalPlan.GONE
+        if stored.selector != self.selector:
+            raise ValueError(f"a removal of {self.selector!r} has no plan for {stored.selector!r}")
+        if identified and not may_write(stored, self.username):
+            return RemovalPlan.REFUSE
+        return RemovalPlan.DELETE if self.applies_to(stored) else RemovalPlan.KEEP_NEWER
 
 
 #: A removal's fields: a report's, less the app ids.
@@ -244,6 +280,28 @@ class _SampleValues(dict):  # type: ignore[type-arg]
 
     def get(self, key: Any, default: Any = None) -> str:
         return "x"
+
+
+#: Which web service a request is for: the Push Token Reporter or the Account Removal
+#: Reporter.
+Claim = Literal["report", "removal"]
+
+
+def claim(
+    method: str, raw_path: str, *, reporter: Shapes, removal: Shapes | None = None
+) -> Claim | None:
+    """Which shapes take a *method* request for *raw_path* (still percent-encoded):
+    ``"removal"``, ``"report"``, or ``None`` when neither does (it passes through).
+
+    The removal shapes take what they own and accept; a request on a path both own
+    goes to the one that accepts its method (a template on the reporter's path with
+    ``DELETE``), and one neither accepts to the reporter, which answers 405.
+    """
+    if removal is not None and removal.owns(method, raw_path):
+        if method.upper() in removal.allowed_methods() or not reporter.owns(method, raw_path):
+            return "removal"
+        return "report"
+    return "report" if reporter.owns(method, raw_path) else None
 
 
 def _claims(shapes: Any, method: str, path: str) -> bool:
