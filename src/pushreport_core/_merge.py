@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import attrs
 
@@ -21,32 +21,19 @@ MERGE_POLICY: Mapping[str, Policy] = MappingProxyType(
 )
 
 
-def _key(old: Any, new: Any, now: datetime) -> Any:
-    if new != old:
-        raise ValueError(f"cannot merge a report for selector {new!r} into {old!r}")
-    return old
+def _fields(*policies: Policy) -> tuple[str, ...]:
+    return tuple(name for name, policy in MERGE_POLICY.items() if policy in policies)
 
 
-#: A field's value in a new registration: (the report's value, now) -> value.
-_NEW: Mapping[Policy, Callable[[Any, datetime], Any]] = {
-    Policy.KEY: lambda reported, now: reported,
-    Policy.KEEP_KNOWN: lambda reported, now: reported,
-    Policy.MERGE_EXTRA: lambda reported, now: reported,
-    Policy.EARLIEST: lambda reported, now: now,
-    Policy.LATEST: lambda reported, now: now,
-    Policy.COUNT: lambda reported, now: 1,
-}
-#: A stored field's value after a report: (stored value, the report's value, now) -> value.
-_NEXT: Mapping[Policy, Callable[[Any, Any, datetime], Any]] = {
-    Policy.KEY: _key,
-    Policy.KEEP_KNOWN: lambda old, new, now: old if new is None else new,
-    Policy.MERGE_EXTRA: lambda old, new, now: {**old, **new} if new else old,
-    Policy.EARLIEST: lambda old, new, now: min(old, now),
-    Policy.LATEST: lambda old, new, now: max(old, now),
-    Policy.COUNT: lambda old, new, now: old + 1,
-}
-_NEW_STEPS = tuple((name, _NEW[policy]) for name, policy in MERGE_POLICY.items())
-_NEXT_STEPS = tuple((name, _NEXT[policy]) for name, policy in MERGE_POLICY.items())
+# The table by policy, each rule below a loop over the fields that have it.
+_KEY = _fields(Policy.KEY)
+_KEEP_KNOWN = _fields(Policy.KEEP_KNOWN)
+_MERGE_EXTRA = _fields(Policy.MERGE_EXTRA)
+_EARLIEST = _fields(Policy.EARLIEST)
+_LATEST = _fields(Policy.LATEST)
+_COUNT = _fields(Policy.COUNT)
+#: A new registration takes these from the report as they are.
+_REPORTED = _fields(*(policy for policy in Policy if policy.reported))
 
 
 def merge(stored: Registration | None, report: Report, *, now: datetime) -> Registration:
@@ -59,16 +46,36 @@ def merge(stored: Registration | None, report: Report, *, now: datetime) -> Regi
     Registrations are keyed by ``selector``.
     """
     if stored is None:
-        return Registration(
-            **{name: new(getattr(report, name, None), now) for name, new in _NEW_STEPS}
-        )
-    return attrs.evolve(
-        stored,
-        **{
-            name: step(getattr(stored, name), getattr(report, name, None), now)
-            for name, step in _NEXT_STEPS
-        },
-    )
+        values: dict[str, Any] = {name: getattr(report, name) for name in _REPORTED}
+        for name in _EARLIEST + _LATEST:
+            values[name] = now
+        for name in _COUNT:
+            values[name] = 1
+        return Registration(**values)
+    for name in _KEY:
+        if getattr(report, name) != getattr(stored, name):
+            raise ValueError(
+                f"cannot merge a report for {name} {getattr(report, name)!r} "
+                f"into {getattr(stored, name)!r}"
+            )
+    changes: dict[str, Any] = {}
+    for name in _KEEP_KNOWN:
+        new = getattr(report, name)
+        if new is not None:
+            changes[name] = new
+    for name in _MERGE_EXTRA:
+        new = getattr(report, name)
+        if new:
+            changes[name] = {**getattr(stored, name), **new}
+    for name in _EARLIEST:
+        if now < getattr(stored, name):
+            changes[name] = now
+    for name in _LATEST:
+        if now > getattr(stored, name):
+            changes[name] = now
+    for name in _COUNT:
+        changes[name] = getattr(stored, name) + 1
+    return attrs.evolve(stored, **changes)
 
 
 def without_token(registration: Registration, token: str) -> Registration:
