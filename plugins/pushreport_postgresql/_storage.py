@@ -19,7 +19,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pushreport.storage import BackendOptions, StorageContext, StorageStarting
-from pushreport_core import REGISTRATION_FIELDS, Registration, Report, StorageUnavailable
+from pushreport_core import (
+    MERGE_POLICY,
+    REGISTRATION_FIELDS,
+    Policy,
+    Registration,
+    Report,
+    StorageUnavailable,
+)
 
 from ._options import OPTIONS_DOC
 
@@ -60,7 +67,36 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 
 # The columns are the JSON keys of a registration, in the same order.
 _COLUMNS = REGISTRATION_FIELDS
-_KNOWN_WINS = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs", "user_agent")
+_KEY = next(c for c, policy in MERGE_POLICY.items() if policy is Policy.KEY)
+
+# The merge rule of pushreport_core.merge, done by the database in one atomic statement,
+# built from the core's table (MERGE_POLICY) through PostgreSQL's way of writing each
+# policy: {c} is the column, {p} the report's value of it, {now} the report's time; t.{c}
+# is the stored value, EXCLUDED.{c} the report's.
+#: A new row's value of a column, by its policy.
+NEW_SQL: Mapping[Policy, str] = {
+    Policy.KEY: "{p}",
+    Policy.KEEP_KNOWN: "{p}",
+    Policy.MERGE_EXTRA: "{p}",
+    Policy.EARLIEST: "{now}",
+    Policy.LATEST: "{now}",
+    Policy.COUNT: "1",
+}
+#: A stored row's new value of a column, by its policy (the key is the conflict target).
+MERGE_SQL: Mapping[Policy, str] = {
+    Policy.KEEP_KNOWN: "COALESCE(EXCLUDED.{c}, t.{c})",
+    Policy.MERGE_EXTRA: "t.{c} || EXCLUDED.{c}",
+    Policy.EARLIEST: "LEAST(t.{c}, EXCLUDED.{c})",
+    Policy.LATEST: "GREATEST(t.{c}, EXCLUDED.{c})",
+    Policy.COUNT: "t.{c} + 1",
+}
+_SET_SEPARATOR = sql.SQL(",\n    ")
+
+
+def _policy_sql(template: str, column: str) -> sql.Composed:
+    return sql.SQL(template).format(
+        c=sql.Identifier(column), p=sql.Placeholder(column), now=sql.Placeholder("now")
+    )
 
 
 def _check_table(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -115,36 +151,36 @@ class _Statements:
                 sql.Identifier(f"{table}_username"), t
             ),
         )
-        # The merge rule of pushreport_core.merge, done by the database in one atomic
-        # statement: "a null value for pushTokenOther" (the iOS delay) never erases a
-        # stored value, whichever host the report reached.
-        sets = [
-            sql.SQL("{c} = COALESCE(EXCLUDED.{c}, t.{c})").format(c=sql.Identifier(c))
-            for c in _KNOWN_WINS
-        ]
+        # The merge rule (see MERGE_SQL): "a null value for pushTokenOther" (the iOS
+        # delay) never erases a stored value, whichever host the report reached.
         self.upsert = sql.SQL("""INSERT INTO {t} AS t ({cols})
-VALUES (%(selector)s, %(username)s, %(token_calls)s, %(appid_calls)s, %(token_msgs)s,
-        %(appid_msgs)s, %(extra)s, %(user_agent)s, %(now)s, %(now)s, 1)
-ON CONFLICT (selector) DO UPDATE SET
-    {sets},
-    extra      = t.extra || EXCLUDED.extra,
-    first_seen = LEAST(t.first_seen, EXCLUDED.first_seen),
-    last_seen  = GREATEST(t.last_seen, EXCLUDED.last_seen),
-    reports    = t.reports + 1
-RETURNING {cols}""").format(t=t, cols=cols, sets=sql.SQL(",\n    ").join(sets))
+VALUES ({values})
+ON CONFLICT ({key}) DO UPDATE SET
+    {sets}
+RETURNING {cols}""").format(
+            t=t,
+            cols=cols,
+            key=sql.Identifier(_KEY),
+            values=sql.SQL(", ").join(
+                _policy_sql(NEW_SQL[policy], c) for c, policy in MERGE_POLICY.items()
+            ),
+            sets=_SET_SEPARATOR.join(
+                sql.SQL("{} = {}").format(sql.Identifier(c), _policy_sql(MERGE_SQL[policy], c))
+                for c, policy in MERGE_POLICY.items()
+                if policy is not Policy.KEY
+            ),
+        )
         # put_many: a registration stored exactly as given, replacing its selector's row.
         self.put = sql.SQL("""INSERT INTO {t} AS t ({cols})
-VALUES (%(selector)s, %(username)s, %(token_calls)s, %(appid_calls)s, %(token_msgs)s,
-        %(appid_msgs)s, %(extra)s, %(user_agent)s, %(first_seen)s, %(last_seen)s,
-        %(reports)s)
-ON CONFLICT (selector) DO UPDATE SET
+VALUES ({values})
+ON CONFLICT ({key}) DO UPDATE SET
     {sets}""").format(
             t=t,
             cols=cols,
-            sets=sql.SQL(",\n    ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                for c in _COLUMNS
-                if c != "selector"
+            key=sql.Identifier(_KEY),
+            values=sql.SQL(", ").join(map(sql.Placeholder, _COLUMNS)),
+            sets=_SET_SEPARATOR.join(
+                _policy_sql("{c} = EXCLUDED.{c}", c) for c in _COLUMNS if c != _KEY
             ),
         )
         self.get = sql.SQL("SELECT {} FROM {} WHERE selector = %s").format(cols, t)

@@ -39,17 +39,15 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import attrs
 
-from pushreport_core import REGISTRATION_FIELDS
+from pushreport_core import REPORTED_FIELDS
 
 __all__ = ["Spool", "encode", "flock_within", "FIELDS", "ROTATE_BYTES", "UNREADABLE"]
 
 log = logging.getLogger("pushreport.sqlite")
 
-#: The upsert's parameters, in the order a spool line holds them.
-FIELDS = (
-    *(f for f in REGISTRATION_FIELDS if f not in ("first_seen", "last_seen", "reports")),
-    "now",
-)
+#: The upsert's parameters, in the order a spool line holds them: what a report stores,
+#: and when it came. On disk: a spool written by one version is applied by the next.
+FIELDS = (*REPORTED_FIELDS, "now")
 #: A writer starts a new file once its current one is this long; the old one is deleted
 #: once applied, so the spool holds at most about this much per process beyond what is
 #: waiting to be applied.

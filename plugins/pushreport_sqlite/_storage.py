@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import math
+import operator
 import os
 import sqlite3
 import threading
@@ -28,7 +29,10 @@ from pushreport.storage import (
     StorageStarting,
 )
 from pushreport_core import (
+    MERGE_POLICY,
     REGISTRATION_FIELDS,
+    REPORTED_FIELDS,
+    Policy,
     Registration,
     Report,
     StorageUnavailable,
@@ -134,34 +138,60 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS registrations_username ON registrations (username, selector)",
 )
 
-# The merge rule of pushreport_core.merge, done by the database in one atomic statement:
+# The merge rule of pushreport_core.merge, done by the database in one atomic statement,
+# built from the core's table (MERGE_POLICY) through SQLite's way of writing each policy:
 # "a null value for pushTokenOther" (the iOS delay) never erases a stored value.
-UPSERT = f"""INSERT INTO registrations ({_COLUMNS})
-VALUES (:selector, :username, :token_calls, :appid_calls, :token_msgs, :appid_msgs,
-        :extra, :user_agent, :now, :now, 1)
-ON CONFLICT (selector) DO UPDATE SET
-    username    = COALESCE(excluded.username, registrations.username),
-    token_calls = COALESCE(excluded.token_calls, registrations.token_calls),
-    appid_calls = COALESCE(excluded.appid_calls, registrations.appid_calls),
-    token_msgs  = COALESCE(excluded.token_msgs, registrations.token_msgs),
-    appid_msgs  = COALESCE(excluded.appid_msgs, registrations.appid_msgs),
-    extra       = json_patch(registrations.extra, excluded.extra),
-    user_agent  = COALESCE(excluded.user_agent, registrations.user_agent),
-    first_seen  = MIN(registrations.first_seen, excluded.first_seen),
-    last_seen   = MAX(registrations.last_seen, excluded.last_seen),
-    reports     = registrations.reports + 1
+# registrations.<column> is the stored value, excluded.<column> the report's.
+#: A new row's value of a column, by its policy.
+NEW_SQL: Mapping[Policy, str] = {
+    Policy.KEY: ":{c}",
+    Policy.KEEP_KNOWN: ":{c}",
+    Policy.MERGE_EXTRA: ":{c}",
+    Policy.EARLIEST: ":now",
+    Policy.LATEST: ":now",
+    Policy.COUNT: "1",
+}
+#: A stored row's new value of a column, by its policy (the key is the conflict target).
+MERGE_SQL: Mapping[Policy, str] = {
+    Policy.KEEP_KNOWN: "COALESCE(excluded.{c}, registrations.{c})",
+    Policy.MERGE_EXTRA: "json_patch(registrations.{c}, excluded.{c})",
+    # Text order is time order: times are stored with a fixed width (format_time).
+    Policy.EARLIEST: "MIN(registrations.{c}, excluded.{c})",
+    Policy.LATEST: "MAX(registrations.{c}, excluded.{c})",
+    Policy.COUNT: "registrations.{c} + 1",
+}
+_KEY = next(c for c, policy in MERGE_POLICY.items() if policy is Policy.KEY)
+_SET_SEPARATOR = ",\n    "
+
+
+def _upsert(keep: str | None = None) -> str:
+    """The upsert of one report; with *keep*, one that sets every column but *keep*
+    and changes nothing (no row) when the report would change *keep*."""
+    sets = _SET_SEPARATOR.join(
+        f"{c} = {MERGE_SQL[policy].format(c=c)}"
+        for c, policy in MERGE_POLICY.items()
+        if policy is not Policy.KEY and c != keep
+    )
+    where = (
+        ""
+        if keep is None
+        else f"\nWHERE excluded.{keep} IS NULL OR excluded.{keep} = registrations.{keep}"
+    )
+    return f"""INSERT INTO registrations ({_COLUMNS})
+VALUES ({", ".join(NEW_SQL[policy].format(c=c) for c, policy in MERGE_POLICY.items())})
+ON CONFLICT ({_KEY}) DO UPDATE SET
+    {sets}{where}
 RETURNING {_COLUMNS}"""
+
+
+UPSERT = _upsert()
 # Nearly every report repeats the username its selector already has. An UPDATE whose SET
 # list names username rewrites its entry in the (username, selector) index even when the
 # value does not change: two pages per commit instead of one. So the upsert is tried first
 # without the username, where it keeps the stored one; when it would change it (or the row
 # has none), that statement changes nothing and UPSERT, the whole rule, runs instead. Each
 # is one atomic statement: the rule holds whichever writes.
-_SET_USERNAME = "    username    = COALESCE(excluded.username, registrations.username),\n"
-UPSERT_SAME_USERNAME = UPSERT.replace(_SET_USERNAME, "").replace(
-    "RETURNING",
-    "WHERE excluded.username IS NULL OR excluded.username = registrations.username\nRETURNING",
-)
+UPSERT_SAME_USERNAME = _upsert(keep="username")
 # The same writes, not read back: for a receiver that needs no Registration (no
 # pushreport_report_stored hook, no token_owner check). Measured: RETURNING and the
 # decode of its row are a fifth of the upsert.
@@ -171,19 +201,9 @@ UPSERT_SAME_USERNAME_QUIET = UPSERT_SAME_USERNAME[
 ].rstrip()
 # put_many: a registration stored exactly as given, replacing its selector's row.
 PUT = f"""INSERT INTO registrations ({_COLUMNS})
-VALUES (:selector, :username, :token_calls, :appid_calls, :token_msgs, :appid_msgs,
-        :extra, :user_agent, :first_seen, :last_seen, :reports)
-ON CONFLICT (selector) DO UPDATE SET
-    username    = excluded.username,
-    token_calls = excluded.token_calls,
-    appid_calls = excluded.appid_calls,
-    token_msgs  = excluded.token_msgs,
-    appid_msgs  = excluded.appid_msgs,
-    extra       = excluded.extra,
-    user_agent  = excluded.user_agent,
-    first_seen  = excluded.first_seen,
-    last_seen   = excluded.last_seen,
-    reports     = excluded.reports"""
+VALUES ({", ".join(f":{c}" for c in REGISTRATION_FIELDS)})
+ON CONFLICT ({_KEY}) DO UPDATE SET
+    {_SET_SEPARATOR.join(f"{c} = excluded.{c}" for c in REGISTRATION_FIELDS if c != _KEY)}"""
 GET = f"SELECT {_COLUMNS} FROM registrations WHERE selector = ?"
 FIND_BY_USERNAME = f"SELECT {_COLUMNS} FROM registrations WHERE username = ? ORDER BY selector"
 PAGE_FIRST = f"SELECT {_COLUMNS} FROM registrations ORDER BY selector LIMIT ?"
@@ -310,6 +330,11 @@ def _dump_extra(extra: Mapping[str, str]) -> str:
     if not extra:
         return "{}"  # nearly every report: what json.dumps gives, without the call
     return json.dumps(dict(extra), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+#: A report's stored values, in the order of a spool line (its FIELDS, less the time).
+_report_values = operator.attrgetter(*REPORTED_FIELDS)
+_EXTRA_AT = REPORTED_FIELDS.index("extra")
 
 
 def _params(report: Report, now: datetime) -> dict[str, Any]:
@@ -777,19 +802,10 @@ class SQLiteStorage:
                 self._connection()
             except sqlite3.DatabaseError as exc:
                 raise self._unavailable(exc) from exc
-        line = encode(
-            (
-                report.selector,
-                report.username,
-                report.token_calls,
-                report.appid_calls,
-                report.token_msgs,
-                report.appid_msgs,
-                _dump_extra(report.extra),
-                report.user_agent,
-                _db_time(now),
-            )
-        )
+        values = list(_report_values(report))
+        values[_EXTRA_AT] = _dump_extra(report.extra)
+        values.append(_db_time(now))  # the order of the spool's FIELDS
+        line = encode(values)
         try:
             spool.append(line)
         except OSError as exc:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
-from pushreport_core import Secret, StorageUnavailable
+from pushreport_core import Secret, StorageUnavailable, backoff
 
 from ._outbox import Event, delivered, due_heads, event_body, failed, next_due
 from ._signing import signed_headers
@@ -100,8 +100,7 @@ def backoff_delay(attempts: int, *, base: float, maximum: float, rng: random.Ran
     """Seconds before the next attempt after *attempts* failures: "full jitter", a
     uniform draw below the capped exponential ``base * 2 ** (attempts - 1)``, so that
     many events failing together do not come back together."""
-    cap = min(maximum, base * 2.0 ** min(attempts - 1, 62))
-    return rng.uniform(0.0, cap)
+    return backoff(attempts, base=base, cap=maximum, rng=rng, jitter=1.0)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

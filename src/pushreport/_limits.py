@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import attrs
 
 from pushreport_core import (
+    REPORTED_FIELDS,
     Report,
     Request,
     RequestTooLarge,
@@ -132,18 +133,6 @@ def client_address(
             if not _trusted(address, networks):
                 return client
     return client
-
-
-#: The text fields of a report that are stored, in ``Report.stored_fields()`` order.
-_TEXT_FIELDS = (
-    "selector",
-    "username",
-    "token_calls",
-    "appid_calls",
-    "token_msgs",
-    "appid_msgs",
-    "user_agent",
-)
 
 
 def _failure_key(report: Report, request: Request) -> str:
@@ -257,7 +246,7 @@ class Limiter:
 
     def check_report(self, report: Report, request: Request) -> None:
         limit = self.max_field
-        for name in _TEXT_FIELDS:
+        for name in REPORTED_FIELDS:  # the text ones; extra is checked below
             value = getattr(report, name)
             if isinstance(value, str) and len(value) > limit:
                 raise RequestTooLarge(f"{name} is too long ({len(value)} > {limit} characters)")

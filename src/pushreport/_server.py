@@ -23,7 +23,6 @@ from pushreport_core import (
     BODY_METHODS,
     DEFAULT_REMOVAL_SHAPES,
     DEFAULT_SHAPES,
-    FORM,
     StorageUnavailable,
     Template,
 )
@@ -68,7 +67,7 @@ def describe(receiver: Receiver) -> list[str]:
     elif isinstance(shapes, Template):
         line = f"accepting {shapes.method} {shapes.path_template}"
         if shapes.post_data and shapes.method in BODY_METHODS:
-            line += f" with a {shapes.content_type or FORM} body"
+            line += f" with a {shapes.request_content_type} body"
         lines.append(line)
     removal = receiver.removal_shapes
     if removal is DEFAULT_REMOVAL_SHAPES:

@@ -19,23 +19,25 @@ import pluggy
 from pushreport_core import (
     AuthenticationFailed,
     AuthenticationRequired,
+    Claim,
     ConfigurationError,
     PushReportError,
     Registration,
     Removal,
+    RemovalPlan,
     Report,
     Request,
     ServiceUnavailable,
     Shapes,
     StorageUnavailable,
+    claim,
     claimed_tokens,
     may_write,
-    owners_to_forget,
     parse_removal,
     parse_request,
+    plan_token_move,
     redact_target,
     shorten,
-    without_token,
 )
 
 from ._auth import build_authenticators, secret_fields
@@ -232,23 +234,18 @@ class Receiver:
             serving=serving,
         )
 
+    def claim(self, method: str, raw_path: str) -> Claim | None:
+        """Which shapes take a *method* request for *raw_path*: ``"report"``,
+        ``"removal"`` or ``None`` (:func:`pushreport_core.claim`)."""
+        return claim(method, raw_path, reporter=self.shapes, removal=self.removal_shapes)
+
     def owns(self, method: str, raw_path: str) -> bool:
-        return self.shapes.owns(method, raw_path) or self.removes(method, raw_path)
+        return self.claim(method, raw_path) is not None
 
     def removes(self, method: str, raw_path: str) -> bool:
         """Whether a *method* request for *raw_path* goes to the Account Removal Reporter
-        (:meth:`remove`) rather than to the reporter (:meth:`handle`).
-
-        The removal shapes take what they own and accept; a request on a path both own
-        goes to the one that accepts its method (a template on the reporter's path with
-        ``DELETE``), and one neither accepts to the reporter, which answers 405.
-        """
-        removal = self.removal_shapes
-        if removal is None or not removal.owns(method, raw_path):
-            return False
-        return method.upper() in removal.allowed_methods() or not self.shapes.owns(
-            method, raw_path
-        )
+        (:meth:`remove`) rather than to the reporter (:meth:`handle`)."""
+        return self.claim(method, raw_path) == "removal"
 
     def shapes_for(self, method: str, raw_path: str) -> Shapes:
         """The shapes that answer a *method* request for *raw_path* (for redaction)."""
@@ -463,12 +460,12 @@ class Receiver:
         """Carry *removal* out in *backend* when its selector is not stored under
         another username (:func:`~pushreport_core.may_write`), atomically like
         :meth:`_upsert_owned`. Returns (refused, the registration deleted, whether a
-        newer one was kept: :meth:`~pushreport_core.Removal.applies_to`)."""
+        newer one was kept: :meth:`~pushreport_core.Removal.plan`)."""
         seen: list[Registration | None] = []
 
         def allowed(stored: Registration | None) -> bool:
             seen.append(stored)
-            return may_write(stored, removal.username) and removal.applies_to(stored)
+            return removal.plan(stored, identified=True) is RemovalPlan.DELETE
 
         if backend.remove_if is not None:
             removed: Registration | None = backend.remove_if(removal.selector, allowed)
@@ -480,10 +477,9 @@ class Receiver:
                     if allowed(stored) and backend.storage.remove(removal.selector)
                     else None
                 )
-        last = seen[-1] if seen else None  # as the decision saw it
-        refused = not may_write(last, removal.username)
-        kept = not refused and last is not None and not removal.applies_to(last)
-        return refused, removed, kept
+        # The plan as the decision saw it.
+        plan = removal.plan(seen[-1] if seen else None, identified=True)
+        return plan is RemovalPlan.REFUSE, removed, plan is RemovalPlan.KEEP_NEWER
 
     def _not_theirs(self, selector: str, username: str | None, kind: str) -> AuthenticationFailed:
         log.info(
@@ -542,10 +538,11 @@ class Receiver:
                     kept = kept or newer
                 else:
                     stored = backend.storage.get(removal.selector)
-                    if removal.applies_to(stored):
+                    plan = removal.plan(stored)
+                    if plan is RemovalPlan.DELETE:
                         if backend.storage.remove(removal.selector) and removed is None:
                             removed = stored
-                    elif stored is not None:
+                    elif plan is RemovalPlan.KEEP_NEWER:
                         kept = True
             except StorageUnavailable as e:
                 if backend.required:
@@ -586,7 +583,7 @@ class Receiver:
         self, before: Registration | None, report: Report, stored: Registration
     ) -> Registration:
         """Make *stored* the only owner of each token its report brought, among other
-        usernames (:func:`pushreport_core.owners_to_forget`): the others forget it, in
+        usernames (:func:`pushreport_core.plan_token_move`): the others forget it, in
         every backend. A token the selector already held was claimed when it came, so
         most reports (the same tokens on every app start) look nothing up.
 
@@ -598,17 +595,15 @@ class Receiver:
         for token in claimed_tokens(before, report, stored):
             try:
                 find = getattr(primary, "find_token", None)
-                holders = (
-                    find(token)
-                    if find is not None
-                    else [r for r in primary if token in (r.token_calls, r.token_msgs)]
-                )
+                # Without find_token every registration is a candidate: the plan passes
+                # over those that do not hold the token.
+                move = plan_token_move(stored, token, find(token) if find is not None else primary)
             except Exception as e:
                 log.warning(
                     "token_owner: cannot look up the holders of token %s: %s", shorten(token), e
                 )
                 continue
-            for selector in owners_to_forget(stored, token, holders):
+            for selector in move.forget:
                 for backend in self.backends:
                     try:
                         backend.storage.forget_token(token, selector=selector)
@@ -626,8 +621,7 @@ class Receiver:
                     stored.selector,
                     selector,
                 )
-                if selector == stored.selector:
-                    stored = without_token(stored, token)
+            stored = move.stored
         return stored
 
     def start_pruning(self) -> bool:

@@ -66,6 +66,7 @@ from ._gateway import (
     PushOutcome,
     PushTarget,
     PushVerb,
+    backoff,
     build_push,
     default_verb,
     judge_push_answer,
@@ -77,22 +78,28 @@ from ._grammar import is_unknown
 from ._lifecycle import (
     DURATION_UNITS,
     TOKEN_OWNERS,
+    TokenMove,
     claimed_tokens,
     format_duration,
     may_write,
     owners_to_forget,
     parse_duration,
+    plan_token_move,
     prune_cutoff,
     prune_due,
 )
-from ._merge import merge, without_token
+from ._merge import MERGE_POLICY, merge, without_token
+from ._policy import Policy
 from ._redact import MASK, SENSITIVE_NAMES, redact_target, shorten
 from ._removal import (
     DEFAULT_REMOVAL_ACCOUNT_XML,
     DEFAULT_REMOVAL_SHAPES,
     REMOVAL_PREFIX,
+    Claim,
     DefaultRemovalShapes,
     Removal,
+    RemovalPlan,
+    claim,
     default_removal_template,
     parse_removal,
     removal_template,
@@ -103,6 +110,7 @@ from ._stats import PLATFORMS, RegistrationStats
 from ._templates import BODY_METHODS, FORM, METHODS, TOKEN_VARIABLES, Template, xml_unescape
 from ._values import (
     REGISTRATION_FIELDS,
+    REPORTED_FIELDS,
     TOKEN_FIELDS,
     Purpose,
     Registration,
@@ -142,7 +150,10 @@ __all__ = [
     "TOKEN_VARIABLES",
     "PASSWORD_VARIABLE",
     "REGISTRATION_FIELDS",
+    "REPORTED_FIELDS",
     "REPORT_FIELDS",
+    "MERGE_POLICY",
+    "Policy",
     "TOKEN_FIELDS",
     "VARIABLE_FIELDS",
     "AuthenticationFailed",
@@ -193,6 +204,11 @@ __all__ = [
     "format_duration",
     "may_write",
     "owners_to_forget",
+    "TokenMove",
+    "plan_token_move",
+    "Claim",
+    "claim",
+    "RemovalPlan",
     "parse_duration",
     "prune_cutoff",
     "prune_due",
@@ -203,6 +219,7 @@ __all__ = [
     "PushOutcome",
     "PushTarget",
     "PushVerb",
+    "backoff",
     "build_push",
     "default_verb",
     "judge_push_answer",

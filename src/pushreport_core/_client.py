@@ -40,7 +40,7 @@ import attrs
 
 from . import _grammar as g
 from ._errors import AppModelError
-from ._templates import BODY_METHODS, FORM, Template, media_type, split_json_template
+from ._templates import BODY_METHODS, Template, body_format, media_type, split_json_template
 from ._values import Request
 
 __all__ = [
@@ -124,17 +124,9 @@ def render_request(
     body = b""
     content_type = None
     if template.method in BODY_METHODS and template.post_data.strip():
-        mt = media_type(template.content_type)
-        if mt in ("", FORM):
-            kind = "form"
-        elif mt.endswith("json"):
-            kind = "json"
-        elif "xml" in mt:
-            kind = "xml"
-        else:
-            kind = "text"
+        kind = body_format(template.content_type)
         body = substitute(template.post_data, variables, kind=kind).encode("utf-8")
-        content_type = template.content_type or FORM
+        content_type = template.request_content_type
     return Request(
         method=template.method,
         target=target,

@@ -29,13 +29,25 @@ from ._fields import (
     pair_spans,
     split_pairs,
 )
-from ._templates import FORM, _json_scalar, load_json_body, media_type
+from ._templates import body_format, json_scalar, load_json_body, media_type
 from ._values import Report, Request
 
-__all__ = ["DefaultShapes", "DEFAULT_SHAPES", "parse_default", "locate_default"]
+__all__ = [
+    "DefaultShapes",
+    "DEFAULT_SHAPES",
+    "TOKEN_PATH",
+    "PUSHTOKEN_PATH",
+    "on_default_path",
+    "parse_default",
+    "locate_default",
+]
 
-_TOKEN_PATH = re.compile(r"/token(?:/([^/]*)/?)?")
-_PUSHTOKEN_PATH = re.compile(r"/pushToken/([^/]*)/([^/]*)/([^/]*?)/?")
+#: ``/token/`` and ``/token/<username>/``: the spec's query example
+#: ("https://example.com/token/?username=…") and its JSON example ("POST /token/johndow/").
+TOKEN_PATH = re.compile(r"/token(?:/([^/]*)/?)?")
+#: The spec's path example: "https://example.com/pushToken/%account[username]%/%selector%/
+#: %pushToken%&appid=%pushappid%" (the last segment carries the ``&appid=`` tail).
+PUSHTOKEN_PATH = re.compile(r"/pushToken/([^/]*)/([^/]*)/([^/]*?)/?")
 _METHODS = ("GET", "HEAD", "POST", "PUT")
 
 
@@ -82,6 +94,14 @@ def _add_pairs(into: FieldCollector, raw: str, offset: int = 0) -> None:
             into.add(field, value)
 
 
+def on_default_path(raw_path: str) -> bool:
+    """Whether *raw_path* is one of the default shapes' paths (whatever the method)."""
+    return (
+        TOKEN_PATH.fullmatch(raw_path) is not None
+        or PUSHTOKEN_PATH.fullmatch(raw_path) is not None
+    )
+
+
 class DefaultShapes:
     """Parser for the default shapes (no template configured)."""
 
@@ -93,12 +113,12 @@ class DefaultShapes:
     )
 
     def owns(self, method: str, raw_path: str) -> bool:
-        m = _TOKEN_PATH.fullmatch(raw_path)
+        m = TOKEN_PATH.fullmatch(raw_path)
         if m is not None:
             # "/token/<username>/" is the JSON POST shape; a portal's own GET page under
             # /token/ (say /token/list) is not a report and passes through.
             return not m.group(1) or method.upper() in ("POST", "PUT")
-        return _PUSHTOKEN_PATH.fullmatch(raw_path) is not None
+        return PUSHTOKEN_PATH.fullmatch(raw_path) is not None
 
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS
@@ -106,7 +126,7 @@ class DefaultShapes:
     def target_values(self, target: str) -> list[TargetValue]:
         """Where the values this parser reads sit in *target*, and what each fills (for
         redaction); whether or not the request parses."""
-        return locate_default(target, _TOKEN_PATH)
+        return locate_default(target, TOKEN_PATH)
 
     def parse_request(self, request: Request) -> Report:
         method = request.method.upper()
@@ -114,7 +134,7 @@ class DefaultShapes:
             raise MethodNotAllowed(
                 f"method {shown_method(method)} is not allowed here", allowed=_METHODS
             )
-        return parse_default(request, _TOKEN_PATH, body_methods=("POST", "PUT"))
+        return parse_default(request, TOKEN_PATH, body_methods=("POST", "PUT"))
 
 
 def parse_default(
@@ -132,26 +152,25 @@ def parse_default(
     into = FieldCollector()
     kind, path_username = _read_target(request.path, request.query, token_path, into)
     if method in body_methods and request.body.strip():
-        mt = media_type(request.content_type)
-        if mt.endswith("json"):
+        kind = body_format(request.content_type)
+        if kind == "json":
             data = load_json_body(request.body)
             if not isinstance(data, dict):
                 raise InvalidReport("body must be a JSON object")
             for key, value in data.items():
-                scalar = _json_scalar(value, key)
+                scalar = json_scalar(value, key)
                 if scalar is not None:
                     _add(into, key, scalar)
-            kind = "json"
-        elif mt in ("", FORM):
+        elif kind == "form":
             try:
                 text = request.body.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidReport("body is not valid UTF-8") from None
             _add_pairs(into, text.strip())
-            kind = "form"
         else:
             raise InvalidReport(
-                f"Content-Type {mt!r} is not a default shape; configure a template for it"
+                f"Content-Type {media_type(request.content_type)!r} is not a default shape; "
+                "configure a template for it"
             )
     elif kind == "token":
         kind = "query"
@@ -182,7 +201,7 @@ def _read_target(
             else:
                 path_username = decode_url(m.group(1), "username")
     else:
-        m = _PUSHTOKEN_PATH.fullmatch(path)
+        m = PUSHTOKEN_PATH.fullmatch(path)
         if m is None:
             if spans is None:
                 raise InvalidReport("path is not one of the default report paths")

@@ -4,12 +4,12 @@ validated. Shared by the configured templates and the default shapes."""
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 from urllib.parse import unquote, unquote_to_bytes
 
 from . import _grammar as g
 from ._errors import InvalidReport
-from ._values import Report, Secret
+from ._values import REPORTED_FIELDS, Report, Secret
 
 __all__ = [
     "VARIABLE_FIELDS",
@@ -26,9 +26,6 @@ __all__ = [
     "split_pairs",
 ]
 
-#: The canonical report fields, in the order the spec lists them.
-REPORT_FIELDS = ("username", "selector", "token_calls", "appid_calls", "token_msgs", "appid_msgs")
-
 #: Template variables that fill a canonical field. Every other variable is an ``extra``.
 VARIABLE_FIELDS: Mapping[str, str] = {
     "selector": "selector",
@@ -42,6 +39,10 @@ VARIABLE_FIELDS: Mapping[str, str] = {
     "pushappid_other": "appid_msgs",
     "pushappid": "appid_msgs",
 }
+
+#: The canonical report fields: the stored fields a template variable fills, in the
+#: order a registration stores them.
+REPORT_FIELDS = tuple(f for f in REPORTED_FIELDS if f in VARIABLE_FIELDS.values())
 
 #: The variable that carries the account password: handed to authentication only.
 PASSWORD_VARIABLE = "account[password]"
@@ -163,14 +164,12 @@ class FieldCollector:
         self.spans = spans
 
     def add(self, field: str, value: str) -> None:
+        if g.is_unknown(value):
+            return
         if field == PASSWORD:
-            if g.is_unknown(value):
-                return
             if self.password is not None and self.password != value:
                 raise InvalidReport("conflicting values for password")
             self.password = value
-            return
-        if g.is_unknown(value):
             return
         if (field == "token_calls" or field == "token_msgs") and " " in value:
             # A "+" that a form decoder turned into a space is restored: tokens are
@@ -233,13 +232,9 @@ class FieldCollector:
         if user_agent is not None:
             # Stored and logged: no control characters, bounded length.
             user_agent = g.CONTROL.sub("", user_agent)[:256] or None
+        known: dict[str, Any] = {name: f.get(name) for name in REPORT_FIELDS}
         return Report(
-            selector=selector,
-            username=username,
-            token_calls=f.get("token_calls"),
-            appid_calls=f.get("appid_calls"),
-            token_msgs=f.get("token_msgs"),
-            appid_msgs=f.get("appid_msgs"),
+            **known,
             extra=extra,
             user_agent=user_agent,
             password=None if self.password is None else Secret(self.password),

@@ -12,8 +12,8 @@ what the answer means.
   return value for a properly formatted input is a HTTP 2xx response with JSON object"
   whose ``code`` is 200 when accepted; a 404 (``code`` or HTTP status) means the token is
   no longer valid and is to be dropped.
-- :func:`retry_delay` is the back-off between attempts (exponential, jittered by a
-  ``random.Random`` handed in; it never reads a clock and never sleeps).
+- :func:`retry_delay` is the back-off between attempts (:func:`backoff`: exponential,
+  jittered by a ``random.Random`` handed in; it never reads a clock and never sleeps).
 
 No socket, no clock: :class:`pushreport.PushClient` does the I/O.
 """
@@ -43,6 +43,7 @@ __all__ = [
     "build_push",
     "default_verb",
     "judge_push_answer",
+    "backoff",
     "retry_delay",
     "parse_retry_after",
 ]
@@ -253,19 +254,32 @@ def _json_code(body: bytes) -> int | None:
     return code if isinstance(code, int) else None
 
 
+def backoff(
+    failures: int, *, base: float, cap: float, rng: random.Random, jitter: float = 0.5
+) -> float:
+    """Seconds to wait after *failures* failures in a row: exponential (*base*, 2 *base*,
+    4 *base*, ... up to *cap*), of which a random part, up to the fraction *jitter*, is
+    dropped, so that clients that failed together do not come back together. 0.5 is
+    "equal jitter" (at least half the step), 1 "full jitter" (anywhere below it).
+
+    The one back-off formula: pushes (:func:`retry_delay`) and the webhook's deliveries
+    use it. *rng* is handed in: no clock, no global randomness.
+    """
+    step = min(cap, base * 2.0 ** min(failures - 1, 62))
+    return step * (1.0 - jitter) + rng.uniform(0.0, step * jitter)
+
+
 def retry_delay(
     attempt: int, *, base: float, cap: float, rng: random.Random, retry_after: float | None = None
 ) -> float:
     """Seconds to wait before attempt *attempt* + 1 (*attempt* counts from 1).
 
-    Exponential (*base*, 2 *base*, 4 *base*, ... up to *cap*) with "equal jitter": a
-    random half of the step is dropped, so that clients that failed together do not
-    retry together. A server's ``Retry-After`` is honoured when longer, bounded by *cap*.
+    :func:`backoff` with "equal jitter": a random half of the step is dropped. A
+    server's ``Retry-After`` is honoured when longer, bounded by *cap*.
     """
     if attempt < 1:
         raise ValueError(f"attempt counts from 1, not {attempt}")
-    step = min(cap, base * 2.0 ** min(attempt - 1, 62))
-    delay = step / 2.0 + rng.uniform(0.0, step / 2.0)
+    delay = backoff(attempt, base=base, cap=cap, rng=rng)
     if retry_after is not None and retry_after > delay:
         delay = min(retry_after, cap)
     return max(0.0, min(delay, cap))

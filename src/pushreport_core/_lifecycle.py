@@ -15,7 +15,10 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+import attrs
+
 from ._errors import ConfigurationError
+from ._merge import without_token
 from ._values import Registration, Report
 
 __all__ = [
@@ -26,6 +29,8 @@ __all__ = [
     "TOKEN_OWNERS",
     "claimed_tokens",
     "owners_to_forget",
+    "TokenMove",
+    "plan_token_move",
     "may_write",
     "DURATION_UNITS",
 ]
@@ -127,6 +132,31 @@ def owners_to_forget(
             continue
         selectors.add(holder.selector if holder.last_seen <= stored.last_seen else stored.selector)
     return sorted(selectors)
+
+
+@attrs.frozen(kw_only=True)
+class TokenMove:
+    """Under ``token_owner = "newest"``: what one token a report brought does to the
+    registrations holding it (:func:`plan_token_move`). The receiver carries it out."""
+
+    token: str
+    #: The selectors that forget the token, in every backend; sorted.
+    forget: tuple[str, ...]
+    #: The reported registration afterwards: without the token when it is among
+    #: :attr:`forget` (a holder under another username reported later).
+    stored: Registration
+
+
+def plan_token_move(
+    stored: Registration, token: str, holders: Iterable[Registration]
+) -> TokenMove:
+    """The move of *token*, which *stored* was just stored with, given the stored
+    registrations (*holders*: those that hold it, or any superset: the others are
+    passed over), by :func:`owners_to_forget`."""
+    forget = tuple(owners_to_forget(stored, token, holders))
+    if stored.selector in forget:
+        stored = without_token(stored, token)
+    return TokenMove(token=token, forget=forget, stored=stored)
 
 
 def may_write(stored: Registration | None, username: str | None) -> bool:

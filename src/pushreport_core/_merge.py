@@ -1,62 +1,81 @@
-"""Merging a report into what is stored: the iOS delay rule."""
+"""Merging a report into what is stored: a loop over the merge policy table."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import attrs
 
+from ._policy import POLICY_KEY, Policy
 from ._values import Registration, Report
 
-__all__ = ["merge", "without_token"]
+__all__ = ["merge", "without_token", "MERGE_POLICY"]
+
+#: How a report changes each field of a registration, in field order: declared with the
+#: fields of :class:`~pushreport_core.Registration`, read from there. :func:`merge` is a
+#: loop over it; the SQL backends build their upserts from it.
+MERGE_POLICY: Mapping[str, Policy] = MappingProxyType(
+    {f.name: f.metadata[POLICY_KEY] for f in attrs.fields(Registration)}
+)
+
+
+def _fields(*policies: Policy) -> tuple[str, ...]:
+    return tuple(name for name, policy in MERGE_POLICY.items() if policy in policies)
+
+
+# The table by policy, each rule below a loop over the fields that have it.
+_KEY = _fields(Policy.KEY)
+_KEEP_KNOWN = _fields(Policy.KEEP_KNOWN)
+_MERGE_EXTRA = _fields(Policy.MERGE_EXTRA)
+_EARLIEST = _fields(Policy.EARLIEST)
+_LATEST = _fields(Policy.LATEST)
+_COUNT = _fields(Policy.COUNT)
+#: A new registration takes these from the report as they are.
+_REPORTED = _fields(*(policy for policy in Policy if policy.reported))
 
 
 def merge(stored: Registration | None, report: Report, *, now: datetime) -> Registration:
     """Return the registration that results from *report* arriving at *now*.
 
-    "On iOS, there is sometimes a delay getting the pushTokenOther which results in the
-    web service being called with a null value for pushTokenOther." So a token, app id,
-    username or extra value that the report does not know never erases a stored one; a
-    known value replaces it. Registrations are keyed by ``selector``.
+    Each field follows its :data:`MERGE_POLICY`: "On iOS, there is sometimes a delay
+    getting the pushTokenOther which results in the web service being called with a
+    null value for pushTokenOther." So a token, app id, username or extra value that the
+    report does not know never erases a stored one; a known value replaces it.
+    Registrations are keyed by ``selector``.
     """
     if stored is None:
-        return Registration(
-            selector=report.selector,
-            username=report.username,
-            token_calls=report.token_calls,
-            appid_calls=report.appid_calls,
-            token_msgs=report.token_msgs,
-            appid_msgs=report.appid_msgs,
-            extra=report.extra,
-            user_agent=report.user_agent,
-            first_seen=now,
-            last_seen=now,
-            reports=1,
-        )
-    if stored.selector != report.selector:
-        raise ValueError(
-            f"cannot merge a report for selector {report.selector!r} into {stored.selector!r}"
-        )
-    extra = stored.extra
-    if report.extra:
-        extra = {**stored.extra, **report.extra}
-    return attrs.evolve(
-        stored,
-        username=_known(report.username, stored.username),
-        token_calls=_known(report.token_calls, stored.token_calls),
-        appid_calls=_known(report.appid_calls, stored.appid_calls),
-        token_msgs=_known(report.token_msgs, stored.token_msgs),
-        appid_msgs=_known(report.appid_msgs, stored.appid_msgs),
-        extra=extra,
-        user_agent=_known(report.user_agent, stored.user_agent),
-        first_seen=min(stored.first_seen, now),
-        last_seen=max(stored.last_seen, now),
-        reports=stored.reports + 1,
-    )
-
-
-def _known(new: str | None, old: str | None) -> str | None:
-    return old if new is None else new
+        values: dict[str, Any] = {name: getattr(report, name) for name in _REPORTED}
+        for name in _EARLIEST + _LATEST:
+            values[name] = now
+        for name in _COUNT:
+            values[name] = 1
+        return Registration(**values)
+    for name in _KEY:
+        if getattr(report, name) != getattr(stored, name):
+            raise ValueError(
+                f"cannot merge a report for {name} {getattr(report, name)!r} "
+                f"into {getattr(stored, name)!r}"
+            )
+    changes: dict[str, Any] = {}
+    for name in _KEEP_KNOWN:
+        new = getattr(report, name)
+        if new is not None:
+            changes[name] = new
+    for name in _MERGE_EXTRA:
+        new = getattr(report, name)
+        if new:
+            changes[name] = {**getattr(stored, name), **new}
+    for name in _EARLIEST:
+        if now < getattr(stored, name):
+            changes[name] = now
+    for name in _LATEST:
+        if now > getattr(stored, name):
+            changes[name] = now
+    for name in _COUNT:
+        changes[name] = getattr(stored, name) + 1
+    return attrs.evolve(stored, **changes)
 
 
 def without_token(registration: Registration, token: str) -> Registration:

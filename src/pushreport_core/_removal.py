@@ -29,21 +29,26 @@ With no removal template configured, the **default removal shapes** accept:
 
 from __future__ import annotations
 
+import enum
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import attrs
 
 from ._client import render_request
-from ._defaults import DefaultShapes, locate_default, parse_default
+from ._defaults import TOKEN_PATH, DefaultShapes, locate_default, on_default_path, parse_default
 from ._errors import InvalidReport, MethodNotAllowed
 from ._fields import TargetValue
+from ._lifecycle import may_write
 from ._report import DEFAULT_MAX_BODY, Shapes, parse_request
 from ._templates import Template
-from ._values import Registration, Report, Request, Secret, _extra
+from ._values import Registration, Report, Request, Secret, extra_dict
 
 __all__ = [
     "Removal",
+    "RemovalPlan",
+    "Claim",
+    "claim",
     "DefaultRemovalShapes",
     "DEFAULT_REMOVAL_SHAPES",
     "REMOVAL_PREFIX",
@@ -67,10 +72,24 @@ DEFAULT_REMOVAL_ACCOUNT_XML = {
 }
 
 _REMOVAL_PATH = re.compile(r"/removal(?:/([^/]*)/?)?")
-_TOKEN_PATH = re.compile(r"/token(?:/([^/]*)/?)?")
-_PUSHTOKEN_PATH = re.compile(r"/pushToken/([^/]*)/([^/]*)/([^/]*?)/?")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _BODY_METHODS = ("POST", "PUT", "DELETE")
+
+
+class RemovalPlan(enum.Enum):
+    """What a removal does to the registration stored for its selector
+    (:meth:`Removal.plan`); the receiver carries it out in each backend."""
+
+    #: The registration goes.
+    DELETE = "delete"
+    #: Nothing is stored: already removed (the app retries a non-2xx). A success.
+    GONE = "gone"
+    #: The registration holds another token than the removal names: it is newer than
+    #: the removal, and stays. A success.
+    KEEP_NEWER = "keep-newer"
+    #: It is stored under another username than the identified user's: refused (403),
+    #: nothing deleted anywhere.
+    REFUSE = "refuse"
 
 
 @attrs.frozen(kw_only=True)
@@ -85,7 +104,7 @@ class Removal:
     username: str | None = None
     token_calls: str | None = None
     token_msgs: str | None = None
-    extra: dict[str, str] = attrs.field(factory=dict, converter=_extra, hash=False)
+    extra: dict[str, str] = attrs.field(factory=dict, converter=extra_dict, hash=False)
     user_agent: str | None = None
     #: The account password, when the template carries ``%account[password]%``: handed
     #: to authentication only, never stored, never shown.
@@ -96,30 +115,12 @@ class Removal:
     @classmethod
     def from_report(cls, report: Report) -> Removal:
         """The removal a parsed request carries (app ids are not needed to remove)."""
-        return cls(
-            selector=report.selector,
-            username=report.username,
-            token_calls=report.token_calls,
-            token_msgs=report.token_msgs,
-            extra=report.extra,
-            user_agent=report.user_agent,
-            password=report.password,
-            shape=report.shape,
-        )
+        return cls(**{name: getattr(report, name) for name in _REMOVAL_FIELDS})
 
     def as_report(self) -> Report:
         """This removal as a :class:`Report` (no app ids), for hooks written for reports
         (authentication plugins read ``username``, ``selector`` and ``password``)."""
-        return Report(
-            selector=self.selector,
-            username=self.username,
-            token_calls=self.token_calls,
-            token_msgs=self.token_msgs,
-            extra=self.extra,
-            user_agent=self.user_agent,
-            password=self.password,
-            shape=self.shape,
-        )
+        return Report(**{name: getattr(self, name) for name in _REMOVAL_FIELDS})
 
     def applies_to(self, registration: Registration | None) -> bool:
         """Whether this removal deletes *registration* (the one stored for its selector).
@@ -135,6 +136,25 @@ class Removal:
             if named is not None and stored is not None and named != stored:
                 return False
         return True
+
+    def plan(self, stored: Registration | None, *, identified: bool = False) -> RemovalPlan:
+        """What this removal does to *stored*, the registration stored for its selector.
+
+        *identified*: authentication vouched for the username, so a selector stored
+        under another one is refused (:func:`~pushreport_core.may_write`); the backend
+        that decides ownership asks with it, the others without.
+        """
+        if stored is None:
+            return RemovalPlan.GONE
+        if stored.selector != self.selector:
+            raise ValueError(f"a removal of {self.selector!r} has no plan for {stored.selector!r}")
+        if identified and not may_write(stored, self.username):
+            return RemovalPlan.REFUSE
+        return RemovalPlan.DELETE if self.applies_to(stored) else RemovalPlan.KEEP_NEWER
+
+
+#: A removal's fields: a report's, less the app ids.
+_REMOVAL_FIELDS = tuple(f.name for f in attrs.fields(Removal))
 
 
 class DefaultRemovalShapes:
@@ -159,10 +179,7 @@ class DefaultRemovalShapes:
         if method != "DELETE":
             return False
         # DELETE on the reporter's default paths; their other methods are the reporter's.
-        return (
-            _TOKEN_PATH.fullmatch(raw_path) is not None
-            or _PUSHTOKEN_PATH.fullmatch(raw_path) is not None
-        )
+        return on_default_path(raw_path)
 
     def allowed_methods(self) -> tuple[str, ...]:
         return _METHODS
@@ -171,7 +188,7 @@ class DefaultRemovalShapes:
         """Where the values this parser reads sit in *target*, and what each fills (for
         redaction); whether or not the request parses."""
         path = target.partition("?")[0]
-        token_path = _REMOVAL_PATH if _REMOVAL_PATH.fullmatch(path) is not None else _TOKEN_PATH
+        token_path = _REMOVAL_PATH if _REMOVAL_PATH.fullmatch(path) is not None else TOKEN_PATH
         return locate_default(target, token_path)
 
     def parse_request(self, request: Request) -> Report:
@@ -182,14 +199,11 @@ class DefaultRemovalShapes:
             return parse_default(
                 request, _REMOVAL_PATH, body_methods=_BODY_METHODS, shape="removal"
             )
-        if (
-            _TOKEN_PATH.fullmatch(request.path) is None
-            and _PUSHTOKEN_PATH.fullmatch(request.path) is None
-        ):
+        if not on_default_path(request.path):
             raise InvalidReport("path is not one of the default removal paths")
         if method != "DELETE":
             raise MethodNotAllowed(f"method {method} is not allowed here", allowed=("DELETE",))
-        return parse_default(request, _TOKEN_PATH, body_methods=_BODY_METHODS, shape="removal")
+        return parse_default(request, TOKEN_PATH, body_methods=_BODY_METHODS, shape="removal")
 
 
 DEFAULT_REMOVAL_SHAPES = DefaultRemovalShapes()
@@ -266,6 +280,28 @@ class _SampleValues(dict):  # type: ignore[type-arg]
 
     def get(self, key: Any, default: Any = None) -> str:
         return "x"
+
+
+#: Which web service a request is for: the Push Token Reporter or the Account Removal
+#: Reporter.
+Claim = Literal["report", "removal"]
+
+
+def claim(
+    method: str, raw_path: str, *, reporter: Shapes, removal: Shapes | None = None
+) -> Claim | None:
+    """Which shapes take a *method* request for *raw_path* (still percent-encoded):
+    ``"removal"``, ``"report"``, or ``None`` when neither does (it passes through).
+
+    The removal shapes take what they own and accept; a request on a path both own
+    goes to the one that accepts its method (a template on the reporter's path with
+    ``DELETE``), and one neither accepts to the reporter, which answers 405.
+    """
+    if removal is not None and removal.owns(method, raw_path):
+        if method.upper() in removal.allowed_methods() or not reporter.owns(method, raw_path):
+            return "removal"
+        return "report"
+    return "report" if reporter.owns(method, raw_path) else None
 
 
 def _claims(shapes: Any, method: str, path: str) -> bool:

@@ -39,6 +39,10 @@ __all__ = [
     "Template",
     "xml_unescape",
     "media_type",
+    "request_content_type",
+    "body_format",
+    "json_scalar",
+    "FORM",
     "METHODS",
     "BODY_METHODS",
     "TOKEN_VARIABLES",
@@ -91,6 +95,26 @@ def media_type(content_type: str | None) -> str:
     if not content_type:
         return ""
     return content_type.partition(";")[0].strip().lower()
+
+
+def request_content_type(content_type: str | None) -> str:
+    """The Content-Type of a request body: "pushTokenReporterContentType — Specifies the
+    value of Content-Type header to be sent in the request. If not specified, the app
+    will default to application/x-www-form-urlencoded"."""
+    return content_type if content_type and media_type(content_type) else FORM
+
+
+def body_format(content_type: str | None) -> str:
+    """How a request body of *content_type* is written and read: ``"form"``,
+    ``"json"``, ``"xml"`` or ``"text"`` (no Content-Type: a form)."""
+    mt = media_type(request_content_type(content_type))
+    if mt == FORM:
+        return "form"
+    if mt.endswith("json"):
+        return "json"
+    if "xml" in mt:
+        return "xml"
+    return "text"
 
 
 def _percent(ch: str) -> str:
@@ -490,7 +514,7 @@ class _Members(list):  # type: ignore[type-arg]
     """The members of a JSON object in the template, in order, duplicates kept."""
 
 
-def _json_scalar(value: Any, where: str) -> str | None:
+def json_scalar(value: Any, where: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -504,7 +528,7 @@ def _json_scalar(value: Any, where: str) -> str | None:
 
 def _match_json(node: Any, value: Any, into: FieldCollector, where: str) -> None:
     if isinstance(node, _JVar):
-        scalar = _json_scalar(value, where)
+        scalar = json_scalar(value, where)
         if scalar is not None:
             into.add_variable(node.variable, scalar)
     elif isinstance(node, _JObject):
@@ -526,7 +550,7 @@ def _match_json(node: Any, value: Any, into: FieldCollector, where: str) -> None
         for i, (sub, item) in enumerate(zip(node.items, value)):
             _match_json(sub, item, into, f"{where}[{i}]")
     elif isinstance(node, _JText):
-        scalar = _json_scalar(value, where)
+        scalar = json_scalar(value, where)
         m = node.pattern.regex.fullmatch(scalar or "")
         if m is None:
             raise InvalidReport(f"JSON value at {where} does not match the configured template")
@@ -572,6 +596,11 @@ class Template:
     _query: tuple[_Pair, ...] = attrs.field(repr=False, eq=False, alias="query_pairs")
     _body_kind: str = attrs.field(repr=False, eq=False, alias="body_kind")
     _body: Any = attrs.field(repr=False, eq=False, alias="body_matcher")
+
+    @property
+    def request_content_type(self) -> str:
+        """The Content-Type the app sends a body with (:func:`request_content_type`)."""
+        return request_content_type(self.content_type)
 
     @classmethod
     def parse(
@@ -636,25 +665,23 @@ class Template:
             query, _Spot(url_key, url, path_offset + len(path) + len(qmark))
         )
 
-        mt = media_type(content_type)
         body_kind: str = "none"
         body: Any = None
         # Form and text bodies are compiled stripped; positions still count from the
         # value as configured.
         body_spot = _Spot(body_key, post_data, len(post_data) - len(post_data.lstrip()))
         if method_u in BODY_METHODS and post_data.strip():
-            if mt in ("", FORM):
-                body_kind, body = "form", _compile_pairs(post_data.strip(), body_spot)
-            elif mt.endswith("json"):
-                body_kind, body = "json", _compile_json(post_data, _Spot(body_key, post_data))
-            else:
-                body_kind = "text"
-                literal = _plain_literal
+            body_kind = body_format(content_type)
+            if body_kind == "form":
+                body = _compile_pairs(post_data.strip(), body_spot)
+            elif body_kind == "json":
+                body = _compile_json(post_data, _Spot(body_key, post_data))
+            else:  # text or xml
                 # Compiled stripped and matched against the stripped body: whitespace
                 # around the body is tolerated (a padding regex would backtrack).
-                body = _Pattern.compile(post_data.strip(), body_spot, literal, "(.*?)", re.S)
-                if "xml" in mt:
-                    body_kind = "xml"
+                body = _Pattern.compile(
+                    post_data.strip(), body_spot, _plain_literal, "(.*?)", re.S
+                )
 
         variables = set(path_pattern.variables)
         for pair in query_pairs:

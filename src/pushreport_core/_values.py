@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime, timezone
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import attrs
+
+from ._policy import Policy, merged
 
 __all__ = [
     "Secret",
@@ -23,27 +25,16 @@ __all__ = [
     "Purpose",
     "TOKEN_FIELDS",
     "REGISTRATION_FIELDS",
+    "REPORTED_FIELDS",
+    "extra_dict",
+    "format_time",
+    "parse_time",
 ]
 
 Purpose = Literal["call", "message"]
 
 #: The four fields that travel as two (token, app id) pairs.
 TOKEN_FIELDS = ("token_calls", "appid_calls", "token_msgs", "appid_msgs")
-
-#: The keys of a registration as ``pushreport list --json`` prints it, in order.
-REGISTRATION_FIELDS = (
-    "selector",
-    "username",
-    "token_calls",
-    "appid_calls",
-    "token_msgs",
-    "appid_msgs",
-    "extra",
-    "user_agent",
-    "first_seen",
-    "last_seen",
-    "reports",
-)
 
 
 class Secret:
@@ -98,7 +89,8 @@ def _utc(instance: Any, attribute: attrs.Attribute[Any], value: datetime) -> Non
         raise ValueError(f"{attribute.name} must be an aware datetime in UTC, got {value!r}")
 
 
-def _extra(value: Mapping[str, str] | None) -> dict[str, str]:
+def extra_dict(value: Mapping[str, str] | None) -> dict[str, str]:
+    """``extra`` as a plain dict (``None``: empty)."""
     return dict(value) if value else {}
 
 
@@ -110,22 +102,36 @@ class TokenPair:
     app_id: str
 
 
+def _known() -> Any:
+    """A field that a report may not know (``None``): :attr:`Policy.KEEP_KNOWN`."""
+    return attrs.field(default=None, metadata=merged(Policy.KEEP_KNOWN))
+
+
 @attrs.frozen(kw_only=True)
-class Report:
+class _Reported:
+    """The fields a report carries and a registration stores: declared once, for both,
+    each with its merge policy (:class:`~pushreport_core.Policy`)."""
+
+    selector: str = attrs.field(metadata=merged(Policy.KEY))
+    username: str | None = _known()
+    token_calls: str | None = _known()
+    appid_calls: str | None = _known()
+    token_msgs: str | None = _known()
+    appid_msgs: str | None = _known()
+    extra: dict[str, str] = attrs.field(
+        factory=dict, converter=extra_dict, hash=False, metadata=merged(Policy.MERGE_EXTRA)
+    )
+    user_agent: str | None = _known()
+
+
+@attrs.frozen(kw_only=True)
+class Report(_Reported):
     """One report as the app sent it, validated.
 
     A field that is ``None`` was not known to the app at the time (the iOS delay), and
     never erases a stored value when merged.
     """
 
-    selector: str
-    username: str | None = None
-    token_calls: str | None = None
-    appid_calls: str | None = None
-    token_msgs: str | None = None
-    appid_msgs: str | None = None
-    extra: dict[str, str] = attrs.field(factory=dict, converter=_extra, hash=False)
-    user_agent: str | None = None
     #: The account password, when the template carries ``%account[password]%``. Handed
     #: to authentication only: never stored, never shown.
     password: Secret | None = attrs.field(default=None, repr=False, eq=False, hash=False)
@@ -133,49 +139,31 @@ class Report:
     shape: str = attrs.field(default="template", eq=False, hash=False)
 
     def stored_fields(self) -> dict[str, Any]:
-        """The fields a backend writes, by column name: never the password (nor the
-        shape, which is for logs). ``extra`` is a plain dict."""
-        return {
-            "selector": self.selector,
-            "username": self.username,
-            "token_calls": self.token_calls,
-            "appid_calls": self.appid_calls,
-            "token_msgs": self.token_msgs,
-            "appid_msgs": self.appid_msgs,
-            "extra": dict(self.extra),
-            "user_agent": self.user_agent,
-        }
+        """The fields a backend writes, by column name (:data:`REPORTED_FIELDS`): never
+        the password (nor the shape, which is for logs). ``extra`` is a plain dict."""
+        fields = {name: getattr(self, name) for name in REPORTED_FIELDS}
+        fields["extra"] = dict(self.extra)
+        return fields
 
     @classmethod
     def from_stored(cls, data: Mapping[str, Any]) -> Report:
         """The inverse of :meth:`stored_fields` (a backend's log record of a report)."""
-        return cls(
-            selector=data["selector"],
-            username=data.get("username"),
-            token_calls=data.get("token_calls"),
-            appid_calls=data.get("appid_calls"),
-            token_msgs=data.get("token_msgs"),
-            appid_msgs=data.get("appid_msgs"),
-            extra=data.get("extra") or {},
-            user_agent=data.get("user_agent"),
-        )
+        return cls(**_arguments(_REPORTED, REPORTED_FIELDS, data))
 
 
 @attrs.frozen(kw_only=True)
-class Registration:
-    """What is stored for one ``selector`` (one account in one app install)."""
+class Registration(_Reported):
+    """What is stored for one ``selector`` (one account in one app install).
 
-    selector: str
-    username: str | None = None
-    token_calls: str | None = None
-    appid_calls: str | None = None
-    token_msgs: str | None = None
-    appid_msgs: str | None = None
-    extra: dict[str, str] = attrs.field(factory=dict, converter=_extra, hash=False)
-    user_agent: str | None = None
-    first_seen: datetime = attrs.field(validator=_utc)
-    last_seen: datetime = attrs.field(validator=_utc)
-    reports: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    Each field declares how a report changes it (its :class:`~pushreport_core.Policy`):
+    :data:`~pushreport_core.MERGE_POLICY` is read from here.
+    """
+
+    first_seen: datetime = attrs.field(validator=_utc, metadata=merged(Policy.EARLIEST))
+    last_seen: datetime = attrs.field(validator=_utc, metadata=merged(Policy.LATEST))
+    reports: int = attrs.field(
+        default=1, validator=attrs.validators.ge(1), metadata=merged(Policy.COUNT)
+    )
 
     def pair(self, purpose: Purpose) -> TokenPair | None:
         """The pair to push with: PushKit for calls, the other pair for everything else.
@@ -194,36 +182,31 @@ class Registration:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict with exactly :data:`REGISTRATION_FIELDS` as keys."""
-        return {
-            "selector": self.selector,
-            "username": self.username,
-            "token_calls": self.token_calls,
-            "appid_calls": self.appid_calls,
-            "token_msgs": self.token_msgs,
-            "appid_msgs": self.appid_msgs,
-            "extra": dict(self.extra),
-            "user_agent": self.user_agent,
-            "first_seen": format_time(self.first_seen),
-            "last_seen": format_time(self.last_seen),
-            "reports": self.reports,
-        }
+        data = {name: getattr(self, name) for name in REGISTRATION_FIELDS}
+        for name, encode in _TO_JSON:
+            data[name] = encode(data[name])
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Registration:
         """The inverse of :meth:`to_json` (for backends that store JSON)."""
-        return cls(
-            selector=data["selector"],
-            username=data.get("username"),
-            token_calls=data.get("token_calls"),
-            appid_calls=data.get("appid_calls"),
-            token_msgs=data.get("token_msgs"),
-            appid_msgs=data.get("appid_msgs"),
-            extra=data.get("extra") or {},
-            user_agent=data.get("user_agent"),
-            first_seen=parse_time(data["first_seen"]),
-            last_seen=parse_time(data["last_seen"]),
-            reports=int(data.get("reports", 1)),
-        )
+        values = _arguments(_REGISTERED, REGISTRATION_FIELDS, data)
+        for name, decode in _FROM_JSON:
+            if name in values:
+                values[name] = decode(values[name])
+        return cls(**values)
+
+
+def _arguments(
+    required: frozenset[str], names: tuple[str, ...], data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The keyword arguments *data* gives for fields *names*: a *required* one must be
+    there (``KeyError``), an absent other one takes its default."""
+    return {name: data[name] for name in names if name in data or name in required}
+
+
+def _required(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING)
 
 
 def _names_only(items: list[str]) -> str:
@@ -260,6 +243,28 @@ def parse_time(value: str) -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc)
+
+
+#: The fields of a report that a registration stores, in order: what a backend writes
+#: (:meth:`Report.stored_fields`), never the password.
+REPORTED_FIELDS = tuple(f.name for f in attrs.fields(_Reported))
+#: The keys of a registration as ``pushreport list --json`` prints it, in order: the
+#: fields of :class:`Registration`.
+REGISTRATION_FIELDS = tuple(f.name for f in attrs.fields(Registration))
+_REPORTED = _required(Report)
+_REGISTERED = _required(Registration)
+
+# The annotations are text (``from __future__ import annotations``): resolved once, so
+# that the JSON form of each field follows from its declared type.
+attrs.resolve_types(Registration)
+_ENCODERS: Mapping[Any, Callable[[Any], Any]] = {datetime: format_time, dict[str, str]: dict}
+_DECODERS: Mapping[Any, Callable[[Any], Any]] = {datetime: parse_time, int: int}
+_TO_JSON = tuple(
+    (f.name, _ENCODERS[f.type]) for f in attrs.fields(Registration) if f.type in _ENCODERS
+)
+_FROM_JSON = tuple(
+    (f.name, _DECODERS[f.type]) for f in attrs.fields(Registration) if f.type in _DECODERS
+)
 
 
 @attrs.frozen(kw_only=True)

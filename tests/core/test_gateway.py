@@ -17,6 +17,7 @@ from pushreport_core import (
     PushReportError,
     PushTarget,
     Registration,
+    backoff,
     build_push,
     default_verb,
     judge_push_answer,
@@ -315,6 +316,25 @@ def test_retry_delay_grows_and_is_jittered_reproducibly():
     again = random.Random(7)
     assert delays == [retry_delay(n, base=1.0, cap=100.0, rng=again) for n in range(1, 6)]
     assert len(set(delays)) == 5
+
+
+@given(
+    st.integers(1, 200),
+    st.floats(0.001, 10),
+    st.floats(0.001, 600),
+    st.integers(0, 2**32),
+    st.sampled_from((0.0, 0.25, 0.5, 1.0)),
+)
+def test_backoff_drops_at_most_its_jitter_of_the_capped_step(failures, base, cap, seed, jitter):
+    step = min(cap, base * 2.0 ** min(failures - 1, 62))
+    delay = backoff(failures, base=base, cap=cap, rng=random.Random(seed), jitter=jitter)
+    assert step * (1 - jitter) - 1e-9 <= delay <= step + 1e-9
+
+
+def test_pushes_retry_with_the_one_backoff_formula():
+    for n in range(1, 12):
+        expected = backoff(n, base=0.5, cap=30.0, rng=random.Random(n))
+        assert retry_delay(n, base=0.5, cap=30.0, rng=random.Random(n)) == expected
 
 
 def test_retry_after_wins_when_longer_but_stays_bounded():

@@ -19,6 +19,7 @@ from pushreport_core import (
     merge,
     owners_to_forget,
     parse_duration,
+    plan_token_move,
     prune_cutoff,
     prune_due,
     without_token,
@@ -238,6 +239,29 @@ def test_a_holder_no_longer_holding_it_is_left_alone() -> None:
     me = registration("s1", "alice")
     bob = registration("s2", "bob", msgs="b3RoZXI=", calls=None, seen=T0 - timedelta(days=1))
     assert owners_to_forget(me, T, [bob]) == []
+
+
+def test_the_move_plan_names_who_forgets_and_what_the_reporter_keeps() -> None:
+    me = registration("s1", "alice", seen=T0)
+    bob = registration("s2", "bob", seen=T0 - timedelta(days=3))
+    move = plan_token_move(me, T, [me, bob])
+    assert (move.token, move.forget, move.stored) == (T, ("s2",), me)
+    # A holder under another username reported later: the reporter is the one that
+    # forgets, and the plan says what it keeps.
+    later = registration("s3", "bob", seen=T0 + timedelta(seconds=1))
+    move = plan_token_move(me, T, [me, later])
+    assert move.forget == ("s1",) and move.stored == without_token(me, T)
+    assert move.stored.token_msgs is None and move.stored.token_calls == me.token_calls
+
+
+def test_the_move_plan_passes_over_registrations_without_the_token() -> None:
+    """The receiver without find_token hands every registration in: the same plan."""
+    me = registration("s1", "alice", seen=T0)
+    bob = registration("s2", "bob", seen=T0 - timedelta(days=3))
+    strangers = [
+        registration(f"x{i}", "carol", msgs="b3RoZXI=", calls=None, seen=T0) for i in range(3)
+    ]
+    assert plan_token_move(me, T, [*strangers, bob, me]) == plan_token_move(me, T, [bob])
 
 
 # -- who may write a stored registration (issue 14, item 2) ------------------------------

@@ -10,11 +10,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushreport_core import Registration, Report, merge
+from pushreport_core import (
+    MERGE_POLICY,
+    REGISTRATION_FIELDS,
+    REPORTED_FIELDS,
+    Policy,
+    Registration,
+    Report,
+    merge,
+)
 from pushreport_core.testing import strategies as s
 
 SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
-KNOWN = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs", "user_agent")
+#: The fields whose unknown value never erases a stored one, read from the table.
+KNOWN = tuple(name for name, policy in MERGE_POLICY.items() if policy is Policy.KEEP_KNOWN)
 
 stored_and_report = s.selectors.flatmap(
     lambda sel: st.tuples(st.none() | s.registrations(sel), s.reports(sel))
@@ -25,6 +34,64 @@ def _without_counters(registration: Registration) -> dict[str, Any]:
     fields = attrs.asdict(registration)
     del fields["reports"]
     return fields
+
+
+def test_the_merge_policy_of_each_field() -> None:
+    """The table, pinned: changing a field's policy changes what every backend stores."""
+    assert dict(MERGE_POLICY) == {
+        "selector": Policy.KEY,
+        "username": Policy.KEEP_KNOWN,
+        "token_calls": Policy.KEEP_KNOWN,
+        "appid_calls": Policy.KEEP_KNOWN,
+        "token_msgs": Policy.KEEP_KNOWN,
+        "appid_msgs": Policy.KEEP_KNOWN,
+        "extra": Policy.MERGE_EXTRA,
+        "user_agent": Policy.KEEP_KNOWN,
+        "first_seen": Policy.EARLIEST,
+        "last_seen": Policy.LATEST,
+        "reports": Policy.COUNT,
+    }
+
+
+def test_the_table_covers_every_field_of_a_registration_in_order() -> None:
+    names = tuple(f.name for f in attrs.fields(Registration))
+    assert tuple(MERGE_POLICY) == REGISTRATION_FIELDS == names
+    # What a report carries is what the policies take from a report, in the same order.
+    assert REPORTED_FIELDS == tuple(n for n, p in MERGE_POLICY.items() if p.reported)
+    assert tuple(f.name for f in attrs.fields(Report)) == (*REPORTED_FIELDS, "password", "shape")
+    assert set(Policy) == set(MERGE_POLICY.values()), "a policy no field uses"
+
+
+#: What each policy makes of (stored value or None for a new registration, the report's
+#: value, now): the expectation the property below derives from the table.
+EXPECTED: dict[Policy, Any] = {
+    Policy.KEY: lambda old, new, now: new,
+    Policy.KEEP_KNOWN: lambda old, new, now: old if new is None else new,
+    Policy.MERGE_EXTRA: lambda old, new, now: {**(old or {}), **new},
+    Policy.EARLIEST: lambda old, new, now: now if old is None else min(old, now),
+    Policy.LATEST: lambda old, new, now: now if old is None else max(old, now),
+    Policy.COUNT: lambda old, new, now: 1 if old is None else old + 1,
+}
+
+
+@given(pair=stored_and_report, now=s.utc_datetimes)
+def test_every_field_follows_its_policy(
+    pair: tuple[Registration | None, Report], now: datetime
+) -> None:
+    stored, report = pair
+    merged = merge(stored, report, now=now)
+    for name, policy in MERGE_POLICY.items():
+        old, new = getattr(stored, name, None), getattr(report, name, None)
+        assert getattr(merged, name) == EXPECTED[policy](old, new, now), (name, policy)
+
+
+@given(report=s.reports())
+def test_stored_fields_round_trip(report: Report) -> None:
+    fields = report.stored_fields()
+    assert tuple(fields) == REPORTED_FIELDS and "password" not in fields
+    assert Report.from_stored(fields) == report
+    with pytest.raises(KeyError):
+        Report.from_stored({k: v for k, v in fields.items() if k != "selector"})
 
 
 @given(pair=stored_and_report, now=s.utc_datetimes)
@@ -134,6 +201,12 @@ def test_registration_json_round_trips(registration: Registration) -> None:
         "reports",
     )
     assert Registration.from_json(data) == registration
+    for required in ("selector", "first_seen", "last_seen"):
+        with pytest.raises(KeyError):
+            Registration.from_json({k: v for k, v in data.items() if k != required})
+    optional = {"selector": data["selector"], "first_seen": data["first_seen"]}
+    bare = Registration.from_json({**optional, "last_seen": data["first_seen"]})
+    assert (bare.username, bare.extra, bare.reports) == (None, {}, 1)
 
 
 def test_pair_picks_the_pair_for_the_purpose() -> None:

@@ -27,12 +27,15 @@ from pushreport_core import (
     MethodNotAllowed,
     Registration,
     Removal,
+    RemovalPlan,
     Request,
     RequestTooLarge,
     Template,
     account_xml,
     app_variables,
+    claim,
     default_removal_template,
+    may_write,
     parse_removal,
     removal_account_xml,
     removal_template,
@@ -521,6 +524,86 @@ def test_applies_to(removal: Removal, stored: Registration | None, applies: bool
     assert removal.applies_to(stored) is applies
 
 
+@pytest.mark.parametrize(
+    ("removal", "stored", "identified", "plan"),
+    [
+        (Removal(selector=SEL), None, False, RemovalPlan.GONE),
+        (Removal(selector=SEL, username="u"), None, True, RemovalPlan.GONE),
+        (Removal(selector=SEL), _registration(token_msgs=TOKEN_MSGS), False, RemovalPlan.DELETE),
+        (
+            Removal(selector=SEL, token_msgs=TOKEN_MSGS),
+            _registration(token_msgs=OTHER),
+            False,
+            RemovalPlan.KEEP_NEWER,
+        ),
+        # Another user's registration: refused when the user is identified, else the
+        # username does not guard.
+        (
+            Removal(selector=SEL, username="mallory"),
+            _registration(username="johndow"),
+            True,
+            RemovalPlan.REFUSE,
+        ),
+        (
+            Removal(selector=SEL, username="mallory"),
+            _registration(username="johndow"),
+            False,
+            RemovalPlan.DELETE,
+        ),
+        (
+            Removal(selector=SEL, username="johndow"),
+            _registration(username="johndow"),
+            True,
+            RemovalPlan.DELETE,
+        ),
+        (Removal(selector=SEL, username="u"), _registration(), True, RemovalPlan.DELETE),
+        # Refused before it is judged stale: the other user learns nothing of its tokens.
+        (
+            Removal(selector=SEL, username="mallory", token_msgs=TOKEN_MSGS),
+            _registration(username="johndow", token_msgs=OTHER),
+            True,
+            RemovalPlan.REFUSE,
+        ),
+    ],
+)
+def test_the_removal_plan(
+    removal: Removal, stored: Registration | None, identified: bool, plan: RemovalPlan
+) -> None:
+    assert removal.plan(stored, identified=identified) is plan
+
+
+@given(
+    removal=st.builds(
+        Removal,
+        selector=st.just(SEL),
+        username=st.sampled_from((None, "a", "b")),
+        token_calls=st.sampled_from((None, TOKEN_CALLS, OTHER)),
+        token_msgs=st.sampled_from((None, TOKEN_MSGS, OTHER)),
+    ),
+    stored=st.none()
+    | st.builds(
+        _registration,
+        username=st.sampled_from((None, "a", "b")),
+        token_calls=st.sampled_from((None, TOKEN_CALLS, OTHER)),
+        token_msgs=st.sampled_from((None, TOKEN_MSGS, OTHER)),
+    ),
+    identified=st.booleans(),
+)
+def test_the_plan_deletes_exactly_what_applies_and_may_be_written(
+    removal: Removal, stored: Registration | None, identified: bool
+) -> None:
+    plan = removal.plan(stored, identified=identified)
+    may = not identified or may_write(stored, removal.username)
+    assert (plan is RemovalPlan.DELETE) is (may and removal.applies_to(stored))
+    assert (plan is RemovalPlan.GONE) is (stored is None)
+
+
+def test_a_plan_for_another_selectors_registration_is_a_bug() -> None:
+    other = Registration(selector="ab" * 20 + ":1", first_seen=T0, last_seen=T0)
+    with pytest.raises(ValueError, match="has no plan for"):
+        Removal(selector=SEL).plan(other)
+
+
 def test_as_report_carries_what_authentication_reads() -> None:
     template = removal_template(
         url="https://x/r/?s=%selector%&u=%account[username]%&p=%account[password]%"
@@ -628,6 +711,38 @@ REPORTER_QUERY = Template.parse(**SPEC_TEMPLATES["query"])
 )
 def test_shapes_overlap(reporter: Any, removal: Any, overlap: tuple[str, str] | None) -> None:
     assert shapes_overlap(reporter, removal) == overlap
+
+
+REMOVAL_DELETE_ON_TOKEN = removal_template(
+    url="https://example.com/token/?s=%selector%", method="DELETE"
+)
+
+
+@pytest.mark.parametrize(
+    ("reporter", "removal", "method", "path", "claimed"),
+    [
+        (DEFAULT_SHAPES, None, "GET", "/token/", "report"),
+        (DEFAULT_SHAPES, None, "DELETE", "/token/", "report"),  # answered 405
+        (DEFAULT_SHAPES, None, "GET", "/elsewhere", None),
+        (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, "GET", "/token/", "report"),
+        (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, "DELETE", "/token/", "removal"),
+        (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, "delete", "/pushToken/u/s/t", "removal"),
+        (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, "GET", "/removal/", "removal"),
+        # A portal's own page under /removal/ passes through.
+        (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, "GET", "/removal/help", None),
+        # One path, two methods: each takes its own.
+        (REPORTER_QUERY, REMOVAL_DELETE_ON_TOKEN, "GET", "/token/", "report"),
+        (REPORTER_QUERY, REMOVAL_DELETE_ON_TOKEN, "DELETE", "/token/", "removal"),
+        # A method neither accepts on a path both own: the reporter's (it answers 405).
+        (REPORTER_QUERY, REMOVAL_DELETE_ON_TOKEN, "PATCH", "/token/", "report"),
+        # A method only the removal's path owner refuses, on a path only it owns.
+        (DEFAULT_SHAPES, DEFAULT_REMOVAL_SHAPES, "PATCH", "/removal/", "removal"),
+    ],
+)
+def test_which_shapes_claim_a_request(
+    reporter: Any, removal: Any, method: str, path: str, claimed: str | None
+) -> None:
+    assert claim(method, path, reporter=reporter, removal=removal) == claimed
 
 
 # -- the Account XML keys ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from werkzeug.test import Client
 
 from pushreport._config import ReporterConfig, StorageConfig
 from pushreport.testing import MemoryStorage
-from pushreport_core import ConfigurationError
+from pushreport_core import ConfigurationError, Request
 from pushreport_wsgi import Config, Receiver, create_app, hookimpl, make_plugin_manager
 
 from .conftest import make_config
@@ -180,3 +180,50 @@ def test_newest_needs_forget_token(tmp_path: Path) -> None:
         attrs.evolve(config, reporter=ReporterConfig()), plugin_manager=pm
     )
     shared.close()
+
+
+class NoFindToken:
+    """A backend that can forget a token but not look one up."""
+
+    name = "nofind"
+
+    def __init__(self) -> None:
+        self.inner = MemoryStorage()
+
+    def __getattr__(self, name: str) -> object:
+        if name == "find_token":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.inner)
+
+
+class NoFindTokenPlugin:
+    @hookimpl
+    def pushreport_register_storage(self, register):  # type: ignore[no-untyped-def]
+        register("nofind", lambda options, context: NoFindToken())
+
+
+def test_newest_without_find_token_looks_through_every_registration(tmp_path: Path) -> None:
+    pm = make_plugin_manager(plugins=[NoFindTokenPlugin()])
+    config = Config(
+        reporter=ReporterConfig(token_owner="newest"),
+        storage=StorageConfig(backends=("nofind",)),
+        base_dir=tmp_path,
+    )
+    receiver = Receiver.from_config(config, plugin_manager=pm)
+    try:
+        assert not hasattr(receiver.storage, "find_token")
+
+        def send(selector: str, username: str, token: str) -> None:
+            query = urlencode({"selector": selector, "username": username, "token_msgs": token})
+            receiver.handle(Request(method="GET", target=f"/token/?{query}"))
+
+        send(S1, "alice", PHONE)
+        send(S3, "carol", OTHER_VOIP)  # another phone: left alone
+        send(S2, "bob", PHONE)
+        stored = {r.selector: r.token_msgs for r in receiver.storage}
+        assert stored == {S1: None, S2: PHONE, S3: OTHER_VOIP}
+    finally:
+        receiver.close()

@@ -14,7 +14,8 @@ from typing import Any, Callable, ClassVar, ContextManager, Iterator
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from pushreport_core import (
@@ -25,6 +26,7 @@ from pushreport_core import (
     merge,
     without_token,
 )
+from pushreport_core.testing import strategies as prs
 
 from ..storage import Storage
 from ._model import StorageMachine, StorageOpener
@@ -399,6 +401,35 @@ class StorageConformance:
         assert storage.upsert(late, now=at(60)) == expected
         assert storage.get(SELECTOR) == expected
         assert expected.reports == 18 and expected.first_seen == at(-100)
+
+    def test_upsert_onto_any_stored_registration_is_the_merge(self, storage: Storage) -> None:
+        """Whatever is stored (put there by ``put_many``) and whatever the report knows,
+        ``upsert`` gives and stores what :func:`pushreport_core.merge` gives: a backend
+        that writes the merge in its own language (SQL) writes the same rule, field by
+        field (:data:`pushreport_core.MERGE_POLICY`)."""
+        put_many = getattr(storage, "put_many", None)
+        if put_many is None:
+            pytest.skip(
+                f"{type(self).__name__}'s backend has no put_many: a stored registration "
+                "cannot be set up as drawn"
+            )
+
+        @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(
+            stored=st.none() | prs.registrations(SELECTOR),
+            report=prs.reports(SELECTOR),
+            now=prs.utc_datetimes,
+        )
+        def upsert_is_merge(stored: Registration | None, report: Report, now: datetime) -> None:
+            if stored is None:
+                storage.remove(SELECTOR)
+            else:
+                put_many([stored])
+            expected = merge(stored, report, now=now)
+            assert storage.upsert(report, now=now) == expected
+            assert storage.get(SELECTOR) == expected
+
+        upsert_is_merge()
 
     def test_selectors_are_independent(self, storage: Storage) -> None:
         storage.upsert(FULL, now=T0)

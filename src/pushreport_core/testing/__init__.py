@@ -29,7 +29,7 @@ from .._client import (
     transition,
 )
 from .._errors import AppModelError
-from .._fields import PASSWORD_VARIABLE, VARIABLE_FIELDS
+from .._fields import PASSWORD_VARIABLE, REPORT_FIELDS, VARIABLE_FIELDS
 from .._grammar import is_unknown
 from .._templates import Template
 from .._values import Report, Request, Secret
@@ -207,15 +207,7 @@ def values_variables(values: Mapping[str, str | None]) -> dict[str, str | None]:
     """The template variables for report-field *values* (``selector``, ``username``,
     ``token_msgs``, ..., ``password``; any other key is a variable of its own, such as
     ``installid``)."""
-    fields = (
-        "selector",
-        "username",
-        "password",
-        "token_calls",
-        "appid_calls",
-        "token_msgs",
-        "appid_msgs",
-    )
+    fields = (*REPORT_FIELDS, "password")
     return app_variables(
         **{f: values.get(f) for f in fields},
         extra={k: v for k, v in values.items() if k not in fields},

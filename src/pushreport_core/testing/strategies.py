@@ -140,17 +140,29 @@ def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | strategy
 
 
+#: A known value of each canonical report field (``REPORT_FIELDS``).
+_KNOWN: Mapping[str, st.SearchStrategy[Any]] = {
+    "selector": selectors,
+    "username": usernames,
+    "token_calls": tokens(),
+    "appid_calls": app_ids,
+    "token_msgs": tokens(),
+    "appid_msgs": app_ids,
+}
+
+
+def _maybe_known(*but: str) -> dict[str, st.SearchStrategy[Any]]:
+    """A known value or ``None`` ("not known yet") for each canonical field but *but*."""
+    return {field: _maybe(values) for field, values in _KNOWN.items() if field not in but}
+
+
 #: What the app knows at report time, by report field; ``None`` is "not known yet". The
 #: selector is always known (reports are stored by it). ``password`` and ``installid``
 #: are carried only by the templates that name them.
 registration_values = st.fixed_dictionaries(
     {
         "selector": selectors,
-        "username": _maybe(usernames),
-        "token_calls": _maybe(tokens()),
-        "appid_calls": _maybe(app_ids),
-        "token_msgs": _maybe(tokens()),
-        "appid_msgs": _maybe(app_ids),
+        **_maybe_known("selector"),
         "password": _maybe(passwords),
         "installid": _maybe(extra_values),
     }
@@ -302,10 +314,7 @@ def reports(
         Report,
         selector=st.just(selector) if isinstance(selector, str) else selector,
         username=username_strategy,
-        token_calls=_maybe(tokens()),
-        appid_calls=_maybe(app_ids),
-        token_msgs=_maybe(tokens()),
-        appid_msgs=_maybe(app_ids),
+        **_maybe_known("selector", "username"),
         extra=_EXTRA,
         user_agent=user_agents,
     )
@@ -313,18 +322,13 @@ def reports(
 
 @st.composite
 def registrations(draw: Any, selector: str | st.SearchStrategy[str] = selectors) -> Registration:
-    """Stored registrations for *selector*, as a storage backend would return them."""
+    """Stored registrations for *selector*, as a storage backend would return them: a
+    report's fields, seen *reports* times between two instants."""
+    report = draw(reports(selector))
     first = draw(utc_datetimes)
     last = first + draw(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=900)))
     return Registration(
-        selector=selector if isinstance(selector, str) else draw(selector),
-        username=draw(_maybe(usernames)),
-        token_calls=draw(_maybe(tokens())),
-        appid_calls=draw(_maybe(app_ids)),
-        token_msgs=draw(_maybe(tokens())),
-        appid_msgs=draw(_maybe(app_ids)),
-        extra=draw(_EXTRA),
-        user_agent=draw(user_agents),
+        **report.stored_fields(),
         first_seen=first,
         last_seen=last,
         reports=draw(st.integers(1, 10**6)),
@@ -348,16 +352,7 @@ def sessions(
     pairs, all known).
     """
     if values is None:
-        values = st.fixed_dictionaries(
-            {
-                "selector": selectors,
-                "username": usernames,
-                "token_calls": tokens(),
-                "appid_calls": app_ids,
-                "token_msgs": tokens(),
-                "appid_msgs": app_ids,
-            }
-        )
+        values = st.fixed_dictionaries(_KNOWN)
     account = dict(draw(values))
     late = None
     if account.get("token_msgs") is not None and draw(st.booleans()):

@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from pushreport.storage import StorageContext
-from pushreport_core import ConfigurationError, Report, StorageUnavailable
+from pushreport_core import MERGE_POLICY, ConfigurationError, Policy, Report, StorageUnavailable
 from pushreport_postgresql import SCHEMA_VERSION, PostgreSQLStorage
 
 from ...conftest import wait_for_child
@@ -336,3 +336,18 @@ def test_the_plugin_loads_without_psycopg() -> None:
         "storage.postgresql: needs psycopg 3 and psycopg-pool, which are not "
         "installed: pip install 'pushreport[postgresql]'\n"
     )
+
+
+def test_every_merge_policy_has_its_postgresql_expression(pg_dsn: str) -> None:
+    """A policy added to the core without its SQL here fails, not an upsert."""
+    from pushreport_postgresql import _storage as pg
+
+    assert set(pg.NEW_SQL) == set(Policy)
+    assert set(pg.MERGE_SQL) == set(Policy) - {Policy.KEY}
+    with psycopg.connect(pg_dsn) as conn:
+        upsert = pg._Statements("t").upsert.as_string(conn)
+    for column, policy in MERGE_POLICY.items():
+        if policy is not Policy.KEY:
+            expression = pg.MERGE_SQL[policy].format(c=f'"{column}"', p="", now="")
+            assert f'"{column}" = {expression}' in upsert
+    assert upsert.count(" = ") == len(MERGE_POLICY) - 1

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 import pushreport_sqlite
 from pushreport.storage import Storage, StorageContext
 from pushreport_core import (
+    MERGE_POLICY,
     ConfigurationError,
+    Policy,
     Registration,
     Report,
     Secret,
@@ -593,3 +595,46 @@ def test_a_wal_grown_in_a_burst_is_cut_back_once_it_starts_over(tmp_path: Path) 
     storage.upsert(Report(selector="0" * 40 + ":00000000"), now=now)  # starts the WAL over
     assert wal.stat().st_size <= WAL_SIZE_LIMIT
     storage.close()
+
+
+# -- the upsert, built from the core's merge policy table -----------------------------------
+
+
+def test_every_merge_policy_has_its_sqlite_expression() -> None:
+    """A policy added to the core without its SQL here fails, not an upsert."""
+    assert set(sql.NEW_SQL) == set(Policy)
+    assert set(sql.MERGE_SQL) == set(Policy) - {Policy.KEY}
+
+
+def test_the_upsert_sets_each_column_by_its_policy() -> None:
+    for column, policy in MERGE_POLICY.items():
+        if policy is Policy.KEY:
+            assert f"ON CONFLICT ({column})" in sql.UPSERT
+            continue
+        assignment = f"{column} = {sql.MERGE_SQL[policy].format(c=column)}"
+        assert assignment in sql.UPSERT
+        assert (assignment in sql.UPSERT_SAME_USERNAME) is (column != "username")
+    assert sql.UPSERT.count(" = ") == len(MERGE_POLICY) - 1
+    assert "RETURNING" not in sql.UPSERT_QUIET + sql.UPSERT_SAME_USERNAME_QUIET
+
+
+def test_a_spool_line_holds_what_a_report_stores_and_when() -> None:
+    """The order is on disk: a spool written before an upgrade is applied after it."""
+    from pushreport_sqlite._spool import FIELDS, decode, encode
+
+    assert FIELDS == (
+        "selector",
+        "username",
+        "token_calls",
+        "appid_calls",
+        "token_msgs",
+        "appid_msgs",
+        "extra",
+        "user_agent",
+        "now",
+    )
+    report = Report(selector=SELECTOR, username="u", token_msgs="dG9rZW4=", extra={"a": "1"})
+    values = list(sql._report_values(report))
+    values[sql._EXTRA_AT] = sql._dump_extra(report.extra)
+    line = encode([*values, sql._db_time(T0)])
+    assert decode(line.decode()) == sql._params(report, T0)

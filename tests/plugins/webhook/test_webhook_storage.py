@@ -23,6 +23,7 @@ from pushreport_core import (
     Report,
     Secret,
     StorageUnavailable,
+    backoff,
     format_time,
     merge,
 )
@@ -259,6 +260,12 @@ def test_backoff_is_full_jitter_below_the_capped_exponential(
 ) -> None:
     delay = backoff_delay(attempts, base=base, maximum=maximum, rng=random.Random(seed))
     assert 0 <= delay <= min(maximum, base * 2.0 ** min(attempts - 1, 62))
+
+
+def test_deliveries_back_off_with_the_cores_formula_at_full_jitter() -> None:
+    for n in range(1, 12):
+        expected = backoff(n, base=1.0, cap=60.0, rng=random.Random(n), jitter=1.0)
+        assert backoff_delay(n, base=1.0, maximum=60.0, rng=random.Random(n)) == expected
 
 
 def test_backoff_grows_and_spreads() -> None:
