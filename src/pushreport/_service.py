@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attrs
 import pluggy
@@ -37,7 +37,7 @@ from pushreport_core import (
 )
 
 from ._auth import build_authenticators, secret_fields
-from ._batch import GroupCommit
+from ._batch import Writer, writer_for
 from ._config import Config
 from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
@@ -48,7 +48,7 @@ from ._plugins import (
     make_plugin_manager,
     transform_report,
 )
-from .storage import Storage, StorageContext, StorageStarting
+from .storage import Capabilities, Storage, StorageContext, StorageStarting
 
 __all__ = [
     "Receiver",
@@ -60,6 +60,9 @@ __all__ = [
     "STARTUP_WAIT",
 ]
 
+if TYPE_CHECKING:
+    from ._prune import PruneSchedule
+
 log = logging.getLogger("pushreport")
 
 
@@ -69,33 +72,26 @@ def _utcnow() -> datetime:
 
 @attrs.frozen
 class Backend:
-    """A configured storage backend and whether the app's 200 waits for it."""
+    """A configured storage backend, whether the app's 200 waits for it, and what it
+    declared it can do, checked when the Backend is made (:func:`open_backends`)."""
 
     name: str
     storage: Storage
     required: bool = True
-    #: What writes go through: the storage itself, or a :class:`GroupCommit` over it
-    #: when the backend can upsert a batch in one transaction (``upsert_many``).
-    writer: Any = attrs.field(
-        default=attrs.Factory(lambda self: _writer_for(self.storage), takes_self=True)
-    )
-    #: The backend's ``upsert_if`` and ``remove_if`` (``None`` when it has none): the
-    #: ownership decision and the write in one atomic step
-    #: (:meth:`Receiver._upsert_owned`).
-    upsert_if: Any = attrs.field(
+    #: What the backend declared (:class:`~pushreport.storage.Capabilities`): its
+    #: optional methods, bound, read and checked once, here.
+    capabilities: Capabilities = attrs.field(
         default=attrs.Factory(
-            lambda self: getattr(self.storage, "upsert_if", None), takes_self=True
+            lambda self: Capabilities.of(self.storage, self.name), takes_self=True
         )
     )
-    remove_if: Any = attrs.field(
+    #: What writes go through: a :class:`GroupCommit` over the storage when it declares
+    #: ``upsert_many`` (concurrent reports in one transaction), else its own writes.
+    writer: Writer = attrs.field(
         default=attrs.Factory(
-            lambda self: getattr(self.storage, "remove_if", None), takes_self=True
+            lambda self: writer_for(self.storage, self.capabilities), takes_self=True
         )
     )
-
-
-def _writer_for(storage: Storage) -> Any:
-    return GroupCommit(storage) if hasattr(storage, "upsert_many") else storage  # type: ignore[arg-type]
 
 
 @attrs.frozen(kw_only=True)
@@ -134,7 +130,7 @@ class Receiver:
     #: Counters the receiver and the adapter feed (``[metrics]``; no-ops when off).
     metrics: Metrics = attrs.field(factory=NullMetrics)
     #: The background prune of :meth:`start_pruning`, when started.
-    pruner: Any = attrs.field(default=None, init=False)
+    pruner: PruneSchedule | None = attrs.field(default=None, init=False)
     #: Built to answer requests (:meth:`from_config`'s *serving*); ``False``: no
     #: authenticator was built, and requests are refused.
     serving: bool = True
@@ -195,7 +191,7 @@ class Receiver:
         share_limit_state(limiter, config, backends, authenticators)
         if config.reporter.token_owner == "newest":
             for b in backends:
-                if not callable(getattr(b.storage, "forget_token", None)):
+                if b.capabilities.forget_token is None:
                     raise ConfigurationError(
                         f'"newest" needs forget_token, which storage backend {b.name!r} lacks',
                         key="reporter.token_owner",
@@ -252,8 +248,8 @@ class Receiver:
     def accept(self, request: Request, *, notes: dict[str, str] | None = None) -> str:
         """:meth:`handle` for a caller that only needs the selector (the WSGI adapter).
 
-        The same checks, hooks and commits; the stored registration is only read back
-        from a backend that can skip it (``upsert_quiet``) when something needs it: a
+        The same checks, hooks and commits; a backend that declares ``quiet_upsert``
+        reads the stored registration back only when something needs it: a
         ``pushreport_report_stored`` hook, or ``token_owner = "newest"``.
         """
         return self._store(request, notes, read_back=False)[0].selector
@@ -288,12 +284,9 @@ class Receiver:
                     result = self._upsert_owned(backend, report, now)
                     refused = result is None
                 else:
-                    # A writer's upsert_quiet reads nothing back (SQLite: no RETURNING).
-                    quiet = None if read_back else getattr(backend.writer, "upsert_quiet", None)
-                    if quiet is None:
-                        result = backend.writer.upsert(report, now=now)
-                    else:
-                        result = quiet(report, now=now)
+                    # read_back=False: a backend that declares quiet_upsert reads
+                    # nothing back (SQLite: no RETURNING).
+                    result = backend.writer.upsert(report, now=now, read_back=read_back)
             except StorageUnavailable as e:
                 self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
@@ -383,14 +376,13 @@ class Receiver:
         def allowed(stored: Registration | None) -> bool:
             return may_write(stored, report.username)
 
-        if backend.upsert_if is not None:
-            result: Registration | None = backend.upsert_if(report, now=now, allowed=allowed)
-            return result
+        upsert_if = backend.capabilities.upsert_if
+        if upsert_if is not None:
+            return upsert_if(report, now=now, allowed=allowed)
         with self._owner_lock(report.selector):
             if not allowed(backend.storage.get(report.selector)):
                 return None
-            written: Registration = backend.writer.upsert(report, now=now)
-            return written
+            return backend.writer.upsert(report, now=now)
 
     def _remove_owned(
         self, backend: Backend, removal: Removal
@@ -405,8 +397,9 @@ class Receiver:
             seen.append(stored)
             return may_write(stored, removal.username) and removal.applies_to(stored)
 
-        if backend.remove_if is not None:
-            removed: Registration | None = backend.remove_if(removal.selector, allowed)
+        remove_if = backend.capabilities.remove_if
+        if remove_if is not None:
+            removed = remove_if(removal.selector, allowed)
         else:
             with self._owner_lock(removal.selector):
                 stored = backend.storage.get(removal.selector)
@@ -528,9 +521,9 @@ class Receiver:
         would not claim again. Returns *stored*, without a token it lost to a holder
         that reported later (two reports racing)."""
         primary = self.backends[0].storage
+        find = self.backends[0].capabilities.find_token
         for token in claimed_tokens(before, report, stored):
             try:
-                find = getattr(primary, "find_token", None)
                 holders = (
                     find(token)
                     if find is not None
@@ -543,8 +536,11 @@ class Receiver:
                 continue
             for selector in owners_to_forget(stored, token, holders):
                 for backend in self.backends:
+                    # from_config checked that every backend declares forget_token.
+                    forget = backend.capabilities.forget_token
                     try:
-                        backend.storage.forget_token(token, selector=selector)
+                        assert forget is not None
+                        forget(token, selector=selector)
                     except Exception as e:
                         log.warning(
                             "token_owner: backend %r could not forget token %s in %s: %s",
@@ -572,7 +568,10 @@ class Receiver:
 
         if self.pruner is None:
             self.pruner = PruneSchedule.from_config(
-                self.config, [(b.name, b.storage) for b in self.backends], clock=self.clock
+                self.config,
+                [(b.name, b.storage) for b in self.backends],
+                clock=self.clock,
+                beside=self.backends[0].capabilities.path,
             )
             if self.pruner is None:
                 return False
@@ -632,7 +631,14 @@ def open_backends(
         required = options.pop("required", True)
         if not isinstance(required, bool):
             raise ConfigurationError("must be true or false", key=f"storage.{name}.required")
-        backends.append(Backend(name, factory(options, context), required))
+        storage = factory(options, context)
+        try:
+            # What it declares is checked here, once: a capability without its
+            # method stops the start, naming both.
+            backends.append(Backend(name, storage, required))
+        except ConfigurationError:
+            _close_all([storage, *(b.storage for b in backends)])
+            raise
     if not any(b.required for b in backends):
         raise ConfigurationError("at least one backend must be required", key="storage.backends")
     return backends
@@ -651,7 +657,8 @@ def open_now(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Open every backend now, in order: its ``open()`` (``ping()`` for one without),
+    """Open every backend now, in order: its ``open()`` (``ping()`` for one that does
+    not declare it),
     so that a store that cannot be used fails here, with a message that names it,
     rather than at the first report or read.
 
@@ -662,7 +669,7 @@ def open_now(
     """
     for backend in backends:
         storage = backend.storage
-        start = getattr(storage, "open", None)
+        start = backend.capabilities.open
         deadline = clock() + wait
         while True:
             try:
@@ -699,6 +706,14 @@ def open_reader(config: Config) -> Receiver:
         receiver.close()
         raise
     return receiver
+
+
+def _close_all(storages: Sequence[Storage]) -> None:
+    for storage in storages:
+        try:
+            storage.close()
+        except Exception:  # pragma: no cover
+            log.exception("closing storage backend %r failed", storage.name)
 
 
 def _open_failed(backend: Backend, error: Exception) -> None:
