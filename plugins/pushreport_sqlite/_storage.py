@@ -336,9 +336,9 @@ def _decode(row: tuple[Any, ...]) -> Registration:
 
 def _apply_reports(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
     """Merge spooled reports (upsert parameters, in the order received) into the table,
-    inside the caller's transaction, as ``upsert(..., read_back=False)`` would one by one; how many were
-    applied. (One executemany per statement, after a query of the stored usernames,
-    measured no faster.)"""
+    inside the caller's transaction, as ``upsert(..., read_back=False)`` would, one by
+    one; how many were applied. (One executemany per statement, after a query of the
+    stored usernames, measured no faster.)"""
     n = 0
     for row in rows:
         try:

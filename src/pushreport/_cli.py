@@ -102,9 +102,8 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         p.add_argument(
             "--db",
             metavar="PATH",
-            help="the store of the first backend in [storage] backends that has a main "
-            "option: overrides it (the sqlite backend's file: [storage.sqlite] path"
-            f"{default})",
+            help="overrides the main option of the first backend in [storage] backends "
+            f"that has one (sqlite: its file, [storage.sqlite] path{default})",
         )
 
     serve = sub.add_parser("serve", help="run the receiver under a production WSGI server")
@@ -115,7 +114,7 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         type=_bounded(ServerConfig, "port", "--port"),
         help="port to listen on (default 8080)",
     )
-    db_option(serve, " (default ./pushreport.sqlite3)")
+    db_option(serve, ", default ./pushreport.sqlite3")
     serve.add_argument(
         "--workers",
         type=_bounded(ServerConfig, "workers", "--workers"),

@@ -74,6 +74,7 @@ __all__ = [
     "PushConfig",
     "LookupConfig",
     "load_config",
+    "value_or_env",
     "CONFIG_KEYS",
     "SECTIONS",
     "setting",

@@ -184,8 +184,7 @@ def add_plugin_commands(
                 )
             if not callable(run):
                 raise ConfigurationError(
-                    f"plugin {_plugin!r} added command {name!r} with a run that is not "
-                    "callable"
+                    f"plugin {_plugin!r} added command {name!r} with a run that is not callable"
                 )
             if name in owners:
                 first = owners[name]

@@ -351,8 +351,7 @@ class Capabilities:
             need = _NEEDS.get(capability)
             if need is not None and need not in declared:
                 raise ConfigurationError(
-                    f"storage backend {label} declares {capability.value!r} "
-                    f"without {need.value!r}"
+                    f"storage backend {label} declares {capability.value!r} without {need.value!r}"
                 )
             for method in _METHODS[capability]:
                 if not callable(getattr(backend, method, None)):

@@ -752,8 +752,10 @@ class StorageConformance:
             "the receiver decides who owns a selector with get() and a write, one step "
             "per process only",
         )
-        return capabilities.upsert_if if capability is Capability.UPSERT_IF else (
-            capabilities.remove_if
+        return (
+            capabilities.upsert_if
+            if capability is Capability.UPSERT_IF
+            else (capabilities.remove_if)
         )
 
     def test_upsert_if_writes_only_what_allowed_lets_it(self, storage: Storage) -> None:
