@@ -10,8 +10,9 @@ selectors arrive), and then times through the storage's public methods:
   does), in µs per call;
 - ``insert``: ``upsert()`` of a new selector, in µs per call;
 - ``spooled``: what ``pushreport serve`` does with a report for a stored selector:
-  ``upsert_quiet()`` appends it to the report spool, and ``apply_spool()`` at the end of
-  each batch applies the batch in one transaction, in µs per report for both;
+  ``upsert(..., read_back=False)`` appends it to the report spool, and
+  ``apply_spool()`` at the end of each batch applies the batch in one transaction, in µs
+  per report for both;
 - ``find``: ``find(username=...)`` of a stored user (two registrations each), median
   and p99 in ms.
 
@@ -148,7 +149,7 @@ def _time_spooled(storage: SQLiteStorage, reports: list[Report], now: datetime) 
     nows = _instants(now, len(reports))
     t = time.perf_counter()
     for r, n in zip(reports, nows):
-        storage.upsert_quiet(r, now=n)
+        storage.upsert(r, now=n, read_back=False)
     applied = storage.apply_spool()
     us = (time.perf_counter() - t) / len(reports) * 1e6
     if applied != len(reports):

@@ -1,8 +1,8 @@
 """In-process cost of one report through the whole WSGI app, without a server.
 
-Builds ``create_app(Config().with_sqlite_path(<tmp>))`` (the default configuration:
-SQLite, ``synchronous = "normal"``, the default shapes), stores *--prefill*
-registrations, then calls the app directly with the environ a server (gunicorn) hands
+Builds ``create_app(Config().with_storage_option("sqlite", "path", <tmp>))`` (the
+default configuration: SQLite, ``synchronous = "normal"``, the default shapes), stores
+*--prefill* registrations, then calls the app directly with the environ a server (gunicorn) hands
 it for the report ``bench/loadgen.py`` sends: ``GET /token/?username=…&selector=…
 &token_calls=…&appid_calls=…&token_msgs=…&appid_msgs=…`` with the app's headers, the
 selectors cycling over the pool (100,000 by default), so most reports update a stored
@@ -125,7 +125,7 @@ def measure(fn: Callable[[int], object], indices: Iterable[list[int]]) -> dict[s
 
 def _sharer(db: Path, chunks: list[list[int]], barrier: Any, out: Any) -> None:
     """One of --processes: its own app on the shared file, timed like the main one."""
-    app = create_app(Config().with_sqlite_path(db))
+    app = create_app(Config().with_storage_option("sqlite", "path", str(db)))
     try:
         environs = {i: environ_for(i) for chunk in chunks for i in chunk}
 
@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     prefilled = args.pool if args.prefill is None else min(args.prefill, args.pool)
 
     with tempfile.TemporaryDirectory(prefix="pushreport-inprocess-") as tmp:
-        app = create_app(Config().with_sqlite_path(Path(tmp, "bench.sqlite3")))
+        app = create_app(
+            Config().with_storage_option("sqlite", "path", str(Path(tmp, "bench.sqlite3")))
+        )
         receiver = app.receiver
         storage = receiver.storage
         try:
@@ -260,12 +262,11 @@ def main(argv: list[str] | None = None) -> int:
 
             reports = [parse_request(r) for r in requests]
             writer = receiver.backends[0].writer
-            # The write the app does: without reading the row back when it can.
-            write = getattr(writer, "upsert_quiet", None) or writer.upsert
             clock = receiver.clock
 
             def call_storage(i: int) -> object:
-                return write(reports[i], now=clock())
+                # The write the app does: without reading the row back when it can.
+                return writer.upsert(reports[i], now=clock(), read_back=False)
 
             # One index sequence shared by every run: a stride through the pool, so
             # that consecutive reports touch distinct rows (as concurrent apps do).

@@ -89,7 +89,7 @@ def config_for(store: str, where: Any, variant: str) -> Config:
         auth = AuthConfig(methods=("secret",), secret=SECRET, secret_field="pushsecret")
     if store == "sqlite":
         base = Config(limits=LimitsConfig(**limits), auth=auth, base_dir=where.parent)
-        return base.with_sqlite_path(where)
+        return base.with_storage_option("sqlite", "path", str(where))
     dsn, table = where
     return Config(
         storage=StorageConfig(

@@ -24,10 +24,8 @@ consistent across crashes and processes.
 
 from __future__ import annotations
 
-from typing import Callable
-
 from pushreport.hookspecs import hookimpl
-from pushreport.storage import StorageFactory
+from pushreport.storage import MainOption, RegisterStorage
 
 from ._storage import (
     DEFAULT_COMPACT_AFTER,
@@ -48,6 +46,6 @@ __all__ = [
 
 
 @hookimpl
-def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
-    """Register the ``files`` backend."""
-    register("files", FilesStorage.from_options)
+def pushreport_register_storage(register: RegisterStorage) -> None:
+    """Register the ``files`` backend; ``files:PATH`` sets its ``path``."""
+    register("files", FilesStorage.from_options, main_option=MainOption("path", is_path=True))

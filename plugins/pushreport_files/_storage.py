@@ -50,11 +50,11 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
-from pushreport.storage import NO_DATABASE_HINT, BackendOptions, StorageContext
+from pushreport.storage import NO_DATABASE_HINT, BackendOptions, Capability, StorageContext
 from pushreport_core import (
     Registration,
     Report,
@@ -181,6 +181,18 @@ class FilesStorage:
     OPTIONS_DOC = OPTIONS_DOC
 
     name = "files"
+    #: What it can do beyond the required protocol (:mod:`pushreport.storage`).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.OPEN,
+            Capability.UPSERT_MANY,
+            Capability.PUT_MANY,
+            Capability.COUNT,
+            Capability.FIND_TOKEN,
+            Capability.FORGET_TOKEN,
+            Capability.PATH,
+        }
+    )
 
     path: Path = attrs.field(converter=Path)
     compact_after: int = attrs.field(default=DEFAULT_COMPACT_AFTER, kw_only=True)

@@ -27,10 +27,10 @@ hosts count together.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from pushreport.hookspecs import hookimpl
-from pushreport.storage import Storage, StorageContext, StorageFactory
+from pushreport.storage import MainOption, RegisterStorage, Storage, StorageContext
 from pushreport_core import ConfigurationError
 
 from ._options import OPTIONS_DOC
@@ -85,6 +85,7 @@ _factory.options_doc = OPTIONS_DOC  # type: ignore[attr-defined]
 
 
 @hookimpl
-def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
-    """Register the ``postgresql`` backend."""
-    register("postgresql", _factory)
+def pushreport_register_storage(register: RegisterStorage) -> None:
+    """Register the ``postgresql`` backend; ``postgresql:DSN`` sets its ``dsn``, which
+    may hold a password and is never printed."""
+    register("postgresql", _factory, main_option=MainOption("dsn", secret=True))

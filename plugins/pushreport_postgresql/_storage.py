@@ -9,7 +9,7 @@ import re
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import attrs
 import psycopg
@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pushreport.storage import BackendOptions, StorageContext, StorageStarting
+from pushreport.storage import BackendOptions, Capability, StorageContext, StorageStarting
 from pushreport_core import (
     MERGE_POLICY,
     REGISTRATION_FIELDS,
@@ -284,6 +284,20 @@ class PostgreSQLStorage:
     OPTIONS_DOC = OPTIONS_DOC
 
     name = "postgresql"
+    #: What it can do beyond the required protocol (:mod:`pushreport.storage`).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.OPEN,
+            Capability.UPSERT_MANY,
+            Capability.PUT_MANY,
+            Capability.COUNT,
+            Capability.FIND_TOKEN,
+            Capability.FORGET_TOKEN,
+            Capability.UPSERT_IF,
+            Capability.REMOVE_IF,
+            Capability.LIMIT_STATE,
+        }
+    )
 
     dsn: str = attrs.field(repr=False)
     table: str = attrs.field(default=DEFAULT_TABLE, validator=_check_table)

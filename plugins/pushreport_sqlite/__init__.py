@@ -33,10 +33,8 @@ deleting it while the server is stopped forgets the counts and nothing else.
 
 from __future__ import annotations
 
-from typing import Callable
-
 from pushreport.hookspecs import hookimpl
-from pushreport.storage import StorageFactory
+from pushreport.storage import MainOption, RegisterStorage
 
 from ._storage import (
     DEFAULT_BUSY_TIMEOUT,
@@ -57,6 +55,6 @@ __all__ = [
 
 
 @hookimpl
-def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
-    """Register the ``sqlite`` backend."""
-    register("sqlite", SQLiteStorage.from_options)
+def pushreport_register_storage(register: RegisterStorage) -> None:
+    """Register the ``sqlite`` backend; ``sqlite:PATH`` sets its ``path``."""
+    register("sqlite", SQLiteStorage.from_options, main_option=MainOption("path", is_path=True))

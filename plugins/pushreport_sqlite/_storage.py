@@ -16,7 +16,7 @@ import weakref
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, TypeVar, overload
 
 import attrs
 
@@ -25,6 +25,7 @@ from pushreport.limitstate import SQLiteLimitState
 from pushreport.storage import (
     NO_DATABASE_HINT,
     BackendOptions,
+    Capability,
     StorageContext,
     StorageStarting,
 )
@@ -360,9 +361,9 @@ def _decode(row: tuple[Any, ...]) -> Registration:
 
 def _apply_reports(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
     """Merge spooled reports (upsert parameters, in the order received) into the table,
-    inside the caller's transaction, as upsert_quiet would one by one; how many were
-    applied. (One executemany per statement, after a query of the stored usernames,
-    measured no faster.)"""
+    inside the caller's transaction, as ``upsert(..., read_back=False)`` would, one by
+    one; how many were applied. (One executemany per statement, after a query of the
+    stored usernames, measured no faster.)"""
     n = 0
     for row in rows:
         try:
@@ -516,17 +517,34 @@ class SQLiteStorage:
     _applier_wake: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
     #: The applier thread found nothing last round and sleeps longer: an append wakes it.
     _applier_idle: bool = attrs.field(init=False, default=False, repr=False)
+    #: What this backend declares (:class:`pushreport.storage.Capability`); ``spools``
+    #: with the report spool on.
+    capabilities: frozenset[Capability] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        # A subclass that adds to the upsert (the webhook backend's outbox) writes its
-        # reports itself: no spool for it.
-        if self.spool and type(self).upsert_quiet is SQLiteStorage.upsert_quiet:
+        declared = {
+            Capability.OPEN,
+            Capability.QUIET_UPSERT,
+            Capability.UPSERT_MANY,
+            Capability.PUT_MANY,
+            Capability.COUNT,
+            Capability.FIND_TOKEN,
+            Capability.FORGET_TOKEN,
+            Capability.UPSERT_IF,
+            Capability.REMOVE_IF,
+            Capability.LIMIT_STATE,
+            Capability.PATH,
+        }
+        if self.spool:
             self._spool = Spool(Path(f"{self.path}.spool"), fsync=self.synchronous == "full")
+            declared.add(Capability.SPOOLS)
+        self.capabilities = frozenset(declared)
 
     @property
     def spooling(self) -> bool:
-        """Reports given to :meth:`upsert_quiet` go to the spool: concurrent callers
-        need not be batched (``GroupCommit``), each append is cheap on its own."""
+        """Reports given to ``upsert(..., read_back=False)`` go to the spool: concurrent
+        callers need not be batched (``GroupCommit``), each append is cheap on its own
+        (declared as :attr:`~pushreport.storage.Capability.SPOOLS`)."""
         return self._spool is not None
 
     @classmethod
@@ -761,20 +779,33 @@ class SQLiteStorage:
 
     # -- Storage -------------------------------------------------------------------
 
-    def upsert(self, report: Report, *, now: datetime) -> Registration:
+    @overload
+    def upsert(
+        self, report: Report, *, now: datetime, read_back: Literal[True] = True
+    ) -> Registration: ...
+
+    @overload
+    def upsert(self, report: Report, *, now: datetime, read_back: bool) -> Registration | None: ...
+
+    def upsert(
+        self, report: Report, *, now: datetime, read_back: bool = True
+    ) -> Registration | None:
         """Merge *report* into its selector's row in one statement; committed on return.
 
-        The account password (``report.password``) is not a column: it is never written.
+        With ``read_back=False`` (``quiet_upsert``), the row is not read back and
+        ``None`` is returned: the same statement and commit without ``RETURNING``, or,
+        with the report spool, an append to it. The account password
+        (``report.password``) is not a column: it is never written.
         """
+        if not read_back:
+            self._upsert_quiet(report, now)
+            return None
         params = _params(report, now)
         self._settle()  # what is spooled came first
         rows = self._run(UPSERT_SAME_USERNAME, params) or self._run(UPSERT, params)
         return _decode(rows[0])
 
-    def upsert_quiet(self, report: Report, *, now: datetime) -> None:
-        """:meth:`upsert` without reading the row back: the same statement and commit,
-        for a caller that needs no :class:`Registration` (the receiver, when no hook
-        wants one)."""
+    def _upsert_quiet(self, report: Report, now: datetime) -> None:
         spool = self._spool
         if spool is not None:
             self._spool_report(spool, report, now)
@@ -1091,19 +1122,6 @@ class SQLiteStorage:
         # object goes: a lock lasts while any duplicate of it is open, see flock(2).)
         local.turn, local.turn_pid = _TurnFd(fd), os.getpid()
         return fd
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # A subclass that adds to upsert() (the webhook backend writes an event in the
-        # same transaction) must not be bypassed: unless it brings its own
-        # upsert_quiet, it has none, and callers use its upsert().
-        if "upsert" in vars(cls) and "upsert_quiet" not in vars(cls):
-            cls.upsert_quiet = None  # type: ignore[assignment,method-assign]
-        # Nor its conditional writes (the receiver then decides with get() and upsert()).
-        if "upsert" in vars(cls) and "upsert_if" not in vars(cls):
-            cls.upsert_if = None  # type: ignore[assignment,method-assign]
-        if "remove" in vars(cls) and "remove_if" not in vars(cls):
-            cls.remove_if = None  # type: ignore[assignment,method-assign]
 
     def upsert_many(self, items: Sequence[tuple[Report, datetime]]) -> list[Registration]:
         """Upsert every ``(report, now)`` in one transaction: one commit, one fsync.

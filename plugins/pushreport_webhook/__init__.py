@@ -17,22 +17,23 @@ and picked in the configuration by name, alone or after another backend::
     secret_env = "PUSHREPORT_WEBHOOK_SECRET"   # or secret = "..."
     outbox = "pushreport-outbox.sqlite3"       # relative to the configuration's folder
 
-A report is acknowledged once its registration and its event are committed to the
-outbox (one SQLite transaction), not once the webhook answered; a background thread
-delivers the events, signed (``X-Pushreport-Signature``), in order per selector, with
-retries, and moves an event that keeps failing to the dead letters.
-``pushreport outbox`` shows and replays them. ``docs/webhook.md`` is the receiver's
+The registrations and the events live in one SQLite file of the plugin's own (it uses
+no other plugin). A report is acknowledged once its registration and its event are
+committed to the outbox (one SQLite transaction), not once the webhook answered; a
+background thread delivers the events, signed (``X-Pushreport-Signature``), in order
+per selector, with retries, and moves an event that keeps failing to the dead letters.
+``pushreport outbox``, a command this plugin adds (``pushreport_add_commands``), shows
+and replays them. ``docs/webhook.md`` is the receiver's
 side: the JSON, the headers and the verification recipe.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from pushreport.hookspecs import AddCommand, hookimpl
+from pushreport.storage import RegisterStorage
 
-from pushreport.hookspecs import hookimpl
-from pushreport.storage import StorageFactory
-
-from ._deliver import USER_AGENT, Deliverer, backoff_delay, post
+from ._cli import add_outbox_command
+from ._deliver import USER_AGENT, Deliverer, DeliverySettings, backoff_delay, post
 from ._outbox import REMOVED, UPDATED, DeadEvent, Event, event_body
 from ._signing import (
     EVENT_HEADER,
@@ -48,6 +49,7 @@ from ._storage import DEFAULT_OUTBOX, OPTIONS, OPTIONS_DOC, WebhookStorage, webh
 __all__ = [
     "WebhookStorage",
     "Deliverer",
+    "DeliverySettings",
     "Event",
     "DeadEvent",
     "UPDATED",
@@ -68,10 +70,17 @@ __all__ = [
     "backoff_delay",
     "post",
     "pushreport_register_storage",
+    "pushreport_add_commands",
 ]
 
 
 @hookimpl
-def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+def pushreport_register_storage(register: RegisterStorage) -> None:
     """Register the ``webhook`` backend."""
     register("webhook", webhook_storage)
+
+
+@hookimpl
+def pushreport_add_commands(add_command: AddCommand) -> None:
+    """Add ``pushreport outbox``: the pending and dead events, and their replay."""
+    add_outbox_command(add_command)

@@ -1,22 +1,47 @@
-"""``pushreport outbox``: the webhook backend's pending and dead events, and their replay."""
+"""``pushreport outbox``: the webhook backend's pending and dead events, and their
+replay; a command the plugin adds through ``pushreport_add_commands``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from pushreport._config import Config
-from pushreport.storage import BackendOptions
+from pushreport import Config
+from pushreport.hookspecs import AddCommand
+from pushreport.storage import BackendOptions, StorageContext
 from pushreport_core import StorageUnavailable, format_time
-from pushreport_sqlite._storage import DEFAULT_BUSY_TIMEOUT, MAX_BUSY_TIMEOUT, SYNCHRONOUS
 
 from ._outbox import DeadEvent, Event, dead_events, pending_events, replay_dead
-from ._storage import DEFAULT_OUTBOX, OPTIONS, WebhookStorage
+from ._storage import OPTIONS, WebhookStorage, outbox_file
 
-__all__ = ["run_outbox", "open_outbox"]
+__all__ = ["run_outbox", "open_outbox", "add_outbox_command"]
+
+
+def add_outbox_command(add_command: AddCommand) -> None:
+    """``pushreport outbox [--json] [--replay-dead [--id N]]``."""
+    command = add_command(
+        "outbox",
+        _run,
+        help="show the webhook backend's pending and dead events; replay dead ones",
+    )
+    command.add_argument(
+        "--json", action="store_true", help="print a JSON object with the pending and dead events"
+    )
+    command.add_argument(
+        "--replay-dead",
+        action="store_true",
+        help="move the dead events back to the outbox, to be delivered again",
+    )
+    command.add_argument(
+        "--id", type=int, metavar="N", help="with --replay-dead: only the dead event with this id"
+    )
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    return run_outbox(config, as_json=args.json, replay=args.replay_dead, event_id=args.id)
 
 
 def open_outbox(config: Config) -> WebhookStorage:
@@ -34,20 +59,8 @@ def open_outbox(config: Config) -> WebhookStorage:
     options = config.storage.options_for("webhook")
     options.pop("required", None)
     opts = BackendOptions("webhook", options, OPTIONS)
-    path = Path(
-        config.base_dir,
-        opts.string("outbox", DEFAULT_OUTBOX, what="a file path (a non-empty string)"),
-    )
-    return WebhookStorage(
-        path,
-        synchronous=opts.string("synchronous", "normal", choices=SYNCHRONOUS),
-        busy_timeout=opts.number(
-            "busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0, high=MAX_BUSY_TIMEOUT
-        ),
-        deliver=False,
-        checkpoint_interval=0,
-        create=False,
-    )
+    context = StorageContext(base_dir=config.base_dir, create=False)
+    return WebhookStorage(**outbox_file(opts, context), deliver=False)
 
 
 def _when(seconds: float) -> str | None:

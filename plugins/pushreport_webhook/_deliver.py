@@ -30,23 +30,23 @@ import urllib.error
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
+
+import attrs
 
 from pushreport_core import Secret, StorageUnavailable, backoff
 
+from ._db import OutboxDatabase
 from ._outbox import Event, delivered, due_heads, event_body, failed, next_due
 from ._signing import signed_headers
-
-if TYPE_CHECKING:
-    from ._storage import WebhookStorage
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: every process delivers
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Deliverer", "post", "backoff_delay", "USER_AGENT"]
+__all__ = ["Deliverer", "DeliverySettings", "post", "backoff_delay", "USER_AGENT"]
 
 log = logging.getLogger("pushreport.webhook")
 
@@ -172,24 +172,39 @@ def where(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
+@attrs.frozen(kw_only=True)
+class DeliverySettings:
+    """Where and how a :class:`Deliverer` sends (the ``[storage.webhook]`` options)."""
+
+    url: str
+    secret: Secret = attrs.field(repr=False)
+    timeout: float
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    poll_interval: float
+    concurrency: int
+
+
 class Deliverer:
-    """The background thread of one :class:`WebhookStorage` handle."""
+    """The background thread of one webhook backend handle: it sends the events of
+    *db*, the outbox file, as *settings* say."""
 
     def __init__(
         self,
-        storage: WebhookStorage,
+        db: OutboxDatabase,
+        settings: DeliverySettings,
         *,
-        url: str,
-        secret: Secret,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.storage = storage
-        self.url = url
-        self.secret = secret
+        self.db = db
+        self.settings = settings
+        self.url = settings.url
+        self.secret = settings.secret
         self.rng = rng or random.Random()
         self.clock = clock
-        self.lock_path = Path(f"{storage.path}.deliver.lock")
+        self.lock_path = Path(f"{db.path}.deliver.lock")
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.holds_lock = threading.Event()
@@ -218,23 +233,24 @@ class Deliverer:
             # The first look is one poll interval after the start: a process that
             # opens and closes the backend at once (gunicorn's master checking the
             # configuration, `pushreport list`) never delivers.
-            if self.stopping.wait(self.storage.poll_interval):
+            poll = self.settings.poll_interval
+            if self.stopping.wait(poll):
                 return
             while not self.stopping.is_set():
                 if lock is None:
                     lock = self._lock()
                     if lock is None:
-                        self.stopping.wait(self.storage.poll_interval)
+                        self.stopping.wait(poll)
                         continue
                 self.wake.clear()
                 try:
                     delay = self._round()
                 except StorageUnavailable as e:
                     log.warning("webhook outbox unavailable: %s", e)
-                    delay = self.storage.poll_interval
+                    delay = poll
                 except Exception:  # a bug, or a row it cannot read: say so, go on
                     log.exception("webhook delivery round failed")
-                    delay = self.storage.poll_interval
+                    delay = poll
                 if delay > 0:
                     self.wake.wait(delay)
         finally:
@@ -243,7 +259,7 @@ class Deliverer:
             if lock is not None:
                 self.holds_lock.clear()
                 unlock(lock)
-            self.storage._release_thread_connection()
+            self.db.release_thread_connection()
 
     def _lock(self) -> int | None:
         try:
@@ -262,23 +278,23 @@ class Deliverer:
 
     def _round(self) -> float:
         """Send the due heads; the seconds to wait before the next round."""
-        storage = self.storage
+        settings = self.settings
         now = self.clock()
-        heads = storage._read(
-            lambda conn: due_heads(conn, now=now, limit=storage.concurrency * _ROUND_PER_THREAD)
+        heads = self.db.read(
+            lambda conn: due_heads(conn, now=now, limit=settings.concurrency * _ROUND_PER_THREAD)
         )
         if not heads:
-            due = storage._read(next_due)
+            due = self.db.read(next_due)
             if due is None:
-                return storage.poll_interval
-            return max(0.0, min(storage.poll_interval, due - now))
-        if storage.concurrency == 1 or len(heads) == 1:
+                return settings.poll_interval
+            return max(0.0, min(settings.poll_interval, due - now))
+        if settings.concurrency == 1 or len(heads) == 1:
             for event in heads:
                 self._record(event, self._send(event))
             return 0.0
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
-                max_workers=storage.concurrency, thread_name_prefix="pushreport-webhook-send"
+                max_workers=settings.concurrency, thread_name_prefix="pushreport-webhook-send"
             )
         futures: dict[Future[str | None], Event] = {
             self._pool.submit(self._send, event): event for event in heads
@@ -299,26 +315,26 @@ class Deliverer:
             event_id=event.id,
         )
         try:
-            return post(self.url, body, headers, timeout=self.storage.timeout)
+            return post(self.url, body, headers, timeout=self.settings.timeout)
         except Exception as e:  # a failure of this attempt, not of the deliverer
             return _describe(e)
 
     def _record(self, event: Event, error: str | None) -> None:
-        storage = self.storage
+        settings = self.settings
         if error == _SKIPPED:
             return
         if error is None:
-            storage._transaction(lambda conn: delivered(conn, event.id))
+            self.db.transaction(lambda conn: delivered(conn, event.id))
             self.delivered += 1
             return
         attempts = event.attempts + 1
         delay = backoff_delay(
-            attempts, base=storage.backoff_base, maximum=storage.backoff_max, rng=self.rng
+            attempts, base=settings.backoff_base, maximum=settings.backoff_max, rng=self.rng
         )
         now = self.clock()
-        dead = storage._transaction(
+        dead = self.db.transaction(
             lambda conn: failed(
-                conn, event.id, error, now=now, max_attempts=storage.max_attempts, delay=delay
+                conn, event.id, error, now=now, max_attempts=settings.max_attempts, delay=delay
             )
         )
         self.failures += 1
@@ -337,7 +353,7 @@ class Deliverer:
                 "webhook event %d failed (attempt %d of %d): %s; next in %.3g s",
                 event.id,
                 attempts,
-                storage.max_attempts,
+                settings.max_attempts,
                 error,
                 delay,
             )

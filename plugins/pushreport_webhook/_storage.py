@@ -1,40 +1,38 @@
-"""The webhook backend: the SQLite backend's registrations plus an outbox of events,
-written by the same transaction, and a deliverer that POSTs them."""
+"""The webhook backend: registrations and an outbox of events in one SQLite file,
+every change and its event written by the same transaction, and a deliverer that POSTs
+the events. It stands alone: the merge rule and the token rule are the core's
+(:func:`pushreport_core.merge`, :func:`pushreport_core.without_token`), the file is
+:mod:`pushreport_webhook._db`'s."""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 
-from pushreport._config import value_or_env
-from pushreport.storage import BackendOptions, StorageContext
-from pushreport_core import Registration, Report, Secret, format_time
-from pushreport_sqlite._storage import (
-    _COLUMNS,
-    DEFAULT_BUSY_TIMEOUT,
-    FORGET,
-    HOLDERS,
-    MAX_BUSY_TIMEOUT,
-    PUT,
-    SYNCHRONOUS,
-    UPSERT,
-    SQLiteStorage,
-    _decode,
-    _NoData,
-    _params,
-    _put_params,
-)
+from pushreport import value_or_env
+from pushreport.storage import BackendOptions, Capability, StorageContext
+from pushreport_core import Registration, Report, Secret, merge, without_token
 
-from ._deliver import Deliverer
-from ._outbox import OUTBOX_SCHEMA, REMOVED, UPDATED, counts, enqueue
+from ._db import (
+    COLUMNS,
+    DEFAULT_BUSY_TIMEOUT,
+    MAX_BUSY_TIMEOUT,
+    PING,
+    SYNCHRONOUS,
+    OutboxDatabase,
+    db_time,
+    decode,
+    encode,
+)
+from ._deliver import Deliverer, DeliverySettings
+from ._outbox import REMOVED, UPDATED, counts, enqueue
 
 T = TypeVar("T")
 
@@ -96,10 +94,22 @@ OPTIONS_DOC = {
 }
 assert tuple(OPTIONS_DOC) == OPTIONS
 
-_REMOVE = f"DELETE FROM registrations WHERE selector = ? RETURNING {_COLUMNS}"
-# The SQLite backend's forget and prune, returning whole rows: their events carry them.
-_FORGET = FORGET.replace("RETURNING selector", f"RETURNING {_COLUMNS}")
-_PRUNE = f"DELETE FROM registrations WHERE last_seen < ? RETURNING {_COLUMNS}"
+_GET = f"SELECT {COLUMNS} FROM registrations WHERE selector = ?"
+_FIND_BY_USERNAME = f"SELECT {COLUMNS} FROM registrations WHERE username = ? ORDER BY selector"
+_HOLDERS = (
+    f"SELECT {COLUMNS} FROM registrations WHERE token_calls = ? OR token_msgs = ? "
+    "ORDER BY selector"
+)
+_STALE = f"SELECT {COLUMNS} FROM registrations WHERE last_seen < ? ORDER BY selector"
+_PUT = (
+    f"INSERT OR REPLACE INTO registrations ({COLUMNS}) VALUES ("
+    + ", ".join(f":{name}" for name in COLUMNS.split(", "))
+    + ")"
+)
+_DELETE = "DELETE FROM registrations WHERE selector = ?"
+_COUNT = "SELECT COUNT(*) FROM registrations"
+#: Rows read per query while iterating (no statement stays open between pages).
+PAGE_SIZE = 256
 
 
 def _secret(value: Secret | str | None) -> Secret | None:
@@ -129,19 +139,40 @@ def _check_url(url: str) -> str | None:
 
 
 @attrs.define(eq=False)
-class WebhookStorage(SQLiteStorage):
+class WebhookStorage:
     """A :class:`~pushreport.storage.Storage` that forwards every registration
     change to a webhook, through a durable outbox.
 
-    The registrations live in the outbox's SQLite file (the ``registrations`` table of
-    the SQLite backend, so the whole protocol is the SQLite backend's); every write also
-    adds an event to the ``outbox`` table in the same transaction. A report is
-    acknowledged once both are committed, not once the webhook answered. With *deliver*,
-    a background thread sends the events (see :mod:`pushreport_webhook._deliver`).
+    The registrations and the events live in one SQLite file (:mod:`._db`); every write
+    adds its events to the ``outbox`` table in the same ``BEGIN IMMEDIATE``
+    transaction, which also makes each read-merge-write atomic against every other
+    process. A report is acknowledged once both are committed, not once the webhook
+    answered. With *deliver*, a background thread sends the events (see
+    :mod:`pushreport_webhook._deliver`).
     """
 
     name = "webhook"
+    #: What it can do beyond the required protocol (:mod:`pushreport.storage`).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.OPEN,
+            Capability.UPSERT_MANY,
+            Capability.PUT_MANY,
+            Capability.COUNT,
+            Capability.METRICS,
+            Capability.FIND_TOKEN,
+            Capability.FORGET_TOKEN,
+            Capability.UPSERT_IF,
+            Capability.REMOVE_IF,
+            Capability.PATH,
+        }
+    )
 
+    path: Path = attrs.field(converter=Path)
+    synchronous: str = attrs.field(default="normal", kw_only=True)
+    busy_timeout: float = attrs.field(default=DEFAULT_BUSY_TIMEOUT, converter=float, kw_only=True)
+    #: Create the file and its tables when missing (``StorageContext.create``).
+    create: bool = attrs.field(default=True, kw_only=True)
     url: str | None = attrs.field(default=None, kw_only=True)
     secret: Secret | None = attrs.field(default=None, converter=_secret, kw_only=True, repr=False)
     deliver: bool = attrs.field(default=True, kw_only=True)
@@ -153,6 +184,7 @@ class WebhookStorage(SQLiteStorage):
         default=DEFAULT_POLL_INTERVAL, converter=float, kw_only=True
     )
     concurrency: int = attrs.field(default=DEFAULT_CONCURRENCY, kw_only=True)
+    _db: OutboxDatabase = attrs.field(init=False, repr=False)
     _deliverer: Deliverer | None = attrs.field(init=False, default=None, repr=False)
     _deliverer_pid: int = attrs.field(init=False, default=0, repr=False)
     _deliverer_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock, repr=False)
@@ -165,6 +197,12 @@ class WebhookStorage(SQLiteStorage):
                 raise ValueError("deliver needs a secret")
         if self.max_attempts < 1 or self.concurrency < 1:
             raise ValueError("max_attempts and concurrency must be at least 1")
+        self._db = OutboxDatabase(
+            self.path,
+            synchronous=self.synchronous,
+            busy_timeout=self.busy_timeout,
+            create=self.create,
+        )
         self._start_deliverer()
 
     @classmethod
@@ -187,13 +225,8 @@ class WebhookStorage(SQLiteStorage):
         if problem is not None:
             raise opts.error("url", problem)
         secret = _secret_of(opts, options)
-        outbox = opts.string("outbox", DEFAULT_OUTBOX, what="a file path (a non-empty string)")
         return cls(
-            Path(context.base_dir, outbox),
-            synchronous=opts.string("synchronous", "normal", choices=SYNCHRONOUS),
-            busy_timeout=opts.number(
-                "busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0, high=MAX_BUSY_TIMEOUT
-            ),
+            **outbox_file(opts, context),
             url=url,
             secret=secret,
             deliver=opts.boolean("deliver", True),
@@ -203,20 +236,31 @@ class WebhookStorage(SQLiteStorage):
             backoff_max=opts.number("backoff_max", DEFAULT_BACKOFF_MAX, low=0.001, high=86400),
             poll_interval=opts.number("poll_interval", DEFAULT_POLL_INTERVAL, low=0.01, high=60),
             concurrency=opts.integer("concurrency", DEFAULT_CONCURRENCY, low=1, high=64),
-            create=context.create,
         )
 
     # -- the deliverer -----------------------------------------------------------------
 
     def _start_deliverer(self) -> None:
         """One deliverer per handle and process (a forked child starts its own)."""
-        if not self.deliver or self._closed or self._deliverer_pid == os.getpid():
+        if not self.deliver or self._db.closed or self._deliverer_pid == os.getpid():
             return
         with self._deliverer_lock:
             if self._deliverer_pid == os.getpid():
                 return
             assert self.url is not None and self.secret is not None
-            deliverer = Deliverer(self, url=self.url, secret=self.secret)
+            deliverer = Deliverer(
+                self._db,
+                DeliverySettings(
+                    url=self.url,
+                    secret=self.secret,
+                    timeout=self.timeout,
+                    max_attempts=self.max_attempts,
+                    backoff_base=self.backoff_base,
+                    backoff_max=self.backoff_max,
+                    poll_interval=self.poll_interval,
+                    concurrency=self.concurrency,
+                ),
+            )
             self._deliverer, self._deliverer_pid = deliverer, os.getpid()
             deliverer.start()
 
@@ -230,154 +274,166 @@ class WebhookStorage(SQLiteStorage):
         if deliverer is not None:
             deliverer.wake.set()
 
-    # -- the SQLite backend, with the outbox -------------------------------------------
-
-    def _open(self) -> sqlite3.Connection:
-        conn = super()._open()
-        self._start_deliverer()
-        return conn
-
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        super()._create_schema(conn)
-        if conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dead_letters'"
-        ).fetchone():
-            return
-        if not self.create:
-            raise _NoData("sqlite database holds no webhook outbox")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in OUTBOX_SCHEMA:
-                conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    # -- the file ----------------------------------------------------------------------
 
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run *work* on this thread's connection, outside a transaction."""
-        try:
-            return work(self._connection())
-        except sqlite3.ProgrammingError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise self._unavailable(exc) from exc
+        self._start_deliverer()  # in a forked child: its own
+        return self._db.read(work)
 
-    def _release_thread_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            self._local.conn = None
-            conn.close()
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run *work* in one ``BEGIN IMMEDIATE`` transaction; roll back on any failure."""
+        self._start_deliverer()
+        return self._db.transaction(work)
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`_transaction`, then wake the deliverer when *work* returned something
+        (a change: its events wait)."""
+        result = self._transaction(work)
+        if result:
+            self._wake()
+        return result
+
+    def open(self) -> None:
+        """Open the outbox file now (see :meth:`OutboxDatabase.open`)."""
+        self._db.open()
+        self._start_deliverer()
+
+    # -- Storage -----------------------------------------------------------------------
 
     def upsert(self, report: Report, *, now: datetime) -> Registration:
-        """Merge *report* and add its ``registration.updated`` event, in one
-        transaction; both committed on return."""
-
-        def work(conn: sqlite3.Connection) -> Registration:
-            registration = _decode(conn.execute(UPSERT, _params(report, now)).fetchone())
-            enqueue(conn, UPDATED, [(registration, now)])
-            return registration
-
-        registration = self._transaction(work)
-        self._wake()
-        return registration
+        """Merge *report* (:func:`pushreport_core.merge`) and add its
+        ``registration.updated`` event, in one transaction; both committed on return."""
+        db_time(now)  # an aware time, checked before anything is written
+        return self._write(lambda conn: _upsert(conn, report, now))
 
     def upsert_many(self, items: Sequence[tuple[Report, datetime]]) -> list[Registration]:
         """Upsert every ``(report, now)`` and add their events, in one transaction."""
+        for _, now in items:
+            db_time(now)
 
         def work(conn: sqlite3.Connection) -> list[Registration]:
-            registrations = [
-                _decode(conn.execute(UPSERT, _params(report, now)).fetchone())
-                for report, now in items
-            ]
-            enqueue(conn, UPDATED, zip(registrations, (now for _, now in items)))
-            return registrations
+            return [_upsert(conn, report, now) for report, now in items]
 
-        registrations = self._transaction(work)
-        self._wake()
-        return registrations
+        return self._write(work)
+
+    def upsert_if(
+        self,
+        report: Report,
+        *,
+        now: datetime,
+        allowed: Callable[[Registration | None], bool],
+    ) -> Registration | None:
+        """:meth:`upsert`, unless ``allowed(the stored registration or None)`` is false:
+        then nothing is written (no event) and ``None`` returned. The read, the
+        decision and the write are one ``BEGIN IMMEDIATE`` transaction."""
+        db_time(now)
+
+        def work(conn: sqlite3.Connection) -> Registration | None:
+            if not allowed(_get(conn, report.selector)):
+                return None
+            return _upsert(conn, report, now)
+
+        return self._write(work)
 
     def put_many(self, registrations: Sequence[Registration]) -> None:
         """Store *registrations* exactly as given (``pushreport migrate``), each with a
         ``registration.updated`` event, in one transaction."""
         if not registrations:
             return
-        params = [_put_params(r) for r in registrations]
+        rows = [encode(r) for r in registrations]
         at = datetime.now(timezone.utc)
 
-        def work(conn: sqlite3.Connection) -> None:
-            conn.executemany(PUT, params)
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.executemany(_PUT, rows)
             enqueue(conn, UPDATED, [(r, at) for r in registrations])
+            return True
 
-        self._transaction(work)
-        self._wake()
+        self._write(work)
+
+    def get(self, selector: str) -> Registration | None:
+        return self._read(lambda conn: _get(conn, selector))
+
+    def find(self, *, username: str | None = None) -> list[Registration]:
+        if username is None:
+            return list(self)
+        return [decode(row) for row in self._read_rows(_FIND_BY_USERNAME, (username,))]
+
+    def __iter__(self) -> Iterator[Registration]:
+        self._start_deliverer()
+        return (decode(row) for row in self._db.pages(PAGE_SIZE))
 
     def remove(self, selector: str) -> bool:
         """Delete the registration of *selector* and add a ``registration.removed``
         event carrying it as it was, in one transaction."""
+        return self.remove_if(selector, lambda stored: True) is not None
+
+    def remove_if(
+        self, selector: str, allowed: Callable[[Registration | None], bool]
+    ) -> Registration | None:
+        """Delete the registration of *selector*, with its ``registration.removed``
+        event, if ``allowed(it, or None)`` is true, in one transaction as
+        :meth:`upsert_if`; the registration deleted, or ``None``."""
         at = datetime.now(timezone.utc)
 
-        def work(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(_REMOVE, (selector,)).fetchone()
-            if row is None:
-                return False
-            enqueue(conn, REMOVED, [(_decode(row), at)])
-            return True
+        def work(conn: sqlite3.Connection) -> Registration | None:
+            stored = _get(conn, selector)
+            if not allowed(stored) or stored is None:
+                return None
+            conn.execute(_DELETE, (selector,))
+            enqueue(conn, REMOVED, [(stored, at)])
+            return stored
 
-        removed = self._transaction(work)
-        if removed:
-            self._wake()
-        return removed
+        return self._write(work)
+
+    def count(self) -> int:
+        """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
+        ((n,),) = self._read_rows(_COUNT)
+        return int(n)
+
+    def find_token(self, token: str) -> list[Registration]:
+        """Registrations holding *token*, by selector. A scan: tokens are not indexed."""
+        return [decode(row) for row in self._read_rows(_HOLDERS, (token, token))]
 
     def forget_token(
         self, token: str, *, selector: str | None = None, keep: str | None = None
     ) -> list[str]:
-        """Clear *token* like the SQLite backend, adding a ``registration.updated``
-        event for each registration changed, in one transaction."""
+        """Clear *token* (:func:`pushreport_core.without_token`), adding a
+        ``registration.updated`` event for each registration changed, in one
+        transaction. The selectors changed, sorted."""
         at = datetime.now(timezone.utc)
 
         def work(conn: sqlite3.Connection) -> list[Registration]:
-            if selector is None:
-                holders = [row[0] for row in conn.execute(HOLDERS, (token, token))]
-            else:
-                holders = [selector]
-            holders = [s for s in holders if s != keep]
-            if not holders:
-                return []
-            rows = conn.execute(
-                _FORGET, {"token": token, "selectors": json.dumps(holders)}
-            ).fetchall()
-            changed = sorted((_decode(row) for row in rows), key=lambda r: r.selector)
+            holders = [decode(row) for row in conn.execute(_HOLDERS, (token, token))]
+            changed = [
+                without_token(r, token)
+                for r in holders
+                if r.selector != keep and (selector is None or r.selector == selector)
+            ]
+            conn.executemany(_PUT, [encode(r) for r in changed])
             enqueue(conn, UPDATED, [(r, at) for r in changed])
             return changed
 
-        changed = self._transaction(work)
-        if changed:
-            self._wake()
-        return [r.selector for r in changed]
+        return [r.selector for r in self._write(work)]
 
     def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
-        """Delete the registrations last seen before *before* like the SQLite backend,
-        adding a ``registration.removed`` event for each, in one transaction."""
-        if dry_run:
-            return super().prune(before, dry_run=True)
+        """Delete the registrations last seen before *before*, adding a
+        ``registration.removed`` event for each, in one transaction; with *dry_run*,
+        only say which."""
         if before.tzinfo is None or before.utcoffset() is None:
             raise ValueError(f"before must be an aware datetime, got {before!r}")
-        cutoff = format_time(before)
+        cutoff = db_time(before)
+        if dry_run:
+            return [decode(row) for row in self._read_rows(_STALE, (cutoff,))]
         at = datetime.now(timezone.utc)
 
         def work(conn: sqlite3.Connection) -> list[Registration]:
-            gone = sorted(
-                (_decode(row) for row in conn.execute(_PRUNE, (cutoff,))), key=lambda r: r.selector
-            )
+            gone = [decode(row) for row in conn.execute(_STALE, (cutoff,))]
+            conn.executemany(_DELETE, [(r.selector,) for r in gone])
             enqueue(conn, REMOVED, [(r, at) for r in gone])
             return gone
 
-        gone = self._transaction(work)
-        if gone:
-            self._wake()
-        return gone
+        return self._write(work)
 
     def metrics(self) -> dict[str, float]:
         """The outbox's figures for ``/metrics``: ``webhook_outbox_pending`` (events not
@@ -386,13 +442,49 @@ class WebhookStorage(SQLiteStorage):
         pending, dead = self._read(counts)
         return {"webhook_outbox_pending": pending, "webhook_outbox_dead": dead}
 
+    def ping(self) -> None:
+        """Take and release the write lock, as a write would: fails on a locked,
+        read-only or broken file, within *busy_timeout*."""
+        self._read_rows(PING)
+
     def close(self) -> None:
         """Stop the deliverer (waiting for its sends in flight, at most *timeout*
-        seconds), then close like the SQLite backend."""
+        seconds), then close the file."""
         deliverer = self.deliverer
         if deliverer is not None:
             deliverer.stop(self.timeout + 1)
-        super().close()
+        self._db.close()
+
+    def _read_rows(self, sql: str, params: Any = ()) -> list[Any]:
+        return self._read(lambda conn: conn.execute(sql, params).fetchall())
+
+
+def _get(conn: sqlite3.Connection, selector: str) -> Registration | None:
+    row = conn.execute(_GET, (selector,)).fetchone()
+    return None if row is None else decode(row)
+
+
+def _upsert(conn: sqlite3.Connection, report: Report, now: datetime) -> Registration:
+    """Inside the caller's transaction: the merge rule, the row and its event."""
+    registration = merge(_get(conn, report.selector), report, now=now)
+    conn.execute(_PUT, encode(registration))
+    enqueue(conn, UPDATED, [(registration, now)])
+    return registration
+
+
+def outbox_file(opts: BackendOptions, context: StorageContext) -> dict[str, Any]:
+    """The options of ``[storage.webhook]`` that locate and tune the outbox file:
+    ``outbox`` (relative to the configuration's folder), ``synchronous`` and
+    ``busy_timeout``, as keyword arguments of :class:`WebhookStorage`."""
+    outbox = opts.string("outbox", DEFAULT_OUTBOX, what="a file path (a non-empty string)")
+    return {
+        "path": Path(context.base_dir, outbox),
+        "synchronous": opts.string("synchronous", "normal", choices=SYNCHRONOUS),
+        "busy_timeout": opts.number(
+            "busy_timeout", DEFAULT_BUSY_TIMEOUT, low=0, high=MAX_BUSY_TIMEOUT
+        ),
+        "create": context.create,
+    }
 
 
 def _secret_of(opts: BackendOptions, options: Mapping[str, Any]) -> Secret:

@@ -12,7 +12,10 @@ request into one call here and its outcome into a response.
   :class:`PrometheusMetrics`, :func:`client_address` — what the adapters' other
   endpoints and the client's address are made of, without HTTP;
 - :data:`hookimpl` — the marker for plugin hooks (see :mod:`pushreport.hookspecs`);
-- :class:`Storage` — the protocol a storage backend implements;
+- :class:`Storage` — the protocol a storage backend implements, and the
+  :class:`Capability` values it declares (:mod:`pushreport.storage`);
+- :func:`value_or_env` — a secret from the configuration or the environment variable
+  its ``*_env`` key names (for plugins' options too);
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
 - :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
 - :mod:`pushreport.testing` — the storage conformance kit.
@@ -33,6 +36,7 @@ from ._config import (
     ServerConfig,
     StorageConfig,
     load_config,
+    value_or_env,
 )
 from ._health import OperatorPaths, Readiness
 from ._limits import client_address
@@ -43,11 +47,20 @@ from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
 from ._service import Backend, Outcome, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
-from .storage import Storage, StorageContext, StorageFactory
+from .storage import (
+    Capabilities,
+    Capability,
+    MainOption,
+    Storage,
+    StorageContext,
+    StorageFactory,
+)
 
 __all__ = [
     "AuthConfig",
     "Backend",
+    "Capabilities",
+    "Capability",
     "Config",
     "HealthConfig",
     "LimitsConfig",
@@ -55,6 +68,7 @@ __all__ = [
     "LookupAnswer",
     "LookupConfig",
     "LookupEndpoint",
+    "MainOption",
     "MetricsConfig",
     "OperatorPaths",
     "Outcome",
@@ -80,4 +94,5 @@ __all__ = [
     "load_config",
     "make_plugin_manager",
     "push",
+    "value_or_env",
 ]

@@ -16,10 +16,10 @@ import pluggy
 
 from pushreport_core import ConfigurationError, StorageUnavailable
 
-from ._batch import GroupCommit
+from ._batch import Writer, writer_for
 from ._config import Config
 from ._plugins import collect_storage_factories
-from .storage import Storage, StorageContext, StorageStarting
+from .storage import Capabilities, Storage, StorageContext, StorageStarting
 
 __all__ = ["Backend", "open_backends", "open_now", "close_backends", "STARTUP_WAIT"]
 
@@ -28,33 +28,26 @@ log = logging.getLogger("pushreport")
 
 @attrs.frozen
 class Backend:
-    """A configured storage backend and whether the app's 200 waits for it."""
+    """A configured storage backend, whether the app's 200 waits for it, and what it
+    declared it can do, checked when the Backend is made (:func:`open_backends`)."""
 
     name: str
     storage: Storage
     required: bool = True
-    #: What writes go through: the storage itself, or a :class:`GroupCommit` over it
-    #: when the backend can upsert a batch in one transaction (``upsert_many``).
-    writer: Any = attrs.field(
-        default=attrs.Factory(lambda self: _writer_for(self.storage), takes_self=True)
-    )
-    #: The backend's ``upsert_if`` and ``remove_if`` (``None`` when it has none): the
-    #: ownership decision and the write in one atomic step
-    #: (:meth:`Receiver._upsert_owned`).
-    upsert_if: Any = attrs.field(
+    #: What the backend declared (:class:`~pushreport.storage.Capabilities`): its
+    #: optional methods, bound, read and checked once, here.
+    capabilities: Capabilities = attrs.field(
         default=attrs.Factory(
-            lambda self: getattr(self.storage, "upsert_if", None), takes_self=True
+            lambda self: Capabilities.of(self.storage, self.name), takes_self=True
         )
     )
-    remove_if: Any = attrs.field(
+    #: What writes go through: a :class:`GroupCommit` over the storage when it declares
+    #: ``upsert_many`` (concurrent reports in one transaction), else its own writes.
+    writer: Writer = attrs.field(
         default=attrs.Factory(
-            lambda self: getattr(self.storage, "remove_if", None), takes_self=True
+            lambda self: writer_for(self.storage, self.capabilities), takes_self=True
         )
     )
-
-
-def _writer_for(storage: Storage) -> Any:
-    return GroupCommit(storage) if hasattr(storage, "upsert_many") else storage  # type: ignore[arg-type]
 
 
 def open_backends(
@@ -78,7 +71,14 @@ def open_backends(
         required = options.pop("required", True)
         if not isinstance(required, bool):
             raise ConfigurationError("must be true or false", key=f"storage.{name}.required")
-        backends.append(Backend(name, factory(options, context), required))
+        storage = factory(options, context)
+        try:
+            # What it declares is checked here, once: a capability without its
+            # method stops the start, naming both.
+            backends.append(Backend(name, storage, required))
+        except ConfigurationError:
+            _close_all([storage, *(b.storage for b in backends)])
+            raise
     if not any(b.required for b in backends):
         raise ConfigurationError("at least one backend must be required", key="storage.backends")
     return backends
@@ -97,7 +97,8 @@ def open_now(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Open every backend now, in order: its ``open()`` (``ping()`` for one without),
+    """Open every backend now, in order: its ``open()`` (``ping()`` for one that does
+    not declare it),
     so that a store that cannot be used fails here, with a message that names it,
     rather than at the first report or read.
 
@@ -108,7 +109,7 @@ def open_now(
     """
     for backend in backends:
         storage = backend.storage
-        start = getattr(storage, "open", None)
+        start = backend.capabilities.open
         deadline = clock() + wait
         while True:
             try:
@@ -140,8 +141,12 @@ def _open_failed(backend: Backend, error: Exception) -> None:
 
 def close_backends(backends: Sequence[Backend]) -> None:
     """Close every backend; a failure is logged, and the others are still closed."""
-    for backend in backends:
+    _close_all([b.storage for b in backends])
+
+
+def _close_all(storages: Sequence[Storage]) -> None:
+    for storage in storages:
         try:
-            backend.storage.close()
+            storage.close()
         except Exception:  # pragma: no cover
-            log.exception("closing storage backend %r failed", backend.name)
+            log.exception("closing storage backend %r failed", storage.name)

@@ -18,19 +18,51 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Protocol
+
+import attrs
 
 from pushreport_core import Registration, Report
 
-__all__ = ["GroupCommit", "BatchStorage"]
+from .storage import Capabilities, QuietUpsert, Storage
+
+__all__ = ["GroupCommit", "DirectWriter", "Writer", "writer_for"]
 
 
-class BatchStorage(Protocol):
-    def upsert(self, report: Report, *, now: datetime) -> Registration: ...
+class Writer(Protocol):
+    """What the receiver writes reports through (:attr:`Backend.writer`)."""
 
-    def upsert_many(self, items: Sequence[tuple[Report, datetime]]) -> list[Registration]:
-        """Upsert every item in one transaction; all or nothing."""
+    def upsert(
+        self, report: Report, *, now: datetime, read_back: bool = True
+    ) -> Registration | None:
+        """The backend's upsert; with ``read_back=False`` it may return ``None``
+        (:attr:`~pushreport.storage.Capability.QUIET_UPSERT`)."""
         ...
+
+
+def writer_for(storage: Storage, capabilities: Capabilities) -> Writer:
+    """A :class:`GroupCommit` over *storage* when it declares ``upsert_many``, else
+    its own writes (:class:`DirectWriter`)."""
+    if capabilities.upsert_many is not None:
+        return GroupCommit(storage, capabilities)
+    return DirectWriter(storage, capabilities)
+
+
+@attrs.frozen
+class DirectWriter:
+    """The writes of a backend that cannot batch: each one its own."""
+
+    storage: Storage
+    capabilities: Capabilities
+
+    def upsert(
+        self, report: Report, *, now: datetime, read_back: bool = True
+    ) -> Registration | None:
+        quiet = self.capabilities.quiet_upsert
+        if read_back or quiet is None:
+            return self.storage.upsert(report, now=now)
+        quiet(report, now=now)
+        return None
 
 
 class _Item:
@@ -46,10 +78,26 @@ class _Item:
 
 
 class GroupCommit:
-    """Serialise the upserts of one process into batched transactions."""
+    """Serialise the upserts of one process into batched transactions, for a backend
+    that declares ``upsert_many`` (*capabilities*: what it declared; default: read
+    from *storage*)."""
 
-    def __init__(self, storage: BatchStorage, *, max_batch: int = 128) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        capabilities: Capabilities | None = None,
+        *,
+        max_batch: int = 128,
+    ) -> None:
+        if capabilities is None:
+            capabilities = Capabilities.of(storage)
+        upsert_many = capabilities.upsert_many
+        if upsert_many is None:
+            raise TypeError(f"storage backend {storage.name!r} does not declare upsert_many")
         self.storage = storage
+        self._upsert_many = upsert_many
+        self._quiet = capabilities.quiet_upsert
+        self._spools = capabilities.spools
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[_Item] = []
@@ -58,7 +106,18 @@ class GroupCommit:
         self.batches = 0
         self.reports = 0
 
-    def upsert(self, report: Report, *, now: datetime) -> Registration:
+    def upsert(
+        self, report: Report, *, now: datetime, read_back: bool = True
+    ) -> Registration | None:
+        """Upsert *report*, in a batch with the reports that wait meanwhile. With
+        ``read_back=False``, the backend's quiet upsert when it declares one and nobody
+        else is writing (a batch reads its rows back anyway), and ``None``."""
+        if not read_back and self._quiet is not None:
+            self._upsert_quiet(self._quiet, report, now)
+            return None
+        return self._upsert(report, now)
+
+    def _upsert(self, report: Report, now: datetime) -> Registration:
         with self._lock:
             item: _Item | None = None
             if self._leading:
@@ -91,16 +150,9 @@ class GroupCommit:
         assert item.result is not None
         return item.result
 
-    def upsert_quiet(self, report: Report, *, now: datetime) -> None:
-        """:meth:`upsert` for a caller that needs no :class:`Registration` back: the
-        backend's ``upsert_quiet`` when it has one and nobody else is writing (a batch
-        reads its rows back anyway)."""
-        quiet = getattr(self.storage, "upsert_quiet", None)
-        if quiet is None:
-            self.upsert(report, now=now)
-            return
-        if getattr(self.storage, "spooling", False):
-            # Each report is one append of its own (SQLite's spool): nothing to batch.
+    def _upsert_quiet(self, quiet: QuietUpsert, report: Report, now: datetime) -> None:
+        if self._spools:
+            # Each report is one append of its own (a report spool): nothing to batch.
             quiet(report, now=now)
             self.batches += 1
             self.reports += 1
@@ -110,7 +162,7 @@ class GroupCommit:
             if alone:
                 self._leading = True
         if not alone:
-            self.upsert(report, now=now)
+            self._upsert(report, now)
             return
         try:
             quiet(report, now=now)
@@ -131,7 +183,7 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Item]) -> None:
         try:
-            results = self.storage.upsert_many([(i.report, i.now) for i in batch])
+            results = self._upsert_many([(i.report, i.now) for i in batch])
         except BaseException as e:  # every waiter gets the failure
             for item in batch:
                 item.error = e

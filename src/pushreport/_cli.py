@@ -9,9 +9,11 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 import attrs
+import pluggy
 
 from pushreport_core import (
     DEFAULT_SHAPES,
@@ -30,10 +32,17 @@ from pushreport_core import (
 )
 
 from ._config import Config, ServerConfig, load_config
+from ._plugins import (
+    add_plugin_commands,
+    collect_storage_backends,
+    main_option_backend,
+    make_plugin_manager,
+)
 from ._redact import shorten
 from ._service import open_reader
+from .hookspecs import RunCommand
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "with_db"]
 
 log = logging.getLogger("pushreport")
 
@@ -70,7 +79,9 @@ def _bounded(section: type, name: str, option: str) -> Callable[[str], int]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
+    """The command line: pushreport's commands and those the plugins of
+    *plugin_manager* add (``pushreport_add_commands``; default: every installed one)."""
     parser = _Parser(
         prog="pushreport",
         description="Receive, validate and store the push tokens the Acrobits app reports.",
@@ -87,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
             "default shapes, SQLite in ./pushreport.sqlite3)",
         )
 
+    def db_option(p: argparse.ArgumentParser, default: str = "") -> None:
+        p.add_argument(
+            "--db",
+            metavar="PATH",
+            help="overrides the main option of the first backend in [storage] backends "
+            f"that has one (sqlite: its file, [storage.sqlite] path{default})",
+        )
+
     serve = sub.add_parser("serve", help="run the receiver under a production WSGI server")
     config_option(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -95,11 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_bounded(ServerConfig, "port", "--port"),
         help="port to listen on (default 8080)",
     )
-    serve.add_argument(
-        "--db",
-        metavar="PATH",
-        help="SQLite file, overrides [storage.sqlite] path (default ./pushreport.sqlite3)",
-    )
+    db_option(serve, ", default ./pushreport.sqlite3")
     serve.add_argument(
         "--workers",
         type=_bounded(ServerConfig, "workers", "--workers"),
@@ -121,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="print the stored registrations")
     config_option(lst)
-    lst.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
+    db_option(lst)
     lst.add_argument("--username", metavar="U", help="only this username's registrations")
     lst.add_argument("--selector", metavar="S", help="only this selector's registration")
     lst.add_argument(
@@ -140,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "versions, age of the last report",
     )
     config_option(stats)
-    stats.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
+    db_option(stats)
     stats.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
 
     axml = sub.add_parser(
@@ -228,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "push", help="push every device of a username through the Acrobits push gateway"
     )
     config_option(psh)
-    psh.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
+    db_option(psh)
     psh.add_argument("--username", required=True, metavar="U", help="the account to push")
     psh.add_argument("--message", metavar="TEXT", help="the text to show (Message)")
     psh.add_argument(
@@ -250,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prune", help="delete registrations whose last report is older than a limit"
     )
     config_option(prune)
-    prune.add_argument("--db", metavar="PATH", help="SQLite file, overrides [storage.sqlite] path")
+    db_option(prune)
     prune.add_argument(
         "--older-than",
         required=True,
@@ -270,21 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print a JSON object (before, dry_run, count, registrations)",
     )
-    obx = sub.add_parser(
-        "outbox", help="show the webhook backend's pending and dead events; replay dead ones"
-    )
-    config_option(obx)
-    obx.add_argument(
-        "--json", action="store_true", help="print a JSON object with the pending and dead events"
-    )
-    obx.add_argument(
-        "--replay-dead",
-        action="store_true",
-        help="move the dead events back to the outbox, to be delivered again",
-    )
-    obx.add_argument(
-        "--id", type=int, metavar="N", help="with --replay-dead: only the dead event with this id"
-    )
+
+    def plugin_command(name: str, run: RunCommand, help: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help)
+        config_option(command)
+        command.set_defaults(pushreport_run=run)
+        return command
+
+    pm = plugin_manager if plugin_manager is not None else make_plugin_manager()
+    add_plugin_commands(pm, plugin_command, taken=tuple(sub.choices))
     return parser
 
 
@@ -315,16 +324,60 @@ def _read_config(path: str | None) -> Config:
         ) from None
 
 
+def with_db(
+    config: Config, value: str, *, plugin_manager: pluggy.PluginManager | None = None
+) -> Config:
+    """*config* with ``--db VALUE``: the main option of the first backend in
+    ``[storage] backends`` that declares one (:class:`~pushreport.storage.MainOption`)
+    set to *value* (a path is made absolute against the working directory)."""
+    pm = plugin_manager or make_plugin_manager(blocked=config.blocked_plugins)
+    backend = main_option_backend(config.storage.backends, collect_storage_backends(pm))
+    if backend is None or backend.main_option is None:
+        raise ConfigurationError(
+            "--db needs a backend with a main option (a file, a folder or a database) "
+            "in storage.backends",
+            key="storage.backends",
+        )
+    main = backend.main_option
+    return config.with_storage_option(
+        backend.name, main.key, str(Path(value).absolute()) if main.is_path else value
+    )
+
+
 def _load(args: argparse.Namespace) -> Config:
     config = _read_config(args.config)
-    if getattr(args, "db", None):
-        config = config.with_sqlite_path(args.db)
+    db = vars(args).get("db")
+    if db:
+        config = with_db(config, db)
     return config
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _blocked_plugins(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """``[plugins] blocked`` of the ``--config`` on the command line, read before the
+    parser is built: a blocked plugin adds no command. A file that cannot be read
+    blocks nothing here; the command says why when it reads it."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config")
+    known, _ = early.parse_known_args(argv)
+    if not known.config:
+        return ()
     try:
+        return tuple(_read_config(known.config).blocked_plugins)
+    except PushReportError:
+        return ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser(make_plugin_manager(blocked=_blocked_plugins(argv)))
+    except ConfigurationError as e:  # a plugin's command clashes with another
+        print(f"pushreport: configuration error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    try:
+        run: RunCommand | None = vars(args).get("pushreport_run")
+        if run is not None:  # a plugin's command
+            return run(_read_config(args.config), args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "list":
@@ -341,8 +394,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _push(args)
         if args.command == "prune":
             return _prune(args)
-        if args.command == "outbox":
-            return _outbox(args)
     except ConfigurationError as e:
         print(f"pushreport: configuration error: {e}", file=sys.stderr)
         return 2
@@ -506,13 +557,6 @@ def _prune(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         out=sys.stdout,
     )
-
-
-def _outbox(args: argparse.Namespace) -> int:
-    from pushreport_webhook._cli import run_outbox
-
-    config = _read_config(args.config)
-    return run_outbox(config, as_json=args.json, replay=args.replay_dead, event_id=args.id)
 
 
 def _check(args: argparse.Namespace) -> int:

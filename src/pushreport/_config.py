@@ -78,6 +78,7 @@ __all__ = [
     "PushConfig",
     "LookupConfig",
     "load_config",
+    "value_or_env",
     "CONFIG_KEYS",
     "SECTIONS",
     "setting",
@@ -998,16 +999,14 @@ class Config:
                 sections[name] = _section(section_cls, name, table)
         return cls(**sections, base_dir=base_dir or Path.cwd(), source=source)
 
-    def with_sqlite_path(self, path: str | os.PathLike[str]) -> Config:
-        """This configuration with ``[storage.sqlite] path`` replaced (``--db``)."""
+    def with_storage_option(self, backend: str, key: str, value: Any) -> Config:
+        """This configuration with ``[storage.<backend>] <key>`` set to *value* (what
+        ``--db`` does to the backend that declares a main option)."""
         options = {k: dict(v) for k, v in self.storage.options.items()}
-        options.setdefault("sqlite", {})["path"] = str(Path(path).absolute())
-        backends = self.storage.backends
-        if "sqlite" not in backends:
-            raise ConfigurationError(
-                "--db needs the sqlite backend in storage.backends", key="storage.backends"
-            )
-        return attrs.evolve(self, storage=StorageConfig(backends=backends, options=options))
+        options.setdefault(backend, {})[key] = value
+        return attrs.evolve(
+            self, storage=StorageConfig(backends=self.storage.backends, options=options)
+        )
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -302,16 +302,16 @@ class Limiter:
 
 def open_limit_state(config: Config, backends: Sequence[Backend]) -> LimitState:
     """The limit state of *config*: ``[limits] state_path`` (a SQLite file), else the
-    one the first required backend provides (``limit_state()``: SQLite a file beside
-    its database, PostgreSQL a table in it), else :data:`DEFAULT_STATE_FILE` in the
-    configuration's folder. Opens nothing yet: the first operation does."""
+    one the first required backend that declares ``limit_state`` provides (SQLite a
+    file beside its database, PostgreSQL a table in it), else
+    :data:`DEFAULT_STATE_FILE` in the configuration's folder. Opens nothing yet: the
+    first operation does."""
     if config.limits.state_path:
         return SQLiteLimitState(Path(config.base_dir, config.limits.state_path))
     for backend in backends:
-        provide = getattr(backend.storage, "limit_state", None)
-        if backend.required and callable(provide):
-            state: LimitState = provide()
-            return state
+        provide = backend.capabilities.limit_state
+        if backend.required and provide is not None:
+            return provide()
     return SQLiteLimitState(Path(config.base_dir, DEFAULT_STATE_FILE))
 
 

@@ -242,7 +242,7 @@ class _BackendCollector:
         self._warned: set[str] = set()
 
     def _count(self, backend: Backend) -> int | None:
-        count = getattr(backend.storage, "count", None)
+        count = backend.capabilities.count
         if count is None:
             return None
         now = time.monotonic()
@@ -283,7 +283,7 @@ class _BackendCollector:
         yield from figures.values()
 
     def _figures(self, backend: Backend) -> Iterable[tuple[str, float]]:
-        figures = getattr(backend.storage, "metrics", None)
+        figures = backend.capabilities.metrics
         if figures is None:
             return []
         try:

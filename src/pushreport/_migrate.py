@@ -1,13 +1,14 @@
 """``pushreport migrate``: copy every registration from one backend to another.
 
-A backend is named by a SPEC: ``NAME:VALUE`` sets the backend's main option (``path``
-for ``sqlite`` and ``files``, ``dsn`` for ``postgresql``; for another installed backend,
-``path`` or else ``dsn``, whichever it accepts) on top of its ``[storage.NAME]`` table
-of ``--config``; a bare ``NAME`` is that backend exactly as ``--config`` configures it.
-The copy goes through the target's ``put_many``: each registration is stored exactly
-as the source holds it (``first_seen``, ``last_seen``, ``reports``), replacing the
-target's registration of the same selector, so running it twice gives the same target.
-A DSN may hold a password: it is never printed (``postgresql:***``).
+A backend is named by a SPEC: ``NAME:VALUE`` sets the main option the backend declared
+when it was registered (:class:`~pushreport.storage.MainOption`: ``path`` for
+``sqlite`` and ``files``, ``dsn`` for ``postgresql``) on top of its ``[storage.NAME]``
+table of ``--config``; a bare ``NAME`` is that backend exactly as ``--config``
+configures it. The copy goes through the target's ``put_many`` (it must declare it):
+each registration is stored exactly as the source holds it (``first_seen``,
+``last_seen``, ``reports``), replacing the target's registration of the same selector,
+so running it twice gives the same target. A main option declared secret (a DSN, which
+may hold a password) is never printed (``postgresql:***``).
 """
 
 from __future__ import annotations
@@ -23,17 +24,13 @@ import attrs
 from pushreport_core import ConfigurationError, Registration, StorageUnavailable
 
 from ._config import Config
-from ._plugins import collect_storage_factories, make_plugin_manager
+from ._plugins import RegisteredBackend, collect_storage_backends, make_plugin_manager
 from ._service import Backend, open_now
-from .storage import Storage, StorageContext, StorageFactory
+from .storage import Capabilities, MainOption, Storage, StorageContext
 
 __all__ = ["BackendSpec", "parse_spec", "parse_option", "migrate", "run_migrate", "DEFAULT_BATCH"]
 
 DEFAULT_BATCH = 500
-#: The main option of the built-in backends; another backend is tried with ``path``,
-#: then ``dsn``.
-MAIN_OPTIONS = {"sqlite": "path", "files": "path", "postgresql": "dsn"}
-_SECRET_OPTIONS = ("dsn",)
 
 
 @attrs.frozen
@@ -44,12 +41,10 @@ class BackendSpec:
     value: str | None = None  # the VALUE of NAME:VALUE; None for a bare NAME
     options: tuple[tuple[str, Any], ...] = ()  # --from-option / --to-option
 
-    def display(self, main: str | None = None) -> str:
+    def display(self, main: MainOption | None = None) -> str:
         if self.value is None:
             return self.name
-        if main in _SECRET_OPTIONS or (
-            main is None and self.name not in MAIN_OPTIONS and "=" in self.value
-        ):
+        if main is None or main.secret:
             return f"{self.name}:***"
         return f"{self.name}:{self.value}"
 
@@ -79,12 +74,17 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def _open(
-    spec: BackendSpec, config: Config, factories: dict[str, StorageFactory], *, source: bool
+    spec: BackendSpec,
+    config: Config,
+    registered: dict[str, RegisteredBackend],
+    *,
+    source: bool,
 ) -> tuple[Storage, str]:
-    """Open the backend *spec* names; return it and how to show it."""
-    factory = factories.get(spec.name)
-    if factory is None:
-        known = ", ".join(sorted(factories)) or "none"
+    """Build the backend *spec* names (opening nothing yet); return it and how to show
+    it."""
+    backend = registered.get(spec.name)
+    if backend is None:
+        known = ", ".join(sorted(registered)) or "none"
         raise ConfigurationError(
             f"no storage backend named {spec.name!r} is installed (installed: {known})"
         )
@@ -94,29 +94,21 @@ def _open(
     context = StorageContext(base_dir=config.base_dir, create=not source)
     if spec.value is None:
         options.update(spec.options)
-        return factory(options, context), spec.display()
-    mains = [MAIN_OPTIONS[spec.name]] if spec.name in MAIN_OPTIONS else ["path", "dsn"]
-    error: ConfigurationError | None = None
-    for main in mains:
-        value = spec.value
-        if main == "path":
-            # Relative to where the command runs. (A source that does not exist is
-            # the backend's open() to name: it is opened without creating.)
-            value = str(Path(value).absolute())
-        attempt = {k: v for k, v in options.items() if k not in ("path", "dsn")}
-        attempt[main] = value
-        attempt.update(spec.options)
-        try:
-            return factory(attempt, context), spec.display(main)
-        except ConfigurationError as e:
-            error = e
-            if e.key == f"storage.{spec.name}.{main}" and "unknown option" in str(e):
-                continue  # this backend has no such main option: try the next
-            raise
-    raise ConfigurationError(
-        f"backend {spec.name!r} takes neither a path nor a dsn; name "
-        "it alone and configure it in --config"
-    ) from error
+        return backend.factory(options, context), spec.display()
+    main = backend.main_option
+    if main is None:
+        raise ConfigurationError(
+            f"backend {spec.name!r} declares no main option (a path or a dsn); name "
+            "it alone and configure it in --config"
+        )
+    value = spec.value
+    if main.is_path:
+        # Relative to where the command runs. (A source that does not exist is the
+        # backend's open() to name: it is opened without creating.)
+        value = str(Path(value).absolute())
+    options[main.key] = value
+    options.update(spec.options)
+    return backend.factory(options, context), spec.display(main)
 
 
 class Progress:
@@ -168,12 +160,11 @@ class Progress:
         self.err.flush()
 
 
-def _put_many(target: Storage) -> Callable[[Sequence[Registration]], None]:
-    put_many: Callable[[Sequence[Registration]], None] | None = getattr(target, "put_many", None)
+def _put_many(target: Storage, name: str) -> Callable[[Sequence[Registration]], None]:
+    put_many = Capabilities.of(target, name).put_many
     if put_many is None:
         raise ConfigurationError(
-            f"storage backend {target.name!r} has no put_many: "
-            "pushreport migrate cannot copy into it"
+            f"storage backend {name!r} has no put_many: pushreport migrate cannot copy into it"
         )
     return put_many
 
@@ -185,9 +176,9 @@ def migrate(
     batch: int = DEFAULT_BATCH,
     progress: Progress | None = None,
 ) -> int:
-    """Copy every registration of *source* into *target* with ``put_many``, *batch* at a
-    time; return how many."""
-    put_many = _put_many(target)
+    """Copy every registration of *source* into *target* with ``put_many`` (which it
+    must declare), *batch* at a time; return how many."""
+    put_many = _put_many(target, target.name)
     done = 0
     pending: list[Registration] = []
     for registration in source:
@@ -223,18 +214,20 @@ def run_migrate(
     err = err if err is not None else sys.stderr
     if batch < 1:
         raise ConfigurationError(f"--batch must be at least 1, not {batch}")
-    factories = collect_storage_factories(make_plugin_manager(blocked=config.blocked_plugins))
+    registered = collect_storage_backends(make_plugin_manager(blocked=config.blocked_plugins))
     opened: list[Storage] = []
     try:
-        source, shown_from = _open(source_spec, config, factories, source=True)
+        source, shown_from = _open(source_spec, config, registered, source=True)
         opened.append(source)
-        target, shown_to = _open(target_spec, config, factories, source=False)
+        target, shown_to = _open(target_spec, config, registered, source=False)
         opened.append(target)
-        _put_many(target)  # before anything is opened or copied
+        # What each declares is checked before anything is opened or copied.
+        backends = [Backend(source_spec.name, source), Backend(target_spec.name, target)]
+        _put_many(target, target_spec.name)
         try:
             # Both opened before the copy: a source that is missing, or that is not a
             # database, fails here with a message that names it, and creates nothing.
-            open_now([Backend(source_spec.name, source), Backend(target_spec.name, target)])
+            open_now(backends)
         except StorageUnavailable as e:
             print(f"pushreport: migrate from {shown_from} to {shown_to}: {e}", file=err)
             return 2

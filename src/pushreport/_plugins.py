@@ -11,7 +11,9 @@ transform, and a veto.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+import argparse
+import re
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 import pluggy
@@ -19,14 +21,16 @@ import pluggy
 from pushreport_core import ConfigurationError, Report, Request
 
 from . import hookspecs
-from .hookspecs import PROJECT
-
-if TYPE_CHECKING:
-    from .storage import StorageFactory
+from .hookspecs import PROJECT, RunCommand
+from .storage import MainOption, StorageFactory
 
 __all__ = [
     "make_plugin_manager",
+    "RegisteredBackend",
+    "collect_storage_backends",
     "collect_storage_factories",
+    "main_option_backend",
+    "add_plugin_commands",
     "transform_report",
     "authenticate",
     "authentication",
@@ -78,21 +82,39 @@ def _call(impl: Any, **kwargs: Any) -> Any:
     return impl.function(*[kwargs[name] for name in impl.argnames])
 
 
-def collect_storage_factories(pm: pluggy.PluginManager) -> dict[str, StorageFactory]:
+@attrs.frozen
+class RegisteredBackend:
+    """A storage backend as a plugin registered it (``pushreport_register_storage``)."""
+
+    name: str
+    factory: StorageFactory
+    #: The option ``migrate``'s ``NAME:VALUE`` and ``--db`` set (``None``: it has none).
+    main_option: MainOption | None = None
+    #: The plugin that registered it.
+    plugin: str = ""
+
+
+def collect_storage_backends(pm: pluggy.PluginManager) -> dict[str, RegisteredBackend]:
     """Every storage backend the plugins register, by name.
 
     Calls each implementation of ``pushreport_register_storage`` in turn (pluggy's
     order), so that a clash names both plugins.
 
     :raises ConfigurationError: a name is registered twice, is not a non-empty string,
-        or comes with something that is not callable.
+        or comes with something that is not callable, or a main option that is not a
+        :class:`~pushreport.storage.MainOption`.
     """
-    factories: dict[str, StorageFactory] = {}
-    owners: dict[str, str] = {}
+    backends: dict[str, RegisteredBackend] = {}
     for impl in _impls_in_call_order(pm, "pushreport_register_storage"):
         plugin_name = impl.plugin_name
 
-        def register(name: str, factory: StorageFactory, *, _plugin: str = plugin_name) -> None:
+        def register(
+            name: str,
+            factory: StorageFactory,
+            *,
+            main_option: MainOption | None = None,
+            _plugin: str = plugin_name,
+        ) -> None:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
                     f"plugin {_plugin!r} registered a storage backend with an invalid "
@@ -103,16 +125,81 @@ def collect_storage_factories(pm: pluggy.PluginManager) -> dict[str, StorageFact
                     f"plugin {_plugin!r} registered storage backend {name!r} with a "
                     f"factory that is not callable"
                 )
-            if name in factories:
+            if main_option is not None and not isinstance(main_option, MainOption):
+                raise ConfigurationError(
+                    f"plugin {_plugin!r} registered storage backend {name!r} with a "
+                    f"main_option that is not a MainOption: {main_option!r}"
+                )
+            if name in backends:
                 raise ConfigurationError(
                     f"storage backend {name!r} is registered twice, by plugin "
-                    f"{owners[name]!r} and by plugin {_plugin!r}"
+                    f"{backends[name].plugin!r} and by plugin {_plugin!r}"
                 )
-            factories[name] = factory
-            owners[name] = _plugin
+            backends[name] = RegisteredBackend(name, factory, main_option, _plugin)
 
         _call(impl, register=register)
-    return factories
+    return backends
+
+
+def collect_storage_factories(pm: pluggy.PluginManager) -> dict[str, StorageFactory]:
+    """Every storage backend's factory, by name (:func:`collect_storage_backends`)."""
+    return {name: b.factory for name, b in collect_storage_backends(pm).items()}
+
+
+def main_option_backend(
+    config_backends: Iterable[str], registered: Mapping[str, RegisteredBackend]
+) -> RegisteredBackend | None:
+    """The first of *config_backends* (``[storage] backends``, in order) whose backend
+    declares a main option: the one ``--db`` sets; ``None`` when none does."""
+    for name in config_backends:
+        backend = registered.get(name)
+        if backend is not None and backend.main_option is not None:
+            return backend
+    return None
+
+
+def add_plugin_commands(
+    pm: pluggy.PluginManager,
+    add: Callable[[str, RunCommand, str], argparse.ArgumentParser],
+    *,
+    taken: Iterable[str] = (),
+) -> None:
+    """Call every ``pushreport_add_commands`` implementation with an ``add_command``
+    that checks the command and hands it to *add* ``(name, run, help)``, which builds
+    its parser. *taken*: the names pushreport's own commands have.
+
+    :raises ConfigurationError: a name that is not a word, is taken (the message names
+        both owners), or comes with a *run* that is not callable.
+    """
+    owners = dict.fromkeys(taken, "pushreport")
+    for impl in _impls_in_call_order(pm, "pushreport_add_commands"):
+        plugin_name = impl.plugin_name
+
+        def add_command(
+            name: str, run: RunCommand, *, help: str, _plugin: str = plugin_name
+        ) -> argparse.ArgumentParser:
+            if not isinstance(name, str) or not _COMMAND_NAME.fullmatch(name):
+                raise ConfigurationError(
+                    f"plugin {_plugin!r} added a command with an invalid name {name!r}"
+                )
+            if not callable(run):
+                raise ConfigurationError(
+                    f"plugin {_plugin!r} added command {name!r} with a run that is not callable"
+                )
+            if name in owners:
+                first = owners[name]
+                first = first if first == "pushreport" else f"plugin {first!r}"
+                raise ConfigurationError(
+                    f"command {name!r} is added twice, by {first} and by plugin {_plugin!r}"
+                )
+            owners[name] = _plugin
+            return add(name, run, help)
+
+        _call(impl, add_command=add_command)
+
+
+#: A command's name: what a shell passes as one word, no option.
+_COMMAND_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 
 def transform_report(pm: pluggy.PluginManager, report: Report, request: Request) -> Report:

@@ -142,12 +142,12 @@ def run_prune(
     return 0
 
 
-def prune_lock_path(config: Config, storage: Storage) -> Path:
+def prune_lock_path(config: Config, beside: Path | None) -> Path:
     """Where the schedule's lock and last run live: next to the first backend's file or
-    folder (``<path>.prune-lock``), else in the configuration's folder."""
-    path = getattr(storage, "path", None)
-    if isinstance(path, (str, os.PathLike)):
-        return Path(f"{os.fspath(path)}.prune-lock")
+    folder (*beside*: its declared ``path``) as ``<path>.prune-lock``, else in the
+    configuration's folder."""
+    if beside is not None:
+        return Path(f"{os.fspath(beside)}.prune-lock")
     return config.base_dir / "pushreport.prune-lock"
 
 
@@ -170,8 +170,10 @@ class PruneSchedule:
         storages: Sequence[tuple[str, Storage]],
         *,
         clock: Callable[[], datetime] = _utcnow,
+        beside: Path | None = None,
     ) -> PruneSchedule | None:
-        """The schedule ``[prune]`` asks for; ``None`` when ``older_than`` is empty."""
+        """The schedule ``[prune]`` asks for; ``None`` when ``older_than`` is empty.
+        *beside*: the first backend's declared ``path`` (:func:`prune_lock_path`)."""
         older_than = config.prune.older_than_delta()
         if older_than is None or not storages:
             return None
@@ -179,7 +181,7 @@ class PruneSchedule:
             storages=storages,
             older_than=older_than,
             interval=config.prune.interval_delta(),
-            lock_path=prune_lock_path(config, storages[0][1]),
+            lock_path=prune_lock_path(config, beside),
             clock=clock,
         )
 

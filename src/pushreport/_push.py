@@ -40,7 +40,7 @@ from ._config import Config, PushConfig, load_config
 from ._lookup import Lookup
 from ._redact import shorten
 from ._service import Receiver
-from .storage import Storage
+from .storage import Capabilities, ForgetToken, Storage
 
 __all__ = ["PushClient", "PushResult", "push"]
 
@@ -109,7 +109,7 @@ class PushClient:
     :param backoff: seconds before the second request, doubled for each next one.
     :param max_delay: the longest wait between requests (``Retry-After`` is cut to it).
     :param storages: where a token the gateway calls invalid is forgotten (each one
-        that has ``forget_token``).
+        that declares ``forget_token``; read when the client is made).
     :param rng: the jitter's randomness; :param sleep: how to wait (tests pass their own).
     """
 
@@ -122,6 +122,15 @@ class PushClient:
     rng: random.Random = attrs.field(factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
     opener: urllib.request.OpenerDirector = attrs.field(factory=_no_redirects)
+    #: Each storage's name and bound ``forget_token`` (``None``: it declares none).
+    _forgetters: tuple[tuple[str, ForgetToken | None], ...] = attrs.field(
+        init=False, default=(), repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        self._forgetters = tuple(
+            (storage.name, Capabilities.of(storage).forget_token) for storage in self.storages
+        )
 
     @classmethod
     def from_config(
@@ -221,12 +230,11 @@ class PushClient:
 
     def _forget(self, target: PushTarget) -> tuple[str, ...]:
         changed: set[str] = set()
-        for storage in self.storages:
-            forget = getattr(storage, "forget_token", None)
+        for name, forget in self._forgetters:
             if forget is None:
                 log.warning(
                     "storage %r cannot forget tokens: the invalid token of %s stays",
-                    getattr(storage, "name", storage),
+                    name,
                     target.selector,
                 )
                 continue

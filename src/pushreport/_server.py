@@ -78,8 +78,8 @@ def describe(receiver: Receiver) -> list[str]:
     elif isinstance(removal, Template):
         lines.append(f"accepting removals by {removal.method} {removal.path_template}")
     for backend in receiver.backends:
-        where = getattr(backend.storage, "path", None)
-        extra = f" at {where}" if where else ""
+        where = backend.capabilities.path
+        extra = f" at {where}" if where is not None else ""
         kind = "required" if backend.required else "best-effort"
         lines.append(f"storage backend {backend.name!r} ({kind}){extra}")
     methods = receiver.config.auth.methods

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import attrs
 import pluggy
@@ -59,6 +59,9 @@ __all__ = [
     "open_reader",
     "STARTUP_WAIT",
 ]
+
+if TYPE_CHECKING:
+    from ._prune import PruneSchedule
 
 log = logging.getLogger("pushreport")
 
@@ -155,7 +158,7 @@ class Receiver:
     #: Counters the receiver and the adapter feed (``[metrics]``; no-ops when off).
     metrics: Metrics = attrs.field(factory=NullMetrics)
     #: The background prune of :meth:`start_pruning`, when started.
-    pruner: Any = attrs.field(default=None, init=False)
+    pruner: PruneSchedule | None = attrs.field(default=None, init=False)
     #: Built to answer requests (:meth:`from_config`'s *serving*); ``False``: no
     #: authenticator was built, and requests are refused.
     serving: bool = True
@@ -216,7 +219,7 @@ class Receiver:
         share_limit_state(limiter, config, backends, authenticators)
         if config.reporter.token_owner == "newest":
             for b in backends:
-                if not callable(getattr(b.storage, "forget_token", None)):
+                if b.capabilities.forget_token is None:
                     raise ConfigurationError(
                         f'"newest" needs forget_token, which storage backend {b.name!r} lacks',
                         key="reporter.token_owner",
@@ -350,12 +353,9 @@ class Receiver:
                     result = self._upsert_owned(backend, report, now)
                     refused = result is None
                 else:
-                    # A writer's upsert_quiet reads nothing back (SQLite: no RETURNING).
-                    quiet = None if read_back else getattr(backend.writer, "upsert_quiet", None)
-                    if quiet is None:
-                        result = backend.writer.upsert(report, now=now)
-                    else:
-                        result = quiet(report, now=now)
+                    # read_back=False: a backend that declares quiet_upsert reads
+                    # nothing back (SQLite: no RETURNING).
+                    result = backend.writer.upsert(report, now=now, read_back=read_back)
             except StorageUnavailable as e:
                 self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
@@ -445,14 +445,13 @@ class Receiver:
         def allowed(stored: Registration | None) -> bool:
             return may_write(stored, report.username)
 
-        if backend.upsert_if is not None:
-            result: Registration | None = backend.upsert_if(report, now=now, allowed=allowed)
-            return result
+        upsert_if = backend.capabilities.upsert_if
+        if upsert_if is not None:
+            return upsert_if(report, now=now, allowed=allowed)
         with self._owner_lock(report.selector):
             if not allowed(backend.storage.get(report.selector)):
                 return None
-            written: Registration = backend.writer.upsert(report, now=now)
-            return written
+            return backend.writer.upsert(report, now=now)
 
     def _remove_owned(
         self, backend: Backend, removal: Removal
@@ -467,8 +466,9 @@ class Receiver:
             seen.append(stored)
             return removal.plan(stored, identified=True) is RemovalPlan.DELETE
 
-        if backend.remove_if is not None:
-            removed: Registration | None = backend.remove_if(removal.selector, allowed)
+        remove_if = backend.capabilities.remove_if
+        if remove_if is not None:
+            removed = remove_if(removal.selector, allowed)
         else:
             with self._owner_lock(removal.selector):
                 stored = backend.storage.get(removal.selector)
@@ -592,9 +592,9 @@ class Receiver:
         would not claim again. Returns *stored*, without a token it lost to a holder
         that reported later (two reports racing)."""
         primary = self.backends[0].storage
+        find = self.backends[0].capabilities.find_token
         for token in claimed_tokens(before, report, stored):
             try:
-                find = getattr(primary, "find_token", None)
                 # Without find_token every registration is a candidate: the plan passes
                 # over those that do not hold the token.
                 move = plan_token_move(stored, token, find(token) if find is not None else primary)
@@ -605,8 +605,11 @@ class Receiver:
                 continue
             for selector in move.forget:
                 for backend in self.backends:
+                    # from_config checked that every backend declares forget_token.
+                    forget = backend.capabilities.forget_token
                     try:
-                        backend.storage.forget_token(token, selector=selector)
+                        assert forget is not None
+                        forget(token, selector=selector)
                     except Exception as e:
                         log.warning(
                             "token_owner: backend %r could not forget token %s in %s: %s",
@@ -633,7 +636,10 @@ class Receiver:
 
         if self.pruner is None:
             self.pruner = PruneSchedule.from_config(
-                self.config, [(b.name, b.storage) for b in self.backends], clock=self.clock
+                self.config,
+                [(b.name, b.storage) for b in self.backends],
+                clock=self.clock,
+                beside=self.backends[0].capabilities.path,
             )
             if self.pruner is None:
                 return False

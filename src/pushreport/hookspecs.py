@@ -13,16 +13,18 @@ them, in any order (pluggy's rule).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import argparse
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
     from pushreport_core import Registration, Removal, Report, Request, Secret
 
-    from .storage import StorageFactory
+    from ._config import Config
+    from .storage import RegisterStorage
 
-__all__ = ["hookspec", "hookimpl", "PROJECT"]
+__all__ = ["hookspec", "hookimpl", "PROJECT", "AddCommand", "RunCommand"]
 
 PROJECT = "pushreport"
 
@@ -31,21 +33,60 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+#: Runs a plugin's command: ``run(config, args)`` with the configuration ``--config``
+#: names and the parsed arguments; returns the exit status.
+RunCommand = Callable[["Config", argparse.Namespace], int]
+
+
+class AddCommand(Protocol):
+    """The ``add_command`` callable of :func:`pushreport_add_commands`."""
+
+    def __call__(self, name: str, run: RunCommand, *, help: str) -> argparse.ArgumentParser: ...
+
+
 @hookspec
-def pushreport_register_storage(register: Callable[[str, StorageFactory], None]) -> None:
+def pushreport_register_storage(register: RegisterStorage) -> None:
     """Register storage backends by name.
 
     Called once, when the plugin manager is set up, before the configuration picks its
     backends by name (``[storage] backends = ["sqlite"]``).
 
     :param register: call ``register(name, factory)`` for each backend this plugin
-        provides. ``factory(options, context)`` gets the backend's own table of the
-        configuration (``[storage.<name>]``, a dict) and a :class:`StorageContext`
-        (``base_dir`` for relative paths; ``create`` false when a command only reads:
-        a missing store is then an error, and nothing is created), and returns an
-        object that implements :class:`pushreport.storage.Storage`, opening
-        nothing yet (its optional ``open()`` opens it). Registering a name twice is a
+        provides (:class:`pushreport.storage.RegisterStorage`). ``factory(options,
+        context)`` gets the backend's own table of the configuration
+        (``[storage.<name>]``, a dict) and a :class:`StorageContext` (``base_dir`` for
+        relative paths; ``create`` false when a command only reads: a missing store is
+        then an error, and nothing is created), and returns an object that implements
+        :class:`pushreport.storage.Storage`, opening nothing yet, and declares its
+        capabilities (:class:`pushreport.storage.Capability`; ``open()`` opens it).
+        ``main_option=MainOption("path", is_path=True)`` names the option that
+        ``pushreport migrate NAME:VALUE`` and ``--db`` set
+        (:class:`pushreport.storage.MainOption`; without it, the backend is named alone
+        there and configured in ``--config``). Registering a name twice is a
         configuration error.
+    """
+
+
+@hookspec
+def pushreport_add_commands(add_command: AddCommand) -> None:
+    """Add subcommands to the ``pushreport`` command.
+
+    Called once each time the command line is parsed (and when ``docs/cli.md`` is
+    generated), before the configuration is read: only the plugins installed under
+    the ``pushreport`` entry-point group, less those the ``[plugins] blocked`` of
+    ``--config`` names, add commands.
+
+    :param add_command: call ``add_command(name, run, help="...")`` for each command
+        (:class:`AddCommand`). It returns the command's
+        :class:`argparse.ArgumentParser`, which already has ``--config FILE``, for the
+        command's own options. When the command is given, ``run(config, args)`` is
+        called (:data:`RunCommand`) with the configuration ``--config`` names (the
+        embedded default without it) and the parsed arguments, and returns the exit
+        status. A :class:`~pushreport_core.ConfigurationError` it raises is printed
+        as ``pushreport: configuration error: …`` (status 2), any other
+        :class:`~pushreport_core.PushReportError` as ``pushreport: …`` (status 1). A
+        name that pushreport or another plugin already has is a configuration error
+        that names both.
     """
 
 

@@ -101,3 +101,26 @@ class GreedyForgetStorage(MemoryStorage):
         self, token: str, *, selector: str | None = None, keep: str | None = None
     ) -> list[str]:
         return super().forget_token(token, selector=selector)
+
+
+class OverclaimingStorage(MemoryStorage):
+    """Declares capabilities it does not have (no put_many, no upsert_many): opening it
+    is refused, and the suite says so instead of skipping."""
+
+    capabilities = MemoryStorage.capabilities | {"put_many", "upsert_many"}
+
+
+class QuietlyWrongStorage(MemoryStorage):
+    """Declares quiet_upsert, and its quiet write erases what the report does not
+    know."""
+
+    capabilities = MemoryStorage.capabilities | {"quiet_upsert"}
+
+    def upsert(  # type: ignore[override]
+        self, report: Report, *, now: datetime, read_back: bool = True
+    ) -> Registration | None:
+        if read_back:
+            return super().upsert(report, now=now)
+        with self.store.lock:
+            self.store.registrations[report.selector] = merge(None, report, now=now)
+        return None

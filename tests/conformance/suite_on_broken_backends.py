@@ -14,6 +14,8 @@ from .broken_backends import (
     ErasingStorage,
     GreedyForgetStorage,
     InclusivePruneStorage,
+    OverclaimingStorage,
+    QuietlyWrongStorage,
     RacyStorage,
     SwallowingStorage,
 )
@@ -73,3 +75,11 @@ class TestInclusivePrune(MemoryConformance):
 
 class TestGreedyForget(MemoryConformance):
     storage_class = GreedyForgetStorage
+
+
+class TestOverclaiming(MemoryConformance):
+    storage_class = OverclaimingStorage
+
+
+class TestQuietlyWrong(MemoryConformance):
+    storage_class = QuietlyWrongStorage

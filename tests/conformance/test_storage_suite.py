@@ -49,9 +49,9 @@ def test_the_base_class_is_not_collected_but_subclasses_are() -> None:
 
 
 @pytest.fixture(scope="module")
-def broken_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
-    """Outcome of every test of the suite run against each backend of
-    ``suite_on_broken_backends.py``, by class then test name."""
+def junit(tmp_path_factory: pytest.TempPathFactory) -> ET.Element:
+    """The JUnit report of the suite run against each backend of
+    ``suite_on_broken_backends.py``."""
     report = tmp_path_factory.mktemp("junit") / "report.xml"
     subprocess.run(
         [
@@ -69,8 +69,14 @@ def broken_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
         text=True,
         timeout=300,
     )
+    return ET.parse(report).getroot()
+
+
+@pytest.fixture(scope="module")
+def broken_results(junit: ET.Element) -> dict[str, dict[str, str]]:
+    """Outcome of every test of the suite against each backend, by class then test."""
     results: dict[str, dict[str, str]] = {}
-    for case in ET.parse(report).getroot().iter("testcase"):
+    for case in junit.iter("testcase"):
         cls = case.get("classname", "").rsplit(".", 1)[-1]
         outcome = "passed"
         for child in case:
@@ -112,6 +118,16 @@ def test_the_reference_passes_the_suite(broken_results: dict[str, dict[str, str]
             {"test_unavailable_raises_and_leaves_no_trace", "test_recovers_after_unavailable"},
         ),
         ("TestRacy", {"test_concurrent_threads_on_the_same_selectors"}),
+        # A declaration it does not hold is refused as it would be at open, not skipped.
+        (
+            "TestOverclaiming",
+            {
+                "test_declared_capabilities_hold",
+                "test_batch_upsert_is_the_merges_in_order",
+                "test_put_many_stores_registrations_exactly",
+            },
+        ),
+        ("TestQuietlyWrong", {"test_quiet_upsert_stores_what_upsert_would"}),
         ("TestInclusivePrune", {"test_prune_deletes_what_was_last_seen_before"}),
         (
             "TestGreedyForget",
@@ -124,6 +140,35 @@ def test_a_broken_backend_fails_the_suite(
 ) -> None:
     failed = {n for n, o in broken_results[backend].items() if o == "failed"}
     assert caught_by <= failed, f"{backend}: the suite let it pass ({failed=})"
+
+
+def test_what_a_backend_does_not_declare_is_skipped_with_the_reason(junit: ET.Element) -> None:
+    """The reference declares count, find_token and forget_token only: each test of
+    another capability is skipped, saying which and why; the declared ones run."""
+    reasons = {
+        case.get("name"): skipped.get("message", "")
+        for case in junit.iter("testcase")
+        if case.get("classname", "").endswith(".TestReference")
+        for skipped in case.findall("skipped")
+    }
+    expected = {
+        "test_quiet_upsert_stores_what_upsert_would": "'quiet_upsert': the receiver always "
+        "reads the row back",
+        "test_batch_upsert_is_the_merges_in_order": "'upsert_many': the receiver writes one "
+        "report at a time",
+        "test_put_many_stores_registrations_exactly": "'put_many': pushreport migrate cannot "
+        "copy into it",
+        "test_upsert_if_writes_only_what_allowed_lets_it": "'upsert_if': the receiver decides",
+        "test_remove_if_deletes_only_what_allowed_lets_it": "'remove_if': the receiver decides",
+    }
+    for name, reason in expected.items():
+        assert f"TestReference's backend does not declare {reason}" in reasons[name], name
+    for declared in (
+        "test_count_is_the_number_of_registrations",
+        "test_find_token",
+        "test_forget_token_everywhere_but_keep",
+    ):
+        assert declared not in reasons
 
 
 # -- the differential check ---------------------------------------------------------------

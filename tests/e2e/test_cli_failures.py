@@ -232,14 +232,17 @@ def test_migrate_into_a_backend_without_put_many_names_the_problem(
     storage.upsert(Report(selector="0" * 40 + ":01"), now=datetime.now(timezone.utc))
     storage.close()
 
-    real = _migrate.collect_storage_factories
+    from pushreport._plugins import RegisteredBackend
 
-    def factories(pm):  # type: ignore[no-untyped-def]
+    real = _migrate.collect_storage_backends
+
+    def backends(pm):  # type: ignore[no-untyped-def]
         found = dict(real(pm))
-        found["memory"] = lambda options, context: MemoryStorage()  # no put_many
+        # MemoryStorage does not declare put_many.
+        found["memory"] = RegisteredBackend("memory", lambda options, context: MemoryStorage())
         return found
 
-    monkeypatch.setattr(_migrate, "collect_storage_factories", factories)
+    monkeypatch.setattr(_migrate, "collect_storage_backends", backends)
     assert main(["migrate", "--from", f"sqlite:{source}", "--to", "memory"]) == 2
     err = capsys.readouterr().err
     assert err == (

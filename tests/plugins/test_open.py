@@ -132,6 +132,7 @@ class Flaky:
     """A backend whose open() raises *errors* in turn, then succeeds."""
 
     name = "flaky"
+    capabilities = frozenset({"open"})
 
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)

@@ -75,8 +75,10 @@ def test_invalid_toml_and_missing_file(tmp_path):
 
 
 def test_db_override_is_absolute(tmp_path, monkeypatch):
+    from pushreport._cli import with_db
+
     monkeypatch.chdir(tmp_path)
-    c = Config().with_sqlite_path("x.sqlite3")
+    c = with_db(Config(), "x.sqlite3")
     assert c.storage.options_for("sqlite")["path"] == str(tmp_path / "x.sqlite3")
 
 

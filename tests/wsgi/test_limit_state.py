@@ -98,7 +98,7 @@ def test_state_path_overrides_relative_to_the_configuration(tmp_path: Path) -> N
     config = Config.from_dict(
         {"limits": {"per_client": "5/minute", "state_path": "run/limits.db"}}, base_dir=tmp_path
     )
-    config = config.with_sqlite_path(tmp_path / "db.sqlite3")
+    config = config.with_storage_option("sqlite", "path", str(tmp_path / "db.sqlite3"))
     (tmp_path / "run").mkdir()
     r = receiver_with(tmp_path, config)
     try:

@@ -14,6 +14,7 @@ from werkzeug.test import Client
 
 from pushreport._config import MetricsConfig, load_config
 from pushreport._metrics import REASONS, NullMetrics, PrometheusMetrics, refusal_reason
+from pushreport.storage import Capability
 from pushreport.testing import MemoryStorage
 from pushreport_core import (
     AuthenticationRequired,
@@ -163,6 +164,7 @@ class Outbox(MemoryStorage):
     """A best-effort backend with figures of its own, like the webhook backend's."""
 
     name = "outbox"
+    capabilities = MemoryStorage.capabilities | {Capability.METRICS}
     pending: float = 0
     figures_fail: bool = False
 

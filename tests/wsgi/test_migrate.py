@@ -11,6 +11,8 @@ import attrs
 from pushreport._cli import main
 from pushreport._config import Config
 from pushreport._migrate import Progress, migrate, parse_spec, run_migrate
+from pushreport.hookspecs import hookimpl
+from pushreport.storage import MainOption
 from pushreport_core import Registration, Report
 from pushreport_files._storage import FilesStorage
 from pushreport_sqlite._storage import SQLiteStorage
@@ -274,3 +276,57 @@ def test_sqlite_to_postgresql_and_back(tmp_path: Path, capsys, pg_dsn: str, pg_t
     )
     assert capsys.readouterr().out == f"copied 9 registrations from postgresql to sqlite:{back}\n"
     assert contents(sqlite(back)) == [later] + original[1:]
+
+
+class ThirdParty:
+    """A plugin with two backends of its own: one declares a secret main option
+    (``token``), the other none."""
+
+    def __init__(self) -> None:
+        self.options: list[dict[str, object]] = []
+
+    @hookimpl
+    def pushreport_register_storage(self, register) -> None:  # type: ignore[no-untyped-def]
+        def factory(options, context):  # type: ignore[no-untyped-def]
+            self.options.append(dict(options))
+            return FilesStorage(context.base_dir / "third", create=context.create)
+
+        register("vault", factory, main_option=MainOption("token", secret=True))
+        register("plain", factory)
+
+
+def test_a_third_party_main_option_is_what_it_declared(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``NAME:VALUE`` sets the option the backend declared (and hides it when declared
+    secret); a backend that declares none is named alone."""
+    from pushreport import _migrate
+
+    plugin = ThirdParty()
+    real = _migrate.make_plugin_manager
+    monkeypatch.setattr(_migrate, "make_plugin_manager", lambda **kw: real(plugins=[plugin]))
+    source = tmp_path / "a.sqlite3"
+    populate(source, 2)
+    config = tmp_path / "c.toml"
+    config.write_text("[storage.vault]\nmode = 1\n")
+    assert (
+        main(
+            [
+                "migrate",
+                "--from",
+                f"sqlite:{source}",
+                "--to",
+                "vault:s3cr3t",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    assert plugin.options == [{"mode": 1, "token": "s3cr3t"}]
+    assert capsys.readouterr().out == f"copied 2 registrations from sqlite:{source} to vault:***\n"
+    assert main(["migrate", "--from", f"sqlite:{source}", "--to", "plain:x"]) == 2
+    assert capsys.readouterr().err == (
+        "pushreport: configuration error: backend 'plain' declares no main option (a path "
+        "or a dsn); name it alone and configure it in --config\n"
+    )

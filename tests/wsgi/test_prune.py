@@ -349,7 +349,7 @@ def test_start_pruning_runs_on_a_thread_until_close(tmp_path: Path) -> None:
     receiver = Receiver.from_config(config, clock=clock)
     try:
         assert receiver.start_pruning() is True
-        assert prune_lock_path(config, receiver.storage) == tmp_lock(config)
+        assert prune_lock_path(config, receiver.backends[0].capabilities.path) == tmp_lock(config)
         deadline = time.monotonic() + 10
         while selectors(config) != [EDGE, FRESH] and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,12 +1,13 @@
 """The report path skips reading the stored row back when nothing needs it, and only then.
 
 A ``pushreport_report_stored`` hook (even one registered after the app is built),
-``token_owner = "newest"`` or a backend whose ``upsert`` does more than the SQLite
-backend's (the webhook backend's event) each keep the full ``upsert``.
+``token_owner = "newest"`` or a backend that does not declare ``quiet_upsert`` (the
+webhook backend, whose ``upsert`` writes an event) each keep the full ``upsert``.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -17,9 +18,10 @@ from werkzeug.test import Client
 
 import pushreport_sqlite._storage as sqlite_storage
 from pushreport._batch import GroupCommit
-from pushreport_core import Registration, Report
+from pushreport.storage import Capabilities
+from pushreport_core import ConfigurationError, Registration, Report
 from pushreport_sqlite import SQLiteStorage
-from pushreport_wsgi import Receiver, create_app, hookimpl, make_plugin_manager
+from pushreport_wsgi import Backend, Receiver, create_app, hookimpl, make_plugin_manager
 
 from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS, make_config
 
@@ -118,24 +120,46 @@ def test_receiver_handle_still_returns_the_stored_registration(tmp_path, stateme
     receiver.close()
 
 
-def test_a_subclass_that_overrides_upsert_has_no_quiet_upsert_of_its_own():
-    from pushreport_webhook._storage import WebhookStorage
+def test_the_quiet_upsert_is_declared_and_a_subclass_that_breaks_it_is_refused(tmp_path):
+    """Only a backend that declares ``quiet_upsert`` is written with ``read_back=False``
+    (the webhook backend, whose upsert writes an event, does not); a subclass that
+    overrides ``upsert`` without ``read_back`` inherits the declaration and is refused
+    when it is opened, instead of being bypassed."""
+    from pushreport_webhook import WebhookStorage
 
     class Audited(SQLiteStorage):
-        def upsert(self, report: Report, *, now: datetime) -> Registration:
+        def upsert(self, report: Report, *, now: datetime) -> Registration:  # type: ignore[override]
             return super().upsert(report, now=now)
 
     class Both(Audited):
-        def upsert_quiet(self, report: Report, *, now: datetime) -> None:
-            pass
+        def upsert(self, report: Report, *, now: datetime, read_back: bool = True) -> Any:  # type: ignore[override]
+            return SQLiteStorage.upsert(self, report, now=now, read_back=read_back)
 
     class Plain(SQLiteStorage):
         pass
 
-    assert WebhookStorage.upsert_quiet is None
-    assert Audited.upsert_quiet is None
-    assert Both.upsert_quiet is not None
-    assert Plain.upsert_quiet is SQLiteStorage.upsert_quiet
+    hook = WebhookStorage(tmp_path / "hook.sqlite3", deliver=False)
+    opened = [hook]
+    try:
+        assert Capabilities.of(hook).quiet_upsert is None
+        audited = Audited(tmp_path / "a.sqlite3")
+        opened.append(audited)
+        with pytest.raises(ConfigurationError) as caught:
+            Backend("audited", audited)
+        assert str(caught.value) == (
+            "storage backend 'audited' declares 'quiet_upsert' but its upsert() takes no "
+            "read_back argument"
+        )
+        for cls in (Both, Plain, SQLiteStorage):
+            storage = cls(tmp_path / f"{cls.__name__}.sqlite3", spool=False)
+            opened.append(storage)
+            quiet = Backend("ok", storage).capabilities.quiet_upsert
+            assert quiet is not None
+            assert quiet(Report(selector=SELECTOR), now=T0) is None
+            assert storage.get(SELECTOR).reports == 1  # type: ignore[union-attr]
+    finally:
+        for storage in opened:
+            storage.close()
 
 
 def test_the_webhook_backend_still_writes_its_event_on_the_app_path(tmp_path):
@@ -168,13 +192,18 @@ def test_the_webhook_backend_still_writes_its_event_on_the_app_path(tmp_path):
 class Counting:
     """A batch-capable storage that records which write it was asked for."""
 
+    name = "counting"
+
     def __init__(self, quiet: bool) -> None:
         self.calls: list[str] = []
-        if quiet:
-            self.upsert_quiet = lambda report, *, now: self.calls.append("quiet")
+        self.capabilities = {"upsert_many", "quiet_upsert"} if quiet else {"upsert_many"}
 
-    def upsert(self, report: Report, *, now: datetime) -> Registration:
-        self.calls.append("upsert")
+    def upsert(
+        self, report: Report, *, now: datetime, read_back: bool = True
+    ) -> Registration | None:
+        self.calls.append("upsert" if read_back else "quiet")
+        if not read_back:
+            return None
         return Registration(selector=report.selector, first_seen=now, last_seen=now)
 
     def upsert_many(self, items: Any) -> list[Registration]:  # pragma: no cover
@@ -182,11 +211,11 @@ class Counting:
 
 
 @pytest.mark.parametrize(("quiet", "expected"), [(True, "quiet"), (False, "upsert")])
-def test_group_commit_passes_a_quiet_upsert_on_when_the_storage_has_one(quiet, expected):
+def test_group_commit_passes_a_quiet_upsert_on_when_the_storage_declares_one(quiet, expected):
     storage = Counting(quiet)
     group = GroupCommit(storage)  # type: ignore[arg-type]
-    group.upsert_quiet(Report(selector=SELECTOR), now=T0)
-    group.upsert_quiet(Report(selector=SELECTOR), now=T0)
+    group.upsert(Report(selector=SELECTOR), now=T0, read_back=False)
+    group.upsert(Report(selector=SELECTOR), now=T0, read_back=False)
     assert storage.calls == [expected, expected]
     assert (group.batches, group.reports, group._leading) == (2, 2, False)
 
@@ -194,7 +223,7 @@ def test_group_commit_passes_a_quiet_upsert_on_when_the_storage_has_one(quiet, e
 @pytest.mark.parametrize(("quiet", "spool"), [(True, False), (False, False), (True, True)])
 def test_a_new_username_is_stored_by_the_whole_rule(tmp_path, statements, quiet, spool):
     storage = SQLiteStorage(tmp_path / "db.sqlite3", spool=spool)
-    write = storage.upsert_quiet if quiet else storage.upsert
+    write = functools.partial(storage.upsert, read_back=False) if quiet else storage.upsert
     write(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=T0)
     write(Report(selector=SELECTOR, username="alice"), now=T0)  # the row had none
     write(Report(selector=SELECTOR, username="alice"), now=T0)
@@ -222,13 +251,15 @@ def test_a_report_repeating_the_username_writes_one_page(tmp_path):
     appends one page (the row's) to the WAL, not two."""
     path = tmp_path / "db.sqlite3"
     storage = SQLiteStorage(path, checkpoint_interval=0, spool=False)
-    storage.upsert_quiet(Report(selector=SELECTOR, username="alice"), now=T0)
+    storage.upsert(Report(selector=SELECTOR, username="alice"), now=T0, read_back=False)
     page = storage._run("PRAGMA page_size")[0][0]
     wal = path.with_name(path.name + "-wal")
     before = wal.stat().st_size
     for n in range(10):
-        storage.upsert_quiet(
-            Report(selector=SELECTOR, username="alice", token_msgs=f"TOKEN{n:04d}AAAA"), now=T0
+        storage.upsert(
+            Report(selector=SELECTOR, username="alice", token_msgs=f"TOKEN{n:04d}AAAA"),
+            now=T0,
+            read_back=False,
         )
     assert (wal.stat().st_size - before) == 10 * (page + 24)
     storage.close()

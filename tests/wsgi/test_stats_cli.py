@@ -78,7 +78,15 @@ def test_stats_draws_bars_in_the_terminal(db):
     raw = io.BytesIO()
     out = io.TextIOWrapper(raw, encoding="utf-8")
     now = datetime.now(timezone.utc)
-    assert run_stats(Config().with_sqlite_path(db), as_json=False, out=out, clock=lambda: now) == 0
+    assert (
+        run_stats(
+            Config().with_storage_option("sqlite", "path", str(db)),
+            as_json=False,
+            out=out,
+            clock=lambda: now,
+        )
+        == 0
+    )
     out.flush()
     text = raw.getvalue().decode("utf-8")
     lines = text.splitlines()

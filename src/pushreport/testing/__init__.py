@@ -14,6 +14,10 @@ runs the whole suite against a backend with a few lines::
         def make_storage(self, tmp_path):
             return functools.partial(MyStorage, tmp_path / "db")
 
+What the backend declares (its ``capabilities``, :class:`pushreport.storage.Capability`)
+decides what else is tested: the declaration must hold, each declared capability is
+tested, and the tests of the others are skipped with the reason.
+
 The app side (the app model, strategies, sessions) is :mod:`pushreport_core.testing`.
 """
 

@@ -11,6 +11,8 @@ import attrs
 
 from pushreport_core import Registration, Report, StorageUnavailable, merge, without_token
 
+from ..storage import Capability
+
 __all__ = ["MemoryStorage", "MemoryStore"]
 
 
@@ -40,6 +42,10 @@ class MemoryStorage:
     process."""
 
     name: ClassVar[str] = "memory"
+    #: What it can do beyond the required protocol (:mod:`pushreport.storage`).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.COUNT, Capability.FIND_TOKEN, Capability.FORGET_TOKEN}
+    )
 
     store: MemoryStore = attrs.field(factory=MemoryStore)
     _closed: bool = attrs.field(default=False, init=False)

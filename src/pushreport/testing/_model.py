@@ -26,7 +26,7 @@ from pushreport_core import (
 from pushreport_core.testing import strategies as prs
 
 from .._plugins import collect_storage_factories, make_plugin_manager
-from ..storage import Storage, StorageContext, StorageFactory
+from ..storage import Capabilities, ForgetToken, Storage, StorageContext, StorageFactory
 
 __all__ = [
     "StorageMachine",
@@ -92,6 +92,8 @@ class StorageMachine(RuleBasedStateMachine):
         self.usernames = _usernames(self.ns)
         self.model: dict[str, Registration] = {}
         self.storage = type(self).make_storage()
+        #: The handle's forget_token, when the backend declares it.
+        self.forget = Capabilities.of(self.storage).forget_token
 
     @classmethod
     def for_factory(
@@ -176,7 +178,7 @@ class StorageMachine(RuleBasedStateMachine):
                 data.draw(st.integers(-(10**6), 0), label="seconds"),
                 data.draw(st.booleans(), label="dry_run"),
             )
-        elif self._tokens():
+        elif self._tokens() and self.forget is not None:
             self._forget_token(
                 data,
                 data.draw(st.sampled_from(("all", "one", "keep")), label="scope"),
@@ -199,7 +201,7 @@ class StorageMachine(RuleBasedStateMachine):
         keep = named if scope == "keep" else None
         changed = [
             s
-            for s in self.storage.forget_token(token, selector=selector, keep=keep)
+            for s in self._forgetting()(token, selector=selector, keep=keep)
             if s in self.selectors or s == selector
         ]
         expected = []
@@ -214,6 +216,10 @@ class StorageMachine(RuleBasedStateMachine):
             f"forget_token({token!r}, selector={selector!r}, "
             f"keep={keep!r}) gave {changed!r}, expected {expected!r}"
         )
+
+    def _forgetting(self) -> ForgetToken:
+        assert self.forget is not None
+        return self.forget
 
     def _prune(self, seconds: int, dry_run: bool) -> None:
         before = T0 + timedelta(seconds=seconds)
@@ -245,6 +251,7 @@ class StorageMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.storage.close()
         self.storage = type(self).make_storage()
+        self.forget = Capabilities.of(self.storage).forget_token
 
     @invariant()
     def every_selector_reads_back_as_the_model_says(self) -> None:

@@ -28,7 +28,7 @@ from pushreport_core import (
 )
 from pushreport_core.testing import strategies as prs
 
-from ..storage import Storage
+from ..storage import Capabilities, Capability, ForgetToken, Storage
 from ._model import StorageMachine, StorageOpener
 
 __all__ = ["StorageConformance"]
@@ -209,9 +209,13 @@ class StorageConformance:
     process test run its children in fresh interpreters; any other (a lambda) is
     carried into them by ``fork()``.
 
-    Capability flags say what the backend can do; a test that needs one the backend
-    lacks is skipped with the reason. With ``supports_unavailable = True``, implement
-    :meth:`make_unavailable`.
+    What the backend can do beyond :class:`~pushreport.storage.Storage` comes from
+    its own declaration (its ``capabilities``, :class:`~pushreport.storage.Capability`):
+    the declaration must hold (:meth:`test_declared_capabilities_hold`), each declared
+    capability is tested, and a test of one it does not declare is skipped with the
+    reason. The flags below say what the test can do with the backend (reopen it, share
+    it between threads or processes, make it unavailable); with ``supports_unavailable
+    = True``, implement :meth:`make_unavailable`.
     """
 
     # Collected only in subclasses (see __init_subclass__), never as the base itself.
@@ -268,11 +272,38 @@ class StorageConformance:
         if not getattr(self, flag):
             pytest.skip(f"{type(self).__name__} declares {flag} = False: {why}")
 
+    def _capable(self, storage: Storage, capability: Capability, why: str) -> Capabilities:
+        """What *storage* declares; the test is skipped, saying *why* it matters,
+        unless it declares *capability*."""
+        capabilities = Capabilities.of(storage)
+        if capability not in capabilities:
+            pytest.skip(
+                f"{type(self).__name__}'s backend does not declare {capability.value!r}: {why}"
+            )
+        return capabilities
+
+    def _forget(self, storage: Storage) -> ForgetToken:
+        forget = self._capable(
+            storage,
+            Capability.FORGET_TOKEN,
+            'token_owner = "newest" and push cannot take a token from it',
+        ).forget_token
+        assert forget is not None
+        return forget
+
     # -- the protocol ----------------------------------------------------------------------
 
     def test_is_a_storage(self, storage: Storage) -> None:
         assert isinstance(storage, Storage), "missing methods of pushreport.Storage"
         assert isinstance(storage.name, str) and storage.name
+
+    def test_declared_capabilities_hold(self, storage: Storage) -> None:
+        """What the backend declares names real capabilities, each with its method:
+        the check a backend passes when it is opened (it raises ConfigurationError,
+        naming what is missing)."""
+        capabilities = Capabilities.of(storage)
+        for capability in capabilities.declared:
+            assert isinstance(capability, Capability)
 
     def test_empty_store(self, storage: Storage) -> None:
         assert storage.get(SELECTOR) is None
@@ -349,16 +380,29 @@ class StorageConformance:
         assert (stored.first_seen, stored.last_seen, stored.reports) == (at(5), at(10), 3)
         assert storage.get(SELECTOR) == stored
 
+    def test_quiet_upsert_stores_what_upsert_would(self, storage: Storage) -> None:
+        """``upsert(..., read_back=False)`` (``quiet_upsert``; the receiver's path when
+        nothing needs the registration): ``None``, and the same merge as ``upsert``,
+        visible to the next read."""
+        quiet = self._capable(
+            storage, Capability.QUIET_UPSERT, "the receiver always reads the row back"
+        ).quiet_upsert
+        assert quiet is not None
+        late = attrs.evolve(FULL, token_msgs=None, appid_msgs=None)
+        assert quiet(FULL, now=T0) is None
+        assert quiet(late, now=at(1)) is None
+        expected = merge(merge(None, FULL, now=T0), late, now=at(1))
+        assert storage.get(SELECTOR) == expected
+        assert storage.upsert(BARE, now=at(2)) == merge(expected, BARE, now=at(2))
+
     def test_batch_upsert_is_the_merges_in_order(self, storage: Storage) -> None:
-        """``upsert_many`` (optional; the receiver batches concurrent reports through
-        it): one call equals the upserts one by one, in order, reports of one selector
+        """``upsert_many`` (the receiver batches concurrent reports through it): one
+        call equals the upserts one by one, in order, reports of one selector
         included."""
-        upsert_many = getattr(storage, "upsert_many", None)
-        if upsert_many is None:
-            pytest.skip(
-                f"{type(self).__name__}'s backend has no upsert_many: the "
-                "receiver writes one report at a time"
-            )
+        upsert_many = self._capable(
+            storage, Capability.UPSERT_MANY, "the receiver writes one report at a time"
+        ).upsert_many
+        assert upsert_many is not None
         other = attrs.evolve(BARE, selector=OTHER)
         late = attrs.evolve(FULL, token_msgs=None, username=None)
         items = [(FULL, T0), (other, at(1)), (late, at(2)), (BARE, at(3))]
@@ -372,15 +416,13 @@ class StorageConformance:
         assert storage.get(OTHER) == model[OTHER]
 
     def test_put_many_stores_registrations_exactly(self, storage: Storage) -> None:
-        """``put_many`` (optional; ``pushreport migrate`` copies through it): the
-        registrations are stored as given, replacing the selector's state; putting them
-        again changes nothing; a later upsert merges on top of them."""
-        put_many = getattr(storage, "put_many", None)
-        if put_many is None:
-            pytest.skip(
-                f"{type(self).__name__}'s backend has no put_many: "
-                "pushreport migrate cannot copy into it"
-            )
+        """``put_many`` (``pushreport migrate`` copies through it): the registrations
+        are stored as given, replacing the selector's state; putting them again changes
+        nothing; a later upsert merges on top of them."""
+        put_many = self._capable(
+            storage, Capability.PUT_MANY, "pushreport migrate cannot copy into it"
+        ).put_many
+        assert put_many is not None
         storage.upsert(attrs.evolve(FULL, token_calls="b2xkdG9rZW4="), now=at(-5))
         put = [
             attrs.evolve(
@@ -467,13 +509,11 @@ class StorageConformance:
         assert storage.upsert(BARE, now=at(1)) == merge(None, BARE, now=at(1))
 
     def test_count_is_the_number_of_registrations(self, storage: Storage) -> None:
-        """``count`` (optional; the ``pushreport_registrations`` gauge)."""
-        count = getattr(storage, "count", None)
-        if count is None:
-            pytest.skip(
-                f"{type(self).__name__}'s backend has no count: the "
-                "pushreport_registrations gauge leaves it out"
-            )
+        """``count`` (the ``pushreport_registrations`` gauge)."""
+        count = self._capable(
+            storage, Capability.COUNT, "the pushreport_registrations gauge leaves it out"
+        ).count
+        assert count is not None
         assert count() == 0
         storage.upsert(FULL, now=T0)
         storage.upsert(FULL, now=at(1))
@@ -508,8 +548,9 @@ class StorageConformance:
         }
 
     def test_forget_token_everywhere_but_keep(self, storage: Storage) -> None:
+        forget = self._forget(storage)
         before = self._holders(storage)
-        assert storage.forget_token(TOKEN_MSGS, keep=SELECTOR) == [OTHER]
+        assert forget(TOKEN_MSGS, keep=SELECTOR) == [OTHER]
         other = storage.get(OTHER)
         assert other == without_token(before[OTHER], TOKEN_MSGS)
         assert other is not None and other.token_calls is None
@@ -522,36 +563,39 @@ class StorageConformance:
         )
         assert storage.get(SELECTOR) == before[SELECTOR]
         assert storage.get(THIRD) == before[THIRD]
-        assert storage.forget_token(TOKEN_MSGS, keep=SELECTOR) == [], "not idempotent"
-        assert storage.forget_token(TOKEN_MSGS) == [SELECTOR]
+        assert forget(TOKEN_MSGS, keep=SELECTOR) == [], "not idempotent"
+        assert forget(TOKEN_MSGS) == [SELECTOR]
         assert storage.get(SELECTOR) == without_token(before[SELECTOR], TOKEN_MSGS)
-        assert storage.forget_token("bm90aGVyZQ==") == []
+        assert forget("bm90aGVyZQ==") == []
         assert storage.get(THIRD) == before[THIRD]
 
     def test_forget_token_everywhere_in_selector_order(self, storage: Storage) -> None:
+        forget = self._forget(storage)
         before = self._holders(storage)
         storage.upsert(attrs.evolve(BARE, selector=THIRD, token_msgs=TOKEN_MSGS), now=at(3))
-        assert storage.forget_token(TOKEN_MSGS) == sorted([SELECTOR, OTHER, THIRD])
+        assert forget(TOKEN_MSGS) == sorted([SELECTOR, OTHER, THIRD])
         for selector in before:
             stored = storage.get(selector)
             assert stored is not None and TOKEN_MSGS not in (stored.token_calls, stored.token_msgs)
         assert [r.selector for r in storage] == sorted(before), "forgetting removed one"
 
     def test_forget_token_in_one_registration(self, storage: Storage) -> None:
+        forget = self._forget(storage)
         before = self._holders(storage)
-        assert storage.forget_token(TOKEN_MSGS, selector=OTHER) == [OTHER]
+        assert forget(TOKEN_MSGS, selector=OTHER) == [OTHER]
         assert storage.get(OTHER) == without_token(before[OTHER], TOKEN_MSGS)
         assert storage.get(SELECTOR) == before[SELECTOR]
-        assert storage.forget_token(TOKEN_MSGS, selector=OTHER) == []
-        assert storage.forget_token(TOKEN_MSGS, selector=SELECTOR, keep=SELECTOR) == []
-        assert storage.forget_token(TOKEN_MSGS, selector=THIRD) == []
-        assert storage.forget_token(TOKEN_MSGS, selector="0" * 40 + ":0") == []
+        assert forget(TOKEN_MSGS, selector=OTHER) == []
+        assert forget(TOKEN_MSGS, selector=SELECTOR, keep=SELECTOR) == []
+        assert forget(TOKEN_MSGS, selector=THIRD) == []
+        assert forget(TOKEN_MSGS, selector="0" * 40 + ":0") == []
         assert storage.get(SELECTOR) == before[SELECTOR]
         assert storage.get(THIRD) == before[THIRD]
 
     def test_forget_token_held_as_both_tokens(self, storage: Storage) -> None:
+        forget = self._forget(storage)
         stored = storage.upsert(attrs.evolve(FULL, token_calls=TOKEN_MSGS), now=T0)
-        assert storage.forget_token(TOKEN_MSGS) == [SELECTOR]
+        assert forget(TOKEN_MSGS) == [SELECTOR]
         after = storage.get(SELECTOR)
         assert after == attrs.evolve(stored, token_calls=None, token_msgs=None)
         # A report carrying the token again stores it again.
@@ -560,13 +604,11 @@ class StorageConformance:
         assert storage.get(SELECTOR) == again
 
     def test_find_token(self, storage: Storage) -> None:
-        """``find_token`` (optional; ``[reporter] token_owner = "newest"`` uses it)."""
-        find_token = getattr(storage, "find_token", None)
-        if find_token is None:
-            pytest.skip(
-                f"{type(self).__name__}'s backend has no find_token: the "
-                "receiver iterates every registration instead"
-            )
+        """``find_token`` (``[reporter] token_owner = "newest"`` uses it)."""
+        find_token = self._capable(
+            storage, Capability.FIND_TOKEN, "the receiver iterates every registration instead"
+        ).find_token
+        assert find_token is not None
         before = self._holders(storage)
         assert find_token(TOKEN_MSGS) == [before[s] for s in sorted([SELECTOR, OTHER])]
         assert find_token("b3RoZXJtc2c=") == [before[OTHER]]
@@ -614,7 +656,7 @@ class StorageConformance:
         a, b = make_storage(), make_storage()
         try:
             self._holders(a)
-            assert b.forget_token(TOKEN_MSGS, keep=SELECTOR) == [OTHER]
+            assert self._forget(b)(TOKEN_MSGS, keep=SELECTOR) == [OTHER]
             assert a.get(OTHER) == b.get(OTHER)
             assert a.get(OTHER).token_calls is None  # type: ignore[union-attr]
             assert [r.selector for r in a.prune(at(1))] == [SELECTOR]
@@ -734,16 +776,21 @@ class StorageConformance:
     # -- upsert_if and remove_if: the ownership decision, atomic with the write ----------
 
     def _conditional(self, storage: Storage, name: str) -> Any:
-        method = getattr(storage, name, None)
-        if method is None:
-            pytest.skip(
-                f"{type(self).__name__}'s backend has no {name}: the receiver decides "
-                "who owns a selector with get() and a write, one step per process only"
-            )
-        return method
+        capability = Capability(name)
+        capabilities = self._capable(
+            storage,
+            capability,
+            "the receiver decides who owns a selector with get() and a write, one step "
+            "per process only",
+        )
+        return (
+            capabilities.upsert_if
+            if capability is Capability.UPSERT_IF
+            else (capabilities.remove_if)
+        )
 
     def test_upsert_if_writes_only_what_allowed_lets_it(self, storage: Storage) -> None:
-        """``upsert_if`` (optional): ``allowed`` sees the stored registration (``None``
+        """``upsert_if``: ``allowed`` sees the stored registration (``None``
         when there is none); false writes nothing and returns ``None``, true is
         :meth:`upsert`."""
         upsert_if = self._conditional(storage, "upsert_if")
@@ -766,10 +813,10 @@ class StorageConformance:
         assert again == merge(first, BARE, now=at(2)) == storage.get(SELECTOR)
 
     def test_upsert_if_sees_every_report_acknowledged_before(self, storage: Storage) -> None:
-        """A report acknowledged by any write (``upsert_quiet`` too: SQLite's spool) is
-        what ``allowed`` sees: the decision never misses an answered report."""
+        """A report acknowledged by any write (``read_back=False`` too: SQLite's spool)
+        is what ``allowed`` sees: the decision never misses an answered report."""
         upsert_if = self._conditional(storage, "upsert_if")
-        quiet = getattr(storage, "upsert_quiet", None) or storage.upsert
+        quiet = Capabilities.of(storage).quiet_upsert or storage.upsert
         quiet(FULL, now=T0)
         mallory = attrs.evolve(FULL, username="mallory")
         assert upsert_if(mallory, now=at(1), allowed=partial(_may_write_as, "mallory")) is None
@@ -876,12 +923,13 @@ class StorageConformance:
 
     def test_unavailable_forget_and_prune_raise_and_change_nothing(self, storage: Storage) -> None:
         self._require("supports_unavailable", "the test cannot make it unavailable")
+        forget = self._forget(storage)
         before = storage.upsert(FULL, now=T0)
         with self.make_unavailable(storage):
             with pytest.raises(StorageUnavailable):
-                storage.forget_token(TOKEN_MSGS)
+                forget(TOKEN_MSGS)
             with pytest.raises(StorageUnavailable):
-                storage.forget_token(TOKEN_MSGS, selector=SELECTOR)
+                forget(TOKEN_MSGS, selector=SELECTOR)
             with pytest.raises(StorageUnavailable):
                 storage.prune(at(1))
         assert storage.get(SELECTOR) == before, "a failed forget or prune left a trace"

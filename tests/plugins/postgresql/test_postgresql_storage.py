@@ -323,7 +323,9 @@ def test_the_plugin_loads_without_psycopg() -> None:
         from pushreport_core import ConfigurationError
         from pushreport.storage import StorageContext
         factories = {}
-        plugin.pushreport_register_storage(register=factories.__setitem__)
+        def register(name, factory, **declared):
+            factories[name] = factory
+        plugin.pushreport_register_storage(register=register)
         try:
             factories["postgresql"]({"dsn": "dbname=x"}, StorageContext(base_dir=Path(".")))
         except ConfigurationError as exc:

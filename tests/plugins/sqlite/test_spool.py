@@ -58,7 +58,7 @@ def slow(db_path: Path) -> SQLiteStorage:
 
 def test_a_report_is_spooled_at_once_and_applied_later(slow: SQLiteStorage, db_path: Path) -> None:
     try:
-        slow.upsert_quiet(report(), now=T0)
+        slow.upsert(report(), now=T0, read_back=False)
         (name,) = spool_files(db_path)
         line = Path(f"{db_path}.spool", name).read_bytes()
         assert line.endswith(b"\n") and line.count(b"\n") == 1
@@ -73,13 +73,15 @@ def test_a_report_is_spooled_at_once_and_applied_later(slow: SQLiteStorage, db_p
 
 def test_every_read_applies_the_spool_first(slow: SQLiteStorage) -> None:
     try:
-        slow.upsert_quiet(report(), now=T0)
-        slow.upsert_quiet(report(token_msgs="bmV3ZXJUb2tlbjAw"), now=T0 + timedelta(seconds=1))
+        slow.upsert(report(), now=T0, read_back=False)
+        slow.upsert(
+            report(token_msgs="bmV3ZXJUb2tlbjAw"), now=T0 + timedelta(seconds=1), read_back=False
+        )
         stored = slow.get(SELECTOR)
         assert stored is not None
         assert (stored.reports, stored.token_msgs) == (2, "bmV3ZXJUb2tlbjAw")
         assert stored.last_seen == T0 + timedelta(seconds=1)
-        slow.upsert_quiet(report(1), now=T0)
+        slow.upsert(report(1), now=T0, read_back=False)
         assert slow.count() == 2
         assert [r.selector for r in slow.find(username="user1")] == [report(1).selector]
     finally:
@@ -88,7 +90,7 @@ def test_every_read_applies_the_spool_first(slow: SQLiteStorage) -> None:
 
 def test_a_removal_after_a_spooled_report_wins(slow: SQLiteStorage) -> None:
     try:
-        slow.upsert_quiet(report(), now=T0)
+        slow.upsert(report(), now=T0, read_back=False)
         assert slow.remove(SELECTOR) is True
         assert slow.apply_spool() == 0
         assert slow.get(SELECTOR) is None
@@ -99,7 +101,7 @@ def test_a_removal_after_a_spooled_report_wins(slow: SQLiteStorage) -> None:
 def test_the_background_thread_applies_the_spool(db_path: Path) -> None:
     storage = SQLiteStorage(path=db_path, spool_interval=0.01)
     try:
-        storage.upsert_quiet(report(), now=T0)
+        storage.upsert(report(), now=T0, read_back=False)
         deadline = datetime.now() + timedelta(seconds=5)
         while SELECTOR not in rows_in_file(db_path) and datetime.now() < deadline:
             threading.Event().wait(0.01)
@@ -109,7 +111,7 @@ def test_the_background_thread_applies_the_spool(db_path: Path) -> None:
 
 
 def test_close_applies_the_spool_and_deletes_its_file(slow: SQLiteStorage, db_path: Path) -> None:
-    slow.upsert_quiet(report(), now=T0)
+    slow.upsert(report(), now=T0, read_back=False)
     assert len(spool_files(db_path)) == 1
     slow.close()
     assert rows_in_file(db_path)[SELECTOR][2] == 1
@@ -121,10 +123,16 @@ def test_reports_of_two_writers_are_applied_in_the_order_received(db_path: Path)
     b = SQLiteStorage(path=db_path, spool_interval=10)
     try:
         # Interleaved in time across the two files; the newest token must win.
-        a.upsert_quiet(report(token_msgs="Zmlyc3RUb2tlbjAw"), now=T0)
-        b.upsert_quiet(report(token_msgs="c2Vjb25kVG9rZW4w"), now=T0 + timedelta(seconds=1))
-        a.upsert_quiet(report(token_msgs="dGhpcmRUb2tlbjAw"), now=T0 + timedelta(seconds=2))
-        b.upsert_quiet(report(token_msgs="Zm91cnRoVG9rZW4w"), now=T0 + timedelta(seconds=3))
+        a.upsert(report(token_msgs="Zmlyc3RUb2tlbjAw"), now=T0, read_back=False)
+        b.upsert(
+            report(token_msgs="c2Vjb25kVG9rZW4w"), now=T0 + timedelta(seconds=1), read_back=False
+        )
+        a.upsert(
+            report(token_msgs="dGhpcmRUb2tlbjAw"), now=T0 + timedelta(seconds=2), read_back=False
+        )
+        b.upsert(
+            report(token_msgs="Zm91cnRoVG9rZW4w"), now=T0 + timedelta(seconds=3), read_back=False
+        )
         assert len(spool_files(db_path)) == 2
         assert b.apply_spool() == 4  # one applier takes every process's file
         stored = a.get(SELECTOR)
@@ -157,7 +165,7 @@ def test_concurrent_appliers_apply_each_report_once(db_path: Path) -> None:
         t.start()
     try:
         for i in range(300):
-            writers[i % 3].upsert_quiet(report(), now=T0 + timedelta(microseconds=i))
+            writers[i % 3].upsert(report(), now=T0 + timedelta(microseconds=i), read_back=False)
     finally:
         stop.set()
         for t in appliers:
@@ -173,7 +181,7 @@ def test_concurrent_appliers_apply_each_report_once(db_path: Path) -> None:
 def test_a_line_cut_short_is_never_applied_and_its_file_goes(
     slow: SQLiteStorage, db_path: Path
 ) -> None:
-    slow.upsert_quiet(report(), now=T0)
+    slow.upsert(report(), now=T0, read_back=False)
     slow.close()
     folder = Path(f"{db_path}.spool")
     folder.mkdir(exist_ok=True)
@@ -218,10 +226,10 @@ def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path
             s = SQLiteStorage(path={str(db_path)!r}, spool_interval=10)
             t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
             for i in range(1, 501):
-                s.upsert_quiet(Report(selector=f"{{i:040X}}:7C3A0D14", username="u",
+                s.upsert(Report(selector=f"{{i:040X}}:7C3A0D14", username="u",
                                       token_msgs=f"QVBBOTFiRzlhcVd2{{i:08d}}",
                                       appid_msgs="com.cloudsoftphone.app"),
-                               now=t0 + timedelta(microseconds=i))
+                               now=t0 + timedelta(microseconds=i), read_back=False)
             print("answered", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
             """
@@ -244,16 +252,16 @@ def test_a_database_that_cannot_be_written_refuses_reports_until_it_can(
     db_path: Path,
 ) -> None:
     storage = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=0.01)
-    storage.upsert_quiet(report(), now=T0)
+    storage.upsert(report(), now=T0, read_back=False)
     storage.get(SELECTOR)  # the spool table exists, the file is in WAL mode
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
-        storage.upsert_quiet(report(1), now=T0)  # spooled before anyone knows
+        storage.upsert(report(1), now=T0, read_back=False)  # spooled before anyone knows
         with pytest.raises(StorageUnavailable, match="locked"):
             deadline = datetime.now() + timedelta(seconds=5)
             while datetime.now() < deadline:
-                storage.upsert_quiet(report(2), now=T0)
+                storage.upsert(report(2), now=T0, read_back=False)
                 threading.Event().wait(0.01)
     finally:
         holder.execute("ROLLBACK")
@@ -261,7 +269,7 @@ def test_a_database_that_cannot_be_written_refuses_reports_until_it_can(
     deadline = datetime.now() + timedelta(seconds=5)
     while datetime.now() < deadline:
         try:
-            storage.upsert_quiet(report(3), now=T0)
+            storage.upsert(report(3), now=T0, read_back=False)
             break
         except StorageUnavailable:
             threading.Event().wait(0.01)
@@ -282,7 +290,7 @@ def test_writers_start_a_new_file_past_the_rotation_size(
     storage = SQLiteStorage(path=db_path, spool_interval=10)
     try:
         for i in range(1, 21):
-            storage.upsert_quiet(report(i), now=T0)
+            storage.upsert(report(i), now=T0, read_back=False)
         assert len(spool_files(db_path)) > 3
         assert storage.apply_spool() == 20
         # The finished files are gone once applied; the current one stays.
@@ -300,17 +308,35 @@ def test_synchronous_full_syncs_each_report(db_path: Path) -> None:
 def test_without_the_spool_each_report_is_committed_at_once(db_path: Path) -> None:
     storage = SQLiteStorage(path=db_path, spool=False)
     try:
-        storage.upsert_quiet(report(), now=T0)
+        storage.upsert(report(), now=T0, read_back=False)
         assert rows_in_file(db_path)[SELECTOR][2] == 1
         assert not Path(f"{db_path}.spool").exists()
     finally:
         storage.close()
 
 
-def test_the_spool_is_off_for_a_backend_that_adds_to_the_upsert(db_path: Path) -> None:
+def test_the_backend_declares_spools_exactly_when_its_spool_is_on(db_path: Path) -> None:
+    """``spools`` (what tells the receiver not to batch quiet upserts) follows the
+    option; a backend whose upsert adds to the write (the webhook's event) declares
+    neither it nor ``quiet_upsert``."""
+    from pushreport.storage import Capabilities, Capability
     from pushreport_webhook import WebhookStorage
 
-    assert WebhookStorage(path=db_path, deliver=False).spooling is False
+    for spool in (True, False):
+        storage = SQLiteStorage(path=db_path, spool=spool)
+        try:
+            capabilities = Capabilities.of(storage)
+            assert capabilities.spools is spool is storage.spooling
+            assert (Capability.SPOOLS in capabilities) is spool
+            assert capabilities.quiet_upsert is not None
+        finally:
+            storage.close()
+    hook = WebhookStorage(path=db_path.with_name("hook.sqlite3"), deliver=False)
+    try:
+        declared = Capabilities.of(hook).declared
+        assert Capability.SPOOLS not in declared and Capability.QUIET_UPSERT not in declared
+    finally:
+        hook.close()
 
 
 def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
@@ -342,9 +368,9 @@ def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
 def test_a_reader_who_cannot_read_the_spool_reads_what_is_applied(
     slow: SQLiteStorage, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    slow.upsert_quiet(report(), now=T0)
+    slow.upsert(report(), now=T0, read_back=False)
     slow.apply_spool()
-    slow.upsert_quiet(report(1), now=T0)
+    slow.upsert(report(1), now=T0, read_back=False)
     folder = Path(f"{db_path}.spool")
     listdir = os.listdir
 
@@ -376,12 +402,12 @@ def test_an_idle_applier_sleeps_longer_and_an_append_wakes_it(
     monkeypatch.setattr(storage_module, "IDLE_WAIT", 60.0)
     storage = SQLiteStorage(path=db_path, spool_interval=0.001)
     try:
-        storage.upsert_quiet(report(), now=T0)
+        storage.upsert(report(), now=T0, read_back=False)
         # Idle rounds double the wait from 1 ms: 2.5 s later the thread is inside a
         # wait of about 2 s, which ends about 1.6 s from now.
         time.sleep(2.5)
         assert storage._applier_idle
-        storage.upsert_quiet(report(1), now=T0)
+        storage.upsert(report(1), now=T0, read_back=False)
         started = time.monotonic()
         while report(1).selector not in rows_in_file(db_path):
             assert time.monotonic() - started < 1.0, "the append did not wake the applier"
@@ -398,9 +424,9 @@ def test_a_round_skips_when_another_process_just_went_through_but_never_when_fai
     a = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
     b = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
     try:
-        a.upsert_quiet(report(), now=T0)
+        a.upsert(report(), now=T0, read_back=False)
         assert b.apply_round() == 1  # b's round went through every file ...
-        a.upsert_quiet(report(1), now=T0)
+        a.upsert(report(1), now=T0, read_back=False)
         assert a.apply_round() == 0  # ... so a's skips, within the interval
         assert report(1).selector not in rows_in_file(db_path)
         assert a.get(report(1).selector) is not None  # a read never skips
@@ -408,22 +434,22 @@ def test_a_round_skips_when_another_process_just_went_through_but_never_when_fai
         holder = sqlite3.connect(db_path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
-            a.upsert_quiet(report(2), now=T0)
+            a.upsert(report(2), now=T0, read_back=False)
             assert b.apply_round(probe=True) == 0  # finds the database locked
             with pytest.raises(StorageUnavailable):
-                b.upsert_quiet(report(3), now=T0)
+                b.upsert(report(3), now=T0, read_back=False)
             # a does not skip now, although b's last good round was just before: it
             # finds the fault itself and refuses reports too.
             assert a.apply_round() == 0
             with pytest.raises(StorageUnavailable, match="locked"):
-                a.upsert_quiet(report(3), now=T0)
+                a.upsert(report(3), now=T0, read_back=False)
         finally:
             holder.execute("ROLLBACK")
             holder.close()
         assert a.apply_round() == 1  # report(2), spooled before the fault was known
-        a.upsert_quiet(report(3), now=T0)
+        a.upsert(report(3), now=T0, read_back=False)
         b.apply_round()
-        b.upsert_quiet(report(4), now=T0)
+        b.upsert(report(4), now=T0, read_back=False)
         assert a.count() == 5
     finally:
         a.close()

@@ -133,10 +133,10 @@ def test_an_entry_that_is_no_spool_file_is_moved_aside_and_logged_once(
     unblock = make(stray)
     storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool_interval=10)
     try:
-        storage.upsert_quiet(report(1), now=T0)
+        storage.upsert(report(1), now=T0, read_back=False)
         for _ in range(3):
             within(storage.apply_round)
-        storage.upsert_quiet(report(2), now=T0)  # still accepted
+        storage.upsert(report(2), now=T0, read_back=False)  # still accepted
         assert within(storage.count) == 2
         assert not os.path.lexists(stray)
         assert os.path.lexists(folder / "unreadable" / stray.name)
@@ -153,7 +153,7 @@ def test_an_entry_that_is_no_spool_file_is_moved_aside_and_logged_once(
 
 def test_list_reads_a_spool_that_holds_a_directory(db_path: Path) -> None:
     storage = SQLiteStorage(path=db_path, spool_interval=10)
-    storage.upsert_quiet(report(1), now=T0)
+    storage.upsert(report(1), now=T0, read_back=False)
     (Path(f"{db_path}.spool") / "4242-0badf00d.jsonl").mkdir()
     try:
         out = subprocess.run(
@@ -214,13 +214,13 @@ def test_a_spool_file_that_cannot_be_read_refuses_reports_until_it_can(
 
             now = datetime(2024, 5, 1, tzinfo=timezone.utc)
             s = SQLiteStorage(path={str(db_path)!r}, busy_timeout=0.2, spool_interval=10)
-            attempt("first", lambda: s.upsert_quiet(report(1), now=now))
+            attempt("first", lambda: s.upsert(report(1), now=now, read_back=False))
             print("round", sum(s.apply_round() for _ in range(20)), flush=True)
-            attempt("report", lambda: s.upsert_quiet(report(2), now=now))
+            attempt("report", lambda: s.upsert(report(2), now=now, read_back=False))
             attempt("ping", s.ping)
             sys.stdin.readline()  # the test makes the file readable
             print("round", s.apply_round(), flush=True)
-            attempt("report", lambda: s.upsert_quiet(report(3), now=now))
+            attempt("report", lambda: s.upsert(report(3), now=now, read_back=False))
             attempt("ping", s.ping)
             print("count", s.count(), flush=True)
             s.close()
@@ -275,7 +275,7 @@ def test_a_new_spool_file_is_never_deleted_under_its_writer(
     thread.start()
     try:
         for i in range(1, 3001):
-            writer.upsert_quiet(report(i), now=T0)
+            writer.upsert(report(i), now=T0, read_back=False)
     finally:
         stop.set()
         thread.join()
@@ -322,13 +322,13 @@ def test_a_held_writers_turn_refuses_reports_and_reads_within_the_deadline(
 ) -> None:
     storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool_interval=10)
     try:
-        storage.upsert_quiet(report(1), now=T0)
+        storage.upsert(report(1), now=T0, read_back=False)
         assert within(storage.count) == 1
         turn.hold()
-        storage.upsert_quiet(report(2), now=T0)  # spooled: nobody knows of the hold yet
+        storage.upsert(report(2), now=T0, read_back=False)  # spooled: nobody knows of the hold yet
         assert within(storage.apply_round) == 0
         for call in (
-            lambda: storage.upsert_quiet(report(3), now=T0),
+            lambda: storage.upsert(report(3), now=T0, read_back=False),
             storage.ping,
             storage.count,
             lambda: storage.remove(report(1).selector),
@@ -339,7 +339,7 @@ def test_a_held_writers_turn_refuses_reports_and_reads_within_the_deadline(
             assert (str(e.value), e.value.retry_after) == ("sqlite database is locked", 1)
         turn.release()
         assert within(storage.apply_round) == 1
-        storage.upsert_quiet(report(3), now=T0)
+        storage.upsert(report(3), now=T0, read_back=False)
         within(storage.ping)
         assert within(storage.count) == 3  # everything acknowledged is stored
     finally:
@@ -350,12 +350,12 @@ def test_a_held_writers_turn_refuses_reports_and_reads_within_the_deadline(
 def test_without_the_spool_a_held_turn_refuses_the_report(db_path: Path, turn: Turn) -> None:
     storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool=False)
     try:
-        storage.upsert_quiet(report(1), now=T0)
+        storage.upsert(report(1), now=T0, read_back=False)
         turn.hold()
         with pytest.raises(StorageUnavailable, match="^sqlite database is locked$"):
-            within(lambda: storage.upsert_quiet(report(2), now=T0))
+            within(lambda: storage.upsert(report(2), now=T0, read_back=False))
         turn.release()
-        storage.upsert_quiet(report(2), now=T0)
+        storage.upsert(report(2), now=T0, read_back=False)
         assert storage.count() == 2
     finally:
         turn.release()
@@ -369,14 +369,14 @@ def test_a_spool_past_its_bound_refuses_reports_until_applied(db_path: Path) -> 
     try:
         with pytest.raises(StorageUnavailable) as e:
             for i in range(1, 100):
-                storage.upsert_quiet(report(i), now=T0)
+                storage.upsert(report(i), now=T0, read_back=False)
                 accepted.append(i)
         assert str(e.value) == "sqlite report spool is full"
         assert 19 <= len(accepted) <= 21
         with pytest.raises(StorageUnavailable, match="^sqlite report spool is full$"):
             storage.ping()
         assert storage.apply_round() == len(accepted)
-        storage.upsert_quiet(report(100), now=T0)
+        storage.upsert(report(100), now=T0, read_back=False)
         storage.ping()
         assert storage.count() == len(accepted) + 1
     finally:
@@ -394,7 +394,7 @@ def test_a_backlog_other_processes_left_past_the_bound_refuses_reports(
         path=db_path, spool_interval=10, spool_max_bytes=20 * len(line(1)), busy_timeout=5
     )
     try:
-        storage.upsert_quiet(report(31), now=T0)
+        storage.upsert(report(31), now=T0, read_back=False)
         turn.hold()  # the round below waits for its turn, its backlog measured
         result: list[int] = []
         waiting = threading.Thread(target=lambda: result.append(storage.apply_round()))
@@ -404,14 +404,14 @@ def test_a_backlog_other_processes_left_past_the_bound_refuses_reports(
             with pytest.raises(StorageUnavailable, match="^sqlite report spool is full$"):
                 deadline = datetime.now().timestamp() + HANG
                 while datetime.now().timestamp() < deadline:
-                    storage.upsert_quiet(report(32), now=T0)  # accepted until measured
+                    storage.upsert(report(32), now=T0, read_back=False)  # accepted until measured
                     accepted += 1
                     threading.Event().wait(0.01)
         finally:
             turn.release()
             waiting.join(HANG)
         assert result and result[0] >= 31
-        storage.upsert_quiet(report(33), now=T0)
+        storage.upsert(report(33), now=T0, read_back=False)
         assert storage.count() == 32 + (accepted > 0)
         stored = storage.get(report(32).selector)
         assert (stored.reports if stored else 0) == accepted
@@ -451,7 +451,7 @@ def test_a_failing_round_is_logged_once_per_interval_with_a_count(
 ) -> None:
     storage = SQLiteStorage(path=db_path, busy_timeout=0.01, spool_interval=10)
     try:
-        storage.upsert_quiet(report(1), now=T0)
+        storage.upsert(report(1), now=T0, read_back=False)
         turn.hold()
         for _ in range(50):
             within(storage.apply_round)
@@ -477,13 +477,13 @@ def test_an_unexpected_error_in_a_round_refuses_reports_until_a_round_goes_throu
     an offset that is no number): it counts as a failing database all the same."""
     storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool_interval=10)
     try:
-        storage.upsert_quiet(report(1), now=T0)
+        storage.upsert(report(1), now=T0, read_back=False)
         assert storage.apply_round() == 1
-        storage.upsert_quiet(report(2), now=T0)
+        storage.upsert(report(2), now=T0, read_back=False)
         with sqlite3.connect(db_path) as conn:
             conn.execute("UPDATE pushreport_spool SET offset = 'x'")
         assert [storage.apply_round(probe=True) for _ in range(20)] == [0] * 20
-        for call in (lambda: storage.upsert_quiet(report(3), now=T0), storage.ping):
+        for call in (lambda: storage.upsert(report(3), now=T0, read_back=False), storage.ping):
             with pytest.raises(
                 StorageUnavailable, match="^sqlite report spool cannot be applied$"
             ):
@@ -494,7 +494,7 @@ def test_an_unexpected_error_in_a_round_refuses_reports_until_a_round_goes_throu
         with sqlite3.connect(db_path) as conn:
             conn.execute("UPDATE pushreport_spool SET offset = 0")  # repaired
         storage.apply_round()
-        storage.upsert_quiet(report(3), now=T0)
+        storage.upsert(report(3), now=T0, read_back=False)
         assert storage.count() == 3
     finally:
         storage.close()

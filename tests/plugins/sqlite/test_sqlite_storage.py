@@ -530,11 +530,15 @@ def test_connection_opened_before_fork_is_not_used_in_the_child(storage: SQLiteS
 
 
 def test_registered_under_its_name() -> None:
+    from pushreport.storage import MainOption
+
     registered = {}
     pushreport_sqlite.pushreport_register_storage(
-        register=lambda name, factory: registered.setdefault(name, factory)
+        register=lambda name, factory, **declared: registered.setdefault(name, (factory, declared))
     )
-    assert registered == {"sqlite": SQLiteStorage.from_options}
+    assert registered == {
+        "sqlite": (SQLiteStorage.from_options, {"main_option": MainOption("path", is_path=True)})
+    }
 
 
 def test_checkpoints_run_off_the_request_path(tmp_path: Path) -> None:

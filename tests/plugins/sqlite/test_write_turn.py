@@ -25,7 +25,7 @@ REPORT = Report(
 def test_a_writer_waits_for_its_turn_and_writes_once_it_has_it(tmp_path: Path) -> None:
     storage = SQLiteStorage(tmp_path / "db.sqlite3", spool=False)
     try:
-        storage.upsert_quiet(REPORT, now=T0)  # creates the turn file
+        storage.upsert(REPORT, now=T0, read_back=False)  # creates the turn file
         turn = tmp_path / "db.sqlite3.writers"
         assert turn.exists()
         fd = os.open(turn, os.O_RDWR)
@@ -33,7 +33,7 @@ def test_a_writer_waits_for_its_turn_and_writes_once_it_has_it(tmp_path: Path) -
         done = threading.Event()
 
         def write() -> None:
-            storage.upsert_quiet(REPORT, now=T0)
+            storage.upsert(REPORT, now=T0, read_back=False)
             done.set()
 
         writer = threading.Thread(target=write)
@@ -55,8 +55,8 @@ def test_without_a_turn_file_writes_go_on(tmp_path: Path) -> None:
     (tmp_path / "db.sqlite3.writers").mkdir()
     storage = SQLiteStorage(tmp_path / "db.sqlite3", spool=False)
     try:
-        storage.upsert_quiet(REPORT, now=T0)
-        storage.upsert_quiet(REPORT, now=T0)
+        storage.upsert(REPORT, now=T0, read_back=False)
+        storage.upsert(REPORT, now=T0, read_back=False)
         stored = storage.get(SELECTOR)
         assert stored is not None and stored.reports == 2
     finally:

@@ -465,32 +465,83 @@ def test_logs_show_the_scheme_and_host_only(url: str, shown: str) -> None:
     assert where(url) == shown
 
 
-def test_every_write_the_sqlite_backend_has_is_overridden_to_add_events(tmp_path: Path) -> None:
-    """The registrations are the SQLite backend's: a write method it gains (a prune, a
-    batch removal) would change registrations without events until overridden here."""
-    from pushreport_sqlite import SQLiteStorage
+#: WebhookStorage's public methods by what they do to the registrations. A method added
+#: without a place here fails the next test: a write must prove it adds its events.
+WRITES = {
+    "upsert",
+    "upsert_many",
+    "upsert_if",
+    "put_many",
+    "remove",
+    "remove_if",
+    "forget_token",
+    "prune",
+}
+READS = {"get", "find", "count", "find_token", "metrics", "ping", "open", "deliverer"}
+LIFECYCLE = {"from_options", "close"}
 
-    # (open() changes no registration: it opens, and pings as ping() does.)
-    reads = {"get", "find", "ping", "count", "find_token", "open"}
-    # These apply the report spool, which a WebhookStorage never has (its reports go
-    # through its own upsert, event and all): with nothing to apply they write nothing.
-    spool = {"apply_spool", "apply_round"}
-    webhook = WebhookStorage(path=tmp_path / "db.sqlite3", deliver=False)
-    assert webhook.spooling is False and webhook.apply_spool(probe=True) == 0
-    reads |= spool
-    # The limits' shared state lives beside the file (<outbox>.limits): no registration.
-    reads.add("limit_state")
-    methods = {
-        name
-        for name, value in vars(SQLiteStorage).items()
-        if not name.startswith("_") and (callable(value) or isinstance(value, classmethod))
-    }
-    assert {"upsert", "remove", "close"} <= methods
-    missing = methods - reads - set(vars(WebhookStorage))
-    assert missing == set(), (
-        f"SQLiteStorage has {sorted(missing)}: WebhookStorage must "
-        "override them to write their events in the same transaction"
+
+def replay(events: list[Any]) -> dict[str, Any]:
+    """The registrations a receiver that applies every event in order holds."""
+    held: dict[str, Any] = {}
+    for event in events:
+        if event.event == UPDATED:
+            held[event.selector] = event.registration
+        else:
+            held.pop(event.selector, None)
+    return held
+
+
+def test_every_write_adds_the_events_that_replay_to_the_stored_registrations(
+    storage: WebhookStorage,
+) -> None:
+    """Every change of a registration has its event: replaying the outbox gives exactly
+    what is stored, after every kind of write (and a refused one changes nothing)."""
+    public = {n for n in dir(WebhookStorage) if not n.startswith("_")}
+    public -= {"name", "capabilities"} | {f.name for f in attrs.fields(WebhookStorage)}
+    assert public == WRITES | READS | LIFECYCLE, (
+        f"unclassified methods {sorted(public - WRITES - READS - LIFECYCLE)}: a write "
+        "must be exercised below"
     )
+    done = set()
+
+    def check(method: str) -> None:
+        done.add(method)
+        assert replay(pending(storage)) == {r.selector: r.to_json() for r in storage}, method
+
+    storage.upsert(FULL, now=T0)
+    check("upsert")
+    storage.upsert_many([(attrs.evolve(FULL, selector=OTHER, username="bob"), T0)] * 2)
+    check("upsert_many")
+    assert storage.upsert_if(BARE_OTHER, now=T0, allowed=lambda stored: False) is None
+    storage.upsert_if(attrs.evolve(FULL, token_calls=None), now=T0, allowed=lambda s: True)
+    check("upsert_if")
+    storage.put_many([attrs.evolve(merge(None, FULL, now=T0), selector=THIRD, reports=9)])
+    check("put_many")
+    assert storage.forget_token(FULL.token_msgs, keep=THIRD) == sorted([OTHER, SELECTOR])  # type: ignore[arg-type]
+    check("forget_token")
+    assert storage.remove(OTHER) is True and storage.remove(OTHER) is False
+    check("remove")
+    assert storage.remove_if(THIRD, lambda stored: False) is None
+    assert storage.remove_if(THIRD, lambda stored: True) is not None
+    check("remove_if")
+    storage.upsert(BARE_OTHER, now=T0 + timedelta(days=30))
+    assert [r.selector for r in storage.prune(T0 + timedelta(days=1))] == [SELECTOR]
+    check("prune")
+    assert done == WRITES
+    assert [r.selector for r in storage] == [OTHER]
+
+
+BARE_OTHER = Report(selector=OTHER)
+THIRD = "89abcdef0123456789abcdef0123456789abcdef:c0f"
+
+
+def test_the_plugin_stands_alone() -> None:
+    """The webhook backend is no other backend's subclass: its guarantee (a change and
+    its event in one transaction) is its own file's."""
+    assert [c.__module__.split(".")[0] for c in WebhookStorage.__mro__[:-1]] == [
+        "pushreport_webhook"
+    ]
 
 
 def test_the_registered_factory_documents_every_option() -> None:
