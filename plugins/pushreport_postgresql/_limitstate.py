@@ -47,6 +47,10 @@ class PostgreSQLLimitState(StatementLimitState):
     def table(self) -> str:
         return self._sql.table
 
+    @property
+    def where(self) -> str:
+        return f"table {self.table}"
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """The storage's pooled connection (its errors become ``StorageUnavailable``),

@@ -51,8 +51,7 @@ def open_limit_state_now(receiver: Receiver) -> None:
         with state_errors():
             state.count()
     except StorageUnavailable as e:
-        path = getattr(state, "path", None)
-        where = f" {path}" if path is not None else ""
+        where = f" {state.where}" if state.where else ""
         raise StorageUnavailable(f"cannot open the limit state{where}: {e.msg}") from None
 
 

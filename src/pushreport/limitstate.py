@@ -67,6 +67,12 @@ class LimitState(Protocol):
     Keys of the three kinds (buckets, failures, claims) never collide, whatever their
     text."""
 
+    @property
+    def where(self) -> str:
+        """Where the state lives, for messages: a file's path or a table's name, never
+        a credential."""
+        ...
+
     def take(self, key: str, *, count: int, period: float, now: float) -> float:
         """Take one token from *key*'s bucket: ``count`` tokens, refilled at
         ``count / period`` per second (a burst of *count*). ``0.0`` when taken, else
@@ -333,6 +339,10 @@ class SQLiteLimitState(StatementLimitState):
     _inherited: list[sqlite3.Connection] = attrs.field(init=False, factory=list, repr=False)
 
     # -- connections ---------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def _unavailable(self, exc: sqlite3.Error) -> StorageUnavailable:
         code = getattr(exc, "sqlite_errorcode", None)

@@ -12,6 +12,7 @@ import pytest
 from werkzeug.test import Client
 
 from pushreport._config import ReporterConfig, StorageConfig
+from pushreport.storage import Capability
 from pushreport.testing import MemoryStorage
 from pushreport_core import ConfigurationError, Request
 from pushreport_wsgi import Config, Receiver, create_app, hookimpl, make_plugin_manager
@@ -186,6 +187,7 @@ class NoFindToken:
     """A backend that can forget a token but not look one up."""
 
     name = "nofind"
+    capabilities = MemoryStorage.capabilities - {Capability.FIND_TOKEN}
 
     def __init__(self) -> None:
         self.inner = MemoryStorage()

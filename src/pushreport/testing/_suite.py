@@ -449,12 +449,10 @@ class StorageConformance:
         ``upsert`` gives and stores what :func:`pushreport_core.merge` gives: a backend
         that writes the merge in its own language (SQL) writes the same rule, field by
         field (:data:`pushreport_core.MERGE_POLICY`)."""
-        put_many = getattr(storage, "put_many", None)
-        if put_many is None:
-            pytest.skip(
-                f"{type(self).__name__}'s backend has no put_many: a stored registration "
-                "cannot be set up as drawn"
-            )
+        put_many = self._capable(
+            storage, Capability.PUT_MANY, "a stored registration cannot be set up as drawn"
+        ).put_many
+        assert put_many is not None
 
         @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(
