@@ -8,6 +8,7 @@ request into one call here and its outcome into a response.
 - :class:`Receiver` — parse, authenticate, limit and store reports and removals;
 - :data:`hookimpl` — the marker for plugin hooks (see :mod:`pushreport.hookspecs`);
 - :class:`Storage` — the protocol a storage backend implements;
+- :class:`SpooledStorage` — the report spool, around any backend that takes batches;
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
 - :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
 - :mod:`pushreport.testing` — the storage conformance kit.
@@ -35,6 +36,7 @@ from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
 from ._service import Backend, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
+from .spool import SpooledStorage
 from .storage import Storage, StorageContext, StorageFactory
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "RemovalOutcome",
     "ReporterConfig",
     "ServerConfig",
+    "SpooledStorage",
     "Storage",
     "StorageConfig",
     "StorageContext",

@@ -48,9 +48,16 @@ class _Item:
 class GroupCommit:
     """Serialise the upserts of one process into batched transactions."""
 
-    def __init__(self, storage: BatchStorage, *, max_batch: int = 128) -> None:
+    def __init__(
+        self, storage: BatchStorage, *, max_batch: int = 128, quiet_alone: bool = False
+    ) -> None:
         self.storage = storage
         self.max_batch = max_batch
+        #: The storage's ``upsert_quiet``, if it has one.
+        self._quiet = getattr(storage, "upsert_quiet", None)
+        #: Its quiet write is a cheap step of its own, never batched (a report spool's
+        #: append: :class:`pushreport.spool.SpooledStorage`).
+        self.quiet_alone = quiet_alone
         self._lock = threading.Lock()
         self._queue: list[_Item] = []
         self._leading = False
@@ -95,12 +102,12 @@ class GroupCommit:
         """:meth:`upsert` for a caller that needs no :class:`Registration` back: the
         backend's ``upsert_quiet`` when it has one and nobody else is writing (a batch
         reads its rows back anyway)."""
-        quiet = getattr(self.storage, "upsert_quiet", None)
+        quiet = self._quiet
         if quiet is None:
             self.upsert(report, now=now)
             return
-        if getattr(self.storage, "spooling", False):
-            # Each report is one append of its own (SQLite's spool): nothing to batch.
+        if self.quiet_alone:
+            # Each report is one append of its own (a report spool): nothing to batch.
             quiet(report, now=now)
             self.batches += 1
             self.reports += 1

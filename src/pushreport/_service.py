@@ -48,6 +48,7 @@ from ._plugins import (
     make_plugin_manager,
     transform_report,
 )
+from .spool import SpooledStorage
 from .storage import Storage, StorageContext, StorageStarting
 
 __all__ = [
@@ -95,7 +96,11 @@ class Backend:
 
 
 def _writer_for(storage: Storage) -> Any:
-    return GroupCommit(storage) if hasattr(storage, "upsert_many") else storage  # type: ignore[arg-type]
+    if not hasattr(storage, "upsert_many"):
+        return storage
+    # A report spool's quiet write is an append of its own; its reads-back are batched.
+    spooled = isinstance(storage, SpooledStorage)
+    return GroupCommit(storage, quiet_alone=spooled)  # type: ignore[arg-type]
 
 
 @attrs.frozen(kw_only=True)

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
 )
 
 from pushreport._config import ReporterConfig, StorageConfig
+from pushreport.spool import SpooledStorage
 from pushreport_core import (
     AppModel,
     AppState,
@@ -57,6 +58,8 @@ from pushreport_core.testing import strategies as prs
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import Config, Receiver, create_app, make_plugin_manager
 from pushreport_wsgi.testing import wsgi_exchange
+
+from ..plugins.sqlite.conftest import spooled
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 PLUGINS = make_plugin_manager()
@@ -117,7 +120,7 @@ class Harness:
         )
         self.app = create_app(receiver=self.receiver)
         # A second handle, as `pushreport list` would read: sees only what is committed.
-        self.reader = SQLiteStorage(path=db, busy_timeout=2)
+        self.reader = spooled(db, busy_timeout=2)
         self.reader.ping()  # creates the schema, so the lock below finds a database
         self.db = db
         self.lock: sqlite3.Connection | None = None
@@ -138,7 +141,7 @@ class Harness:
 
     def _spool_round(self) -> None:
         storage = self.receiver.storage
-        assert isinstance(storage, SQLiteStorage) and storage.spooling
+        assert isinstance(storage, SpooledStorage) and isinstance(storage.storage, SQLiteStorage)
         storage.apply_round(probe=True)
 
     def send(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:

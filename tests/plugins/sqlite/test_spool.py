@@ -1,5 +1,6 @@
-"""The report spool: a report answered is in a file of its process's at once and in the
-database once applied, exactly once, in the order received, whoever applies it."""
+"""The report spool (pushreport.spool.SpooledStorage) in front of the SQLite backend: a
+report answered is in a file of its process's at once and in the database once applied,
+exactly once, in the order received, whoever applies it."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
-import pushreport_sqlite._spool as spool_module
+import pushreport.spool as spool_module
+from pushreport.spool import SpooledStorage
+from pushreport.storage import StorageContext
 from pushreport_core import Report, StorageUnavailable
 from pushreport_sqlite import SQLiteStorage
+
+from .conftest import spooled
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
@@ -51,12 +56,14 @@ def spool_files(path: Path) -> list[str]:
 
 
 @pytest.fixture
-def slow(db_path: Path) -> SQLiteStorage:
+def slow(db_path: Path) -> SpooledStorage:
     """A storage whose background thread does not apply the spool during a test."""
-    return SQLiteStorage(path=db_path, busy_timeout=0.3, spool_interval=10)
+    return spooled(db_path, busy_timeout=0.3, interval=10)
 
 
-def test_a_report_is_spooled_at_once_and_applied_later(slow: SQLiteStorage, db_path: Path) -> None:
+def test_a_report_is_spooled_at_once_and_applied_later(
+    slow: SpooledStorage, db_path: Path
+) -> None:
     try:
         slow.upsert_quiet(report(), now=T0)
         (name,) = spool_files(db_path)
@@ -71,7 +78,7 @@ def test_a_report_is_spooled_at_once_and_applied_later(slow: SQLiteStorage, db_p
         slow.close()
 
 
-def test_every_read_applies_the_spool_first(slow: SQLiteStorage) -> None:
+def test_every_read_applies_the_spool_first(slow: SpooledStorage) -> None:
     try:
         slow.upsert_quiet(report(), now=T0)
         slow.upsert_quiet(report(token_msgs="bmV3ZXJUb2tlbjAw"), now=T0 + timedelta(seconds=1))
@@ -86,7 +93,7 @@ def test_every_read_applies_the_spool_first(slow: SQLiteStorage) -> None:
         slow.close()
 
 
-def test_a_removal_after_a_spooled_report_wins(slow: SQLiteStorage) -> None:
+def test_a_removal_after_a_spooled_report_wins(slow: SpooledStorage) -> None:
     try:
         slow.upsert_quiet(report(), now=T0)
         assert slow.remove(SELECTOR) is True
@@ -97,7 +104,7 @@ def test_a_removal_after_a_spooled_report_wins(slow: SQLiteStorage) -> None:
 
 
 def test_the_background_thread_applies_the_spool(db_path: Path) -> None:
-    storage = SQLiteStorage(path=db_path, spool_interval=0.01)
+    storage = spooled(db_path, interval=0.01)
     try:
         storage.upsert_quiet(report(), now=T0)
         deadline = datetime.now() + timedelta(seconds=5)
@@ -108,7 +115,7 @@ def test_the_background_thread_applies_the_spool(db_path: Path) -> None:
         storage.close()
 
 
-def test_close_applies_the_spool_and_deletes_its_file(slow: SQLiteStorage, db_path: Path) -> None:
+def test_close_applies_the_spool_and_deletes_its_file(slow: SpooledStorage, db_path: Path) -> None:
     slow.upsert_quiet(report(), now=T0)
     assert len(spool_files(db_path)) == 1
     slow.close()
@@ -117,8 +124,8 @@ def test_close_applies_the_spool_and_deletes_its_file(slow: SQLiteStorage, db_pa
 
 
 def test_reports_of_two_writers_are_applied_in_the_order_received(db_path: Path) -> None:
-    a = SQLiteStorage(path=db_path, spool_interval=10)
-    b = SQLiteStorage(path=db_path, spool_interval=10)
+    a = spooled(db_path, interval=10)
+    b = spooled(db_path, interval=10)
     try:
         # Interleaved in time across the two files; the newest token must win.
         a.upsert_quiet(report(token_msgs="Zmlyc3RUb2tlbjAw"), now=T0)
@@ -140,11 +147,11 @@ def test_reports_of_two_writers_are_applied_in_the_order_received(db_path: Path)
 
 
 def test_concurrent_appliers_apply_each_report_once(db_path: Path) -> None:
-    writers = [SQLiteStorage(path=db_path, busy_timeout=5, spool_interval=10) for _ in range(3)]
+    writers = [spooled(db_path, busy_timeout=5, interval=10) for _ in range(3)]
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def apply(storage: SQLiteStorage) -> None:
+    def apply(storage: SpooledStorage) -> None:
         while not stop.is_set():
             try:
                 storage.apply_spool()
@@ -171,7 +178,7 @@ def test_concurrent_appliers_apply_each_report_once(db_path: Path) -> None:
 
 
 def test_a_line_cut_short_is_never_applied_and_its_file_goes(
-    slow: SQLiteStorage, db_path: Path
+    slow: SpooledStorage, db_path: Path
 ) -> None:
     slow.upsert_quiet(report(), now=T0)
     slow.close()
@@ -194,7 +201,7 @@ def test_a_line_cut_short_is_never_applied_and_its_file_goes(
         )
         + b'["0000000000000000000000000000000000000002:7C3A0D14","us'
     )
-    again = SQLiteStorage(path=db_path, spool_interval=10)
+    again = spooled(db_path, interval=10)
     try:
         assert again.apply_spool() == 1  # the complete line only
         assert again.count() == 2
@@ -213,9 +220,12 @@ def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path
             f"""
             import os, signal, sys
             from datetime import datetime, timedelta, timezone
+            from pushreport.storage import StorageContext
             from pushreport_core import Report
             from pushreport_sqlite import SQLiteStorage
-            s = SQLiteStorage(path={str(db_path)!r}, spool_interval=10)
+            s = SQLiteStorage.from_options(
+                {{"path": {str(db_path)!r}, "spool_interval": 10}}, StorageContext()
+            )
             t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
             for i in range(1, 501):
                 s.upsert_quiet(Report(selector=f"{{i:040X}}:7C3A0D14", username="u",
@@ -232,7 +242,7 @@ def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path
     assert proc.stdout.strip() == "answered"
     assert len(spool_files(db_path)) == 1
     assert rows_in_file(db_path) == {}
-    reader = SQLiteStorage(path=db_path)
+    reader = spooled(db_path)
     try:
         assert reader.count() == 500
         assert spool_files(db_path) == []  # its writer is gone: applied, then deleted
@@ -243,7 +253,7 @@ def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path
 def test_a_database_that_cannot_be_written_refuses_reports_until_it_can(
     db_path: Path,
 ) -> None:
-    storage = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=0.01)
+    storage = spooled(db_path, busy_timeout=0.05, interval=0.01)
     storage.upsert_quiet(report(), now=T0)
     storage.get(SELECTOR)  # the spool table exists, the file is in WAL mode
     holder = sqlite3.connect(db_path, isolation_level=None)
@@ -275,11 +285,8 @@ def test_a_database_that_cannot_be_written_refuses_reports_until_it_can(
         storage.close()
 
 
-def test_writers_start_a_new_file_past_the_rotation_size(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(spool_module, "ROTATE_BYTES", 600)
-    storage = SQLiteStorage(path=db_path, spool_interval=10)
+def test_writers_start_a_new_file_past_the_rotation_size(db_path: Path) -> None:
+    storage = spooled(db_path, interval=10, rotate_bytes=600)
     try:
         for i in range(1, 21):
             storage.upsert_quiet(report(i), now=T0)
@@ -293,12 +300,44 @@ def test_writers_start_a_new_file_past_the_rotation_size(
 
 
 def test_synchronous_full_syncs_each_report(db_path: Path) -> None:
-    assert SQLiteStorage(path=db_path, synchronous="full")._spool.fsync is True  # type: ignore[union-attr]
-    assert SQLiteStorage(path=db_path)._spool.fsync is False  # type: ignore[union-attr]
+    def built(**options: object) -> SpooledStorage:
+        storage = SQLiteStorage.from_options({"path": str(db_path), **options}, StorageContext())
+        assert isinstance(storage, SpooledStorage)
+        return storage
+
+    assert built(synchronous="full").fsync is True
+    assert built().fsync is False
+    assert built(synchronous="normal").fsync is False
+
+
+def test_from_options_builds_what_spooled_builds(db_path: Path) -> None:
+    """The tests' ``spooled()`` is the configuration's spool: the same folder, the same
+    settings and defaults."""
+    built = SQLiteStorage.from_options(
+        {"path": str(db_path), "busy_timeout": 0.3, "spool_interval": 10, "spool_max_bytes": 4096},
+        StorageContext(),
+    )
+    assert isinstance(built, SpooledStorage) and isinstance(built.storage, SQLiteStorage)
+    made = spooled(db_path, busy_timeout=0.3, interval=10, max_bytes=4096)
+    assert (built.folder, built.fsync, built.interval, built.max_bytes) == (
+        made.folder,
+        made.fsync,
+        made.interval,
+        made.max_bytes,
+    )
+    assert built.folder == Path(f"{db_path}.spool")
+    assert built.storage.busy_timeout == made.storage.busy_timeout == 0.3
+    default = SQLiteStorage.from_options({"path": str(db_path)}, StorageContext())
+    assert isinstance(default, SpooledStorage)
+    assert (default.interval, default.max_bytes) == (
+        spooled(db_path).interval,
+        spooled(db_path).max_bytes,
+    )
 
 
 def test_without_the_spool_each_report_is_committed_at_once(db_path: Path) -> None:
-    storage = SQLiteStorage(path=db_path, spool=False)
+    storage = SQLiteStorage.from_options({"path": str(db_path), "spool": False}, StorageContext())
+    assert type(storage) is SQLiteStorage  # a plain WAL backend: nothing in front
     try:
         storage.upsert_quiet(report(), now=T0)
         assert rows_in_file(db_path)[SELECTOR][2] == 1
@@ -308,9 +347,16 @@ def test_without_the_spool_each_report_is_committed_at_once(db_path: Path) -> No
 
 
 def test_the_spool_is_off_for_a_backend_that_adds_to_the_upsert(db_path: Path) -> None:
+    """A subclass that writes more in its upsert (the webhook backend's outbox) would be
+    bypassed by the plain batches: it is no spool target, and cannot be wrapped."""
+    from pushreport.storage import SpoolTarget
     from pushreport_webhook import WebhookStorage
 
-    assert WebhookStorage(path=db_path, deliver=False).spooling is False
+    webhook = WebhookStorage(path=db_path, deliver=False)
+    assert isinstance(SQLiteStorage(db_path), SpoolTarget)
+    assert not isinstance(webhook, SpoolTarget)
+    with pytest.raises(TypeError, match="^storage backend 'webhook' cannot be spooled: "):
+        SpooledStorage(webhook, folder=Path(f"{db_path}.spool"))
 
 
 def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
@@ -326,7 +372,7 @@ def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
         + b"{not json\n"
         + spool_module.encode((report(2).selector, *good[1:], "2024-05-01T12:00:02.000000Z"))
     )
-    storage = SQLiteStorage(path=db_path, spool_interval=10)
+    storage = spooled(db_path, interval=10)
     try:
         assert storage.apply_spool() == 2
         assert storage.get(SELECTOR) is None
@@ -340,7 +386,7 @@ def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
 
 
 def test_a_reader_who_cannot_read_the_spool_reads_what_is_applied(
-    slow: SQLiteStorage, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    slow: SpooledStorage, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow.upsert_quiet(report(), now=T0)
     slow.apply_spool()
@@ -356,31 +402,26 @@ def test_a_reader_who_cannot_read_the_spool_reads_what_is_applied(
         return listdir(path)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "listdir", as_another_user)
-    reader = SQLiteStorage(path=db_path)
+    reader = spooled(db_path)
     try:
         assert reader.count() == 1  # the applied report; the spooled one it cannot see
     finally:
         reader.close()
         monkeypatch.undo()
         slow.close()
-    assert SQLiteStorage(path=db_path).count() == 2
+    assert spooled(db_path).count() == 2
 
 
-def test_an_idle_applier_sleeps_longer_and_an_append_wakes_it(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_idle_applier_sleeps_longer_and_an_append_wakes_it(db_path: Path) -> None:
     import time
 
-    import pushreport_sqlite._storage as storage_module
-
-    monkeypatch.setattr(storage_module, "IDLE_WAIT", 60.0)
-    storage = SQLiteStorage(path=db_path, spool_interval=0.001)
+    storage = spooled(db_path, interval=0.001, idle_wait=60.0)
     try:
         storage.upsert_quiet(report(), now=T0)
         # Idle rounds double the wait from 1 ms: 2.5 s later the thread is inside a
         # wait of about 2 s, which ends about 1.6 s from now.
         time.sleep(2.5)
-        assert storage._applier_idle
+        assert storage.applier_idle
         storage.upsert_quiet(report(1), now=T0)
         started = time.monotonic()
         while report(1).selector not in rows_in_file(db_path):
@@ -395,8 +436,8 @@ def test_a_round_skips_when_another_process_just_went_through_but_never_when_fai
 ) -> None:
     # Two storages on one file stand for two worker processes; a long interval keeps
     # their own threads out of the way, and the test runs the rounds itself.
-    a = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
-    b = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
+    a = spooled(db_path, busy_timeout=0.05, interval=10)
+    b = spooled(db_path, busy_timeout=0.05, interval=10)
     try:
         a.upsert_quiet(report(), now=T0)
         assert b.apply_round() == 1  # b's round went through every file ...

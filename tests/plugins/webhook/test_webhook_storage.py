@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushreport.storage import StorageContext
+from pushreport.storage import SpoolTarget, StorageContext
 from pushreport_core import (
     ConfigurationError,
     Registration,
@@ -463,13 +463,15 @@ def test_every_write_the_sqlite_backend_has_is_overridden_to_add_events(tmp_path
     batch removal) would change registrations without events until overridden here."""
     from pushreport_sqlite import SQLiteStorage
 
-    # (open() changes no registration: it opens, and pings as ping() does.)
-    reads = {"get", "find", "ping", "count", "find_token", "open"}
-    # These apply the report spool, which a WebhookStorage never has (its reports go
-    # through its own upsert, event and all): with nothing to apply they write nothing.
-    spool = {"apply_spool", "apply_round"}
+    # (open() changes no registration: it opens, and pings as ping() does; nor does
+    # limit_state(): it hands out the limits' state, in a file of its own.)
+    reads = {"get", "find", "ping", "count", "find_token", "open", "limit_state"}
+    # The report spool's capability, blocked for a WebhookStorage (its reports go
+    # through its own upsert, event and all): no spool can apply batches around it.
+    spool = {"spool_marks", "apply_spooled"}
     webhook = WebhookStorage(path=tmp_path / "db.sqlite3", deliver=False)
-    assert webhook.spooling is False and webhook.apply_spool(probe=True) == 0
+    assert not isinstance(webhook, SpoolTarget)
+    assert (webhook.spool_marks, webhook.apply_spooled) == (None, None)
     reads |= spool
     methods = {
         name
