@@ -114,20 +114,19 @@ def decode(line: str) -> Item:
         are ``ValueError`` too).
     """
     values = _DECODER.decode(line)
-    if not isinstance(values, list) or len(values) != len(FIELDS):
+    if type(values) is not list or len(values) != len(FIELDS):
         raise ValueError("not a spool line")
-    fields = dict(zip(STORED, values))
-    extra = fields["extra"]
+    now = values.pop()
+    extra = values[_EXTRA]
     if extra == "{}":
-        fields["extra"] = {}
+        values[_EXTRA] = {}
+    elif type(extra) is not str or type(extra := json.loads(extra)) is not dict:
+        raise ValueError("not a spool line: extra")
     else:
-        if not isinstance(extra, str) or not isinstance(extra := json.loads(extra), dict):
-            raise ValueError("not a spool line: extra")
-        fields["extra"] = extra
-    now = values[-1]
-    if not isinstance(now, str) or not isinstance(fields["selector"], str):
+        values[_EXTRA] = extra
+    if type(now) is not str or type(values[0]) is not str:
         raise ValueError("not a spool line")
-    return Report(**fields), parse_time(now)
+    return Report(**dict(zip(STORED, values))), parse_time(now)
 
 
 @attrs.define(eq=False)
