@@ -484,14 +484,16 @@ class SpooledStorage:
             return 0
         try:
             applied = self.apply_spool(probe=probe or failing)
-        except StorageUnavailable as exc:
-            cause = exc.__cause__
-            detail = f"{exc} ({cause})" if isinstance(cause, OSError) else str(exc)
-            self._round_failed(exc, detail)
-            return 0
         except Exception as exc:
-            error = StorageUnavailable(f"{self.name} report spool cannot be applied")
-            self._round_failed(error, f"{type(exc).__name__}: {exc}", exc_info=exc)
+            if self._closed:
+                return 0  # a round that close() cut short: close() applies the rest
+            if isinstance(exc, StorageUnavailable):
+                cause = exc.__cause__
+                detail = f"{exc} ({cause})" if isinstance(cause, OSError) else str(exc)
+                self._round_failed(exc, detail)
+            else:
+                error = StorageUnavailable(f"{self.name} report spool cannot be applied")
+                self._round_failed(error, f"{type(exc).__name__}: {exc}", exc_info=exc)
             return 0
         files.round_done(ok=True)
         if failing:

@@ -469,3 +469,34 @@ def test_a_round_skips_when_another_process_just_went_through_but_never_when_fai
     finally:
         a.close()
         b.close()
+
+
+def test_a_round_that_close_cuts_short_logs_nothing(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The applier thread may be inside a round when close() closes the database: that
+    round fails, and is no fault to report (close() applied what was waiting)."""
+    storage = spooled(db_path, interval=10)
+    storage.upsert_quiet(report(), now=T0)
+    storage.close()
+    assert rows_in_file(db_path)[SELECTOR][2] == 1
+    Path(f"{db_path}.spool").mkdir(exist_ok=True)
+    (Path(f"{db_path}.spool") / "999999-0badf00d.jsonl").write_bytes(
+        spool_module.encode(
+            (
+                report(1).selector,
+                "user1",
+                None,
+                None,
+                "QVBBOTFiRzlhcVd2",
+                None,
+                "{}",
+                None,
+                "2024-05-01T12:00:00.000000Z",
+            )
+        )
+    )
+    assert storage.apply_round() == 0  # the database is closed: it cannot apply
+    assert "cannot be applied" not in caplog.text
+    with pytest.raises(StorageUnavailable, match="^sqlite storage is closed$"):
+        storage.upsert_quiet(report(2), now=T0)
