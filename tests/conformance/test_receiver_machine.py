@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from pushreport_core import (
     Registration,
     Removal,
     Request,
+    StorageUnavailable,
     Template,
     default_removal_template,
     judge_response,
@@ -137,7 +139,18 @@ class Harness:
         self.lock.execute("ROLLBACK")
         self.lock.close()
         self.lock = None
-        self._spool_round()
+        # Its next round finds the database writable again: until then (a round of the
+        # background thread may hold the writers' turn, and busy_timeout is 0) reports
+        # are still refused, so the harness waits for one to go through.
+        deadline = time.monotonic() + 10
+        while True:
+            self._spool_round()
+            try:
+                self.receiver.storage.ping()
+                return
+            except StorageUnavailable:
+                assert time.monotonic() < deadline, "the spool never applied again"
+                time.sleep(0.001)
 
     def _spool_round(self) -> None:
         storage = self.receiver.storage
