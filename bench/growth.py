@@ -10,9 +10,9 @@ selectors arrive), and then times through the storage's public methods:
   does), in µs per call;
 - ``insert``: ``upsert()`` of a new selector, in µs per call;
 - ``spooled``: what ``pushreport serve`` does with a report for a stored selector:
-  ``upsert(..., read_back=False)`` appends it to the report spool, and
-  ``apply_spool()`` at the end of each batch applies the batch in one transaction, in µs
-  per report for both;
+  ``upsert(..., read_back=False)`` appends it to the report spool in front of the backend
+  (:class:`pushreport.spool.SpooledStorage`), and ``apply_spool()`` at the end of
+  each batch applies the batch in one transaction, in µs per report for both;
 - ``find``: ``find(username=...)`` of a stored user (two registrations each), median
   and p99 in ms.
 
@@ -50,6 +50,8 @@ if str(BENCH) not in sys.path:
 
 import loadgen  # noqa: E402
 
+from pushreport.spool import SpooledStorage  # noqa: E402
+from pushreport.storage import StorageContext  # noqa: E402
 from pushreport_core import Report, format_time  # noqa: E402
 from pushreport_sqlite import SQLiteStorage  # noqa: E402
 
@@ -111,7 +113,7 @@ def _rows(indices: Sequence[int]) -> Iterator[tuple[Any, ...]]:
         )
 
 
-def fill(storage: SQLiteStorage, n: int) -> float:
+def fill(storage: SpooledStorage, n: int) -> float:
     """Registrations 0 … n-1, in random selector order, in one transaction; seconds."""
     import sqlite3
 
@@ -135,7 +137,7 @@ def _instants(now: datetime, n: int) -> list[datetime]:
     return [now + step * j for j in range(n)]
 
 
-def _time_upserts(storage: SQLiteStorage, reports: list[Report], now: datetime) -> float:
+def _time_upserts(storage: SpooledStorage, reports: list[Report], now: datetime) -> float:
     """µs per upsert of *reports*, each at its own instant from *now* on."""
     nows = _instants(now, len(reports))
     t = time.perf_counter()
@@ -144,7 +146,7 @@ def _time_upserts(storage: SQLiteStorage, reports: list[Report], now: datetime) 
     return (time.perf_counter() - t) / len(reports) * 1e6
 
 
-def _time_spooled(storage: SQLiteStorage, reports: list[Report], now: datetime) -> float:
+def _time_spooled(storage: SpooledStorage, reports: list[Report], now: datetime) -> float:
     """µs per report of *reports* through the spool: each appended, then all applied."""
     nows = _instants(now, len(reports))
     t = time.perf_counter()
@@ -163,8 +165,14 @@ class Database:
     def __init__(self, n: int, *, ops: int, workdir: Path, say: Any) -> None:
         self.n = n
         self.path = workdir / f"growth-{n}.sqlite3"
-        # A long spool_interval: the timed batches apply the spool themselves.
-        self.storage = SQLiteStorage(path=self.path, synchronous="normal", spool_interval=10)
+        # As [storage.sqlite] builds it, with a long spool_interval: the timed batches
+        # apply the spool themselves.
+        storage = SQLiteStorage.from_options(
+            {"path": str(self.path), "synchronous": "normal", "spool_interval": 10},
+            StorageContext(),
+        )
+        assert isinstance(storage, SpooledStorage)
+        self.storage = storage
         self.storage.ping()  # creates the schema: the storage's own tables and index
         say(f"filling {n:,} registrations ...")
         self.fill_s = fill(self.storage, n)

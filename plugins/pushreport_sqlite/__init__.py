@@ -19,13 +19,18 @@ and picked in the configuration by name::
     spool_max_bytes = 16777216    # not yet applied past this: 503 until it is
 
 The database is an ordinary SQLite file (WAL mode) with the table ``registrations``,
-readable with the ``sqlite3`` shell (``pushreport_spool`` records how far the report
-spool is applied); ``PRAGMA user_version`` is the schema version. Beside it,
-``<file>.spool/`` holds the reports answered and not yet applied (see ``_spool.py``; do
-not delete it while reports wait), and ``<file>.writers`` is an empty file that writers
-queue on (an ``flock``) for their turn to write; deleting that one is harmless.
-Every wait for a lock ends after ``busy_timeout``; what the spool does with an entry
-it cannot read, and its bound, are in ``docs/spool.md``.
+readable with the ``sqlite3`` shell; ``PRAGMA user_version`` is the schema version.
+``<file>.writers`` beside it is an empty file that writers queue on (an ``flock``) for
+their turn to write; deleting it is harmless. Every wait for a lock ends after
+``busy_timeout``.
+
+The backend is a plain WAL one; with ``spool = true`` (the default) the factory puts
+the service's report spool in front of it (:class:`pushreport.spool.SpooledStorage`,
+which it offers the capability for: :class:`pushreport.storage.SpoolTarget`).
+``<file>.spool/`` then holds the reports answered and not yet applied (do not delete
+it while reports wait), and the table ``pushreport_spool`` how far each of its files
+is applied, recorded in the transaction that applies them. What the spool does with an
+entry it cannot read, and its bound, are in ``docs/spool.md``.
 ``<file>.limits`` (created only when a ``[limits]`` rate, the lock-out or Digest is in
 use) is the limits' shared state (``limit_state()``, ``pushreport.limitstate``):
 deleting it while the server is stopped forgets the counts and nothing else.

@@ -1,8 +1,13 @@
-"""The SQLite storage backend: one file, WAL mode, the merge rule done by one statement."""
+"""The SQLite storage backend: one file, WAL mode, the merge rule done by one statement.
+
+With ``spool = true`` (the default) its factory wraps it in the report spool
+(:class:`pushreport.spool.SpooledStorage`), for which it records the spool's progress
+in the table ``pushreport_spool``, in each batch's transaction (:meth:`SQLiteStorage.
+apply_spooled`).
+"""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -12,7 +17,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +24,14 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, TypeVar,
 
 import attrs
 
-from pushreport import ThrottledLog
+from pushreport import spool
 from pushreport.limitstate import SQLiteLimitState
 from pushreport.storage import (
     NO_DATABASE_HINT,
     BackendOptions,
     Capability,
+    SpooledBatch,
+    Storage,
     StorageContext,
     StorageStarting,
 )
@@ -40,8 +46,6 @@ from pushreport_core import (
     format_time,
 )
 
-from ._spool import Spool, encode, flock_within, in_time_order
-
 T = TypeVar("T")
 
 log = logging.getLogger("pushreport.sqlite")
@@ -53,7 +57,7 @@ __all__ = [
     "SYNCHRONOUS",
     "DEFAULT_BUSY_TIMEOUT",
     "MAX_BUSY_TIMEOUT",
-    "DEFAULT_SPOOL_MAX_BYTES",
+    "flock_within",
 ]
 
 #: ``PRAGMA user_version`` of the schema below.
@@ -83,27 +87,12 @@ OPTIONS_DOC = {
     "checkpoint_interval": "seconds between WAL checkpoints taken by a background thread, "
     "off the request path (default 1; 0: SQLite checkpoints inside "
     "a write)",
-    "spool": "true (default): a report is appended to a file of its process's in "
-    "<path>.spool/ (with an fdatasync when synchronous is full) and answered, and a "
-    "background thread applies the spool to the database in batches; every read "
-    "through pushreport applies it first. false: each report is its own transaction",
-    "spool_interval": "seconds between two applications of the spool by the background "
-    "thread (default 0.05; 0.001 to 10): how long a report may take to show in "
-    "the file for a reader that opens it directly",
-    "spool_max_bytes": "bytes of reports the spool may hold not yet applied (default "
-    "16777216, 16 MiB; 1024 to 2^40): past it reports are answered 503 and /readyz "
-    "fails until the background thread has caught up. Counted by each process: its "
-    "own appends since the last round that went through, and every file as a round "
-    "found them",
+    # The report spool's (pushreport.spool), as for any backend that offers it.
+    **spool.options_doc(folder="<path>.spool/", fsync="when synchronous is full"),
 }
 _OPTIONS = tuple(OPTIONS_DOC)
-DEFAULT_SPOOL_INTERVAL = 0.05
-#: ``[storage.sqlite] spool_max_bytes``: about 75,000 reports, which one round applies
-#: in a few seconds and holds in memory while it does (a line is about 220 bytes).
-DEFAULT_SPOOL_MAX_BYTES = 16 << 20
-_SPOOL_MAX_BYTES_RANGE = (1024, 1 << 40)
-#: The longest an idle applier thread sleeps between rounds (an append wakes it).
-IDLE_WAIT = 1.0
+#: Polling the writers' turn while it is held: the first wait, and the longest.
+_LOCK_POLL = (0.0001, 0.005)
 #: ``[storage.sqlite] checkpoint_interval``: seconds between WAL checkpoints taken by a
 #: background thread, off the request path. 0 leaves them to SQLite, which runs one
 #: inside whichever write crosses 1000 pages of WAL (measured: as costly as the upsert).
@@ -359,14 +348,15 @@ def _decode(row: tuple[Any, ...]) -> Registration:
         raise StorageUnavailable("sqlite database holds a row that cannot be read") from exc
 
 
-def _apply_reports(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
-    """Merge spooled reports (upsert parameters, in the order received) into the table,
-    inside the caller's transaction, as ``upsert(..., read_back=False)`` would, one by
-    one; how many were applied. (One executemany per statement, after a query of the
-    stored usernames, measured no faster.)"""
+def _apply_reports(conn: sqlite3.Connection, items: Sequence[tuple[Report, datetime]]) -> int:
+    """Merge spooled reports (in the order received) into the table, inside the
+    caller's transaction, as ``upsert(..., read_back=False)`` would one by one; how many
+    were applied. (One executemany per statement, after a query of the stored usernames,
+    measured no faster.)"""
     n = 0
-    for row in rows:
+    for report, now in items:
         try:
+            row = _params(report, now)
             if not conn.execute(UPSERT_SAME_USERNAME_QUIET, row).rowcount:
                 conn.execute(UPSERT_QUIET, row)
         except (sqlite3.ProgrammingError, sqlite3.IntegrityError, ValueError, TypeError):
@@ -376,46 +366,6 @@ def _apply_reports(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> int:
             continue
         n += 1
     return n
-
-
-def _apply_loop(
-    ref: weakref.ReferenceType[SQLiteStorage],
-    stop: threading.Event,
-    wake: threading.Event,
-    interval: float,
-) -> None:
-    """The spool's background thread. It holds its storage weakly: a storage dropped
-    without close() (its app gone) ends the thread instead of living on in it.
-
-    Rounds that find nothing to apply double the wait, up to :data:`IDLE_WAIT`, so an
-    idle server does not wake every worker 20 times a second (measured: 4.7 % of a core
-    for 5 idle workers, against 0.4 % without the spool); the next append wakes it."""
-    wait = interval
-    while True:
-        wake.wait(wait)
-        wake.clear()
-        if stop.is_set():
-            return
-        storage = ref()
-        if storage is None:
-            return
-        try:
-            applied = storage.apply_round()
-        except Exception:  # pragma: no cover - apply_round handles what it meets
-            storage._round_log.error("applying the report spool failed", exc_info=True)
-            applied = -1
-        idle = applied == 0 and storage._spool_error is None
-        wait = min(wait * 2, IDLE_WAIT) if idle else interval
-        storage._applier_idle = idle
-        del storage
-
-
-def _spool_message(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "sqlite report spool: the disk is full"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return "sqlite report spool cannot be written (read-only)"
-    return "sqlite report spool cannot be written"
 
 
 def _check_synchronous(instance: Any, attribute: Any, value: str) -> None:
@@ -428,10 +378,30 @@ def _check_busy_timeout(instance: Any, attribute: Any, value: float) -> None:
         raise ValueError(f"busy_timeout must be 0 to {MAX_BUSY_TIMEOUT:g} seconds, not {value!r}")
 
 
-def _check_spool_max_bytes(instance: Any, attribute: Any, value: int) -> None:
-    low, high = _SPOOL_MAX_BYTES_RANGE
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"spool_max_bytes must be {low} to {high} bytes, not {value!r}")
+def flock_within(fd: int, operation: int, timeout: float) -> bool:
+    """``flock(fd, operation)``, waiting at most *timeout* seconds: whether it was taken.
+
+    Linux has no timed ``flock``, so a held lock is polled (from 0.1 ms, doubling up to
+    5 ms): a holder that never lets go (a stuck process, a careless ``flock`` in a
+    shell) costs a waiter *timeout*, never the rest of its life.
+
+    :raises OSError: the lock cannot be taken at all (not a wait).
+    """
+    delay, longest = _LOCK_POLL
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + timeout
+        if now >= deadline:
+            return False
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, longest)
 
 
 class _TurnFd:
@@ -466,6 +436,25 @@ class SQLiteStorage:
     OPTIONS_DOC = OPTIONS_DOC
 
     name = "sqlite"
+    #: What this backend declares (:class:`pushreport.storage.Capability`). The report
+    #: spool is a wrapper around it (:class:`pushreport.spool.SpooledStorage`), which
+    #: declares ``spools`` itself.
+    capabilities = frozenset(
+        {
+            Capability.OPEN,
+            Capability.QUIET_UPSERT,
+            Capability.UPSERT_MANY,
+            Capability.PUT_MANY,
+            Capability.COUNT,
+            Capability.FIND_TOKEN,
+            Capability.FORGET_TOKEN,
+            Capability.UPSERT_IF,
+            Capability.REMOVE_IF,
+            Capability.LIMIT_STATE,
+            Capability.SPOOL_TARGET,
+            Capability.PATH,
+        }
+    )
 
     path: Path = attrs.field(converter=Path)
     synchronous: str = attrs.field(default="normal", validator=_check_synchronous)
@@ -485,75 +474,23 @@ class SQLiteStorage:
     _checkpointer_pid: int = attrs.field(init=False, default=0, repr=False)
     _stop: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
     _checkpointer: threading.Thread | None = attrs.field(init=False, default=None, repr=False)
-    spool: bool = attrs.field(default=True, kw_only=True)
-    spool_interval: float = attrs.field(
-        default=DEFAULT_SPOOL_INTERVAL, converter=float, kw_only=True
-    )
-    spool_max_bytes: int = attrs.field(
-        default=DEFAULT_SPOOL_MAX_BYTES, validator=_check_spool_max_bytes, kw_only=True
-    )
     #: Create the file and its schema when they are missing (``StorageContext.create``);
     #: ``False``: a missing file, or one without pushreport's schema, is an error.
     create: bool = attrs.field(default=True, kw_only=True)
-    _spool: Spool | None = attrs.field(init=False, default=None, repr=False)
-    #: The last application of the spool failed: reports are refused with this until
-    #: one succeeds, so that a broken database answers 503 instead of filling the spool.
-    _spool_error: StorageUnavailable | None = attrs.field(init=False, default=None, repr=False)
-    #: Rounds failed in a row (for the line that says they go through again).
-    _failed_rounds: int = attrs.field(init=False, default=0, repr=False)
-    #: ``Spool.appended`` when the last round that went through began: what this process
-    #: appended before it is applied.
-    _applied_mark: int = attrs.field(init=False, default=0, repr=False)
-    #: Bytes not yet applied in every file, as the round under way (or the last one,
-    #: when it failed) found them; 0 once a round went through.
-    _backlog: int = attrs.field(init=False, default=0, repr=False)
-    #: The applier's failures and the spool's strays: one line a minute, with a count.
-    _round_log: ThrottledLog = attrs.field(
-        init=False, factory=lambda: ThrottledLog(log), repr=False
-    )
+    #: The table ``pushreport_spool`` is known to exist (apply_spooled creates it).
     _spool_table: bool = attrs.field(init=False, default=False, repr=False)
-    _applier_pid: int = attrs.field(init=False, default=0, repr=False)
-    _applier_stop: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
-    _applier_wake: threading.Event = attrs.field(init=False, factory=threading.Event, repr=False)
-    #: The applier thread found nothing last round and sleeps longer: an append wakes it.
-    _applier_idle: bool = attrs.field(init=False, default=False, repr=False)
-    #: What this backend declares (:class:`pushreport.storage.Capability`); ``spools``
-    #: with the report spool on.
-    capabilities: frozenset[Capability] = attrs.field(init=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        declared = {
-            Capability.OPEN,
-            Capability.QUIET_UPSERT,
-            Capability.UPSERT_MANY,
-            Capability.PUT_MANY,
-            Capability.COUNT,
-            Capability.FIND_TOKEN,
-            Capability.FORGET_TOKEN,
-            Capability.UPSERT_IF,
-            Capability.REMOVE_IF,
-            Capability.LIMIT_STATE,
-            Capability.PATH,
-        }
-        if self.spool:
-            self._spool = Spool(Path(f"{self.path}.spool"), fsync=self.synchronous == "full")
-            declared.add(Capability.SPOOLS)
-        self.capabilities = frozenset(declared)
-
-    @property
-    def spooling(self) -> bool:
-        """Reports given to ``upsert(..., read_back=False)`` go to the spool: concurrent
-        callers need not be batched (``GroupCommit``), each append is cheap on its own
-        (declared as :attr:`~pushreport.storage.Capability.SPOOLS`)."""
-        return self._spool is not None
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> SQLiteStorage:
+    def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> Storage:
         """The backend for the ``[storage.sqlite]`` table of the configuration.
 
         Options: ``path`` (default ``pushreport.sqlite3``, relative to
-        ``context.base_dir``), ``synchronous`` (``"normal"`` or ``"full"``) and
-        ``busy_timeout`` (seconds, default 2). Opens nothing yet.
+        ``context.base_dir``), ``synchronous`` (``"normal"`` or ``"full"``),
+        ``busy_timeout`` (seconds, default 2), ``checkpoint_interval``, and the report
+        spool's (:data:`pushreport.spool.OPTIONS_DOC`): with ``spool = true``, the
+        default, the storage returned is a :class:`~pushreport.spool.SpooledStorage`
+        around the :class:`SQLiteStorage`, its spool in ``<path>.spool/``, every
+        append synced when ``synchronous = "full"``. Opens nothing yet.
 
         :raises ConfigurationError: an unknown option or a value of the wrong type,
             naming ``storage.sqlite.<option>``.
@@ -567,25 +504,18 @@ class SQLiteStorage:
         interval = opts.number(
             "checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL, low=0, high=3600
         )
-        spool = opts.boolean("spool", True)
-        spool_interval = opts.number("spool_interval", DEFAULT_SPOOL_INTERVAL, low=0.001, high=10)
-        low, high = _SPOOL_MAX_BYTES_RANGE
-        spool_max_bytes = opts.integer(
-            "spool_max_bytes",
-            DEFAULT_SPOOL_MAX_BYTES,
-            low=low,
-            high=high,
-            what="a number of bytes",
-        )
-        return cls(
+        storage = cls(
             path=Path(context.base_dir, path),
             synchronous=synchronous,
             busy_timeout=busy_timeout,
             checkpoint_interval=interval,
-            spool=spool,
-            spool_interval=spool_interval,
-            spool_max_bytes=spool_max_bytes,
             create=context.create,
+        )
+        return spool.SpooledStorage.from_options(
+            storage,
+            opts,
+            folder=Path(f"{storage.path}.spool"),
+            fsync=synchronous == "full",
         )
 
     def open(self) -> None:
@@ -793,277 +723,59 @@ class SQLiteStorage:
         """Merge *report* into its selector's row in one statement; committed on return.
 
         With ``read_back=False`` (``quiet_upsert``), the row is not read back and
-        ``None`` is returned: the same statement and commit without ``RETURNING``, or,
-        with the report spool, an append to it. The account password
-        (``report.password``) is not a column: it is never written.
+        ``None`` is returned: the same statement and commit without ``RETURNING``,
+        after waiting for the writers' turn (see :meth:`_write_turn`). The account
+        password (``report.password``) is not a column: it is never written.
         """
         if not read_back:
             self._upsert_quiet(report, now)
             return None
         params = _params(report, now)
-        self._settle()  # what is spooled came first
         rows = self._run(UPSERT_SAME_USERNAME, params) or self._run(UPSERT, params)
         return _decode(rows[0])
 
     def _upsert_quiet(self, report: Report, now: datetime) -> None:
-        spool = self._spool
-        if spool is not None:
-            self._spool_report(spool, report, now)
-            return
         params = _params(report, now)
         with self._write_turn():
             if not self._run(UPSERT_SAME_USERNAME_QUIET, params, rowcount=True):
                 self._run(UPSERT_QUIET, params)
 
-    # -- the spool (see _spool.py) ---------------------------------------------------
+    # -- the report spool's capability (pushreport.storage.SpoolTarget) ----------------
 
-    def _spool_report(self, spool: Spool, report: Report, now: datetime) -> None:
-        """Append the report to this process's spool file: stored when this returns
-        (on disk too with ``synchronous = "full"``); applied by the background thread."""
-        if self._closed:
-            raise StorageUnavailable("sqlite storage is closed")
-        error = self._refusal(spool)
-        if error is not None:
-            raise error
-        first = self._applier_pid != os.getpid()
-        if first:
-            # This process's first report: the database is opened (and created) now,
-            # and fails this report if it cannot be, rather than only its spool.
-            try:
-                self._connection()
-            except sqlite3.DatabaseError as exc:
-                raise self._unavailable(exc) from exc
-        values = list(_report_values(report))
-        values[_EXTRA_AT] = _dump_extra(report.extra)
-        values.append(_db_time(now))  # the order of the spool's FIELDS
-        line = encode(values)
-        try:
-            spool.append(line)
-        except OSError as exc:
-            raise StorageUnavailable(_spool_message(exc)) from exc
-        if first:
-            self._start_applier()
-        elif self._applier_idle:
-            self._applier_idle = False
-            self._applier_wake.set()
-
-    def _refusal(self, spool: Spool) -> StorageUnavailable | None:
-        """Why a report is refused now, if it is: the last round failed, or the spool
-        holds more than *spool_max_bytes* not yet applied. (A new exception each time:
-        tracebacks would pile up on a shared one.)"""
-        error = self._spool_error
-        if error is not None:
-            return StorageUnavailable(str(error), retry_after=error.retry_after)
-        if max(self._backlog, spool.appended - self._applied_mark) > self.spool_max_bytes:
-            return StorageUnavailable("sqlite report spool is full")
-        return None
-
-    def apply_spool(self, *, probe: bool = False) -> int:
-        """Apply what the spool files of every process hold to the database, in one
-        transaction; the number of reports applied. Files that nobody writes to any
-        more and that are fully applied are deleted. With *probe*, take the write
-        lock even when nothing is waiting (to learn whether the database can be
-        written again).
-
-        Entries that are not regular files are moved aside (see ``_spool.py``).
-
-        :raises StorageUnavailable: the database cannot be written, a lock was not had
-            within *busy_timeout*, or a spool file cannot be read; nothing of this round
-            is applied, and the spool keeps it for the next.
-        """
-        spool = self._spool
-        if spool is None:
-            return 0
-        mark = spool.appended  # what this process appended before this round
-        try:
-            count = self._apply_spool(spool, probe)
-        except OSError as exc:
-            raise StorageUnavailable("sqlite report spool cannot be read") from exc
-        self._applied_mark = max(self._applied_mark, mark)
-        self._backlog = 0
-        return count
-
-    def _apply_spool(self, spool: Spool, probe: bool) -> int:
-        names = spool.names()
-        if not names and not probe:
-            return 0
-        sizes, strays = spool.scan(names)
-        for name in strays:
-            self._set_aside(spool, name)
-        applied = self._spool_applied()
-        backlog = sum(max(0, sizes[n] - applied.get(n, 0)) for n in sizes)
-        if backlog > self.spool_max_bytes:
-            self._round_log.warning(
-                "the report spool holds %d bytes not yet applied, past its bound of %d; "
-                "refusing reports until it is applied",
-                backlog,
-                self.spool_max_bytes,
-                key="spool full",
-            )
-        self._backlog = backlog
-        waiting = [n for n in sizes if sizes[n] > applied.get(n, 0)]
-        ended: dict[str, int] = {n: sizes[n] for n in sizes if n not in waiting}
-        count = 0
-        if waiting or probe or not applied.keys() <= sizes.keys():
-
-            def work(conn: sqlite3.Connection) -> int:
-                if not self._spool_table:
-                    conn.execute(SPOOL_SCHEMA)
-                offsets = dict(conn.execute(SPOOL_APPLIED).fetchall())
-                batches, advanced = [], []
-                for name in waiting:
-                    start = offsets.get(name, 0)
-                    reports, end, length = spool.read(name, start)
-                    if end > start:
-                        batches.append(reports)
-                        advanced.append((name, end))
-                    # All of it applied but a line being written or cut short, if any:
-                    # which of the two is decided below, by whether a writer holds it.
-                    ended[name] = length
-                n = _apply_reports(conn, list(in_time_order(batches)))
-                conn.executemany(SPOOL_ADVANCE, advanced)
-                # Rows of files deleted before (never of a file listed after `names`
-                # was taken: a name is never used twice).
-                gone = [n for n in offsets if n not in sizes and not spool.exists(n)]
-                if gone:
-                    conn.execute(SPOOL_FORGET, (json.dumps(gone),))
-                return n
-
-            with self._write_turn():
-                count = self._transaction(work)
-            self._spool_table = True
-        for name, length in ended.items():
-            # Fully applied; deleted once its writer has let go of it, unless it grew
-            # in between (its writer appended, then let go). What is left after the
-            # last newline of a file nobody writes is a line cut short: never answered.
-            if spool.finished(name) and spool.sizes([name]).get(name) == length:
-                try:
-                    spool.delete(name)
-                except OSError as exc:  # applied all the same: it stays, harmless
-                    self._round_log.warning(
-                        "an applied report spool file cannot be deleted: %s", exc, key="delete"
-                    )
-        return count
-
-    def _set_aside(self, spool: Spool, name: str) -> None:
-        """Move an entry that is not a spool file out of the way, saying so once."""
-        try:
-            aside = spool.set_aside(name)
-        except FileNotFoundError:
-            return  # another process's round moved it first
-        except OSError as exc:  # it stays, and is skipped: it holds no report
-            self._round_log.error(
-                "the report spool entry %s is not a file it wrote and cannot be moved: %s",
-                name,
-                exc,
-            )
-            return
-        log.error("the report spool entry %s is not a file it wrote; moved to %s", name, aside)
-
-    def _spool_applied(self) -> dict[str, int]:
-        """How far each spool file is applied, read without taking the write lock."""
+    def spool_marks(self) -> dict[str, int]:
+        """How far each spool file is applied, read without taking the write lock
+        (the database is opened, and created when allowed, first)."""
         if not self._spool_table:
             try:
                 return dict(self._connection().execute(SPOOL_APPLIED).fetchall())
             except sqlite3.OperationalError as exc:
                 if "no such table" in str(exc):
-                    return {}  # created by the first application
+                    return {}  # created by the first batch
                 raise self._unavailable(exc) from exc
             except sqlite3.DatabaseError as exc:
                 raise self._unavailable(exc) from exc
         return dict(self._run(SPOOL_APPLIED))
 
-    def _settle(self) -> None:
-        """Apply the spool before a read or another write, so that they see every
-        report answered so far. When reports are waiting and the database cannot take
-        them, raise :class:`StorageUnavailable` rather than answer without them (a
-        removal that found nothing would let a spooled report bring the
-        registration back); with nothing waiting, nothing is written."""
-        if self._spool is not None:
-            self.apply_spool()
+    def apply_spooled(self, take: Callable[[Mapping[str, int]], SpooledBatch]) -> int:
+        """Apply one batch of the report spool and record its marks in the table
+        ``pushreport_spool``, in one ``BEGIN IMMEDIATE`` transaction taken in the
+        writers' turn (each wait bounded by *busy_timeout*); see
+        :meth:`pushreport.storage.SpoolTarget.apply_spooled`."""
 
-    def _start_applier(self) -> None:
-        """One daemon thread per process applies the spool every *spool_interval*."""
-        pid = os.getpid()
-        with self._schema_lock:
-            if self._applier_pid == pid:
-                return
-            self._applier_pid = pid
-            self._applier_stop = threading.Event()
-            self._applier_wake = threading.Event()
-            self._applier_idle = False
-            threading.Thread(
-                target=_apply_loop,
-                args=(
-                    weakref.ref(self),
-                    self._applier_stop,
-                    self._applier_wake,
-                    self.spool_interval,
-                ),
-                name="pushreport-sqlite-spool",
-                daemon=True,
-            ).start()
+        def work(conn: sqlite3.Connection) -> int:
+            if not self._spool_table:
+                conn.execute(SPOOL_SCHEMA)
+            batch = take(dict(conn.execute(SPOOL_APPLIED).fetchall()))
+            n = _apply_reports(conn, batch.items)
+            conn.executemany(SPOOL_ADVANCE, batch.marks.items())
+            if batch.forget:
+                conn.execute(SPOOL_FORGET, (json.dumps(list(batch.forget)),))
+            return n
 
-    def apply_round(self, *, probe: bool = False) -> int:
-        """One round of the background thread: apply the spool; when the database
-        cannot take it, refuse reports (503) until a later round can. A round after a
-        failed one always takes the write lock (*probe*), to learn that it can.
-        Returns how many reports it applied (0 when it failed).
-
-        Any failure counts: an unexpected error refuses reports as a locked database
-        does, and is logged (with its traceback) once a minute, not once a round.
-        """
-        failing = self._spool_error is not None
-        spool = self._spool
-        if spool is None:
-            return 0
-        behind = self._backlog > self.spool_max_bytes
-        if not (probe or failing or behind) and spool.done_within(self.spool_interval):
-            # Another process's round just went through every file: what this one
-            # appended before is applied (or will be by the next round, very soon).
-            self._applied_mark = spool.appended
-            return 0
-        try:
-            applied = self.apply_spool(probe=probe or failing)
-        except StorageUnavailable as exc:
-            cause = exc.__cause__
-            detail = f"{exc} ({cause})" if isinstance(cause, OSError) else str(exc)
-            self._round_failed(spool, exc, detail)
-            return 0
-        except Exception as exc:
-            error = StorageUnavailable("sqlite report spool cannot be applied")
-            self._round_failed(spool, error, f"{type(exc).__name__}: {exc}", exc_info=exc)
-            return 0
-        spool.round_done(ok=True)
-        if failing:
-            self._round_log.warning(
-                "the report spool is applied again after %d failed rounds; accepting reports",
-                self._failed_rounds,
-                key="spool applied again",
-            )
-            self._spool_error = None
-            self._failed_rounds = 0
-        return applied
-
-    def _round_failed(
-        self,
-        spool: Spool,
-        error: StorageUnavailable,
-        detail: str,
-        *,
-        exc_info: BaseException | None = None,
-    ) -> None:
-        """Refuse reports with *error* until a round goes through; say so once a minute."""
-        self._spool_error = error
-        self._failed_rounds += 1
-        spool.round_done(ok=False)
-        self._round_log.log(
-            logging.ERROR if exc_info is not None else logging.WARNING,
-            "the report spool cannot be applied: %s; refusing reports",
-            detail,
-            key=("spool failing", str(error), type(exc_info or error.__cause__).__name__),
-            exc_info=exc_info,
-        )
+        with self._write_turn():
+            count = self._transaction(work)
+        self._spool_table = True
+        return count
 
     @contextmanager
     def _write_turn(self) -> Iterator[None]:
@@ -1130,8 +842,6 @@ class SQLiteStorage:
         ``StorageUnavailable`` is raised. Reports of one selector are merged in order.
         """
 
-        self._settle()
-
         def work(conn: sqlite3.Connection) -> list[Any]:
             rows = []
             for report, now in items:
@@ -1150,7 +860,6 @@ class SQLiteStorage:
         transaction: one commit, one fsync. All or nothing."""
         params = [_put_params(r) for r in registrations]
         if params:
-            self._settle()
             self._transaction(lambda conn: conn.executemany(PUT, params))
 
     def upsert_if(
@@ -1163,10 +872,9 @@ class SQLiteStorage:
         """:meth:`upsert`, unless ``allowed(the stored registration or None)`` is false:
         then nothing is written and ``None`` returned. The read, the decision and the
         write are one ``BEGIN IMMEDIATE`` transaction, so no other writer of any process
-        comes between; after the spool is applied, so the decision sees every report
-        answered before. Not spooled: committed on return."""
+        comes between. Committed on return (a spool in front applies itself first, so
+        the decision sees every report answered before)."""
         params = _params(report, now)
-        self._settle()
 
         def work(conn: sqlite3.Connection) -> Registration | None:
             row = conn.execute(GET, (report.selector,)).fetchone()
@@ -1181,7 +889,6 @@ class SQLiteStorage:
     ) -> Registration | None:
         """Delete the registration of *selector* if ``allowed(it, or None)`` is true, in
         one transaction as :meth:`upsert_if`; the registration deleted, or ``None``."""
-        self._settle()
 
         def work(conn: sqlite3.Connection) -> Registration | None:
             row = conn.execute(GET, (selector,)).fetchone()
@@ -1212,20 +919,17 @@ class SQLiteStorage:
         return result
 
     def get(self, selector: str) -> Registration | None:
-        self._settle()
         rows = self._run(GET, (selector,))
         return _decode(rows[0]) if rows else None
 
     def find(self, *, username: str | None = None) -> list[Registration]:
         if username is None:
             return list(self)
-        self._settle()
         return [_decode(row) for row in self._run(FIND_BY_USERNAME, (username,))]
 
     def __iter__(self) -> Iterator[Registration]:
         # Keyset pages: no statement stays open between yields, so a caller may
         # remove() while iterating and each removal commits at once.
-        self._settle()
         rows = self._run(PAGE_FIRST, (PAGE_SIZE,))
         while True:
             for row in rows:
@@ -1235,13 +939,11 @@ class SQLiteStorage:
             rows = self._run(PAGE_AFTER, (rows[-1][0], PAGE_SIZE))
 
     def remove(self, selector: str) -> bool:
-        self._settle()  # a report spooled before the removal must not outlive it
         changed: int = self._run(REMOVE, (selector,), rowcount=True)
         return changed > 0
 
     def count(self) -> int:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
-        self._settle()
         ((n,),) = self._run(COUNT)
         return int(n)
 
@@ -1250,7 +952,6 @@ class SQLiteStorage:
     ) -> list[str]:
         """Clear *token* where it is held (in *selector*'s row only, when given), except
         in *keep*'s row: one UPDATE, committed on return. The selectors changed, sorted."""
-        self._settle()
         if selector is None:
             selectors = [row[0] for row in self._run(HOLDERS, (token, token))]
         else:
@@ -1264,7 +965,6 @@ class SQLiteStorage:
     def find_token(self, token: str) -> list[Registration]:
         """Registrations holding *token* (as ``token_calls`` or ``token_msgs``), by
         selector. A scan: tokens are not indexed."""
-        self._settle()
         return [_decode(row) for row in self._run(FIND_TOKEN, (token, token))]
 
     def prune(self, before: datetime, *, dry_run: bool = False) -> list[Registration]:
@@ -1273,7 +973,6 @@ class SQLiteStorage:
         if before.tzinfo is None or before.utcoffset() is None:
             raise ValueError(f"before must be an aware datetime, got {before!r}")
         cutoff = _db_time(before)
-        self._settle()
         if dry_run:
             return [_decode(row) for row in self._run(STALE_ROWS, (cutoff,))]
         selectors = [row[0] for row in self._run(STALE, (cutoff,))]
@@ -1289,38 +988,14 @@ class SQLiteStorage:
         return SQLiteLimitState(Path(f"{self.path}.limits"))
 
     def ping(self) -> None:
-        """Fail while reports are refused (the spool's last round failed, or it is past
-        its bound) or cannot be applied now; else take and release the writers' turn
-        and the write lock, as a write would: fails on a locked, read-only or broken
-        file, each wait bounded by *busy_timeout*.
-
-        What waits in the spool is applied here, as before a read: that is how a
-        process whose own applier has not run yet (no report reached it) learns that
-        a file cannot be read or the turn is held."""
-        spool = self._spool
-        if spool is not None:
-            error = self._refusal(spool)
-            if error is not None:
-                raise error
-            self.apply_spool()
+        """Take and release the writers' turn and the write lock, as a write would:
+        fails on a locked, read-only or broken file, each wait bounded by
+        *busy_timeout*."""
         with self._write_turn():
             self._run(PING)
 
     def close(self) -> None:
-        """Close this thread's connection; other threads' close as they are collected.
-
-        The spool is applied first, and this process's file deleted once it is."""
-        spool = self._spool
-        # (A handle that never opened the database spooled nothing, and could apply
-        # nothing: one whose open() failed closes without touching the spool.)
-        if spool is not None and not self._closed and self._schema_ready:
-            self._applier_stop.set()
-            self._applier_wake.set()
-            spool.close()
-            try:
-                self.apply_spool()
-            except StorageUnavailable as exc:  # the next process that opens it applies it
-                log.warning("the report spool is left to apply later: %s", exc)
+        """Close this thread's connection; other threads' close as they are collected."""
         self._closed = True
         self._stop.set()
         checkpointer = self._checkpointer

@@ -16,6 +16,7 @@ request into one call here and its outcome into a response.
   :class:`Capability` values it declares (:mod:`pushreport.storage`);
 - :func:`value_or_env` — a secret from the configuration or the environment variable
   its ``*_env`` key names (for plugins' options too);
+- :class:`SpooledStorage` — the report spool, around any backend that takes batches;
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
 - :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
 - :mod:`pushreport.testing` — the storage conformance kit.
@@ -47,6 +48,7 @@ from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
 from ._service import Backend, Outcome, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
+from .spool import SpooledStorage
 from .storage import (
     Capabilities,
     Capability,
@@ -84,6 +86,7 @@ __all__ = [
     "RemovalOutcome",
     "ReporterConfig",
     "ServerConfig",
+    "SpooledStorage",
     "Storage",
     "StorageConfig",
     "StorageContext",

@@ -265,7 +265,7 @@ class Receiver:
         failure once a minute, an unexpected exception with its traceback). The stored
         registration is read back only when something needs it (a
         ``pushreport_report_stored`` hook, ``token_owner = "newest"``), so that a backend
-        that can skip the read (``upsert_quiet``) does.
+        that can skip the read (``quiet_upsert``) does.
         """
         shape: str | None = None
         selector: str | None = None

@@ -66,6 +66,8 @@ __all__ = [
     "Capabilities",
     "MainOption",
     "RegisterStorage",
+    "SpoolTarget",
+    "SpooledBatch",
     "StorageContext",
     "StorageFactory",
     "BackendOptions",
@@ -253,6 +255,12 @@ class Capability(enum.StrEnum):
     #: ``LimitStateConformance`` (:mod:`pushreport.testing`) is its test suite.
     LIMIT_STATE = "limit_state"
 
+    #: ``spool_marks()`` and ``apply_spooled(take)`` (:class:`SpoolTarget`): a report
+    #: spool (:class:`pushreport.spool.SpooledStorage`) can wrap the backend, recording
+    #: its progress in the same transaction as each batch; ``SpoolTargetConformance``
+    #: (:mod:`pushreport.testing`) is its test suite.
+    SPOOL_TARGET = "spool_target"
+
     #: ``path: str | os.PathLike[str]``, an attribute: the file or folder on this host
     #: where the backend keeps its data. ``pushreport serve`` names it at start-up, and
     #: the prune schedule keeps its lock beside the first backend's
@@ -275,6 +283,7 @@ _METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.UPSERT_IF: ("upsert_if",),
     Capability.REMOVE_IF: ("remove_if",),
     Capability.LIMIT_STATE: ("limit_state",),
+    Capability.SPOOL_TARGET: ("spool_marks", "apply_spooled"),
     Capability.PATH: (),
 }
 _NEEDS: dict[Capability, Capability] = {Capability.SPOOLS: Capability.QUIET_UPSERT}
@@ -454,6 +463,57 @@ class RegisterStorage(Protocol):
     def __call__(
         self, name: str, factory: StorageFactory, *, main_option: MainOption | None = None
     ) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class SpooledBatch:
+    """What a report spool hands its backend to apply in one transaction
+    (:meth:`SpoolTarget.apply_spooled`): reports, and how far that takes the spool."""
+
+    #: ``(report, when it was received)``, in the order received.
+    items: Sequence[tuple[Report, datetime]] = ()
+    #: ``{file name: bytes of it applied}`` after this batch, to record with it.
+    marks: Mapping[str, int] = attrs.field(factory=dict)
+    #: Files whose marks are no longer needed (the files are gone), to delete with it.
+    forget: Sequence[str] = ()
+
+
+@runtime_checkable
+class SpoolTarget(Protocol):
+    """A backend that a report spool can wrap (:class:`pushreport.spool.SpooledStorage`):
+    it takes reports in batches and records the spool's progress (how many bytes of
+    each spool file are applied: its *marks*) in the same transaction as the batch. So
+    a report is applied exactly once, whichever process applies it and whatever
+    happens to the process that does.
+    """
+
+    def spool_marks(self) -> dict[str, int]:
+        """The marks as committed (``{}`` before the first batch): a read that takes no
+        write lock. Opens the store first when needed (creating it when the context
+        allows). Raises ``StorageUnavailable`` when the store cannot be read."""
+        ...
+
+    def apply_spooled(self, take: Callable[[Mapping[str, int]], SpooledBatch]) -> int:
+        """Apply one batch of the spool, all or nothing, in one transaction that
+        excludes every other ``apply_spooled`` of the same store, in any process or
+        host:
+
+        1. read the marks, inside the transaction;
+        2. ``batch = take(marks)``: the spool reads its files from there. An exception
+           from *take* rolls back and propagates unchanged; *take* may be called again
+           when the transaction is retried, and only the committed call's batch counts;
+        3. merge ``batch.items`` in order, as :meth:`Storage.upsert` would one by one
+           (nothing needs to be read back), set ``batch.marks`` and delete the marks
+           of ``batch.forget``; commit, durably.
+
+        Even with no item, the write lock is taken (a spool probes the store that
+        way). An item that cannot be stored for its values (the spool checks what it
+        appends, so a bug or a hand-edited file) is logged and skipped: it must not
+        stop the spool. Returns how many items were stored; raises
+        ``StorageUnavailable`` when the store cannot commit within its bound (nothing
+        of the batch is kept).
+        """
+        ...
 
 
 class BackendOptions:

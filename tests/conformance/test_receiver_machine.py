@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,14 @@ from hypothesis.stateful import (
 )
 
 from pushreport._config import ReporterConfig, StorageConfig
+from pushreport.spool import SpooledStorage
 from pushreport_core import (
     AppModel,
     AppState,
     Registration,
     Removal,
     Request,
+    StorageUnavailable,
     Template,
     default_removal_template,
     judge_response,
@@ -57,6 +60,8 @@ from pushreport_core.testing import strategies as prs
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import Config, Receiver, create_app, make_plugin_manager
 from pushreport_wsgi.testing import wsgi_exchange
+
+from ..plugins.sqlite.conftest import spooled
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 PLUGINS = make_plugin_manager()
@@ -117,7 +122,7 @@ class Harness:
         )
         self.app = create_app(receiver=self.receiver)
         # A second handle, as `pushreport list` would read: sees only what is committed.
-        self.reader = SQLiteStorage(path=db, busy_timeout=2)
+        self.reader = spooled(db, busy_timeout=2)
         self.reader.ping()  # creates the schema, so the lock below finds a database
         self.db = db
         self.lock: sqlite3.Connection | None = None
@@ -134,11 +139,22 @@ class Harness:
         self.lock.execute("ROLLBACK")
         self.lock.close()
         self.lock = None
-        self._spool_round()
+        # Its next round finds the database writable again: until then (a round of the
+        # background thread may hold the writers' turn, and busy_timeout is 0) reports
+        # are still refused, so the harness waits for one to go through.
+        deadline = time.monotonic() + 10
+        while True:
+            self._spool_round()
+            try:
+                self.receiver.storage.ping()
+                return
+            except StorageUnavailable:
+                assert time.monotonic() < deadline, "the spool never applied again"
+                time.sleep(0.001)
 
     def _spool_round(self) -> None:
         storage = self.receiver.storage
-        assert isinstance(storage, SQLiteStorage) and storage.spooling
+        assert isinstance(storage, SpooledStorage) and isinstance(storage.storage, SQLiteStorage)
         storage.apply_round(probe=True)
 
     def send(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:

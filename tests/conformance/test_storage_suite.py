@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from pushreport.spool import SpooledStorage
 from pushreport.testing import (
     MemoryStorage,
     MemoryStore,
     Operation,
+    SpoolTargetConformance,
     StorageConformance,
     assert_backends_agree,
     installed_backends,
@@ -41,6 +43,36 @@ class TestMemoryStorageConformance(StorageConformance):
 
     def make_unavailable(self, storage):
         return storage.store.unavailable()
+
+
+class TestMemorySpoolTargetConformance(SpoolTargetConformance):
+    """The reference backend offers the report spool's capability too."""
+
+    supports_unavailable = True
+
+    @pytest.fixture
+    def make_storage(self):
+        store = MemoryStore()
+        return lambda: MemoryStorage(store)
+
+    def make_unavailable(self, storage):
+        return storage.store.unavailable()
+
+
+class TestSpooledMemoryStorageConformance(StorageConformance):
+    """The report spool in front of the reference backend is a correct storage: the
+    spool is about no backend in particular."""
+
+    supports_processes = False
+    supports_unavailable = True
+
+    @pytest.fixture
+    def make_storage(self, tmp_path):
+        store = MemoryStore()
+        return lambda: SpooledStorage(MemoryStorage(store), folder=tmp_path / "spool")
+
+    def make_unavailable(self, storage):
+        return storage.storage.store.unavailable()
 
 
 def test_the_base_class_is_not_collected_but_subclasses_are() -> None:
@@ -180,7 +212,10 @@ def test_installed_backends_include_sqlite(tmp_path: Path) -> None:
     assert "sqlite" in backends, skipped
     storage = backends["sqlite"]()
     try:
-        assert isinstance(storage, SQLiteStorage) and storage.path.parent == tmp_path
+        # As configured by default: behind the report spool.
+        assert isinstance(storage, SpooledStorage)
+        assert isinstance(storage.storage, SQLiteStorage)
+        assert storage.storage.path.parent == tmp_path
     finally:
         storage.close()
 

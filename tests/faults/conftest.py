@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from ..e2e.conftest import Server
-from ..plugins.sqlite.conftest import _set_immutable
+from ..plugins.sqlite.conftest import _set_immutable, spooled
 
 __all__ = [
     "Server",
@@ -87,9 +87,7 @@ def stored(db: Path) -> dict[str, tuple[str | None, int]]:
     """``{selector: (token_msgs, reports)}`` of every registration in *db*, as
     pushreport reads it: what its report spool holds applied first (by a process of
     its own, as after a crash of the server)."""
-    from pushreport_sqlite import SQLiteStorage
-
-    storage = SQLiteStorage(path=db, busy_timeout=10, spool_interval=10)
+    storage = spooled(db, busy_timeout=10, interval=10)
     try:
         storage.apply_spool()
     finally:

@@ -285,9 +285,9 @@ def rows(db: Path) -> list[dict[str, Any]]:
     """Every stored row, as pushreport reads them: the report spool applied first."""
     if not db.exists():
         return []
-    from pushreport_sqlite import SQLiteStorage
+    from ..plugins.sqlite.conftest import spooled
 
-    storage = SQLiteStorage(path=db, busy_timeout=10, spool_interval=10)
+    storage = spooled(db, busy_timeout=10, interval=10)
     try:
         storage.apply_spool()
     finally:

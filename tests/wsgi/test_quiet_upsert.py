@@ -23,6 +23,7 @@ from pushreport_core import ConfigurationError, Registration, Report
 from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import Backend, Receiver, create_app, hookimpl, make_plugin_manager
 
+from ..plugins.sqlite.conftest import spooled
 from .conftest import SELECTOR, SPEC_GET, TOKEN_CALLS, TOKEN_MSGS, make_config
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -222,7 +223,8 @@ def test_group_commit_passes_a_quiet_upsert_on_when_the_storage_declares_one(qui
 
 @pytest.mark.parametrize(("quiet", "spool"), [(True, False), (False, False), (True, True)])
 def test_a_new_username_is_stored_by_the_whole_rule(tmp_path, statements, quiet, spool):
-    storage = SQLiteStorage(tmp_path / "db.sqlite3", spool=spool)
+    path = tmp_path / "db.sqlite3"
+    storage = spooled(path) if spool else SQLiteStorage(path)
     write = functools.partial(storage.upsert, read_back=False) if quiet else storage.upsert
     write(Report(selector=SELECTOR, token_msgs=TOKEN_MSGS), now=T0)
     write(Report(selector=SELECTOR, username="alice"), now=T0)  # the row had none
@@ -250,7 +252,7 @@ def test_a_report_repeating_the_username_writes_one_page(tmp_path):
     """The username index is left alone when the username does not change: each commit
     appends one page (the row's) to the WAL, not two."""
     path = tmp_path / "db.sqlite3"
-    storage = SQLiteStorage(path, checkpoint_interval=0, spool=False)
+    storage = SQLiteStorage(path, checkpoint_interval=0)
     storage.upsert(Report(selector=SELECTOR, username="alice"), now=T0, read_back=False)
     page = storage._run("PRAGMA page_size")[0][0]
     wal = path.with_name(path.name + "-wal")

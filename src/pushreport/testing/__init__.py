@@ -1,7 +1,9 @@
 """The conformance kit, server part: a storage conformance suite for backend authors, a
 reference backend in memory, a state machine against a dict model, the differential
-check across backends, and a conformance suite for limit states
-(:class:`LimitStateConformance`, for a backend that provides ``limit_state()``).
+check across backends, a conformance suite for limit states
+(:class:`LimitStateConformance`, for a backend that provides ``limit_state()``) and one
+for the report spool's capability (:class:`SpoolTargetConformance`, for a backend that
+offers ``spool_marks()`` and ``apply_spooled()``).
 
 Needs pytest and hypothesis (``pip install 'pushreport[testing]'``). A plugin author
 runs the whole suite against a backend with a few lines::
@@ -32,6 +34,7 @@ from ._model import (
     run_operations,
     storage_operations,
 )
+from ._spoolsuite import SpoolTargetConformance
 from ._suite import (
     CONCURRENT_SELECTORS,
     StorageConformance,
@@ -46,6 +49,7 @@ __all__ = [
     "MemoryStorage",
     "MemoryStore",
     "Operation",
+    "SpoolTargetConformance",
     "StorageConformance",
     "StorageOpener",
     "StorageMachine",

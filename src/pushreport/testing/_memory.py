@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from datetime import datetime
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator, Mapping
 
 import attrs
 
 from pushreport_core import Registration, Report, StorageUnavailable, merge, without_token
 
-from ..storage import Capability
+from ..storage import Capability, SpooledBatch
 
 __all__ = ["MemoryStorage", "MemoryStore"]
 
@@ -21,6 +21,8 @@ class MemoryStore:
     """The data of :class:`MemoryStorage`; several handles may share one (a "reopen")."""
 
     registrations: dict[str, Registration] = attrs.field(factory=dict)
+    #: How far a report spool in front of it is applied (``apply_spooled``).
+    spool_marks: dict[str, int] = attrs.field(factory=dict)
     lock: threading.RLock = attrs.field(factory=threading.RLock)
     #: While true, every handle raises ``StorageUnavailable``.
     down: bool = False
@@ -124,6 +126,28 @@ class MemoryStorage:
     def ping(self) -> None:
         with self.store.lock:
             self._check()
+
+    # -- the report spool's capability (pushreport.storage.SpoolTarget) ---------------
+
+    def spool_marks(self) -> dict[str, int]:
+        with self.store.lock:
+            self._check()
+            return dict(self.store.spool_marks)
+
+    def apply_spooled(self, take: Callable[[Mapping[str, int]], SpooledBatch]) -> int:
+        """The batch and its marks under the store's lock, on copies swapped in at the
+        end: all or nothing."""
+        with self.store.lock:
+            self._check()
+            batch = take(dict(self.store.spool_marks))
+            data = dict(self.store.registrations)
+            for report, now in batch.items:
+                data[report.selector] = merge(data.get(report.selector), report, now=now)
+            marks = {**self.store.spool_marks, **batch.marks}
+            for name in batch.forget:
+                marks.pop(name, None)
+            self.store.registrations, self.store.spool_marks = data, marks
+            return len(batch.items)
 
     def close(self) -> None:
         self._closed = True

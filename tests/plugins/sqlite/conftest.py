@@ -7,10 +7,29 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pushreport.spool import SpooledStorage
 from pushreport_sqlite import SQLiteStorage
+
+
+def spooled(
+    path: Path,
+    *,
+    busy_timeout: float = 2.0,
+    synchronous: str = "normal",
+    **spool: Any,
+) -> SpooledStorage:
+    """The SQLite backend behind the report spool, as ``[storage.sqlite] spool = true``
+    builds it (``test_from_options_builds_what_spooled_builds`` holds them together);
+    *spool*: the spool's settings (``interval``, ``max_bytes``, ``rotate_bytes``,
+    ``idle_wait``)."""
+    storage = SQLiteStorage(path, busy_timeout=busy_timeout, synchronous=synchronous)
+    return SpooledStorage(
+        storage, folder=Path(f"{path}.spool"), fsync=synchronous == "full", **spool
+    )
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The report spool: a report answered is in a file of its process's at once and in the
-database once applied, exactly once, in the order received, whoever applies it."""
+"""The report spool (pushreport.spool.SpooledStorage) in front of the SQLite backend: a
+report answered is in a file of its process's at once and in the database once applied,
+exactly once, in the order received, whoever applies it."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
-import pushreport_sqlite._spool as spool_module
+import pushreport.spool as spool_module
+from pushreport.spool import SpooledStorage
+from pushreport.storage import StorageContext
 from pushreport_core import Report, StorageUnavailable
 from pushreport_sqlite import SQLiteStorage
+
+from .conftest import spooled
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTOR = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
@@ -51,12 +56,14 @@ def spool_files(path: Path) -> list[str]:
 
 
 @pytest.fixture
-def slow(db_path: Path) -> SQLiteStorage:
+def slow(db_path: Path) -> SpooledStorage:
     """A storage whose background thread does not apply the spool during a test."""
-    return SQLiteStorage(path=db_path, busy_timeout=0.3, spool_interval=10)
+    return spooled(db_path, busy_timeout=0.3, interval=10)
 
 
-def test_a_report_is_spooled_at_once_and_applied_later(slow: SQLiteStorage, db_path: Path) -> None:
+def test_a_report_is_spooled_at_once_and_applied_later(
+    slow: SpooledStorage, db_path: Path
+) -> None:
     try:
         slow.upsert(report(), now=T0, read_back=False)
         (name,) = spool_files(db_path)
@@ -71,7 +78,7 @@ def test_a_report_is_spooled_at_once_and_applied_later(slow: SQLiteStorage, db_p
         slow.close()
 
 
-def test_every_read_applies_the_spool_first(slow: SQLiteStorage) -> None:
+def test_every_read_applies_the_spool_first(slow: SpooledStorage) -> None:
     try:
         slow.upsert(report(), now=T0, read_back=False)
         slow.upsert(
@@ -88,7 +95,7 @@ def test_every_read_applies_the_spool_first(slow: SQLiteStorage) -> None:
         slow.close()
 
 
-def test_a_removal_after_a_spooled_report_wins(slow: SQLiteStorage) -> None:
+def test_a_removal_after_a_spooled_report_wins(slow: SpooledStorage) -> None:
     try:
         slow.upsert(report(), now=T0, read_back=False)
         assert slow.remove(SELECTOR) is True
@@ -99,7 +106,7 @@ def test_a_removal_after_a_spooled_report_wins(slow: SQLiteStorage) -> None:
 
 
 def test_the_background_thread_applies_the_spool(db_path: Path) -> None:
-    storage = SQLiteStorage(path=db_path, spool_interval=0.01)
+    storage = spooled(db_path, interval=0.01)
     try:
         storage.upsert(report(), now=T0, read_back=False)
         deadline = datetime.now() + timedelta(seconds=5)
@@ -110,7 +117,7 @@ def test_the_background_thread_applies_the_spool(db_path: Path) -> None:
         storage.close()
 
 
-def test_close_applies_the_spool_and_deletes_its_file(slow: SQLiteStorage, db_path: Path) -> None:
+def test_close_applies_the_spool_and_deletes_its_file(slow: SpooledStorage, db_path: Path) -> None:
     slow.upsert(report(), now=T0, read_back=False)
     assert len(spool_files(db_path)) == 1
     slow.close()
@@ -119,8 +126,8 @@ def test_close_applies_the_spool_and_deletes_its_file(slow: SQLiteStorage, db_pa
 
 
 def test_reports_of_two_writers_are_applied_in_the_order_received(db_path: Path) -> None:
-    a = SQLiteStorage(path=db_path, spool_interval=10)
-    b = SQLiteStorage(path=db_path, spool_interval=10)
+    a = spooled(db_path, interval=10)
+    b = spooled(db_path, interval=10)
     try:
         # Interleaved in time across the two files; the newest token must win.
         a.upsert(report(token_msgs="Zmlyc3RUb2tlbjAw"), now=T0, read_back=False)
@@ -148,11 +155,11 @@ def test_reports_of_two_writers_are_applied_in_the_order_received(db_path: Path)
 
 
 def test_concurrent_appliers_apply_each_report_once(db_path: Path) -> None:
-    writers = [SQLiteStorage(path=db_path, busy_timeout=5, spool_interval=10) for _ in range(3)]
+    writers = [spooled(db_path, busy_timeout=5, interval=10) for _ in range(3)]
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def apply(storage: SQLiteStorage) -> None:
+    def apply(storage: SpooledStorage) -> None:
         while not stop.is_set():
             try:
                 storage.apply_spool()
@@ -179,7 +186,7 @@ def test_concurrent_appliers_apply_each_report_once(db_path: Path) -> None:
 
 
 def test_a_line_cut_short_is_never_applied_and_its_file_goes(
-    slow: SQLiteStorage, db_path: Path
+    slow: SpooledStorage, db_path: Path
 ) -> None:
     slow.upsert(report(), now=T0, read_back=False)
     slow.close()
@@ -202,7 +209,7 @@ def test_a_line_cut_short_is_never_applied_and_its_file_goes(
         )
         + b'["0000000000000000000000000000000000000002:7C3A0D14","us'
     )
-    again = SQLiteStorage(path=db_path, spool_interval=10)
+    again = spooled(db_path, interval=10)
     try:
         assert again.apply_spool() == 1  # the complete line only
         assert again.count() == 2
@@ -221,9 +228,12 @@ def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path
             f"""
             import os, signal, sys
             from datetime import datetime, timedelta, timezone
+            from pushreport.storage import StorageContext
             from pushreport_core import Report
             from pushreport_sqlite import SQLiteStorage
-            s = SQLiteStorage(path={str(db_path)!r}, spool_interval=10)
+            s = SQLiteStorage.from_options(
+                {{"path": {str(db_path)!r}, "spool_interval": 10}}, StorageContext()
+            )
             t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
             for i in range(1, 501):
                 s.upsert(Report(selector=f"{{i:040X}}:7C3A0D14", username="u",
@@ -240,7 +250,7 @@ def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path
     assert proc.stdout.strip() == "answered"
     assert len(spool_files(db_path)) == 1
     assert rows_in_file(db_path) == {}
-    reader = SQLiteStorage(path=db_path)
+    reader = spooled(db_path)
     try:
         assert reader.count() == 500
         assert spool_files(db_path) == []  # its writer is gone: applied, then deleted
@@ -251,7 +261,7 @@ def test_a_killed_writer_loses_nothing_it_answered(db_path: Path, tmp_path: Path
 def test_a_database_that_cannot_be_written_refuses_reports_until_it_can(
     db_path: Path,
 ) -> None:
-    storage = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=0.01)
+    storage = spooled(db_path, busy_timeout=0.05, interval=0.01)
     storage.upsert(report(), now=T0, read_back=False)
     storage.get(SELECTOR)  # the spool table exists, the file is in WAL mode
     holder = sqlite3.connect(db_path, isolation_level=None)
@@ -283,11 +293,8 @@ def test_a_database_that_cannot_be_written_refuses_reports_until_it_can(
         storage.close()
 
 
-def test_writers_start_a_new_file_past_the_rotation_size(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(spool_module, "ROTATE_BYTES", 600)
-    storage = SQLiteStorage(path=db_path, spool_interval=10)
+def test_writers_start_a_new_file_past_the_rotation_size(db_path: Path) -> None:
+    storage = spooled(db_path, interval=10, rotate_bytes=600)
     try:
         for i in range(1, 21):
             storage.upsert(report(i), now=T0, read_back=False)
@@ -301,12 +308,44 @@ def test_writers_start_a_new_file_past_the_rotation_size(
 
 
 def test_synchronous_full_syncs_each_report(db_path: Path) -> None:
-    assert SQLiteStorage(path=db_path, synchronous="full")._spool.fsync is True  # type: ignore[union-attr]
-    assert SQLiteStorage(path=db_path)._spool.fsync is False  # type: ignore[union-attr]
+    def built(**options: object) -> SpooledStorage:
+        storage = SQLiteStorage.from_options({"path": str(db_path), **options}, StorageContext())
+        assert isinstance(storage, SpooledStorage)
+        return storage
+
+    assert built(synchronous="full").fsync is True
+    assert built().fsync is False
+    assert built(synchronous="normal").fsync is False
+
+
+def test_from_options_builds_what_spooled_builds(db_path: Path) -> None:
+    """The tests' ``spooled()`` is the configuration's spool: the same folder, the same
+    settings and defaults."""
+    built = SQLiteStorage.from_options(
+        {"path": str(db_path), "busy_timeout": 0.3, "spool_interval": 10, "spool_max_bytes": 4096},
+        StorageContext(),
+    )
+    assert isinstance(built, SpooledStorage) and isinstance(built.storage, SQLiteStorage)
+    made = spooled(db_path, busy_timeout=0.3, interval=10, max_bytes=4096)
+    assert (built.folder, built.fsync, built.interval, built.max_bytes) == (
+        made.folder,
+        made.fsync,
+        made.interval,
+        made.max_bytes,
+    )
+    assert built.folder == Path(f"{db_path}.spool")
+    assert built.storage.busy_timeout == made.storage.busy_timeout == 0.3
+    default = SQLiteStorage.from_options({"path": str(db_path)}, StorageContext())
+    assert isinstance(default, SpooledStorage)
+    assert (default.interval, default.max_bytes) == (
+        spooled(db_path).interval,
+        spooled(db_path).max_bytes,
+    )
 
 
 def test_without_the_spool_each_report_is_committed_at_once(db_path: Path) -> None:
-    storage = SQLiteStorage(path=db_path, spool=False)
+    storage = SQLiteStorage.from_options({"path": str(db_path), "spool": False}, StorageContext())
+    assert type(storage) is SQLiteStorage  # a plain WAL backend: nothing in front
     try:
         storage.upsert(report(), now=T0, read_back=False)
         assert rows_in_file(db_path)[SELECTOR][2] == 1
@@ -315,28 +354,28 @@ def test_without_the_spool_each_report_is_committed_at_once(db_path: Path) -> No
         storage.close()
 
 
-def test_the_backend_declares_spools_exactly_when_its_spool_is_on(db_path: Path) -> None:
-    """``spools`` (what tells the receiver not to batch quiet upserts) follows the
-    option; a backend whose upsert adds to the write (the webhook's event) declares
-    neither it nor ``quiet_upsert``."""
-    from pushreport.storage import Capabilities, Capability
+def test_the_spool_declares_spools_and_its_backend_is_its_target(db_path: Path) -> None:
+    """``spools`` (what tells the receiver not to batch quiet upserts) is the wrapper's;
+    the SQLite backend is a spool's target; a backend whose upsert adds to the write
+    (the webhook's event) is none, and cannot be wrapped."""
+    from pushreport.storage import Capabilities, Capability, SpoolTarget
     from pushreport_webhook import WebhookStorage
 
-    for spool in (True, False):
-        storage = SQLiteStorage(path=db_path, spool=spool)
-        try:
-            capabilities = Capabilities.of(storage)
-            assert capabilities.spools is spool is storage.spooling
-            assert (Capability.SPOOLS in capabilities) is spool
-            assert capabilities.quiet_upsert is not None
-        finally:
-            storage.close()
+    plain = SQLiteStorage(db_path)
+    wrapped = spooled(db_path.with_name("spooled.sqlite3"))
     hook = WebhookStorage(path=db_path.with_name("hook.sqlite3"), deliver=False)
     try:
-        declared = Capabilities.of(hook).declared
-        assert Capability.SPOOLS not in declared and Capability.QUIET_UPSERT not in declared
+        assert Capability.SPOOL_TARGET in Capabilities.of(plain).declared
+        assert Capability.SPOOLS not in Capabilities.of(plain).declared
+        declared = Capabilities.of(wrapped).declared
+        assert {Capability.SPOOLS, Capability.QUIET_UPSERT} <= declared
+        assert Capability.SPOOL_TARGET not in declared
+        assert not isinstance(hook, SpoolTarget)
+        with pytest.raises(TypeError, match="^storage backend 'webhook' cannot be spooled: "):
+            SpooledStorage(hook, folder=Path(f"{db_path}.spool"))  # type: ignore[arg-type]
     finally:
-        hook.close()
+        for s in (plain, wrapped, hook):
+            s.close()
 
 
 def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
@@ -352,7 +391,7 @@ def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
         + b"{not json\n"
         + spool_module.encode((report(2).selector, *good[1:], "2024-05-01T12:00:02.000000Z"))
     )
-    storage = SQLiteStorage(path=db_path, spool_interval=10)
+    storage = spooled(db_path, interval=10)
     try:
         assert storage.apply_spool() == 2
         assert storage.get(SELECTOR) is None
@@ -366,7 +405,7 @@ def test_a_line_that_cannot_be_applied_is_dropped_and_the_spool_moves_on(
 
 
 def test_a_reader_who_cannot_read_the_spool_reads_what_is_applied(
-    slow: SQLiteStorage, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    slow: SpooledStorage, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow.upsert(report(), now=T0, read_back=False)
     slow.apply_spool()
@@ -382,31 +421,26 @@ def test_a_reader_who_cannot_read_the_spool_reads_what_is_applied(
         return listdir(path)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "listdir", as_another_user)
-    reader = SQLiteStorage(path=db_path)
+    reader = spooled(db_path)
     try:
         assert reader.count() == 1  # the applied report; the spooled one it cannot see
     finally:
         reader.close()
         monkeypatch.undo()
         slow.close()
-    assert SQLiteStorage(path=db_path).count() == 2
+    assert spooled(db_path).count() == 2
 
 
-def test_an_idle_applier_sleeps_longer_and_an_append_wakes_it(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_idle_applier_sleeps_longer_and_an_append_wakes_it(db_path: Path) -> None:
     import time
 
-    import pushreport_sqlite._storage as storage_module
-
-    monkeypatch.setattr(storage_module, "IDLE_WAIT", 60.0)
-    storage = SQLiteStorage(path=db_path, spool_interval=0.001)
+    storage = spooled(db_path, interval=0.001, idle_wait=60.0)
     try:
         storage.upsert(report(), now=T0, read_back=False)
         # Idle rounds double the wait from 1 ms: 2.5 s later the thread is inside a
         # wait of about 2 s, which ends about 1.6 s from now.
         time.sleep(2.5)
-        assert storage._applier_idle
+        assert storage.applier_idle
         storage.upsert(report(1), now=T0, read_back=False)
         started = time.monotonic()
         while report(1).selector not in rows_in_file(db_path):
@@ -421,8 +455,8 @@ def test_a_round_skips_when_another_process_just_went_through_but_never_when_fai
 ) -> None:
     # Two storages on one file stand for two worker processes; a long interval keeps
     # their own threads out of the way, and the test runs the rounds itself.
-    a = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
-    b = SQLiteStorage(path=db_path, busy_timeout=0.05, spool_interval=10)
+    a = spooled(db_path, busy_timeout=0.05, interval=10)
+    b = spooled(db_path, busy_timeout=0.05, interval=10)
     try:
         a.upsert(report(), now=T0, read_back=False)
         assert b.apply_round() == 1  # b's round went through every file ...
@@ -454,3 +488,34 @@ def test_a_round_skips_when_another_process_just_went_through_but_never_when_fai
     finally:
         a.close()
         b.close()
+
+
+def test_a_round_that_close_cuts_short_logs_nothing(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The applier thread may be inside a round when close() closes the database: that
+    round fails, and is no fault to report (close() applied what was waiting)."""
+    storage = spooled(db_path, interval=10)
+    storage.upsert(report(), now=T0, read_back=False)
+    storage.close()
+    assert rows_in_file(db_path)[SELECTOR][2] == 1
+    Path(f"{db_path}.spool").mkdir(exist_ok=True)
+    (Path(f"{db_path}.spool") / "999999-0badf00d.jsonl").write_bytes(
+        spool_module.encode(
+            (
+                report(1).selector,
+                "user1",
+                None,
+                None,
+                "QVBBOTFiRzlhcVd2",
+                None,
+                "{}",
+                None,
+                "2024-05-01T12:00:00.000000Z",
+            )
+        )
+    )
+    assert storage.apply_round() == 0  # the database is closed: it cannot apply
+    assert "cannot be applied" not in caplog.text
+    with pytest.raises(StorageUnavailable, match="^sqlite storage is closed$"):
+        storage.upsert(report(2), now=T0, read_back=False)

@@ -27,10 +27,12 @@ from typing import Any
 
 import pytest
 
-import pushreport_sqlite._spool as spool_module
+import pushreport.spool as spool_module
 from pushreport.storage import StorageContext
 from pushreport_core import ConfigurationError, Report, StorageUnavailable
 from pushreport_sqlite import SQLiteStorage
+
+from .conftest import spooled
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -131,7 +133,7 @@ def test_an_entry_that_is_no_spool_file_is_moved_aside_and_logged_once(
     folder.mkdir()
     stray = folder / "4242-0badf00d.jsonl"
     unblock = make(stray)
-    storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool_interval=10)
+    storage = spooled(db_path, busy_timeout=0.2, interval=10)
     try:
         storage.upsert(report(1), now=T0, read_back=False)
         for _ in range(3):
@@ -152,7 +154,7 @@ def test_an_entry_that_is_no_spool_file_is_moved_aside_and_logged_once(
 
 
 def test_list_reads_a_spool_that_holds_a_directory(db_path: Path) -> None:
-    storage = SQLiteStorage(path=db_path, spool_interval=10)
+    storage = spooled(db_path, interval=10)
     storage.upsert(report(1), now=T0, read_back=False)
     (Path(f"{db_path}.spool") / "4242-0badf00d.jsonl").mkdir()
     try:
@@ -197,6 +199,7 @@ def test_a_spool_file_that_cannot_be_read_refuses_reports_until_it_can(
             f"""
             import sys
             from datetime import datetime, timezone
+            from pushreport.storage import StorageContext
             from pushreport_core import Report, StorageUnavailable
             from pushreport_sqlite import SQLiteStorage
 
@@ -213,7 +216,10 @@ def test_a_spool_file_that_cannot_be_read_refuses_reports_until_it_can(
                     print(what, "refused:", e, flush=True)
 
             now = datetime(2024, 5, 1, tzinfo=timezone.utc)
-            s = SQLiteStorage(path={str(db_path)!r}, busy_timeout=0.2, spool_interval=10)
+            s = SQLiteStorage.from_options(
+                {{"path": {str(db_path)!r}, "busy_timeout": 0.2, "spool_interval": 10}},
+                StorageContext(),
+            )
             attempt("first", lambda: s.upsert(report(1), now=now, read_back=False))
             print("round", sum(s.apply_round() for _ in range(20)), flush=True)
             attempt("report", lambda: s.upsert(report(2), now=now, read_back=False))
@@ -257,14 +263,11 @@ def test_a_spool_file_that_cannot_be_read_refuses_reports_until_it_can(
     assert "Traceback" not in err
 
 
-def test_a_new_spool_file_is_never_deleted_under_its_writer(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_new_spool_file_is_never_deleted_under_its_writer(db_path: Path) -> None:
     """An applier that lists the spool while a writer starts a file must see it held:
     a file each report, and another applier running all along, loses none."""
-    monkeypatch.setattr(spool_module, "ROTATE_BYTES", 1)
-    writer = SQLiteStorage(path=db_path, spool_interval=10)
-    applier = SQLiteStorage(path=db_path, spool_interval=10)
+    writer = spooled(db_path, interval=10, rotate_bytes=1)
+    applier = spooled(db_path, interval=10)
     stop = threading.Event()
 
     def apply() -> None:
@@ -320,7 +323,7 @@ def turn(db_path: Path) -> Iterator[Turn]:
 def test_a_held_writers_turn_refuses_reports_and_reads_within_the_deadline(
     db_path: Path, turn: Turn
 ) -> None:
-    storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool_interval=10)
+    storage = spooled(db_path, busy_timeout=0.2, interval=10)
     try:
         storage.upsert(report(1), now=T0, read_back=False)
         assert within(storage.count) == 1
@@ -348,7 +351,7 @@ def test_a_held_writers_turn_refuses_reports_and_reads_within_the_deadline(
 
 
 def test_without_the_spool_a_held_turn_refuses_the_report(db_path: Path, turn: Turn) -> None:
-    storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool=False)
+    storage = SQLiteStorage(path=db_path, busy_timeout=0.2)  # no spool in front
     try:
         storage.upsert(report(1), now=T0, read_back=False)
         turn.hold()
@@ -364,7 +367,7 @@ def test_without_the_spool_a_held_turn_refuses_the_report(db_path: Path, turn: T
 
 def test_a_spool_past_its_bound_refuses_reports_until_applied(db_path: Path) -> None:
     bound = 20 * len(line(1))
-    storage = SQLiteStorage(path=db_path, spool_interval=10, spool_max_bytes=bound)
+    storage = spooled(db_path, interval=10, max_bytes=bound)
     accepted = []
     try:
         with pytest.raises(StorageUnavailable) as e:
@@ -390,9 +393,7 @@ def test_a_backlog_other_processes_left_past_the_bound_refuses_reports(
     folder = Path(f"{db_path}.spool")
     folder.mkdir()
     (folder / "4242-0badf00d.jsonl").write_bytes(b"".join(line(i) for i in range(1, 31)))
-    storage = SQLiteStorage(
-        path=db_path, spool_interval=10, spool_max_bytes=20 * len(line(1)), busy_timeout=5
-    )
+    storage = spooled(db_path, interval=10, max_bytes=20 * len(line(1)), busy_timeout=5)
     try:
         storage.upsert(report(31), now=T0, read_back=False)
         turn.hold()  # the round below waits for its turn, its backlog measured
@@ -440,7 +441,7 @@ def test_the_spool_bound_is_checked(tmp_path: Path, options: dict[str, Any], mes
         SQLiteStorage.from_options(options, StorageContext(base_dir=tmp_path))
     assert str(e.value) == message
     with pytest.raises(ValueError):
-        SQLiteStorage(path=tmp_path / "x.sqlite3", spool_max_bytes=0)
+        spooled(tmp_path / "x.sqlite3", max_bytes=0)
 
 
 # -- item 9/11: an unexpected failure of a round, logged once per interval ----------
@@ -449,7 +450,7 @@ def test_the_spool_bound_is_checked(tmp_path: Path, options: dict[str, Any], mes
 def test_a_failing_round_is_logged_once_per_interval_with_a_count(
     db_path: Path, turn: Turn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    storage = SQLiteStorage(path=db_path, busy_timeout=0.01, spool_interval=10)
+    storage = spooled(db_path, busy_timeout=0.01, interval=10)
     try:
         storage.upsert(report(1), now=T0, read_back=False)
         turn.hold()
@@ -475,7 +476,7 @@ def test_an_unexpected_error_in_a_round_refuses_reports_until_a_round_goes_throu
 ) -> None:
     """Not a failure the applier knows (here: its own bookkeeping table edited by hand,
     an offset that is no number): it counts as a failing database all the same."""
-    storage = SQLiteStorage(path=db_path, busy_timeout=0.2, spool_interval=10)
+    storage = spooled(db_path, busy_timeout=0.2, interval=10)
     try:
         storage.upsert(report(1), now=T0, read_back=False)
         assert storage.apply_round() == 1

@@ -580,7 +580,7 @@ def test_a_wal_grown_in_a_burst_is_cut_back_once_it_starts_over(tmp_path: Path) 
     from pushreport_sqlite._storage import WAL_SIZE_LIMIT
 
     path = tmp_path / "db.sqlite3"
-    storage = SQLiteStorage(path=path, spool=False, checkpoint_interval=0)
+    storage = SQLiteStorage(path=path, checkpoint_interval=0)
     now = datetime(2024, 5, 1, tzinfo=timezone.utc)
     storage.upsert(Report(selector="0" * 40 + ":00000000"), now=now)
     reader = sqlite3.connect(path, isolation_level=None)

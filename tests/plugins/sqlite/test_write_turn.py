@@ -23,7 +23,7 @@ REPORT = Report(
 
 
 def test_a_writer_waits_for_its_turn_and_writes_once_it_has_it(tmp_path: Path) -> None:
-    storage = SQLiteStorage(tmp_path / "db.sqlite3", spool=False)
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
     try:
         storage.upsert(REPORT, now=T0, read_back=False)  # creates the turn file
         turn = tmp_path / "db.sqlite3.writers"
@@ -53,7 +53,7 @@ def test_without_a_turn_file_writes_go_on(tmp_path: Path) -> None:
     # A folder where the turn file cannot be created (here: its name is taken by a
     # folder): SQLite's own locking decides, as before.
     (tmp_path / "db.sqlite3.writers").mkdir()
-    storage = SQLiteStorage(tmp_path / "db.sqlite3", spool=False)
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
     try:
         storage.upsert(REPORT, now=T0, read_back=False)
         storage.upsert(REPORT, now=T0, read_back=False)

@@ -1,25 +1,25 @@
-"""The report spool: reports appended to a file of their process's, applied in batches.
+"""The report spool's files: reports appended to a file of their process's, read back in
+the order received. :class:`pushreport.spool.SpooledStorage` is the storage side.
 
-A report answered 200 must survive a crash of the process (``synchronous = "normal"``)
-or a power loss (``"full"``). One ``write()`` to a file does the first: once it returns
-the bytes are the kernel's, whatever happens to the process; with an ``fdatasync()``
-after it, the disk's. Committing each report to SQLite from the request does both too,
-but costs a transaction per request, a write lock the two workers queue for and a page
-cache that the other worker's commit has just emptied (measured: ~80 µs against ~8 µs
-for the append). So a report writer appends one line to its spool file and answers; a
-background thread of every process applies what the spool files hold to the database,
-many reports per transaction, and records in that same transaction how far it got.
+A report answered 200 must survive a crash of the process (a backend's ``normal``
+durability) or a power loss (``full``). One ``write()`` to a file does the first: once it
+returns the bytes are the kernel's, whatever happens to the process; with an
+``fdatasync()`` after it, the disk's. So a report writer appends one line to its spool
+file and answers; a background thread of every process applies what the spool files
+hold to the backend, many reports per transaction, and the backend records in that
+same transaction how far it got (:class:`pushreport.storage.SpoolTarget`).
 
-Files: ``<db>.spool/<pid>-<random>.jsonl``, one per writing process, holding a shared
+Files: ``<folder>/<pid>-<random>.jsonl``, one per writing process, holding a shared
 ``flock`` for as long as the process writes to it: a file nobody holds is finished and
 is deleted once applied. A line is one report (a JSON array, see :func:`encode`); a
 line without its final newline is a write cut short (a full disk, a power loss before
 the ``fdatasync``): nobody was answered 200 for it, and it is never applied.
 
 An entry named like a spool file that is not a regular file (a directory, a FIFO, a
-symbolic link: :meth:`append` never makes one) cannot hold a report and is moved into
-``<db>.spool/unreadable/``. A regular file that cannot be read may hold reports
-answered 200, so it is left where it is and the applier fails until it can read it.
+symbolic link: :meth:`SpoolFiles.append` never makes one) cannot hold a report and is
+moved into ``<folder>/unreadable/``. A regular file that cannot be read may hold
+reports answered 200, so it is left where it is and the applier fails until it can
+read it.
 """
 
 from __future__ import annotations
@@ -29,25 +29,41 @@ import fcntl
 import heapq
 import json
 import logging
+import operator
 import os
 import secrets
 import stat
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import attrs
 
-from pushreport_core import REPORTED_FIELDS
+from pushreport_core import REPORTED_FIELDS, Report, format_time, parse_time
 
-__all__ = ["Spool", "encode", "flock_within", "FIELDS", "ROTATE_BYTES", "UNREADABLE"]
+__all__ = [
+    "SpoolFiles",
+    "Item",
+    "encode",
+    "encode_report",
+    "in_time_order",
+    "FIELDS",
+    "ROTATE_BYTES",
+    "UNREADABLE",
+]
 
-log = logging.getLogger("pushreport.sqlite")
+#: A report as the spool holds it: the report, and when it was received.
+Item = tuple[Report, datetime]
 
-#: The upsert's parameters, in the order a spool line holds them: what a report stores,
-#: and when it came. On disk: a spool written by one version is applied by the next.
-FIELDS = (*REPORTED_FIELDS, "now")
+#: The report's stored fields (:data:`~pushreport_core.REPORTED_FIELDS`), in the order a
+#: spool line holds them, then when the report was received. On disk: a spool written by
+#: one version is applied by the next.
+STORED = REPORTED_FIELDS
+FIELDS = (*STORED, "now")
+_EXTRA = STORED.index("extra")
+_stored_values = operator.attrgetter(*STORED)
 #: A writer starts a new file once its current one is this long; the old one is deleted
 #: once applied, so the spool holds at most about this much per process beyond what is
 #: waiting to be applied.
@@ -57,61 +73,65 @@ SUFFIX = ".jsonl"
 NEW = ".new"
 #: The folder inside the spool that entries which are not spool files are moved to.
 UNREADABLE = "unreadable"
-#: Polling a lock that is held: the first wait, and the longest.
-_LOCK_POLL = (0.0001, 0.005)
 
 
 # Made once: json.dumps/json.loads with arguments build a new encoder on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_EXTRA_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 _DECODER = json.JSONDecoder()
 
 
 def encode(values: Sequence[Any]) -> bytes:
-    """One spool line: the upsert's parameters in the order of :data:`FIELDS`, as a
-    JSON array, newline-terminated and UTF-8 (strictly: a value that cannot be stored
-    fails here, before it is spooled).
+    """One spool line: the values of :data:`FIELDS` in order, as a JSON array,
+    newline-terminated and UTF-8 (strictly: a value that cannot be stored fails here,
+    before it is spooled).
 
     JSON escapes every newline inside a string, so the last byte is the only newline.
     """
     return (_ENCODER.encode(values) + "\n").encode()
 
 
-def flock_within(fd: int, operation: int, timeout: float) -> bool:
-    """``flock(fd, operation)``, waiting at most *timeout* seconds: whether it was taken.
+def encode_report(report: Report, now: datetime) -> bytes:
+    """The spool line of *report* received at *now* (an aware datetime): ``extra`` as
+    a JSON object in text (its keys sorted), *now* as :func:`~pushreport_core.format_time`
+    gives it. Never the password: it is not a stored field.
 
-    Linux has no timed ``flock``, so a held lock is polled (from 0.1 ms, doubling up to
-    5 ms): a holder that never lets go (a stuck process, a careless ``flock`` in a
-    shell) costs a waiter *timeout*, never the rest of its life.
-
-    :raises OSError: the lock cannot be taken at all (not a wait).
+    :raises ValueError: *now* is naive.
     """
-    delay, longest = _LOCK_POLL
-    deadline = None
-    while True:
-        try:
-            fcntl.flock(fd, operation | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            pass
-        now = time.monotonic()
-        if deadline is None:
-            deadline = now + timeout
-        if now >= deadline:
-            return False
-        time.sleep(min(delay, deadline - now))
-        delay = min(delay * 2, longest)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be an aware datetime, got {now!r}")
+    values = list(_stored_values(report))
+    extra = values[_EXTRA]
+    values[_EXTRA] = _EXTRA_ENCODER.encode(extra) if extra else "{}"
+    values.append(format_time(now))
+    return encode(values)
 
 
-def decode(line: str) -> dict[str, Any]:
+def decode(line: str) -> Item:
+    """The report and time of one spool line (as :func:`encode_report` writes it).
+
+    :raises ValueError: it is not one (``UnicodeDecodeError`` and ``JSONDecodeError``
+        are ``ValueError`` too).
+    """
     values = _DECODER.decode(line)
-    if not isinstance(values, list) or len(values) != len(FIELDS):
+    if type(values) is not list or len(values) != len(FIELDS):
         raise ValueError("not a spool line")
-    return dict(zip(FIELDS, values))
+    now = values.pop()
+    extra = values[_EXTRA]
+    if extra == "{}":
+        values[_EXTRA] = {}
+    elif type(extra) is not str or type(extra := json.loads(extra)) is not dict:
+        raise ValueError("not a spool line: extra")
+    else:
+        values[_EXTRA] = extra
+    if type(now) is not str or type(values[0]) is not str:
+        raise ValueError("not a spool line")
+    return Report(**dict(zip(STORED, values))), parse_time(now)
 
 
 @attrs.define(eq=False)
-class Spool:
-    """The spool folder of one database file, as seen from one process.
+class SpoolFiles:
+    """The spool folder of one backend, as seen from one process.
 
     :meth:`append` is the writers' side (thread-safe; after a ``fork()`` the child
     starts a file of its own). :meth:`read` and :meth:`finished` are the applier's.
@@ -119,6 +139,10 @@ class Spool:
 
     folder: Path
     fsync: bool = False
+    #: Where its lines about the files go (the wrapped backend's logger).
+    log: logging.Logger = attrs.field(default=logging.getLogger("pushreport.spool"), kw_only=True)
+    #: A writer starts a new file once its current one is this long.
+    rotate_bytes: int = attrs.field(default=ROTATE_BYTES, kw_only=True)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _fd: int | None = attrs.field(init=False, default=None)
     _pid: int = attrs.field(init=False, default=0)
@@ -140,7 +164,7 @@ class Spool:
         """
         with self._lock:
             fd = self._fd if self._pid == os.getpid() else None
-            if fd is None or self._written >= ROTATE_BYTES:
+            if fd is None or self._written >= self.rotate_bytes:
                 fd = self._start()
             try:
                 written = os.write(fd, line)
@@ -215,7 +239,7 @@ class Spool:
         except PermissionError:
             # Another user's spool (a reader that may not see it, e.g. `pushreport list`
             # run as someone else): what is applied is all this process can read.
-            log.debug("the report spool %s cannot be read by this user", self.folder)
+            self.log.debug("the report spool %s cannot be read by this user", self.folder)
             return []
 
     def scan(self, names: Iterable[str]) -> tuple[dict[str, int], list[str]]:
@@ -251,7 +275,7 @@ class Spool:
         os.rename(self.folder / name, target)
         return aside
 
-    def read(self, name: str, offset: int) -> tuple[list[dict[str, Any]], int, int]:
+    def read(self, name: str, offset: int) -> tuple[list[Item], int, int]:
         """The complete lines of *name* from *offset*: their reports, the offset after
         the last of them (a line still being written, or cut short, stays) and the
         file's length as read.
@@ -275,9 +299,9 @@ class Spool:
         for line in data[:end].split(b"\n")[:-1]:
             try:
                 reports.append(decode(line.decode()))
-            except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            except (ValueError, TypeError):
                 # Not written by append(): skipped rather than stopping the spool.
-                log.error("%s: a line that is not a spooled report is skipped", name)
+                self.log.error("%s: a line that is not a spooled report is skipped", name)
         return reports, offset + end, offset + len(data)
 
     def finished(self, name: str) -> bool:
@@ -339,7 +363,7 @@ class Spool:
             return False
 
 
-def in_time_order(batches: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+def in_time_order(batches: Iterable[list[Item]]) -> Iterator[Item]:
     """The reports of every file, merged by the time they were received; each file's
     own order kept (its writer appended them in that order)."""
-    return heapq.merge(*batches, key=lambda params: params["now"])
+    return heapq.merge(*batches, key=operator.itemgetter(1))
