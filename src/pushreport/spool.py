@@ -51,7 +51,14 @@ from pushreport_core import Registration, Report, StorageUnavailable
 
 from ._logs import ThrottledLog
 from ._spool import ROTATE_BYTES, SpoolFiles, encode, encode_report, in_time_order
-from .storage import BackendOptions, Capability, SpooledBatch, SpoolTarget, Storage
+from .storage import (
+    BackendOptions,
+    Capabilities,
+    Capability,
+    SpooledBatch,
+    SpoolTarget,
+    Storage,
+)
 
 __all__ = [
     "SpooledStorage",
@@ -200,7 +207,7 @@ class SpooledStorage:
         # What the wrapped backend declares is this storage's too (each method called
         # after the spool is applied), but for being a spool's target; its quiet write
         # is an append of its own (``spools``: not batched by the receiver).
-        declared = frozenset(getattr(self.storage, "capabilities", ()))
+        declared = Capabilities.of(self.storage, self.name).declared
         self.capabilities = (declared - {Capability.SPOOL_TARGET}) | {
             Capability.QUIET_UPSERT,
             Capability.SPOOLS,

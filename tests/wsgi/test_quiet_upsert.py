@@ -152,7 +152,7 @@ def test_the_quiet_upsert_is_declared_and_a_subclass_that_breaks_it_is_refused(t
             "read_back argument"
         )
         for cls in (Both, Plain, SQLiteStorage):
-            storage = cls(tmp_path / f"{cls.__name__}.sqlite3", spool=False)
+            storage = cls(tmp_path / f"{cls.__name__}.sqlite3")
             opened.append(storage)
             quiet = Backend("ok", storage).capabilities.quiet_upsert
             assert quiet is not None
