@@ -124,6 +124,9 @@ def serve(
         # is first imported, so before anything builds the metrics.
         child_exit = prepare_multiprocess() if config.metrics.enabled else None
         config = shared_nonce_key(config)
+        # The adapter, imported in the master before the socket listens: a missing one
+        # fails the start, and nothing is imported after the "listening" line.
+        create_app = load_adapter(ADAPTER)
         # Check everything once in the master, so a bad configuration fails at start-up
         # instead of in every worker: every backend is opened (created when missing,
         # checked to be writable), waiting up to STARTUP_WAIT seconds for one that is
@@ -194,7 +197,6 @@ def serve(
 
         options["child_exit"] = on_child_exit
 
-    create_app = load_adapter(ADAPTER)  # in the master: a missing adapter fails here
     apps: list[Any] = []  # this worker's app, once loaded
 
     def worker_exit(server: Any, worker: Any) -> None:
