@@ -623,8 +623,9 @@ def test_the_upsert_sets_each_column_by_its_policy() -> None:
 
 
 def test_a_spool_line_holds_what_a_report_stores_and_when() -> None:
-    """The order is on disk: a spool written before an upgrade is applied after it."""
-    from pushreport_sqlite._spool import FIELDS, decode, encode
+    """The order is on disk: a spool written before an upgrade is applied after it; a
+    line applies as the same upsert parameters as the report it holds."""
+    from pushreport._spool import FIELDS, decode, encode_report
 
     assert FIELDS == (
         "selector",
@@ -638,7 +639,5 @@ def test_a_spool_line_holds_what_a_report_stores_and_when() -> None:
         "now",
     )
     report = Report(selector=SELECTOR, username="u", token_msgs="dG9rZW4=", extra={"a": "1"})
-    values = list(sql._report_values(report))
-    values[sql._EXTRA_AT] = sql._dump_extra(report.extra)
-    line = encode([*values, sql._db_time(T0)])
-    assert decode(line.decode()) == sql._params(report, T0)
+    spooled, at = decode(encode_report(report, T0).decode())
+    assert sql._params(spooled, at) == sql._params(report, T0)
