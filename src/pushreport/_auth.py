@@ -390,38 +390,35 @@ class DigestAuthenticator:
 # --- the deployer's callable ------------------------------------------------------------
 
 
-class CallableAuthenticator:
-    """The account's username and password checked by ``check(username, password)``.
+class _PasswordCheck:
+    """What the ``callable`` and ``http`` methods share: the account's own username and
+    password, asked of somebody (:meth:`_ask`), and a bounded cache of the successes.
 
-    Only ``True`` vouches (anything else refuses: fail closed). Successes are cached for
-    *cache_ttl* seconds in a least-recently-used table of *cache_size* entries, keyed by
-    the username and an HMAC of the password under a random per-process key: the
-    password itself is never kept, and a cache entry is useless without the key.
-    Failures are never cached (a changed password works at once; the lock-out counts
-    them). An exception in *check* answers ``503`` (the app retries later), logged with
-    its type only: its message might carry the password.
+    Successes are cached for *cache_ttl* seconds in a least-recently-used table of
+    *cache_size* entries, keyed by the username and an HMAC of the password under a
+    random per-process key: the password itself is never kept, and a cache entry is
+    useless without the key. Failures are never cached (a changed password works at
+    once; the lock-out counts them).
     """
 
     def __init__(
         self,
-        check: Callable[[str, str], object],
         *,
         cache_size: int = 1024,
         cache_ttl: float = 300,
         clock: Callable[[], float] = time.time,
-        name: str = "",
+        name: str,
     ) -> None:
-        self.check = check
         self.cache_size = cache_size
         self.cache_ttl = cache_ttl
         self.clock = clock
-        self.name = name or getattr(check, "__qualname__", repr(check))
+        self.name = name
         self._salt = secrets.token_bytes(32)
         self._cache: OrderedDict[tuple[str, bytes], float] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"CallableAuthenticator({self.name!r}, cache={len(self._cache)})"
+        return f"{type(self).__name__}({self.name!r}, cache={len(self._cache)})"
 
     def _key(self, username: str, password: Secret) -> tuple[str, bytes]:
         mac = hmac.new(self._salt, password.reveal().encode("utf-8"), "sha256").digest()
@@ -464,7 +461,36 @@ class CallableAuthenticator:
 
     def _ask(self, username: str, password: Secret) -> bool:
         """Whether the password is the user's: ``True`` vouches, ``False`` refuses;
-        :class:`AuthenticationUnavailable` when nobody could tell."""
+        raise :class:`AuthenticationUnavailable` when nobody could tell."""
+        raise NotImplementedError
+
+
+class CallableAuthenticator(_PasswordCheck):
+    """The account's username and password checked by ``check(username, password)``.
+
+    Only ``True`` vouches (anything else refuses: fail closed); successes are cached
+    (:class:`_PasswordCheck`). An exception in *check* answers ``503`` (the app retries
+    later), logged with its type only: its message might carry the password.
+    """
+
+    def __init__(
+        self,
+        check: Callable[[str, str], object],
+        *,
+        cache_size: int = 1024,
+        cache_ttl: float = 300,
+        clock: Callable[[], float] = time.time,
+        name: str = "",
+    ) -> None:
+        super().__init__(
+            cache_size=cache_size,
+            cache_ttl=cache_ttl,
+            clock=clock,
+            name=name or getattr(check, "__qualname__", repr(check)),
+        )
+        self.check = check
+
+    def _ask(self, username: str, password: Secret) -> bool:
         try:
             answer = self.check(username, password.reveal())
         except Exception as e:
@@ -477,22 +503,19 @@ class CallableAuthenticator:
 # --- an HTTP provider -------------------------------------------------------------------
 
 
-def _no_check(username: str, password: str) -> bool:
-    return False  # never called: HttpAuthenticator asks its provider instead
-
-
-class HttpAuthenticator(CallableAuthenticator):
+class HttpAuthenticator(_PasswordCheck):
     """The account's username and password POSTed as a form
-    (``username=...&password=...``) to a provider at *url*, which answers:
+    (``username=...&password=...``, UTF-8) to a provider at *url*, which answers:
 
     - ``2xx``: the password is the user's (it vouches, as a callable's ``True`` does);
     - ``401`` or ``403``: it is not (the app gets ``403``, and the lock-out counts it);
-    - anything else, a redirect (never followed), no answer or no answer within
+    - anything else, a redirect (never followed), no answer or no whole answer within
       *timeout* seconds: nobody could tell, ``503`` with ``Retry-After``.
 
-    Successes are cached exactly as the callable's are (the same table, the same TTL).
-    A failed callout is logged with the provider's scheme, host and port and the
-    reason (``HTTP 500``, ``timed out``): never the URL's path, nor anything sent.
+    Successes are cached as the callable's are (:class:`_PasswordCheck`). The answer's
+    body is never read. A failed callout is logged with the provider's scheme, host and
+    port and the reason (``HTTP 500``, ``timed out``): never the URL's path or query,
+    nor anything sent.
     """
 
     def __init__(
@@ -504,25 +527,15 @@ class HttpAuthenticator(CallableAuthenticator):
         cache_ttl: float = 300,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(
-            _no_check,
-            cache_size=cache_size,
-            cache_ttl=cache_ttl,
-            clock=clock,
-            name=where(url),
-        )
+        super().__init__(cache_size=cache_size, cache_ttl=cache_ttl, clock=clock, name=where(url))
         self.url = url
         self.timeout = timeout
 
-    def __repr__(self) -> str:
-        return f"HttpAuthenticator({self.name!r}, cache={len(self._cache)})"
-
     def _ask(self, username: str, password: Secret) -> bool:
-        form = urlencode({"username": username, "password": password.reveal()})
         try:
             answer = post(
                 self.url,
-                form.encode("ascii"),
+                urlencode({"username": username, "password": password.reveal()}).encode(),
                 headers={"Content-Type": FORM, "Accept": "*/*"},
                 timeout=self.timeout,
             )
@@ -536,6 +549,8 @@ class HttpAuthenticator(CallableAuthenticator):
             reason = f"HTTP {answer.status}"
             if 300 <= answer.status < 400:
                 reason += " (a redirect: not followed)"
+        # Raised outside the except clause: the exception carries no context (whose
+        # frames hold the form) for a traceback to show.
         _failures.error("authentication provider %s failed: %s", self.name, reason)
         raise AuthenticationUnavailable("authentication is unavailable")
 

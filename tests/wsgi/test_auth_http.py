@@ -227,6 +227,9 @@ def test_the_deadline_covers_the_whole_exchange(provider):
     with pytest.raises(AuthenticationUnavailable) as e:
         auth.pushreport_authenticate(username="trickle", password=Secret(PASSWORD))
     assert str(e.value) == "authentication is unavailable"
+    # No chained exception whose frames hold the form: a traceback cannot show it.
+    assert e.value.__context__ is None and e.value.__cause__ is None
+    assert repr(auth) == f"HttpAuthenticator('{provider.url.split('/check')[0]}', cache=0)"
 
 
 def test_successes_are_cached_failures_never(tmp_path, provider):
