@@ -331,3 +331,13 @@ def test_an_https_url_with_a_port_is_accepted():
     )
     assert config.auth.http_url == "https://users.example:8443/check"
     assert config.auth.http_timeout == 3.0
+
+
+def test_it_identifies_the_user_so_another_cannot_take_the_selector_over(tmp_path, provider):
+    app = http_app(tmp_path, provider.url)
+    c = Client(app)
+    assert c.get(report("alice")).status_code == 200
+    # "nocontent" is a user the provider accepts too: authenticated, but not the owner.
+    assert c.get(report("nocontent")).status_code == 403
+    [reg] = list(app.receiver.storage)
+    assert reg.username == "alice" and reg.reports == 1
