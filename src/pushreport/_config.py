@@ -657,9 +657,13 @@ def check_auth_config(auth: AuthConfig) -> None:
 def check_provider_url(url: str) -> None:
     """``[auth] http_url``: http or https, a host, no user or password in it (urllib
     would take ``user:pw@host`` for a host name; and the URL's host is logged)."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ConfigurationError(
+            "must not contain spaces or control characters", key="auth.http_url"
+        )
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (a port that is not a number raises)
+        _ = parts.port  # a port that is not a number raises
     except ValueError:
         raise ConfigurationError("is not a valid URL", key="auth.http_url") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:

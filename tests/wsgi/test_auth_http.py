@@ -306,6 +306,14 @@ def test_a_template_without_the_password_is_refused_at_start_up(tmp_path, provid
             "auth.http_url: is not a valid URL",
         ),
         (
+            {"methods": ["http"], "http_url": "https://users.example/a b"},
+            "auth.http_url: must not contain spaces or control characters",
+        ),
+        (
+            {"methods": ["http"], "http_url": "https://users.example/\r\nX-Injected: 1"},
+            "auth.http_url: must not contain spaces or control characters",
+        ),
+        (
             {"methods": ["http"], "http_url": "https://users.example/", "http_timeout": 0},
             "auth.http_timeout: must be between 0.1 and 10, not 0",
         ),
