@@ -11,20 +11,22 @@ callout (:mod:`pushreport._auth`) both POST with :mod:`urllib.request` through
   to every socket operation, so a server that trickles one byte a second would hold
   the caller for as long as it likes. A timer shuts the connection's socket down when
   the time is up (the blocked read then returns), and the failure reads "timed out";
+- resolves the host name within the same time: ``getaddrinfo`` cannot be interrupted,
+  so it runs in a thread of its own that the caller stops waiting for (the thread ends
+  when the resolver gives up); an IP address is used as it is;
 - describes a failure in a few words (:func:`describe`) that name neither the URL nor
   anything sent, and :func:`where` gives the part of a URL that is safe to log.
-
-Not bounded: resolving the host name (``getaddrinfo`` cannot be interrupted). Give an IP
-address or a name the resolver answers at once.
 """
 
 from __future__ import annotations
 
 import functools
 import http.client
+import ipaddress
 import socket
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from email.message import Message
@@ -66,6 +68,7 @@ class _Deadline:
     """
 
     def __init__(self, timeout: float) -> None:
+        self._end = time.monotonic() + timeout
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._done = False
@@ -75,6 +78,13 @@ class _Deadline:
 
     def start(self) -> None:
         self._timer.start()
+
+    def remaining(self) -> float:
+        """Seconds left; a timeout (``TimeoutError``) when none are."""
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        return left
 
     def arm(self, sock: socket.socket | None) -> None:
         with self._lock:
@@ -99,6 +109,64 @@ class _Deadline:
         self._timer.cancel()
 
 
+def _resolve(host: str, port: int, deadline: _Deadline) -> list[Any]:
+    """``getaddrinfo`` for a TCP connection, given up on when the deadline passes."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # an address: nothing to look up, no thread
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    found: list[Any] = []
+    failed: list[OSError] = []
+
+    def look_up() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=look_up, name="pushreport-resolve", daemon=True)
+    thread.start()
+    thread.join(deadline.remaining())
+    if thread.is_alive():
+        raise TimeoutError("name resolution timed out")
+    if failed:
+        raise failed[0]
+    return found
+
+
+def _connect(
+    address: tuple[str, int], deadline: _Deadline, source: tuple[str, int] | None
+) -> socket.socket:
+    """``socket.create_connection`` within the deadline, name resolution included."""
+    host, port = address
+    error: OSError | None = None
+    for family, kind, proto, _, where_to in _resolve(host, port, deadline):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(deadline.remaining())
+            if source:
+                sock.bind(source)
+            sock.connect(where_to)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error or OSError("getaddrinfo returned nothing")
+
+
+def _connect_within(deadline: _Deadline) -> Callable[..., socket.socket]:
+    # http.client connects through the instance's _create_connection(address, timeout,
+    # source_address) (socket.create_connection): the time is the deadline's here.
+    def create_connection(
+        address: tuple[str, int], timeout: Any = None, source_address: Any = None
+    ) -> socket.socket:
+        return _connect(address, deadline, source_address)
+
+    return create_connection
+
+
 def _shutdown(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -110,6 +178,8 @@ class _WatchedHTTPConnection(http.client.HTTPConnection):
     def __init__(self, *args: Any, deadline: _Deadline | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline = deadline
+        if deadline is not None:
+            self._create_connection = _connect_within(deadline)
 
     def connect(self) -> None:
         super().connect()
@@ -123,6 +193,8 @@ class _WatchedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, *args: Any, deadline: _Deadline | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline = deadline
+        if deadline is not None:
+            self._create_connection = _connect_within(deadline)
 
     def connect(self) -> None:
         super().connect()
@@ -199,8 +271,8 @@ def post(
 ) -> Answer:
     """POST *data* to *url*; the answer, whatever its status.
 
-    At most *max_answer* bytes of the body are read (0: none). The whole exchange takes
-    at most *timeout* seconds (plus resolving the host name).
+    At most *max_answer* bytes of the body are read (0: none). The whole exchange,
+    resolving the host name included, takes at most *timeout* seconds.
 
     :raises OutboundError: no answer came (its ``reason``: "timed out", "connection
         refused", ...).
