@@ -76,7 +76,7 @@ OPTIONS_DOC = {
     "Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature), or "
     '"pushreport" (X-Pushreport-Timestamp, X-Pushreport-Signature); docs/webhook.md.',
     "secret": 'The key that signs every request (HMAC-SHA256): for signature = "standard", '
-    "whsec_ and the base64 of at least 24 random bytes; for \"pushreport\", any "
+    'whsec_ and the base64 of at least 24 random bytes; for "pushreport", any '
     "non-empty string. This or secret_env is required; never logged.",
     "secret_env": "The name of an environment variable holding the key, instead of secret.",
     "outbox": f"The SQLite file holding the registrations, the outbox and the dead "
@@ -219,9 +219,9 @@ class WebhookStorage:
         """The backend for the ``[storage.webhook]`` table of the configuration.
 
         ``url`` and one of ``secret`` or ``secret_env`` are required, the secret of
-        the form ``signature`` needs (``whsec_…`` for ``"standard"``, the default); the other options
-        have defaults (docs/storage.md, "Webhook backend"). Starts the deliverer thread unless
-        ``deliver = false``; opens no file yet.
+        the form ``signature`` needs (``whsec_…`` for ``"standard"``, the default); the
+        other options have defaults (docs/storage.md, "Webhook backend"). Starts the
+        deliverer thread unless ``deliver = false``; opens no file yet.
 
         :raises ConfigurationError: an unknown option, a missing or malformed one, or an
             unset ``secret_env`` variable, naming ``storage.webhook.<option>``; never
