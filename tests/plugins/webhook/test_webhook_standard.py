@@ -7,6 +7,7 @@ and a secret of the wrong form refuses to start, in one line that never quotes i
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pushreport.storage import StorageContext
@@ -28,6 +31,7 @@ from pushreport_webhook import (
     StandardSigner,
     WebhookStorage,
     make_signer,
+    secret_problem,
     standard_signature,
 )
 from pushreport_webhook._outbox import dead_events, pending_events
@@ -86,8 +90,9 @@ def outbox(storage: WebhookStorage) -> tuple[list[Any], list[Any]]:
 
 
 def test_deliveries_carry_the_standard_headers_and_the_library_verifies_them(
-    receiver: Receiver, open_storage: Any
+    receiver: Receiver, open_storage: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, "pushreport")
     storage = open_storage(receiver.url, secret=SECRET)  # signature: the default
     assert storage.signature == "standard"
     stored = [storage.upsert(report(n), now=T0) for n in range(3)]
@@ -107,6 +112,8 @@ def test_deliveries_carry_the_standard_headers_and_the_library_verifies_them(
         assert TIMESTAMP_HEADER.lower() not in headers
     ids = [lower(d.headers)["webhook-id"] for d in receiver.accepted()]
     assert len(set(ids)) == 3
+    assert "delivers to http://127.0.0.1:" in caplog.text  # the log was captured
+    assert SECRET.removeprefix("whsec_") not in caplog.text
 
 
 def test_a_retried_delivery_keeps_its_webhook_id_and_every_attempt_verifies(
@@ -248,6 +255,28 @@ def test_secrets_of_the_right_form_are_taken(
         assert storage.signature == signature
     finally:
         storage.close()
+
+
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        st.text(max_size=80).map(lambda t: "whsec_" + t),
+        st.binary(max_size=70).map(lambda b: "whsec_" + base64.b64encode(b).decode()),
+    )
+)
+def test_the_secret_check_and_the_signer_agree_on_any_string(secret: str) -> None:
+    """secret_problem says None exactly when a signer can be made, never raises, and the
+    reason never quotes the secret."""
+    problem = secret_problem("standard", secret, scheme_given=False)
+    try:
+        make_signer("standard", Secret(secret))
+        made = True
+    except ValueError as e:
+        made = False
+        assert secret not in str(e) or len(secret) < 7
+    assert made == (problem is None)
+    if problem is not None and len(secret) > 6:
+        assert secret not in problem
 
 
 def test_an_unpadded_secret_signs_as_the_library_verifies() -> None:
