@@ -72,8 +72,8 @@ OPTIONS_DOC = {
     "url": "Required. The http:// or https:// URL every event is POSTed to (never logged: "
     "only its host). A user name or password in it (user:password@host) is refused: the "
     "requests are signed with secret.",
-    "signature": f'How requests are signed: "standard" (default {DEFAULT_SIGNATURE!r}), '
-    "Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature), or "
+    "signature": f'How requests are signed: "{DEFAULT_SIGNATURE}" (the default), as '
+    "Standard Webhooks says (webhook-id, webhook-timestamp, webhook-signature), or "
     '"pushreport" (X-Pushreport-Timestamp, X-Pushreport-Signature); docs/webhook.md.',
     "secret": 'The key that signs every request (HMAC-SHA256): for signature = "standard", '
     'whsec_ and the base64 of at least 24 random bytes; for "pushreport", any '
@@ -182,7 +182,9 @@ class WebhookStorage:
     url: str | None = attrs.field(default=None, kw_only=True)
     secret: Secret | None = attrs.field(default=None, converter=_secret, kw_only=True, repr=False)
     #: ``"standard"`` or ``"pushreport"`` (:data:`~._signing.SIGNATURES`).
-    signature: str = attrs.field(default=DEFAULT_SIGNATURE, kw_only=True)
+    signature: str = attrs.field(
+        default=DEFAULT_SIGNATURE, validator=attrs.validators.in_(SIGNATURES), kw_only=True
+    )
     deliver: bool = attrs.field(default=True, kw_only=True)
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, converter=float, kw_only=True)
     max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, kw_only=True)
