@@ -45,6 +45,7 @@ import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -387,8 +388,8 @@ class AuthConfig:
     methods: tuple[str, ...] = setting(
         (),
         'built-in authentication, all of which must pass: "secret", "digest", '
-        '"callable"; empty: none (plugins may still authenticate)',
-        what='a list of "secret", "digest" or "callable"',
+        '"callable", "http"; empty: none (plugins may still authenticate)',
+        what='a list of "secret", "digest", "callable" or "http"',
     )
     secret: str = setting("", "the shared secret the template carries", secret=True)
     secret_env: str = setting(
@@ -427,11 +428,20 @@ class AuthConfig:
         "module:function called as function(username, "
         "password) -> bool, e.g. a check against your user table",
     )
+    http_url: str = setting(
+        "",
+        "the http method's provider: the account's username and password are POSTed "
+        "there as a form; 2xx accepts, 401 and 403 refuse, anything else is a 503",
+        what="an http or https URL",
+    )
+    http_timeout: float = setting(
+        3.0, "seconds the http method waits for the provider's whole answer", low=0.1, high=10
+    )
     cache_size: int = setting(
-        1024, "successful callable checks remembered (0: none)", low=0, high=1_000_000
+        1024, "successful callable or http checks remembered (0: none)", low=0, high=1_000_000
     )
     cache_ttl: int = setting(
-        300, "seconds a successful callable check is remembered", low=0, high=86400
+        300, "seconds a successful callable or http check is remembered", low=0, high=86400
     )
 
     def __attrs_post_init__(self) -> None:
@@ -578,7 +588,7 @@ def section_error(section: str) -> Callable[[str, str], ConfigurationError]:
 # nothing above it imported (no import cycle), and each rule is written once.
 
 #: The built-in authentication methods of ``[auth] methods``.
-AUTH_METHODS = ("secret", "digest", "callable")
+AUTH_METHODS = ("secret", "digest", "callable", "http")
 
 #: RFC 7616's algorithms: the hash and whether the session variant (``-sess``) is used.
 DIGEST_ALGORITHMS: dict[str, tuple[str, bool]] = {
@@ -602,7 +612,7 @@ def check_auth_config(auth: AuthConfig) -> None:
     for method in auth.methods:
         if method not in AUTH_METHODS:
             raise ConfigurationError(
-                'must list "secret", "digest" or "callable", not ' + repr(method),
+                'must list "secret", "digest", "callable" or "http", not ' + repr(method),
                 key="auth.methods",
             )
     if len(set(auth.methods)) != len(auth.methods):
@@ -638,6 +648,28 @@ def check_auth_config(auth: AuthConfig) -> None:
             raise ConfigurationError("must not contain a quote or a backslash", key="auth.realm")
     if "callable" in auth.methods:
         load_callable(auth.callable)
+    if "http" in auth.methods and not auth.http_url:
+        raise ConfigurationError("the http method needs the provider's URL", key="auth.http_url")
+    if auth.http_url:
+        check_provider_url(auth.http_url)
+
+
+def check_provider_url(url: str) -> None:
+    """``[auth] http_url``: http or https, a host, no user or password in it (urllib
+    would take ``user:pw@host`` for a host name; and the URL's host is logged)."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ConfigurationError(
+            "must not contain spaces or control characters", key="auth.http_url"
+        )
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        raise ConfigurationError("is not a valid URL", key="auth.http_url") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError("must be an http or https URL with a host", key="auth.http_url")
+    if "@" in parts.netloc:
+        raise ConfigurationError("must not carry a user or password", key="auth.http_url")
 
 
 def load_callable(spec: str) -> Callable[[str, str], object]:

@@ -10,12 +10,10 @@ storage forget the token (``forget_token``), so that the next lookup no longer o
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +36,7 @@ from pushreport_core import (
 
 from ._config import Config, PushConfig, load_config
 from ._lookup import Lookup
+from ._outbound import OPENER, OutboundError, post
 from ._redact import shorten
 from ._service import Receiver
 from .storage import Capabilities, ForgetToken, Storage
@@ -48,7 +47,6 @@ log = logging.getLogger("pushreport.push")
 
 #: The most of an answer that is read: the gateway answers a small JSON object.
 MAX_ANSWER = 64 * 1024
-USER_AGENT = "pushreport"
 
 
 @attrs.frozen(kw_only=True)
@@ -89,16 +87,6 @@ class PushResult:
         return f"{text}  {detail}" if detail else text
 
 
-def _no_redirects() -> urllib.request.OpenerDirector:
-    # urllib would follow a 301/302 by turning the POST into a GET without its body: a
-    # redirect is answered as what it is (a refusal, "failed") instead.
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return urllib.request.build_opener(NoRedirect)
-
-
 @attrs.define
 class PushClient:
     """Send pushes to the Acrobits JSON gateway, one device at a time.
@@ -121,7 +109,7 @@ class PushClient:
     storages: Sequence[Storage] = ()
     rng: random.Random = attrs.field(factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
-    opener: urllib.request.OpenerDirector = attrs.field(factory=_no_redirects)
+    opener: urllib.request.OpenerDirector = OPENER
     #: Each storage's name and bound ``forget_token`` (``None``: it declares none).
     _forgetters: tuple[tuple[str, ForgetToken | None], ...] = attrs.field(
         init=False, default=(), repr=False
@@ -196,37 +184,22 @@ class PushClient:
         return [self.send(target, **kwargs) for target in targets]
 
     def _post(self, data: bytes) -> tuple[PushOutcome, float | None]:
-        request = urllib.request.Request(
-            self.gateway_url,
-            data=data,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-        )
         try:
-            with self.opener.open(request, timeout=self.timeout) as response:
-                status, headers = response.status, response.headers
-                answer = response.read(MAX_ANSWER)
-        except urllib.error.HTTPError as e:
-            status, headers = e.code, e.headers
-            try:
-                answer = e.read(MAX_ANSWER)
-            except (OSError, ValueError):
-                answer = b""
-            finally:
-                e.close()
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", e)
-            if isinstance(reason, socket.timeout) or isinstance(e, TimeoutError):
-                reason = "timed out"
-            return judge_push_answer(None, error=str(reason)), None
+            answer = post(
+                self.gateway_url,
+                data,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                timeout=self.timeout,
+                max_answer=MAX_ANSWER,
+                opener=self.opener,
+            )
+        except OutboundError as e:
+            return judge_push_answer(None, error=e.reason), None
+        headers = answer.headers
         retry_after = parse_retry_after(
             headers.get("Retry-After") if headers else None, now=datetime.now(timezone.utc)
         )
-        return judge_push_answer(status, answer), retry_after
+        return judge_push_answer(answer.status, answer.body), retry_after
 
     def _forget(self, target: PushTarget) -> tuple[str, ...]:
         changed: set[str] = set()

@@ -122,7 +122,7 @@ def pushreport_authenticate(
         nobody). A check that does not tell who asks (a
         secret or an address shared by every account) returns ``None`` when it
         passes, as the built-in ``secret`` and ``digest`` methods do; the built-in
-        ``callable`` returns ``True``.
+        ``callable`` and ``http`` return ``True``.
         Raise :class:`~pushreport_core.AuthenticationRequired` with the
         ``WWW-Authenticate`` challenges to ask for HTTP credentials instead (``401``: the
         client retries with them). Refusals count against the ``[limits]`` lock-out.
