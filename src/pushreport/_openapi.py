@@ -5,7 +5,8 @@ with placeholders for what the configuration decides: ``{lookup}`` (``[lookup] p
 ``{healthz}`` and ``{readyz}`` (``[health]``'s paths; left out when ``[health]`` is
 off). :func:`openapi_document` fills them in. The lookup endpoint serves the result at
 ``{lookup}/openapi.json`` (:class:`~pushreport.LookupEndpoint`, no token needed: it
-holds no data), and ``python -m pushreport._docs`` writes the default one to
+holds no data; ``info.version`` is the API's, not the package's, which it does not
+tell), and ``python -m pushreport._docs`` writes the default one to
 ``docs/openapi.json``.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from importlib import metadata, resources
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,13 +34,6 @@ def _template() -> dict[str, Any]:
     return data
 
 
-def _version() -> str:
-    try:
-        return metadata.version("pushreport")
-    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare source tree
-        return "0+unknown"
-
-
 def openapi_document(config: Config) -> dict[str, Any]:
     """The OpenAPI document of *config*'s lookup endpoint and health checks: a new,
     JSON-ready dict each call."""
@@ -54,7 +48,6 @@ def lookup_document(path: str) -> dict[str, Any]:
 
 def _filled(lookup: str, health: tuple[str, str] | None) -> dict[str, Any]:
     document = copy.deepcopy(_template())
-    document["info"]["version"] = _version()
     places = {_LOOKUP: lookup}
     if health is not None:
         places[_HEALTHZ], places[_READYZ] = health

@@ -7,6 +7,7 @@ tests/e2e/test_openapi.py runs schemathesis against a real ``pushreport serve``.
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from typing import Any
 
 import attrs
@@ -106,6 +107,7 @@ def test_served_without_the_bearer_for_the_configured_paths(tmp_path):
     config = attrs.evolve(config, health=HealthConfig(healthz="/live", readyz="/ready"))
     application = create_app(config)
     try:
+        report(application, "zoe", SEL_A, calls="CALLTOKEN-ZOE", msgs="MSGTOKEN-ZOE")
         resp = Client(application).get("/internal/tokens/openapi.json")
         assert resp.status_code == 200
         assert resp.headers["Content-Type"] == JSON
@@ -121,7 +123,11 @@ def test_served_without_the_bearer_for_the_configured_paths(tmp_path):
             "/live",
             "/ready",
         ]
+        # Nothing of this server beyond its paths: no token, no data, no software version.
         assert TOKEN not in resp.get_data(as_text=True)
+        assert "zoe" not in resp.get_data(as_text=True)
+        assert "TOKEN-ZOE" not in resp.get_data(as_text=True)
+        assert metadata.version("pushreport") not in resp.get_data(as_text=True)
         # HEAD: the same, without a body; any other method is refused, still tokenless.
         head = Client(application).head("/internal/tokens/openapi.json")
         assert (head.status_code, head.data) == (200, b"")
