@@ -18,6 +18,7 @@ request into one call here and its outcome into a response.
   its ``*_env`` key names (for plugins' options too);
 - :class:`SpooledStorage` — the report spool, around any backend that takes batches;
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
+  :func:`openapi_document` — the lookup endpoint's and health checks' OpenAPI document;
 - :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
 - :mod:`pushreport.testing` — the storage conformance kit.
 """
@@ -44,6 +45,7 @@ from ._limits import client_address
 from ._logs import ThrottledLog
 from ._lookup import Lookup, LookupAnswer, LookupEndpoint
 from ._metrics import PrometheusMetrics
+from ._openapi import openapi_document
 from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
 from ._service import Backend, Outcome, Receiver, RemovalOutcome
@@ -73,6 +75,7 @@ __all__ = [
     "MainOption",
     "MetricsConfig",
     "OperatorPaths",
+    "openapi_document",
     "Outcome",
     "PluginsConfig",
     "PrometheusMetrics",

@@ -892,7 +892,8 @@ class LookupConfig:
     enabled: bool = setting(False, "serve the lookup endpoint (needs token or token_env)")
     path: str = setting(
         "/pushreport/lookup",
-        "where it is mounted: {path}/registrations and {path}/targets",
+        "where it is mounted: {path}/registrations and {path}/targets; "
+        "{path}/openapi.json describes them, without a token",
         what="a path",
     )
     token: str = setting(

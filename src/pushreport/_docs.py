@@ -3,9 +3,10 @@
 - ``docs/configuration.md`` from the configuration schema (:data:`SECTIONS`: each key's
   default, bounds and sentence) and each installed backend's documented options;
 - ``docs/hooks.md`` from the hookspecs' signatures and docstrings;
-- ``docs/cli.md`` from the ``pushreport`` command's argument parser.
+- ``docs/cli.md`` from the ``pushreport`` command's argument parser;
+- ``docs/openapi.json``, the lookup endpoint's OpenAPI document, for the default paths.
 
-``python -m pushreport._docs`` rewrites the three files in ``docs/`` of the source
+``python -m pushreport._docs`` rewrites the four files in ``docs/`` of the source
 tree; ``--check`` exits 1 and names the stale files instead. The test suite runs the
 check, and it also fails when a key, an option or a hook has no text of its own.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,12 +24,14 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from . import hookspecs
-from ._config import SECTIONS
+from ._config import SECTIONS, Config
+from ._openapi import openapi_document
 
 __all__ = [
     "configuration_reference",
     "hooks_reference",
     "cli_reference",
+    "openapi_reference",
     "render_all",
     "undocumented",
     "DOCS_DIR",
@@ -180,12 +184,19 @@ def cli_reference() -> str:
     return "".join(lines)
 
 
+def openapi_reference() -> str:
+    """The OpenAPI document of the default configuration's paths, as indented JSON."""
+    document = openapi_document(Config())
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
 def render_all() -> dict[str, str]:
     """``{file name: content}`` of the generated reference."""
     return {
         "configuration.md": configuration_reference(),
         "hooks.md": hooks_reference(),
         "cli.md": cli_reference(),
+        "openapi.json": openapi_reference(),
     }
 
 

@@ -73,7 +73,7 @@ class PushReportMiddleware(PathDispatcher):
         settings = self.receiver.config
         prefixes: dict[str, WSGIApplication] = {}
         if settings.lookup.enabled:
-            lookup = LookupApp.from_config(settings.lookup, self.receiver.storage)
+            lookup = LookupApp.from_config(settings.lookup, self.receiver.storage, whole=settings)
             prefixes[lookup.endpoint.path] = lookup
         super().__init__(
             ReportMiddleware(app, self.receiver),

@@ -13,11 +13,12 @@ module only speaks WSGI.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from werkzeug.wrappers import Request, Response
 
 from pushreport import (
+    Config,
     Lookup,
     LookupConfig,
     LookupEndpoint,
@@ -26,6 +27,7 @@ from pushreport import (
     Readiness,
     Receiver,
     Storage,
+    openapi_document,
 )
 from pushreport_core import Secret
 
@@ -92,14 +94,31 @@ class ReadyApp:
 
 
 class LookupApp:
-    """The lookup endpoint under *path* (:class:`~pushreport.LookupEndpoint`) over WSGI."""
+    """The lookup endpoint under *path* (:class:`~pushreport.LookupEndpoint`) over WSGI,
+    and its OpenAPI document *openapi* at ``{path}/openapi.json``."""
 
-    def __init__(self, lookup: Lookup, *, token: Secret, path: str) -> None:
-        self.endpoint = LookupEndpoint(lookup, token=token, path=path)
+    def __init__(
+        self,
+        lookup: Lookup,
+        *,
+        token: Secret,
+        path: str,
+        openapi: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.endpoint = LookupEndpoint(lookup, token=token, path=path, openapi=openapi)
 
     @classmethod
-    def from_config(cls, config: LookupConfig, storage: Storage) -> LookupApp:
-        return cls(Lookup(storage), token=config.bearer_token(), path=config.path)
+    def from_config(
+        cls, config: LookupConfig, storage: Storage, *, whole: Config | None = None
+    ) -> LookupApp:
+        """The app of *config*; *whole*, the configuration it is a section of, gives the
+        OpenAPI document the health checks' paths."""
+        return cls(
+            Lookup(storage),
+            token=config.bearer_token(),
+            path=config.path,
+            openapi=openapi_document(whole) if whole is not None else None,
+        )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ["pushreport.handled"] = True
