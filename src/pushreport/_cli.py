@@ -456,7 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = vars(args).get("log_level")
     if level is not None and args.command != "serve":  # serve configures its own
-        logging.basicConfig(level=level_number(level), format=TEXT_FORMAT, stream=sys.stderr)
+        logging.basicConfig(format=TEXT_FORMAT, stream=sys.stderr)  # unless configured
+        logging.getLogger().setLevel(level_number(level))
     try:
         run: RunCommand | None = vars(args).get("pushreport_run")
         if run is not None:  # a plugin's command
