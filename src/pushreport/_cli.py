@@ -200,7 +200,7 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         "--config",
         metavar="FILE",
         help="TOML configuration whose [reporter] template the app uses "
-        "(default: the spec's examples, for the default shapes)",
+        f"(default: ${CONFIG_ENV} if set, else the spec's examples, for the default shapes)",
     )
     check.add_argument(
         "--sessions",

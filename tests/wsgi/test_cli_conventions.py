@@ -19,6 +19,8 @@ import pytest
 from werkzeug.test import Client
 
 from pushreport._cli import CONFIG_ENV, build_parser, main
+from pushreport._config import Config, iter_settings
+from pushreport._effective import effective_config
 from pushreport._plugins import make_plugin_manager
 from pushreport.hookspecs import hookimpl
 from pushreport_core import ConfigurationError
@@ -330,6 +332,27 @@ def test_config_masks_every_secret_in_toml_and_json(
         "log_format": "text",
     }
     assert shown["auth"]["secret_env"] == "" and shown["limits"]["trusted_proxies"] == []
+
+
+def test_every_key_the_schema_marks_secret_is_masked() -> None:
+    """Whatever key is declared ``secret=True`` (now or later), set to a value that
+    nothing else checks, is masked; every other key is printed."""
+    config = Config()
+    marked = []
+    for key, field in iter_settings():
+        section_name, _, name = key.partition(".")
+        section = getattr(config, section_name)
+        if field.metadata.get("secret"):
+            marked.append(key)
+            # Past the section's checks: only the printing is under test here.
+            object.__setattr__(section, name, f"S3CRET-{key}")
+    assert {"auth.secret", "auth.digest_password", "auth.nonce_key", "lookup.token"} <= set(marked)
+    shown = effective_config(config, backends={})
+    assert "S3CRET" not in json.dumps(shown)
+    for key, _ in iter_settings():
+        section_name, _, name = key.partition(".")
+        value = shown[section_name][name]
+        assert (value == "***") == (key in marked), key
 
 
 def test_config_prints_the_name_of_an_env_variable_not_its_value(
