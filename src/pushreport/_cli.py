@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(make_plugin_manager(blocked=_blocked_plugins(argv)))
     except ConfigurationError as e:  # a plugin's command clashes with another
-        print(f"pushreport: configuration error: {e}", file=sys.stderr)
+        print(_error_line(e), file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
     level = vars(args).get("log_level")
@@ -480,14 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _prune(args)
         if args.command == "config":
             return _config(args)
-    except ConfigurationError as e:
-        print(f"pushreport: configuration error: {e}", file=sys.stderr)
-        return 2
     except PushReportError as e:
-        # A StorageUnavailable's message names the store (a path, or a database and its
-        # host; never a password) and why.
-        print(f"pushreport: {e}", file=sys.stderr)
-        return 1
+        print(_error_line(e), file=sys.stderr)
+        return 2 if isinstance(e, ConfigurationError) else 1
     except BrokenPipeError:
         # `pushreport list --json | head`: the reader left; that is not an error. Point
         # stdout at nothing so that the interpreter's final flush stays quiet too.
@@ -511,6 +506,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 70
     raise AssertionError(args.command)  # pragma: no cover
+
+
+def _error_line(error: PushReportError) -> str:
+    """The one line a command that fails with *error* prints. (A StorageUnavailable's
+    message names the store, a path or a database and its host, never a password, and
+    why.)"""
+    if isinstance(error, ConfigurationError):
+        return f"pushreport: configuration error: {error}"
+    return f"pushreport: {error}"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -672,11 +676,8 @@ def _config(args: argparse.Namespace) -> int:
 
     try:
         return run_config(_read_config(args.config), as_json=args.json, out=sys.stdout)
-    except ConfigurationError as e:
-        print(f"pushreport: configuration error: {e}", file=sys.stderr)
-        return 1
     except PushReportError as e:
-        print(f"pushreport: {e}", file=sys.stderr)
+        print(_error_line(e), file=sys.stderr)
         return 1
 
 
