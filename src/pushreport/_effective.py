@@ -87,7 +87,8 @@ def run_config(config: Config, *, as_json: bool, out: TextIO) -> int:
     check_start(config)
     shown = effective_config(config)
     if as_json:
-        json.dump(shown, out, ensure_ascii=False, indent=2)
+        # default=str: a TOML date in a backend's table has no JSON type of its own.
+        json.dump(shown, out, ensure_ascii=False, indent=2, default=str)
         out.write("\n")
         return 0
     where = f" of {config.source}" if config.source is not None else " (the embedded default)"

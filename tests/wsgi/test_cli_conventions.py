@@ -238,7 +238,8 @@ SECRETS = {
     "auth.digest_password": "S3CRET-digest-0002",
     "auth.nonce_key": "S3CRET-nonce-key-0003",
     "lookup.token": "S3CRET-lookup-token-0004",
-    "storage.webhook.secret": "S3CRET-webhook-key-0005",
+    # A Standard Webhooks secret (the default signature), the base64 of S3CRET-...
+    "storage.webhook.secret": "whsec_UzNDUkVULXdlYmhvb2sta2V5LTAwMDUtbG9uZy1lbm91Z2g=",
     "storage.webhook.url": "https://hooks.example.com/S3CRET-webhook-path-0006",
     "storage.postgresql.dsn": "postgresql://u:S3CRET-pg-0007@127.0.0.1/none",
     "storage.files.password": "S3CRET-undocumented-0008",
