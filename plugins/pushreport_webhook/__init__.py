@@ -102,7 +102,8 @@ __all__ = [
 @hookimpl
 def pushreport_register_storage(register: RegisterStorage) -> None:
     """Register the ``webhook`` backend."""
-    register("webhook", webhook_storage)
+    # The URL too: its path or query may carry a token, so it is never logged either.
+    register("webhook", webhook_storage, secret_options=("secret", "url"))
 
 
 @hookimpl

@@ -86,18 +86,10 @@ def _settings(section_cls: type) -> Iterator[attrs.Attribute[Any]]:
 
 def _backend_options() -> dict[str, dict[str, str]]:
     """``{backend: {option: doc}}`` of the installed backends that document options."""
-    from ._plugins import collect_storage_factories, make_plugin_manager
+    from ._plugins import collect_storage_backends, make_plugin_manager
 
-    out: dict[str, dict[str, str]] = {}
-    for name, factory in sorted(collect_storage_factories(make_plugin_manager()).items()):
-        # A factory function's ``options_doc``, or a ``from_options`` classmethod's
-        # class's ``OPTIONS_DOC``: ``{option: meaning}``.
-        options = getattr(factory, "options_doc", None) or getattr(
-            getattr(factory, "__self__", None), "OPTIONS_DOC", None
-        )
-        if options:
-            out[name] = dict(options)
-    return out
+    backends = collect_storage_backends(make_plugin_manager())
+    return {name: dict(b.options_doc) for name, b in sorted(backends.items()) if b.options_doc}
 
 
 def configuration_reference(*, backends: dict[str, dict[str, str]] | None = None) -> str:
@@ -163,7 +155,22 @@ def _subcommands(
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+    """The options and arguments *parser* documents (not ``--help``, nor one hidden
+    from it: ``--log-level`` after a command, documented before it)."""
+    return [
+        a
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        and a.help != argparse.SUPPRESS
+    ]
+
+
+def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
+    rows = ["| option | meaning |\n|---|---|\n"]
+    for action in _options(parser):
+        names = ", ".join(action.option_strings) or action.metavar or action.dest
+        rows.append(f"| `{names}` | {_cell(action.help or '')} |\n")
+    return rows
 
 
 def cli_reference() -> str:
@@ -172,15 +179,20 @@ def cli_reference() -> str:
 
     parser = build_parser()
     lines = [_HEADER, "# Command reference\n\n", parser.description or "", "\n"]
+    lines.append(
+        "\n## Before the command\n\n```\npushreport [--version] [--log-level LEVEL] "
+        "COMMAND ...\n```\n\nEvery command's `--help` starts with its one line below. "
+        "Without `--config`, a command reads the file the `PUSHREPORT_CONFIG` "
+        "environment variable names, if set (`--config` wins; a file it names that "
+        "does not exist is an error naming the variable).\n\n"
+    )
+    lines += _option_rows(parser)
     for name, text, sub in _subcommands(parser):
         lines.append(f"\n## `pushreport {name}`\n\n{text}\n\n")
         # A fixed width: the generated text must not depend on the terminal.
         sub.formatter_class = functools.partial(argparse.HelpFormatter, width=96)
         lines.append("```\n" + sub.format_usage().replace("usage: ", "") + "```\n\n")
-        lines.append("| option | meaning |\n|---|---|\n")
-        for action in _options(sub):
-            names = ", ".join(action.option_strings) or action.metavar or action.dest
-            lines.append(f"| `{names}` | {_cell(action.help or '')} |\n")
+        lines += _option_rows(sub)
     return "".join(lines)
 
 

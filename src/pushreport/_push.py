@@ -76,6 +76,23 @@ class PushResult:
             self.outcome.kind
         ]
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``pushreport push --json`` prints for this device (the token shortened,
+        as in :meth:`line`)."""
+        return {
+            "selector": self.target.selector,
+            "also": list(self.target.also),
+            "app_id": self.target.app_id,
+            "token": shorten(self.target.device_token, 12),
+            "status": self.status,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "http_status": self.outcome.status,
+            "code": self.outcome.code,
+            "reason": self.outcome.reason,
+            "forgotten": list(self.forgotten),
+        }
+
     def line(self) -> str:
         """The line ``pushreport push`` prints: selector, shortened token, outcome."""
         detail = self.outcome.reason

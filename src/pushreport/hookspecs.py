@@ -62,8 +62,11 @@ def pushreport_register_storage(register: RegisterStorage) -> None:
         ``main_option=MainOption("path", is_path=True)`` names the option that
         ``pushreport migrate NAME:VALUE`` and ``--db`` set
         (:class:`pushreport.storage.MainOption`; without it, the backend is named alone
-        there and configured in ``--config``). Registering a name twice is a
-        configuration error.
+        there and configured in ``--config``). ``secret_options=("secret",)`` names
+        the options whose values are secret (a key, a password): ``pushreport config``
+        prints ``"***"`` for them, and for the main option when it is declared secret,
+        and for any option the factory does not document (``OPTIONS_DOC``). Registering
+        a name twice is a configuration error.
     """
 
 
@@ -77,7 +80,8 @@ def pushreport_add_commands(add_command: AddCommand) -> None:
     ``--config`` names, add commands.
 
     :param add_command: call ``add_command(name, run, help="...")`` for each command
-        (:class:`AddCommand`). It returns the command's
+        (:class:`AddCommand`); *help*, one line, is the first line of the command's
+        ``--help`` and its entry in ``pushreport --help``. It returns the command's
         :class:`argparse.ArgumentParser`, which already has ``--config FILE``, for the
         command's own options. When the command is given, ``run(config, args)`` is
         called (:data:`RunCommand`) with the configuration ``--config`` names (the
