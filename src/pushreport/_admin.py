@@ -72,19 +72,19 @@ _CSS = """
 :root{color-scheme:light dark;font-family:system-ui,sans-serif;line-height:1.4}
 body{margin:0 auto;max-width:48rem;padding:.75rem}
 header{display:flex;flex-wrap:wrap;justify-content:space-between;align-items:center;gap:.5rem}
-h1{font-size:1.25rem;margin:.25rem 0}h2{font-size:1.05rem;margin:0 0 .5rem;word-break:break-all}
+h1{font-size:1.25rem;margin:.25rem 0}h2{font-size:1.05rem;margin:0 0 .5rem;overflow-wrap:anywhere}
 form.inline{display:inline}
 input[type=search],input[type=password]{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem}
 button{padding:.5rem .75rem;font-size:1rem;margin:.25rem .25rem .25rem 0}
 .reg{border:1px solid #8888;border-radius:.4rem;padding:.75rem;margin:.75rem 0}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .75rem;margin:0 0 .5rem}
-dt{font-weight:600}dd{margin:0;word-break:break-all}
+dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 .stale{background:#c60;color:#fff;border-radius:.3rem;padding:0 .4rem;font-size:.85rem}
 .note{border-left:.3rem solid #08c;padding:.25rem .75rem;margin:.75rem 0}
 .error{border-left-color:#c00}
 .danger{background:#c00;color:#fff;border:0;border-radius:.3rem}
 table{border-collapse:collapse;width:100%}
-td,th{border-bottom:1px solid #8888;padding:.25rem;text-align:left;word-break:break-all}
+td,th{border-bottom:1px solid #8888;padding:.25rem;text-align:left;overflow-wrap:anywhere}
 @media (max-width:30rem){dl{grid-template-columns:1fr}dt{margin-top:.3rem}}
 """.strip()
 _CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
