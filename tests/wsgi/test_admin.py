@@ -405,3 +405,26 @@ def test_the_page_needs_a_long_token_however_it_is_built(tmp_path):
     with pytest.raises(ConfigurationError, match="at least 16"):
         AdminPage(receiver, token=Secret("short"), path=BASE)
     receiver.close()
+
+
+def test_the_token_and_the_session_never_reach_a_log_line_a_page_or_a_repr(app, caplog):
+    pages: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        c = Client(app)
+        resp = login(c)
+        [cookie] = [v for v in resp.headers.getlist("Set-Cookie") if "pushreport_admin=" in v]
+        session = cookie.split(";")[0].split("=", 1)[1]
+        page = c.get(BASE + "/?q=alice").text
+        csrf = csrf_of(page)
+        data = {"csrf": csrf, "selector": SEL_A, "q": "alice"}
+        pages += [
+            page,
+            c.post(BASE + "/push", data=dict(data, purpose="message")).text,
+            c.post(BASE + "/forget", data=dict(data, confirm="yes")).text,
+            Client(app).get(BASE + "/", headers={"Authorization": f"Bearer {TOKEN}"}).text,
+        ]
+    assert "a login from" in caplog.text and f"forgot the registration of {SEL_A}" in caplog.text
+    page_repr = repr(AdminPage.from_config(app.receiver).__dict__)
+    for text in (caplog.text, *pages, repr(app.receiver.config), page_repr):
+        assert TOKEN not in text and session not in text
+    assert "MSGTOKEN-A-0123456789" not in caplog.text
