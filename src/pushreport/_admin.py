@@ -133,12 +133,13 @@ class AdminAnswer:
 
 
 class _Refused(Exception):
-    """An answer other than the page: its status and the one line to show."""
+    """An answer other than the page: its status, the one line to show, its headers."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def _one(values: Mapping[str, Sequence[str]], name: str) -> str:
@@ -148,7 +149,15 @@ def _one(values: Mapping[str, Sequence[str]], name: str) -> str:
     value = given[0] if given else ""
     if len(value) > MAX_VALUE:
         raise _Refused(400, f"{name} is too long")
+    if "\x00" in value:  # no backend stores one; PostgreSQL cannot even compare it
+        raise _Refused(400, f"{name} contains a NUL character")
     return value
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time equality of a computed signature and what a client sent (any text:
+    ``hmac.compare_digest`` refuses non-ASCII ``str``, so bytes are compared)."""
+    return hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "surrogatepass"))
 
 
 def _e(value: object) -> str:
@@ -242,11 +251,7 @@ class AdminPage:
                 return self._push(request, session)
             return self._forget(request, session)
         except _Refused as e:
-            headers: tuple[tuple[str, str], ...] = ()
-            if e.status == 405:
-                allowed = "POST" if route not in ("", "/", "/login") else "GET, HEAD"
-                headers = (("Allow", "GET, HEAD, POST" if route == "/login" else allowed),)
-            return self._page(e.status, "Refused", self._note(e.message, error=True), headers)
+            return self._page(e.status, "Refused", self._note(e.message, error=True), e.headers)
         except TooManyRequests as e:
             return self._page(
                 429,
@@ -266,7 +271,9 @@ class AdminPage:
     # -- sessions, logins, CSRF ------------------------------------------------------
 
     def _sign(self, text: str) -> str:
-        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(
+            self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256
+        ).hexdigest()
 
     def _csrf(self, session: str) -> str:
         return self._sign("csrf:" + session)
@@ -287,9 +294,9 @@ class AdminPage:
         cookie = request.cookies.get(SESSION_COOKIE, "")
         sid, _, rest = cookie.partition(".")
         expires, _, signature = rest.partition(".")
-        if not (sid and expires.isdigit() and signature):
+        if not (sid and expires.isascii() and expires.isdigit() and signature):
             return None
-        if not hmac.compare_digest(self._sign(f"{sid}.{expires}"), signature):
+        if not _same(self._sign(f"{sid}.{expires}"), signature):
             return None
         if int(expires) <= self.clock().timestamp():
             return None
@@ -297,7 +304,7 @@ class AdminPage:
 
     def _check_csrf(self, request: AdminRequest, session: str) -> None:
         given = _one(request.form, "csrf")
-        if not hmac.compare_digest(self._csrf(session).encode(), given.encode()):
+        if not _same(self._csrf(session), given):
             log.info("support page: a %s without a valid CSRF token refused", request.path)
             raise _Refused(403, "invalid or missing CSRF token: reload the page and try again")
 
@@ -315,9 +322,7 @@ class AdminPage:
             return self._login_form(200, nonce, "", cookie)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         given = _one(request.form, "csrf")
-        if not nonce or not hmac.compare_digest(
-            self._csrf("login:" + nonce).encode(), given.encode()
-        ):
+        if not nonce or not _same(self._csrf("login:" + nonce), given):
             raise _Refused(403, "invalid or missing CSRF token: reload the page and try again")
         limiter = self.receiver.limiter
         if limiter is not None:
@@ -344,7 +349,7 @@ class AdminPage:
 
     def _methods(self, request: AdminRequest, *allowed: str) -> None:
         if request.method not in allowed:
-            raise _Refused(405, "method not allowed")
+            raise _Refused(405, "method not allowed", (("Allow", ", ".join(allowed)),))
 
     # -- the actions -------------------------------------------------------------------
 

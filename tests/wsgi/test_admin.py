@@ -13,9 +13,19 @@ from typing import Any, Iterator
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.test import Client
 
-from pushreport import AdminConfig, AdminPage, LimitsConfig, LookupConfig, PruneConfig, PushConfig
+from pushreport import (
+    AdminConfig,
+    AdminPage,
+    AdminRequest,
+    LimitsConfig,
+    LookupConfig,
+    PruneConfig,
+    PushConfig,
+)
 from pushreport_core import ConfigurationError, Secret
 from pushreport_wsgi import AdminApp, Receiver, create_app, hookimpl, make_plugin_manager
 
@@ -428,3 +438,90 @@ def test_the_token_and_the_session_never_reach_a_log_line_a_page_or_a_repr(app, 
     for text in (caplog.text, *pages, repr(app.receiver.config), page_repr):
         assert TOKEN not in text and session not in text
     assert "MSGTOKEN-A-0123456789" not in caplog.text
+
+
+def test_wrong_methods_name_the_allowed_ones(app):
+    c = logged_in(app)
+    assert c.post(BASE + "/", data={}).headers["Allow"] == "GET, HEAD"
+    assert c.get(BASE + "/push").headers["Allow"] == "POST"
+    assert Client(app).put(BASE + "/login").headers["Allow"] == "GET, HEAD, POST"
+    assert c.head(BASE + "/?q=alice").status_code == 200
+
+
+def test_a_nul_in_a_search_is_a_clear_refusal(app):
+    resp = logged_in(app).get(BASE + "/", query_string={"q": "al\x00ice"})
+    assert resp.status_code == 400 and "q contains a NUL character" in resp.text
+
+
+# Any method, route, cookie and form: an answer, never an exception, and nothing changes
+# without the session and its CSRF token.
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40) | st.text(
+    max_size=40
+)
+
+
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE"]),
+    route=st.sampled_from(["", "/", "/login", "/logout", "/push", "/forget", "/x", "//"]),
+    cookie=_text
+    | st.builds("{}.{}.{}".format, _text, st.integers(0, 2**40), _text)
+    | st.builds("{}.{}.{}".format, _text, _text, _text),
+    form=st.dictionaries(
+        st.sampled_from(["csrf", "selector", "purpose", "confirm", "q", "token"]),
+        st.lists(_text, min_size=1, max_size=2),
+    ),
+    authorization=st.sampled_from(["", "Bearer ", "Bearer x", "Basic abc", "Bearer é\udcff"]),
+)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=100)
+def test_any_request_gets_an_answer_and_forges_nothing(
+    page_and_recorder, method, route, cookie, form, authorization
+):
+    page, recorder = page_and_recorder
+    answer = page.answer(
+        AdminRequest(
+            method=method,
+            path=BASE + route,
+            query={"q": form.get("q", [""])[:1]},
+            form=form,
+            cookies={"pushreport_admin": cookie, "pushreport_admin_login": cookie},
+            authorization=authorization,
+            client="192.0.2.1",
+        )
+    )
+    assert answer.status in (200, 303, 400, 401, 403, 404, 405)
+    assert "Content-Security-Policy" in dict(answer.headers)
+    assert not any(
+        k == "Set-Cookie" and v.startswith("pushreport_admin=") and "Max-Age=0" not in v
+        for k, v in answer.headers
+    )
+    assert recorder.removed == [] and page.receiver.storage.get(SEL_A) is not None
+
+
+@pytest.fixture(scope="module")
+def page_and_recorder(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("admin")
+    recorder = Recorder()
+    config = attrs.evolve(admin_config(tmp_path), limits=LimitsConfig(auth_failures=0))
+    receiver = Receiver.from_config(config, plugin_manager=make_plugin_manager(plugins=[recorder]))
+    app = create_app(receiver=receiver)
+    report(app, "alice", SEL_A, msgs="MSGTOKEN-A-0123456789")
+    yield AdminPage.from_config(receiver), recorder
+    app.close()
+
+
+@pytest.mark.parametrize(
+    "cookie", ["s.99999999999.é", "s.99999999999.\udcff", "é.1².x", "\udcff.1.x", "..", "a.b.c"]
+)
+def test_a_garbled_cookie_is_no_session(page_and_recorder, cookie):
+    page, _ = page_and_recorder
+    for route, method in (("/", "GET"), ("/forget", "POST"), ("/login", "POST")):
+        answer = page.answer(
+            AdminRequest(
+                method=method,
+                path=BASE + route,
+                form={"csrf": [cookie], "selector": [SEL_A], "confirm": ["yes"]},
+                cookies={"pushreport_admin": cookie, "pushreport_admin_login": cookie},
+            )
+        )
+        assert answer.status in (303, 401, 403)
+    assert page.receiver.storage.get(SEL_A) is not None
