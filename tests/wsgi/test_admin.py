@@ -25,6 +25,7 @@ from pushreport import (
     LookupConfig,
     PruneConfig,
     PushConfig,
+    StorageConfig,
 )
 from pushreport_core import ConfigurationError, Secret
 from pushreport_wsgi import AdminApp, Receiver, create_app, hookimpl, make_plugin_manager
@@ -525,3 +526,43 @@ def test_a_garbled_cookie_is_no_session(page_and_recorder, cookie):
         )
         assert answer.status in (303, 401, 403)
     assert page.receiver.storage.get(SEL_A) is not None
+
+
+def test_on_postgresql_two_hosts_share_sessions_lockouts_and_forgetting(
+    tmp_path, pg_dsn, pg_table, recorder
+):
+    """Two apps on one PostgreSQL database, as two hosts: a session from one is good on
+    the other (same token, same key), failed logins lock the client out of both (the
+    limit table), and forgetting on one is gone for both."""
+    config = attrs.evolve(
+        admin_config(tmp_path),
+        storage=StorageConfig(
+            backends=("postgresql",),
+            options={"postgresql": {"dsn": pg_dsn, "table": pg_table, "timeout": 2.0}},
+        ),
+        limits=LimitsConfig(auth_failures=2, lockout=60),
+    )
+    one = create_app(
+        receiver=Receiver.from_config(
+            config, plugin_manager=make_plugin_manager(plugins=[recorder])
+        )
+    )
+    two = create_app(config)
+    try:
+        report(one, "alice", SEL_A, msgs="MSGTOKEN-A-0123456789")
+        c = logged_in(one)
+        cookie = c.get_cookie("pushreport_admin", path=BASE)
+        other = Client(two)
+        other.set_cookie("pushreport_admin", cookie.value, path=BASE)
+        page = other.get(BASE + "/?q=alice").text
+        assert SEL_A in page
+        data = {"csrf": csrf_of(page), "selector": SEL_A, "confirm": "yes"}
+        assert c.post(BASE + "/forget", data=data).status_code == 200  # same session
+        assert two.receiver.storage.get(SEL_A) is None
+        assert [r.selector for r, _ in recorder.removed] == [SEL_A]
+        assert login(Client(one), token="wrong-token-number-1").status_code == 401
+        assert login(Client(two), token="wrong-token-number-2").status_code == 401
+        assert login(Client(one)).status_code == 429
+    finally:
+        one.close()
+        two.close()
