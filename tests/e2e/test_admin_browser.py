@@ -169,3 +169,21 @@ def test_readable_on_a_phone(browser, server):
     assert csp_errors(console) == []
     shot(page, "6-phone")
     context.close()
+
+
+def test_behind_a_local_tls_proxy_the_cookie_is_secure(server):
+    """gunicorn believes ``X-Forwarded-Proto`` from a proxy on the same host (its
+    ``forwarded_allow_ips`` default): the cookie is then ``Secure``; without the
+    header, it is not."""
+
+    def login_form(headers: str) -> bytes:
+        return server.send(
+            f"GET {BASE}/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n".encode()
+        )
+
+    proxied = login_form("X-Forwarded-Proto: https\r\n")
+    plain = login_form("")
+    [cookie] = re.findall(rb"(?im)^set-cookie: (pushreport_admin_login=.*)$", proxied)
+    assert b"; Secure" in cookie and b"HttpOnly" in cookie and b"SameSite=Strict" in cookie
+    [cookie] = re.findall(rb"(?im)^set-cookie: (pushreport_admin_login=.*)$", plain)
+    assert b"Secure" not in cookie
