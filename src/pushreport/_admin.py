@@ -6,7 +6,7 @@ account, send one a test push, forget one (an erasure request).
 an adapter hands it the method, path, query, form, cookies and a few headers, and sends
 back what it returns. Under its ``path``::
 
-    GET  {path}/          the search form; ?q= a username or a selector
+    GET  {path}/          the search form; ?q= a username or a selector ({path}: to here)
     GET  {path}/login     the login form;  POST: log in with the token
     POST {path}/logout    end the session
     POST {path}/push      a test push to one registration (purpose call or message)
@@ -118,6 +118,9 @@ class AdminRequest:
     authorization: str = attrs.field(default="", repr=False)
     client: str | None = None
     secure: bool = False
+    #: Where the adapter is mounted (WSGI's ``SCRIPT_NAME``): the cookie's path starts
+    #: with it. The page's own links are relative.
+    script_root: str = ""
 
 
 @attrs.frozen
@@ -229,23 +232,25 @@ class AdminPage:
         """The answer to *request* (never raises for anything the request holds)."""
         route = request.path[len(self.path) :] if self.owns(request.path) else None
         try:
+            if route == "":  # the page's links are relative to {path}/
+                return self._redirect(self.path.rsplit("/", 1)[-1] + "/")
             if route == "/login":
                 return self._login(request)
-            if route not in ("", "/", "/logout", "/push", "/forget"):
+            if route not in ("/", "/logout", "/push", "/forget"):
                 raise _Refused(404, "not found")
             session = self._session(request)
             if session is None:
                 if request.method in ("GET", "HEAD"):
-                    return self._redirect(self.path + "/login")
+                    return self._redirect("login")
                 raise _Refused(401, "log in first")
-            if route in ("", "/"):
+            if route == "/":
                 self._methods(request, "GET", "HEAD")
                 return self._search(request, session)
             self._methods(request, "POST")
             self._check_csrf(request, session)
             if route == "/logout":
                 return self._redirect(
-                    self.path + "/login", cookies=[self._cookie(request, SESSION_COOKIE, "", 0)]
+                    "login", cookies=[self._cookie(request, SESSION_COOKIE, "", 0)]
                 )
             if route == "/push":
                 return self._push(request, session)
@@ -309,7 +314,7 @@ class AdminPage:
             raise _Refused(403, "invalid or missing CSRF token: reload the page and try again")
 
     def _cookie(self, request: AdminRequest, name: str, value: str, max_age: int) -> str:
-        flags = f"Path={self.path}; HttpOnly; SameSite=Strict"
+        flags = f"Path={request.script_root}{self.path}; HttpOnly; SameSite=Strict"
         if request.secure:
             flags += "; Secure"
         return f"{name}={value}; Max-Age={max_age}; {flags}"
@@ -340,7 +345,7 @@ class AdminPage:
         expires = int(self.clock().timestamp()) + lifetime
         value = f"{sid}.{expires}.{self._sign(f'{sid}.{expires}')}"
         return self._redirect(
-            self.path + "/",
+            "./",
             cookies=[
                 self._cookie(request, SESSION_COOKIE, value, lifetime),
                 self._cookie(request, LOGIN_COOKIE, "", 0),
@@ -427,7 +432,7 @@ class AdminPage:
         return AdminAnswer(
             303,
             self._document("Redirect", f'<p><a href="{_e(location)}">continue</a></p>'),
-            (*headers, *SECURITY_HEADERS),
+            (("Content-Type", "text/html; charset=utf-8"), *headers, *SECURITY_HEADERS),
         )
 
     def _page(
@@ -441,7 +446,7 @@ class AdminPage:
     ) -> AdminAnswer:
         if session is not None:
             logout = (
-                f'<form class="inline" method="post" action="{_e(self.path)}/logout">'
+                '<form class="inline" method="post" action="logout">'
                 f"{self._csrf_field(session)}<button>Log out</button></form>"
             )
             body = f"<header><h1>pushreport support</h1>{logout}</header><main>{body}</main>"
@@ -474,7 +479,7 @@ class AdminPage:
         self, status: int, nonce: str, error: str, cookie: str | None = None
     ) -> AdminAnswer:
         body = (self._note(error, error=True) if error else "") + (
-            f'<form method="post" action="{_e(self.path)}/login">'
+            '<form method="post" action="login">'
             f'<input type="hidden" name="csrf" value="{_e(self._csrf("login:" + nonce))}">'
             '<p><label for="token">Token</label><br>'
             '<input type="password" id="token" name="token" autocomplete="current-password" '
@@ -485,7 +490,7 @@ class AdminPage:
 
     def _search_form(self, q: str) -> str:
         return (
-            f'<form method="get" action="{_e(self.path)}/" role="search">'
+            '<form method="get" action="./" role="search">'
             '<p><label for="q">Username or selector</label><br>'
             f'<input type="search" id="q" name="q" value="{_e(q)}" required></p>'
             "<p><button>Search</button></p></form>"
@@ -526,23 +531,23 @@ class AdminPage:
         return (
             f'<section class="reg" data-selector="{_e(r.selector)}">'
             f"<h2>{_e(r.selector)}{stale}</h2><dl>{items}</dl>"
-            f'<form class="inline" method="post" action="{_e(self.path)}/push">'
+            '<form class="inline" method="post" action="push">'
             f"{self._hidden(session, r, q)}"
             '<button name="purpose" value="message">Test push: message</button>'
             '<button name="purpose" value="call">Test push: call</button></form>'
-            f'<form class="inline" method="post" action="{_e(self.path)}/forget">'
+            '<form class="inline" method="post" action="forget">'
             f'{self._hidden(session, r, q)}<button class="danger">Forget…</button></form>'
             "</section>"
         )
 
     def _confirm(self, registration: Registration, session: str, q: str) -> str:
-        back = f"{self.path}/?q={_e(quote(q or registration.selector, safe=''))}"
+        back = f"./?q={_e(quote(q or registration.selector, safe=''))}"
         return (
             f"<p>Forget the registration <strong>{_e(registration.selector)}</strong> "
             f"of {_e(registration.username or 'no username')}? Its tokens are deleted from "
             "every storage backend; the app registers again on its next start, unless the "
             "account is removed from it.</p>"
-            f'<form method="post" action="{_e(self.path)}/forget">'
+            '<form method="post" action="forget">'
             f"{self._hidden(session, registration, q)}"
             '<input type="hidden" name="confirm" value="yes">'
             f'<button class="danger">Forget it</button> <a href="{back}">Cancel</a></form>'

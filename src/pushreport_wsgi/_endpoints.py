@@ -157,6 +157,7 @@ class AdminApp:
                 authorization=request.headers.get("Authorization", ""),
                 client=environ_client(environ, self._forwarded, self._trusted),
                 secure=request.scheme == "https",
+                script_root=request.root_path,
             )
         )
         response = Response(answer.body, status=answer.status)

@@ -163,7 +163,7 @@ def test_a_report_path_is_refused(tmp_path):
 def test_without_a_session_pages_send_to_the_login_and_actions_are_refused(app):
     c = Client(app)
     resp = c.get(BASE + "/?q=alice")
-    assert resp.status_code == 303 and resp.headers["Location"] == BASE + "/login"
+    assert resp.status_code == 303 and resp.headers["Location"] == "login"
     resp = c.post(BASE + "/forget", data={"selector": SEL_A, "confirm": "yes", "csrf": "x"})
     assert resp.status_code == 401 and "log in first" in resp.text
     assert c.post(BASE + "/push", data={"selector": SEL_A, "purpose": "call"}).status_code == 401
@@ -186,7 +186,7 @@ def test_a_wrong_token_is_refused_and_not_logged(app, caplog):
 def test_the_session_cookie_is_signed_httponly_strict_and_scoped(app):
     c = Client(app)
     resp = login(c)
-    assert resp.status_code == 303 and resp.headers["Location"] == BASE + "/"
+    assert resp.status_code == 303 and resp.headers["Location"] == "./"
     [cookie] = [v for v in resp.headers.getlist("Set-Cookie") if v.startswith("pushreport_admin=")]
     flags = [f.strip() for f in cookie.split(";")]
     assert "HttpOnly" in flags and "SameSite=Strict" in flags and f"Path={BASE}" in flags
@@ -566,3 +566,21 @@ def test_on_postgresql_two_hosts_share_sessions_lockouts_and_forgetting(
     finally:
         one.close()
         two.close()
+
+
+def test_mounted_under_a_prefix_links_and_the_cookie_follow_it(app):
+    """Inside another app at /support (WSGI's SCRIPT_NAME): the page's links are
+    relative, and the cookie's path is the full one, so the browser sends it back."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    outer = DispatcherMiddleware(lambda e, s: [], {"/support": app})
+    c = Client(outer)
+    resp = c.get("/support" + BASE)
+    assert resp.status_code == 303 and resp.headers["Location"] == "admin/"
+    form = c.get("/support" + BASE + "/login")
+    assert 'action="login"' in form.text
+    resp = c.post("/support" + BASE + "/login", data={"csrf": csrf_of(form.text), "token": TOKEN})
+    [cookie] = [v for v in resp.headers.getlist("Set-Cookie") if "pushreport_admin=" in v]
+    assert f"Path=/support{BASE};" in cookie
+    page = c.get("/support" + BASE + "/?q=alice").text
+    assert SEL_A in page and 'action="forget"' in page and 'action="push"' in page
