@@ -187,3 +187,4 @@ def test_behind_a_local_tls_proxy_the_cookie_is_secure(server):
     assert b"; Secure" in cookie and b"HttpOnly" in cookie and b"SameSite=Strict" in cookie
     [cookie] = re.findall(rb"(?im)^set-cookie: (pushreport_admin_login=.*)$", plain)
     assert b"Secure" not in cookie
+    assert f"support page at {BASE}/" in server.output()  # said at start-up
