@@ -8,6 +8,8 @@ import hashlib
 import html
 import logging
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -584,3 +586,25 @@ def test_mounted_under_a_prefix_links_and_the_cookie_follow_it(app):
     assert f"Path=/support{BASE};" in cookie
     page = c.get("/support" + BASE + "/?q=alice").text
     assert SEL_A in page and 'action="forget"' in page and 'action="push"' in page
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("enabled = true\n", "admin.token: the support page needs token or token_env"),
+        ('enabled = true\ntoken = "short"\n', "admin.token: the token must be at least 16"),
+    ],
+)
+def test_serve_refuses_to_start_in_one_line(tmp_path, toml, message):
+    config = tmp_path / "pushreport.toml"
+    config.write_text("[admin]\n" + toml)
+    done = subprocess.run(
+        [sys.executable, "-m", "pushreport._cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"pushreport: configuration error: {message}")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
