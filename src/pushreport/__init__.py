@@ -19,11 +19,14 @@ request into one call here and its outcome into a response.
 - :class:`SpooledStorage` — the report spool, around any backend that takes batches;
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
   :func:`openapi_document` — the lookup endpoint's and health checks' OpenAPI document;
+- :class:`AdminPage` — the support page (``[admin]``), as HTML answers to parsed requests;
 - :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
 - :mod:`pushreport.testing` — the storage conformance kit.
 """
 
+from ._admin import AdminAnswer, AdminPage, AdminRequest
 from ._config import (
+    AdminConfig,
     AuthConfig,
     Config,
     HealthConfig,
@@ -61,6 +64,10 @@ from .storage import (
 )
 
 __all__ = [
+    "AdminAnswer",
+    "AdminConfig",
+    "AdminPage",
+    "AdminRequest",
     "AuthConfig",
     "Backend",
     "Capabilities",

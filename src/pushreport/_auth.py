@@ -77,6 +77,7 @@ __all__ = [
     "HttpAuthenticator",
     "build_authenticators",
     "secret_fields",
+    "bearer_matches",
 ]
 
 log = logging.getLogger("pushreport.auth")
@@ -87,6 +88,18 @@ _failures = ThrottledLog(log)
 ACCOUNT_CREDENTIALS = ("account[password]", "account[username]")
 
 _ALGORITHMS_LOWER = {k.lower(): k for k in DIGEST_ALGORITHMS}
+
+
+def bearer_matches(header: str, token: Secret) -> bool:
+    """Whether the ``Authorization`` *header* is ``Bearer <token>`` (the lookup
+    endpoint's and the support page's check). Compared whatever the scheme, over
+    digests (:meth:`Secret.matches`): the time taken tells neither a wrong scheme from
+    a wrong token nor the token's length."""
+    scheme, _, credentials = header.strip().partition(" ")
+    bearer = scheme.lower() == "bearer"
+    matches = token.matches(credentials.strip() if bearer else "")
+    return bearer and matches
+
 
 #: The longest ``Authorization`` header the digest parser looks at.
 MAX_AUTHORIZATION = 4096

@@ -33,7 +33,8 @@ from pushreport_core import (
     push_targets,
 )
 
-from ._config import check_lookup_token
+from ._auth import bearer_matches
+from ._config import check_bearer_token
 from ._logs import ThrottledLog
 from ._openapi import lookup_document, openapi_document
 from .storage import Storage
@@ -114,7 +115,7 @@ class LookupEndpoint:
         path: str,
         openapi: Mapping[str, Any] | None = None,
     ) -> None:
-        check_lookup_token(token.reveal(), "lookup.token")  # however it was built
+        check_bearer_token(token.reveal(), "lookup.token")  # however it was built
         self.lookup = lookup
         self.path = path.rstrip("/")
         self._token = token
@@ -175,12 +176,7 @@ class LookupEndpoint:
         return LookupAnswer(404, {"error": "not found"})
 
     def _authorized(self, header: str) -> bool:
-        scheme, _, credentials = header.strip().partition(" ")
-        bearer = scheme.lower() == "bearer"
-        # Compared whatever the scheme, over digests (Secret.matches): the time taken
-        # tells neither a wrong scheme from a wrong token nor the token's length.
-        matches = self._token.matches(credentials.strip() if bearer else "")
-        return bearer and matches
+        return bearer_matches(header, self._token)
 
     def _registrations(self, query: Mapping[str, Sequence[str]]) -> LookupAnswer:
         username = _one(query, "username")

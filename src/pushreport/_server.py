@@ -93,6 +93,8 @@ def describe(receiver: Receiver) -> list[str]:
     methods = receiver.config.auth.methods
     if methods:
         lines.append("authentication: " + ", ".join(methods))
+    if receiver.config.admin.enabled:
+        lines.append(f"support page at {receiver.config.admin.path}/ (docs/admin.md)")
     return lines
 
 

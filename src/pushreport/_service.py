@@ -213,8 +213,15 @@ class Receiver:
             pm.register(plugin)
         if serving and config.lookup.enabled:
             config.lookup.bearer_token()  # the endpoint's token: read and checked now
+        if serving and config.admin.enabled:
+            config.admin.bearer_token()  # the support page's, likewise
         authenticates = bool(pm.hook.pushreport_authenticate.get_hookimpls())
-        limiter = Limiter.from_config(config.limits, clock=seconds, authenticates=authenticates)
+        limiter = Limiter.from_config(
+            config.limits,
+            clock=seconds,
+            authenticates=authenticates,
+            logins=serving and config.admin.enabled,
+        )
         backends = open_backends(config, pm, create=create)
         share_limit_state(limiter, config, backends, authenticators)
         if config.reporter.token_owner == "newest":
@@ -524,8 +531,26 @@ class Receiver:
         return parse_removal(request, self.removal_shapes, max_body=self.config.reporter.max_body)
 
     def _remove(self, removal: Removal, request: Request) -> RemovalOutcome:
-        pm = self.plugin_manager
         identified = self._admit(removal.as_report(), request, "removal")
+        return self._carry_out(removal, identified=identified)
+
+    def forget(self, selector: str) -> RemovalOutcome:
+        """Delete the registration of *selector* from every backend, as an Account
+        Removal Reporter call naming only the selector would, and notify
+        ``pushreport_registration_removed``: the support page's "forget this
+        registration" (an erasure request). The caller has authorised it; nothing here
+        checks a username. Idempotent, like :meth:`remove`.
+
+        :raises ValueError: an empty selector.
+        :raises StorageUnavailable: a required backend failed (nothing may be left
+            half-forgotten: try again).
+        """
+        if not selector:
+            raise ValueError("give a selector")
+        return self._carry_out(Removal(selector=selector, shape="admin"), identified=False)
+
+    def _carry_out(self, removal: Removal, *, identified: bool) -> RemovalOutcome:
+        pm = self.plugin_manager
         removed: Registration | None = None
         kept = False
         owner = self._authority() if identified else None

@@ -161,7 +161,9 @@ def pushreport_report_stored(registration: Registration, report: Report) -> None
 
 @hookspec
 def pushreport_registration_removed(registration: Registration, removal: Removal) -> None:
-    """Notification that an Account Removal Reporter call deleted a registration.
+    """Notification that an Account Removal Reporter call deleted a registration, or
+    the support page's "forget this registration" did (``[admin]``; its removal names
+    only the selector, and its ``shape`` is ``"admin"``).
 
     Called after every required backend has deleted it (or found it already gone) and
     before the app's ``200``; not called when nothing was deleted (the selector was

@@ -4,7 +4,8 @@ they are relative to the mount point).
 
 - :func:`healthz`, :class:`ReadyApp`, the metrics scrape (``[health]``, ``[metrics]``):
   GET and HEAD only, ``text/plain``, never cached;
-- :class:`LookupApp`: ``[lookup]``'s JSON endpoint.
+- :class:`LookupApp`: ``[lookup]``'s JSON endpoint;
+- :class:`AdminApp`: ``[admin]``'s support page.
 
 What they answer is the service's (:class:`~pushreport.Readiness`,
 :class:`~pushreport.LookupEndpoint`, :class:`~pushreport.PrometheusMetrics`); this
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from pushreport import (
+    AdminPage,
+    AdminRequest,
     Config,
     Lookup,
     LookupConfig,
@@ -31,10 +35,12 @@ from pushreport import (
 )
 from pushreport_core import Secret
 
+from ._reports import environ_client, forwarded_key
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["LookupApp", "PathDispatcher", "ReadyApp", "healthz", "operator_apps"]
+__all__ = ["AdminApp", "LookupApp", "PathDispatcher", "ReadyApp", "healthz", "operator_apps"]
 
 _METHODS = OperatorPaths.methods
 
@@ -136,6 +142,47 @@ class LookupApp:
             content_type="application/json; charset=utf-8",
         )
         response.headers["Cache-Control"] = "no-store"
+        return response(environ, start_response)
+
+
+class AdminApp:
+    """The support page (:class:`~pushreport.AdminPage`) over WSGI: the request parsed
+    (a form of at most :attr:`max_form` bytes), the page's answer sent."""
+
+    max_form = 64 * 1024
+
+    def __init__(self, page: AdminPage) -> None:
+        self.page = page
+        limits = page.receiver.config.limits
+        self._forwarded = forwarded_key(limits)
+        self._trusted = limits.trusted_proxies
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["pushreport.handled"] = True
+        request = Request(environ)
+        request.max_content_length = self.max_form
+        request.max_form_memory_size = self.max_form
+        try:
+            form = request.form.to_dict(flat=False) if request.method == "POST" else {}
+        except RequestEntityTooLarge:
+            return _answer(environ, start_response, "413 Content Too Large", "form too large\n")
+        answer = self.page.answer(
+            AdminRequest(
+                method=request.method,
+                path=request.path,
+                query=request.args.to_dict(flat=False),
+                form=form,
+                cookies=dict(request.cookies),
+                authorization=request.headers.get("Authorization", ""),
+                client=environ_client(environ, self._forwarded, self._trusted),
+                secure=request.scheme == "https",
+                script_root=request.root_path,
+            )
+        )
+        response = Response(answer.body, status=answer.status)
+        response.headers.clear()
+        for name, value in answer.headers:
+            response.headers.add(name, value)
         return response(environ, start_response)
 
 
