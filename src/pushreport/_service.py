@@ -267,6 +267,7 @@ class Receiver:
         ``pushreport_report_stored`` hook, ``token_owner = "newest"``), so that a backend
         that can skip the read (``quiet_upsert``) does.
         """
+        started = time.perf_counter()
         shape: str | None = None
         selector: str | None = None
         try:
@@ -280,6 +281,7 @@ class Receiver:
                     selector=selector,
                     removal=done,
                 )
+                self.metrics.removal_done(done.happened)
             else:
                 report = self._parse_report(request)
                 shape, selector = report.shape, report.selector
@@ -288,8 +290,10 @@ class Receiver:
                     happened="stored", shape=shape, selector=selector, registration=stored
                 )
         except Exception as e:
-            return self.refuse(e, shape=shape, selector=selector)
-        self.metrics.report_accepted()
+            outcome = self.refuse(e, shape=shape, selector=selector)
+        else:
+            self.metrics.report_accepted()
+        self.metrics.request_done(time.perf_counter() - started)
         return outcome
 
     def refuse(
@@ -640,9 +644,11 @@ class Receiver:
                 [(b.name, b.storage) for b in self.backends],
                 clock=self.clock,
                 beside=self.backends[0].capabilities.path,
+                metrics=self.metrics,
             )
             if self.pruner is None:
                 return False
+            self.metrics.watch_prune(self.pruner)
             self.pruner.start()
         return True
 
