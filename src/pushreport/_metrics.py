@@ -351,6 +351,11 @@ class PrometheusMetrics:
         mode, and the figures computed at scrape time from *backends*."""
         from prometheus_client import CollectorRegistry
 
+        for backend in backends:
+            # Every backend's failure counter exists from the start, at 0: an alert's
+            # rate() needs the series before the first failure.
+            if backend.name not in self._fail:
+                self._fail[backend.name] = self.backend_failures.labels(backend.name).inc
         registry = CollectorRegistry(auto_describe=False)
         if os.environ.get(MULTIPROC_ENV):
             from prometheus_client import multiprocess
