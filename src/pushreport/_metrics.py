@@ -39,6 +39,7 @@ answered by any worker adds up every worker's files (:func:`prepare_multiprocess
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -357,10 +358,9 @@ class PrometheusMetrics:
             if backend.name not in self._fail:
                 self._fail[backend.name] = self.backend_failures.labels(backend.name).inc
         registry = CollectorRegistry(auto_describe=False)
-        if os.environ.get(MULTIPROC_ENV):
-            from prometheus_client import multiprocess
-
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        folder = os.environ.get(MULTIPROC_ENV)
+        if folder:
+            registry.register(_MultiProcessCollector(folder))
         else:
             for metric in (
                 self.reports,
@@ -377,6 +377,39 @@ class PrometheusMetrics:
         registry.register(_BackendCollector(backends, self.count_interval))
         registry.register(_PruneCollector(self))
         return registry
+
+
+class _MultiProcessCollector:
+    """prometheus_client's ``MultiProcessCollector``, but for the files too short to
+    hold a header: a worker killed between creating its file and sizing it leaves an
+    empty one, and prometheus_client then fails every scrape (``struct.error``,
+    client_python issue #1199) until the folder is cleared. Such a file holds no
+    count yet; it is skipped, and said once."""
+
+    #: An mmap file's header: its used length (4 bytes) and padding.
+    HEADER = 8
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._warned: set[str] = set()
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client import multiprocess
+
+        files = []
+        for path in glob.glob(os.path.join(self.folder, "*.db")):
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue  # its process's files were just removed
+            if size < self.HEADER:
+                if path not in self._warned:
+                    self._warned.add(path)
+                    log.warning("metrics: %s is empty (a worker died creating it); skipped", path)
+                continue
+            files.append(path)
+        merged: Iterable[Any] = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
 
 
 class _PruneCollector:
