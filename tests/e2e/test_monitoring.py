@@ -119,12 +119,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     type, and the samples."""
     tmp_path = tmp_path_factory.mktemp("monitoring")
     seed(tmp_path / "pushreport.sqlite3")  # OLD: pruned when the server starts
+    secret = webhook_secret()
     config = tmp_path / "pushreport.toml"
     config.write_text(
         '[storage]\nbackends = ["sqlite", "webhook"]\n'
         "[storage.webhook]\n"
         f'url = "http://127.0.0.1:{free_port()}/hook"\n'
-        f'secret = "{webhook_secret()}"\n'
+        f'secret = "{secret}"\n'
         f'outbox = "{tmp_path / "outbox.sqlite3"}"\n'
         "max_attempts = 1\npoll_interval = 0.05\nrequired = false\n"
         "[metrics]\nenabled = true\ncount_interval = 0\n"
@@ -167,6 +168,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 break
             time.sleep(0.1)
         output = server.output()
+        assert secret not in body.decode() and secret not in output
     finally:
         server.stop()
     return {
