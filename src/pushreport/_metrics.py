@@ -12,7 +12,8 @@ Metrics (all prefixed ``pushreport_``):
   the 401 that asks a request without credentials for HTTP Digest ones;
 - ``auth_failures_total`` — reports refused for their credentials (403, or a 401 to
   wrong digest credentials);
-- ``storage_seconds{backend}`` — histogram of each backend's write, failures included;
+- ``storage_seconds{backend}`` — histogram of each backend's write (a report's, or a
+  removal's read and delete), failures included;
 - ``backend_failures_total{backend}`` — writes that failed, required or best-effort;
 - ``registrations{backend}`` — stored registrations, for backends with ``count()``;
 - ``<key>{backend}`` — every figure of a backend's optional ``metrics()`` (e.g. the

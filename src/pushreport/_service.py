@@ -535,6 +535,7 @@ class Receiver:
         owner = self._authority() if identified else None
         for backend in self._in_write_order(owner):
             refused = False
+            started = time.perf_counter()
             try:
                 if backend is owner:
                     refused, deleted, newer = self._remove_owned(backend, removal)
@@ -549,14 +550,19 @@ class Receiver:
                     elif plan is RemovalPlan.KEEP_NEWER:
                         kept = True
             except StorageUnavailable as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     raise
                 self._best_effort_failed(backend, e)
+                continue
             except Exception as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
+                continue
+            self.metrics.storage_done(backend.name, time.perf_counter() - started)
             if refused:
                 raise self._not_theirs(removal.selector, removal.username, "removal")
         if kept:

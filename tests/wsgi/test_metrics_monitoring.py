@@ -5,6 +5,7 @@ SQLite files and a real gateway on loopback."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from pushreport_sqlite import SQLiteStorage
 from pushreport_wsgi import create_app, push
 
 from ..fake_gateway import GONE, FakeGateway, running_gateway
+from .conftest import make_config
 from .test_metrics import metrics_config, scrape, value
 from .test_push import SEL_A, SEL_B, client, report
 
@@ -168,3 +170,27 @@ def test_an_empty_metrics_file_does_not_break_the_scrape(tmp_path):
     assert done.returncode == 0, done.stderr
     assert 'pushreport_reports_total{outcome="accepted",reason=""} 1.0' in done.stdout
     assert "counter_4242.db is empty" in done.stderr
+
+
+def test_a_removal_on_a_locked_database_is_a_storage_failure(tmp_path):
+    """The storage-failure alert sees removals too, not only reports."""
+    config = metrics_config(tmp_path)
+    config = attrs.evolve(config, storage=make_config(tmp_path, spool=False).storage)
+    app = create_app(config)
+    try:
+        report(app, "alice", SEL_A, msgs="MSGTOKEN-1")
+        other = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            assert Client(app).get(f"/removal/?selector={SEL_A}&username=alice").status_code == 503
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert Client(app).get(f"/removal/?selector={SEL_A}&username=alice").status_code == 200
+        samples = scrape(app)
+        assert value(samples, "pushreport_backend_failures_total", backend="sqlite") == 1
+        assert value(samples, "pushreport_storage_seconds_count", backend="sqlite") == 3
+        assert value(samples, "pushreport_removals_total", outcome="removed") == 1
+        assert value(samples, "pushreport_reports_total", outcome="refused", reason="storage") == 1
+    finally:
+        app.close()
