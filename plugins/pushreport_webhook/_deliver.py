@@ -35,11 +35,11 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from pushreport_core import Secret, StorageUnavailable, backoff
+from pushreport_core import StorageUnavailable, backoff
 
 from ._db import OutboxDatabase
 from ._outbox import Event, delivered, due_heads, event_body, failed, next_due
-from ._signing import signed_headers
+from ._signing import Signer, signed_headers
 
 try:
     import fcntl
@@ -177,7 +177,8 @@ class DeliverySettings:
     """Where and how a :class:`Deliverer` sends (the ``[storage.webhook]`` options)."""
 
     url: str
-    secret: Secret = attrs.field(repr=False)
+    #: Signs every attempt (``signature``, keyed with ``secret``).
+    signer: Signer = attrs.field(repr=False)
     timeout: float
     max_attempts: int
     backoff_base: float
@@ -201,7 +202,7 @@ class Deliverer:
         self.db = db
         self.settings = settings
         self.url = settings.url
-        self.secret = settings.secret
+        self.signer = settings.signer
         self.rng = rng or random.Random()
         self.clock = clock
         self.lock_path = Path(f"{db.path}.deliver.lock")
@@ -308,7 +309,8 @@ class Deliverer:
             return _SKIPPED
         body = event_body(event)
         headers = signed_headers(
-            self.secret.reveal().encode("utf-8"),
+            self.signer,
+            # at sending time: a retry is signed anew, with the same id
             timestamp=int(self.clock()),
             body=body,
             event=event.event,
