@@ -37,6 +37,7 @@ from pushreport_core import (
 from ._config import Config, PushConfig, load_config
 from ._lookup import Lookup
 from ._outbound import OPENER, OutboundError, post
+from ._metrics import Metrics, NullMetrics
 from ._redact import shorten
 from ._service import Receiver
 from .storage import Capabilities, ForgetToken, Storage
@@ -116,6 +117,7 @@ class PushClient:
     :param storages: where a token the gateway calls invalid is forgotten (each one
         that declares ``forget_token``; read when the client is made).
     :param rng: the jitter's randomness; :param sleep: how to wait (tests pass their own).
+    :param metrics: counts each device's push by its outcome (``pushreport_pushes_total``).
     """
 
     gateway_url: str = DEFAULT_GATEWAY_URL
@@ -127,6 +129,7 @@ class PushClient:
     rng: random.Random = attrs.field(factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
     opener: urllib.request.OpenerDirector = OPENER
+    metrics: Metrics = attrs.field(factory=NullMetrics)
     #: Each storage's name and bound ``forget_token`` (``None``: it declares none).
     _forgetters: tuple[tuple[str, ForgetToken | None], ...] = attrs.field(
         init=False, default=(), repr=False
@@ -185,6 +188,7 @@ class PushClient:
             )
             log.info("push to %s: %s; retrying in %.1fs", target.selector, outcome.reason, delay)
             self.sleep(delay)
+        self.metrics.push_done(outcome.kind)
         forgotten: tuple[str, ...] = ()
         if outcome.kind == "token_invalid":
             forgotten = self._forget(target)
@@ -251,7 +255,8 @@ def push(
     *config_or_receiver*: a :class:`Receiver` (its storage is used and left open), a
     :class:`Config`, a configuration file's path, or ``None`` (the embedded default).
     *client* overrides the one built from ``[push]``. An account without a device to
-    push returns ``[]``.
+    push returns ``[]``. Each push is counted in the receiver's metrics (a *client*
+    that has metrics of its own keeps them).
     """
     if isinstance(config_or_receiver, Receiver):
         receiver, owned = config_or_receiver, False
@@ -266,9 +271,14 @@ def push(
     try:
         storages = [backend.storage for backend in receiver.backends]
         if client is None:
-            client = PushClient.from_config(receiver.config.push, storages=storages)
-        elif not client.storages:
-            client = attrs.evolve(client, storages=storages)
+            client = PushClient.from_config(
+                receiver.config.push, storages=storages, metrics=receiver.metrics
+            )
+        else:
+            if not client.storages:
+                client = attrs.evolve(client, storages=storages)
+            if not client.metrics.enabled:
+                client = attrs.evolve(client, metrics=receiver.metrics)
         targets = Lookup(receiver.storage).push_targets(username, purpose)
         return client.send_all(targets, verb=verb, message=message, **fields)
     finally:

@@ -274,6 +274,7 @@ class Receiver:
         ``pushreport_report_stored`` hook, ``token_owner = "newest"``), so that a backend
         that can skip the read (``quiet_upsert``) does.
         """
+        started = time.perf_counter()
         shape: str | None = None
         selector: str | None = None
         try:
@@ -287,6 +288,7 @@ class Receiver:
                     selector=selector,
                     removal=done,
                 )
+                self.metrics.removal_done(done.happened)
             else:
                 report = self._parse_report(request)
                 shape, selector = report.shape, report.selector
@@ -295,8 +297,10 @@ class Receiver:
                     happened="stored", shape=shape, selector=selector, registration=stored
                 )
         except Exception as e:
-            return self.refuse(e, shape=shape, selector=selector)
-        self.metrics.report_accepted()
+            outcome = self.refuse(e, shape=shape, selector=selector)
+        else:
+            self.metrics.report_accepted()
+        self.metrics.request_done(time.perf_counter() - started)
         return outcome
 
     def refuse(
@@ -556,6 +560,7 @@ class Receiver:
         owner = self._authority() if identified else None
         for backend in self._in_write_order(owner):
             refused = False
+            started = time.perf_counter()
             try:
                 if backend is owner:
                     refused, deleted, newer = self._remove_owned(backend, removal)
@@ -570,14 +575,19 @@ class Receiver:
                     elif plan is RemovalPlan.KEEP_NEWER:
                         kept = True
             except StorageUnavailable as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     raise
                 self._best_effort_failed(backend, e)
+                continue
             except Exception as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
+                continue
+            self.metrics.storage_done(backend.name, time.perf_counter() - started)
             if refused:
                 raise self._not_theirs(removal.selector, removal.username, "removal")
         if kept:
@@ -665,9 +675,11 @@ class Receiver:
                 [(b.name, b.storage) for b in self.backends],
                 clock=self.clock,
                 beside=self.backends[0].capabilities.path,
+                metrics=self.metrics,
             )
             if self.pruner is None:
                 return False
+            self.metrics.watch_prune(self.pruner)
             self.pruner.start()
         return True
 
