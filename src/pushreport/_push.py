@@ -36,8 +36,8 @@ from pushreport_core import (
 
 from ._config import Config, PushConfig, load_config
 from ._lookup import Lookup
-from ._outbound import OPENER, OutboundError, post
 from ._metrics import Metrics, NullMetrics
+from ._outbound import OPENER, OutboundError, post
 from ._redact import shorten
 from ._service import Receiver
 from .storage import Capabilities, ForgetToken, Storage
