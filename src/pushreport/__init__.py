@@ -21,6 +21,8 @@ request into one call here and its outcome into a response.
   :func:`openapi_document` — the lookup endpoint's and health checks' OpenAPI document;
 - :class:`AdminPage` — the support page (``[admin]``), as HTML answers to parsed requests;
 - :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
+- :mod:`pushreport.outbound` — the one way out: a POST that follows no redirect, bounded
+  as a whole by its timeout (push, the ``http`` auth method, plugins' webhooks);
 - :mod:`pushreport.testing` — the storage conformance kit.
 """
 

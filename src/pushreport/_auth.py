@@ -62,9 +62,9 @@ from ._config import (
     value_or_env,
 )
 from ._logs import ThrottledLog
-from ._outbound import OutboundError, post, where
 from .hookspecs import hookimpl
 from .limitstate import state_errors
+from .outbound import OutboundError, post, where
 
 if TYPE_CHECKING:
     from ._config import AuthConfig

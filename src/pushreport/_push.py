@@ -37,9 +37,9 @@ from pushreport_core import (
 from ._config import Config, PushConfig, load_config
 from ._lookup import Lookup
 from ._metrics import Metrics, NullMetrics
-from ._outbound import OPENER, OutboundError, post
 from ._redact import shorten
 from ._service import Receiver
+from .outbound import OPENER, OutboundError, post
 from .storage import Capabilities, ForgetToken, Storage
 
 __all__ = ["PushClient", "PushResult", "push"]

@@ -1,4 +1,4 @@
-"""pushreport._outbound, the one way the service POSTs (push gateway, auth provider):
+"""pushreport.outbound, the one way the service POSTs (push gateway, auth provider):
 what it logs of a URL, a redirect answered and not followed, failures in a few words."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pushreport._outbound import OutboundError, post, where
+from pushreport.outbound import OutboundError, post, where
 
 from .test_auth_http import Provider
 

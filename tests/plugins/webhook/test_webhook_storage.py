@@ -461,7 +461,7 @@ def test_registration_json_round_trips_through_the_event(storage: WebhookStorage
     ],
 )
 def test_logs_show_the_scheme_and_host_only(url: str, shown: str) -> None:
-    from pushreport_webhook._deliver import where
+    from pushreport.outbound import where
 
     assert where(url) == shown
 

@@ -1,7 +1,8 @@
 """Outbound HTTP: the one way the service POSTs to somebody else's server.
 
-The push gateway client (:mod:`pushreport._push`) and the ``http`` authentication
-callout (:mod:`pushreport._auth`) both POST with :mod:`urllib.request` through
+The push gateway client (:mod:`pushreport._push`), the ``http`` authentication
+callout (:mod:`pushreport._auth`) and the webhook backend's deliverer (a plugin: this
+module is public) all POST with :mod:`urllib.request` through
 :func:`post`, which
 
 - never follows a redirect: urllib would turn a POST into a GET without its body, and a
