@@ -1,0 +1,143 @@
+"""Group commit of the report spool: appends per second with ``synchronous = "normal"``
+against ``"full"``, with N threads of one process appending at once.
+
+Each measurement is the path a report takes in a worker (``SpooledStorage.upsert(...,
+read_back=False)`` over the SQLite backend, its background applier running): with
+``full`` every append returns only once an ``fdatasync`` that began after its write has
+returned, and concurrent appends share one (``pushreport._spool.SpoolFiles``). So the
+ratio full/normal says what group commit buys at each thread count; one thread is the
+old cost, a sync per report.
+
+Rounds alternate normal and full for every thread count, the ratio is taken within a
+round, and every round is printed with the medians::
+
+    python bench/group_sync.py                      # ~1 min: 3 rounds, 1/4/16/32 threads
+    python bench/group_sync.py --quick              # a couple of seconds
+    python bench/group_sync.py --dir /var/tmp       # on the disk the spool will be on
+
+The spool is put in *--dir* (default: the system's temp dir, which may be a tmpfs where
+fdatasync costs nothing: then pass a directory on a real disk). Nothing here asserts a
+timing; ``--json`` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pushreport.spool import SpooledStorage
+from pushreport_core import Report
+from pushreport_sqlite import SQLiteStorage
+
+NOW = datetime(2025, 3, 15, 0, 46, 17, tzinfo=timezone.utc)
+
+
+def _report(t: int, i: int) -> Report:
+    return Report(
+        selector=f"{t:08x}{i:032x}:c0f",
+        username=f"user{t}",
+        token_msgs=f"QVBBOTFiRzlhcVd2{i:012d}",
+        appid_msgs="com.cloudsoftphone.app",
+        user_agent="CloudSoftphone/1.5.6",
+    )
+
+
+def measure(folder: Path, *, full: bool, threads: int, duration: float) -> dict[str, float]:
+    """Appends per second of *threads* threads for *duration* seconds, and fdatasync
+    calls per append."""
+    db = folder / f"bench-{'full' if full else 'normal'}-{threads}-{time.monotonic_ns()}.db"
+    storage = SpooledStorage(
+        SQLiteStorage(db, synchronous="full" if full else "normal"),
+        folder=Path(f"{db}.spool"),
+        fsync=full,
+        max_bytes=1 << 40,
+    )
+    storage.upsert(_report(999, 0), now=NOW, read_back=False)  # opens it, starts the applier
+    counts = [0] * threads
+    stop = threading.Event()
+    start = threading.Barrier(threads + 1)
+
+    def work(t: int) -> None:
+        start.wait()
+        i = 0
+        while not stop.is_set():
+            storage.upsert(_report(t, i), now=NOW, read_back=False)
+            i += 1
+        counts[t] = i
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    syncs_before = storage._files.syncs
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(duration)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - began
+    syncs = storage._files.syncs - syncs_before
+    storage.close()
+    total = sum(counts)
+    return {"appends_per_s": total / elapsed, "syncs_per_append": syncs / max(1, total)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="1,4,16,32", help="thread counts, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--dir", type=Path, default=None, help="where the spool is written")
+    parser.add_argument("--quick", action="store_true", help="one short round, 1 and 4 threads")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.threads, args.rounds, args.duration = "1,4", 1, 0.3
+    counts = [int(n) for n in args.threads.split(",")]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="group-sync-", dir=args.dir) as tmp:
+        folder = Path(tmp)
+        print(f"spool in {folder} ({os.cpu_count()} cores), {args.duration:g} s each")
+        print(
+            f"{'round':>5} {'threads':>7} {'normal/s':>10} {'full/s':>10} "
+            f"{'ratio':>6} {'syncs/append':>12}"
+        )
+        for r in range(1, args.rounds + 1):
+            for n in counts:
+                normal = measure(folder, full=False, threads=n, duration=args.duration)
+                full = measure(folder, full=True, threads=n, duration=args.duration)
+                ratio = full["appends_per_s"] / normal["appends_per_s"]
+                results.append(
+                    {"round": r, "threads": n, "normal": normal, "full": full, "ratio": ratio}
+                )
+                print(
+                    f"{r:>5} {n:>7} {normal['appends_per_s']:>10,.0f} "
+                    f"{full['appends_per_s']:>10,.0f} {ratio:>6.2f} "
+                    f"{full['syncs_per_append']:>12.3f}",
+                    flush=True,
+                )
+    print("\nmedians")
+    print(f"{'threads':>7} {'normal/s':>10} {'full/s':>10} {'ratio':>6}")
+    for n in counts:
+        rows = [x for x in results if x["threads"] == n]
+        print(
+            f"{n:>7} {statistics.median(x['normal']['appends_per_s'] for x in rows):>10,.0f} "
+            f"{statistics.median(x['full']['appends_per_s'] for x in rows):>10,.0f} "
+            f"{statistics.median(x['ratio'] for x in rows):>6.2f}"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
