@@ -244,9 +244,8 @@ ON CONFLICT ({key}) DO UPDATE SET
         # time the reports, must agree with it: docs/deployment.md).
         self.tombstone = sql.SQL("""INSERT INTO {r} AS r (selector, removed_at)
 VALUES (%s, statement_timestamp())
-ON CONFLICT (selector) DO UPDATE SET removed_at = GREATEST(r.removed_at, EXCLUDED.removed_at)""").format(
-            r=removed
-        )
+ON CONFLICT (selector) DO UPDATE
+SET removed_at = GREATEST(r.removed_at, EXCLUDED.removed_at)""").format(r=removed)
         # A spooled report: the upsert, unless a removal outlived it. The condition is
         # pushreport_core.outlived_by_removal(now, removed_at) (received <= removed) in
         # SQL; a test holds the two together.
@@ -822,6 +821,9 @@ class PostgreSQLStorage:
         s, host = self._sql, self.spool_host
         with self._connection() as conn, conn.transaction():
             conn.execute(s.selector_lock, (f"{s.lock_key}:spool", host))
+            # The table's write lock, even for an empty batch: a spool probes so
+            # whether the table can be written again.
+            conn.execute(s.ping)
             batch = take(dict(conn.execute(s.spool_marks, (host,)).fetchall()))
             params = [_params(report, now) for report, now in batch.items]
             with conn.cursor() as cursor:
