@@ -18,6 +18,14 @@ round, and every round is printed with the medians::
 The spool is put in *--dir* (default: the system's temp dir, which may be a tmpfs where
 fdatasync costs nothing: then pass a directory on a real disk). Nothing here asserts a
 timing; ``--json`` writes the figures.
+
+``--serve`` measures the same under ``pushreport serve`` instead (its default worker
+count, or ``--workers``): a server per (synchronous, threads per worker) for each of
+``--serve-threads`` (default ``1,8``), driven one after the other by
+``bench/loadgen.py`` (32 connections, ``Connection: close``) each round; it prints
+req/s, p99 and full/normal for each thread count, every round and the medians::
+
+    python bench/group_sync.py --serve --rounds 3 --duration 6
 """
 
 from __future__ import annotations
@@ -91,6 +99,72 @@ def measure(folder: Path, *, full: bool, threads: int, duration: float) -> dict[
     return {"appends_per_s": total / elapsed, "syncs_per_append": syncs / max(1, total)}
 
 
+def serve(args: argparse.Namespace) -> int:
+    """The ``--serve`` measurement (see the module's documentation)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import loadgen
+    from load import HOST, install_signal_handlers, pushreport_server
+
+    install_signal_handlers()
+    counts = [int(n) for n in args.serve_threads.split(",")]
+    setups = [(sync, n) for n in counts for sync in ("normal", "full")]
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="group-sync-serve-", dir=args.dir) as tmp:
+        servers = {
+            (sync, n): pushreport_server(
+                Path(tmp), f"{sync}-{n}", synchronous=sync, workers=args.workers, threads=n
+            )
+            for sync, n in setups
+        }
+        try:
+            for server in servers.values():
+                server.start()
+            for server in servers.values():
+                server.wait_ready()
+            workers = next(iter(servers.values())).workers_expected
+            print(f"pushreport serve, {workers} workers, {args.duration:g} s each")
+            print(
+                f"{'round':>5} {'threads':>7} {'normal/s':>10} {'p99 ms':>7} "
+                f"{'full/s':>10} {'p99 ms':>7} {'ratio':>6} {'errors':>6}"
+            )
+            for server in servers.values():
+                loadgen.drive(HOST, server.port, duration=args.warmup, tool=args.tool)
+            for r in range(1, args.rounds + 1):
+                for n in counts:
+                    got = {}
+                    for sync in ("normal", "full"):
+                        server = servers[(sync, n)]
+                        got[sync] = loadgen.drive(
+                            HOST, server.port, duration=args.duration, tool=args.tool
+                        ).as_dict()
+                        if server.proc is None or server.proc.poll() is not None:
+                            raise RuntimeError(f"{sync}-{n} died:\n{server.output()}")
+                    ratio = got["full"]["rps"] / got["normal"]["rps"]
+                    errors = got["full"]["errors"] + got["normal"]["errors"]
+                    rounds.append({"round": r, "threads": n, **got, "ratio": ratio})
+                    print(
+                        f"{r:>5} {n:>7} {got['normal']['rps']:>10,.0f} "
+                        f"{got['normal']['p99_ms']:>7.2f} {got['full']['rps']:>10,.0f} "
+                        f"{got['full']['p99_ms']:>7.2f} {ratio:>6.2f} {errors:>6}",
+                        flush=True,
+                    )
+        finally:
+            for server in servers.values():
+                server.stop()
+    print("\nmedians")
+    print(f"{'threads':>7} {'normal/s':>10} {'full/s':>10} {'ratio':>6}")
+    for n in counts:
+        rows = [x for x in rounds if x["threads"] == n]
+        print(
+            f"{n:>7} {statistics.median(x['normal']['rps'] for x in rows):>10,.0f} "
+            f"{statistics.median(x['full']['rps'] for x in rows):>10,.0f} "
+            f"{statistics.median(x['ratio'] for x in rows):>6.2f}"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(rounds, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,4,16,32", help="thread counts, comma-separated")
@@ -99,9 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where the spool is written")
     parser.add_argument("--quick", action="store_true", help="one short round, 1 and 4 threads")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--serve", action="store_true", help="under pushreport serve")
+    parser.add_argument("--serve-threads", default="1,8", help="threads per worker, --serve")
+    parser.add_argument("--workers", type=int, default=None, help="--serve: worker count")
+    parser.add_argument("--warmup", type=float, default=2.0, help="--serve: seconds")
+    parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto")
     args = parser.parse_args(argv)
     if args.quick:
         args.threads, args.rounds, args.duration = "1,4", 1, 0.3
+        args.warmup = 0.3
+    if args.serve:
+        return serve(args)
     counts = [int(n) for n in args.threads.split(",")]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="group-sync-", dir=args.dir) as tmp:
