@@ -737,10 +737,14 @@ class PostgreSQLStorage:
             conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
             row = conn.execute(self._sql.get, (selector,)).fetchone()
             stored = None if row is None else _decode(row)
-            if not allowed(stored) or stored is None:
+            if not allowed(stored):
+                return None
+            # A tombstone even when nothing is stored: a report spooled on another
+            # host may be on its way.
+            conn.execute(self._sql.tombstone, (selector,))
+            if stored is None:
                 return None
             conn.execute(self._sql.remove, (selector,))
-            conn.execute(self._sql.tombstone, (selector,))
             return stored
 
     def get(self, selector: str) -> Registration | None:

@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     from ._prune import PruneSchedule
 
 log = logging.getLogger("pushreport")
+#: The removal plans that call the backend's remove: DELETE, and GONE (nothing stored
+#: here; the backend may still record the removal, see ``_remove_owned``).
+_REMOVES = frozenset({RemovalPlan.DELETE, RemovalPlan.GONE})
 
 
 def _utcnow() -> datetime:
@@ -464,7 +467,10 @@ class Receiver:
 
         def allowed(stored: Registration | None) -> bool:
             seen.append(stored)
-            return removal.plan(stored, identified=True) is RemovalPlan.DELETE
+            # GONE too: nothing is stored here, but a backend may record the removal
+            # (PostgreSQL's tombstone, which a report spooled on another host before
+            # the removal must not outlive).
+            return removal.plan(stored, identified=True) in _REMOVES
 
         remove_if = backend.capabilities.remove_if
         if remove_if is not None:
@@ -539,7 +545,7 @@ class Receiver:
                 else:
                     stored = backend.storage.get(removal.selector)
                     plan = removal.plan(stored)
-                    if plan is RemovalPlan.DELETE:
+                    if plan in _REMOVES:
                         if backend.storage.remove(removal.selector) and removed is None:
                             removed = stored
                     elif plan is RemovalPlan.KEEP_NEWER:

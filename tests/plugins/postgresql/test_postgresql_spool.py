@@ -76,6 +76,17 @@ def test_a_removal_of_a_selector_never_stored_still_outlives_a_spooled_report(ho
     assert b.get(SELECTOR) is None
 
 
+def test_remove_if_of_nothing_stored_leaves_a_tombstone_unless_refused(host) -> None:
+    a, b = host("host-a"), host("host-b")
+    a.upsert(_report("T1"), now=_now(), read_back=False)
+    a.upsert(_report("T1", OTHER), now=_now(), read_back=False)
+    assert b.remove_if(SELECTOR, lambda stored: stored is None) is None
+    assert b.remove_if(OTHER, lambda stored: False) is None  # refused: no tombstone
+    a.apply_spool()
+    assert b.get(SELECTOR) is None
+    assert b.get(OTHER) is not None
+
+
 def test_remove_if_leaves_a_tombstone_too(host) -> None:
     a, b = host("host-a"), host("host-b")
     a.upsert(_report("T0"), now=_now(), read_back=False)
