@@ -19,6 +19,15 @@ The spool is put in *--dir* (default: the system's temp dir, which may be a tmpf
 fdatasync costs nothing: then pass a directory on a real disk). Nothing here asserts a
 timing; ``--json`` writes the figures.
 
+``--postgresql DSN`` measures the PostgreSQL backend in-process the same way: each
+report its own write (``GroupCommit``: threads that wait together share a transaction,
+as the receiver writes) against the report spool in front of it (``spool = true``,
+``spool_fsync = true``), the spool's time including what it takes to apply everything
+appended (reports stored per second, not only answered), in a table of its own that is
+dropped at the end::
+
+    python bench/group_sync.py --postgresql "host=127.0.0.1 dbname=test user=postgres"
+
 ``--serve`` measures the same under ``pushreport serve`` instead (its default worker
 count, or ``--workers``): a server per (synchronous, threads per worker) for each of
 ``--serve-threads`` (default ``1,8``), driven one after the other by
@@ -31,6 +40,7 @@ req/s, p99 and full/normal for each thread count, every round and the medians::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -97,6 +107,121 @@ def measure(folder: Path, *, full: bool, threads: int, duration: float) -> dict[
     storage.close()
     total = sum(counts)
     return {"appends_per_s": total / elapsed, "syncs_per_append": syncs / max(1, total)}
+
+
+def measure_postgresql(
+    dsn: str, table: str, folder: Path, *, spooled: bool, threads: int, duration: float
+) -> dict[str, float]:
+    """Reports stored per second by *threads* threads in *duration* seconds: each its
+    own write through ``GroupCommit``, or through the spool (then until all of it is
+    applied)."""
+    from pushreport._batch import GroupCommit
+    from pushreport_postgresql import PostgreSQLStorage
+
+    backend = PostgreSQLStorage(dsn=dsn, table=table, pool_max=max(4, threads), spool_host="b")
+    storage: Any
+    if spooled:
+        storage = SpooledStorage(
+            backend,
+            folder=folder / f"pg-{threads}-{time.monotonic_ns()}",
+            fsync=True,
+            max_bytes=1 << 40,
+        )
+        write = functools.partial(storage.upsert, read_back=False)
+    else:
+        storage = backend
+        write = GroupCommit(backend).upsert
+    write(_report(999, 0), now=NOW)
+    counts = [0] * threads
+    stop = threading.Event()
+    start = threading.Barrier(threads + 1)
+
+    def work(t: int) -> None:
+        start.wait()
+        i = 0
+        while not stop.is_set():
+            write(_report(t, i), now=NOW)
+            i += 1
+        counts[t] = i
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    began = time.perf_counter()
+    time.sleep(duration)
+    stop.set()
+    for w in workers:
+        w.join()
+    answered = time.perf_counter() - began
+    if spooled:
+        storage.apply_spool()  # what is left: stored only once applied
+    elapsed = time.perf_counter() - began
+    storage.close()
+    total = sum(counts)
+    return {"stored_per_s": total / elapsed, "answered_per_s": total / answered}
+
+
+def postgresql(args: argparse.Namespace) -> int:
+    """The ``--postgresql`` measurement (see the module's documentation)."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    table = f"bench_group_sync_{uuid.uuid4().hex[:12]}"
+    counts = [int(n) for n in args.threads.split(",")]
+    results: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="group-sync-pg-", dir=args.dir) as tmp:
+            print(f"PostgreSQL, table {table}, {args.duration:g} s each")
+            print(
+                f"{'round':>5} {'threads':>7} {'direct/s':>10} {'spooled/s':>10} "
+                f"{'ratio':>6} {'answered/s':>10}"
+            )
+            for r in range(1, args.rounds + 1):
+                for n in counts:
+                    kw = {"threads": n, "duration": args.duration}
+                    direct = measure_postgresql(
+                        args.postgresql, table, Path(tmp), spooled=False, **kw
+                    )
+                    spool = measure_postgresql(
+                        args.postgresql, table, Path(tmp), spooled=True, **kw
+                    )
+                    ratio = spool["stored_per_s"] / direct["stored_per_s"]
+                    results.append(
+                        {
+                            "round": r,
+                            "threads": n,
+                            "direct": direct,
+                            "spooled": spool,
+                            "ratio": ratio,
+                        }
+                    )
+                    print(
+                        f"{r:>5} {n:>7} {direct['stored_per_s']:>10,.0f} "
+                        f"{spool['stored_per_s']:>10,.0f} {ratio:>6.2f} "
+                        f"{spool['answered_per_s']:>10,.0f}",
+                        flush=True,
+                    )
+    finally:
+        with psycopg.connect(args.postgresql, autocommit=True) as conn:
+            for suffix in ("", "_schema", "_spool", "_removed", "_limits"):
+                conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table + suffix))
+                )
+    print("\nmedians")
+    print(f"{'threads':>7} {'direct/s':>10} {'spooled/s':>10} {'ratio':>6}")
+    for n in counts:
+        rows = [x for x in results if x["threads"] == n]
+        print(
+            f"{n:>7} {statistics.median(x['direct']['stored_per_s'] for x in rows):>10,.0f} "
+            f"{statistics.median(x['spooled']['stored_per_s'] for x in rows):>10,.0f} "
+            f"{statistics.median(x['ratio'] for x in rows):>6.2f}"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -178,12 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="--serve: worker count")
     parser.add_argument("--warmup", type=float, default=2.0, help="--serve: seconds")
     parser.add_argument("--tool", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--postgresql", metavar="DSN", default=None, help="PostgreSQL instead")
     args = parser.parse_args(argv)
     if args.quick:
         args.threads, args.rounds, args.duration = "1,4", 1, 0.3
         args.warmup = 0.3
     if args.serve:
         return serve(args)
+    if args.postgresql:
+        return postgresql(args)
     counts = [int(n) for n in args.threads.split(",")]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="group-sync-", dir=args.dir) as tmp:
