@@ -216,8 +216,15 @@ class Receiver:
             pm.register(plugin)
         if serving and config.lookup.enabled:
             config.lookup.bearer_token()  # the endpoint's token: read and checked now
+        if serving and config.admin.enabled:
+            config.admin.bearer_token()  # the support page's, likewise
         authenticates = bool(pm.hook.pushreport_authenticate.get_hookimpls())
-        limiter = Limiter.from_config(config.limits, clock=seconds, authenticates=authenticates)
+        limiter = Limiter.from_config(
+            config.limits,
+            clock=seconds,
+            authenticates=authenticates,
+            logins=serving and config.admin.enabled,
+        )
         backends = open_backends(config, pm, create=create)
         share_limit_state(limiter, config, backends, authenticators)
         if config.reporter.token_owner == "newest":
@@ -270,6 +277,7 @@ class Receiver:
         ``pushreport_report_stored`` hook, ``token_owner = "newest"``), so that a backend
         that can skip the read (``quiet_upsert``) does.
         """
+        started = time.perf_counter()
         shape: str | None = None
         selector: str | None = None
         try:
@@ -283,6 +291,7 @@ class Receiver:
                     selector=selector,
                     removal=done,
                 )
+                self.metrics.removal_done(done.happened)
             else:
                 report = self._parse_report(request)
                 shape, selector = report.shape, report.selector
@@ -291,8 +300,10 @@ class Receiver:
                     happened="stored", shape=shape, selector=selector, registration=stored
                 )
         except Exception as e:
-            return self.refuse(e, shape=shape, selector=selector)
-        self.metrics.report_accepted()
+            outcome = self.refuse(e, shape=shape, selector=selector)
+        else:
+            self.metrics.report_accepted()
+        self.metrics.request_done(time.perf_counter() - started)
         return outcome
 
     def refuse(
@@ -530,13 +541,32 @@ class Receiver:
         return parse_removal(request, self.removal_shapes, max_body=self.config.reporter.max_body)
 
     def _remove(self, removal: Removal, request: Request) -> RemovalOutcome:
-        pm = self.plugin_manager
         identified = self._admit(removal.as_report(), request, "removal")
+        return self._carry_out(removal, identified=identified)
+
+    def forget(self, selector: str) -> RemovalOutcome:
+        """Delete the registration of *selector* from every backend, as an Account
+        Removal Reporter call naming only the selector would, and notify
+        ``pushreport_registration_removed``: the support page's "forget this
+        registration" (an erasure request). The caller has authorised it; nothing here
+        checks a username. Idempotent, like :meth:`remove`.
+
+        :raises ValueError: an empty selector.
+        :raises StorageUnavailable: a required backend failed (nothing may be left
+            half-forgotten: try again).
+        """
+        if not selector:
+            raise ValueError("give a selector")
+        return self._carry_out(Removal(selector=selector, shape="admin"), identified=False)
+
+    def _carry_out(self, removal: Removal, *, identified: bool) -> RemovalOutcome:
+        pm = self.plugin_manager
         removed: Registration | None = None
         kept = False
         owner = self._authority() if identified else None
         for backend in self._in_write_order(owner):
             refused = False
+            started = time.perf_counter()
             try:
                 if backend is owner:
                     refused, deleted, newer = self._remove_owned(backend, removal)
@@ -551,14 +581,19 @@ class Receiver:
                     elif plan is RemovalPlan.KEEP_NEWER:
                         kept = True
             except StorageUnavailable as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     raise
                 self._best_effort_failed(backend, e)
+                continue
             except Exception as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
+                continue
+            self.metrics.storage_done(backend.name, time.perf_counter() - started)
             if refused:
                 raise self._not_theirs(removal.selector, removal.username, "removal")
         if kept:
@@ -646,9 +681,11 @@ class Receiver:
                 [(b.name, b.storage) for b in self.backends],
                 clock=self.clock,
                 beside=self.backends[0].capabilities.path,
+                metrics=self.metrics,
             )
             if self.pruner is None:
                 return False
+            self.metrics.watch_prune(self.pruner)
             self.pruner.start()
         return True
 

@@ -37,7 +37,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -73,6 +73,10 @@ SUFFIX = ".jsonl"
 NEW = ".new"
 #: The folder inside the spool that entries which are not spool files are moved to.
 UNREADABLE = "unreadable"
+#: :meth:`SpoolFiles.backlog` reads a file this much at a time, and a first line up to
+#: this long (a report line is about 220 bytes).
+_BLOCK = 1 << 20
+_FIRST_LINE = 1 << 20
 
 
 # Made once: json.dumps/json.loads with arguments build a new encoder on every call.
@@ -414,6 +418,44 @@ class SpoolFiles:
                 # Not written by append(): skipped rather than stopping the spool.
                 self.log.error("%s: a line that is not a spooled report is skipped", name)
         return reports, offset + end, offset + len(data)
+
+    def backlog(self, marks: Mapping[str, int]) -> tuple[int, int, datetime | None]:
+        """What waits in the spool past *marks* (the backend's ``spool_marks()``): the
+        complete lines, the bytes (lines being written included: what ``max_bytes``
+        bounds), and when the oldest waiting report was received (``None``: nothing
+        waits). Reads only what is not yet applied, a block at a time; a file that
+        cannot be read counts as nothing."""
+        lines = size = 0
+        oldest: datetime | None = None
+        sizes, _ = self.scan(self.names())
+        for name, length in sizes.items():
+            start = marks.get(name, 0)
+            if length <= start:
+                continue
+            size += length - start
+            try:
+                fd = os.open(
+                    self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                )
+            except OSError:
+                continue
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                f.seek(start)
+                first = f.readline(_FIRST_LINE)
+                if not first.endswith(b"\n"):
+                    continue  # being written (or cut short): no complete line yet
+                lines += 1
+                try:
+                    received = decode(first.decode())[1]
+                except (ValueError, TypeError):
+                    received = None  # not a spooled report: the applier skips it too
+                if received is not None and (oldest is None or received < oldest):
+                    oldest = received
+                while block := f.read(_BLOCK):
+                    lines += block.count(b"\n")
+        return lines, size, oldest
 
     def finished(self, name: str) -> bool:
         """Nobody writes to *name* any more (its writer closed it or is gone)."""

@@ -40,6 +40,7 @@ import errno
 import logging
 import os
 import threading
+import time
 import weakref
 from datetime import datetime
 from pathlib import Path
@@ -211,6 +212,7 @@ class SpooledStorage:
         self.capabilities = (declared - {Capability.SPOOL_TARGET}) | {
             Capability.QUIET_UPSERT,
             Capability.SPOOLS,
+            Capability.METRICS,
         }
         self._log = logging.getLogger(f"pushreport.{self.name}")
         self._round_log = ThrottledLog(self._log)
@@ -368,6 +370,32 @@ class SpooledStorage:
                 self._log.warning("the report spool is left to apply later: %s", exc)
         self._closed = True
         self.storage.close()
+
+    def metrics(self) -> dict[str, float]:
+        """The wrapped backend's figures, if it has any, and the spool's backlog, read
+        from the files and the backend's marks when Prometheus scrapes (the same in
+        every process): ``spool_backlog_lines`` and ``spool_backlog_bytes`` not yet
+        applied, ``spool_max_bytes`` (the bound past which reports are refused) and
+        ``spool_oldest_age_seconds``, how long ago the oldest waiting report was
+        received (0 when none waits).
+
+        :raises StorageUnavailable: the backend's marks cannot be read.
+        """
+        figures: dict[str, float] = {}
+        own = Capabilities.of(self.storage, self.name).metrics
+        if own is not None:
+            figures.update(own())
+        lines, size, oldest = self._files.backlog(self.storage.spool_marks())
+        age = 0.0
+        if oldest is not None:
+            age = max(0.0, time.time() - oldest.timestamp())
+        figures.update(
+            spool_backlog_lines=lines,
+            spool_backlog_bytes=size,
+            spool_max_bytes=self.max_bytes,
+            spool_oldest_age_seconds=age,
+        )
+        return figures
 
     # -- applying the spool ----------------------------------------------------------
 

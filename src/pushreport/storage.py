@@ -461,7 +461,12 @@ class RegisterStorage(Protocol):
     """The ``register`` callable of the ``pushreport_register_storage`` hook."""
 
     def __call__(
-        self, name: str, factory: StorageFactory, *, main_option: MainOption | None = None
+        self,
+        name: str,
+        factory: StorageFactory,
+        *,
+        main_option: MainOption | None = None,
+        secret_options: Iterable[str] = (),
     ) -> None: ...
 
 
