@@ -388,6 +388,7 @@ class PostgreSQLStorage:
             Capability.REMOVE_IF,
             Capability.LIMIT_STATE,
             Capability.SPOOL_TARGET,
+            Capability.TOMBSTONES,
         }
     )
 

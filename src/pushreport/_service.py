@@ -47,7 +47,7 @@ from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import authentication, make_plugin_manager, transform_report
-from .storage import Storage
+from .storage import Capability, Storage
 
 __all__ = [
     "Receiver",
@@ -64,9 +64,16 @@ if TYPE_CHECKING:
     from ._prune import PruneSchedule
 
 log = logging.getLogger("pushreport")
-#: The removal plans that call the backend's remove: DELETE, and GONE (nothing stored
-#: here; the backend may still record the removal, see ``_remove_owned``).
-_REMOVES = frozenset({RemovalPlan.DELETE, RemovalPlan.GONE})
+
+
+def _removes(plan: RemovalPlan, backend: Backend) -> bool:
+    """Whether *plan* calls *backend*'s remove: to delete, and for a selector stored
+    nowhere when the backend records removals
+    (:attr:`~pushreport.storage.Capability.TOMBSTONES`: a report another host spooled
+    before the removal must not register it after)."""
+    return plan is RemovalPlan.DELETE or (
+        plan is RemovalPlan.GONE and Capability.TOMBSTONES in backend.capabilities
+    )
 
 
 def _utcnow() -> datetime:
@@ -478,10 +485,7 @@ class Receiver:
 
         def allowed(stored: Registration | None) -> bool:
             seen.append(stored)
-            # GONE too: nothing is stored here, but a backend may record the removal
-            # (PostgreSQL's tombstone, which a report spooled on another host before
-            # the removal must not outlive).
-            return removal.plan(stored, identified=True) in _REMOVES
+            return _removes(removal.plan(stored, identified=True), backend)
 
         remove_if = backend.capabilities.remove_if
         if remove_if is not None:
@@ -575,7 +579,7 @@ class Receiver:
                 else:
                     stored = backend.storage.get(removal.selector)
                     plan = removal.plan(stored)
-                    if plan in _REMOVES:
+                    if _removes(plan, backend):
                         if backend.storage.remove(removal.selector) and removed is None:
                             removed = stored
                     elif plan is RemovalPlan.KEEP_NEWER:
