@@ -201,6 +201,11 @@ class _Statements:
         )
         # The merge rule (see MERGE_SQL): "a null value for pushTokenOther" (the iOS
         # delay) never erases a stored value, whichever host the report reached.
+        merge_sets = _SET_SEPARATOR.join(
+            sql.SQL("{} = {}").format(sql.Identifier(c), _policy_sql(MERGE_SQL[policy], c))
+            for c, policy in MERGE_POLICY.items()
+            if policy is not Policy.KEY
+        )
         self.upsert = sql.SQL("""INSERT INTO {t} AS t ({cols})
 VALUES ({values})
 ON CONFLICT ({key}) DO UPDATE SET
@@ -212,11 +217,7 @@ RETURNING {cols}""").format(
             values=sql.SQL(", ").join(
                 _policy_sql(NEW_SQL[policy], c) for c, policy in MERGE_POLICY.items()
             ),
-            sets=_SET_SEPARATOR.join(
-                sql.SQL("{} = {}").format(sql.Identifier(c), _policy_sql(MERGE_SQL[policy], c))
-                for c, policy in MERGE_POLICY.items()
-                if policy is not Policy.KEY
-            ),
+            sets=merge_sets,
         )
         # put_many: a registration stored exactly as given, replacing its selector's row.
         self.put = sql.SQL("""INSERT INTO {t} AS t ({cols})
@@ -268,11 +269,7 @@ ON CONFLICT ({key_column}) DO UPDATE SET
                 )
                 for c, policy in MERGE_POLICY.items()
             ),
-            sets=_SET_SEPARATOR.join(
-                sql.SQL("{} = {}").format(sql.Identifier(c), _policy_sql(MERGE_SQL[policy], c))
-                for c, policy in MERGE_POLICY.items()
-                if policy is not Policy.KEY
-            ),
+            sets=merge_sets,
         )
         self.spool_marks = sql.SQL("SELECT name, applied FROM {} WHERE host = %s").format(
             spool_table

@@ -214,3 +214,22 @@ def test_spool_option_wraps_it_with_a_spool_of_this_host(
     finally:
         spooled.close()
         plain.close()
+
+
+def test_the_spooled_upserts_column_types_are_the_tables(pg_dsn: str, pg_table: str) -> None:
+    from pushreport_postgresql._storage import _COLUMN_TYPES
+
+    storage = PostgreSQLStorage(dsn=pg_dsn, table=pg_table)
+    try:
+        storage.ping()
+    finally:
+        storage.close()
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(
+            "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns"
+            " JOIN pg_attribute ON attrelid = %s::regclass AND attname = column_name"
+            " WHERE table_name = %s",
+            (pg_table, pg_table),
+        ).fetchall()
+    names = {"timestamp with time zone": "timestamptz"}
+    assert {c: names.get(t, t) for c, t in rows} == dict(_COLUMN_TYPES)
