@@ -215,3 +215,23 @@ def test_a_failed_sync_is_a_503_of_the_spooled_storage_and_the_next_report_is_ta
         assert stored is not None and stored.token_msgs == "T2"
     finally:
         storage.close()
+
+
+def test_after_a_fork_the_child_syncs_a_file_of_its_own(tmp_path: Path) -> None:
+    files = SpoolFiles(tmp_path / "spool", fsync=True)
+    files.append(_line(0, 0))
+    parent_name = files.own
+    pid = os.fork()
+    if pid == 0:  # the child: never waits on the parent's syncs, never closes its file
+        try:
+            files.append(_line(1, 0))
+            files.append(_line(1, 1))
+            os._exit(0 if files.own and files.own != parent_name else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    files.append(_line(0, 1))
+    files.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    held = {p.name: p.read_bytes() for p in (tmp_path / "spool").glob("*.jsonl")}
+    assert sorted(held.values()) == sorted([_line(0, 0) + _line(0, 1), _line(1, 0) + _line(1, 1)])
