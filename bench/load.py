@@ -252,9 +252,15 @@ def bare_server(workdir: Path, *, workers: int = 2, name: str = "bare") -> Serve
 
 
 def pushreport_server(
-    workdir: Path, name: str, *, synchronous: str = "normal", workers: int | None = None
+    workdir: Path,
+    name: str,
+    *,
+    synchronous: str = "normal",
+    workers: int | None = None,
+    threads: int = 1,
 ) -> Server:
-    """``pushreport serve`` with *workers* (``None``: its default, as shipped)."""
+    """``pushreport serve`` with *workers* (``None``: its default, as shipped) of
+    *threads* threads each."""
     if workers is None:
         from pushreport._config import ServerConfig
 
@@ -275,9 +281,14 @@ def pushreport_server(
         "--db",
         str(db),
     ]
+    settings = ""
     if synchronous != "normal":
+        settings += f'[storage.sqlite]\nsynchronous = "{synchronous}"\n'
+    if threads != 1:
+        settings += f"[server]\nthreads = {threads}\n"
+    if settings:
         config = workdir / f"{name}.toml"
-        config.write_text(f'[storage.sqlite]\nsynchronous = "{synchronous}"\n', encoding="utf-8")
+        config.write_text(settings, encoding="utf-8")
         argv += ["--config", str(config)]
     return Server(name, argv, port, workdir, workers)
 

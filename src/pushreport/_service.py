@@ -47,7 +47,7 @@ from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import authentication, make_plugin_manager, transform_report
-from .storage import Storage
+from .storage import Capability, Storage
 
 __all__ = [
     "Receiver",
@@ -64,6 +64,16 @@ if TYPE_CHECKING:
     from ._prune import PruneSchedule
 
 log = logging.getLogger("pushreport")
+
+
+def _removes(plan: RemovalPlan, backend: Backend) -> bool:
+    """Whether *plan* calls *backend*'s remove: to delete, and for a selector stored
+    nowhere when the backend records removals
+    (:attr:`~pushreport.storage.Capability.TOMBSTONES`: a report another host spooled
+    before the removal must not register it after)."""
+    return plan is RemovalPlan.DELETE or (
+        plan is RemovalPlan.GONE and Capability.TOMBSTONES in backend.capabilities
+    )
 
 
 def _utcnow() -> datetime:
@@ -475,7 +485,7 @@ class Receiver:
 
         def allowed(stored: Registration | None) -> bool:
             seen.append(stored)
-            return removal.plan(stored, identified=True) is RemovalPlan.DELETE
+            return _removes(removal.plan(stored, identified=True), backend)
 
         remove_if = backend.capabilities.remove_if
         if remove_if is not None:
@@ -569,7 +579,7 @@ class Receiver:
                 else:
                     stored = backend.storage.get(removal.selector)
                     plan = removal.plan(stored)
-                    if plan is RemovalPlan.DELETE:
+                    if _removes(plan, backend):
                         if backend.storage.remove(removal.selector) and removed is None:
                             removed = stored
                     elif plan is RemovalPlan.KEEP_NEWER:

@@ -473,7 +473,11 @@ class SpooledStorage:
 
             def take(marks: Mapping[str, int]) -> SpooledBatch:
                 batches, advanced = [], {}
-                for name in waiting:
+                # Every file, not only those found waiting: lines appended since the
+                # scan (a round trip to the backend ago) to a file found idle would
+                # otherwise wait for the next round, behind later lines of another
+                # file read now, and be applied out of the order received.
+                for name in sizes:
                     start = marks.get(name, 0)
                     items, end, length = files.read(name, start)
                     if end > start:
