@@ -13,9 +13,9 @@ module only speaks WSGI.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Request
 
 from pushreport import (
     Lookup,
@@ -26,8 +26,13 @@ from pushreport import (
     Readiness,
     Receiver,
     Storage,
+    lookup_answer,
+    method_not_allowed,
+    text_answer,
 )
 from pushreport_core import Secret
+
+from ._reports import send
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -37,36 +42,11 @@ __all__ = ["LookupApp", "PathDispatcher", "ReadyApp", "healthz", "operator_apps"
 _METHODS = OperatorPaths.methods
 
 
-def _answer(
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    status: str,
-    text: str,
-    headers: Sequence[tuple[str, str]] = (),
-) -> Iterable[bytes]:
-    data = text.encode("utf-8")
-    start_response(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(data))),
-            ("Cache-Control", "no-store"),
-            *headers,
-        ],
-    )
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
-
-
 def _only_get(app: WSGIApplication) -> WSGIApplication:
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD", "GET") not in _METHODS:
-            return _answer(
-                environ,
-                start_response,
-                "405 Method Not Allowed",
-                "method not allowed\n",
-                [("Allow", ", ".join(_METHODS))],
-            )
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in _METHODS:
+            return send(method_not_allowed(head=method == "HEAD"), start_response)
         return app(environ, start_response)
 
     return guarded
@@ -74,7 +54,11 @@ def _only_get(app: WSGIApplication) -> WSGIApplication:
 
 def healthz(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     """``200 ok`` while the process answers at all."""
-    return _answer(environ, start_response, "200 OK", "ok\n")
+    return send(text_answer(200, "ok\n", head=_head(environ)), start_response)
+
+
+def _head(environ: WSGIEnvironment) -> bool:
+    return bool(environ.get("REQUEST_METHOD") == "HEAD")
 
 
 class ReadyApp:
@@ -87,8 +71,8 @@ class ReadyApp:
         failed = self.readiness.failing()
         if failed:
             text = f"not ready: {', '.join(failed)}\n"
-            return _answer(environ, start_response, "503 Service Unavailable", text)
-        return _answer(environ, start_response, "200 OK", "ok\n")
+            return send(text_answer(503, text, head=_head(environ)), start_response)
+        return send(text_answer(200, "ok\n", head=_head(environ)), start_response)
 
 
 class LookupApp:
@@ -110,14 +94,7 @@ class LookupApp:
             query=request.args.to_dict(flat=False),
             authorization=request.headers.get("Authorization", ""),
         )
-        response = Response(
-            answer.json(),
-            status=answer.status,
-            headers=dict(answer.headers),
-            content_type="application/json; charset=utf-8",
-        )
-        response.headers["Cache-Control"] = "no-store"
-        return response(environ, start_response)
+        return send(lookup_answer(answer, head=request.method == "HEAD"), start_response)
 
 
 def operator_apps(receiver: Receiver) -> dict[str, WSGIApplication]:
