@@ -24,6 +24,7 @@ request into one call here and its outcome into a response.
 - :mod:`pushreport.testing` — the storage conformance kit.
 """
 
+from ._backends import open_now
 from ._config import (
     AuthConfig,
     Config,
@@ -115,6 +116,7 @@ __all__ = [
     "lookup_answer",
     "method_not_allowed",
     "mounted_target",
+    "open_now",
     "origin_form",
     "outcome_answer",
     "text_answer",
