@@ -1,9 +1,11 @@
-"""``pushreport serve``: the receiver under gunicorn.
+"""``pushreport serve``: the receiver under gunicorn, or under uvicorn
+(``[server] engine``).
 
 gunicorn is the well-kept pre-fork WSGI server of the Python ecosystem: it passes the
 raw request target (``RAW_URI``) so that ``%2F`` inside a token survives, restarts a
-crashed worker, and its sync workers are the fastest plain setup measured for this
-workload (see ``bench/README.md``).
+crashed worker, and its sync workers were the fastest plain setup measured for this
+workload (see ``bench/README.md``). uvicorn serves the ASGI adapter on an event loop
+per worker (``_uvicorn.py``): a slow or idle client costs a socket, not a worker.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pushreport_core import (
     BODY_METHODS,
     DEFAULT_REMOVAL_SHAPES,
     DEFAULT_SHAPES,
+    ConfigurationError,
     StorageUnavailable,
     Template,
 )
@@ -110,9 +113,17 @@ def serve(
     workers: int,
     access_log: bool | None = None,
     log_format: str | None = None,
+    engine: str | None = None,
 ) -> int:
-    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
-
+    engine = engine or config.server.engine
+    if engine == "uvicorn":
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "engine uvicorn needs uvicorn: pip install 'pushreport[asgi]'",
+                key="server.engine",
+            ) from None
     log_access = config.server.access_log if access_log is None else access_log
     fmt = config.server.log_format if log_format is None else log_format
     _configure_logging(log_access, fmt)
@@ -126,7 +137,7 @@ def serve(
         config = shared_nonce_key(config)
         # The adapter, imported in the master before the socket listens: a missing one
         # fails the start, and nothing is imported after the "listening" line.
-        create_app = load_adapter(ADAPTER)
+        create_app = load_adapter(ADAPTERS[engine])
         # Check everything once in the master, so a bad configuration fails at start-up
         # instead of in every worker: every backend is opened (created when missing,
         # checked to be writable), waiting up to STARTUP_WAIT seconds for one that is
@@ -153,6 +164,55 @@ def serve(
         )
     bound_host, bound_port = sock.getsockname()[:2]
     where = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+    if engine == "uvicorn":
+        return _serve_uvicorn(
+            config, sock, workers, create_app, child_exit, log_access, fmt, where
+        )
+    return _serve_gunicorn(config, sock, workers, create_app, child_exit, log_access, fmt, where)
+
+
+def _serve_uvicorn(
+    config: Config,
+    sock: socket.socket,
+    workers: int,
+    create_app: Callable[[Config], Any],
+    child_exit: Callable[[int], None] | None,
+    log_access: bool,
+    fmt: str,
+    where: str,
+) -> int:
+    from ._uvicorn import BOOT_FAILED, run_workers, uvicorn_config
+
+    def worker(sock: socket.socket) -> int:
+        import uvicorn
+
+        _configure_logging(log_access, fmt)
+        app = create_app(config)
+        # In every worker, after the fork; a lock file elects the one that prunes.
+        app.receiver.start_pruning()
+        server = uvicorn.Server(uvicorn_config(app, server=config.server, limits=config.limits))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            app.close()  # after a failed start-up; closing twice is harmless
+        return 0 if server.started else BOOT_FAILED
+
+    log.info("pushreport listening on http://%s (uvicorn, %d workers)", where, workers)
+    return run_workers(sock, workers, worker, child_exit=child_exit)
+
+
+def _serve_gunicorn(
+    config: Config,
+    sock: socket.socket,
+    workers: int,
+    create_app: Callable[[Config], Any],
+    child_exit: Callable[[int], None] | None,
+    log_access: bool,
+    fmt: str,
+    where: str,
+) -> int:
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+
     # gunicorn takes the socket over (and closes this descriptor once it has its own).
     fd = sock.detach()
 
@@ -234,6 +294,8 @@ BACKLOG = 2048
 #: knows no adapter statically: it loads this one by name, as gunicorn loads an app
 #: from its ``module:name`` string.
 ADAPTER = "pushreport_wsgi"
+#: The adapter each engine serves.
+ADAPTERS = {"gunicorn": ADAPTER, "uvicorn": "pushreport_asgi"}
 
 
 def load_adapter(name: str) -> Callable[[Config], Any]:

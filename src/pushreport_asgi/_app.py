@@ -217,6 +217,15 @@ class PushReportMiddleware:
     def close(self) -> None:
         """Close the service: the report spool is applied, the storage closed."""
         self.receiver.close()
+        self._stop_threads()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from the event loop (lifespan shutdown): the storage is closed
+        on the middleware's threads, which then end."""
+        await self.run(self.receiver.close)
+        self._stop_threads()
+
+    def _stop_threads(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -330,7 +339,7 @@ class PushReportMiddleware:
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     raise
             elif message["type"] == "lifespan.shutdown":
-                await self.run(self.close)
+                await self.aclose()
             return message
 
         try:
@@ -353,7 +362,7 @@ async def _own_lifespan(middleware: PushReportMiddleware, receive: Receive, send
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await middleware.run(middleware.close)
+            await middleware.aclose()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
