@@ -197,7 +197,8 @@ def _serve_uvicorn(
             app.close()  # after a failed start-up; closing twice is harmless
         return 0 if server.started else BOOT_FAILED
 
-    log.info("pushreport listening on http://%s (uvicorn, %d workers)", where, workers)
+    log.info("serving with uvicorn: %d worker processes", workers)
+    log.info("pushreport listening on http://%s", where)
     return run_workers(sock, workers, worker, child_exit=child_exit)
 
 

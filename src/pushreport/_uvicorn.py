@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -36,7 +37,14 @@ GRACEFUL = 10
 #: A worker's exit status when it could not start (its service did not open).
 BOOT_FAILED = 3
 
-_REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+#: A request line as HTTP/1.x has it (RFC 9112, 3): what a head must start with.
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ ]+ HTTP/1\.[01]\r?")
 
 
 def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> type[Any]:
@@ -53,6 +61,9 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
         _refusal: tuple[int, str] | None = None
         _head: int | None = 0  # bytes of the current head so far; None: head complete
         _deadline: Any = None
+        _eof = False
+        #: The current head's first bytes (its request line), while it comes.
+        _first = b""
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -65,8 +76,12 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
 
         def data_received(self, data: bytes) -> None:
             if self._head is not None:
-                if self._head == 0 and self._deadline is None:
-                    self._deadline = self.loop.call_later(timeout, self._timed_out)
+                if self._head == 0:
+                    self._first = b""
+                    if self._deadline is None:
+                        self._deadline = self.loop.call_later(timeout, self._timed_out)
+                if len(self._first) <= MAX_TARGET + 64:
+                    self._first += data[: MAX_TARGET + 65 - len(self._first)]
                 self._head += len(data)
                 if self._head > max_head:
                     self._refuse(431, "request header fields too large")
@@ -90,12 +105,41 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
 
         def on_headers_complete(self) -> None:
             self._head = None
+            if self.parser.get_http_version() not in ("1.0", "1.1"):
+                # llhttp reads a request line without a version as HTTP/0.9.
+                self._refusal = (400, "invalid request line")
+                raise _Refused
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
             self._cancel_deadline()
             self._head = 0
             super().on_message_complete()
+
+        def eof_received(self) -> bool | None:  # type: ignore[override]
+            # The client shut its writing side after a whole request head (as clients
+            # that send one request may): answer it, then close, as gunicorn does. A
+            # body announced longer than what came is cut there (the app refuses it).
+            cycle = self.cycle
+            if self._head:
+                line, newline, _ = self._first.partition(b"\n")
+                if newline and not _REQUEST_LINE.fullmatch(line):
+                    # A whole first line that is no request line (no version, empty):
+                    # refused, as gunicorn does; a head merely cut short gets no answer.
+                    self._refuse(400, "invalid request line")
+                return None
+            if cycle is None or cycle.response_complete:
+                return None  # nothing to answer: the transport closes
+            self._eof = True
+            if cycle.more_body:
+                cycle.more_body = False
+                cycle.message_event.set()
+            return True
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._eof and not self.transport.is_closing():
+                self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
             # httptools raised: our refusal from a callback, or its own parse error.

@@ -167,10 +167,8 @@ class PushReportMiddleware:
             self._readiness = Readiness(self.receiver.backends, timeout=settings.health.timeout)
             self._exact[paths.readyz] = self._readyz
         if paths.metrics is not None and isinstance(self.receiver.metrics, PrometheusMetrics):
-            from prometheus_client import make_asgi_app
-
-            registry = self.receiver.metrics.registry(self.receiver.backends)
-            self._exact[paths.metrics] = make_asgi_app(registry)
+            self._registry = self.receiver.metrics.registry(self.receiver.backends)
+            self._exact[paths.metrics] = self._metrics
         self.lookup = (
             LookupEndpoint.from_config(settings.lookup, self.receiver.storage)
             if settings.lookup.enabled
@@ -297,6 +295,17 @@ class PushReportMiddleware:
             text = f"not ready: {', '.join(failed)}\n"
             return await _send(send, text_answer(503, text, head=head))
         await _send(send, text_answer(200, "ok\n", head=head))
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The scrape, in the text format prometheus_client's WSGI app sends by default,
+        with its length (prometheus_client's ASGI app would send it chunked); collected
+        on the threads, as the workers' files are read."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        data = await self.run(lambda: generate_latest(self._registry))
+        head = scope.get("method") == "HEAD"
+        headers = (("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(data))))
+        await _send(send, Answer(200, headers, b"" if head else data))
 
     async def _lookup(self, scope: Scope, send: Send, lookup: LookupEndpoint, path: str) -> None:
         scope["pushreport.handled"] = True
