@@ -583,8 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--engine",
         choices=("gunicorn", "uvicorn"),
-        default="gunicorn",
-        help="the engine of pushreport serve for normal and full (default gunicorn)",
+        default=None,
+        help="the engine of pushreport serve for normal and full (default: serve's, uvicorn)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 s per target, 1 round: a smoke run"
@@ -598,6 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "FILE write it there and print the table too",
     )
     args = parser.parse_args(argv)
+    if args.engine is None:
+        from pushreport._config import ServerConfig
+
+        args.engine = ServerConfig().engine
     if args.quick:
         args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
     if args.duration <= 0 or args.duration > 600 or args.rounds < 1 or args.rounds > 20:

@@ -126,7 +126,7 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     serve.add_argument(
         "--engine",
         choices=("gunicorn", "uvicorn"),
-        help="the HTTP server to run; default: [server] engine, gunicorn",
+        help="the HTTP server to run; default: [server] engine, uvicorn",
     )
     serve.add_argument(
         "--access-log",

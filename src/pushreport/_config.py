@@ -327,9 +327,10 @@ class ServerConfig:
     """``[server]``: defaults of ``pushreport serve`` (command-line options win)."""
 
     engine: str = setting(
-        "gunicorn",
-        "the HTTP server `pushreport serve` runs: gunicorn (pre-fork sync or threaded WSGI "
-        "workers) or uvicorn (an event loop per worker, uvloop and httptools; the asgi extra)",
+        "uvicorn",
+        "the HTTP server `pushreport serve` runs: uvicorn (an event loop per worker, uvloop "
+        "and httptools: a slow client costs a socket) or gunicorn (pre-fork sync or "
+        "threaded WSGI workers)",
         choices=("gunicorn", "uvicorn"),
     )
     host: str = setting("127.0.0.1", "address to listen on")

@@ -183,9 +183,15 @@ def uvicorn_config(app: Any, *, server: Any, limits: Any) -> Any:
     """The ``uvicorn.Config`` of one worker serving *app* (``[server]``, ``[limits]``)."""
     import uvicorn
 
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # no wheel for this platform: asyncio's own loop
+        loop = "asyncio"
     return uvicorn.Config(
         app,
-        loop="uvloop",
+        loop=loop,
         http=limited_protocol(
             max_header=limits.max_header, max_headers=limits.max_headers, timeout=server.timeout
         ),
