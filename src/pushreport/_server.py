@@ -181,21 +181,18 @@ def _serve_uvicorn(
     fmt: str,
     where: str,
 ) -> int:
-    from ._uvicorn import BOOT_FAILED, run_workers, uvicorn_config
+    from ._uvicorn import BOOT_FAILED, run_workers, serve_worker
 
     def worker(sock: socket.socket) -> int:
-        import uvicorn
-
         _configure_logging(log_access, fmt)
         app = create_app(config)
         # In every worker, after the fork; a lock file elects the one that prunes.
         app.receiver.start_pruning()
-        server = uvicorn.Server(uvicorn_config(app, server=config.server, limits=config.limits))
         try:
-            server.run(sockets=[sock])
+            started = serve_worker(app, sock, server=config.server, limits=config.limits)
         finally:
             app.close()  # after a failed start-up; closing twice is harmless
-        return 0 if server.started else BOOT_FAILED
+        return 0 if started else BOOT_FAILED
 
     log.info("serving with uvicorn: %d worker processes", workers)
     log.info("pushreport listening on http://%s", where)

@@ -69,6 +69,8 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
             super().connection_made(transport)
             self._refusal = None
             self._head = 0
+            # A connection that never sends a byte is held no longer than a request.
+            self._deadline = self.loop.call_later(timeout, self._timed_out)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_deadline()
@@ -152,7 +154,9 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
             self._deadline = None
             if self.transport.is_closing():
                 return
-            if self.cycle is None or self.cycle.response_complete or self._head is not None:
+            if self._head == 0 and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()  # nothing came: nothing to answer
+            elif self.cycle is None or self.cycle.response_complete or self._head is not None:
                 self._refuse(408, "request timed out")
             else:  # the body is slow: the app waits on it; end the connection
                 self.cycle.disconnected = True
@@ -221,14 +225,20 @@ def run_workers(
     children: set[int] = set()
     stopping = False
 
+    master = os.getpid()
+
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                # uvicorn re-raises the signal it stopped on: let it land softly here.
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, lambda *_: None)
+                # Until uvicorn's own handlers are in (and after: it re-raises the
+                # signal it stopped on), a stop request is noted, not fatal.
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, _stop_requested)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                _stop_with_the_master(master)
+                _plain_log_records()
                 code = worker(sock)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
@@ -237,6 +247,12 @@ def run_workers(
                 sys.stderr.flush()
                 os._exit(code)
         children.add(pid)
+
+    def restart(signum: int, frame: FrameType | None) -> None:
+        # SIGHUP, as under gunicorn: every worker stops gracefully and a new one starts.
+        log.info("restarting the workers")
+        for pid in list(children):
+            _kill(pid, signal.SIGTERM)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -253,7 +269,12 @@ def run_workers(
 
     previous = {
         sig: signal.signal(sig, handler)
-        for sig, handler in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGALRM, kill))
+        for sig, handler in (
+            (signal.SIGTERM, stop),
+            (signal.SIGINT, stop),
+            (signal.SIGHUP, restart),
+            (signal.SIGALRM, kill),
+        )
     }
     failed = False
     try:
@@ -284,6 +305,59 @@ def run_workers(
             signal.signal(sig, handler)
         sock.close()
     return BOOT_FAILED if failed else 0
+
+
+#: The uvicorn server this worker runs, once built (:func:`serve_worker`).
+_serving: list[Any] = []
+_stopping: list[bool] = []
+
+
+def _stop_requested(signum: int, frame: FrameType | None) -> None:
+    _stopping.append(True)
+    for server in _serving:
+        server.should_exit = True
+
+
+def serve_worker(app: Any, sock: socket.socket, *, server: Any, limits: Any) -> bool:
+    """Serve *app* on *sock* with uvicorn until told to stop; whether it started (a
+    stop requested before it even started counts as started: nothing failed)."""
+    import uvicorn
+
+    if _stopping:
+        return True
+    running = uvicorn.Server(uvicorn_config(app, server=server, limits=limits))
+    _serving.append(running)
+    # A signal that came before this point was noted, and is seen by uvicorn now.
+    running.should_exit = bool(_stopping)
+    running.run(sockets=[sock])
+    return bool(running.started or _stopping)
+
+
+def _stop_with_the_master(master: int) -> None:
+    """Ask the kernel for a SIGTERM when the master dies (Linux), so that a master
+    killed with SIGKILL leaves no worker serving on its own."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != master:  # it died before the request: no signal will come
+        os._exit(0)
+
+
+class _NoColor(logging.Filter):
+    """uvicorn adds ``color_message`` (ANSI escapes) to its records: not for our lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+def _plain_log_records() -> None:
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).addFilter(_NoColor())
 
 
 def _kill(pid: int, sig: int) -> None:
