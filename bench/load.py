@@ -290,9 +290,11 @@ def pushreport_server(
     *,
     synchronous: str = "normal",
     workers: int | None = None,
+    threads: int = 1,
     engine: str = "gunicorn",
 ) -> Server:
-    """``pushreport serve`` on *engine* with *workers* (``None``: its default)."""
+    """``pushreport serve`` on *engine* with *workers* (``None``: its default) of
+    *threads* threads each (gunicorn)."""
     if workers is None:
         from pushreport._config import ServerConfig
 
@@ -315,9 +317,14 @@ def pushreport_server(
         "--engine",
         engine,
     ]
+    settings = ""
     if synchronous != "normal":
+        settings += f'[storage.sqlite]\nsynchronous = "{synchronous}"\n'
+    if threads != 1:
+        settings += f"[server]\nthreads = {threads}\n"
+    if settings:
         config = workdir / f"{name}.toml"
-        config.write_text(f'[storage.sqlite]\nsynchronous = "{synchronous}"\n', encoding="utf-8")
+        config.write_text(settings, encoding="utf-8")
         argv += ["--config", str(config)]
     return Server(name, argv, port, workdir, workers)
 

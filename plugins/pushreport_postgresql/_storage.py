@@ -1,14 +1,24 @@
 """The PostgreSQL storage backend: a connection pool per process, the merge rule done by
-one ``INSERT … ON CONFLICT DO UPDATE`` statement inside the database."""
+one ``INSERT … ON CONFLICT DO UPDATE`` statement inside the database.
+
+It can take the report spool (:class:`pushreport.spool.SpooledStorage`, ``[storage.
+postgresql] spool = true``): each host appends reports to files of its own and applies
+them in batches, recording how far in ``<table>_spool`` under its own name, so that
+hosts sharing the database never read each other's marks. A report spooled on one host
+may be applied after another host removed its selector: every removal leaves a
+tombstone in ``<table>_removed`` (selector, when), and a spooled report received no
+later than the tombstone is skipped (:func:`pushreport_core.outlived_by_removal`)."""
 
 from __future__ import annotations
 
 import math
 import os
 import re
+import socket
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import attrs
@@ -18,7 +28,15 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pushreport.storage import BackendOptions, Capability, StorageContext, StorageStarting
+from pushreport import spool
+from pushreport.storage import (
+    BackendOptions,
+    Capability,
+    SpooledBatch,
+    Storage,
+    StorageContext,
+    StorageStarting,
+)
 from pushreport_core import (
     MERGE_POLICY,
     REGISTRATION_FIELDS,
@@ -44,8 +62,9 @@ __all__ = [
     "DSN_ENV",
 ]
 
-#: The version recorded in ``<table>_schema`` for the schema below.
-SCHEMA_VERSION = 1
+#: The version recorded in ``<table>_schema`` for the schema below. 2: the report
+#: spool's marks (``<table>_spool``) and the removals' tombstones (``<table>_removed``).
+SCHEMA_VERSION = 2
 DEFAULT_TABLE = "pushreport_registrations"
 DEFAULT_POOL_MIN = 1
 DEFAULT_POOL_MAX = 4
@@ -91,6 +110,20 @@ MERGE_SQL: Mapping[Policy, str] = {
     Policy.COUNT: "t.{c} + 1",
 }
 _SET_SEPARATOR = sql.SQL(",\n    ")
+#: The columns' types: an ``INSERT … SELECT`` gives its parameters no target type.
+_COLUMN_TYPES: Mapping[str, str] = {
+    "selector": "text",
+    "username": "text",
+    "token_calls": "text",
+    "appid_calls": "text",
+    "token_msgs": "text",
+    "appid_msgs": "text",
+    "extra": "jsonb",
+    "user_agent": "text",
+    "first_seen": "timestamptz",
+    "last_seen": "timestamptz",
+    "reports": "integer",
+}
 
 
 def _policy_sql(template: str, column: str) -> sql.Composed:
@@ -128,6 +161,8 @@ class _Statements:
     def __init__(self, table: str) -> None:
         t = sql.Identifier(table)
         cols = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+        spool_table = sql.Identifier(f"{table}_spool")
+        removed = sql.Identifier(f"{table}_removed")
         self.version_table = sql.Identifier(f"{table}_schema")
         self.lock_key = f"pushreport:{table}"
         # "C" collation: byte order, which for these ASCII selectors is Python's str
@@ -150,9 +185,27 @@ class _Statements:
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (username, selector)").format(
                 sql.Identifier(f"{table}_username"), t
             ),
+            # Version 2. How far each report spool file is applied, by host (its spool).
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+    host    text COLLATE "C" NOT NULL,
+    name    text COLLATE "C" NOT NULL,
+    applied bigint NOT NULL,
+    PRIMARY KEY (host, name)
+)""").format(spool_table),
+            # When each selector was last removed: a report spooled before must not
+            # bring it back when it is applied after.
+            sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+    selector   text COLLATE "C" NOT NULL PRIMARY KEY,
+    removed_at timestamptz NOT NULL
+)""").format(removed),
         )
         # The merge rule (see MERGE_SQL): "a null value for pushTokenOther" (the iOS
         # delay) never erases a stored value, whichever host the report reached.
+        merge_sets = _SET_SEPARATOR.join(
+            sql.SQL("{} = {}").format(sql.Identifier(c), _policy_sql(MERGE_SQL[policy], c))
+            for c, policy in MERGE_POLICY.items()
+            if policy is not Policy.KEY
+        )
         self.upsert = sql.SQL("""INSERT INTO {t} AS t ({cols})
 VALUES ({values})
 ON CONFLICT ({key}) DO UPDATE SET
@@ -164,11 +217,7 @@ RETURNING {cols}""").format(
             values=sql.SQL(", ").join(
                 _policy_sql(NEW_SQL[policy], c) for c, policy in MERGE_POLICY.items()
             ),
-            sets=_SET_SEPARATOR.join(
-                sql.SQL("{} = {}").format(sql.Identifier(c), _policy_sql(MERGE_SQL[policy], c))
-                for c, policy in MERGE_POLICY.items()
-                if policy is not Policy.KEY
-            ),
+            sets=merge_sets,
         )
         # put_many: a registration stored exactly as given, replacing its selector's row.
         self.put = sql.SQL("""INSERT INTO {t} AS t ({cols})
@@ -192,6 +241,45 @@ ON CONFLICT ({key}) DO UPDATE SET
             "SELECT {} FROM {} WHERE selector > %s ORDER BY selector LIMIT %s"
         ).format(cols, t)
         self.remove = sql.SQL("DELETE FROM {} WHERE selector = %s").format(t)
+        # A removal's tombstone, at the database's clock (the hosts' clocks, which
+        # time the reports, must agree with it: docs/deployment.md).
+        self.tombstone = sql.SQL("""INSERT INTO {r} AS r (selector, removed_at)
+VALUES (%s, statement_timestamp())
+ON CONFLICT (selector) DO UPDATE
+SET removed_at = GREATEST(r.removed_at, EXCLUDED.removed_at)""").format(r=removed)
+        # A spooled report: the upsert, unless a removal outlived it. The condition is
+        # pushreport_core.outlived_by_removal(now, removed_at) (received <= removed) in
+        # SQL; a test holds the two together.
+        self.spooled_upsert = sql.SQL("""INSERT INTO {t} AS t ({cols})
+SELECT {values}
+WHERE NOT EXISTS (
+    SELECT 1 FROM {r} WHERE selector = {key} AND {now} <= removed_at
+)
+ON CONFLICT ({key_column}) DO UPDATE SET
+    {sets}""").format(
+            t=t,
+            cols=cols,
+            r=removed,
+            key=sql.Placeholder(_KEY),
+            now=sql.SQL("{}::timestamptz").format(sql.Placeholder("now")),
+            key_column=sql.Identifier(_KEY),
+            values=sql.SQL(", ").join(
+                sql.SQL("{}::{}").format(
+                    _policy_sql(NEW_SQL[policy], c), sql.SQL(_COLUMN_TYPES[c])
+                )
+                for c, policy in MERGE_POLICY.items()
+            ),
+            sets=merge_sets,
+        )
+        self.spool_marks = sql.SQL("SELECT name, applied FROM {} WHERE host = %s").format(
+            spool_table
+        )
+        self.spool_advance = sql.SQL("""INSERT INTO {} (host, name, applied) VALUES (%s, %s, %s)
+ON CONFLICT (host, name) DO UPDATE SET applied = EXCLUDED.applied""").format(spool_table)
+        self.spool_forget = sql.SQL("DELETE FROM {} WHERE host = %s AND name = ANY(%s)").format(
+            spool_table
+        )
+        self.forget_tombstones = sql.SQL("DELETE FROM {} WHERE removed_at < %s").format(removed)
         # upsert_if and remove_if: one selector's turn, until the transaction ends.
         self.selector_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext(%s || ':' || %s))")
         # forget_token and prune: one statement each, atomic; row locks only, so a scan
@@ -296,6 +384,8 @@ class PostgreSQLStorage:
             Capability.UPSERT_IF,
             Capability.REMOVE_IF,
             Capability.LIMIT_STATE,
+            Capability.SPOOL_TARGET,
+            Capability.TOMBSTONES,
         }
     )
 
@@ -309,6 +399,10 @@ class PostgreSQLStorage:
     #: Create the table when it is missing (``StorageContext.create``); ``False``: a
     #: missing table is an error ("no pushreport data in …").
     create: bool = attrs.field(default=True, kw_only=True)
+    #: Whose report spool this handle applies: its marks in ``<table>_spool`` are kept
+    #: under this name, apart from other hosts'. ``from_options`` makes it the host's
+    #: name and the spool folder, unique to each spool.
+    spool_host: str = attrs.field(factory=socket.gethostname, kw_only=True)
     _sql: _Statements = attrs.field(init=False, repr=False)
     _pool: ConnectionPool | None = attrs.field(init=False, default=None, repr=False)
     _pid: int = attrs.field(init=False, default=0, repr=False)
@@ -328,13 +422,17 @@ class PostgreSQLStorage:
         context: StorageContext,
         *,
         environ: Mapping[str, str] = os.environ,
-    ) -> PostgreSQLStorage:
+    ) -> Storage:
         """The backend for the ``[storage.postgresql]`` table of the configuration.
 
         Options: ``dsn`` (a libpq connection string or URL; when absent, the
         ``PUSHREPORT_DATABASE_URL`` environment variable), ``pool_min`` (default 1),
-        ``pool_max`` (default 4), ``timeout`` (seconds, default 2) and ``table``
-        (default ``pushreport_registrations``). Connects to nothing yet.
+        ``pool_max`` (default 4), ``timeout`` (seconds, default 2), ``table``
+        (default ``pushreport_registrations``), and the report spool's
+        (:data:`pushreport.spool.OPTIONS_DOC`, ``spool`` off by default; ``spool_dir``
+        and ``spool_fsync``): with ``spool = true`` the storage returned is a
+        :class:`~pushreport.spool.SpooledStorage` around the
+        :class:`PostgreSQLStorage`. Connects to nothing yet.
 
         :raises ConfigurationError: an unknown option, a missing DSN or a value of the
             wrong type, naming ``storage.postgresql.<option>``.
@@ -373,13 +471,21 @@ class PostgreSQLStorage:
                 f"must be a table name of letters, digits and _ (at "
                 f"most 48, not starting with a digit), not {table!r}",
             )
-        return cls(
+        folder = Path(
+            context.base_dir, opts.string("spool_dir", f"{table}.spool", what="a folder path")
+        ).absolute()
+        fsync = opts.boolean("spool_fsync", True)
+        storage = cls(
             dsn=dsn,
             table=table,
             pool_min=pool_min,
             pool_max=pool_max,
             timeout=timeout,
             create=context.create,
+            spool_host=f"{socket.gethostname()}:{folder}",
+        )
+        return spool.SpooledStorage.from_options(
+            storage, opts, folder=folder, fsync=fsync, default=False
         )
 
     @property
@@ -545,7 +651,8 @@ class PostgreSQLStorage:
                 )
             if version == SCHEMA_VERSION:
                 return
-            # Version None: a new table. Upgrades from older versions go here.
+            # Version None: a new table; 1: the tables of version 2 are added (every
+            # statement is IF NOT EXISTS, so the same list does both).
             for statement in s.schema:
                 conn.execute(statement)
             conn.execute(sql.SQL("DELETE FROM {}").format(s.version_table))
@@ -628,7 +735,12 @@ class PostgreSQLStorage:
             conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
             row = conn.execute(self._sql.get, (selector,)).fetchone()
             stored = None if row is None else _decode(row)
-            if not allowed(stored) or stored is None:
+            if not allowed(stored):
+                return None
+            # A tombstone even when nothing is stored: a report spooled on another
+            # host may be on its way.
+            conn.execute(self._sql.tombstone, (selector,))
+            if stored is None:
                 return None
             conn.execute(self._sql.remove, (selector,))
             return stored
@@ -654,8 +766,12 @@ class PostgreSQLStorage:
             rows = self._rows(self._sql.page_after, (rows[-1][0], PAGE_SIZE))
 
     def remove(self, selector: str) -> bool:
-        with self._connection() as conn:
-            return conn.execute(self._sql.remove, (selector,)).rowcount > 0
+        """Delete the registration of *selector*, and leave a tombstone (even when there
+        was none: a report spooled on another host may be on its way)."""
+        with self._connection() as conn, conn.transaction():
+            removed = conn.execute(self._sql.remove, (selector,)).rowcount > 0
+            conn.execute(self._sql.tombstone, (selector,))
+            return removed
 
     def count(self) -> int:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
@@ -680,9 +796,48 @@ class PostgreSQLStorage:
         committed on return. The registrations deleted (would be), by selector."""
         if before.tzinfo is None or before.utcoffset() is None:
             raise ValueError(f"before must be an aware datetime, got {before!r}")
-        statement = self._sql.stale if dry_run else self._sql.prune
-        rows = self._rows(statement, (before,))
+        if dry_run:
+            rows = self._rows(self._sql.stale, (before,))
+        else:
+            # Tombstones older than *before* go too: a report received before them
+            # would be pruned now anyway.
+            with self._connection() as conn, conn.transaction():
+                rows = conn.execute(self._sql.prune, (before,)).fetchall()
+                conn.execute(self._sql.forget_tombstones, (before,))
         return sorted((_decode(row) for row in rows), key=lambda r: r.selector)
+
+    # -- the report spool's capability (pushreport.storage.SpoolTarget) ----------------
+
+    def spool_marks(self) -> dict[str, int]:
+        """How far each file of this handle's spool (*spool_host*) is applied."""
+        with self._connection() as conn:
+            return dict(conn.execute(self._sql.spool_marks, (self.spool_host,)).fetchall())
+
+    def apply_spooled(self, take: Callable[[Mapping[str, int]], SpooledBatch]) -> int:
+        """Apply one batch of the report spool and record its marks, in one
+        transaction that first takes this spool's advisory lock (so that two appliers
+        of one spool, in any process, take turns); see
+        :meth:`pushreport.storage.SpoolTarget.apply_spooled`. A report that a removal
+        outlived (:func:`pushreport_core.outlived_by_removal`) is skipped; it counts
+        as applied."""
+        s, host = self._sql, self.spool_host
+        with self._connection() as conn, conn.transaction():
+            conn.execute(s.selector_lock, (f"{s.lock_key}:spool", host))
+            # The table's write lock, even for an empty batch: a spool probes so
+            # whether the table can be written again.
+            conn.execute(s.ping)
+            batch = take(dict(conn.execute(s.spool_marks, (host,)).fetchall()))
+            params = [_params(report, now) for report, now in batch.items]
+            with conn.cursor() as cursor:
+                if params:
+                    cursor.executemany(s.spooled_upsert, params)
+                if batch.marks:
+                    cursor.executemany(
+                        s.spool_advance, [(host, n, at) for n, at in batch.marks.items()]
+                    )
+                if batch.forget:
+                    cursor.execute(s.spool_forget, (host, list(batch.forget)))
+            return len(params)
 
     def limit_state(self) -> PostgreSQLLimitState:
         """The limits' shared state, in the table ``<table>_limits`` of this database:

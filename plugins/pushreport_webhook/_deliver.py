@@ -18,28 +18,23 @@ is sent again under the same id (at-least-once; receivers dedupe by the id).
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import random
-import socket
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from typing import Callable
 
 import attrs
 
-from pushreport_core import Secret, StorageUnavailable, backoff
+from pushreport import outbound
+from pushreport_core import StorageUnavailable, backoff
 
 from ._db import OutboxDatabase
 from ._outbox import Event, delivered, due_heads, event_body, failed, next_due
-from ._signing import signed_headers
+from ._signing import Signer, signed_headers
 
 try:
     import fcntl
@@ -51,8 +46,6 @@ __all__ = ["Deliverer", "DeliverySettings", "post", "backoff_delay", "USER_AGENT
 log = logging.getLogger("pushreport.webhook")
 
 USER_AGENT = "pushreport-webhook/1"
-#: Bytes of an answer read before the connection is closed: the body is not used.
-_MAX_ANSWER = 65536
 #: Heads fetched per round and per delivering thread.
 _ROUND_PER_THREAD = 8
 _SKIPPED = "skipped"
@@ -103,73 +96,17 @@ def backoff_delay(attempts: int, *, base: float, maximum: float, rng: random.Ran
     return backoff(attempts, base=base, cap=maximum, rng=rng, jitter=1.0)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer that is not 2xx: a failure, not followed (urllib would
-    turn the POST into a GET without the body)."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def _describe(error: object) -> str:
-    """A short reason for a failed delivery: no URL, no body, no header."""
-    if isinstance(error, (TimeoutError, socket.timeout)):
-        return "timed out"
-    if isinstance(error, http.client.RemoteDisconnected):
-        return "connection closed without an answer"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
-        return "connection reset"
-    if isinstance(error, http.client.HTTPException):
-        return "no valid HTTP answer"
-    if isinstance(error, socket.gaierror):
-        return "host name not resolved"
-    if isinstance(error, ssl.SSLError):
-        return "TLS error"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return f"request failed ({type(error).__name__})"
-
-
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> str | None:
-    """POST *body*; ``None`` for a 2xx answer, else the short reason of the failure.
-
-    *timeout* bounds the connection and every read, as urllib's does.
-    """
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={**headers, "User-Agent": USER_AGENT}
-    )
+    """POST *body*; ``None`` for a 2xx answer, else the short reason of the failure
+    (a redirect is one: not followed). Through :func:`pushreport.outbound.post`, the
+    service's one way out: *timeout* bounds the whole exchange."""
     try:
-        response = _OPENER.open(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        return f"HTTP {e.code}"
-    except urllib.error.URLError as e:
-        return _describe(e.reason)
-    except (OSError, http.client.HTTPException) as e:
-        return _describe(e)
-    # urllib answers anything but 2xx with HTTPError: this is a delivery, whatever
-    # becomes of the rest of the answer.
-    try:
-        response.read(_MAX_ANSWER)
-    except (OSError, http.client.HTTPException):
-        pass
-    finally:
-        response.close()
-    return None
-
-
-def where(url: str) -> str:
-    """The scheme and host of *url*, for logs (a path or a user may hold a secret)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+        answer = outbound.post(
+            url, body, headers={**headers, "User-Agent": USER_AGENT}, timeout=timeout
+        )
+    except outbound.OutboundError as e:
+        return e.reason
+    return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
 
 
 @attrs.frozen(kw_only=True)
@@ -177,7 +114,8 @@ class DeliverySettings:
     """Where and how a :class:`Deliverer` sends (the ``[storage.webhook]`` options)."""
 
     url: str
-    secret: Secret = attrs.field(repr=False)
+    #: Signs every attempt (``signature``, keyed with ``secret``).
+    signer: Signer = attrs.field(repr=False)
     timeout: float
     max_attempts: int
     backoff_base: float
@@ -201,7 +139,7 @@ class Deliverer:
         self.db = db
         self.settings = settings
         self.url = settings.url
-        self.secret = settings.secret
+        self.signer = settings.signer
         self.rng = rng or random.Random()
         self.clock = clock
         self.lock_path = Path(f"{db.path}.deliver.lock")
@@ -272,7 +210,9 @@ class Deliverer:
         if fd is not None:
             self.holds_lock.set()
             log.info(
-                "webhook deliverer of process %d delivers to %s", os.getpid(), where(self.url)
+                "webhook deliverer of process %d delivers to %s",
+                os.getpid(),
+                outbound.where(self.url),
             )
         return fd
 
@@ -308,7 +248,8 @@ class Deliverer:
             return _SKIPPED
         body = event_body(event)
         headers = signed_headers(
-            self.secret.reveal().encode("utf-8"),
+            self.signer,
+            # at sending time: a retry is signed anew, with the same id
             timestamp=int(self.clock()),
             body=body,
             event=event.event,
@@ -317,7 +258,7 @@ class Deliverer:
         try:
             return post(self.url, body, headers, timeout=self.settings.timeout)
         except Exception as e:  # a failure of this attempt, not of the deliverer
-            return _describe(e)
+            return outbound.describe(e)
 
     def _record(self, event: Event, error: str | None) -> None:
         settings = self.settings

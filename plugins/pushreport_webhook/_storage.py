@@ -33,6 +33,7 @@ from ._db import (
 )
 from ._deliver import Deliverer, DeliverySettings
 from ._outbox import REMOVED, UPDATED, counts, enqueue
+from ._signing import DEFAULT_SIGNATURE, SIGNATURES, make_signer, secret_problem
 
 T = TypeVar("T")
 
@@ -51,6 +52,7 @@ DEFAULT_CONCURRENCY = 4
 
 OPTIONS = (
     "url",
+    "signature",
     "secret",
     "secret_env",
     "outbox",
@@ -70,8 +72,12 @@ OPTIONS_DOC = {
     "url": "Required. The http:// or https:// URL every event is POSTed to (never logged: "
     "only its host). A user name or password in it (user:password@host) is refused: the "
     "requests are signed with secret.",
-    "secret": "The HMAC-SHA256 key that signs every request (X-Pushreport-Signature); "
-    "this or secret_env is required.",
+    "signature": f'How requests are signed: "{DEFAULT_SIGNATURE}" (the default), as '
+    "Standard Webhooks says (webhook-id, webhook-timestamp, webhook-signature), or "
+    '"pushreport" (X-Pushreport-Timestamp, X-Pushreport-Signature); docs/webhook.md.',
+    "secret": 'The key that signs every request (HMAC-SHA256): for signature = "standard", '
+    'whsec_ and the base64 of at least 24 random bytes; for "pushreport", any '
+    "non-empty string. This or secret_env is required; never logged.",
     "secret_env": "The name of an environment variable holding the key, instead of secret.",
     "outbox": f"The SQLite file holding the registrations, the outbox and the dead "
     f"letters (default {DEFAULT_OUTBOX!r}, relative to the configuration's "
@@ -175,6 +181,10 @@ class WebhookStorage:
     create: bool = attrs.field(default=True, kw_only=True)
     url: str | None = attrs.field(default=None, kw_only=True)
     secret: Secret | None = attrs.field(default=None, converter=_secret, kw_only=True, repr=False)
+    #: ``"standard"`` or ``"pushreport"`` (:data:`~._signing.SIGNATURES`).
+    signature: str = attrs.field(
+        default=DEFAULT_SIGNATURE, validator=attrs.validators.in_(SIGNATURES), kw_only=True
+    )
     deliver: bool = attrs.field(default=True, kw_only=True)
     timeout: float = attrs.field(default=DEFAULT_TIMEOUT, converter=float, kw_only=True)
     max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, kw_only=True)
@@ -195,6 +205,7 @@ class WebhookStorage:
                 raise ValueError("deliver needs an http:// or https:// url")
             if self.secret is None or not self.secret.reveal():
                 raise ValueError("deliver needs a secret")
+            make_signer(self.signature, self.secret)  # a ValueError that never quotes it
         if self.max_attempts < 1 or self.concurrency < 1:
             raise ValueError("max_attempts and concurrency must be at least 1")
         self._db = OutboxDatabase(
@@ -209,9 +220,10 @@ class WebhookStorage:
     def from_options(cls, options: Mapping[str, Any], context: StorageContext) -> WebhookStorage:
         """The backend for the ``[storage.webhook]`` table of the configuration.
 
-        ``url`` and one of ``secret`` or ``secret_env`` are required; the other options
-        have defaults (docs/storage.md, "Webhook backend"). Starts the deliverer thread unless
-        ``deliver = false``; opens no file yet.
+        ``url`` and one of ``secret`` or ``secret_env`` are required, the secret of
+        the form ``signature`` needs (``whsec_…`` for ``"standard"``, the default); the
+        other options have defaults (docs/storage.md, "Webhook backend"). Starts the
+        deliverer thread unless ``deliver = false``; opens no file yet.
 
         :raises ConfigurationError: an unknown option, a missing or malformed one, or an
             unset ``secret_env`` variable, naming ``storage.webhook.<option>``; never
@@ -224,11 +236,13 @@ class WebhookStorage:
         problem = _check_url(url) if isinstance(url, str) else "must be an http:// or https:// URL"
         if problem is not None:
             raise opts.error("url", problem)
-        secret = _secret_of(opts, options)
+        scheme = opts.string("signature", DEFAULT_SIGNATURE, choices=SIGNATURES)
+        secret = _secret_of(opts, options, scheme)
         return cls(
             **outbox_file(opts, context),
             url=url,
             secret=secret,
+            signature=scheme,
             deliver=opts.boolean("deliver", True),
             timeout=opts.number("timeout", DEFAULT_TIMEOUT, low=0.1, high=300),
             max_attempts=opts.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, low=1, high=1000),
@@ -252,7 +266,7 @@ class WebhookStorage:
                 self._db,
                 DeliverySettings(
                     url=self.url,
-                    secret=self.secret,
+                    signer=make_signer(self.signature, self.secret),
                     timeout=self.timeout,
                     max_attempts=self.max_attempts,
                     backoff_base=self.backoff_base,
@@ -487,8 +501,9 @@ def outbox_file(opts: BackendOptions, context: StorageContext) -> dict[str, Any]
     }
 
 
-def _secret_of(opts: BackendOptions, options: Mapping[str, Any]) -> Secret:
-    """``secret``, or the environment variable ``secret_env`` names; never quoted."""
+def _secret_of(opts: BackendOptions, options: Mapping[str, Any], scheme: str) -> Secret:
+    """``secret``, or the environment variable ``secret_env`` names, checked for
+    *scheme*'s form (:func:`~._signing.secret_problem`); never quoted."""
     secret, env = options.get("secret"), options.get("secret_env")
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise opts.error("secret", "must be a non-empty string")
@@ -498,6 +513,11 @@ def _secret_of(opts: BackendOptions, options: Mapping[str, Any]) -> Secret:
         secret, env, "secret", error=opts.error, needed_by="the webhook backend (its signing key)"
     )
     assert value is not None  # needed_by: none is an error
+    problem = secret_problem(scheme, value, scheme_given="signature" in options)
+    if problem is not None:
+        if env is not None:
+            raise opts.error("secret_env", f"the value of environment variable {env!r} {problem}")
+        raise opts.error("secret", problem)
     return Secret(value)
 
 

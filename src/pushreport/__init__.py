@@ -20,12 +20,18 @@ request into one call here and its outcome into a response.
   its ``*_env`` key names (for plugins' options too);
 - :class:`SpooledStorage` — the report spool, around any backend that takes batches;
 - :class:`Lookup`, :class:`PushClient`, :func:`push` — look registrations up, push them;
+  :func:`openapi_document` — the lookup endpoint's and health checks' OpenAPI document;
+- :class:`AdminPage` — the support page (``[admin]``), as HTML answers to parsed requests;
 - :class:`ThrottledLog` — log a repeated failure once a minute, with a count (plugins too);
+- :mod:`pushreport.outbound` — the one way out: a POST that follows no redirect, bounded
+  as a whole by its timeout (push, the ``http`` auth method, plugins' webhooks);
 - :mod:`pushreport.testing` — the storage conformance kit.
 """
 
+from ._admin import AdminAnswer, AdminPage, AdminRequest
 from ._backends import open_now
 from ._config import (
+    AdminConfig,
     AuthConfig,
     Config,
     HealthConfig,
@@ -60,6 +66,7 @@ from ._limits import client_address
 from ._logs import ThrottledLog
 from ._lookup import Lookup, LookupAnswer, LookupEndpoint
 from ._metrics import PrometheusMetrics
+from ._openapi import openapi_document
 from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
 from ._service import Backend, Outcome, Receiver, RemovalOutcome
@@ -76,6 +83,10 @@ from .storage import (
 
 __all__ = [
     "SAFE_PATH",
+    "AdminAnswer",
+    "AdminConfig",
+    "AdminPage",
+    "AdminRequest",
     "Answer",
     "AuthConfig",
     "Backend",
@@ -91,6 +102,7 @@ __all__ = [
     "MainOption",
     "MetricsConfig",
     "OperatorPaths",
+    "openapi_document",
     "Outcome",
     "PluginsConfig",
     "PrometheusMetrics",

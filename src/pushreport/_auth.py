@@ -16,9 +16,11 @@ plugins: every implementation is asked and one refusal refuses the report.
   worker, restart and host that shares it.
 - :class:`CallableAuthenticator` (``"callable"``): the account's username and password
   checked by a deployer's function (their user table), with a bounded cache of successes.
+- :class:`HttpAuthenticator` (``"http"``): the same check asked of an HTTP provider (a
+  form POST; 2xx accepts, 401/403 refuse), with the callable's cache.
 
-Only the callable identifies the user (it answers ``True``: it vouches for the
-username), so only then is a selector stored under another username refused
+Only the callable and the provider identify the user (they answer ``True``: they vouch
+for the username), so only then is a selector stored under another username refused
 (:func:`pushreport_core.may_write`); the secret and Digest credentials are the same for
 every account, and a valid one answers ``None``: no objection.
 """
@@ -36,11 +38,13 @@ import threading
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlencode
 
 import attrs
 
 from pushreport_core import (
     DEFAULT_SHAPES,
+    FORM,
     AuthenticationRequired,
     AuthenticationUnavailable,
     ConfigurationError,
@@ -60,6 +64,7 @@ from ._config import (
 from ._logs import ThrottledLog
 from .hookspecs import hookimpl
 from .limitstate import state_errors
+from .outbound import OutboundError, post, where
 
 if TYPE_CHECKING:
     from ._config import AuthConfig
@@ -69,14 +74,32 @@ __all__ = [
     "SecretAuthenticator",
     "DigestAuthenticator",
     "CallableAuthenticator",
+    "HttpAuthenticator",
     "build_authenticators",
     "secret_fields",
+    "bearer_matches",
 ]
 
 log = logging.getLogger("pushreport.auth")
 _failures = ThrottledLog(log)
 
+#: The variables a template must carry for the methods that check the account's own
+#: username and password (``callable``, ``http``).
+ACCOUNT_CREDENTIALS = ("account[password]", "account[username]")
+
 _ALGORITHMS_LOWER = {k.lower(): k for k in DIGEST_ALGORITHMS}
+
+
+def bearer_matches(header: str, token: Secret) -> bool:
+    """Whether the ``Authorization`` *header* is ``Bearer <token>`` (the lookup
+    endpoint's and the support page's check). Compared whatever the scheme, over
+    digests (:meth:`Secret.matches`): the time taken tells neither a wrong scheme from
+    a wrong token nor the token's length."""
+    scheme, _, credentials = header.strip().partition(" ")
+    bearer = scheme.lower() == "bearer"
+    matches = token.matches(credentials.strip() if bearer else "")
+    return bearer and matches
+
 
 #: The longest ``Authorization`` header the digest parser looks at.
 MAX_AUTHORIZATION = 4096
@@ -380,38 +403,35 @@ class DigestAuthenticator:
 # --- the deployer's callable ------------------------------------------------------------
 
 
-class CallableAuthenticator:
-    """The account's username and password checked by ``check(username, password)``.
+class _PasswordCheck:
+    """What the ``callable`` and ``http`` methods share: the account's own username and
+    password, asked of somebody (:meth:`_ask`), and a bounded cache of the successes.
 
-    Only ``True`` vouches (anything else refuses: fail closed). Successes are cached for
-    *cache_ttl* seconds in a least-recently-used table of *cache_size* entries, keyed by
-    the username and an HMAC of the password under a random per-process key: the
-    password itself is never kept, and a cache entry is useless without the key.
-    Failures are never cached (a changed password works at once; the lock-out counts
-    them). An exception in *check* answers ``503`` (the app retries later), logged with
-    its type only: its message might carry the password.
+    Successes are cached for *cache_ttl* seconds in a least-recently-used table of
+    *cache_size* entries, keyed by the username and an HMAC of the password under a
+    random per-process key: the password itself is never kept, and a cache entry is
+    useless without the key. Failures are never cached (a changed password works at
+    once; the lock-out counts them).
     """
 
     def __init__(
         self,
-        check: Callable[[str, str], object],
         *,
         cache_size: int = 1024,
         cache_ttl: float = 300,
         clock: Callable[[], float] = time.time,
-        name: str = "",
+        name: str,
     ) -> None:
-        self.check = check
         self.cache_size = cache_size
         self.cache_ttl = cache_ttl
         self.clock = clock
-        self.name = name or getattr(check, "__qualname__", repr(check))
+        self.name = name
         self._salt = secrets.token_bytes(32)
         self._cache: OrderedDict[tuple[str, bytes], float] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"CallableAuthenticator({self.name!r}, cache={len(self._cache)})"
+        return f"{type(self).__name__}({self.name!r}, cache={len(self._cache)})"
 
     def _key(self, username: str, password: Secret) -> tuple[str, bytes]:
         mac = hmac.new(self._salt, password.reveal().encode("utf-8"), "sha256").digest()
@@ -447,16 +467,105 @@ class CallableAuthenticator:
         now = self.clock()
         if self._cached(key, now):
             return True
+        if self._ask(username, password):
+            self._remember(key, now)
+            return True
+        return False
+
+    def _ask(self, username: str, password: Secret) -> bool:
+        """Whether the password is the user's: ``True`` vouches, ``False`` refuses;
+        raise :class:`AuthenticationUnavailable` when nobody could tell."""
+        raise NotImplementedError
+
+
+class CallableAuthenticator(_PasswordCheck):
+    """The account's username and password checked by ``check(username, password)``.
+
+    Only ``True`` vouches (anything else refuses: fail closed); successes are cached
+    (:class:`_PasswordCheck`). An exception in *check* answers ``503`` (the app retries
+    later), logged with its type only: its message might carry the password.
+    """
+
+    def __init__(
+        self,
+        check: Callable[[str, str], object],
+        *,
+        cache_size: int = 1024,
+        cache_ttl: float = 300,
+        clock: Callable[[], float] = time.time,
+        name: str = "",
+    ) -> None:
+        super().__init__(
+            cache_size=cache_size,
+            cache_ttl=cache_ttl,
+            clock=clock,
+            name=name or getattr(check, "__qualname__", repr(check)),
+        )
+        self.check = check
+
+    def _ask(self, username: str, password: Secret) -> bool:
         try:
             answer = self.check(username, password.reveal())
         except Exception as e:
             # Once a minute with a count: a user table that is down fails every report.
             _failures.error("authentication callable %s failed: %s", self.name, type(e).__name__)
             raise AuthenticationUnavailable("authentication is unavailable") from None
-        if answer is True:
-            self._remember(key, now)
-            return True
-        return False
+        return answer is True
+
+
+# --- an HTTP provider -------------------------------------------------------------------
+
+
+class HttpAuthenticator(_PasswordCheck):
+    """The account's username and password POSTed as a form
+    (``username=...&password=...``, UTF-8) to a provider at *url*, which answers:
+
+    - ``2xx``: the password is the user's (it vouches, as a callable's ``True`` does);
+    - ``401`` or ``403``: it is not (the app gets ``403``, and the lock-out counts it);
+    - anything else, a redirect (never followed), no answer or no whole answer within
+      *timeout* seconds: nobody could tell, ``503`` with ``Retry-After``.
+
+    Successes are cached as the callable's are (:class:`_PasswordCheck`). The answer's
+    body is never read. A failed callout is logged with the provider's scheme, host and
+    port and the reason (``HTTP 500``, ``timed out``): never the URL's path or query,
+    nor anything sent.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 3.0,
+        cache_size: int = 1024,
+        cache_ttl: float = 300,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(cache_size=cache_size, cache_ttl=cache_ttl, clock=clock, name=where(url))
+        self.url = url
+        self.timeout = timeout
+
+    def _ask(self, username: str, password: Secret) -> bool:
+        try:
+            answer = post(
+                self.url,
+                urlencode({"username": username, "password": password.reveal()}).encode(),
+                headers={"Content-Type": FORM, "Accept": "*/*"},
+                timeout=self.timeout,
+            )
+        except OutboundError as e:
+            reason = e.reason
+        else:
+            if 200 <= answer.status < 300:
+                return True
+            if answer.status in (401, 403):
+                return False
+            reason = f"HTTP {answer.status}"
+            if 300 <= answer.status < 400:
+                reason += " (a redirect: not followed)"
+        # Raised outside the except clause: the exception carries no context (whose
+        # frames hold the form) for a traceback to show.
+        _failures.error("authentication provider %s failed: %s", self.name, reason)
+        raise AuthenticationUnavailable("authentication is unavailable")
 
 
 # --- from the configuration -------------------------------------------------------------
@@ -525,7 +634,7 @@ def build_authenticators(
                 )
             )
         elif method == "callable":
-            for variable in ("account[password]", "account[username]"):
+            for variable in ACCOUNT_CREDENTIALS:
                 carried(variable, "callable", "auth.callable")
             plugins.append(
                 CallableAuthenticator(
@@ -534,6 +643,18 @@ def build_authenticators(
                     cache_ttl=auth.cache_ttl,
                     clock=clock,
                     name=auth.callable,
+                )
+            )
+        elif method == "http":
+            for variable in ACCOUNT_CREDENTIALS:
+                carried(variable, "http", "auth.http_url")
+            plugins.append(
+                HttpAuthenticator(
+                    auth.http_url,
+                    timeout=auth.http_timeout,
+                    cache_size=auth.cache_size,
+                    cache_ttl=auth.cache_ttl,
+                    clock=clock,
                 )
             )
     return plugins

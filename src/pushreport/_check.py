@@ -15,12 +15,13 @@ come from ``random.Random(seed)``.
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import secrets
 import socket
 import ssl
 from datetime import datetime, timezone
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 from urllib.parse import urlsplit
 
 import attrs
@@ -46,6 +47,7 @@ __all__ = [
     "run_check",
     "USERNAME_PREFIX",
     "DEFAULT_SESSIONS",
+    "check_json",
 ]
 
 #: Usernames of the registrations the generated sessions store start with this.
@@ -255,24 +257,38 @@ def run_check(
     seed: int | None = None,
     timeout: float = 10.0,
     out: TextIO,
+    err: TextIO | None = None,
+    as_json: bool = False,
 ) -> int:
     """The ``pushreport check`` command: print one line per check and a summary; return
-    0 when everything conforms, 1 otherwise, 2 for an unusable URL."""
+    0 when everything conforms, 1 otherwise, 2 for an unusable URL (one line, on *err*
+    with *as_json*). *as_json*: print one JSON object instead (:func:`check_json`)."""
+    err = out if err is None else err
     try:
         target = parse_target(url)
     except ValueError as e:
-        print(f"pushreport: {e}", file=out)
+        print(f"pushreport: {e}", file=err)
         return 2
     if sessions < 0:
-        print("pushreport: --sessions must be 0 or more", file=out)
+        print("pushreport: --sessions must be 0 or more", file=err)
         return 2
     if seed is None:
         seed = secrets.randbelow(2**31)
     shapes = "the configured template" if template is not None else "the default shapes"
-    print(
-        f"checking {url} against the app model ({shapes}; {sessions} sessions, seed {seed})",
-        file=out,
-    )
+
+    def finish(results: list[CheckResult]) -> int:
+        failed = sum(not r.ok for r in results)
+        if as_json:
+            document = check_json(url, template is not None, sessions, seed, results)
+            json.dump(document, out, ensure_ascii=False, indent=2)
+            out.write("\n")
+        return 0 if failed == 0 else 1
+
+    if not as_json:
+        print(
+            f"checking {url} against the app model ({shapes}; {sessions} sessions, seed {seed})",
+            file=out,
+        )
     # One probe first: when nothing listens, one line says so.
     probe = exchange(
         target,
@@ -280,16 +296,24 @@ def run_check(
         timeout=timeout,
     )
     if isinstance(probe, str) and probe.startswith("cannot connect"):
-        print(f"FAIL  {probe}", file=out)
-        print("0 checks passed, 1 failed", file=out)
-        return 1
+        if not as_json:
+            print(f"FAIL  {probe}", file=out)
+            print("0 checks passed, 1 failed", file=out)
+        return finish([CheckResult(name="connect", problem=probe)])
 
     def show(result: CheckResult) -> None:
         print(result.line(), file=out, flush=True)
 
     results = run_checks(
-        target, template=template, sessions=sessions, seed=seed, timeout=timeout, report=show
+        target,
+        template=template,
+        sessions=sessions,
+        seed=seed,
+        timeout=timeout,
+        report=None if as_json else show,
     )
+    if as_json:
+        return finish(results)
     failed = sum(not r.ok for r in results)
     print(
         f"{len(results)} checks: {len(results) - failed} passed, {failed} failed"
@@ -302,3 +326,23 @@ def run_check(
         file=out,
     )
     return 0 if failed == 0 else 1
+
+
+def check_json(
+    url: str, configured: bool, sessions: int, seed: int, results: list[CheckResult]
+) -> dict[str, Any]:
+    """``pushreport check --json``'s object: ``url``, ``shapes`` (``"configured"`` or
+    ``"default"``), ``sessions``, ``seed``, ``passed``, ``failed``, ``checks`` (each
+    ``name``, ``ok``, ``problem``: ``null`` when it passed) and ``test_usernames``,
+    the prefix of the usernames the checks stored."""
+    failed = sum(not r.ok for r in results)
+    return {
+        "url": url,
+        "shapes": "configured" if configured else "default",
+        "sessions": sessions,
+        "seed": seed,
+        "passed": len(results) - failed,
+        "failed": failed,
+        "checks": [{"name": r.name, "ok": r.ok, "problem": r.problem} for r in results],
+        "test_usernames": USERNAME_PREFIX,
+    }

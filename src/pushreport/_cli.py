@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import itertools
 import json
 import logging
@@ -32,6 +33,7 @@ from pushreport_core import (
 )
 
 from ._config import Config, ServerConfig, load_config
+from ._logs import LOG_LEVELS, TEXT_FORMAT, level_number
 from ._plugins import (
     add_plugin_commands,
     collect_storage_backends,
@@ -42,7 +44,7 @@ from ._redact import shorten
 from ._service import open_reader
 from .hookspecs import RunCommand
 
-__all__ = ["main", "build_parser", "with_db"]
+__all__ = ["main", "build_parser", "with_db", "CONFIG_ENV"]
 
 log = logging.getLogger("pushreport")
 
@@ -55,6 +57,15 @@ class _Parser(argparse.ArgumentParser):
         command = self.prog.removeprefix("pushreport").strip()
         where = f"{command}: " if command else ""
         self.exit(2, f"pushreport: {where}{message} (see {self.prog} --help)\n")
+
+    def format_help(self) -> str:
+        # What the command does first, its one line, then the usage and the options.
+        description, self.description = self.description, None
+        try:
+            text = super().format_help()
+        finally:
+            self.description = description
+        return f"{description}\n\n{text}" if description else text
 
 
 def _bounded(section: type, name: str, option: str) -> Callable[[str], int]:
@@ -86,16 +97,30 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         prog="pushreport",
         description="Receive, validate and store the push tokens the Acrobits app reports.",
     )
-    sub = parser.add_subparsers(
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"pushreport {_version()}",
+        help="print the version and exit",
+    )
+    log_level_option(parser)
+    subparsers = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
+
+    def command(name: str, *, help: str) -> argparse.ArgumentParser:
+        """A subcommand whose ``--help`` starts with its one line, *help*, and that
+        takes ``--log-level`` after its name too."""
+        new = subparsers.add_parser(name, help=help, description=help)
+        log_level_option(new, shown=False)
+        return new
 
     def config_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--config",
             metavar="FILE",
-            help="TOML configuration file (default: the embedded default: "
-            "default shapes, SQLite in ./pushreport.sqlite3)",
+            help=f"TOML configuration file (default: ${CONFIG_ENV} if set, else the "
+            "embedded default: default shapes, SQLite in ./pushreport.sqlite3)",
         )
 
     def db_option(p: argparse.ArgumentParser, default: str = "") -> None:
@@ -106,8 +131,8 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
             f"that has one (sqlite: its file, [storage.sqlite] path{default})",
         )
 
-    serve = sub.add_parser(
-        "serve", help="run the receiver under a production HTTP server (gunicorn or uvicorn)"
+    serve = command(
+        "serve", help="run the receiver under a production HTTP server (uvicorn or gunicorn)"
     )
     config_option(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -141,7 +166,7 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         help="log lines as text or one JSON object per line; default: [server] log_format, text",
     )
 
-    lst = sub.add_parser("list", help="print the stored registrations")
+    lst = command("list", help="print the stored registrations")
     config_option(lst)
     db_option(lst)
     lst.add_argument("--username", metavar="U", help="only this username's registrations")
@@ -156,7 +181,7 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         help="print at most N registrations, and say how many more there are",
     )
 
-    stats = sub.add_parser(
+    stats = command(
         "stats",
         help="summarise the stored registrations: app ids, platforms, app "
         "versions, age of the last report",
@@ -165,16 +190,14 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     db_option(stats)
     stats.add_argument("--json", action="store_true", help="print one JSON object, for scripts")
 
-    axml = sub.add_parser(
-        "account-xml", help="print the Account XML keys for the configured shapes"
-    )
+    axml = command("account-xml", help="print the Account XML keys for the configured shapes")
     config_option(axml)
     axml.add_argument(
         "--base-url",
         metavar="URL",
         help="scheme and host the app should call, e.g. https://push.example.com",
     )
-    check = sub.add_parser(
+    check = command(
         "check", help="check a running receiver (ours or another) against the app model over HTTP"
     )
     check.add_argument(
@@ -184,7 +207,7 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         "--config",
         metavar="FILE",
         help="TOML configuration whose [reporter] template the app uses "
-        "(default: the spec's examples, for the default shapes)",
+        f"(default: ${CONFIG_ENV} if set, else the spec's examples, for the default shapes)",
     )
     check.add_argument(
         "--sessions",
@@ -206,10 +229,13 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         metavar="SECONDS",
         help="per connection (default 10)",
     )
-
-    mig = sub.add_parser(
-        "migrate", help="copy every registration from one storage backend to another"
+    json_option(
+        check,
+        "print one JSON object (url, shapes, sessions, seed, passed, failed, checks, "
+        "test_usernames) instead of the lines",
     )
+
+    mig = command("migrate", help="copy every registration from one storage backend to another")
     mig.add_argument(
         "--from",
         dest="from_spec",
@@ -245,10 +271,9 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         metavar="KEY=VALUE",
         help="an option of the target backend (e.g. table=NAME); repeatable",
     )
+    json_option(mig, "print one JSON object (from, to, copied) instead of the line")
 
-    psh = sub.add_parser(
-        "push", help="push every device of a username through the Acrobits push gateway"
-    )
+    psh = command("push", help="push every device of a username through the Acrobits push gateway")
     config_option(psh)
     db_option(psh)
     psh.add_argument("--username", required=True, metavar="U", help="the account to push")
@@ -268,9 +293,12 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         help="overrides [push] gateway_url (default: the public "
         "https://pnm.cloudsoftphone.com/pnm2/send)",
     )
-    prune = sub.add_parser(
-        "prune", help="delete registrations whose last report is older than a limit"
+    json_option(
+        psh,
+        "print one JSON object (username, purpose, delivered, failed, results: one "
+        "per device) instead of the lines",
     )
+    prune = command("prune", help="delete registrations whose last report is older than a limit")
     config_option(prune)
     db_option(prune)
     prune.add_argument(
@@ -293,15 +321,61 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
         help="print a JSON object (before, dry_run, count, registrations)",
     )
 
+    cfg = command(
+        "config",
+        help="check the configuration as serve does at start and print it, secrets masked",
+    )
+    config_option(cfg)
+    json_option(cfg, "print it as one JSON object instead of TOML")
+
     def plugin_command(name: str, run: RunCommand, help: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help)
-        config_option(command)
-        command.set_defaults(pushreport_run=run)
-        return command
+        added = command(name, help=help)
+        config_option(added)
+        added.set_defaults(pushreport_run=run)
+        return added
 
     pm = plugin_manager if plugin_manager is not None else make_plugin_manager()
-    add_plugin_commands(pm, plugin_command, taken=tuple(sub.choices))
+    add_plugin_commands(pm, plugin_command, taken=tuple(subparsers.choices))
     return parser
+
+
+def json_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def log_level_option(parser: argparse.ArgumentParser, *, shown: bool = True) -> None:
+    """``--log-level``: given before the command (*shown*, in ``pushreport --help``)
+    or after it (accepted by every command, not repeated in each one's help)."""
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,  # any case
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS,  # after the command, it leaves one before it alone
+        metavar="LEVEL",
+        help="the least severe log line written: "
+        + ", ".join(LOG_LEVELS)
+        + " (any case; serve: default info, and it wins over [server] access_log, "
+        "whose lines are info); also accepted after the command"
+        if shown
+        else argparse.SUPPRESS,
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pushreport")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "unknown"
+
+
+#: The environment variable naming the configuration file when ``--config`` is absent.
+CONFIG_ENV = "PUSHREPORT_CONFIG"
+
+
+def _config_path(given: str | None) -> str | None:
+    """``--config``'s file, else the one ``$PUSHREPORT_CONFIG`` names (``None``: the
+    embedded default)."""
+    return given or os.environ.get(CONFIG_ENV) or None
 
 
 def _positive(text: str) -> int:
@@ -314,11 +388,17 @@ def _positive(text: str) -> int:
     return value
 
 
-def _read_config(path: str | None) -> Config:
-    """``--config``'s file (the embedded default without one); a file that cannot be
-    read is a configuration error that names it."""
+def _read_config(given: str | None) -> Config:
+    """``--config``'s file, else ``$PUSHREPORT_CONFIG``'s (the embedded default without
+    either); a file that cannot be read is a configuration error that names it (and the
+    variable, when it named the file)."""
+    path = _config_path(given)
     if not path:
         return Config()
+    if not given and not os.path.exists(path):
+        raise ConfigurationError(
+            f"{CONFIG_ENV} names {path!r}, which does not exist (unset it, or pass --config)"
+        )
     try:
         return load_config(path)
     except IsADirectoryError:
@@ -366,7 +446,7 @@ def _blocked_plugins(argv: Sequence[str] | None) -> tuple[str, ...]:
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--config")
     known, _ = early.parse_known_args(argv)
-    if not known.config:
+    if not _config_path(known.config):
         return ()
     try:
         return tuple(_read_config(known.config).blocked_plugins)
@@ -378,9 +458,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(make_plugin_manager(blocked=_blocked_plugins(argv)))
     except ConfigurationError as e:  # a plugin's command clashes with another
-        print(f"pushreport: configuration error: {e}", file=sys.stderr)
+        print(_error_line(e), file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    level = vars(args).get("log_level")
+    if level is not None and args.command != "serve":  # serve configures its own
+        logging.basicConfig(format=TEXT_FORMAT, stream=sys.stderr)  # unless configured
+        logging.getLogger().setLevel(level_number(level))
     try:
         run: RunCommand | None = vars(args).get("pushreport_run")
         if run is not None:  # a plugin's command
@@ -401,14 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _push(args)
         if args.command == "prune":
             return _prune(args)
-    except ConfigurationError as e:
-        print(f"pushreport: configuration error: {e}", file=sys.stderr)
-        return 2
+        if args.command == "config":
+            return _config(args)
     except PushReportError as e:
-        # A StorageUnavailable's message names the store (a path, or a database and its
-        # host; never a password) and why.
-        print(f"pushreport: {e}", file=sys.stderr)
-        return 1
+        print(_error_line(e), file=sys.stderr)
+        return 2 if isinstance(e, ConfigurationError) else 1
     except BrokenPipeError:
         # `pushreport list --json | head`: the reader left; that is not an error. Point
         # stdout at nothing so that the interpreter's final flush stays quiet too.
@@ -434,6 +515,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(args.command)  # pragma: no cover
 
 
+def _error_line(error: PushReportError) -> str:
+    """The one line a command that fails with *error* prints. (A StorageUnavailable's
+    message names the store, a path or a database and its host, never a password, and
+    why.)"""
+    if isinstance(error, ConfigurationError):
+        return f"pushreport: configuration error: {error}"
+    return f"pushreport: {error}"
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ._server import ListenError, serve
 
@@ -449,6 +539,7 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             log_format=args.log_format,
             engine=engine,
+            log_level=vars(args).get("log_level"),
         )
     except ListenError as e:
         print(f"pushreport: {e}", file=sys.stderr)
@@ -552,6 +643,7 @@ def _migrate(args: argparse.Namespace) -> int:
         parse_spec(args.to_spec, options_of(args.to_option)),
         config,
         batch=args.batch,
+        as_json=args.json,
     )
 
 
@@ -571,7 +663,8 @@ def _prune(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from ._check import run_check
 
-    shapes = _read_config(args.config).reporter.shapes() if args.config else DEFAULT_SHAPES
+    given = _config_path(args.config)
+    shapes = _read_config(args.config).reporter.shapes() if given else DEFAULT_SHAPES
     template = None if shapes is DEFAULT_SHAPES else shapes
     return run_check(
         args.url,
@@ -580,7 +673,21 @@ def _check(args: argparse.Namespace) -> int:
         seed=args.seed,
         timeout=args.timeout,
         out=sys.stdout,
+        err=sys.stderr if args.json else sys.stdout,
+        as_json=args.json,
     )
+
+
+def _config(args: argparse.Namespace) -> int:
+    """``pushreport config``: status 1 and one line for any configuration that would
+    not start (a configuration error, a store that cannot be opened)."""
+    from ._effective import run_config
+
+    try:
+        return run_config(_read_config(args.config), as_json=args.json, out=sys.stdout)
+    except PushReportError as e:
+        print(_error_line(e), file=sys.stderr)
+        return 1
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -604,6 +711,17 @@ def _push(args: argparse.Namespace) -> int:
         return 2
     finally:
         receiver.close()
+    if args.json:
+        delivered = sum(r.ok for r in results)
+        document = {
+            "username": args.username,
+            "purpose": purpose,
+            "delivered": delivered,
+            "failed": len(results) - delivered,
+            "results": [r.to_json() for r in results],
+        }
+        json.dump(document, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
     if not results:
         print(
             f"pushreport: no device to push: no registration of {args.username!r} "
@@ -611,8 +729,9 @@ def _push(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    for result in results:
-        print(result.line())
+    if not args.json:
+        for result in results:
+            print(result.line())
     return 0 if all(r.ok for r in results) else 1
 
 

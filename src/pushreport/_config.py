@@ -45,6 +45,7 @@ import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -77,6 +78,7 @@ __all__ = [
     "PruneConfig",
     "PushConfig",
     "LookupConfig",
+    "AdminConfig",
     "load_config",
     "value_or_env",
     "CONFIG_KEYS",
@@ -399,8 +401,8 @@ class AuthConfig:
     methods: tuple[str, ...] = setting(
         (),
         'built-in authentication, all of which must pass: "secret", "digest", '
-        '"callable"; empty: none (plugins may still authenticate)',
-        what='a list of "secret", "digest" or "callable"',
+        '"callable", "http"; empty: none (plugins may still authenticate)',
+        what='a list of "secret", "digest", "callable" or "http"',
     )
     secret: str = setting("", "the shared secret the template carries", secret=True)
     secret_env: str = setting(
@@ -439,11 +441,20 @@ class AuthConfig:
         "module:function called as function(username, "
         "password) -> bool, e.g. a check against your user table",
     )
+    http_url: str = setting(
+        "",
+        "the http method's provider: the account's username and password are POSTed "
+        "there as a form; 2xx accepts, 401 and 403 refuse, anything else is a 503",
+        what="an http or https URL",
+    )
+    http_timeout: float = setting(
+        3.0, "seconds the http method waits for the provider's whole answer", low=0.1, high=10
+    )
     cache_size: int = setting(
-        1024, "successful callable checks remembered (0: none)", low=0, high=1_000_000
+        1024, "successful callable or http checks remembered (0: none)", low=0, high=1_000_000
     )
     cache_ttl: int = setting(
-        300, "seconds a successful callable check is remembered", low=0, high=86400
+        300, "seconds a successful callable or http check is remembered", low=0, high=86400
     )
 
     def __attrs_post_init__(self) -> None:
@@ -590,7 +601,7 @@ def section_error(section: str) -> Callable[[str, str], ConfigurationError]:
 # nothing above it imported (no import cycle), and each rule is written once.
 
 #: The built-in authentication methods of ``[auth] methods``.
-AUTH_METHODS = ("secret", "digest", "callable")
+AUTH_METHODS = ("secret", "digest", "callable", "http")
 
 #: RFC 7616's algorithms: the hash and whether the session variant (``-sess``) is used.
 DIGEST_ALGORITHMS: dict[str, tuple[str, bool]] = {
@@ -614,7 +625,7 @@ def check_auth_config(auth: AuthConfig) -> None:
     for method in auth.methods:
         if method not in AUTH_METHODS:
             raise ConfigurationError(
-                'must list "secret", "digest" or "callable", not ' + repr(method),
+                'must list "secret", "digest", "callable" or "http", not ' + repr(method),
                 key="auth.methods",
             )
     if len(set(auth.methods)) != len(auth.methods):
@@ -650,6 +661,28 @@ def check_auth_config(auth: AuthConfig) -> None:
             raise ConfigurationError("must not contain a quote or a backslash", key="auth.realm")
     if "callable" in auth.methods:
         load_callable(auth.callable)
+    if "http" in auth.methods and not auth.http_url:
+        raise ConfigurationError("the http method needs the provider's URL", key="auth.http_url")
+    if auth.http_url:
+        check_provider_url(auth.http_url)
+
+
+def check_provider_url(url: str) -> None:
+    """``[auth] http_url``: http or https, a host, no user or password in it (urllib
+    would take ``user:pw@host`` for a host name; and the URL's host is logged)."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ConfigurationError(
+            "must not contain spaces or control characters", key="auth.http_url"
+        )
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        raise ConfigurationError("is not a valid URL", key="auth.http_url") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError("must be an http or https URL with a host", key="auth.http_url")
+    if "@" in parts.netloc:
+        raise ConfigurationError("must not carry a user or password", key="auth.http_url")
 
 
 def load_callable(spec: str) -> Callable[[str, str], object]:
@@ -852,27 +885,83 @@ class PushConfig:
             raise ConfigurationError("must be an http or https URL", key="push.gateway_url")
 
 
-#: Bearer tokens shorter than this are refused: the lookup endpoint hands out tokens.
-MIN_LOOKUP_TOKEN = 16
+#: Bearer tokens shorter than this are refused: the lookup endpoint hands out tokens,
+#: the support page shows and forgets registrations.
+MIN_BEARER_TOKEN = 16
+MIN_LOOKUP_TOKEN = MIN_BEARER_TOKEN  # the name earlier versions exported
 
 
-def check_lookup_token(value: str, key: str) -> None:
-    """Refuse a lookup bearer token shorter than :data:`MIN_LOOKUP_TOKEN`, naming *key*
-    (``lookup.token``, or ``lookup.token_env`` for one from the environment)."""
-    if len(value) < MIN_LOOKUP_TOKEN:
+def check_bearer_token(value: str, key: str) -> None:
+    """Refuse a bearer token shorter than :data:`MIN_BEARER_TOKEN`, naming *key*
+    (``lookup.token``, or ``admin.token_env`` for one from the environment)."""
+    if len(value) < MIN_BEARER_TOKEN:
         raise ConfigurationError(
-            f"the token must be at least {MIN_LOOKUP_TOKEN} characters", key=key
+            f"the token must be at least {MIN_BEARER_TOKEN} characters", key=key
         )
 
 
+check_lookup_token = check_bearer_token  # the name earlier versions used
+
+
+def _check_mount(path: str, key: str) -> None:
+    if not path.startswith("/") or path.endswith("/") or "?" in path:
+        raise ConfigurationError("must start with / and not end with /", key=key)
+
+
+class _BearerSection:
+    """What ``[lookup]`` and ``[admin]`` share: ``enabled``, ``path``, and a bearer
+    ``token`` or ``token_env`` of at least :data:`MIN_BEARER_TOKEN` characters."""
+
+    #: The section's TOML name, and what needs the token (for errors).
+    section: str
+    needed_by: str
+    enabled: bool
+    path: str
+    token: str
+    token_env: str
+
+    def bearer_token(self) -> Secret:
+        """The configured token (from ``token_env`` when that is set: read now, by the
+        endpoint being built, and checked like one in the file)."""
+        value = value_or_env(
+            self.token,
+            self.token_env,
+            "token",
+            error=section_error(self.section),
+            needed_by=self.needed_by,
+        )
+        assert value is not None  # needed_by: none is an error
+        key = f"{self.section}.token_env" if self.token_env else f"{self.section}.token"
+        check_bearer_token(value, key)
+        return Secret(value)
+
+    def check_bearer(self) -> None:
+        _check_mount(self.path, f"{self.section}.path")
+        if not self.enabled:
+            return
+        check_value_or_env(
+            self.token,
+            self.token_env,
+            "token",
+            error=section_error(self.section),
+            needed_by=self.needed_by,
+        )
+        if self.token:  # one from token_env is checked when the endpoint reads it
+            check_bearer_token(self.token, f"{self.section}.token")
+
+
 @attrs.frozen(kw_only=True)
-class LookupConfig:
+class LookupConfig(_BearerSection):
     """``[lookup]``: the HTTP lookup endpoint (off by default)."""
+
+    section = "lookup"
+    needed_by = "the lookup endpoint"
 
     enabled: bool = setting(False, "serve the lookup endpoint (needs token or token_env)")
     path: str = setting(
         "/pushreport/lookup",
-        "where it is mounted: {path}/registrations and {path}/targets",
+        "where it is mounted: {path}/registrations and {path}/targets; "
+        "{path}/openapi.json describes them, without a token",
         what="a path",
     )
     token: str = setting(
@@ -882,37 +971,42 @@ class LookupConfig:
         "", "name of an environment variable holding the token instead", what="a variable name"
     )
 
-    def bearer_token(self) -> Secret:
-        """The configured token (from ``token_env`` when that is set: read now, by the
-        endpoint being built, and checked like one in the file)."""
-        value = value_or_env(
-            self.token,
-            self.token_env,
-            "token",
-            error=section_error("lookup"),
-            needed_by="the lookup endpoint",
-        )
-        assert value is not None  # needed_by: none is an error
-        check_lookup_token(value, "lookup.token_env" if self.token_env else "lookup.token")
-        return Secret(value)
+    def __attrs_post_init__(self) -> None:
+        self.check()  # however the section is built
+
+    def check(self) -> None:
+        self.check_bearer()
+
+
+@attrs.frozen(kw_only=True)
+class AdminConfig(_BearerSection):
+    """``[admin]``: the support page (off by default; ``docs/admin.md``)."""
+
+    section = "admin"
+    needed_by = "the support page"
+
+    enabled: bool = setting(False, "serve the support page (needs token or token_env)")
+    path: str = setting("/pushreport/admin", "where the page is mounted", what="a path")
+    token: str = setting(
+        "",
+        "the token that logs in (a login form, or an Authorization: Bearer header; "
+        "at least 16 characters)",
+        secret=True,
+    )
+    token_env: str = setting(
+        "", "name of an environment variable holding the token instead", what="a variable name"
+    )
+    session: str = setting("8h", "how long a login lasts (units s, m, h, d, w)", what="a duration")
 
     def __attrs_post_init__(self) -> None:
         self.check()  # however the section is built
 
     def check(self) -> None:
-        if not self.path.startswith("/") or self.path.endswith("/") or "?" in self.path:
-            raise ConfigurationError("must start with / and not end with /", key="lookup.path")
-        if not self.enabled:
-            return
-        check_value_or_env(
-            self.token,
-            self.token_env,
-            "token",
-            error=section_error("lookup"),
-            needed_by="the lookup endpoint",
-        )
-        if self.token:  # one from token_env is checked when the endpoint reads it
-            check_lookup_token(self.token, "lookup.token")
+        self.check_bearer()
+        self.session_delta()
+
+    def session_delta(self) -> timedelta:
+        return parse_duration(self.session, key="admin.session")
 
 
 @attrs.frozen(kw_only=True)
@@ -962,6 +1056,7 @@ SECTIONS: dict[str, type] = {
     "prune": PruneConfig,
     "push": PushConfig,
     "lookup": LookupConfig,
+    "admin": AdminConfig,
 }
 
 
@@ -982,6 +1077,7 @@ class Config:
     prune: PruneConfig = attrs.field(factory=PruneConfig)
     push: PushConfig = attrs.field(factory=PushConfig)
     lookup: LookupConfig = attrs.field(factory=LookupConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)
     #: Relative paths (``[storage.sqlite] path``) are resolved against this folder.
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: Where it was loaded from, if from a file.
@@ -990,6 +1086,13 @@ class Config:
     def __attrs_post_init__(self) -> None:
         # Each section checked itself when it was built; what involves two is here.
         self.removal.shapes(self.reporter.shapes())  # the two kept apart
+        if self.admin.enabled and self.lookup.enabled:
+            a, b = self.admin.path + "/", self.lookup.path + "/"
+            if a.startswith(b) or b.startswith(a):
+                raise ConfigurationError(
+                    f"{self.admin.path} overlaps lookup.path {self.lookup.path}",
+                    key="admin.path",
+                )
 
     @property
     def blocked_plugins(self) -> tuple[str, ...]:

@@ -3,9 +3,10 @@
 - ``docs/configuration.md`` from the configuration schema (:data:`SECTIONS`: each key's
   default, bounds and sentence) and each installed backend's documented options;
 - ``docs/hooks.md`` from the hookspecs' signatures and docstrings;
-- ``docs/cli.md`` from the ``pushreport`` command's argument parser.
+- ``docs/cli.md`` from the ``pushreport`` command's argument parser;
+- ``docs/openapi.json``, the lookup endpoint's OpenAPI document, for the default paths.
 
-``python -m pushreport._docs`` rewrites the three files in ``docs/`` of the source
+``python -m pushreport._docs`` rewrites the four files in ``docs/`` of the source
 tree; ``--check`` exits 1 and names the stale files instead. The test suite runs the
 check, and it also fails when a key, an option or a hook has no text of its own.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,12 +24,14 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from . import hookspecs
-from ._config import SECTIONS
+from ._config import SECTIONS, Config
+from ._openapi import openapi_document
 
 __all__ = [
     "configuration_reference",
     "hooks_reference",
     "cli_reference",
+    "openapi_reference",
     "render_all",
     "undocumented",
     "DOCS_DIR",
@@ -82,18 +86,10 @@ def _settings(section_cls: type) -> Iterator[attrs.Attribute[Any]]:
 
 def _backend_options() -> dict[str, dict[str, str]]:
     """``{backend: {option: doc}}`` of the installed backends that document options."""
-    from ._plugins import collect_storage_factories, make_plugin_manager
+    from ._plugins import collect_storage_backends, make_plugin_manager
 
-    out: dict[str, dict[str, str]] = {}
-    for name, factory in sorted(collect_storage_factories(make_plugin_manager()).items()):
-        # A factory function's ``options_doc``, or a ``from_options`` classmethod's
-        # class's ``OPTIONS_DOC``: ``{option: meaning}``.
-        options = getattr(factory, "options_doc", None) or getattr(
-            getattr(factory, "__self__", None), "OPTIONS_DOC", None
-        )
-        if options:
-            out[name] = dict(options)
-    return out
+    backends = collect_storage_backends(make_plugin_manager())
+    return {name: dict(b.options_doc) for name, b in sorted(backends.items()) if b.options_doc}
 
 
 def configuration_reference(*, backends: dict[str, dict[str, str]] | None = None) -> str:
@@ -159,7 +155,22 @@ def _subcommands(
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+    """The options and arguments *parser* documents (not ``--help``, nor one hidden
+    from it: ``--log-level`` after a command, documented before it)."""
+    return [
+        a
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        and a.help != argparse.SUPPRESS
+    ]
+
+
+def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
+    rows = ["| option | meaning |\n|---|---|\n"]
+    for action in _options(parser):
+        names = ", ".join(action.option_strings) or action.metavar or action.dest
+        rows.append(f"| `{names}` | {_cell(action.help or '')} |\n")
+    return rows
 
 
 def cli_reference() -> str:
@@ -168,16 +179,27 @@ def cli_reference() -> str:
 
     parser = build_parser()
     lines = [_HEADER, "# Command reference\n\n", parser.description or "", "\n"]
+    lines.append(
+        "\n## Before the command\n\n```\npushreport [--version] [--log-level LEVEL] "
+        "COMMAND ...\n```\n\nEvery command's `--help` starts with its one line below. "
+        "Without `--config`, a command reads the file the `PUSHREPORT_CONFIG` "
+        "environment variable names, if set (`--config` wins; a file it names that "
+        "does not exist is an error naming the variable).\n\n"
+    )
+    lines += _option_rows(parser)
     for name, text, sub in _subcommands(parser):
         lines.append(f"\n## `pushreport {name}`\n\n{text}\n\n")
         # A fixed width: the generated text must not depend on the terminal.
         sub.formatter_class = functools.partial(argparse.HelpFormatter, width=96)
         lines.append("```\n" + sub.format_usage().replace("usage: ", "") + "```\n\n")
-        lines.append("| option | meaning |\n|---|---|\n")
-        for action in _options(sub):
-            names = ", ".join(action.option_strings) or action.metavar or action.dest
-            lines.append(f"| `{names}` | {_cell(action.help or '')} |\n")
+        lines += _option_rows(sub)
     return "".join(lines)
+
+
+def openapi_reference() -> str:
+    """The OpenAPI document of the default configuration's paths, as indented JSON."""
+    document = openapi_document(Config())
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def render_all() -> dict[str, str]:
@@ -186,6 +208,7 @@ def render_all() -> dict[str, str]:
         "configuration.md": configuration_reference(),
         "hooks.md": hooks_reference(),
         "cli.md": cli_reference(),
+        "openapi.json": openapi_reference(),
     }
 
 

@@ -141,6 +141,10 @@ def _failure_key(report: Report, request: Request) -> str:
     return json.dumps([request.client, report.username], ensure_ascii=False)
 
 
+def _login_key(client: str | None) -> str:
+    return json.dumps(["admin", client], ensure_ascii=False)
+
+
 @attrs.define
 class Limiter:
     """The ``[limits]`` of one receiver, called by :class:`~pushreport.Receiver`:
@@ -163,6 +167,8 @@ class Limiter:
     auth_failures: int = 0
     #: Seconds of the lock-out, and of the window failures are counted in.
     lockout: float = 300.0
+    #: Failed logins to the support page of one client that lock it out (0: never).
+    login_failures: int = 0
     #: Rate buckets and failure counts the state keeps at most.
     max_tracked: int = 100_000
     state: LimitState | None = None
@@ -176,9 +182,12 @@ class Limiter:
         *,
         clock: Callable[[], float] = time.time,
         authenticates: bool = True,
+        logins: bool = False,
     ) -> Limiter:
         """The limits of ``[limits]``; without state yet. *authenticates*: something
         checks credentials (without, there is no failure to count: no lock-out).
+        *logins*: the support page is served; its failed logins are locked out by the
+        same ``auth_failures`` and ``lockout``, per client.
 
         :raises ConfigurationError: a bad rate, proxy list or header, naming the key.
         """
@@ -190,6 +199,7 @@ class Limiter:
             per_client=Rate.parse(limits.per_client, key="limits.per_client"),
             per_username=Rate.parse(limits.per_username, key="limits.per_username"),
             auth_failures=limits.auth_failures if authenticates else 0,
+            login_failures=limits.auth_failures if logins else 0,
             lockout=float(limits.lockout),
             max_tracked=limits.max_tracked,
             clock=clock,
@@ -198,7 +208,9 @@ class Limiter:
     @property
     def uses_state(self) -> bool:
         """Some limit counts: a rate, or the lock-out."""
-        return bool(self.per_client or self.per_username or self.auth_failures)
+        return bool(
+            self.per_client or self.per_username or self.auth_failures or self.login_failures
+        )
 
     @contextmanager
     def _shared(self) -> Iterator[tuple[LimitState, float]]:
@@ -290,6 +302,30 @@ class Limiter:
                 raise TooManyRequests(
                     "too many reports for this username", retry_after=_retry_after(wait)
                 )
+
+    # The support page's logins: failures per client, whatever the token tried.
+
+    def check_login(self, client: str | None) -> None:
+        """Raise :class:`TooManyRequests` while *client* is locked out of the page."""
+        if self.login_failures:
+            with self._shared() as (state, now):
+                wait = state.locked(_login_key(client), limit=self.login_failures, now=now)
+            if wait:
+                raise TooManyRequests(
+                    "too many failed logins; try again later", retry_after=_retry_after(wait)
+                )
+
+    def login_failed(self, client: str | None) -> None:
+        if self.login_failures:
+            with self._shared() as (state, now):
+                state.fail(
+                    _login_key(client), limit=self.login_failures, window=self.lockout, now=now
+                )
+
+    def login_succeeded(self, client: str | None) -> None:
+        if self.login_failures:
+            with self._shared() as (state, _):
+                state.clear(_login_key(client))
 
     def close(self) -> None:
         state, self.state = self.state, None

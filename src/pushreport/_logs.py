@@ -24,6 +24,8 @@ __all__ = [
     "JsonFormatter",
     "TEXT_FORMAT",
     "LOG_FORMATS",
+    "LOG_LEVELS",
+    "level_number",
     "configure_logging",
     "ThrottledLog",
     "THROTTLE_INTERVAL",
@@ -79,8 +81,18 @@ def formatter(log_format: str) -> logging.Formatter:
     raise ValueError(f"log format must be one of {LOG_FORMATS}, not {log_format!r}")
 
 
-def configure_logging(*, access_log: bool, log_format: str = "text") -> None:
+#: The levels of ``--log-level``, least severe first.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(
+    *, access_log: bool, log_format: str = "text", level: str | None = None
+) -> None:
     """Log to stderr in *log_format* (once per process); turn the access log on or off.
+
+    *level* (``--log-level``, one of :data:`LOG_LEVELS`; default ``info``) is the
+    least severe line written, and it wins over *access_log*: the access log's lines
+    are ``info``, so above that there are none.
 
     The handler is added only when the root logger has none, so that a configuration
     done before (by a test, or in the master before the workers fork) stays.
@@ -91,9 +103,21 @@ def configure_logging(*, access_log: bool, log_format: str = "text") -> None:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         handler.setFormatter(formatter(log_format))
+    threshold = logging.INFO
+    if level is not None:
+        threshold = level_number(level)
+        root.setLevel(threshold)
     logging.getLogger("pushreport.access").setLevel(
-        logging.INFO if access_log else logging.WARNING
+        max(logging.INFO, threshold) if access_log else max(logging.WARNING, threshold)
     )
+
+
+def level_number(level: str) -> int:
+    """The :mod:`logging` level of one of :data:`LOG_LEVELS` (any case)."""
+    name = level.lower()
+    if name not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    return int(getattr(logging, name.upper()))
 
 
 #: Seconds between two lines of one repeated failure (:class:`ThrottledLog`).

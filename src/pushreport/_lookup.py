@@ -11,7 +11,9 @@ The endpoint is off by default. Turned on (``[lookup] enabled = true``), it answ
 with JSON, to callers that send ``Authorization: Bearer <[lookup] token>`` (anyone else
 gets 401). Every request names one account: there is no "list everything", and what a
 backend returns is filtered again by exact equality, so the stored data of another
-account is never in an answer.
+account is never in an answer. ``GET {path}/openapi.json`` is the endpoint's OpenAPI
+description (and the health checks'), to anyone, without a token: it holds no data
+(:func:`~pushreport.openapi_document`).
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from pushreport_core import (
     push_targets,
 )
 
-from ._config import check_lookup_token
+from ._auth import bearer_matches
+from ._config import check_bearer_token
 from ._logs import ThrottledLog
+from ._openapi import lookup_document, openapi_document
 from .storage import Storage
 
 if TYPE_CHECKING:
-    from ._config import LookupConfig
+    from ._config import Config, LookupConfig
 
 __all__ = ["Lookup", "LookupAnswer", "LookupEndpoint"]
 
@@ -93,17 +97,42 @@ class LookupAnswer:
 class LookupEndpoint:
     """The lookup endpoint under *path* (see the module), as HTTP-agnostic answers:
     an adapter hands :meth:`answer` the request's method, path, query and
-    ``Authorization`` header, and sends what comes back."""
+    ``Authorization`` header, and sends what comes back.
 
-    def __init__(self, lookup: Lookup, *, token: Secret, path: str) -> None:
-        check_lookup_token(token.reveal(), "lookup.token")  # however it was built
+    *openapi* is the document served at ``{path}/openapi.json``
+    (:func:`~pushreport.openapi_document` of the whole configuration, which knows the
+    health checks' paths too); by default, one of the lookup paths only.
+    """
+
+    #: Where the OpenAPI document is, under the endpoint's path.
+    OPENAPI = "/openapi.json"
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        *,
+        token: Secret,
+        path: str,
+        openapi: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_bearer_token(token.reveal(), "lookup.token")  # however it was built
         self.lookup = lookup
         self.path = path.rstrip("/")
         self._token = token
+        self.openapi = openapi if openapi is not None else lookup_document(self.path)
 
     @classmethod
-    def from_config(cls, config: LookupConfig, storage: Storage) -> LookupEndpoint:
-        return cls(Lookup(storage), token=config.bearer_token(), path=config.path)
+    def from_config(
+        cls, config: LookupConfig, storage: Storage, *, whole: Config | None = None
+    ) -> LookupEndpoint:
+        """The endpoint of *config*; *whole*, the configuration it is a section of,
+        gives the OpenAPI document the health checks' paths."""
+        return cls(
+            Lookup(storage),
+            token=config.bearer_token(),
+            path=config.path,
+            openapi=openapi_document(whole) if whole is not None else None,
+        )
 
     def owns(self, path: str) -> bool:
         return path == self.path or path.startswith(self.path + "/")
@@ -118,6 +147,11 @@ class LookupEndpoint:
     ) -> LookupAnswer:
         """The answer to a *method* request for *path* with *query* (each parameter's
         values, in order)."""
+        route = path[len(self.path) :]
+        if route == self.OPENAPI:  # a description, no data: no token needed
+            if method not in ("GET", "HEAD"):
+                return _NOT_ALLOWED
+            return LookupAnswer(200, self.openapi)
         if not self._authorized(authorization):
             challenge = 'Bearer realm="pushreport"'
             if authorization:
@@ -126,8 +160,7 @@ class LookupEndpoint:
                 401, {"error": "a valid bearer token is required"}, {"WWW-Authenticate": challenge}
             )
         if method not in ("GET", "HEAD"):
-            return LookupAnswer(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"})
-        route = path[len(self.path) :]
+            return _NOT_ALLOWED
         try:
             if route == "/registrations":
                 return self._registrations(query)
@@ -143,12 +176,7 @@ class LookupEndpoint:
         return LookupAnswer(404, {"error": "not found"})
 
     def _authorized(self, header: str) -> bool:
-        scheme, _, credentials = header.strip().partition(" ")
-        bearer = scheme.lower() == "bearer"
-        # Compared whatever the scheme, over digests (Secret.matches): the time taken
-        # tells neither a wrong scheme from a wrong token nor the token's length.
-        matches = self._token.matches(credentials.strip() if bearer else "")
-        return bearer and matches
+        return bearer_matches(header, self._token)
 
     def _registrations(self, query: Mapping[str, Sequence[str]]) -> LookupAnswer:
         username = _one(query, "username")
@@ -170,6 +198,9 @@ class LookupEndpoint:
             200,
             {"username": username, "purpose": purpose, "targets": [t.to_json() for t in targets]},
         )
+
+
+_NOT_ALLOWED = LookupAnswer(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD"})
 
 
 class _BadRequest(Exception):

@@ -12,11 +12,25 @@ Metrics (all prefixed ``pushreport_``):
   the 401 that asks a request without credentials for HTTP Digest ones;
 - ``auth_failures_total`` — reports refused for their credentials (403, or a 401 to
   wrong digest credentials);
-- ``storage_seconds{backend}`` — histogram of each backend's write, failures included;
+- ``storage_seconds{backend}`` — histogram of each backend's write (a report's, or a
+  removal's read and delete), failures included;
 - ``backend_failures_total{backend}`` — writes that failed, required or best-effort;
 - ``registrations{backend}`` — stored registrations, for backends with ``count()``;
 - ``<key>{backend}`` — every figure of a backend's optional ``metrics()`` (e.g. the
-  webhook backend's ``webhook_outbox_pending`` and ``webhook_outbox_dead``).
+  webhook backend's ``webhook_outbox_pending`` and ``webhook_outbox_dead``, the report
+  spool's ``spool_backlog_lines``, ``spool_backlog_bytes``, ``spool_max_bytes`` and
+  ``spool_oldest_age_seconds``);
+- ``request_seconds`` — histogram of the time the receiver takes over one request on
+  a report or removal path (parse, authentication, storage), refusals included;
+- ``removals_total{outcome="removed"|"gone"|"kept"}`` — removals carried out;
+- ``pushes_total{outcome="delivered"|"token_invalid"|"retry"|"failed"}`` — pushes sent
+  by :func:`pushreport.push` with this receiver, by the last answer's judgement;
+- ``prune_runs_total{outcome="success"|"failure"}`` and ``pruned_total`` — the
+  scheduled prunes this server ran, and the registrations they deleted;
+- ``prune_last_success_timestamp_seconds`` and ``prune_interval_seconds`` — when a
+  scheduled prune last went through (read from the schedule's lock file when
+  Prometheus scrapes, so every worker and a restarted server report the same; 0 when
+  none ever did) and ``[prune] interval``; only while ``[prune] older_than`` is set.
 
 Several worker processes (``pushreport serve`` under gunicorn) share their counters
 through prometheus_client's multiprocess mode: ``serve`` points
@@ -26,6 +40,7 @@ answered by any worker adds up every worker's files (:func:`prepare_multiprocess
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -33,9 +48,19 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol, Sequence
+from datetime import datetime, timedelta
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    Protocol,
+    Sequence,
+    get_args,
+)
 
-from pushreport_core import ConfigurationError, StorageUnavailable
+from pushreport_core import ConfigurationError, OutcomeKind, StorageUnavailable
 
 if TYPE_CHECKING:
     from ._backends import Backend
@@ -50,6 +75,9 @@ __all__ = [
     "REASONS",
     "prepare_multiprocess",
     "MULTIPROC_ENV",
+    "PruneWatch",
+    "REMOVAL_OUTCOMES",
+    "PUSH_OUTCOMES",
 ]
 
 log = logging.getLogger("pushreport")
@@ -79,6 +107,13 @@ _BY_STATUS = {
 #: Storage latency buckets, in seconds: a commit takes about a millisecond, a locked
 #: database up to its busy timeout (2 s by default).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Request latency buckets, in seconds: few (each is a series per worker in
+#: multiprocess mode), around a report's millisecond and a locked backend's seconds.
+REQUEST_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0)
+#: Every ``outcome`` of a removal (:attr:`pushreport.Outcome.happened`).
+REMOVAL_OUTCOMES = ("removed", "gone", "kept")
+#: Every ``outcome`` of a push (:data:`pushreport_core.OutcomeKind`).
+PUSH_OUTCOMES: tuple[str, ...] = get_args(OutcomeKind)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _KEY = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _MISSING = "metrics need the prometheus_client package: pip install 'pushreport[metrics]'"
@@ -119,6 +154,28 @@ class Metrics(Protocol):
 
     def storage_failed(self, backend: str, seconds: float) -> None: ...
 
+    def request_done(self, seconds: float) -> None: ...
+
+    def removal_done(self, outcome: str) -> None: ...
+
+    def push_done(self, outcome: str) -> None: ...
+
+    def prune_done(self, pruned: int) -> None: ...
+
+    def prune_failed(self) -> None: ...
+
+    def watch_prune(self, schedule: PruneWatch) -> None: ...
+
+
+class PruneWatch(Protocol):
+    """What the metrics read of a prune schedule when Prometheus scrapes
+    (:class:`pushreport._prune.PruneSchedule`)."""
+
+    @property
+    def interval(self) -> timedelta: ...
+
+    def last_success(self) -> datetime | None: ...
+
 
 class NullMetrics:
     """Metrics off (``[metrics] enabled = false``): every call does nothing."""
@@ -135,6 +192,24 @@ class NullMetrics:
         pass
 
     def storage_failed(self, backend: str, seconds: float) -> None:
+        pass
+
+    def request_done(self, seconds: float) -> None:
+        pass
+
+    def removal_done(self, outcome: str) -> None:
+        pass
+
+    def push_done(self, outcome: str) -> None:
+        pass
+
+    def prune_done(self, pruned: int) -> None:
+        pass
+
+    def prune_failed(self) -> None:
+        pass
+
+    def watch_prune(self, schedule: PruneWatch) -> None:
         pass
 
 
@@ -177,9 +252,47 @@ class PrometheusMetrics:
             ["backend"],
             registry=None,
         )
+        self.request_seconds = Histogram(
+            "pushreport_request_seconds",
+            "Time the receiver takes over one request on a report or removal path",
+            buckets=REQUEST_BUCKETS,
+            registry=None,
+        )
+        self.removals = Counter(
+            "pushreport_removals",
+            "Removals carried out, by outcome",
+            ["outcome"],
+            registry=None,
+        )
+        self.pushes = Counter(
+            "pushreport_pushes",
+            "Pushes sent through the gateway, by the last answer's judgement",
+            ["outcome"],
+            registry=None,
+        )
+        self.prune_runs = Counter(
+            "pushreport_prune_runs",
+            "Scheduled prunes run by this server, by outcome",
+            ["outcome"],
+            registry=None,
+        )
+        self.pruned = Counter(
+            "pushreport_pruned",
+            "Registrations deleted by scheduled prunes (of the first backend)",
+            registry=None,
+        )
         # Label children resolved once: an increment is then a lock and an addition.
+        # Each one exists from the start, at 0 (a rule's rate() needs the series before
+        # its first increment).
         self._accepted = self.reports.labels(outcome="accepted", reason="")
         self._refused = {r: self.reports.labels(outcome="refused", reason=r) for r in REASONS}
+        self._removals = {o: self.removals.labels(outcome=o) for o in REMOVAL_OUTCOMES}
+        self._pushes = {o: self.pushes.labels(outcome=o) for o in PUSH_OUTCOMES}
+        self._prune_ok = self.prune_runs.labels(outcome="success")
+        self._prune_failed = self.prune_runs.labels(outcome="failure")
+        self._observe_request = self.request_seconds.observe
+        #: The prune schedule whose last run the scrape reports (:meth:`watch_prune`).
+        self.prune_schedule: PruneWatch | None = None
         self._observe: dict[str, Callable[[float], None]] = {}
         self._fail: dict[str, Callable[[], None]] = {}
 
@@ -207,6 +320,32 @@ class PrometheusMetrics:
             fail = self._fail[backend] = self.backend_failures.labels(backend).inc
         fail()
 
+    def request_done(self, seconds: float) -> None:
+        self._observe_request(seconds)
+
+    def removal_done(self, outcome: str) -> None:
+        child = self._removals.get(outcome)
+        if child is not None:
+            child.inc()
+
+    # -- off the hot path ------------------------------------------------------------
+
+    def push_done(self, outcome: str) -> None:
+        child = self._pushes.get(outcome)
+        if child is not None:
+            child.inc()
+
+    def prune_done(self, pruned: int) -> None:
+        self._prune_ok.inc()
+        self.pruned.inc(pruned)
+
+    def prune_failed(self) -> None:
+        self._prune_failed.inc()
+
+    def watch_prune(self, schedule: PruneWatch) -> None:
+        """Report *schedule*'s last successful run and interval at every scrape."""
+        self.prune_schedule = schedule
+
     # -- scraping --------------------------------------------------------------------
 
     def registry(self, backends: Sequence[Backend]) -> Any:
@@ -214,21 +353,93 @@ class PrometheusMetrics:
         mode, and the figures computed at scrape time from *backends*."""
         from prometheus_client import CollectorRegistry
 
+        for backend in backends:
+            # Every backend's failure counter exists from the start, at 0: an alert's
+            # rate() needs the series before the first failure.
+            if backend.name not in self._fail:
+                self._fail[backend.name] = self.backend_failures.labels(backend.name).inc
         registry = CollectorRegistry(auto_describe=False)
-        if os.environ.get(MULTIPROC_ENV):
-            from prometheus_client import multiprocess
-
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        folder = os.environ.get(MULTIPROC_ENV)
+        if folder:
+            registry.register(_MultiProcessCollector(folder))
         else:
             for metric in (
                 self.reports,
                 self.auth_failures,
                 self.storage_seconds,
                 self.backend_failures,
+                self.request_seconds,
+                self.removals,
+                self.pushes,
+                self.prune_runs,
+                self.pruned,
             ):
                 registry.register(metric)
         registry.register(_BackendCollector(backends, self.count_interval))
+        registry.register(_PruneCollector(self))
         return registry
+
+
+class _MultiProcessCollector:
+    """prometheus_client's ``MultiProcessCollector``, but for the files too short to
+    hold a header: a worker killed between creating its file and sizing it leaves an
+    empty one, and prometheus_client then fails every scrape (``struct.error``,
+    client_python issue #1199) until the folder is cleared. Such a file holds no
+    count yet; it is skipped, and said once."""
+
+    #: An mmap file's header: its used length (4 bytes) and padding.
+    HEADER = 8
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._warned: set[str] = set()
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client import multiprocess
+
+        files = []
+        for path in glob.glob(os.path.join(self.folder, "*.db")):
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue  # its process's files were just removed
+            if size < self.HEADER:
+                if path not in self._warned:
+                    self._warned.add(path)
+                    log.warning("metrics: %s is empty (a worker died creating it); skipped", path)
+                continue
+            files.append(path)
+        merged: Iterable[Any] = multiprocess.MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
+
+
+class _PruneCollector:
+    """The prune schedule's last success and interval, read when Prometheus scrapes."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        schedule = self.metrics.prune_schedule
+        if schedule is None:
+            return
+        try:
+            last = schedule.last_success()
+        except Exception as e:  # an unreadable lock file: no figure this time
+            log.warning("metrics: reading the last prune failed: %s", e)
+            return
+        yield GaugeMetricFamily(
+            "pushreport_prune_last_success_timestamp_seconds",
+            "When a scheduled prune last went through (Unix time; 0: never)",
+            value=last.timestamp() if last is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "pushreport_prune_interval_seconds",
+            "How often the server prunes ([prune] interval)",
+            value=schedule.interval.total_seconds(),
+        )
 
 
 class _BackendCollector:

@@ -13,6 +13,7 @@ may hold a password) is never printed (``postgresql:***``).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import tomllib
@@ -207,9 +208,11 @@ def run_migrate(
     err: TextIO | None = None,
     interval: float | None = None,
     delay: float = 0.5,
+    as_json: bool = False,
 ) -> int:
     """The ``migrate`` command: the exit status (2 for an unknown or unreachable
-    backend, with one line on *err*)."""
+    backend, with one line on *err*). *as_json*: print one JSON object instead,
+    ``{"from", "to", "copied"}`` (the backends shown as in the text, secrets masked)."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     if batch < 1:
@@ -264,6 +267,10 @@ def run_migrate(
                 storage.close()
             except Exception:  # pragma: no cover
                 pass
+    if as_json:
+        json.dump({"from": shown_from, "to": shown_to, "copied": count}, out, ensure_ascii=False)
+        out.write("\n")
+        return 0
     print(f"copied {count} registrations from {shown_from} to {shown_to}", file=out)
     return 0
 

@@ -29,6 +29,7 @@ __all__ = [
     "RegisteredBackend",
     "collect_storage_backends",
     "collect_storage_factories",
+    "options_doc",
     "main_option_backend",
     "add_plugin_commands",
     "transform_report",
@@ -92,6 +93,12 @@ class RegisteredBackend:
     main_option: MainOption | None = None
     #: The plugin that registered it.
     plugin: str = ""
+    #: Options of ``[storage.<name>]`` whose values are secret (a signing key, a
+    #: password), the main option too when it is declared secret: ``pushreport
+    #: config`` prints ``"***"`` for them.
+    secret_options: frozenset[str] = frozenset()
+    #: ``{option: meaning}`` the factory documents (:func:`options_doc`).
+    options_doc: Mapping[str, str] = attrs.field(factory=dict)
 
 
 def collect_storage_backends(pm: pluggy.PluginManager) -> dict[str, RegisteredBackend]:
@@ -113,6 +120,7 @@ def collect_storage_backends(pm: pluggy.PluginManager) -> dict[str, RegisteredBa
             factory: StorageFactory,
             *,
             main_option: MainOption | None = None,
+            secret_options: Iterable[str] = (),
             _plugin: str = plugin_name,
         ) -> None:
             if not isinstance(name, str) or not name:
@@ -130,15 +138,37 @@ def collect_storage_backends(pm: pluggy.PluginManager) -> dict[str, RegisteredBa
                     f"plugin {_plugin!r} registered storage backend {name!r} with a "
                     f"main_option that is not a MainOption: {main_option!r}"
                 )
+            if isinstance(secret_options, str) or not all(
+                isinstance(o, str) and o for o in secret_options
+            ):
+                raise ConfigurationError(
+                    f"plugin {_plugin!r} registered storage backend {name!r} with "
+                    "secret_options that are not a list of option names"
+                )
             if name in backends:
                 raise ConfigurationError(
                     f"storage backend {name!r} is registered twice, by plugin "
                     f"{backends[name].plugin!r} and by plugin {_plugin!r}"
                 )
-            backends[name] = RegisteredBackend(name, factory, main_option, _plugin)
+            secrets = set(secret_options)
+            if main_option is not None and main_option.secret:
+                secrets.add(main_option.key)
+            backends[name] = RegisteredBackend(
+                name, factory, main_option, _plugin, frozenset(secrets), options_doc(factory)
+            )
 
         _call(impl, register=register)
     return backends
+
+
+def options_doc(factory: StorageFactory) -> dict[str, str]:
+    """``{option: meaning}`` of a backend's ``[storage.<name>]`` table, as its factory
+    documents it: a factory function's ``options_doc``, or a ``from_options``
+    classmethod's class's ``OPTIONS_DOC`` (empty: undocumented)."""
+    options = getattr(factory, "options_doc", None) or getattr(
+        getattr(factory, "__self__", None), "OPTIONS_DOC", None
+    )
+    return dict(options) if options else {}
 
 
 def collect_storage_factories(pm: pluggy.PluginManager) -> dict[str, StorageFactory]:
@@ -169,7 +199,8 @@ def add_plugin_commands(
     its parser. *taken*: the names pushreport's own commands have.
 
     :raises ConfigurationError: a name that is not a word, is taken (the message names
-        both owners), or comes with a *run* that is not callable.
+        both owners), or comes with a *run* that is not callable or a *help* that is
+        not one line.
     """
     owners = dict.fromkeys(taken, "pushreport")
     for impl in _impls_in_call_order(pm, "pushreport_add_commands"):
@@ -185,6 +216,11 @@ def add_plugin_commands(
             if not callable(run):
                 raise ConfigurationError(
                     f"plugin {_plugin!r} added command {name!r} with a run that is not callable"
+                )
+            if not isinstance(help, str) or not help.strip() or "\n" in help.strip():
+                # The first line of the command's --help, and its row in the list.
+                raise ConfigurationError(
+                    f"plugin {_plugin!r} added command {name!r} without a one-line help"
                 )
             if name in owners:
                 first = owners[name]

@@ -39,6 +39,7 @@ from pushreport_core import (
 
 from ._backends import close_backends, open_backends, open_now
 from ._config import Config
+from ._metrics import Metrics, NullMetrics
 from ._plugins import make_plugin_manager
 from ._redact import shorten
 from .storage import Storage
@@ -160,8 +161,12 @@ class PruneSchedule:
     interval: timedelta
     lock_path: Path
     clock: Callable[[], datetime] = _utcnow
+    #: Told of every run (``prune_done``/``prune_failed``); reads :meth:`last_success`.
+    metrics: Metrics = attrs.field(factory=NullMetrics)
     _stop: threading.Event = attrs.field(init=False, factory=threading.Event)
     _thread: threading.Thread | None = attrs.field(init=False, default=None)
+    #: The last stamp read: what :meth:`last_success` answers while a run rewrites it.
+    _last: datetime | None = attrs.field(init=False, default=None)
 
     @classmethod
     def from_config(
@@ -171,9 +176,11 @@ class PruneSchedule:
         *,
         clock: Callable[[], datetime] = _utcnow,
         beside: Path | None = None,
+        metrics: Metrics | None = None,
     ) -> PruneSchedule | None:
         """The schedule ``[prune]`` asks for; ``None`` when ``older_than`` is empty.
-        *beside*: the first backend's declared ``path`` (:func:`prune_lock_path`)."""
+        *beside*: the first backend's declared ``path`` (:func:`prune_lock_path`);
+        *metrics*: what counts its runs."""
         older_than = config.prune.older_than_delta()
         if older_than is None or not storages:
             return None
@@ -183,6 +190,7 @@ class PruneSchedule:
             interval=config.prune.interval_delta(),
             lock_path=prune_lock_path(config, beside),
             clock=clock,
+            metrics=metrics if metrics is not None else NullMetrics(),
         )
 
     def run_due(self) -> int | None:
@@ -198,8 +206,14 @@ class PruneSchedule:
             if not prune_due(_read_stamp(fd), now, self.interval):
                 return None
             before = prune_cutoff(now, self.older_than)
-            gone = prune_backends(self.storages, before)
-            _write_stamp(fd, now)
+            try:
+                gone = prune_backends(self.storages, before)
+                _write_stamp(fd, now)
+            except Exception:
+                self.metrics.prune_failed()
+                raise
+            self._last = now
+            self.metrics.prune_done(len(gone))
             log.info(
                 "pruned %s last seen before %s (older than %s)",
                 _count(len(gone)),
@@ -209,6 +223,22 @@ class PruneSchedule:
             return len(gone)
         finally:
             os.close(fd)  # and with it the lock
+
+    def last_success(self) -> datetime | None:
+        """When a run last went through, by this process or another one (the lock
+        file's stamp); ``None`` when none ever did. Takes no lock: a run that is
+        rewriting the stamp just now leaves the time read before."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self._last
+        try:
+            stamp = _read_stamp(fd)
+        finally:
+            os.close(fd)
+        if stamp is not None and (self._last is None or stamp > self._last):
+            self._last = stamp
+        return self._last
 
     def start(self) -> None:
         """Run :meth:`run_due` now and then on a daemon thread until :meth:`stop`."""

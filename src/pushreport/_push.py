@@ -10,12 +10,10 @@ storage forget the token (``forget_token``), so that the next lookup no longer o
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -38,8 +36,10 @@ from pushreport_core import (
 
 from ._config import Config, PushConfig, load_config
 from ._lookup import Lookup
+from ._metrics import Metrics, NullMetrics
 from ._redact import shorten
 from ._service import Receiver
+from .outbound import OPENER, OutboundError, post
 from .storage import Capabilities, ForgetToken, Storage
 
 __all__ = ["PushClient", "PushResult", "push"]
@@ -48,7 +48,6 @@ log = logging.getLogger("pushreport.push")
 
 #: The most of an answer that is read: the gateway answers a small JSON object.
 MAX_ANSWER = 64 * 1024
-USER_AGENT = "pushreport"
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +77,23 @@ class PushResult:
             self.outcome.kind
         ]
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``pushreport push --json`` prints for this device (the token shortened,
+        as in :meth:`line`)."""
+        return {
+            "selector": self.target.selector,
+            "also": list(self.target.also),
+            "app_id": self.target.app_id,
+            "token": shorten(self.target.device_token, 12),
+            "status": self.status,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "http_status": self.outcome.status,
+            "code": self.outcome.code,
+            "reason": self.outcome.reason,
+            "forgotten": list(self.forgotten),
+        }
+
     def line(self) -> str:
         """The line ``pushreport push`` prints: selector, shortened token, outcome."""
         detail = self.outcome.reason
@@ -87,16 +103,6 @@ class PushResult:
             f"{self.status}  {tries}"
         )
         return f"{text}  {detail}" if detail else text
-
-
-def _no_redirects() -> urllib.request.OpenerDirector:
-    # urllib would follow a 301/302 by turning the POST into a GET without its body: a
-    # redirect is answered as what it is (a refusal, "failed") instead.
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    return urllib.request.build_opener(NoRedirect)
 
 
 @attrs.define
@@ -111,6 +117,7 @@ class PushClient:
     :param storages: where a token the gateway calls invalid is forgotten (each one
         that declares ``forget_token``; read when the client is made).
     :param rng: the jitter's randomness; :param sleep: how to wait (tests pass their own).
+    :param metrics: counts each device's push by its outcome (``pushreport_pushes_total``).
     """
 
     gateway_url: str = DEFAULT_GATEWAY_URL
@@ -121,7 +128,8 @@ class PushClient:
     storages: Sequence[Storage] = ()
     rng: random.Random = attrs.field(factory=random.Random)
     sleep: Callable[[float], None] = time.sleep
-    opener: urllib.request.OpenerDirector = attrs.field(factory=_no_redirects)
+    opener: urllib.request.OpenerDirector = OPENER
+    metrics: Metrics = attrs.field(factory=NullMetrics)
     #: Each storage's name and bound ``forget_token`` (``None``: it declares none).
     _forgetters: tuple[tuple[str, ForgetToken | None], ...] = attrs.field(
         init=False, default=(), repr=False
@@ -180,6 +188,7 @@ class PushClient:
             )
             log.info("push to %s: %s; retrying in %.1fs", target.selector, outcome.reason, delay)
             self.sleep(delay)
+        self.metrics.push_done(outcome.kind)
         forgotten: tuple[str, ...] = ()
         if outcome.kind == "token_invalid":
             forgotten = self._forget(target)
@@ -196,37 +205,22 @@ class PushClient:
         return [self.send(target, **kwargs) for target in targets]
 
     def _post(self, data: bytes) -> tuple[PushOutcome, float | None]:
-        request = urllib.request.Request(
-            self.gateway_url,
-            data=data,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": USER_AGENT,
-            },
-        )
         try:
-            with self.opener.open(request, timeout=self.timeout) as response:
-                status, headers = response.status, response.headers
-                answer = response.read(MAX_ANSWER)
-        except urllib.error.HTTPError as e:
-            status, headers = e.code, e.headers
-            try:
-                answer = e.read(MAX_ANSWER)
-            except (OSError, ValueError):
-                answer = b""
-            finally:
-                e.close()
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", e)
-            if isinstance(reason, socket.timeout) or isinstance(e, TimeoutError):
-                reason = "timed out"
-            return judge_push_answer(None, error=str(reason)), None
+            answer = post(
+                self.gateway_url,
+                data,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                timeout=self.timeout,
+                max_answer=MAX_ANSWER,
+                opener=self.opener,
+            )
+        except OutboundError as e:
+            return judge_push_answer(None, error=e.reason), None
+        headers = answer.headers
         retry_after = parse_retry_after(
             headers.get("Retry-After") if headers else None, now=datetime.now(timezone.utc)
         )
-        return judge_push_answer(status, answer), retry_after
+        return judge_push_answer(answer.status, answer.body), retry_after
 
     def _forget(self, target: PushTarget) -> tuple[str, ...]:
         changed: set[str] = set()
@@ -261,7 +255,8 @@ def push(
     *config_or_receiver*: a :class:`Receiver` (its storage is used and left open), a
     :class:`Config`, a configuration file's path, or ``None`` (the embedded default).
     *client* overrides the one built from ``[push]``. An account without a device to
-    push returns ``[]``.
+    push returns ``[]``. Each push is counted in the receiver's metrics (a *client*
+    that has metrics of its own keeps them).
     """
     if isinstance(config_or_receiver, Receiver):
         receiver, owned = config_or_receiver, False
@@ -276,9 +271,14 @@ def push(
     try:
         storages = [backend.storage for backend in receiver.backends]
         if client is None:
-            client = PushClient.from_config(receiver.config.push, storages=storages)
-        elif not client.storages:
-            client = attrs.evolve(client, storages=storages)
+            client = PushClient.from_config(
+                receiver.config.push, storages=storages, metrics=receiver.metrics
+            )
+        else:
+            if not client.storages:
+                client = attrs.evolve(client, storages=storages)
+            if not client.metrics.enabled:
+                client = attrs.evolve(client, metrics=receiver.metrics)
         targets = Lookup(receiver.storage).push_targets(username, purpose)
         return client.send_all(targets, verb=verb, message=message, **fields)
     finally:

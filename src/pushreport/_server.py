@@ -38,7 +38,16 @@ from ._redact import filter_server_log
 from ._service import STARTUP_WAIT, Receiver, open_now
 from .limitstate import state_errors
 
-__all__ = ["serve", "describe", "bind", "load_adapter", "ListenError", "BACKLOG", "ADAPTER"]
+__all__ = [
+    "serve",
+    "check_start",
+    "describe",
+    "bind",
+    "load_adapter",
+    "ListenError",
+    "BACKLOG",
+    "ADAPTER",
+]
 
 log = logging.getLogger("pushreport")
 
@@ -87,6 +96,8 @@ def describe(receiver: Receiver) -> list[str]:
     methods = receiver.config.auth.methods
     if methods:
         lines.append("authentication: " + ", ".join(methods))
+    if receiver.config.admin.enabled:
+        lines.append(f"support page at {receiver.config.admin.path}/ (docs/admin.md)")
     return lines
 
 
@@ -100,8 +111,41 @@ def shared_nonce_key(config: Config) -> Config:
     return attrs.evolve(config, auth=attrs.evolve(auth, nonce_key=secrets.token_urlsafe(32)))
 
 
-def _configure_logging(access_log: bool, log_format: str = "text") -> None:
-    configure_logging(access_log=access_log, log_format=log_format)
+def check_start(
+    config: Config, *, wait: float = STARTUP_WAIT, engine: str | None = None
+) -> tuple[Callable[[Config], Any], list[str]]:
+    """Everything that can refuse ``serve``'s start but the socket (``pushreport config``
+    runs it too): return the adapter's ``create_app`` and the lines :func:`describe` says.
+
+    The adapter of *engine* (default: ``[server] engine``'s) is imported here, before
+    the socket listens: a missing one fails the
+    start, and nothing is imported after the "listening" line. Everything is checked
+    once in the master, so a bad configuration fails at start-up instead of in every
+    worker: the plugins and their options, ``[auth]`` (its ``*_env`` variables read),
+    the lookup token, the templates; every backend is opened (created when missing,
+    checked to be writable), waiting up to *wait* seconds for one that is still
+    starting, and closed again (workers open their own after the fork); the limits'
+    shared state; the operator paths clear of the report paths.
+
+    :raises PushReportError: a :class:`~pushreport_core.ConfigurationError` or a
+        :class:`~pushreport_core.StorageUnavailable` that names the key or the store.
+    """
+    create_app = load_adapter(ADAPTERS[engine or config.server.engine])
+    receiver = Receiver.from_config(config)
+    try:
+        open_now(receiver.backends, wait=wait)
+        open_limit_state_now(receiver)
+        OperatorPaths.of(receiver)  # health and metrics paths clear of the report paths
+        lines = describe(receiver)
+    finally:
+        receiver.close()
+    return create_app, lines
+
+
+def _configure_logging(
+    access_log: bool, log_format: str = "text", level: str | None = None
+) -> None:
+    configure_logging(access_log=access_log, log_format=log_format, level=level)
     filter_server_log()  # gunicorn quotes the requests it refuses
 
 
@@ -113,8 +157,13 @@ def serve(
     workers: int,
     access_log: bool | None = None,
     log_format: str | None = None,
+    log_level: str | None = None,
     engine: str | None = None,
 ) -> int:
+    """Serve *config* under *engine* (``[server] engine``: uvicorn or gunicorn) until it
+    is stopped. *access_log* and *log_format* override ``[server]``'s; *log_level*
+    (``--log-level``) is the least severe line logged, the engine's included (default:
+    info), and wins over the access log."""
     engine = engine or config.server.engine
     if engine == "uvicorn":
         try:
@@ -126,7 +175,7 @@ def serve(
             ) from None
     log_access = config.server.access_log if access_log is None else access_log
     fmt = config.server.log_format if log_format is None else log_format
-    _configure_logging(log_access, fmt)
+    _configure_logging(log_access, fmt, log_level)
     # The address first (bound, not yet listening): a port in use or an address this
     # machine does not have fails here, before anything is opened or created.
     sock = bind(host, port)
@@ -135,21 +184,7 @@ def serve(
         # is first imported, so before anything builds the metrics.
         child_exit = prepare_multiprocess() if config.metrics.enabled else None
         config = shared_nonce_key(config)
-        # The adapter, imported in the master before the socket listens: a missing one
-        # fails the start, and nothing is imported after the "listening" line.
-        create_app = load_adapter(ADAPTERS[engine])
-        # Check everything once in the master, so a bad configuration fails at start-up
-        # instead of in every worker: every backend is opened (created when missing,
-        # checked to be writable), waiting up to STARTUP_WAIT seconds for one that is
-        # still starting. Workers open their own storage after the fork.
-        receiver = Receiver.from_config(config)
-        try:
-            open_now(receiver.backends, wait=STARTUP_WAIT)
-            open_limit_state_now(receiver)
-            OperatorPaths.of(receiver)  # health and metrics paths clear of the report paths
-            lines = describe(receiver)
-        finally:
-            receiver.close()
+        create_app, lines = check_start(config, engine=engine)
         sock.listen(BACKLOG)
     except BaseException:
         sock.close()
@@ -166,9 +201,11 @@ def serve(
     where = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
     if engine == "uvicorn":
         return _serve_uvicorn(
-            config, sock, workers, create_app, child_exit, log_access, fmt, where
+            config, sock, workers, create_app, child_exit, (log_access, fmt, log_level), where
         )
-    return _serve_gunicorn(config, sock, workers, create_app, child_exit, log_access, fmt, where)
+    return _serve_gunicorn(
+        config, sock, workers, create_app, child_exit, (log_access, fmt, log_level), where
+    )
 
 
 def _serve_uvicorn(
@@ -177,14 +214,14 @@ def _serve_uvicorn(
     workers: int,
     create_app: Callable[[Config], Any],
     child_exit: Callable[[int], None] | None,
-    log_access: bool,
-    fmt: str,
+    logging_options: tuple[bool, str, str | None],
     where: str,
 ) -> int:
+    log_access, fmt, log_level = logging_options
     from ._uvicorn import BOOT_FAILED, run_workers, serve_worker
 
     def worker(sock: socket.socket) -> int:
-        _configure_logging(log_access, fmt)
+        _configure_logging(log_access, fmt, log_level)
         app = create_app(config)
         # In every worker, after the fork; a lock file elects the one that prunes.
         app.receiver.start_pruning()
@@ -205,10 +242,10 @@ def _serve_gunicorn(
     workers: int,
     create_app: Callable[[Config], Any],
     child_exit: Callable[[int], None] | None,
-    log_access: bool,
-    fmt: str,
+    logging_options: tuple[bool, str, str | None],
     where: str,
 ) -> int:
+    log_access, fmt, log_level = logging_options
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     # gunicorn takes the socket over (and closes this descriptor once it has its own).
@@ -226,7 +263,7 @@ def _serve_gunicorn(
         # Our own access log redacts credentials; gunicorn's would log the raw URL.
         "accesslog": None,
         "errorlog": "-",
-        "loglevel": "info",
+        "loglevel": log_level or "info",
         "limit_request_line": 8190,
         # The header limits of [limits], enforced by gunicorn before the app sees them.
         "limit_request_field_size": config.limits.max_header,
@@ -273,7 +310,7 @@ def _serve_gunicorn(
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
-            _configure_logging(log_access, fmt)
+            _configure_logging(log_access, fmt, log_level)
             app = create_app(config)
             apps.append(app)
             # In every worker, after the fork; a lock file elects the one that prunes.

@@ -47,7 +47,7 @@ from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import authentication, make_plugin_manager, transform_report
-from .storage import Storage
+from .storage import Capability, Storage
 
 __all__ = [
     "Receiver",
@@ -64,6 +64,16 @@ if TYPE_CHECKING:
     from ._prune import PruneSchedule
 
 log = logging.getLogger("pushreport")
+
+
+def _removes(plan: RemovalPlan, backend: Backend) -> bool:
+    """Whether *plan* calls *backend*'s remove: to delete, and for a selector stored
+    nowhere when the backend records removals
+    (:attr:`~pushreport.storage.Capability.TOMBSTONES`: a report another host spooled
+    before the removal must not register it after)."""
+    return plan is RemovalPlan.DELETE or (
+        plan is RemovalPlan.GONE and Capability.TOMBSTONES in backend.capabilities
+    )
 
 
 def _utcnow() -> datetime:
@@ -213,8 +223,15 @@ class Receiver:
             pm.register(plugin)
         if serving and config.lookup.enabled:
             config.lookup.bearer_token()  # the endpoint's token: read and checked now
+        if serving and config.admin.enabled:
+            config.admin.bearer_token()  # the support page's, likewise
         authenticates = bool(pm.hook.pushreport_authenticate.get_hookimpls())
-        limiter = Limiter.from_config(config.limits, clock=seconds, authenticates=authenticates)
+        limiter = Limiter.from_config(
+            config.limits,
+            clock=seconds,
+            authenticates=authenticates,
+            logins=serving and config.admin.enabled,
+        )
         backends = open_backends(config, pm, create=create)
         share_limit_state(limiter, config, backends, authenticators)
         if config.reporter.token_owner == "newest":
@@ -267,6 +284,7 @@ class Receiver:
         ``pushreport_report_stored`` hook, ``token_owner = "newest"``), so that a backend
         that can skip the read (``quiet_upsert``) does.
         """
+        started = time.perf_counter()
         shape: str | None = None
         selector: str | None = None
         try:
@@ -280,6 +298,7 @@ class Receiver:
                     selector=selector,
                     removal=done,
                 )
+                self.metrics.removal_done(done.happened)
             else:
                 report = self._parse_report(request)
                 shape, selector = report.shape, report.selector
@@ -288,8 +307,10 @@ class Receiver:
                     happened="stored", shape=shape, selector=selector, registration=stored
                 )
         except Exception as e:
-            return self.refuse(e, shape=shape, selector=selector)
-        self.metrics.report_accepted()
+            outcome = self.refuse(e, shape=shape, selector=selector)
+        else:
+            self.metrics.report_accepted()
+        self.metrics.request_done(time.perf_counter() - started)
         return outcome
 
     def refuse(
@@ -464,7 +485,7 @@ class Receiver:
 
         def allowed(stored: Registration | None) -> bool:
             seen.append(stored)
-            return removal.plan(stored, identified=True) is RemovalPlan.DELETE
+            return _removes(removal.plan(stored, identified=True), backend)
 
         remove_if = backend.capabilities.remove_if
         if remove_if is not None:
@@ -524,13 +545,32 @@ class Receiver:
         return parse_removal(request, self.removal_shapes, max_body=self.config.reporter.max_body)
 
     def _remove(self, removal: Removal, request: Request) -> RemovalOutcome:
-        pm = self.plugin_manager
         identified = self._admit(removal.as_report(), request, "removal")
+        return self._carry_out(removal, identified=identified)
+
+    def forget(self, selector: str) -> RemovalOutcome:
+        """Delete the registration of *selector* from every backend, as an Account
+        Removal Reporter call naming only the selector would, and notify
+        ``pushreport_registration_removed``: the support page's "forget this
+        registration" (an erasure request). The caller has authorised it; nothing here
+        checks a username. Idempotent, like :meth:`remove`.
+
+        :raises ValueError: an empty selector.
+        :raises StorageUnavailable: a required backend failed (nothing may be left
+            half-forgotten: try again).
+        """
+        if not selector:
+            raise ValueError("give a selector")
+        return self._carry_out(Removal(selector=selector, shape="admin"), identified=False)
+
+    def _carry_out(self, removal: Removal, *, identified: bool) -> RemovalOutcome:
+        pm = self.plugin_manager
         removed: Registration | None = None
         kept = False
         owner = self._authority() if identified else None
         for backend in self._in_write_order(owner):
             refused = False
+            started = time.perf_counter()
             try:
                 if backend is owner:
                     refused, deleted, newer = self._remove_owned(backend, removal)
@@ -539,20 +579,25 @@ class Receiver:
                 else:
                     stored = backend.storage.get(removal.selector)
                     plan = removal.plan(stored)
-                    if plan is RemovalPlan.DELETE:
+                    if _removes(plan, backend):
                         if backend.storage.remove(removal.selector) and removed is None:
                             removed = stored
                     elif plan is RemovalPlan.KEEP_NEWER:
                         kept = True
             except StorageUnavailable as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     raise
                 self._best_effort_failed(backend, e)
+                continue
             except Exception as e:
+                self.metrics.storage_failed(backend.name, time.perf_counter() - started)
                 if backend.required:
                     self._backend_failed(backend, e)
                     raise StorageUnavailable(f"storage backend {backend.name!r} failed") from e
                 self._best_effort_failed(backend, e)
+                continue
+            self.metrics.storage_done(backend.name, time.perf_counter() - started)
             if refused:
                 raise self._not_theirs(removal.selector, removal.username, "removal")
         if kept:
@@ -640,9 +685,11 @@ class Receiver:
                 [(b.name, b.storage) for b in self.backends],
                 clock=self.clock,
                 beside=self.backends[0].capabilities.path,
+                metrics=self.metrics,
             )
             if self.pruner is None:
                 return False
+            self.metrics.watch_prune(self.pruner)
             self.pruner.start()
         return True
 

@@ -37,7 +37,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -73,6 +73,10 @@ SUFFIX = ".jsonl"
 NEW = ".new"
 #: The folder inside the spool that entries which are not spool files are moved to.
 UNREADABLE = "unreadable"
+#: :meth:`SpoolFiles.backlog` reads a file this much at a time, and a first line up to
+#: this long (a report line is about 220 bytes).
+_BLOCK = 1 << 20
+_FIRST_LINE = 1 << 20
 
 
 # Made once: json.dumps/json.loads with arguments build a new encoder on every call.
@@ -129,12 +133,39 @@ def decode(line: str) -> Item:
     return Report(**dict(zip(STORED, values))), parse_time(now)
 
 
+class _Syncs:
+    """The ``fdatasync`` calls of one open spool file (group commit): lines are counted
+    as written, and as synced once a sync that *began* after their write returned."""
+
+    __slots__ = ("fd", "pid", "written", "synced", "syncing", "error")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pid = os.getpid()
+        #: Lines written to the file, and how many of them a finished sync covers.
+        self.written = 0
+        self.synced = 0
+        #: A leader is in ``fdatasync`` (without the lock) right now.
+        self.syncing = False
+        #: A sync failed: the file is poisoned. After an EIO the kernel may have dropped
+        #: the dirty pages and a second fdatasync can succeed with them lost (PostgreSQL's
+        #: "fsyncgate"), so it is never synced again and every line not yet covered fails.
+        self.error: OSError | None = None
+
+
 @attrs.define(eq=False)
 class SpoolFiles:
     """The spool folder of one backend, as seen from one process.
 
     :meth:`append` is the writers' side (thread-safe; after a ``fork()`` the child
     starts a file of its own). :meth:`read` and :meth:`finished` are the applier's.
+
+    With *fsync*, appends of concurrent threads share their ``fdatasync`` (group
+    commit): each writer writes its line under the lock; then one of them, the leader,
+    syncs once, without the lock, for every line written before its sync began, while
+    the lines written meanwhile wait for the next sync; a writer returns once a sync
+    that began after its write has returned. A failed sync fails every writer whose
+    line it did not cover, and every later one of that file (see :class:`_Syncs`).
     """
 
     folder: Path
@@ -144,12 +175,22 @@ class SpoolFiles:
     #: A writer starts a new file once its current one is this long.
     rotate_bytes: int = attrs.field(default=ROTATE_BYTES, kw_only=True)
     _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    #: Writers waiting for a sync wait on this (over ``_lock``).
+    _synced: threading.Condition = attrs.field(init=False)
+    _syncs: _Syncs | None = attrs.field(init=False, default=None)
     _fd: int | None = attrs.field(init=False, default=None)
     _pid: int = attrs.field(init=False, default=0)
     _name: str = attrs.field(init=False, default="")
     _written: int = attrs.field(init=False, default=0)
     #: Bytes this process has appended in all (the applier's measure of what it owes).
     appended: int = attrs.field(init=False, default=0)
+
+    @_synced.default
+    def _condition(self) -> threading.Condition:
+        return threading.Condition(self._lock)
+
+    #: fdatasync calls made, for the curious (tests, benchmarks).
+    syncs: int = attrs.field(init=False, default=0)
 
     @property
     def own(self) -> str:
@@ -164,19 +205,62 @@ class SpoolFiles:
         """
         with self._lock:
             fd = self._fd if self._pid == os.getpid() else None
-            if fd is None or self._written >= self.rotate_bytes:
+            while fd is None or self._written >= self.rotate_bytes:
+                if self._quiesce():  # a sync was under way: things may have changed
+                    fd = self._fd if self._pid == os.getpid() else None
+                    continue
                 fd = self._start()
             try:
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(errno.ENOSPC, "short write to the report spool")
-                if self.fsync:
-                    os.fdatasync(fd)
             except OSError:
-                self._drop()
+                self._quiesce()
+                if self._fd == fd:  # (else another writer has started a new file)
+                    self._drop()
                 raise
             self._written += written
             self.appended += written
+            if self.fsync:
+                syncs = self._syncs
+                assert syncs is not None and syncs.fd == fd
+                syncs.written += 1
+                self._wait_synced(syncs, syncs.written)
+
+    def _wait_synced(self, syncs: _Syncs, line: int) -> None:
+        """Return once line number *line* of *syncs*' file is on disk: lead a sync when
+        nobody is syncing, else wait for the one under way and check again (a sync
+        under way may have begun before the line was written). Called with the lock
+        held; a leader lets go of it while it syncs.
+
+        :raises OSError: a sync that did not cover *line* failed (each writer gets an
+            exception of its own: a shared one would gather every thread's traceback).
+        """
+        while syncs.synced < line:
+            if syncs.error is not None:
+                raise OSError(syncs.error.errno, f"report spool sync failed: {syncs.error}")
+            if syncs.syncing:
+                self._synced.wait()
+                continue
+            syncs.syncing = True
+            target = syncs.written  # every line written before the sync begins
+            error: OSError | None = None
+            self._lock.release()
+            try:
+                os.fdatasync(syncs.fd)
+            except OSError as exc:
+                error = exc
+            finally:
+                self._lock.acquire()
+                syncs.syncing = False
+                self.syncs += 1
+                self._synced.notify_all()
+            if error is not None:
+                syncs.error = error
+                if self._syncs is syncs:
+                    self._drop()  # the next append starts a new file
+            else:
+                syncs.synced = max(syncs.synced, target)
 
     def _start(self) -> int:
         """Open a new file of this process's (the old one, if any, is finished).
@@ -209,9 +293,33 @@ class SpoolFiles:
                 pass
             raise
         self._fd, self._pid, self._name, self._written = fd, os.getpid(), name, 0
+        self._syncs = _Syncs(fd) if self.fsync else None
         return fd
 
+    def _quiesce(self) -> bool:
+        """Wait until no sync of this process's file is under way (the lock held): its
+        leader uses the descriptor without the lock. Whether it had to wait (then
+        another writer may have started a new file meanwhile)."""
+        waited = False
+        while (syncs := self._syncs) is not None and syncs.syncing and syncs.pid == os.getpid():
+            self._synced.wait()
+            waited = True
+        return waited
+
     def _drop(self) -> None:
+        """Close this process's file (the lock held, no sync under way: see
+        :meth:`_quiesce`). With *fsync*, its lines written and not yet synced are
+        synced first."""
+        syncs, self._syncs = self._syncs, None
+        if syncs is not None and syncs.pid == os.getpid():
+            if syncs.error is None and syncs.synced < syncs.written:
+                try:
+                    os.fdatasync(syncs.fd)
+                    syncs.synced = syncs.written
+                except OSError as exc:
+                    syncs.error = exc
+                self.syncs += 1
+                self._synced.notify_all()
         fd, self._fd = self._fd, None
         if fd is not None and self._pid == os.getpid():
             try:
@@ -222,11 +330,18 @@ class SpoolFiles:
 
     def close(self) -> None:
         with self._lock:
+            self._quiesce()
             self._drop()
 
     def __del__(self) -> None:
-        # Dropped without close(): let go of the file (and its lock) all the same.
-        self._drop()
+        # Dropped without close(): let go of the file (and its lock) all the same. No
+        # writer can be waiting on it any more: nobody holds it.
+        fd, self._fd = self._fd, None
+        if fd is not None and self._pid == os.getpid():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # -- the applier's side --------------------------------------------------------
 
@@ -303,6 +418,44 @@ class SpoolFiles:
                 # Not written by append(): skipped rather than stopping the spool.
                 self.log.error("%s: a line that is not a spooled report is skipped", name)
         return reports, offset + end, offset + len(data)
+
+    def backlog(self, marks: Mapping[str, int]) -> tuple[int, int, datetime | None]:
+        """What waits in the spool past *marks* (the backend's ``spool_marks()``): the
+        complete lines, the bytes (lines being written included: what ``max_bytes``
+        bounds), and when the oldest waiting report was received (``None``: nothing
+        waits). Reads only what is not yet applied, a block at a time; a file that
+        cannot be read counts as nothing."""
+        lines = size = 0
+        oldest: datetime | None = None
+        sizes, _ = self.scan(self.names())
+        for name, length in sizes.items():
+            start = marks.get(name, 0)
+            if length <= start:
+                continue
+            size += length - start
+            try:
+                fd = os.open(
+                    self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                )
+            except OSError:
+                continue
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                f.seek(start)
+                first = f.readline(_FIRST_LINE)
+                if not first.endswith(b"\n"):
+                    continue  # being written (or cut short): no complete line yet
+                lines += 1
+                try:
+                    received = decode(first.decode())[1]
+                except (ValueError, TypeError):
+                    received = None  # not a spooled report: the applier skips it too
+                if received is not None and (oldest is None or received < oldest):
+                    oldest = received
+                while block := f.read(_BLOCK):
+                    lines += block.count(b"\n")
+        return lines, size, oldest
 
     def finished(self, name: str) -> bool:
         """Nobody writes to *name* any more (its writer closed it or is gone)."""

@@ -62,8 +62,11 @@ def pushreport_register_storage(register: RegisterStorage) -> None:
         ``main_option=MainOption("path", is_path=True)`` names the option that
         ``pushreport migrate NAME:VALUE`` and ``--db`` set
         (:class:`pushreport.storage.MainOption`; without it, the backend is named alone
-        there and configured in ``--config``). Registering a name twice is a
-        configuration error.
+        there and configured in ``--config``). ``secret_options=("secret",)`` names
+        the options whose values are secret (a key, a password): ``pushreport config``
+        prints ``"***"`` for them, and for the main option when it is declared secret,
+        and for any option the factory does not document (``OPTIONS_DOC``). Registering
+        a name twice is a configuration error.
     """
 
 
@@ -77,7 +80,8 @@ def pushreport_add_commands(add_command: AddCommand) -> None:
     ``--config`` names, add commands.
 
     :param add_command: call ``add_command(name, run, help="...")`` for each command
-        (:class:`AddCommand`). It returns the command's
+        (:class:`AddCommand`); *help*, one line, is the first line of the command's
+        ``--help`` and its entry in ``pushreport --help``. It returns the command's
         :class:`argparse.ArgumentParser`, which already has ``--config FILE``, for the
         command's own options. When the command is given, ``run(config, args)`` is
         called (:data:`RunCommand`) with the configuration ``--config`` names (the
@@ -122,7 +126,7 @@ def pushreport_authenticate(
         nobody). A check that does not tell who asks (a
         secret or an address shared by every account) returns ``None`` when it
         passes, as the built-in ``secret`` and ``digest`` methods do; the built-in
-        ``callable`` returns ``True``.
+        ``callable`` and ``http`` return ``True``.
         Raise :class:`~pushreport_core.AuthenticationRequired` with the
         ``WWW-Authenticate`` challenges to ask for HTTP credentials instead (``401``: the
         client retries with them). Refusals count against the ``[limits]`` lock-out.
@@ -157,7 +161,9 @@ def pushreport_report_stored(registration: Registration, report: Report) -> None
 
 @hookspec
 def pushreport_registration_removed(registration: Registration, removal: Removal) -> None:
-    """Notification that an Account Removal Reporter call deleted a registration.
+    """Notification that an Account Removal Reporter call deleted a registration, or
+    the support page's "forget this registration" did (``[admin]``; its removal names
+    only the selector, and its ``shape`` is ``"admin"``).
 
     Called after every required backend has deleted it (or found it already gone) and
     before the app's ``200``; not called when nothing was deleted (the selector was

@@ -40,6 +40,7 @@ import errno
 import logging
 import os
 import threading
+import time
 import weakref
 from datetime import datetime
 from pathlib import Path
@@ -211,6 +212,7 @@ class SpooledStorage:
         self.capabilities = (declared - {Capability.SPOOL_TARGET}) | {
             Capability.QUIET_UPSERT,
             Capability.SPOOLS,
+            Capability.METRICS,
         }
         self._log = logging.getLogger(f"pushreport.{self.name}")
         self._round_log = ThrottledLog(self._log)
@@ -369,6 +371,32 @@ class SpooledStorage:
         self._closed = True
         self.storage.close()
 
+    def metrics(self) -> dict[str, float]:
+        """The wrapped backend's figures, if it has any, and the spool's backlog, read
+        from the files and the backend's marks when Prometheus scrapes (the same in
+        every process): ``spool_backlog_lines`` and ``spool_backlog_bytes`` not yet
+        applied, ``spool_max_bytes`` (the bound past which reports are refused) and
+        ``spool_oldest_age_seconds``, how long ago the oldest waiting report was
+        received (0 when none waits).
+
+        :raises StorageUnavailable: the backend's marks cannot be read.
+        """
+        figures: dict[str, float] = {}
+        own = Capabilities.of(self.storage, self.name).metrics
+        if own is not None:
+            figures.update(own())
+        lines, size, oldest = self._files.backlog(self.storage.spool_marks())
+        age = 0.0
+        if oldest is not None:
+            age = max(0.0, time.time() - oldest.timestamp())
+        figures.update(
+            spool_backlog_lines=lines,
+            spool_backlog_bytes=size,
+            spool_max_bytes=self.max_bytes,
+            spool_oldest_age_seconds=age,
+        )
+        return figures
+
     # -- applying the spool ----------------------------------------------------------
 
     def _settle(self) -> None:
@@ -445,7 +473,11 @@ class SpooledStorage:
 
             def take(marks: Mapping[str, int]) -> SpooledBatch:
                 batches, advanced = [], {}
-                for name in waiting:
+                # Every file, not only those found waiting: lines appended since the
+                # scan (a round trip to the backend ago) to a file found idle would
+                # otherwise wait for the next round, behind later lines of another
+                # file read now, and be applied out of the order received.
+                for name in sizes:
                     start = marks.get(name, 0)
                     items, end, length = files.read(name, start)
                     if end > start:

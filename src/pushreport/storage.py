@@ -261,6 +261,13 @@ class Capability(enum.StrEnum):
     #: (:mod:`pushreport.testing`) is its test suite.
     SPOOL_TARGET = "spool_target"
 
+    #: ``remove`` and ``remove_if`` record a removal even when nothing is stored (a
+    #: tombstone), so that a report received before it and applied after (another
+    #: host's report spool) does not bring the selector back: the receiver calls them
+    #: for a selector it finds stored nowhere too (a write; without the capability a
+    #: removal of nothing writes nothing).
+    TOMBSTONES = "tombstones"
+
     #: ``path: str | os.PathLike[str]``, an attribute: the file or folder on this host
     #: where the backend keeps its data. ``pushreport serve`` names it at start-up, and
     #: the prune schedule keeps its lock beside the first backend's
@@ -284,6 +291,7 @@ _METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.REMOVE_IF: ("remove_if",),
     Capability.LIMIT_STATE: ("limit_state",),
     Capability.SPOOL_TARGET: ("spool_marks", "apply_spooled"),
+    Capability.TOMBSTONES: (),
     Capability.PATH: (),
 }
 _NEEDS: dict[Capability, Capability] = {Capability.SPOOLS: Capability.QUIET_UPSERT}
@@ -461,7 +469,12 @@ class RegisterStorage(Protocol):
     """The ``register`` callable of the ``pushreport_register_storage`` hook."""
 
     def __call__(
-        self, name: str, factory: StorageFactory, *, main_option: MainOption | None = None
+        self,
+        name: str,
+        factory: StorageFactory,
+        *,
+        main_option: MainOption | None = None,
+        secret_options: Iterable[str] = (),
     ) -> None: ...
 
 

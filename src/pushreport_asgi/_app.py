@@ -170,7 +170,7 @@ class PushReportMiddleware:
             self._registry = self.receiver.metrics.registry(self.receiver.backends)
             self._exact[paths.metrics] = self._metrics
         self.lookup = (
-            LookupEndpoint.from_config(settings.lookup, self.receiver.storage)
+            LookupEndpoint.from_config(settings.lookup, self.receiver.storage, whole=settings)
             if settings.lookup.enabled
             else None
         )

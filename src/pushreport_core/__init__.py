@@ -88,7 +88,7 @@ from ._lifecycle import (
     prune_cutoff,
     prune_due,
 )
-from ._merge import MERGE_POLICY, merge, without_token
+from ._merge import MERGE_POLICY, merge, outlived_by_removal, without_token
 from ._policy import Policy
 from ._redact import MASK, SENSITIVE_NAMES, redact_target, shorten
 from ._removal import (
@@ -198,6 +198,7 @@ __all__ = [
     "removal_template",
     "shapes_overlap",
     "without_token",
+    "outlived_by_removal",
     "DURATION_UNITS",
     "TOKEN_OWNERS",
     "claimed_tokens",

@@ -11,7 +11,7 @@ import attrs
 from ._policy import POLICY_KEY, Policy
 from ._values import Registration, Report
 
-__all__ = ["merge", "without_token", "MERGE_POLICY"]
+__all__ = ["merge", "without_token", "MERGE_POLICY", "outlived_by_removal"]
 
 #: How a report changes each field of a registration, in field order: declared with the
 #: fields of :class:`~pushreport_core.Registration`, read from there. :func:`merge` is a
@@ -90,3 +90,16 @@ def without_token(registration: Registration, token: str) -> Registration:
     if (calls, msgs) == (registration.token_calls, registration.token_msgs):
         return registration
     return attrs.evolve(registration, token_calls=calls, token_msgs=msgs)
+
+
+def outlived_by_removal(received: datetime, removed: datetime | None) -> bool:
+    """A report received at *received* must not be applied once its selector was
+    removed at *removed* (``None``: never removed): it would undo the removal.
+
+    This decides for a report applied later than it was received (a host's report
+    spool, applied after another host removed the selector). A tie goes to the removal:
+    a removal and a report of the same instant cannot be ordered, and a report the
+    app sent again after the removal is received later. Received after the removal,
+    the report registers the selector again.
+    """
+    return removed is not None and received <= removed

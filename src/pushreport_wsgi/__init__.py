@@ -3,8 +3,8 @@
 - :func:`create_app` — a standalone WSGI app;
 - :class:`PushReportMiddleware` — mounts pushreport in front of any WSGI app;
 - :func:`raw_target` — the request target as it came over the wire;
-- :class:`PathDispatcher`, :class:`LookupApp`, :class:`ReportMiddleware` — the parts
-  the middleware composes.
+- :class:`PathDispatcher`, :class:`LookupApp`, :class:`AdminApp`,
+  :class:`ReportMiddleware` — the parts the middleware composes.
 
 The service behind it (configuration, the receiver, plugins, storage, lookup and push)
 is :mod:`pushreport`; its names are re-exported here for code written against earlier
@@ -38,10 +38,11 @@ from pushreport import (
 )
 
 from ._app import PushReportMiddleware, create_app
-from ._endpoints import LookupApp, PathDispatcher
+from ._endpoints import AdminApp, LookupApp, PathDispatcher
 from ._reports import ReportMiddleware, raw_target
 
 __all__ = [
+    "AdminApp",
     "Backend",
     "Config",
     "PluginsConfig",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Iterable
 
-from pushreport import Config, Receiver, load_config
+from pushreport import AdminPage, Config, Receiver, load_config
 
-from ._endpoints import LookupApp, PathDispatcher, operator_apps
+from ._endpoints import AdminApp, LookupApp, PathDispatcher, operator_apps
 from ._reports import ReportMiddleware
 
 if TYPE_CHECKING:
@@ -54,9 +54,10 @@ class PushReportMiddleware(PathDispatcher):
     :class:`~pushreport.Outcome`), ``pushreport.selector`` and ``pushreport.removed``
     on success, ``pushreport.error`` (the one-line reason) on a refusal.
 
-    It is a :class:`PathDispatcher`: the health, metrics and lookup endpoints
-    (``[health]``, ``[metrics]``, ``[lookup]``) are small apps of their own in front of
-    the report paths' :class:`ReportMiddleware`, which passes the rest to *app*.
+    It is a :class:`PathDispatcher`: the health, metrics and lookup endpoints and the
+    support page (``[health]``, ``[metrics]``, ``[lookup]``, ``[admin]``) are small apps of
+    their own in front of the report paths' :class:`ReportMiddleware`, which passes the
+    rest to *app*.
     """
 
     def __init__(
@@ -73,8 +74,11 @@ class PushReportMiddleware(PathDispatcher):
         settings = self.receiver.config
         prefixes: dict[str, WSGIApplication] = {}
         if settings.lookup.enabled:
-            lookup = LookupApp.from_config(settings.lookup, self.receiver.storage)
+            lookup = LookupApp.from_config(settings.lookup, self.receiver.storage, whole=settings)
             prefixes[lookup.endpoint.path] = lookup
+        if settings.admin.enabled:
+            admin = AdminApp(AdminPage.from_config(self.receiver))
+            prefixes[admin.page.path] = admin
         super().__init__(
             ReportMiddleware(app, self.receiver),
             exact=operator_apps(self.receiver),

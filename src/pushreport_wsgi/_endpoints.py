@@ -4,7 +4,8 @@ they are relative to the mount point).
 
 - :func:`healthz`, :class:`ReadyApp`, the metrics scrape (``[health]``, ``[metrics]``):
   GET and HEAD only, ``text/plain``, never cached;
-- :class:`LookupApp`: ``[lookup]``'s JSON endpoint.
+- :class:`LookupApp`: ``[lookup]``'s JSON endpoint;
+- :class:`AdminApp`: ``[admin]``'s support page.
 
 What they answer is the service's (:class:`~pushreport.Readiness`,
 :class:`~pushreport.LookupEndpoint`, :class:`~pushreport.PrometheusMetrics`); this
@@ -13,11 +14,15 @@ module only speaks WSGI.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from werkzeug.wrappers import Request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
 
 from pushreport import (
+    AdminPage,
+    AdminRequest,
+    Config,
     Lookup,
     LookupConfig,
     LookupEndpoint,
@@ -28,25 +33,29 @@ from pushreport import (
     Storage,
     lookup_answer,
     method_not_allowed,
+    openapi_document,
     text_answer,
 )
 from pushreport_core import Secret
 
-from ._reports import send
+from ._reports import environ_client, forwarded_key, send
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["LookupApp", "PathDispatcher", "ReadyApp", "healthz", "operator_apps"]
+__all__ = ["AdminApp", "LookupApp", "PathDispatcher", "ReadyApp", "healthz", "operator_apps"]
 
 _METHODS = OperatorPaths.methods
 
 
+def _head(environ: WSGIEnvironment) -> bool:
+    return bool(environ.get("REQUEST_METHOD") == "HEAD")
+
+
 def _only_get(app: WSGIApplication) -> WSGIApplication:
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in _METHODS:
-            return send(method_not_allowed(head=method == "HEAD"), start_response)
+        if environ.get("REQUEST_METHOD", "GET") not in _METHODS:
+            return send(method_not_allowed(head=_head(environ)), start_response)
         return app(environ, start_response)
 
     return guarded
@@ -55,10 +64,6 @@ def _only_get(app: WSGIApplication) -> WSGIApplication:
 def healthz(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     """``200 ok`` while the process answers at all."""
     return send(text_answer(200, "ok\n", head=_head(environ)), start_response)
-
-
-def _head(environ: WSGIEnvironment) -> bool:
-    return bool(environ.get("REQUEST_METHOD") == "HEAD")
 
 
 class ReadyApp:
@@ -76,14 +81,31 @@ class ReadyApp:
 
 
 class LookupApp:
-    """The lookup endpoint under *path* (:class:`~pushreport.LookupEndpoint`) over WSGI."""
+    """The lookup endpoint under *path* (:class:`~pushreport.LookupEndpoint`) over WSGI,
+    and its OpenAPI document *openapi* at ``{path}/openapi.json``."""
 
-    def __init__(self, lookup: Lookup, *, token: Secret, path: str) -> None:
-        self.endpoint = LookupEndpoint(lookup, token=token, path=path)
+    def __init__(
+        self,
+        lookup: Lookup,
+        *,
+        token: Secret,
+        path: str,
+        openapi: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.endpoint = LookupEndpoint(lookup, token=token, path=path, openapi=openapi)
 
     @classmethod
-    def from_config(cls, config: LookupConfig, storage: Storage) -> LookupApp:
-        return cls(Lookup(storage), token=config.bearer_token(), path=config.path)
+    def from_config(
+        cls, config: LookupConfig, storage: Storage, *, whole: Config | None = None
+    ) -> LookupApp:
+        """The app of *config*; *whole*, the configuration it is a section of, gives the
+        OpenAPI document the health checks' paths."""
+        return cls(
+            Lookup(storage),
+            token=config.bearer_token(),
+            path=config.path,
+            openapi=openapi_document(whole) if whole is not None else None,
+        )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ["pushreport.handled"] = True
@@ -95,6 +117,47 @@ class LookupApp:
             authorization=request.headers.get("Authorization", ""),
         )
         return send(lookup_answer(answer, head=request.method == "HEAD"), start_response)
+
+
+class AdminApp:
+    """The support page (:class:`~pushreport.AdminPage`) over WSGI: the request parsed
+    (a form of at most :attr:`max_form` bytes), the page's answer sent."""
+
+    max_form = 64 * 1024
+
+    def __init__(self, page: AdminPage) -> None:
+        self.page = page
+        limits = page.receiver.config.limits
+        self._forwarded = forwarded_key(limits)
+        self._trusted = limits.trusted_proxies
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ["pushreport.handled"] = True
+        request = Request(environ)
+        request.max_content_length = self.max_form
+        request.max_form_memory_size = self.max_form
+        try:
+            form = request.form.to_dict(flat=False) if request.method == "POST" else {}
+        except RequestEntityTooLarge:
+            return send(text_answer(413, "form too large\n", head=_head(environ)), start_response)
+        answer = self.page.answer(
+            AdminRequest(
+                method=request.method,
+                path=request.path,
+                query=request.args.to_dict(flat=False),
+                form=form,
+                cookies=dict(request.cookies),
+                authorization=request.headers.get("Authorization", ""),
+                client=environ_client(environ, self._forwarded, self._trusted),
+                secure=request.scheme == "https",
+                script_root=request.root_path,
+            )
+        )
+        response = Response(answer.body, status=answer.status)
+        response.headers.clear()
+        for name, value in answer.headers:
+            response.headers.add(name, value)
+        return response(environ, start_response)
 
 
 def operator_apps(receiver: Receiver) -> dict[str, WSGIApplication]:

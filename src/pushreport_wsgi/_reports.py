@@ -10,7 +10,7 @@ limits, the :class:`~pushreport.Outcome` as an answer and the access-log line ar
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 from urllib.parse import quote
 
 from werkzeug.wsgi import get_input_stream
@@ -18,6 +18,7 @@ from werkzeug.wsgi import get_input_stream
 from pushreport import (
     SAFE_PATH,
     Answer,
+    LimitsConfig,
     Receiver,
     client_address,
     declared_length,
@@ -33,7 +34,7 @@ from pushreport_core import Request as CoreRequest
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["ReportMiddleware", "raw_target", "send"]
+__all__ = ["ReportMiddleware", "environ_client", "forwarded_key", "raw_target", "send"]
 
 
 def raw_target(environ: WSGIEnvironment) -> str:
@@ -64,6 +65,25 @@ def send(answer: Answer, start_response: StartResponse) -> Iterable[bytes]:
     return [answer.body]
 
 
+def forwarded_key(limits: LimitsConfig) -> str | None:
+    """The environ key of ``[limits] client_header`` (``None``: the peer is the client)."""
+    header = limits.client_header
+    return "HTTP_" + header.upper().replace("-", "_") if header else None
+
+
+def environ_client(
+    environ: WSGIEnvironment, forwarded_key: str | None, trusted: Sequence[str]
+) -> str | None:
+    """The client of a request, as ``[limits]`` counts it (:func:`client_address`)."""
+    peer = environ.get("REMOTE_ADDR")
+    forwarded = environ.get(forwarded_key) if forwarded_key else None
+    return client_address(
+        peer if isinstance(peer, str) else None,
+        forwarded if isinstance(forwarded, str) else None,
+        trusted,
+    )
+
+
 class ReportMiddleware:
     """Answer the requests on *receiver*'s report and removal paths; pass every other
     request to *app* untouched."""
@@ -72,12 +92,7 @@ class ReportMiddleware:
         self.app = app
         self.receiver = receiver
         limits = receiver.config.limits
-        #: The environ key of ``[limits] client_header`` (``None``: the peer is the client).
-        self._forwarded = (
-            "HTTP_" + limits.client_header.upper().replace("-", "_")
-            if limits.client_header
-            else None
-        )
+        self._forwarded = forwarded_key(limits)
         self._trusted = limits.trusted_proxies
         self._max_body = receiver.config.reporter.max_body
 
@@ -128,13 +143,7 @@ class ReportMiddleware:
         return send(answer, start_response)
 
     def _client(self, environ: WSGIEnvironment) -> str | None:
-        peer = environ.get("REMOTE_ADDR")
-        forwarded = environ.get(self._forwarded) if self._forwarded else None
-        return client_address(
-            peer if isinstance(peer, str) else None,
-            forwarded if isinstance(forwarded, str) else None,
-            self._trusted,
-        )
+        return environ_client(environ, self._forwarded, self._trusted)
 
     def _read_body(self, environ: WSGIEnvironment) -> bytes:
         limit = self._max_body

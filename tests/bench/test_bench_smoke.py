@@ -182,3 +182,41 @@ def test_limits_quick_times_each_limit_on_each_store():
         ops = report["ops"][store]
         assert set(ops) == {"take", "locked", "clear (none)", "fail", "claim"}, store
         assert all(us > 0 for us in ops.values()), (store, ops)
+
+
+def test_group_sync_quick_prints_every_round_and_the_ratios(tmp_path: Path):
+    out = run_script("group_sync.py", "--quick", "--json", str(tmp_path / "g.json"))
+    for threads in (1, 4):
+        assert re.search(
+            rf"^\s+1\s+{threads}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M
+        ), out
+    assert "medians" in out
+    rows = json.loads((tmp_path / "g.json").read_text())
+    assert [r["threads"] for r in rows] == [1, 4]
+    for r in rows:
+        assert r["normal"]["appends_per_s"] > 0 and r["full"]["appends_per_s"] > 0
+        # One thread: a sync per append; the full runs synced at all.
+        assert r["full"]["syncs_per_append"] > 0
+    assert rows[0]["full"]["syncs_per_append"] == 1.0
+
+
+def test_group_sync_serve_quick_prints_normal_and_full_per_thread_count(tmp_path: Path):
+    out = run_script(
+        "group_sync.py",
+        "--serve",
+        "--quick",
+        "--workers",
+        "2",
+        "--serve-threads",
+        "1,4",
+        "--tool",
+        "python",
+        "--json",
+        str(tmp_path / "s.json"),
+    )
+    assert "pushreport serve, 2 workers" in out
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert [r["threads"] for r in rows] == [1, 4]
+    for r in rows:
+        assert r["normal"]["errors"] == 0 and r["full"]["errors"] == 0, out
+        assert r["ratio"] == r["full"]["rps"] / r["normal"]["rps"]

@@ -61,8 +61,15 @@ def test_it_has_the_optional_methods_of_what_it_wraps_and_no_others(tmp_path: Pa
     assert storage.name == "memory"
     for name in ("count", "find_token"):  # MemoryStorage has these ...
         assert callable(getattr(storage, name))
-    for name in ("upsert_many", "put_many", "upsert_if", "remove_if", "metrics", "open"):
+    for name in ("upsert_many", "put_many", "upsert_if", "remove_if", "open"):
         assert not hasattr(storage, name), name  # ... and not these
+    # metrics() is the spool's own (its backlog), whatever the wrapped backend has.
+    assert set(storage.metrics()) == {
+        "spool_backlog_lines",
+        "spool_backlog_bytes",
+        "spool_max_bytes",
+        "spool_oldest_age_seconds",
+    }
     assert storage.store is storage.storage.store  # plain attributes pass through
     with pytest.raises(AttributeError):
         storage._check  # noqa: B018 - private names never pass through

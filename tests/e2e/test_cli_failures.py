@@ -72,7 +72,9 @@ def storage_commands(tmp_path: Path, db: Path) -> dict[str, list[str]]:
     outbox = tmp_path / "outbox.toml"
     outbox.write_text(
         '[storage]\nbackends = ["webhook"]\n[storage.webhook]\n'
-        f'url = "http://127.0.0.1:1/hook"\nsecret = "s3cret-key"\noutbox = "{db}"\n'
+        'url = "http://127.0.0.1:1/hook"\n'
+        'secret = "whsec_c2VjcmV0LWtleS0yNC1ieXRlcy1sb25nISE="\n'
+        f'outbox = "{db}"\n'
     )
     return {
         "serve": ["serve", "--db", str(db), "--port", str(free_port()), "--workers", "1"],

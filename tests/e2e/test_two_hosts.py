@@ -128,3 +128,66 @@ def test_two_hosts_share_one_postgresql_table(tmp_path: Path, pg_dsn: str, pg_ta
         == statuses.count(200)
         == (2 * THREADS * PER_THREAD + len(SELECTORS))
     )
+
+
+def test_two_hosts_with_the_report_spool_store_every_report_once(
+    tmp_path: Path, pg_dsn: str, pg_table: str
+) -> None:
+    """``spool = true`` on both hosts, each with its own spool folder (its marks under
+    its own name): every report answered 200 is in the table once the hosts stop
+    (a graceful stop applies the spool), whichever host's applier ran when, and a
+    removal through one host of a selector reported through the other holds."""
+    from pushreport_postgresql._storage import PostgreSQLStorage
+
+    FAILURES.clear()
+    hosts = []
+    try:
+        for name in ("host-a", "host-b"):
+            folder = tmp_path / name
+            folder.mkdir()
+            config = folder / "pushreport.toml"
+            config.write_text(
+                '[storage]\nbackends = ["postgresql"]\n[storage.postgresql]\n'
+                f"dsn = {json.dumps(pg_dsn)}\ntable = {json.dumps(pg_table)}\n"
+                'timeout = 10.0\nspool = true\nspool_dir = "spool"\n'
+            )
+            hosts.append(Server(folder, "--config", str(config), db=False))
+        statuses: list[int] = []
+
+        def anything(t: int, i: int) -> dict[str, str]:
+            return {
+                "selector": SELECTORS[i % len(SELECTORS)],
+                "username": f"u{t}",
+                "token_calls": f"call{t}x{i}AAAA",
+                "appid_calls": "com.example.voip",
+            }
+
+        burst(hosts, anything, statuses)
+        gone = "F" * 40 + ":00000001"
+        statuses.append(report(hosts[0], selector=gone, token_calls="goneAAAAAAAA"))
+        conn = http.client.HTTPConnection("127.0.0.1", hosts[1].port, timeout=30)
+        try:
+            conn.request("GET", "/removal/?" + urlencode({"selector": gone}))
+            removal = conn.getresponse()
+            removal.read()
+        finally:
+            conn.close()
+        outputs = [host.output() for host in hosts]
+        spools = [
+            list((tmp_path / name / "spool").glob("*.jsonl")) for name in ("host-a", "host-b")
+        ]
+    finally:
+        for host in hosts:
+            host.stop()
+
+    assert set(statuses) == {200}, (sorted(set(statuses)), FAILURES[:3], outputs)
+    assert removal.status == 200, outputs
+    assert all(spools), "a host did not spool"
+    storage = PostgreSQLStorage(dsn=pg_dsn, table=pg_table)
+    try:
+        stored = {r.selector: r for r in storage}
+    finally:
+        storage.close()
+    assert sorted(stored) == sorted(SELECTORS)  # the removed one stays removed
+    assert sum(r.reports for r in stored.values()) == THREADS * PER_THREAD
+    assert all(r.token_calls is not None for r in stored.values())

@@ -64,11 +64,28 @@ def _load(
                 answered.append(i)
 
 
-def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path) -> None:
+#: ``synchronous = "full"`` with threaded workers: the spool's appends share their
+#: fdatasync (group commit), and a report is answered only once one covers it.
+FULL_THREADED = """
+[server]
+threads = 4
+
+[storage.sqlite]
+synchronous = "full"
+"""
+
+
+@pytest.mark.parametrize("setup", ["default", "full, threaded"])
+def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path, setup: str) -> None:
+    args: list[str] = []
+    if setup != "default":
+        config = tmp_path / "pushreport.toml"
+        config.write_text(FULL_THREADED)
+        args = ["--config", str(config)]
     answered: dict[int, list[int]] = {}
     tried = 0
     for tag in range(1, KILLS + 1):
-        server = Server(tmp_path)
+        server = Server(tmp_path, *args)
         answered[tag] = []
         stop, lock, counter, sent = threading.Event(), threading.Lock(), [0], [0]
         threads = [
@@ -92,7 +109,7 @@ def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path) -> None:
 
     # A server started on what the kills left answers at once, and holds every report
     # that was ever answered 200, each with its own values.
-    server = Server(tmp_path)
+    server = Server(tmp_path, *args)
     try:
         status, _, _ = answer(server, report_request(99, 0))
         assert status == 200
@@ -110,6 +127,6 @@ def test_kill_9_under_load_loses_no_answered_report(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     total = sum(len(ids) for ids in answered.values())
     print(
-        f"kill -9: {KILLS} kills under {CLIENTS} clients, {tried} reports sent, "
+        f"kill -9 ({setup}): {KILLS} kills under {CLIENTS} clients, {tried} reports sent, "
         f"{total} answered 200, {tried - total} cut off by the kills, {len(lost)} lost"
     )

@@ -231,7 +231,9 @@ def test_a_locked_database_under_load_logs_a_few_lines(tmp_path: Path) -> None:
             ledger.during_fault(4, "sqlite database is locked")
             started = time.monotonic()
             while time.monotonic() - started < 2:  # a burst: a few hundred 503s
-                assert ledger.report()[0] == 503
+                # The streak above may have met one worker only: the other answers 200
+                # until its own spool round meets the lock (that report is stored after).
+                assert ledger.report()[0] in (200, 503)
         finally:
             locker.execute("ROLLBACK")
             locker.close()

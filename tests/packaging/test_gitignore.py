@@ -21,7 +21,11 @@ REPORT = f"/token/?selector={SELECTOR}&token_msgs=QVBBOTFiRzlhcVd2&appid_msgs=co
 def test_what_the_default_backends_leave_beside_the_database_is_ignored(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     shutil.copy(ROOT / ".gitignore", tmp_path / ".gitignore")
-    webhook = {"url": "http://127.0.0.1:9/hook", "secret": "s3cret-hook", "deliver": True}
+    webhook = {
+        "url": "http://127.0.0.1:9/hook",
+        "secret": "whsec_" + "c2VjcmV0LWhvb2stMjQtYnl0ZXMtbG9uZyEh",
+        "deliver": True,
+    }
     for storage in (
         StorageConfig(),  # the embedded default: SQLite, spooled
         StorageConfig(backends=("webhook",), options={"webhook": webhook}),

@@ -366,7 +366,7 @@ def test_callable_that_cannot_be_loaded_is_a_configuration_error(spec, message, 
     [
         (
             {"methods": ["kerberos"]},
-            'auth.methods: must list "secret", "digest" or "callable", not \'kerberos\'',
+            'auth.methods: must list "secret", "digest", "callable" or "http", not \'kerberos\'',
         ),
         ({"methods": ["secret", "secret"]}, "auth.methods: names a method twice"),
         (
@@ -413,7 +413,7 @@ def test_callable_that_cannot_be_loaded_is_a_configuration_error(spec, message, 
         ),
         (
             {"methods": "digest"},
-            'auth.methods: must be a list of "secret", "digest" or "callable"',
+            'auth.methods: must be a list of "secret", "digest", "callable" or "http"',
         ),
     ],
 )

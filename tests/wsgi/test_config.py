@@ -128,7 +128,7 @@ BOTH_WAYS = [
     ({"plugins": {"blocked": "x"}}, "plugins.blocked: must be a list of entry-point names"),
     (
         {"auth": {"methods": ["kerberos"]}},
-        'auth.methods: must list "secret", "digest" or "callable", not \'kerberos\'',
+        'auth.methods: must list "secret", "digest", "callable" or "http", not \'kerberos\'',
     ),
     ({"auth": {"nonce_ttl": 1}}, "auth.nonce_ttl: must be between 5 and 86400, not 1"),
     ({"limits": {"max_url": 10}}, "limits.max_url: must be between 64 and 8192, not 10"),

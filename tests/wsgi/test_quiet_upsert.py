@@ -176,6 +176,7 @@ def test_the_webhook_backend_still_writes_its_event_on_the_app_path(tmp_path):
                 "webhook": {
                     "outbox": str(tmp_path / "hook.sqlite3"),
                     "url": "http://127.0.0.1:9/hook",
+                    "signature": "pushreport",
                     "secret": "s" * 32,
                     "deliver": False,
                 }

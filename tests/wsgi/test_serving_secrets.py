@@ -43,8 +43,12 @@ CASES = [
         '[lookup]\nenabled = true\ntoken_env = "{v}"\n',
         f"lookup.token_env: environment variable '{UNSET}' is not set",
     ),
+    (
+        '[admin]\nenabled = true\ntoken_env = "{v}"\n',
+        f"admin.token_env: environment variable '{UNSET}' is not set",
+    ),
 ]
-IDS = ["secret", "digest_password", "nonce_key", "lookup_token"]
+IDS = ["secret", "digest_password", "nonce_key", "lookup_token", "admin_token"]
 
 
 @pytest.fixture

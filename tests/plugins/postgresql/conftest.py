@@ -55,5 +55,11 @@ def pg_table(pg_dsn: str) -> Iterator[str]:
     table = f"pushreport_t_{uuid.uuid4().hex[:16]}"
     yield table
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for name in (table, f"{table}_schema", f"{table}_limits"):
+        for name in (
+            table,
+            f"{table}_schema",
+            f"{table}_limits",
+            f"{table}_spool",
+            f"{table}_removed",
+        ):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))

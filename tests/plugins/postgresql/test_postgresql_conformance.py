@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from psycopg import sql
 
-from pushreport.testing import StorageConformance
+from pushreport.testing import SpoolTargetConformance, StorageConformance
 from pushreport_postgresql import PostgreSQLStorage
 
 
@@ -46,3 +46,19 @@ class TestPostgreSQLConformance(StorageConformance):
                 yield
             finally:
                 other.rollback()
+
+
+class TestPostgreSQLSpoolTargetConformance(SpoolTargetConformance):
+    supports_unavailable = True
+
+    @pytest.fixture
+    def make_storage(self, pg_dsn: str, pg_table: str):
+        # Every handle is the same host's: they share the spool's marks.
+        return functools.partial(
+            PostgreSQLStorage, dsn=pg_dsn, table=pg_table, timeout=0.5, spool_host="h1"
+        )
+
+    def make_unavailable(
+        self, storage: PostgreSQLStorage
+    ) -> contextlib.AbstractContextManager[None]:
+        return TestPostgreSQLConformance.make_unavailable(TestPostgreSQLConformance(), storage)

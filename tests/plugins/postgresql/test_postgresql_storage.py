@@ -94,7 +94,14 @@ def test_no_dsn_is_a_configuration_error() -> None:
             "must be a table name of letters, digits and _ (at most "
             "48, not starting with a digit), not 'x; DROP TABLE y'",
         ),
-        ("tabel", "x", "unknown option; the options are dsn, pool_min, pool_max, timeout, table"),
+        (
+            "tabel",
+            "x",
+            "unknown option; the options are dsn, pool_min, pool_max, timeout, table, "
+            "spool, spool_interval, spool_max_bytes, spool_dir, spool_fsync",
+        ),
+        ("spool", "yes", "must be true or false, not 'yes'"),
+        ("spool_fsync", 1, "must be true or false, not 1"),
     ],
 )
 def test_bad_options_name_the_key(key: str, value: object, message: str) -> None:

@@ -1,8 +1,10 @@
 """A real webhook receiver on loopback, in a thread, that can be told to fail, hang or
-succeed; and the verification recipe of docs/webhook.md, taken from the document."""
+succeed; and the verification recipes of docs/webhook.md, taken from the document:
+Standard Webhooks' (the ``standardwebhooks`` library) and pushreport's own."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -15,19 +17,24 @@ from typing import Any, Callable
 import attrs
 import pytest
 
-SECRET = "whsec-test-4f1a9c"
+#: A Standard Webhooks secret (``signature = "standard"``, the default).
+SECRET = "whsec_" + base64.b64encode(b"pushreport webhook test key 4f1a").decode()
+#: A secret of the ``signature = "pushreport"`` scheme: any string.
+PUSHREPORT_SECRET = "pushreport-test-4f1a9c"
 DOC = Path(__file__).resolve().parents[3] / "docs" / "webhook.md"
 
 
 def recipe() -> dict[str, Any]:
-    """The namespace of the Python block under "## Verifying a request" in
-    docs/webhook.md: the recipe is tested as written."""
+    """The namespace of the Python blocks under "## Verifying a request" in
+    docs/webhook.md (``verify_webhook``: Standard Webhooks; ``verify_pushreport_webhook``:
+    pushreport's): the recipes are tested as written."""
     text = DOC.read_text(encoding="utf-8")
-    section = text.split("## Verifying a request", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code is not None, "docs/webhook.md has no Python recipe"
+    section = text.split("## Verifying a request", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2, "docs/webhook.md has not both Python recipes"
     namespace: dict[str, Any] = {}
-    exec(compile(code.group(1), str(DOC), "exec"), namespace)
+    for code in blocks:
+        exec(compile(code, str(DOC), "exec"), namespace)
     return namespace
 
 
@@ -50,17 +57,28 @@ class Receiver:
     """``mode``: "ok" (200, after *delay* seconds), "fail" (500), "hang" (no answer for
     *hang* seconds, then 200: a late success after the sender gave up), "drop" (close
     without answering) or "redirect" (302 to the same URL).
+
+    Every request is checked with the recipe of *signature*'s scheme (``verified``).
     """
 
-    def __init__(self, secret: str = SECRET) -> None:
-        self.secret = secret.encode()
+    def __init__(self, secret: str | None = None, *, signature: str = "standard") -> None:
+        if secret is None:
+            secret = SECRET if signature == "standard" else PUSHREPORT_SECRET
+        self.signature = signature
+        self.secret = secret
         self.mode = "ok"
         self.hang = 2.0
         self.delay = 0.0
         self.lock = threading.RLock()
         self.deliveries: list[Delivery] = []
         self.arrived = threading.Condition(self.lock)
-        self.verify: Callable[..., Any] = recipe()["verify_webhook"]
+        recipes = recipe()
+        if signature == "standard":
+            self.verify: Callable[..., Any] = recipes["verify_webhook"]
+            self.key: str | bytes = secret
+        else:
+            self.verify = recipes["verify_pushreport_webhook"]
+            self.key = secret.encode()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,7 +89,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = dict(self.headers.items())
                 try:
-                    receiver.verify(receiver.secret, headers, body)
+                    receiver.verify(receiver.key, headers, body)
                     verified = True
                 except ValueError:
                     verified = False
@@ -151,7 +169,18 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    """A receiver of Standard Webhooks requests (``signature = "standard"``)."""
     r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def pushreport_receiver() -> Iterator[Receiver]:
+    """A receiver of ``signature = "pushreport"`` requests."""
+    r = Receiver(signature="pushreport")
     try:
         yield r
     finally:

@@ -303,7 +303,7 @@ def test_options_with_defaults_and_the_outbox_relative_to_the_config(tmp_path: P
 
 
 def test_secret_env_reads_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PR_HOOK_SECRET", "from-the-env")
+    monkeypatch.setenv("PR_HOOK_SECRET", SECRET)
     options = {
         "url": "http://127.0.0.1:9/x",
         "secret_env": "PR_HOOK_SECRET",
@@ -314,7 +314,8 @@ def test_secret_env_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
     }
     storage = WebhookStorage.from_options(options, StorageContext(base_dir=tmp_path))
     try:
-        assert storage.secret == Secret("from-the-env")
+        assert storage.secret == Secret(SECRET)
+        assert storage.signature == "standard"
         assert (storage.path, storage.timeout, storage.max_attempts) == (tmp_path / "o.db", 2.0, 5)
     finally:
         storage.close()
@@ -379,7 +380,7 @@ def test_secret_env_reads_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         (
             {**GOOD, "retries": 3},
             "storage.webhook.retries: unknown option; the options are url, "
-            "secret, secret_env, outbox, timeout, max_attempts, "
+            "signature, secret, secret_env, outbox, timeout, max_attempts, "
             "backoff_base, backoff_max, deliver, poll_interval, "
             "concurrency, synchronous, busy_timeout",
         ),
@@ -460,7 +461,7 @@ def test_registration_json_round_trips_through_the_event(storage: WebhookStorage
     ],
 )
 def test_logs_show_the_scheme_and_host_only(url: str, shown: str) -> None:
-    from pushreport_webhook._deliver import where
+    from pushreport.outbound import where
 
     assert where(url) == shown
 
