@@ -43,6 +43,8 @@ _REASONS = {
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
 }
+#: Peers whose ``X-Forwarded-Proto`` is believed (gunicorn's ``forwarded_allow_ips``).
+_LOCAL_PROXIES = ("127.0.0.1", "::1")
 #: A request line as HTTP/1.x has it (RFC 9112, 3): what a head must start with.
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ ]+ HTTP/1\.[01]\r?")
 
@@ -111,6 +113,13 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
                 # llhttp reads a request line without a version as HTTP/0.9.
                 self._refusal = (400, "invalid request line")
                 raise _Refused
+            if self.client and self.client[0] in _LOCAL_PROXIES:
+                # As gunicorn (forwarded_allow_ips): a TLS proxy on this host says the
+                # request came over https (the support page's cookie is Secure then).
+                # Only the scheme: the client's address is [limits]' business.
+                for name, value in self.headers:
+                    if name == b"x-forwarded-proto" and value.lower() == b"https":
+                        self.scope["scheme"] = "https"
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:

@@ -20,8 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, MutableMapping, TypeVar
 from urllib.parse import parse_qsl, quote
 
+from werkzeug.http import parse_cookie
+
 from pushreport import (
     SAFE_PATH,
+    AdminPage,
+    AdminRequest,
     Answer,
     Config,
     LookupEndpoint,
@@ -43,7 +47,7 @@ from pushreport import (
     text_answer,
     whole_body,
 )
-from pushreport_core import InvalidReport
+from pushreport_core import InvalidReport, RequestTooLarge
 from pushreport_core import Request as CoreRequest
 
 __all__ = ["PushReportMiddleware", "create_app", "raw_target"]
@@ -93,6 +97,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     """*name*'s value (lower case), repeated ones joined by commas as WSGI servers do."""
     values = [v for k, v in scope.get("headers", ()) if k.lower() == name]
     return b",".join(values).decode("latin-1") if values else None
+
+
+def _parsed(text: str) -> dict[str, list[str]]:
+    """A query string or form's values by name, in order (as werkzeug reads them)."""
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace"):
+        values.setdefault(name, []).append(value)
+    return values
 
 
 async def _send(send: Send, answer: Answer) -> None:
@@ -174,6 +186,7 @@ class PushReportMiddleware:
             if settings.lookup.enabled
             else None
         )
+        self.admin = AdminPage.from_config(self.receiver) if settings.admin.enabled else None
         limits = settings.limits
         self._forwarded = limits.client_header.lower().encode() if limits.client_header else None
         self._trusted = limits.trusted_proxies
@@ -195,6 +208,9 @@ class PushReportMiddleware:
             return await endpoint(scope, receive, send)
         if self.lookup is not None and self.lookup.owns(path):
             return await self._lookup(scope, send, self.lookup, path)
+        admin = self.admin
+        if admin is not None and (path == admin.path or path.startswith(admin.path + "/")):
+            return await self._admin(scope, receive, send, admin, path)
         target = mounted_target(
             self.receiver, method, raw_target(scope), scope.get("root_path", "")
         )
@@ -268,6 +284,11 @@ class PushReportMiddleware:
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self._max_body
         declared = declared_length(_header(scope, b"content-length"), limit)
+        return await self._read(receive, declared, limit)
+
+    async def _read(self, receive: Receive, declared: int, limit: int) -> bytes:
+        """The body (at most *limit* bytes, *declared* by Content-Length or -1), read
+        from the messages and checked as :func:`~pushreport.whole_body` says."""
         chunks: list[bytes] = []
         got = 0
         while got <= limit:
@@ -310,14 +331,7 @@ class PushReportMiddleware:
     async def _lookup(self, scope: Scope, send: Send, lookup: LookupEndpoint, path: str) -> None:
         scope["pushreport.handled"] = True
         method: str = scope.get("method", "GET")
-        query: dict[str, list[str]] = {}
-        for name, value in parse_qsl(
-            scope.get("query_string", b"").decode("latin-1"),
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="replace",
-        ):
-            query.setdefault(name, []).append(value)
+        query = _parsed(scope.get("query_string", b"").decode("utf-8", "replace"))
         answer = await self.run(
             lambda: lookup.answer(
                 method=method,
@@ -327,6 +341,46 @@ class PushReportMiddleware:
             )
         )
         await _send(send, lookup_answer(answer, head=method == "HEAD"))
+
+    #: The largest support-page form read (the WSGI adapter's ``AdminApp.max_form``).
+    max_form = 64 * 1024
+
+    async def _admin(
+        self, scope: Scope, receive: Receive, send: Send, page: AdminPage, path: str
+    ) -> None:
+        scope["pushreport.handled"] = True
+        method: str = scope.get("method", "GET")
+        head = method == "HEAD"
+        form: dict[str, list[str]] = {}
+        if method == "POST":
+            try:
+                declared = declared_length(_header(scope, b"content-length"), self.max_form)
+                body = await self._read(receive, declared, self.max_form)
+            except RequestTooLarge:
+                return await _send(send, text_answer(413, "form too large\n", head=head))
+            except InvalidReport:
+                return await _send(send, text_answer(400, "form could not be read\n", head=head))
+            if (_header(scope, b"content-type") or "").startswith(
+                "application/x-www-form-urlencoded"
+            ):
+                form = _parsed(body.decode("utf-8", "replace"))
+        client = scope.get("client")
+        forwarded = _header(scope, self._forwarded) if self._forwarded else None
+        request = AdminRequest(
+            method=method,
+            path=path,
+            query=_parsed(scope.get("query_string", b"").decode("utf-8", "replace")),
+            form=form,
+            cookies=dict(parse_cookie(_header(scope, b"cookie") or "")),
+            authorization=_header(scope, b"authorization") or "",
+            client=client_address(client[0] if client else None, forwarded, self._trusted),
+            secure=scope.get("scheme") == "https",
+            script_root=scope.get("root_path", ""),
+        )
+        answer = await self.run(lambda: page.answer(request))
+        data = answer.body.encode("utf-8")
+        headers = (*answer.headers, ("Content-Length", str(len(data))))
+        await _send(send, Answer(answer.status, headers, b"" if head else data))
 
     # --- lifespan ---------------------------------------------------------------------
 
