@@ -14,13 +14,16 @@ connections or ``/healthz``.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, MutableMapping, TypeVar
 from urllib.parse import parse_qsl, quote
 
-from werkzeug.http import parse_cookie
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+from werkzeug.http import parse_cookie, parse_options_header
 
 from pushreport import (
     SAFE_PATH,
@@ -360,10 +363,14 @@ class PushReportMiddleware:
                 return await _send(send, text_answer(413, "form too large\n", head=head))
             except InvalidReport:
                 return await _send(send, text_answer(400, "form could not be read\n", head=head))
-            if (_header(scope, b"content-type") or "").startswith(
-                "application/x-www-form-urlencoded"
-            ):
-                form = _parsed(body.decode("utf-8", "replace"))
+            # werkzeug's own form parser, as the WSGI adapter's request.form reads it.
+            mimetype, options = parse_options_header(_header(scope, b"content-type") or "")
+            parser = FormDataParser(max_form_memory_size=self.max_form)
+            try:
+                _, fields, _ = parser.parse(io.BytesIO(body), mimetype, len(body), options)
+            except RequestEntityTooLarge:
+                return await _send(send, text_answer(413, "form too large\n", head=head))
+            form = fields.to_dict(flat=False)
         client = scope.get("client")
         forwarded = _header(scope, self._forwarded) if self._forwarded else None
         request = AdminRequest(
