@@ -185,26 +185,31 @@ def serve(
         child_exit = prepare_multiprocess() if config.metrics.enabled else None
         config = shared_nonce_key(config)
         create_app, lines = check_start(config, engine=engine)
+        for line in lines:
+            log.info("%s", line)
+        if config.prune.older_than:
+            log.info(
+                "pruning registrations last seen more than %s ago, every %s",
+                config.prune.older_than,
+                config.prune.interval,
+            )
+        bound_host, bound_port = sock.getsockname()[:2]
+        where = (
+            f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        )
+        log.info("serving with %s: %d worker processes", engine, workers)
+        # Said just before the socket listens, so that whoever can connect can read it.
+        log.info("pushreport listening on http://%s", where)
         sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         raise
-    for line in lines:
-        log.info("%s", line)
-    if config.prune.older_than:
-        log.info(
-            "pruning registrations last seen more than %s ago, every %s",
-            config.prune.older_than,
-            config.prune.interval,
-        )
-    bound_host, bound_port = sock.getsockname()[:2]
-    where = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
     if engine == "uvicorn":
         return _serve_uvicorn(
-            config, sock, workers, create_app, child_exit, (log_access, fmt, log_level), where
+            config, sock, workers, create_app, child_exit, (log_access, fmt, log_level)
         )
     return _serve_gunicorn(
-        config, sock, workers, create_app, child_exit, (log_access, fmt, log_level), where
+        config, sock, workers, create_app, child_exit, (log_access, fmt, log_level)
     )
 
 
@@ -215,7 +220,6 @@ def _serve_uvicorn(
     create_app: Callable[[Config], Any],
     child_exit: Callable[[int], None] | None,
     logging_options: tuple[bool, str, str | None],
-    where: str,
 ) -> int:
     log_access, fmt, log_level = logging_options
     from ._uvicorn import BOOT_FAILED, run_workers, serve_worker
@@ -231,8 +235,6 @@ def _serve_uvicorn(
             app.close()  # after a failed start-up; closing twice is harmless
         return 0 if started else BOOT_FAILED
 
-    log.info("serving with uvicorn: %d worker processes", workers)
-    log.info("pushreport listening on http://%s", where)
     return run_workers(sock, workers, worker, child_exit=child_exit)
 
 
@@ -243,7 +245,6 @@ def _serve_gunicorn(
     create_app: Callable[[Config], Any],
     child_exit: Callable[[int], None] | None,
     logging_options: tuple[bool, str, str | None],
-    where: str,
 ) -> int:
     log_access, fmt, log_level = logging_options
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
@@ -317,7 +318,6 @@ def _serve_gunicorn(
             app.receiver.start_pruning()
             return app
 
-    log.info("pushreport listening on http://%s", where)
     Application().run()
     return 0
 
