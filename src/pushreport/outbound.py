@@ -188,19 +188,11 @@ class _WatchedHTTPConnection(http.client.HTTPConnection):
             self._deadline.arm(self.sock)
 
 
-class _WatchedHTTPSConnection(http.client.HTTPSConnection):
-    # The TLS handshake happens inside connect(): each of its reads is bounded by the
-    # socket timeout, and a deadline that passed meanwhile shuts it down right after.
-    def __init__(self, *args: Any, deadline: _Deadline | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._deadline = deadline
-        if deadline is not None:
-            self._create_connection = _connect_within(deadline)
-
-    def connect(self) -> None:
-        super().connect()
-        if self._deadline is not None:
-            self._deadline.arm(self.sock)
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, http.client.HTTPSConnection):
+    # The same watch, before HTTPSConnection in the order: its connect() does the TLS
+    # handshake, each of whose reads is bounded by the socket timeout, and a deadline
+    # that passed meanwhile shuts the socket down right after.
+    pass
 
 
 class _Request(urllib.request.Request):
