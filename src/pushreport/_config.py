@@ -344,7 +344,13 @@ class ServerConfig:
         low=0,
         high=256,
     )
-    threads: int = setting(1, "threads per worker", low=1, high=1024)
+    threads: int = setting(
+        1,
+        "threads per worker: under gunicorn its gthread worker's, under uvicorn those "
+        "that run the service's calls (storage) off the event loop",
+        low=1,
+        high=1024,
+    )
     timeout: int = setting(
         30, "seconds a worker may spend on one request before it is restarted", low=1
     )

@@ -5,10 +5,10 @@ answer (``pushreport._http``: an :class:`~pushreport.Outcome` as status, headers
 body; the operator endpoints'; the body's limits; the access-log line) is decided in
 the service, once. This module reads a scope and its messages, and sends.
 
-The service is synchronous (a storage backend's calls block): they run on a small
-thread pool of the middleware's own, so that a slow backend (a locked SQLite file, a
-PostgreSQL round trip, a ``full`` fsync) never stalls the event loop, its idle
-connections or ``/healthz``.
+The service is synchronous (a storage backend's calls block): they run on a thread
+pool of the middleware's own (``[server] threads`` threads), so that a slow backend (a
+locked SQLite file, a PostgreSQL round trip, a ``full`` fsync) never stalls the event
+loop, its idle connections or ``/healthz``.
 """
 
 from __future__ import annotations
@@ -63,8 +63,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 T = TypeVar("T")
 
 _METHODS = OperatorPaths.methods
-#: Threads that run the service's blocking calls, per middleware (per worker process).
-THREADS = 8
 
 
 def _as_config(config: Config | str | os.PathLike[str] | None) -> Config:
@@ -224,7 +222,12 @@ class PushReportMiddleware:
     async def run(self, call: Callable[[], T]) -> T:
         """*call* on the middleware's threads (the service's calls block)."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="pushreport")
+            # ``[server] threads`` (default 1): as many service calls at once as a
+            # worker of gunicorn's runs. More overlap fsyncs (``full``), but they also
+            # meet in the database: with 8, two hosts' PostgreSQL upserts of the same
+            # selectors deadlocked now and then (503, SQLSTATE 40P01).
+            threads = self.receiver.config.server.threads
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pushreport")
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def open(self) -> None:
