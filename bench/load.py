@@ -13,6 +13,10 @@ Starts, each on its own free loopback port and in its own session:
 - ``bare_same``: when serve's worker count is not 2, the bare app under gunicorn with
   that many workers too, so that the run also shows how much of the ratio is the
   worker count (the ratios against it are printed under the table);
+- ``bare_asgi``: ``bench/bare_asgi.py`` under uvicorn (uvloop, httptools) with the
+  worker count of ``pushreport serve --engine uvicorn`` (one per core): the ceiling of
+  the event-loop engine (``--engine uvicorn`` runs ``normal`` and ``full`` on it; the
+  ratios against it are printed under the table);
 
 warms each up, then drives them one after the other from a second process (wrk if
 installed, else ``bench/loadgen.py``'s generator) with reports whose selectors vary over
@@ -32,6 +36,7 @@ Every server is killed at the end, on Ctrl-C and on errors. Traffic stays on 127
     python bench/load.py --prefill 100000    # every report updates a stored row
     python bench/load.py --json              # JSON instead of the table
     python bench/load.py --json out.json     # the table, and JSON into out.json
+    python bench/load.py --engine uvicorn    # serve on uvicorn, beside the bare ASGI app
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ TARGETS = {"normal": {"ratio": 0.70, "p99_ms": 15.0}, "full": {"ratio": 0.50}}
 LABELS = {
     "bare": "bare WSGI app (gunicorn, 2 sync)",
     "bare_same": "bare WSGI app (gunicorn, {n} sync)",
+    "bare_asgi": "bare ASGI app (uvicorn, {n} workers)",
     "normal": "pushreport serve (synchronous=normal)",
     "full": "pushreport serve (synchronous=full)",
 }
@@ -251,6 +257,33 @@ def bare_server(workdir: Path, *, workers: int = 2, name: str = "bare") -> Serve
     return Server(name, argv, port, workdir, workers)
 
 
+def bare_asgi_server(workdir: Path, *, workers: int, name: str = "bare_asgi") -> Server:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(BENCH),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--lifespan",
+        "off",
+        "--no-access-log",
+        "--no-server-header",
+        "bare_asgi:app",
+    ]
+    return Server(name, argv, port, workdir, workers)
+
+
 def pushreport_server(
     workdir: Path,
     name: str,
@@ -258,13 +291,14 @@ def pushreport_server(
     synchronous: str = "normal",
     workers: int | None = None,
     threads: int = 1,
+    engine: str = "gunicorn",
 ) -> Server:
-    """``pushreport serve`` with *workers* (``None``: its default, as shipped) of
-    *threads* threads each."""
+    """``pushreport serve`` on *engine* with *workers* (``None``: its default) of
+    *threads* threads each (gunicorn)."""
     if workers is None:
         from pushreport._config import ServerConfig
 
-        workers = ServerConfig().worker_count()
+        workers = ServerConfig().worker_count(engine)
     port = free_port()
     db = workdir / f"{name}.sqlite3"
     argv = [
@@ -280,6 +314,8 @@ def pushreport_server(
         str(workers),
         "--db",
         str(db),
+        "--engine",
+        engine,
     ]
     settings = ""
     if synchronous != "normal":
@@ -330,14 +366,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.prefill:
             _say(args, f"storing {args.prefill:,} registrations of the pool first")
             prefill_databases(workdir, args.prefill, ("normal", "full"))
+        from pushreport._config import ServerConfig
+
         servers = {"bare": bare_server(workdir)}
-        normal = pushreport_server(workdir, "normal")
+        normal = pushreport_server(workdir, "normal", engine=args.engine)
         if normal.workers_expected != 2:
             servers["bare_same"] = bare_server(
                 workdir, workers=normal.workers_expected, name="bare_same"
             )
+        if _has_uvicorn():
+            servers["bare_asgi"] = bare_asgi_server(
+                workdir, workers=ServerConfig().worker_count("uvicorn")
+            )
         servers["normal"] = normal
-        servers["full"] = pushreport_server(workdir, "full", synchronous="full")
+        servers["full"] = pushreport_server(
+            workdir, "full", synchronous="full", engine=args.engine
+        )
         ports = {name: server.port for name, server in servers.items()}
         try:
             for server in servers.values():
@@ -377,10 +421,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         raise RuntimeError(f"{name} died during the run:\n{server.output()}")
                 bare_rps = results["bare"]["rps"]
                 same_rps = results.get("bare_same", {}).get("rps")
+                asgi_rps = results.get("bare_asgi", {}).get("rps")
                 for r in results.values():
                     r["ratio"] = round(r["rps"] / bare_rps, 3) if bare_rps else None
                     if same_rps:
                         r["ratio_same"] = round(r["rps"] / same_rps, 3)
+                    if asgi_rps:
+                        r["ratio_asgi"] = round(r["rps"] / asgi_rps, 3)
                 rounds.append(results)
         finally:
             for server in servers.values():
@@ -400,6 +447,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "errors": sum(r["errors"] for r in per_round),
                 "ratio": _median([r["ratio"] for r in per_round]),
                 "ratio_same": _median([r.get("ratio_same") for r in per_round]),
+                "ratio_asgi": _median([r.get("ratio_asgi") for r in per_round]),
                 "cpu_us": _median([r["cpu_us"] for r in per_round]),
             }
         )
@@ -407,6 +455,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": loadgen.machine(),
         "loadavg_before": loadavg_before,
         "tool": tool,
+        "engine": args.engine,
         "prefill": args.prefill,
         "duration": args.duration,
         "connections": args.connections,
@@ -440,7 +489,19 @@ def verdicts(summary: list[dict[str, Any]]) -> list[str]:
             f"against the bare app with {by_name['bare_same']['workers']} sync workers too: "
             + ", ".join(f"{name} {_f(by_name[name]['ratio_same'], 2)}" for name in TARGETS)
         )
+    if "bare_asgi" in by_name:
+        lines.append(
+            f"against the bare ASGI app under uvicorn with {by_name['bare_asgi']['workers']} "
+            "workers: "
+            + ", ".join(f"{name} {_f(by_name[name]['ratio_asgi'], 2)}" for name in TARGETS)
+        )
     return lines
+
+
+def _has_uvicorn() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvicorn") is not None
 
 
 def _f(value: float | None, digits: int) -> str:
@@ -527,6 +588,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="load generator (default: wrk if installed)",
     )
     parser.add_argument(
+        "--engine",
+        choices=("gunicorn", "uvicorn"),
+        default=None,
+        help="the engine of pushreport serve for normal and full (default: serve's, uvicorn)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="1 s per target, 1 round: a smoke run"
     )
     parser.add_argument(
@@ -538,6 +605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "FILE write it there and print the table too",
     )
     args = parser.parse_args(argv)
+    if args.engine is None:
+        from pushreport._config import ServerConfig
+
+        args.engine = ServerConfig().engine
     if args.quick:
         args.duration, args.warmup, args.rounds = 1.0, 0.5, 1
     if args.duration <= 0 or args.duration > 600 or args.rounds < 1 or args.rounds > 20:

@@ -8,6 +8,8 @@ request into one call here and its outcome into a response.
 - :class:`Receiver` — parse, authenticate, limit and store reports and removals;
   :meth:`Receiver.receive` is an adapter's one call per request, its :class:`Outcome`
   what the adapter answers;
+- :class:`Answer`, :func:`outcome_answer` and the rest of ``_http``: what both HTTP
+  adapters answer and how they read a request's target and body, decided once;
 - :class:`OperatorPaths`, :class:`Readiness`, :class:`LookupEndpoint`,
   :class:`PrometheusMetrics`, :func:`client_address` — what the adapters' other
   endpoints and the client's address are made of, without HTTP;
@@ -27,6 +29,7 @@ request into one call here and its outcome into a response.
 """
 
 from ._admin import AdminAnswer, AdminPage, AdminRequest
+from ._backends import open_now
 from ._config import (
     AdminConfig,
     AuthConfig,
@@ -46,6 +49,19 @@ from ._config import (
     value_or_env,
 )
 from ._health import OperatorPaths, Readiness
+from ._http import (
+    SAFE_PATH,
+    Answer,
+    declared_length,
+    log_access,
+    lookup_answer,
+    method_not_allowed,
+    mounted_target,
+    origin_form,
+    outcome_answer,
+    text_answer,
+    whole_body,
+)
 from ._limits import client_address
 from ._logs import ThrottledLog
 from ._lookup import Lookup, LookupAnswer, LookupEndpoint
@@ -66,10 +82,12 @@ from .storage import (
 )
 
 __all__ = [
+    "SAFE_PATH",
     "AdminAnswer",
     "AdminConfig",
     "AdminPage",
     "AdminRequest",
+    "Answer",
     "AuthConfig",
     "Backend",
     "Capabilities",
@@ -105,6 +123,16 @@ __all__ = [
     "StorageFactory",
     "ThrottledLog",
     "client_address",
+    "declared_length",
+    "log_access",
+    "lookup_answer",
+    "method_not_allowed",
+    "mounted_target",
+    "open_now",
+    "origin_form",
+    "outcome_answer",
+    "text_answer",
+    "whole_body",
     "hookimpl",
     "load_config",
     "make_plugin_manager",

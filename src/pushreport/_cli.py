@@ -131,7 +131,9 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
             f"that has one (sqlite: its file, [storage.sqlite] path{default})",
         )
 
-    serve = command("serve", help="run the receiver under a production WSGI server")
+    serve = command(
+        "serve", help="run the receiver under a production HTTP server (uvicorn or gunicorn)"
+    )
     config_option(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument(
@@ -143,8 +145,13 @@ def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse
     serve.add_argument(
         "--workers",
         type=_bounded(ServerConfig, "workers", "--workers"),
-        help="worker processes, up to 256 (default: [server] workers, else twice the "
-        "cores plus one)",
+        help="worker processes, up to 256 (default: [server] workers, else under gunicorn "
+        "twice the cores plus one, under uvicorn one per core)",
+    )
+    serve.add_argument(
+        "--engine",
+        choices=("gunicorn", "uvicorn"),
+        help="the HTTP server to run; default: [server] engine, uvicorn",
     )
     serve.add_argument(
         "--access-log",
@@ -522,14 +529,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _load(args)
     server = config.server
+    engine = args.engine or server.engine
     try:
         return serve(
             config,
             host=args.host or server.host,
             port=args.port if args.port is not None else server.port,
-            workers=args.workers or server.worker_count(),
+            workers=args.workers or server.worker_count(engine),
             access_log=args.access_log,
             log_format=args.log_format,
+            engine=engine,
             log_level=vars(args).get("log_level"),
         )
     except ListenError as e:

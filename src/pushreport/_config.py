@@ -328,16 +328,29 @@ class StorageConfig:
 class ServerConfig:
     """``[server]``: defaults of ``pushreport serve`` (command-line options win)."""
 
+    engine: str = setting(
+        "uvicorn",
+        "the HTTP server `pushreport serve` runs: uvicorn (an event loop per worker, uvloop "
+        "and httptools: a slow client costs a socket) or gunicorn (pre-fork sync or "
+        "threaded WSGI workers)",
+        choices=("gunicorn", "uvicorn"),
+    )
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8080, "port to listen on", low=0, high=65535)
     workers: int = setting(
         0,
-        "worker processes; 0: twice the cores plus one (measured best with the SQLite "
-        "report spool, bench/README.md)",
+        "worker processes; 0: under gunicorn twice the cores plus one (measured best with "
+        "the SQLite report spool, bench/README.md), under uvicorn one per core",
         low=0,
         high=256,
     )
-    threads: int = setting(1, "threads per worker", low=1, high=1024)
+    threads: int = setting(
+        1,
+        "threads per worker: under gunicorn its gthread worker's, under uvicorn those "
+        "that run the service's calls (storage) off the event loop",
+        low=1,
+        high=1024,
+    )
     timeout: int = setting(
         30, "seconds a worker may spend on one request before it is restarted", low=1
     )
@@ -364,11 +377,16 @@ class ServerConfig:
         choices=("text", "json"),
     )
 
-    def worker_count(self) -> int:
-        """``workers``, or with 0 twice the cores plus one: workers wait on the network
-        and (``synchronous = "full"``) on the disk, so more than the cores keep them
-        busy; measured on 2 cores, 5 served more than 2 (``bench/workers.py``)."""
-        return self.workers or 2 * (os.cpu_count() or 1) + 1
+    def worker_count(self, engine: str | None = None) -> int:
+        """``workers``, or with 0: under gunicorn twice the cores plus one (a sync
+        worker waits on the network and, ``synchronous = "full"``, on the disk, so more
+        than the cores keep them busy; measured on 2 cores, 5 served more than 2,
+        ``bench/workers.py``); under uvicorn one per core (an event loop never waits
+        on a client)."""
+        if self.workers:
+            return self.workers
+        cores = os.cpu_count() or 1
+        return cores if (engine or self.engine) == "uvicorn" else 2 * cores + 1
 
 
 @attrs.frozen(kw_only=True)

@@ -1,9 +1,11 @@
-"""``pushreport serve``: the receiver under gunicorn.
+"""``pushreport serve``: the receiver under gunicorn, or under uvicorn
+(``[server] engine``).
 
 gunicorn is the well-kept pre-fork WSGI server of the Python ecosystem: it passes the
 raw request target (``RAW_URI``) so that ``%2F`` inside a token survives, restarts a
-crashed worker, and its sync workers are the fastest plain setup measured for this
-workload (see ``bench/README.md``).
+crashed worker, and its sync workers were the fastest plain setup measured for this
+workload (see ``bench/README.md``). uvicorn serves the ASGI adapter on an event loop
+per worker (``_uvicorn.py``): a slow or idle client costs a socket, not a worker.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pushreport_core import (
     BODY_METHODS,
     DEFAULT_REMOVAL_SHAPES,
     DEFAULT_SHAPES,
+    ConfigurationError,
     StorageUnavailable,
     Template,
 )
@@ -109,12 +112,13 @@ def shared_nonce_key(config: Config) -> Config:
 
 
 def check_start(
-    config: Config, *, wait: float = STARTUP_WAIT
+    config: Config, *, wait: float = STARTUP_WAIT, engine: str | None = None
 ) -> tuple[Callable[[Config], Any], list[str]]:
     """Everything that can refuse ``serve``'s start but the socket (``pushreport config``
     runs it too): return the adapter's ``create_app`` and the lines :func:`describe` says.
 
-    The adapter is imported here, before the socket listens: a missing one fails the
+    The adapter of *engine* (default: ``[server] engine``'s) is imported here, before
+    the socket listens: a missing one fails the
     start, and nothing is imported after the "listening" line. Everything is checked
     once in the master, so a bad configuration fails at start-up instead of in every
     worker: the plugins and their options, ``[auth]`` (its ``*_env`` variables read),
@@ -126,7 +130,7 @@ def check_start(
     :raises PushReportError: a :class:`~pushreport_core.ConfigurationError` or a
         :class:`~pushreport_core.StorageUnavailable` that names the key or the store.
     """
-    create_app = load_adapter(ADAPTER)
+    create_app = load_adapter(ADAPTERS[engine or config.server.engine])
     receiver = Receiver.from_config(config)
     try:
         open_now(receiver.backends, wait=wait)
@@ -154,12 +158,21 @@ def serve(
     access_log: bool | None = None,
     log_format: str | None = None,
     log_level: str | None = None,
+    engine: str | None = None,
 ) -> int:
-    """Serve *config* under gunicorn until it is stopped. *access_log* and *log_format*
-    override ``[server]``'s; *log_level* (``--log-level``) is the least severe line
-    logged, gunicorn's included (default: info), and wins over the access log."""
-    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
-
+    """Serve *config* under *engine* (``[server] engine``: uvicorn or gunicorn) until it
+    is stopped. *access_log* and *log_format* override ``[server]``'s; *log_level*
+    (``--log-level``) is the least severe line logged, the engine's included (default:
+    info), and wins over the access log."""
+    engine = engine or config.server.engine
+    if engine == "uvicorn":
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "engine uvicorn needs uvicorn: pip install 'pushreport[asgi]'",
+                key="server.engine",
+            ) from None
     log_access = config.server.access_log if access_log is None else access_log
     fmt = config.server.log_format if log_format is None else log_format
     _configure_logging(log_access, fmt, log_level)
@@ -171,21 +184,71 @@ def serve(
         # is first imported, so before anything builds the metrics.
         child_exit = prepare_multiprocess() if config.metrics.enabled else None
         config = shared_nonce_key(config)
-        create_app, lines = check_start(config)
+        create_app, lines = check_start(config, engine=engine)
+        for line in lines:
+            log.info("%s", line)
+        if config.prune.older_than:
+            log.info(
+                "pruning registrations last seen more than %s ago, every %s",
+                config.prune.older_than,
+                config.prune.interval,
+            )
+        bound_host, bound_port = sock.getsockname()[:2]
+        where = (
+            f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        )
+        log.info("serving with %s: %d worker processes", engine, workers)
+        # Said just before the socket listens, so that whoever can connect can read it.
+        log.info("pushreport listening on http://%s", where)
         sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         raise
-    for line in lines:
-        log.info("%s", line)
-    if config.prune.older_than:
-        log.info(
-            "pruning registrations last seen more than %s ago, every %s",
-            config.prune.older_than,
-            config.prune.interval,
+    if engine == "uvicorn":
+        return _serve_uvicorn(
+            config, sock, workers, create_app, child_exit, (log_access, fmt, log_level)
         )
-    bound_host, bound_port = sock.getsockname()[:2]
-    where = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+    return _serve_gunicorn(
+        config, sock, workers, create_app, child_exit, (log_access, fmt, log_level)
+    )
+
+
+def _serve_uvicorn(
+    config: Config,
+    sock: socket.socket,
+    workers: int,
+    create_app: Callable[[Config], Any],
+    child_exit: Callable[[int], None] | None,
+    logging_options: tuple[bool, str, str | None],
+) -> int:
+    log_access, fmt, log_level = logging_options
+    from ._uvicorn import BOOT_FAILED, run_workers, serve_worker
+
+    def worker(sock: socket.socket) -> int:
+        _configure_logging(log_access, fmt, log_level)
+        app = create_app(config)
+        # In every worker, after the fork; a lock file elects the one that prunes.
+        app.receiver.start_pruning()
+        try:
+            started = serve_worker(app, sock, server=config.server, limits=config.limits)
+        finally:
+            app.close()  # after a failed start-up; closing twice is harmless
+        return 0 if started else BOOT_FAILED
+
+    return run_workers(sock, workers, worker, child_exit=child_exit)
+
+
+def _serve_gunicorn(
+    config: Config,
+    sock: socket.socket,
+    workers: int,
+    create_app: Callable[[Config], Any],
+    child_exit: Callable[[int], None] | None,
+    logging_options: tuple[bool, str, str | None],
+) -> int:
+    log_access, fmt, log_level = logging_options
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+
     # gunicorn takes the socket over (and closes this descriptor once it has its own).
     fd = sock.detach()
 
@@ -255,7 +318,6 @@ def serve(
             app.receiver.start_pruning()
             return app
 
-    log.info("pushreport listening on http://%s", where)
     Application().run()
     return 0
 
@@ -267,6 +329,8 @@ BACKLOG = 2048
 #: knows no adapter statically: it loads this one by name, as gunicorn loads an app
 #: from its ``module:name`` string.
 ADAPTER = "pushreport_wsgi"
+#: The adapter each engine serves.
+ADAPTERS = {"gunicorn": ADAPTER, "uvicorn": "pushreport_asgi"}
 
 
 def load_adapter(name: str) -> Callable[[Config], Any]:

@@ -14,7 +14,7 @@ module only speaks WSGI.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
@@ -31,11 +31,14 @@ from pushreport import (
     Readiness,
     Receiver,
     Storage,
+    lookup_answer,
+    method_not_allowed,
     openapi_document,
+    text_answer,
 )
 from pushreport_core import Secret
 
-from ._reports import environ_client, forwarded_key
+from ._reports import environ_client, forwarded_key, send
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -45,36 +48,14 @@ __all__ = ["AdminApp", "LookupApp", "PathDispatcher", "ReadyApp", "healthz", "op
 _METHODS = OperatorPaths.methods
 
 
-def _answer(
-    environ: WSGIEnvironment,
-    start_response: StartResponse,
-    status: str,
-    text: str,
-    headers: Sequence[tuple[str, str]] = (),
-) -> Iterable[bytes]:
-    data = text.encode("utf-8")
-    start_response(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(data))),
-            ("Cache-Control", "no-store"),
-            *headers,
-        ],
-    )
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
+def _head(environ: WSGIEnvironment) -> bool:
+    return bool(environ.get("REQUEST_METHOD") == "HEAD")
 
 
 def _only_get(app: WSGIApplication) -> WSGIApplication:
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in _METHODS:
-            return _answer(
-                environ,
-                start_response,
-                "405 Method Not Allowed",
-                "method not allowed\n",
-                [("Allow", ", ".join(_METHODS))],
-            )
+            return send(method_not_allowed(head=_head(environ)), start_response)
         return app(environ, start_response)
 
     return guarded
@@ -82,7 +63,7 @@ def _only_get(app: WSGIApplication) -> WSGIApplication:
 
 def healthz(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     """``200 ok`` while the process answers at all."""
-    return _answer(environ, start_response, "200 OK", "ok\n")
+    return send(text_answer(200, "ok\n", head=_head(environ)), start_response)
 
 
 class ReadyApp:
@@ -95,8 +76,8 @@ class ReadyApp:
         failed = self.readiness.failing()
         if failed:
             text = f"not ready: {', '.join(failed)}\n"
-            return _answer(environ, start_response, "503 Service Unavailable", text)
-        return _answer(environ, start_response, "200 OK", "ok\n")
+            return send(text_answer(503, text, head=_head(environ)), start_response)
+        return send(text_answer(200, "ok\n", head=_head(environ)), start_response)
 
 
 class LookupApp:
@@ -135,14 +116,7 @@ class LookupApp:
             query=request.args.to_dict(flat=False),
             authorization=request.headers.get("Authorization", ""),
         )
-        response = Response(
-            answer.json(),
-            status=answer.status,
-            headers=dict(answer.headers),
-            content_type="application/json; charset=utf-8",
-        )
-        response.headers["Cache-Control"] = "no-store"
-        return response(environ, start_response)
+        return send(lookup_answer(answer, head=request.method == "HEAD"), start_response)
 
 
 class AdminApp:
@@ -165,7 +139,7 @@ class AdminApp:
         try:
             form = request.form.to_dict(flat=False) if request.method == "POST" else {}
         except RequestEntityTooLarge:
-            return _answer(environ, start_response, "413 Content Too Large", "form too large\n")
+            return send(text_answer(413, "form too large\n", head=_head(environ)), start_response)
         answer = self.page.answer(
             AdminRequest(
                 method=request.method,

@@ -1,42 +1,40 @@
 """The report paths over WSGI: request → :meth:`Receiver.receive <pushreport.Receiver.receive>`
 → response.
 
-Everything this module decides is about HTTP: which requests are on a report path (the
-raw target, a mount prefix), reading the body, and turning the :class:`~pushreport.Outcome`
-into a status, headers and a one-line body, and into the access-log line.
+This module only reads the environ (the raw target, the mount point, the body stream)
+and sends what the service decides: which requests are on a report path, the body's
+limits, the :class:`~pushreport.Outcome` as an answer and the access-log line are
+``pushreport._http``'s, shared with the ASGI adapter.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Iterable, Sequence
 from urllib.parse import quote
 
 from werkzeug.wsgi import get_input_stream
 
-from pushreport import LimitsConfig, Outcome, Receiver, client_address
-from pushreport_core import (
-    AuthenticationRequired,
-    InvalidReport,
-    MethodNotAllowed,
-    RequestTooLarge,
-    ServiceUnavailable,
-    TooManyRequests,
-    shorten,
+from pushreport import (
+    SAFE_PATH,
+    Answer,
+    LimitsConfig,
+    Receiver,
+    client_address,
+    declared_length,
+    log_access,
+    mounted_target,
+    origin_form,
+    outcome_answer,
+    whole_body,
 )
+from pushreport_core import InvalidReport
 from pushreport_core import Request as CoreRequest
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["ReportMiddleware", "environ_client", "forwarded_key", "raw_target"]
-
-access_log = logging.getLogger("pushreport.access")
-
-_SAFE_PATH = "/:@!$&'()*+,;=-._~"
-_OK_HEADERS: list[tuple[str, str]] = [("Content-Length", "0")]
+__all__ = ["ReportMiddleware", "environ_client", "forwarded_key", "raw_target", "send"]
 
 
 def raw_target(environ: WSGIEnvironment) -> str:
@@ -48,34 +46,23 @@ def raw_target(environ: WSGIEnvironment) -> str:
     """
     target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if target:
-        if not target.startswith("/"):
-            # absolute-form ("http://host/path?q"): keep the path and query only.
-            scheme_end = target.find("://")
-            if scheme_end != -1:
-                slash = target.find("/", scheme_end + 3)
-                target = target[slash:] if slash != -1 else "/"
+        target = origin_form(str(target))
         if "?" not in target:
             # Some servers (and werkzeug's test client) leave the query out of it.
             query = environ.get("QUERY_STRING")
             if query:
                 return f"{target}?{query}"
-        return str(target)
+        return target
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    path = quote(path.encode("latin-1"), safe=_SAFE_PATH)
+    path = quote(path.encode("latin-1"), safe=SAFE_PATH)
     query = environ.get("QUERY_STRING", "")
     return f"{path}?{query}" if query else path
 
 
-def _error_headers(error: Exception | None) -> list[tuple[str, str]]:
-    """The headers an error's answer carries (the error knows the values, the adapter
-    their HTTP names)."""
-    if isinstance(error, (ServiceUnavailable, TooManyRequests)):
-        return [("Retry-After", str(error.retry_after))]
-    if isinstance(error, MethodNotAllowed):
-        return [("Allow", ", ".join(error.allowed))]
-    if isinstance(error, AuthenticationRequired):
-        return [("WWW-Authenticate", c) for c in error.challenges]
-    return []
+def send(answer: Answer, start_response: StartResponse) -> Iterable[bytes]:
+    """Start *answer* (the service's :class:`~pushreport.Answer`) and return its body."""
+    start_response(answer.status_line, list(answer.headers))
+    return [answer.body]
 
 
 def forwarded_key(limits: LimitsConfig) -> str | None:
@@ -105,28 +92,17 @@ class ReportMiddleware:
         self.app = app
         self.receiver = receiver
         limits = receiver.config.limits
-        #: The environ key of ``[limits] client_header`` (``None``: the peer is the client).
         self._forwarded = forwarded_key(limits)
         self._trusted = limits.trusted_proxies
         self._max_body = receiver.config.reporter.max_body
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        target = raw_target(environ)
-        path = target.partition("?")[0]
-        receiver = self.receiver
         method = environ.get("REQUEST_METHOD", "GET")
-        if not receiver.owns(method, path):
-            script_name = environ.get("SCRIPT_NAME", "")
-            # Mounted under a prefix (a dispatcher, a portal's sub-path): the shapes may
-            # be written relative to the mount point.
-            prefix = quote(script_name.encode("latin-1"), safe=_SAFE_PATH)
-            if not (
-                script_name
-                and path.startswith(prefix)
-                and receiver.owns(method, path[len(prefix) :])
-            ):
-                return self.app(environ, start_response)
-            target = target[len(prefix) :]
+        target = mounted_target(
+            self.receiver, method, raw_target(environ), environ.get("SCRIPT_NAME", "")
+        )
+        if target is None:
+            return self.app(environ, start_response)
         return self._handle(environ, start_response, target)
 
     def _handle(
@@ -153,43 +129,26 @@ class ReportMiddleware:
             environ["pushreport.selector"] = outcome.selector
             if outcome.removal is not None:
                 environ["pushreport.removed"] = outcome.removal.removed is not None
-            start_response("200 OK", list(_OK_HEADERS))
-            self._log(environ, target, outcome, started)
-            return [b""]
-        status = outcome.status
-        environ["pushreport.error"] = outcome.reason
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        # One line, plain text: the reason never echoes request values.
-        data = ((outcome.reason.splitlines() or [phrase])[0] + "\n").encode("utf-8")
-        start_response(
-            f"{status} {phrase}",
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(data))),
-                *_error_headers(outcome.error),
-            ],
+        else:
+            environ["pushreport.error"] = outcome.reason
+        answer = outcome_answer(outcome)
+        log_access(
+            self.receiver,
+            remote_addr=environ.get("REMOTE_ADDR"),
+            method=environ.get("REQUEST_METHOD", "-"),
+            target=target,
+            outcome=outcome,
+            started=started,
         )
-        self._log(environ, target, outcome, started)
-        return [data]
+        return send(answer, start_response)
 
     def _client(self, environ: WSGIEnvironment) -> str | None:
         return environ_client(environ, self._forwarded, self._trusted)
 
     def _read_body(self, environ: WSGIEnvironment) -> bytes:
         limit = self._max_body
-        length = environ.get("CONTENT_LENGTH")
-        n = -1
-        if length:
-            try:
-                n = int(length)
-            except ValueError:
-                n = -1
-            if n > limit:
-                raise RequestTooLarge(f"body is too large ({n} > {limit} bytes)")
-        elif not environ.get("wsgi.input_terminated"):
+        n = declared_length(environ.get("CONTENT_LENGTH"), limit)
+        if not environ.get("CONTENT_LENGTH") and not environ.get("wsgi.input_terminated"):
             return b""
         stream = get_input_stream(environ, safe_fallback=True)
         chunks: list[bytes] = []
@@ -208,35 +167,4 @@ class ReportMiddleware:
             # chunked framing, or the connection gone before Content-Length bytes came
             # (gunicorn's InvalidChunkSize, NoMoreData; OSError). Not a 500.
             raise InvalidReport("body could not be read") from e
-        body = b"".join(chunks)
-        if len(body) < n:
-            # The connection ended early (gunicorn hands over what came): a cut form
-            # would still parse, with a token cut short.
-            raise InvalidReport(f"body ended after {len(body)} of {n} bytes")
-        if len(body) > limit:
-            raise RequestTooLarge(f"body is too large (> {limit} bytes)")
-        return body
-
-    def _log(
-        self, environ: WSGIEnvironment, target: str, outcome: Outcome, started: float
-    ) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        # One line per request; the same fields as attributes of the record, for a
-        # structured formatter (pushreport's JsonFormatter).
-        method = environ.get("REQUEST_METHOD", "GET")
-        fields = {
-            "remote_addr": environ.get("REMOTE_ADDR", "-"),
-            "method": environ.get("REQUEST_METHOD", "-"),
-            "target": self.receiver.redact(target, method),
-            "status": outcome.status,
-            "shape": outcome.shape or "-",
-            "selector": shorten(outcome.selector, 12) if outcome.selector else "-",
-            "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
-        }
-        access_log.info(
-            '%(remote_addr)s "%(method)s %(target)s" %(status)d %(shape)s '
-            "%(selector)s %(latency_ms).1fms",
-            fields,
-            extra=fields,
-        )
+        return whole_body(chunks, n, limit)

@@ -14,10 +14,17 @@ from typing import Iterator
 
 import pytest
 
+from pushreport import ServerConfig
+
 # The PostgreSQL fixtures, for the tests here that run against the real server.
 from ..plugins.postgresql.conftest import pg_dsn, pg_table  # noqa: E402, F401
 
 PUSHREPORT = [sys.executable, "-m", "pushreport._cli"]
+#: ``PUSHREPORT_TEST_ENGINE=gunicorn`` runs every ``Server`` of the e2e, fault and fuzz
+#: tests on that engine (``--engine``); unset, on the default (``.ci/run`` runs both).
+FORCED_ENGINE = os.environ.get("PUSHREPORT_TEST_ENGINE") or None
+#: The engine those servers run.
+ENGINE = FORCED_ENGINE or ServerConfig().engine
 
 
 def free_port() -> int:
@@ -27,13 +34,22 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, *args: str, workers: int = 2, db: bool = True) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *args: str,
+        workers: int = 2,
+        db: bool = True,
+        engine: str | None = FORCED_ENGINE,
+    ) -> None:
         """*db*: pass ``--db`` (needs sqlite among the backends); ``False`` to store
-        only where the ``--config`` in *args* says."""
+        only where the ``--config`` in *args* says. *engine*: ``--engine``."""
         self.port = free_port()
         self.db = tmp_path / "pushreport.sqlite3"
         self.log = (tmp_path / "server.log").open("w+b")
         db_args = ["--db", str(self.db)] if db else []
+        if engine is not None and "--engine" not in args:
+            db_args += ["--engine", engine]
         self.proc = subprocess.Popen(
             [
                 *PUSHREPORT,

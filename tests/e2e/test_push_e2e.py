@@ -53,7 +53,7 @@ def lookup(server: Server, url: str, token: str | None = TOKEN) -> tuple[int, di
     try:
         conn.request("GET", url, headers={"Authorization": f"Bearer {token}"} if token else {})
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), json.loads(resp.read())
+        return resp.status, resp.headers, json.loads(resp.read())  # names in any case
     finally:
         conn.close()
 

@@ -115,7 +115,7 @@ def digest_header(challenge: str, path: str) -> str:
 
 def challenge_of(answer: bytes) -> str:
     assert status(answer) == 401, answer[:300]
-    m = re.search(rb"\r\nWWW-Authenticate: (Digest [^\r]*)\r\n", answer)
+    m = re.search(rb"\r\n(?i:WWW-Authenticate): (Digest [^\r]*)\r\n", answer)
     assert m is not None
     return m.group(1).decode()
 

@@ -26,7 +26,7 @@ from pushreport.hookspecs import hookimpl
 from pushreport_core import ConfigurationError
 from pushreport_wsgi import create_app
 
-from ..e2e.conftest import Server, free_port, pushreport_list
+from ..e2e.conftest import ENGINE, Server, free_port, pushreport_list
 from ..fake_gateway import GONE, FakeGateway, running_gateway
 from .conftest import make_config
 from .test_migrate import populate
@@ -166,7 +166,8 @@ def test_serve_logs_at_the_level_given_and_it_wins_over_the_access_log(
     finally:
         server.stop()
     output = (tmp_path / "server.log").read_text("utf-8", "replace")
-    info_lines = ("pushreport listening on", "Booting worker", '"GET /token/')
+    booted = "Started server process" if ENGINE == "uvicorn" else "Booting worker"
+    info_lines = ("pushreport listening on", booted, '"GET /token/')
     for line in info_lines:
         if level == "INFO":
             assert line in output, line
@@ -323,6 +324,7 @@ def test_config_masks_every_secret_in_toml_and_json(
     assert shown["storage"]["webhook"]["deliver"] is False
     assert shown["storage"]["sqlite"] == {"path": "db.sqlite3"}
     assert shown["server"] == {
+        "engine": "uvicorn",
         "host": "127.0.0.1",
         "port": 8080,
         "workers": 0,
