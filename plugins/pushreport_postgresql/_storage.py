@@ -769,6 +769,10 @@ class PostgreSQLStorage:
         """Delete the registration of *selector*, and leave a tombstone (even when there
         was none: a report spooled on another host may be on its way)."""
         with self._connection() as conn, conn.transaction():
+            # The selector's lock, which a spool applying a report of it holds too:
+            # without it, a report inserted by a transaction still open is invisible
+            # to this DELETE, the tombstone to its insert, and both commit.
+            conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
             removed = conn.execute(self._sql.remove, (selector,)).rowcount > 0
             conn.execute(self._sql.tombstone, (selector,))
             return removed
@@ -830,6 +834,11 @@ class PostgreSQLStorage:
             params = [_params(report, now) for report, now in batch.items]
             with conn.cursor() as cursor:
                 if params:
+                    # Each selector's lock, as a removal takes it (see remove), in one
+                    # order for every applier (no deadlock between two hosts' batches):
+                    # the tombstone check then sees every removal committed before.
+                    selectors = sorted({report.selector for report, _ in batch.items})
+                    cursor.executemany(s.selector_lock, [(s.lock_key, x) for x in selectors])
                     cursor.executemany(s.spooled_upsert, params)
                 if batch.marks:
                     cursor.executemany(
