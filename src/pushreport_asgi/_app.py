@@ -8,7 +8,10 @@ the service, once. This module reads a scope and its messages, and sends.
 The service is synchronous (a storage backend's calls block): they run on a thread
 pool of the middleware's own (``[server] threads`` threads), so that a slow backend (a
 locked SQLite file, a PostgreSQL round trip, a ``full`` fsync) never stalls the event
-loop, its idle connections or ``/healthz``.
+loop, its idle connections or ``/healthz``. The one exception is a report whose only
+storage work is an append to a report spool that does not fsync
+(:meth:`~pushreport.Receiver.quick`): it is received on the loop, which costs less than
+the hop to a thread and back.
 """
 
 from __future__ import annotations
