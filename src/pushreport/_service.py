@@ -274,9 +274,9 @@ class Receiver:
         """Whether :meth:`receive` of a *method* request for *raw_path* waits on nothing
         slower than an append to a report spool that does not fsync, so that an event
         loop may call it inline rather than on a thread: a report (a removal applies the
-        spool first), ``[limits]`` kept in memory (no shared state), no authentication,
-        no plugin hook on reports, ``token_owner`` not ``"newest"``, and every backend
-        such a spool, already reached by this process."""
+        spool first), no ``[limits]`` rate or lock-out (their state is shared, in a
+        database), no authentication, no plugin hook on reports, ``token_owner`` not
+        ``"newest"``, and every backend such a spool, already reached by this process."""
         if not self._quick_setup():
             return False
         if self.claim(method, raw_path) != "report":
