@@ -12,7 +12,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from pushreport import AuthConfig, Config, Receiver
+from pushreport import AuthConfig, Config, LimitsConfig, Receiver
 from pushreport_asgi import create_app
 
 from ..wsgi.conftest import SELECTOR, SPEC_GET, make_config
@@ -71,6 +71,10 @@ def test_an_inline_report_is_in_the_spool_when_answered(tmp_path: Path) -> None:
         pytest.param(
             lambda c: attrs.evolve(c, reporter=attrs.evolve(c.reporter, token_owner="newest")),
             id="token-owner-newest",
+        ),
+        pytest.param(
+            lambda c: attrs.evolve(c, limits=LimitsConfig(per_client="600/minute")),
+            id="rate-limit-state",
         ),
     ],
 )
