@@ -293,3 +293,45 @@ def test_a_transaction_deadlocked_every_time_ends_in_storage_unavailable(
     assert reports_of(storage) == {A: 1}
     retries = [r for r in caplog.records if RETRY_LINE in r.getMessage()]
     assert len(retries) == _storage.TRANSIENT_ATTEMPTS - 1
+
+
+@pytest.mark.parametrize("how", ["remove", "remove_if"])
+def test_a_removal_during_a_spool_batch_that_inserts_the_selector_holds(
+    pg_dsn: str, pg_table: str, raw: psycopg.Connection[Any], how: str
+) -> None:
+    """Host A's spool batch has inserted X (received before the removal), not yet
+    committed (it waits for Y's row); host B removes X meanwhile. The removal waits for
+    the batch, then deletes what it committed: X stays removed."""
+    X, Y = SELECTORS[2], SELECTORS[5]
+    host_a = PostgreSQLStorage(dsn=pg_dsn, table=pg_table, timeout=10.0, spool_host="a")
+    host_b = PostgreSQLStorage(dsn=pg_dsn, table=pg_table, timeout=10.0, spool_host="b")
+    try:
+        host_a.upsert(report(Y), now=T0)
+        with raw.transaction():
+            raw.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE selector = %s FOR UPDATE").format(
+                    sql.Identifier(pg_table)
+                ),
+                (Y,),
+            )
+            batch, batch_result = in_thread(lambda: _apply_spooled(host_a, [Y, X]))
+            wait_until_blocked(pg_dsn, pg_table)  # X inserted, waiting for Y
+            if how == "remove":
+                removal, removal_result = in_thread(lambda: host_b.remove(X))
+            else:
+                removal, removal_result = in_thread(
+                    lambda: host_b.remove_if(X, lambda stored: True)
+                )
+            # The batch and the removal's tombstone (which names <table>_removed, as
+            # does the batch's statement) both wait.
+            wait_until_blocked(pg_dsn, f"{pg_table}_removed", waiting=2)
+        for thread in (batch, removal):
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+        assert batch_result == [2]
+        assert not isinstance(removal_result[0], BaseException), removal_result[0]
+        assert host_b.get(X) is None
+        assert reports_of(host_b) == {Y: 2}
+    finally:
+        host_a.close()
+        host_b.close()
