@@ -202,9 +202,9 @@ def serve(
     log_access = config.server.access_log if access_log is None else access_log
     fmt = config.server.log_format if log_format is None else log_format
     _configure_logging(log_access, fmt, log_level)
+    # Said with the other start lines, once it is sure to start (a failed start is
+    # one line).
     raised = raise_open_files_limit()
-    if raised is not None:
-        log.info("%s", raised)
     # The address first (bound, not yet listening): a port in use or an address this
     # machine does not have fails here, before anything is opened or created.
     sock = bind(host, port)
@@ -226,6 +226,8 @@ def serve(
         where = (
             f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         )
+        if raised is not None:
+            log.info("%s", raised)
         log.info("serving with %s: %d worker processes", engine, workers)
         # Said just before the socket listens, so that whoever can connect can read it.
         log.info("pushreport listening on http://%s", where)
