@@ -299,16 +299,6 @@ ON CONFLICT (host, name) DO UPDATE SET applied = EXCLUDED.applied""").format(spo
             spool_table
         )
         self.forget_tombstones = sql.SQL("DELETE FROM {} WHERE removed_at < %s").format(removed)
-        # A spool's batch against removals: a removal's tombstone (ROW EXCLUSIVE) waits
-        # for the batches under way (SHARE), whose rows its DELETE then sees, and a
-        # batch waits for the removals under way, whose tombstones it then sees. (A
-        # DELETE does not see, nor wait for, a row another transaction inserted and has
-        # not committed: without it, a removal on one host while another host's batch
-        # inserted the selector left the selector stored.) Batches do not wait for
-        # each other.
-        self.spool_guard = sql.SQL("LOCK TABLE {} IN SHARE MODE").format(removed)
-        # What a tombstone's INSERT takes, taken before remove_if reads the row.
-        self.removal_guard = sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(removed)
         # upsert_if and remove_if: one selector's turn, until the transaction ends.
         self.selector_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext(%s || ':' || %s))")
         # forget_token and prune: one statement each, atomic; row locks only, so a scan
@@ -845,8 +835,6 @@ class PostgreSQLStorage:
 
         def work(conn: psycopg.Connection[Any]) -> Registration | None:
             conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
-            # Before the read: a spool batch under way may have inserted the selector.
-            conn.execute(self._sql.removal_guard)
             row = conn.execute(self._sql.get, (selector,)).fetchone()
             stored = None if row is None else _decode(row)
             if not allowed(stored):
@@ -886,10 +874,13 @@ class PostgreSQLStorage:
         was none: a report spooled on another host may be on its way)."""
 
         def work(conn: psycopg.Connection[Any]) -> bool:
-            # The tombstone first: it waits for a spool's batch under way
-            # (_Statements.spool_guard) before the row is locked.
+            # The selector's lock, which a spool applying a report of it holds too:
+            # without it, a report inserted by a transaction still open is invisible
+            # to this DELETE, the tombstone to its insert, and both commit.
+            conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
+            removed = conn.execute(self._sql.remove, (selector,)).rowcount > 0
             conn.execute(self._sql.tombstone, (selector,))
-            return conn.execute(self._sql.remove, (selector,)).rowcount > 0
+            return removed
 
         return self._run(work)
 
@@ -922,9 +913,8 @@ class PostgreSQLStorage:
             # Tombstones older than *before* go too: a report received before them
             # would be pruned now anyway.
             def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-                # Tombstones first, as remove(): then the rows.
-                conn.execute(self._sql.forget_tombstones, (before,))
                 found: list[tuple[Any, ...]] = conn.execute(self._sql.prune, (before,)).fetchall()
+                conn.execute(self._sql.forget_tombstones, (before,))
                 return found
 
             rows = self._run(work)
@@ -953,11 +943,15 @@ class PostgreSQLStorage:
             # The table's write lock, even for an empty batch: a spool probes so
             # whether the table can be written again.
             conn.execute(s.ping)
-            conn.execute(s.spool_guard)
             batch = take(dict(conn.execute(s.spool_marks, (host,)).fetchall()))
             params = [_params(report, now) for report, now in batch.items]
             with conn.cursor() as cursor:
                 if params:
+                    # Each selector's lock, as a removal takes it (see remove), in one
+                    # order for every applier (no deadlock between two hosts' batches):
+                    # the tombstone check then sees every removal committed before.
+                    selectors = sorted({report.selector for report, _ in batch.items})
+                    cursor.executemany(s.selector_lock, [(s.lock_key, x) for x in selectors])
                     cursor.executemany(s.spooled_upsert, [params[i] for i in _by_selector(params)])
                 if batch.marks:
                     cursor.executemany(

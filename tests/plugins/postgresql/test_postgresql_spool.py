@@ -76,6 +76,52 @@ def test_a_removal_of_a_selector_never_stored_still_outlives_a_spooled_report(ho
     assert b.get(SELECTOR) is None
 
 
+@pytest.mark.parametrize("how", ["remove", "remove_if"])
+def test_a_removal_during_an_open_apply_of_an_earlier_report_holds(
+    host, pg_dsn: str, pg_table: str, how: str
+) -> None:
+    """Host A's applier has inserted a report received before the removal but not yet
+    committed (a trigger holds its transaction open) when host B removes the selector:
+    B's DELETE cannot see that row, nor A's check B's tombstone. Both take the
+    selector's lock, so B waits for A's commit and deletes what A applied."""
+    import threading
+
+    a, b = host("host-a"), host("host-b")
+    a.ping(), b.ping()  # the schema exists
+    hold = sql.Identifier(f"{pg_table}_hold")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$"
+            ).format(hold)
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER hold AFTER INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()"
+            ).format(sql.Identifier(pg_table), hold)
+        )
+    try:
+        a.upsert(_report("T1"), now=_now(), read_back=False)  # received before the removal
+        applier = threading.Thread(target=a.apply_spool)
+        applier.start()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            while not conn.execute(  # A's insert is done, its transaction open
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE %s",
+                (f"%{pg_table}%",),
+            ).fetchone():
+                assert applier.is_alive(), "the apply ended before the trigger held it"
+        if how == "remove":
+            b.remove(SELECTOR)
+        else:
+            b.remove_if(SELECTOR, lambda stored: True)
+        applier.join()
+        assert b.get(SELECTOR) is None and a.get(SELECTOR) is None
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(hold))
+
+
 def test_remove_if_of_nothing_stored_leaves_a_tombstone_unless_refused(host) -> None:
     a, b = host("host-a"), host("host-b")
     a.upsert(_report("T1"), now=_now(), read_back=False)
