@@ -87,6 +87,9 @@ MAX_POOL = 1000
 DSN_ENV = "PUSHREPORT_DATABASE_URL"
 #: Rows fetched per query while iterating: no connection is held between pages.
 PAGE_SIZE = 256
+#: Advisory locks that selectors share out (by hash) for their turns: a spool batch
+#: takes at most this many, whatever its size; two selectors may share one.
+SELECTOR_TURNS = 256
 #: How many times a transaction that deadlocked or failed to serialize is run in all,
 #: and the back-off between two runs: full jitter below 20 ms, 40 ms, ... at most
 #: 200 ms (the database took ``deadlock_timeout``, 1 s by default, to detect it).
@@ -299,8 +302,22 @@ ON CONFLICT (host, name) DO UPDATE SET applied = EXCLUDED.applied""").format(spo
             spool_table
         )
         self.forget_tombstones = sql.SQL("DELETE FROM {} WHERE removed_at < %s").format(removed)
-        # upsert_if and remove_if: one selector's turn, until the transaction ends.
+        # A named turn (this spool's appliers), until the transaction ends.
         self.selector_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext(%s || ':' || %s))")
+        # A selector's turn (upsert_if, remove_if, remove, a spool's batch), until the
+        # transaction ends: one of SELECTOR_TURNS advisory locks, so that a batch of any
+        # size holds a bounded number (each lock takes a slot of the server's shared lock
+        # table, max_locks_per_transaction x max_connections: a spool's backlog of 100,000
+        # selectors would exhaust it, and the spool would never drain).
+        self.selector_turn = sql.SQL(
+            "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s) & {})"
+        ).format(sql.Literal(SELECTOR_TURNS - 1))
+        # A batch's turns, taken in one order by every batch (the subquery's, which
+        # DISTINCT keeps from being flattened): no two batches wait for each other.
+        self.selector_turns = sql.SQL("""SELECT pg_advisory_xact_lock(k, b) FROM (
+    SELECT DISTINCT hashtext(%s) AS k, hashtext(s) & {} AS b
+    FROM unnest(%s::text[]) AS s ORDER BY b
+) AS turns""").format(sql.Literal(SELECTOR_TURNS - 1))
         # forget_token and prune: one statement each, atomic; row locks only, so a scan
         # (neither the tokens nor last_seen are indexed: an index on last_seen, which
         # every report changes, would end HOT updates) does not hold up other reports.
@@ -817,7 +834,7 @@ class PostgreSQLStorage:
         is asked again if the transaction is run again: see :meth:`_run`)."""
 
         def work(conn: psycopg.Connection[Any]) -> Registration | None:
-            conn.execute(self._sql.selector_lock, (self._sql.lock_key, report.selector))
+            conn.execute(self._sql.selector_turn, (self._sql.lock_key, report.selector))
             row = conn.execute(self._sql.get, (report.selector,)).fetchone()
             if not allowed(None if row is None else _decode(row)):
                 return None
@@ -834,7 +851,7 @@ class PostgreSQLStorage:
         one transaction as :meth:`upsert_if`; the registration deleted, or ``None``."""
 
         def work(conn: psycopg.Connection[Any]) -> Registration | None:
-            conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
+            conn.execute(self._sql.selector_turn, (self._sql.lock_key, selector))
             row = conn.execute(self._sql.get, (selector,)).fetchone()
             stored = None if row is None else _decode(row)
             if not allowed(stored):
@@ -877,7 +894,7 @@ class PostgreSQLStorage:
             # The selector's lock, which a spool applying a report of it holds too:
             # without it, a report inserted by a transaction still open is invisible
             # to this DELETE, the tombstone to its insert, and both commit.
-            conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
+            conn.execute(self._sql.selector_turn, (self._sql.lock_key, selector))
             removed = conn.execute(self._sql.remove, (selector,)).rowcount > 0
             conn.execute(self._sql.tombstone, (selector,))
             return removed
@@ -950,8 +967,8 @@ class PostgreSQLStorage:
                     # Each selector's lock, as a removal takes it (see remove), in one
                     # order for every applier (no deadlock between two hosts' batches):
                     # the tombstone check then sees every removal committed before.
-                    selectors = sorted({report.selector for report, _ in batch.items})
-                    cursor.executemany(s.selector_lock, [(s.lock_key, x) for x in selectors])
+                    selectors = list({report.selector for report, _ in batch.items})
+                    cursor.execute(s.selector_turns, (s.lock_key, selectors))
                     cursor.executemany(s.spooled_upsert, [params[i] for i in _by_selector(params)])
                 if batch.marks:
                     cursor.executemany(

@@ -260,7 +260,10 @@ def test_a_transaction_deadlocked_every_time_ends_in_storage_unavailable(
     def want_the_advisory_lock() -> None:
         # In a savepoint, rolled back once granted: the lock goes, the row lock stays.
         raw.execute("SAVEPOINT other")
-        raw.execute("SELECT pg_advisory_xact_lock(hashtext(%s || ':' || %s))", (key, A))
+        raw.execute(  # the selector's turn, as the storage takes it
+            "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s) & %s)",
+            (key, A, _storage.SELECTOR_TURNS - 1),
+        )
         raw.execute("ROLLBACK TO SAVEPOINT other")
 
     def allowed(stored: object) -> bool:
