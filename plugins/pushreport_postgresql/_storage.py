@@ -7,19 +7,27 @@ them in batches, recording how far in ``<table>_spool`` under its own name, so t
 hosts sharing the database never read each other's marks. A report spooled on one host
 may be applied after another host removed its selector: every removal leaves a
 tombstone in ``<table>_removed`` (selector, when), and a spooled report received no
-later than the tombstone is skipped (:func:`pushreport_core.outlived_by_removal`)."""
+later than the tombstone is skipped (:func:`pushreport_core.outlived_by_removal`).
+
+A deadlock or a serialization failure (SQLSTATE 40P01, 40001) is transient: the whole
+transaction is run again, a few times after a short jittered back-off
+(:func:`pushreport_core.backoff`), before ``StorageUnavailable``. Batches lock their rows
+in selector order, so that two batches cannot deadlock each other in the first place."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import random
 import re
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 import psycopg
@@ -44,6 +52,7 @@ from pushreport_core import (
     Registration,
     Report,
     StorageUnavailable,
+    backoff,
 )
 
 from ._options import OPTIONS_DOC
@@ -78,6 +87,19 @@ MAX_POOL = 1000
 DSN_ENV = "PUSHREPORT_DATABASE_URL"
 #: Rows fetched per query while iterating: no connection is held between pages.
 PAGE_SIZE = 256
+#: Advisory locks that selectors share out (by hash) for their turns: a spool batch
+#: takes at most this many, whatever its size; two selectors may share one.
+SELECTOR_TURNS = 256
+#: How many times a transaction that deadlocked or failed to serialize is run in all,
+#: and the back-off between two runs: full jitter below 20 ms, 40 ms, ... at most
+#: 200 ms (the database took ``deadlock_timeout``, 1 s by default, to detect it).
+TRANSIENT_ATTEMPTS = 4
+TRANSIENT_BACKOFF = 0.02
+TRANSIENT_BACKOFF_MAX = 0.2
+
+_T = TypeVar("_T")
+
+log = logging.getLogger("pushreport.postgresql")
 
 _OPTIONS = tuple(OPTIONS_DOC)
 # Unquoted-style names only, short enough that "<table>_username" and "<table>_schema"
@@ -280,8 +302,22 @@ ON CONFLICT (host, name) DO UPDATE SET applied = EXCLUDED.applied""").format(spo
             spool_table
         )
         self.forget_tombstones = sql.SQL("DELETE FROM {} WHERE removed_at < %s").format(removed)
-        # upsert_if and remove_if: one selector's turn, until the transaction ends.
+        # A named turn (this spool's appliers), until the transaction ends.
         self.selector_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext(%s || ':' || %s))")
+        # A selector's turn (upsert_if, remove_if, remove, a spool's batch), until the
+        # transaction ends: one of SELECTOR_TURNS advisory locks, so that a batch of any
+        # size holds a bounded number (each lock takes a slot of the server's shared lock
+        # table, max_locks_per_transaction x max_connections: a spool's backlog of 100,000
+        # selectors would exhaust it, and the spool would never drain).
+        self.selector_turn = sql.SQL(
+            "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s) & {})"
+        ).format(sql.Literal(SELECTOR_TURNS - 1))
+        # A batch's turns, taken in one order by every batch (the subquery's, which
+        # DISTINCT keeps from being flattened): no two batches wait for each other.
+        self.selector_turns = sql.SQL("""SELECT pg_advisory_xact_lock(k, b) FROM (
+    SELECT DISTINCT hashtext(%s) AS k, hashtext(s) & {} AS b
+    FROM unnest(%s::text[]) AS s ORDER BY b
+) AS turns""").format(sql.Literal(SELECTOR_TURNS - 1))
         # forget_token and prune: one statement each, atomic; row locks only, so a scan
         # (neither the tokens nor last_seen are indexed: an index on last_seen, which
         # every report changes, would end HOT updates) does not hold up other reports.
@@ -340,6 +376,21 @@ _CONNECT_REASONS = {
 
 class _NoTable(StorageUnavailable):
     """The table is missing, and the storage does not create it."""
+
+
+class _Transient(StorageUnavailable):
+    """A deadlock or a serialization failure: the transaction may be run again."""
+
+
+#: The transient failures, by SQLSTATE: what the database says of them.
+_TRANSIENT = {"40P01": "deadlocked", "40001": "could not be serialized"}
+
+
+def _by_selector(params: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The order in which a batch locks its rows: by selector, and in the given order
+    among the reports of one selector (a stable sort), so that any two batches lock the
+    selectors they share in the same order and cannot wait for each other."""
+    return sorted(range(len(params)), key=lambda i: params[i][_KEY])
 
 
 # Pools are per process; this lock guards opening one. A lock another thread held at a
@@ -408,6 +459,8 @@ class PostgreSQLStorage:
     _pid: int = attrs.field(init=False, default=0, repr=False)
     _schema_ready: bool = attrs.field(init=False, default=False, repr=False)
     _closed: bool = attrs.field(init=False, default=False, repr=False)
+    # The back-off's jitter (never the clock's or a global random state).
+    _rng: random.Random = attrs.field(init=False, factory=random.Random, repr=False)
     # Pools inherited through fork(): their sockets belong to the parent, so the child
     # neither uses nor closes them, and keeps them from being collected.
     _inherited: list[ConnectionPool] = attrs.field(init=False, factory=list, repr=False)
@@ -553,6 +606,11 @@ class PostgreSQLStorage:
             )
         if isinstance(exc, errors.ReadOnlySqlTransaction):
             return StorageUnavailable("postgresql server is read-only")
+        if exc.sqlstate in _TRANSIENT:
+            return _Transient(
+                f"postgresql transaction {_TRANSIENT[exc.sqlstate]} (SQLSTATE {exc.sqlstate})",
+                retry_after=self._retry_after,
+            )
         if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57")):
             return StorageUnavailable("postgresql server is unreachable")
         return StorageUnavailable(f"postgresql failed (SQLSTATE {exc.sqlstate})")
@@ -661,10 +719,51 @@ class PostgreSQLStorage:
                 (SCHEMA_VERSION,),
             )
 
+    def _run(
+        self, work: Callable[[psycopg.Connection[Any]], _T], *, transaction: bool = True
+    ) -> _T:
+        """``work(conn)`` on a pooled connection, in one transaction (or, with
+        *transaction* false, as the one autocommitted statement it runs). A deadlock or a
+        serialization failure rolls it all back and runs it again, up to
+        :data:`TRANSIENT_ATTEMPTS` times in all, after a jittered back-off; then
+        ``StorageUnavailable``. *work* may so run more than once: it must not act
+        outside the transaction."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._connection() as conn:
+                    if not transaction:
+                        return work(conn)
+                    with conn.transaction():
+                        return work(conn)
+            except _Transient as exc:
+                if attempt >= TRANSIENT_ATTEMPTS:
+                    raise StorageUnavailable(
+                        f"{exc}, {attempt} times", retry_after=exc.retry_after
+                    ) from exc
+                log.info(
+                    "%s: running it again (attempt %d of %d)",
+                    exc,
+                    attempt + 1,
+                    TRANSIENT_ATTEMPTS,
+                )
+            time.sleep(
+                backoff(
+                    attempt,
+                    base=TRANSIENT_BACKOFF,
+                    cap=TRANSIENT_BACKOFF_MAX,
+                    rng=self._rng,
+                    jitter=1.0,
+                )
+            )
+
     def _rows(self, statement: sql.Composed, params: Any) -> list[tuple[Any, ...]]:
-        with self._connection() as conn:
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             rows: list[tuple[Any, ...]] = conn.execute(statement, params).fetchall()
             return rows
+
+        return self._run(work, transaction=False)
 
     # -- Storage -------------------------------------------------------------------
 
@@ -680,31 +779,46 @@ class PostgreSQLStorage:
         """Upsert every ``(report, now)`` in one transaction, in order: one commit.
 
         All or nothing: on failure nothing of the batch is stored and
-        ``StorageUnavailable`` is raised. Reports of one selector are merged in order.
+        ``StorageUnavailable`` is raised. Reports of one selector are merged in order;
+        the rows are written (locked) in selector order, the registrations returned in
+        the order of *items*.
         """
         params = [_params(report, now) for report, now in items]
         if not params:
             return []
-        rows = []
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(self._sql.upsert, params, returning=True)
-            while True:
-                row = cursor.fetchone()
-                assert row is not None  # RETURNING gives one row per statement
-                rows.append(row)
-                if not cursor.nextset():
-                    break
-        return [_decode(row) for row in rows]
+        order = _by_selector(params)
+
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            rows = []
+            with conn.cursor() as cursor:
+                cursor.executemany(self._sql.upsert, [params[i] for i in order], returning=True)
+                while True:
+                    row = cursor.fetchone()
+                    assert row is not None  # RETURNING gives one row per statement
+                    rows.append(row)
+                    if not cursor.nextset():
+                        break
+            return rows
+
+        rows = self._run(work)
+        placed: list[tuple[Any, ...]] = [()] * len(rows)
+        for i, row in zip(order, rows):
+            placed[i] = row
+        return [_decode(row) for row in placed]
 
     def put_many(self, registrations: Sequence[Registration]) -> None:
         """Store *registrations* exactly as given (``first_seen``, ``last_seen`` and
         ``reports`` included), replacing any row of the same selector, in one
-        transaction: one commit. All or nothing."""
+        transaction: one commit, the rows written in selector order. All or nothing."""
         params = [_put_params(r) for r in registrations]
         if not params:
             return
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(self._sql.put, params)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany(self._sql.put, [params[i] for i in _by_selector(params)])
+
+        self._run(work)
 
     def upsert_if(
         self,
@@ -716,9 +830,11 @@ class PostgreSQLStorage:
         """:meth:`upsert`, unless ``allowed(the stored registration or None)`` is false:
         then nothing is written and ``None`` returned. One transaction that first takes
         an advisory lock on the selector, so two such writes of one selector, from any
-        host, take turns and the second decides on what the first committed."""
-        with self._connection() as conn, conn.transaction():
-            conn.execute(self._sql.selector_lock, (self._sql.lock_key, report.selector))
+        host, take turns and the second decides on what the first committed (*allowed*
+        is asked again if the transaction is run again: see :meth:`_run`)."""
+
+        def work(conn: psycopg.Connection[Any]) -> Registration | None:
+            conn.execute(self._sql.selector_turn, (self._sql.lock_key, report.selector))
             row = conn.execute(self._sql.get, (report.selector,)).fetchone()
             if not allowed(None if row is None else _decode(row)):
                 return None
@@ -726,13 +842,16 @@ class PostgreSQLStorage:
             assert written is not None  # RETURNING gives the row
             return _decode(written)
 
+        return self._run(work)
+
     def remove_if(
         self, selector: str, allowed: Callable[[Registration | None], bool]
     ) -> Registration | None:
         """Delete the registration of *selector* if ``allowed(it, or None)`` is true, in
         one transaction as :meth:`upsert_if`; the registration deleted, or ``None``."""
-        with self._connection() as conn, conn.transaction():
-            conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
+
+        def work(conn: psycopg.Connection[Any]) -> Registration | None:
+            conn.execute(self._sql.selector_turn, (self._sql.lock_key, selector))
             row = conn.execute(self._sql.get, (selector,)).fetchone()
             stored = None if row is None else _decode(row)
             if not allowed(stored):
@@ -744,6 +863,8 @@ class PostgreSQLStorage:
                 return None
             conn.execute(self._sql.remove, (selector,))
             return stored
+
+        return self._run(work)
 
     def get(self, selector: str) -> Registration | None:
         rows = self._rows(self._sql.get, (selector,))
@@ -768,14 +889,17 @@ class PostgreSQLStorage:
     def remove(self, selector: str) -> bool:
         """Delete the registration of *selector*, and leave a tombstone (even when there
         was none: a report spooled on another host may be on its way)."""
-        with self._connection() as conn, conn.transaction():
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
             # The selector's lock, which a spool applying a report of it holds too:
             # without it, a report inserted by a transaction still open is invisible
             # to this DELETE, the tombstone to its insert, and both commit.
-            conn.execute(self._sql.selector_lock, (self._sql.lock_key, selector))
+            conn.execute(self._sql.selector_turn, (self._sql.lock_key, selector))
             removed = conn.execute(self._sql.remove, (selector,)).rowcount > 0
             conn.execute(self._sql.tombstone, (selector,))
             return removed
+
+        return self._run(work)
 
     def count(self) -> int:
         """How many registrations are stored (the ``pushreport_registrations`` gauge)."""
@@ -805,9 +929,12 @@ class PostgreSQLStorage:
         else:
             # Tombstones older than *before* go too: a report received before them
             # would be pruned now anyway.
-            with self._connection() as conn, conn.transaction():
-                rows = conn.execute(self._sql.prune, (before,)).fetchall()
+            def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+                found: list[tuple[Any, ...]] = conn.execute(self._sql.prune, (before,)).fetchall()
                 conn.execute(self._sql.forget_tombstones, (before,))
+                return found
+
+            rows = self._run(work)
         return sorted((_decode(row) for row in rows), key=lambda r: r.selector)
 
     # -- the report spool's capability (pushreport.storage.SpoolTarget) ----------------
@@ -823,9 +950,12 @@ class PostgreSQLStorage:
         of one spool, in any process, take turns); see
         :meth:`pushreport.storage.SpoolTarget.apply_spooled`. A report that a removal
         outlived (:func:`pushreport_core.outlived_by_removal`) is skipped; it counts
-        as applied."""
+        as applied. The rows are written in selector order (reports of one selector
+        in the order given); a transaction that deadlocked is run again, *take* asked
+        again from the marks it then reads."""
         s, host = self._sql, self.spool_host
-        with self._connection() as conn, conn.transaction():
+
+        def work(conn: psycopg.Connection[Any]) -> int:
             conn.execute(s.selector_lock, (f"{s.lock_key}:spool", host))
             # The table's write lock, even for an empty batch: a spool probes so
             # whether the table can be written again.
@@ -837,9 +967,9 @@ class PostgreSQLStorage:
                     # Each selector's lock, as a removal takes it (see remove), in one
                     # order for every applier (no deadlock between two hosts' batches):
                     # the tombstone check then sees every removal committed before.
-                    selectors = sorted({report.selector for report, _ in batch.items})
-                    cursor.executemany(s.selector_lock, [(s.lock_key, x) for x in selectors])
-                    cursor.executemany(s.spooled_upsert, params)
+                    selectors = list({report.selector for report, _ in batch.items})
+                    cursor.execute(s.selector_turns, (s.lock_key, selectors))
+                    cursor.executemany(s.spooled_upsert, [params[i] for i in _by_selector(params)])
                 if batch.marks:
                     cursor.executemany(
                         s.spool_advance, [(host, n, at) for n, at in batch.marks.items()]
@@ -847,6 +977,8 @@ class PostgreSQLStorage:
                 if batch.forget:
                     cursor.execute(s.spool_forget, (host, list(batch.forget)))
             return len(params)
+
+        return self._run(work)
 
     def limit_state(self) -> PostgreSQLLimitState:
         """The limits' shared state, in the table ``<table>_limits`` of this database:

@@ -142,6 +142,32 @@ def check_start(
     return create_app, lines
 
 
+#: The soft limit of open files wanted when the hard limit is "unlimited" (Linux refuses
+#: more than ``fs.nr_open``, 1,048,576 by default).
+OPEN_FILES_UNLIMITED = 1 << 20
+
+
+def raise_open_files_limit() -> str | None:
+    """Raise this process's soft limit of open files (``RLIMIT_NOFILE``) to its hard
+    limit, which the workers inherit: each idle or slow connection holds a descriptor,
+    and the common soft default (1,024) is too few for a thousand of them. What was done,
+    for the log; ``None`` when there was nothing to do (already at the hard limit, or no
+    such limit on this system). Never raises: a limit that cannot be raised is said."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (OSError, ValueError) as exc:
+        return f"open files: the soft limit ({soft}) could not be raised: {exc}"
+    return f"open files: soft limit raised from {soft} to {want}"
+
+
 def _configure_logging(
     access_log: bool, log_format: str = "text", level: str | None = None
 ) -> None:
@@ -176,6 +202,9 @@ def serve(
     log_access = config.server.access_log if access_log is None else access_log
     fmt = config.server.log_format if log_format is None else log_format
     _configure_logging(log_access, fmt, log_level)
+    # Said with the other start lines, once it is sure to start (a failed start is
+    # one line).
+    raised = raise_open_files_limit()
     # The address first (bound, not yet listening): a port in use or an address this
     # machine does not have fails here, before anything is opened or created.
     sock = bind(host, port)
@@ -197,6 +226,8 @@ def serve(
         where = (
             f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         )
+        if raised is not None:
+            log.info("%s", raised)
         log.info("serving with %s: %d worker processes", engine, workers)
         # Said just before the socket listens, so that whoever can connect can read it.
         log.info("pushreport listening on http://%s", where)

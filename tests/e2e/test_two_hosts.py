@@ -64,7 +64,10 @@ def test_two_hosts_share_one_postgresql_table(tmp_path: Path, pg_dsn: str, pg_ta
     from pushreport_postgresql._storage import PostgreSQLStorage
 
     config = tmp_path / "pushreport.toml"
+    # threads = 8: each host's group commit batches reports of the same selectors that
+    # the other host's batches hold (PostgreSQL deadlocked them before they were sorted).
     config.write_text(
+        "[server]\nthreads = 8\n"
         '[storage]\nbackends = ["postgresql"]\n[storage.postgresql]\n'
         f"dsn = {json.dumps(pg_dsn)}\ntable = {json.dumps(pg_table)}\n"
         "timeout = 10.0\n"

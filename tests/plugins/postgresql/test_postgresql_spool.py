@@ -279,3 +279,18 @@ def test_the_spooled_upserts_column_types_are_the_tables(pg_dsn: str, pg_table: 
         ).fetchall()
     names = {"timestamp with time zone": "timestamptz"}
     assert {c: names.get(t, t) for c, t in rows} == dict(_COLUMN_TYPES)
+
+
+def test_a_backlog_of_any_size_is_applied_in_one_batch(pg_dsn: str, pg_table: str) -> None:
+    """A spool's backlog after an outage (20,000 selectors) is one batch: its selectors'
+    turns are a bounded number of advisory locks, not one each (which would exhaust the
+    server's shared lock table, max_locks_per_transaction x max_connections, and leave
+    the spool unable to drain)."""
+    backend = PostgreSQLStorage(dsn=pg_dsn, table=pg_table, timeout=60, spool_host="backlog")
+    try:
+        received = _now()
+        items = [(_report("T", selector=f"{i:040x}:c0f"), received) for i in range(20_000)]
+        assert backend.apply_spooled(lambda marks: SpooledBatch(items=items)) == 20_000
+        assert backend.count() == 20_000
+    finally:
+        backend.close()
