@@ -183,6 +183,10 @@ class Receiver:
     failure_log: ThrottledLog = attrs.field(
         factory=lambda: ThrottledLog(log), init=False, repr=False
     )
+    #: The last :meth:`claim` asked and its answer.
+    _last_claim: tuple[str, str, Claim | None] = attrs.field(
+        default=("", "", None), init=False, repr=False
+    )
     #: :meth:`quick`'s part that the configuration decides, once known.
     _quick: bool | None = attrs.field(default=None, init=False, repr=False)
 
@@ -260,7 +264,12 @@ class Receiver:
     def claim(self, method: str, raw_path: str) -> Claim | None:
         """Which shapes take a *method* request for *raw_path*: ``"report"``,
         ``"removal"`` or ``None`` (:func:`pushreport_core.claim`)."""
-        return claim(method, raw_path, reporter=self.shapes, removal=self.removal_shapes)
+        last = self._last_claim  # an adapter asks about one request several times
+        if last[0] == method and last[1] == raw_path:
+            return last[2]
+        answer = claim(method, raw_path, reporter=self.shapes, removal=self.removal_shapes)
+        self._last_claim = (method, raw_path, answer)  # one assignment: thread-safe
+        return answer
 
     def owns(self, method: str, raw_path: str) -> bool:
         return self.claim(method, raw_path) is not None
