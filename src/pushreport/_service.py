@@ -47,6 +47,7 @@ from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import authentication, make_plugin_manager, transform_report
+from .spool import SpooledStorage
 from .storage import Capability, Storage
 
 __all__ = [
@@ -182,6 +183,12 @@ class Receiver:
     failure_log: ThrottledLog = attrs.field(
         factory=lambda: ThrottledLog(log), init=False, repr=False
     )
+    #: The last :meth:`claim` asked and its answer.
+    _last_claim: tuple[str, str, Claim | None] = attrs.field(
+        default=("", "", None), init=False, repr=False
+    )
+    #: :meth:`quick`'s part that the configuration decides, once known.
+    _quick: bool | None = attrs.field(default=None, init=False, repr=False)
 
     @classmethod
     def from_config(
@@ -257,7 +264,12 @@ class Receiver:
     def claim(self, method: str, raw_path: str) -> Claim | None:
         """Which shapes take a *method* request for *raw_path*: ``"report"``,
         ``"removal"`` or ``None`` (:func:`pushreport_core.claim`)."""
-        return claim(method, raw_path, reporter=self.shapes, removal=self.removal_shapes)
+        last = self._last_claim  # an adapter asks about one request several times
+        if last[0] == method and last[1] == raw_path:
+            return last[2]
+        answer = claim(method, raw_path, reporter=self.shapes, removal=self.removal_shapes)
+        self._last_claim = (method, raw_path, answer)  # one assignment: thread-safe
+        return answer
 
     def owns(self, method: str, raw_path: str) -> bool:
         return self.claim(method, raw_path) is not None
@@ -266,6 +278,39 @@ class Receiver:
         """Whether a *method* request for *raw_path* goes to the Account Removal Reporter
         (:meth:`remove`) rather than to the reporter (:meth:`handle`)."""
         return self.claim(method, raw_path) == "removal"
+
+    def quick(self, method: str, raw_path: str) -> bool:
+        """Whether :meth:`receive` of a *method* request for *raw_path* waits on nothing
+        slower than an append to a report spool that does not fsync, so that an event
+        loop may call it inline rather than on a thread: a report (a removal applies the
+        spool first), no ``[limits]`` rate or lock-out (their state is shared, in a
+        database), no authentication, no plugin hook on reports, ``token_owner`` not
+        ``"newest"``, and every backend such a spool, already reached by this process."""
+        if not self._quick_setup():
+            return False
+        if self.claim(method, raw_path) != "report":
+            return False
+        return all(b.storage.appends_at_once for b in self.backends)  # type: ignore[attr-defined]
+
+    def _quick_setup(self) -> bool:
+        """The part of :meth:`quick` that the configuration decides (once)."""
+        if self._quick is not None:
+            return self._quick
+        hooks = self.plugin_manager.hook
+        self._quick = (
+            self.serving
+            and (self.limiter is None or self.limiter.state is None)
+            and self.config.reporter.token_owner != "newest"
+            and not hooks.pushreport_authenticate.get_hookimpls()
+            and not hooks.pushreport_transform_report.get_hookimpls()
+            and not hooks.pushreport_report_stored.get_hookimpls()
+            and bool(self.backends)
+            and all(
+                isinstance(b.storage, SpooledStorage) and not b.storage.fsync
+                for b in self.backends
+            )
+        )
+        return self._quick
 
     def shapes_for(self, method: str, raw_path: str) -> Shapes:
         """The shapes that answer a *method* request for *raw_path* (for redaction)."""

@@ -302,6 +302,12 @@ class SpooledStorage:
             self._applier_idle = False
             self._applier_wake.set()
 
+    @property
+    def appends_at_once(self) -> bool:
+        """Whether a quiet upsert (an append) waits on nothing slow now: no fsync, and
+        this process has already reached the backend (its first report opens it)."""
+        return not self.fsync and not self._closed and self._applier_pid == os.getpid()
+
     @overload
     def upsert(
         self, report: Report, *, now: datetime, read_back: Literal[True] = True
