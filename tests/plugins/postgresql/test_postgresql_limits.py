@@ -30,7 +30,7 @@ class TestPostgreSQLLimitState(LimitStateConformance):
         storages: list[PostgreSQLStorage] = []
 
         def make() -> LimitState:
-            storage = PostgreSQLStorage(dsn=pg_dsn, table=pg_table, timeout=0.3)
+            storage = PostgreSQLStorage(dsn=pg_dsn, table=pg_table, timeout=1.5)
             storages.append(storage)
             return storage.limit_state()
 
