@@ -4,7 +4,7 @@ It ties the pure core (:mod:`pushreport_core`) to configuration, plugins and sto
 and knows nothing of HTTP servers: the adapters (:mod:`pushreport_wsgi`) turn a
 request into one call here and its outcome into a response.
 
-- :class:`Config` / :func:`load_config` — the TOML configuration;
+- :class:`Config` / :func:`load_config` / :func:`as_config` — the TOML configuration;
 - :class:`Receiver` — parse, authenticate, limit and store reports and removals;
   :meth:`Receiver.receive` is an adapter's one call per request, its :class:`Outcome`
   what the adapter answers;
@@ -45,6 +45,7 @@ from ._config import (
     ReporterConfig,
     ServerConfig,
     StorageConfig,
+    as_config,
     load_config,
     value_or_env,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "text_answer",
     "whole_body",
     "hookimpl",
+    "as_config",
     "load_config",
     "make_plugin_manager",
     "push",

@@ -1130,6 +1130,16 @@ class Config:
         )
 
 
+def as_config(config: Config | str | os.PathLike[str] | None) -> Config:
+    """What an adapter's *config* argument names: a :class:`Config` as it is, a path's
+    TOML file read and checked (:func:`load_config`), ``None`` the defaults."""
+    if config is None:
+        return Config()
+    if isinstance(config, Config):
+        return config
+    return load_config(config)
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and check the TOML file at *path*."""
     p = Path(path)

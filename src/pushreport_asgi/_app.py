@@ -41,9 +41,9 @@ from pushreport import (
     PrometheusMetrics,
     Readiness,
     Receiver,
+    as_config,
     client_address,
     declared_length,
-    load_config,
     log_access,
     lookup_answer,
     method_not_allowed,
@@ -67,14 +67,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 T = TypeVar("T")
 
 _METHODS = OperatorPaths.methods
-
-
-def _as_config(config: Config | str | os.PathLike[str] | None) -> Config:
-    if config is None:
-        return Config()
-    if isinstance(config, Config):
-        return config
-    return load_config(config)
 
 
 def raw_target(scope: Scope) -> str:
@@ -189,7 +181,7 @@ class PushReportMiddleware:
     ) -> None:
         self.app = app
         self.receiver = (
-            receiver if receiver is not None else Receiver.from_config(_as_config(config))
+            receiver if receiver is not None else Receiver.from_config(as_config(config))
         )
         settings = self.receiver.config
         paths = OperatorPaths.of(self.receiver)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Iterable
 
-from pushreport import AdminPage, Config, Receiver, load_config
+from pushreport import AdminPage, Config, Receiver, as_config
 
 from ._endpoints import AdminApp, LookupApp, PathDispatcher, operator_apps
 from ._reports import ReportMiddleware
@@ -22,14 +22,6 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["PushReportMiddleware", "create_app"]
-
-
-def _as_config(config: Config | str | os.PathLike[str] | None) -> Config:
-    if config is None:
-        return Config()
-    if isinstance(config, Config):
-        return config
-    return load_config(config)
 
 
 class PushReportMiddleware(PathDispatcher):
@@ -69,7 +61,7 @@ class PushReportMiddleware(PathDispatcher):
     ) -> None:
         self.app = app
         self.receiver = (
-            receiver if receiver is not None else Receiver.from_config(_as_config(config))
+            receiver if receiver is not None else Receiver.from_config(as_config(config))
         )
         settings = self.receiver.config
         prefixes: dict[str, WSGIApplication] = {}
