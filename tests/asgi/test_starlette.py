@@ -8,16 +8,14 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from ..e2e.conftest import PUSHREPORT, free_port, pushreport_list
+from ..e2e.conftest import PUSHREPORT, free_port, log_text, pushreport_list, spawn_listening
 from ..wsgi.conftest import SELECTOR, SPEC_GET
 
 pytest.importorskip("starlette", reason="Starlette is in the test extras")
@@ -34,29 +32,16 @@ class Portal:
         self.port = free_port()
         self.log = (tmp_path / "portal.log").open("w+b")
         self.stopped = False
-        self.proc = subprocess.Popen(
+        self.proc = spawn_listening(
             [sys.executable, "-m", "tests.asgi.portal", str(config), str(self.port)],
             cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log=self.log,
+            port=self.port,
+            name="portal",
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"portal exited early:\n{self.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"portal did not listen:\n{self.output()}") from None
-                time.sleep(0.05)
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")
+        return log_text(self.log)
 
     def request(
         self, method: str, target: str, body: bytes | None = None, **headers: str

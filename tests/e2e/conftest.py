@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator, Sequence
 
 import pytest
 
@@ -33,6 +33,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def log_text(log: IO[bytes]) -> str:
+    """Everything a process has written to *log* so far."""
+    log.flush()
+    log.seek(0)
+    return log.read().decode("utf-8", "replace")
+
+
+def spawn_listening(
+    argv: Sequence[str], *, cwd: Path, log: IO[bytes], port: int, name: str
+) -> subprocess.Popen[bytes]:
+    """Start *argv* (its output into *log*, a session of its own) and wait until it
+    accepts on *port*: a bounded poll that fails with the output if it exits or never
+    listens."""
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{log_text(log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not listen:\n{log_text(log)}") from None
+            time.sleep(0.05)
+
+
 class Server:
     def __init__(
         self,
@@ -50,7 +79,7 @@ class Server:
         db_args = ["--db", str(self.db)] if db else []
         if engine is not None and "--engine" not in args:
             db_args += ["--engine", engine]
-        self.proc = subprocess.Popen(
+        self.proc = spawn_listening(
             [
                 *PUSHREPORT,
                 "serve",
@@ -64,26 +93,13 @@ class Server:
                 *args,
             ],
             cwd=tmp_path,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log=self.log,
+            port=self.port,
+            name="server",
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not listen:\n{self.output()}") from None
-                time.sleep(0.05)
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")
+        return log_text(self.log)
 
     def send(self, raw: bytes, timeout: float = 10.0) -> bytes:
         """Send *raw* bytes as one request over a new connection; return the answer."""
