@@ -72,7 +72,7 @@ from ._plugins import make_plugin_manager
 from ._push import PushClient, PushResult, push
 from ._service import Backend, Outcome, Receiver, RemovalOutcome
 from .hookspecs import hookimpl
-from .spool import SpooledStorage
+from .spool import PendingSyncs, SpooledStorage
 from .storage import (
     Capabilities,
     Capability,
@@ -118,6 +118,7 @@ __all__ = [
     "ReporterConfig",
     "ServerConfig",
     "SpooledStorage",
+    "PendingSyncs",
     "Storage",
     "StorageConfig",
     "StorageContext",

@@ -47,7 +47,7 @@ from ._limits import Limiter, share_limit_state
 from ._logs import ThrottledLog
 from ._metrics import Metrics, NullMetrics, make_metrics
 from ._plugins import authentication, make_plugin_manager, transform_report
-from .spool import SpooledStorage
+from .spool import PendingSyncs, SpooledStorage, deferring_syncs
 from .storage import Capability, Storage
 
 __all__ = [
@@ -280,9 +280,9 @@ class Receiver:
         return self.claim(method, raw_path) == "removal"
 
     def quick(self, method: str, raw_path: str) -> bool:
-        """Whether :meth:`receive` of a *method* request for *raw_path* waits on nothing
-        slower than an append to a report spool that does not fsync, so that an event
-        loop may call it inline rather than on a thread: a report (a removal applies the
+        """Whether :meth:`receive_at_once` may take a *method* request for *raw_path*
+        on an event loop: its storage work is an append to a report spool (whose
+        fsync, if any, it defers), nothing slower: a report (a removal applies the
         spool first), no ``[limits]`` rate or lock-out (their state is shared, in a
         database), no authentication, no plugin hook on reports, ``token_owner`` not
         ``"newest"``, and every backend such a spool, already reached by this process."""
@@ -305,10 +305,7 @@ class Receiver:
             and not hooks.pushreport_transform_report.get_hookimpls()
             and not hooks.pushreport_report_stored.get_hookimpls()
             and bool(self.backends)
-            and all(
-                isinstance(b.storage, SpooledStorage) and not b.storage.fsync
-                for b in self.backends
-            )
+            and all(isinstance(b.storage, SpooledStorage) for b in self.backends)
         )
         return self._quick
 
@@ -329,6 +326,31 @@ class Receiver:
         ``pushreport_report_stored`` hook, ``token_owner = "newest"``), so that a backend
         that can skip the read (``quiet_upsert``) does.
         """
+        return self._receive(request, deferred=False)
+
+    def receive_at_once(self, request: Request) -> tuple[Outcome, PendingSyncs | None]:
+        """:meth:`receive` for a request that :meth:`quick` allows, on an event loop:
+        a ``full`` spool's ``fdatasync`` is not waited for. With :class:`PendingSyncs`,
+        the outcome may not be answered yet: once its :meth:`~PendingSyncs.synced` (or
+        :meth:`~PendingSyncs.sync`, off the loop) returns or raises, :meth:`synced`
+        gives the outcome to answer. Without, it is final, as :meth:`receive`'s."""
+        with deferring_syncs() as waits:
+            outcome = self._receive(request, deferred=True)
+        if not waits or outcome.error is not None:
+            if outcome.error is None:
+                self.metrics.report_accepted()
+            return outcome, None
+        return outcome, PendingSyncs(tuple(waits))
+
+    def synced(self, outcome: Outcome, error: Exception | None = None) -> Outcome:
+        """The outcome to answer for :meth:`receive_at_once`'s *outcome* once its syncs
+        returned (*error*: what one of them raised), counted."""
+        if error is not None:
+            return self.refuse(error, shape=outcome.shape, selector=outcome.selector)
+        self.metrics.report_accepted()
+        return outcome
+
+    def _receive(self, request: Request, *, deferred: bool) -> Outcome:
         started = time.perf_counter()
         shape: str | None = None
         selector: str | None = None
@@ -354,7 +376,8 @@ class Receiver:
         except Exception as e:
             outcome = self.refuse(e, shape=shape, selector=selector)
         else:
-            self.metrics.report_accepted()
+            if not deferred:  # (receive_at_once counts it once it is on disk)
+                self.metrics.report_accepted()
         self.metrics.request_done(time.perf_counter() - started)
         return outcome
 

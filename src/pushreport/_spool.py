@@ -45,6 +45,7 @@ from pushreport_core import REPORTED_FIELDS, Report, format_time, parse_time
 
 __all__ = [
     "SpoolFiles",
+    "Unsynced",
     "Item",
     "encode",
     "encode_report",
@@ -153,6 +154,41 @@ class _Syncs:
         self.error: OSError | None = None
 
 
+class Unsynced:
+    """A line :meth:`SpoolFiles.append` wrote with *defer*: on disk once
+    :meth:`synced` says so. :meth:`sync` waits for it on the calling thread, leading or
+    joining the file's group commit (one ``fdatasync`` for every line written before
+    it began), so that many such lines share one sync."""
+
+    __slots__ = ("files", "syncs", "line")
+
+    def __init__(self, files: SpoolFiles, syncs: _Syncs, line: int) -> None:
+        self.files = files
+        self.syncs = syncs
+        self.line = line
+
+    def synced(self) -> bool:
+        """Whether the line is on disk now (never blocks).
+
+        :raises OSError: a sync that did not cover it failed: it never will be.
+        """
+        syncs = self.syncs
+        if syncs.synced >= self.line:
+            return True
+        if syncs.error is not None:
+            raise OSError(syncs.error.errno, f"report spool sync failed: {syncs.error}")
+        return False
+
+    def sync(self) -> None:
+        """Return once the line is on disk (blocks for a sync).
+
+        :raises OSError: as :meth:`synced`.
+        """
+        files = self.files
+        with files._lock:
+            files._wait_synced(self.syncs, self.line)
+
+
 @attrs.define(eq=False)
 class SpoolFiles:
     """The spool folder of one backend, as seen from one process.
@@ -197,8 +233,10 @@ class SpoolFiles:
         """The name of this process's current file ("" before its first append)."""
         return self._name if self._pid == os.getpid() else ""
 
-    def append(self, line: bytes) -> None:
-        """Append *line* to this process's file; with *fsync*, on disk when it returns.
+    def append(self, line: bytes, *, defer: bool = False) -> Unsynced | None:
+        """Append *line* to this process's file; with *fsync*, on disk when it returns,
+        or, with *defer*, once the :class:`Unsynced` it returns says so (an event loop
+        writes on the loop and waits for the sync without holding it up).
 
         :raises OSError: nothing was acknowledged; a line cut short is never applied,
             and the next append starts a new file so that it cannot follow one.
@@ -225,7 +263,10 @@ class SpoolFiles:
                 syncs = self._syncs
                 assert syncs is not None and syncs.fd == fd
                 syncs.written += 1
+                if defer:
+                    return Unsynced(self, syncs, syncs.written)
                 self._wait_synced(syncs, syncs.written)
+        return None
 
     def _wait_synced(self, syncs: _Syncs, line: int) -> None:
         """Return once line number *line* of *syncs*' file is on disk: lead a sync when

@@ -42,6 +42,8 @@ import os
 import threading
 import time
 import weakref
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Protocol, overload
@@ -51,7 +53,7 @@ import attrs
 from pushreport_core import Registration, Report, StorageUnavailable
 
 from ._logs import ThrottledLog
-from ._spool import ROTATE_BYTES, SpoolFiles, encode, encode_report, in_time_order
+from ._spool import ROTATE_BYTES, SpoolFiles, Unsynced, encode, encode_report, in_time_order
 from .storage import (
     BackendOptions,
     Capabilities,
@@ -64,6 +66,8 @@ from .storage import (
 __all__ = [
     "SpooledStorage",
     "Spoolable",
+    "PendingSyncs",
+    "deferring_syncs",
     "OPTIONS_DOC",
     "options_doc",
     "DEFAULT_INTERVAL",
@@ -109,6 +113,59 @@ def options_doc(*, folder: str, fsync: str) -> dict[str, str]:
 
 #: The spool's options, as :func:`options_doc` words them for any backend.
 OPTIONS_DOC = options_doc(folder="its spool folder", fsync="when the backend syncs")
+
+
+@attrs.frozen
+class PendingSyncs:
+    """What the appends made under :func:`deferring_syncs` still wait for: their
+    ``fdatasync`` (a ``full`` spool's). Each spool file's appends share one sync (group
+    commit), so an event loop that answers many reports at once waits for one sync per
+    file, whoever leads it."""
+
+    waits: tuple[tuple[SpooledStorage, Unsynced], ...]
+
+    def synced(self) -> bool:
+        """Whether every append is on disk now (never blocks).
+
+        :raises StorageUnavailable: a sync that did not cover one of them failed.
+        """
+        for storage, unsynced in self.waits:
+            try:
+                if not unsynced.synced():
+                    return False
+            except OSError as exc:
+                raise StorageUnavailable(storage._append_failed(exc)) from exc
+        return True
+
+    def sync(self) -> None:
+        """Return once every append is on disk (blocks: call it off the event loop).
+
+        :raises StorageUnavailable: a sync that did not cover one of them failed.
+        """
+        for storage, unsynced in self.waits:
+            try:
+                unsynced.sync()
+            except OSError as exc:
+                raise StorageUnavailable(storage._append_failed(exc)) from exc
+
+
+#: The appends that :func:`deferring_syncs` collects (``None``: appends wait themselves).
+_deferred: ContextVar[list[tuple[SpooledStorage, Unsynced]] | None] = ContextVar(
+    "pushreport_deferred_syncs", default=None
+)
+
+
+@contextmanager
+def deferring_syncs() -> Iterator[list[tuple[SpooledStorage, Unsynced]]]:
+    """Within it, an append to a spool with *fsync* returns once written, without
+    waiting for its ``fdatasync``, and is collected in the list it gives; the caller
+    answers nothing before :class:`PendingSyncs` of that list says it is on disk."""
+    collected: list[tuple[SpooledStorage, Unsynced]] = []
+    token = _deferred.set(collected)
+    try:
+        yield collected
+    finally:
+        _deferred.reset(token)
 
 
 class Spoolable(Storage, SpoolTarget, Protocol):
@@ -292,10 +349,13 @@ class SpooledStorage:
             self.storage.spool_marks()
             self._reached = True
         line = encode_report(report, now)
+        deferred = _deferred.get() if self.fsync else None
         try:
-            self._files.append(line)
+            unsynced = self._files.append(line, defer=deferred is not None)
         except OSError as exc:
             raise StorageUnavailable(self._append_failed(exc)) from exc
+        if unsynced is not None and deferred is not None:
+            deferred.append((self, unsynced))
         if first:
             self._start_applier()
         elif self._applier_idle:
@@ -304,9 +364,10 @@ class SpooledStorage:
 
     @property
     def appends_at_once(self) -> bool:
-        """Whether a quiet upsert (an append) waits on nothing slow now: no fsync, and
-        this process has already reached the backend (its first report opens it)."""
-        return not self.fsync and not self._closed and self._applier_pid == os.getpid()
+        """Whether a quiet upsert (an append) waits on nothing slow now, but for its
+        fsync, which :func:`deferring_syncs` defers: this process has already reached
+        the backend (its first report opens it)."""
+        return not self._closed and self._applier_pid == os.getpid()
 
     @overload
     def upsert(

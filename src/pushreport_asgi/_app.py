@@ -38,6 +38,7 @@ from pushreport import (
     LookupEndpoint,
     OperatorPaths,
     Outcome,
+    PendingSyncs,
     PrometheusMetrics,
     Readiness,
     Receiver,
@@ -118,6 +119,12 @@ def _parsed(text: str) -> dict[str, list[str]]:
     for name, value in parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace"):
         values.setdefault(name, []).append(value)
     return values
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Mark a sync's failure as seen (each waiter learns its own from the spool)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _send(send: Send, answer: Answer) -> None:
@@ -210,6 +217,8 @@ class PushReportMiddleware:
         )
         self._max_body = settings.reporter.max_body
         self._pool: ThreadPoolExecutor | None = None
+        #: The spool sync under way on the service threads, which reports join.
+        self._sync: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -293,9 +302,12 @@ class PushReportMiddleware:
                 client=client_address(peer, forwarded, self._trusted),
             )
             if self.receiver.quick(method, target.partition("?")[0]):
-                # An append to a spool that does not fsync (~15 µs): cheaper on the
-                # loop than the hop to a thread and back (measured: bench/README.md).
-                outcome = self.receiver.receive(request)
+                # An append to a spool (~15 µs): cheaper on the loop than the hop to a
+                # thread and back (measured: bench/README.md); a ``full`` spool's
+                # fdatasync is awaited, shared with every report written meanwhile.
+                outcome, pending = self.receiver.receive_at_once(request)
+                if pending is not None:
+                    outcome = await self._synced(outcome, pending)
             else:
                 outcome = await self.run(lambda: self.receiver.receive(request))
         scope["pushreport.outcome"] = outcome
@@ -309,6 +321,30 @@ class PushReportMiddleware:
             started=started,
         )
         await _send(send, outcome_answer(outcome))
+
+    async def _synced(self, outcome: Outcome, pending: PendingSyncs) -> Outcome:
+        """*outcome* once *pending* is on disk (group commit on the loop): one sync at a
+        time runs on the service threads, for every line written before it began;
+        reports written meanwhile wait for it, then for the next, which one of them
+        starts. The loop goes on serving while they wait."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not pending.synced():
+                task = self._sync
+                mine = task is None or task.done() or task.get_loop() is not loop
+                if mine:
+                    task = self._sync = asyncio.ensure_future(self.run(pending.sync))
+                    task.add_done_callback(_retrieved)
+                assert task is not None
+                try:
+                    await asyncio.shield(task)
+                except Exception:
+                    if mine:
+                        raise
+                    # Another report's sync failed: this one's own is checked again.
+        except Exception as e:
+            return self.receiver.synced(outcome, e)
+        return self.receiver.synced(outcome)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self._max_body

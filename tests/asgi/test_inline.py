@@ -1,13 +1,18 @@
 """Which reports the ASGI adapter receives inline on the event loop (``Receiver.quick``):
-only those whose storage work is an append to a report spool that does not fsync. A
-``full`` append, a removal (it applies the spool first), or anything that may wait on
-the network or a shared state goes to the service threads, and the answers and what is
+only those whose storage work is an append to a report spool. A ``full`` spool's
+fdatasync is awaited off the loop, shared by the reports written meanwhile (group
+commit). A removal (it applies the spool first), or anything that may wait on the
+network or a shared state goes to the service threads, and the answers and what is
 stored are the same either way."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -17,6 +22,48 @@ from pushreport_asgi import create_app
 
 from ..wsgi.conftest import SELECTOR, SPEC_GET, make_config
 from .conftest import Raw, call_asgi
+
+SPEC_QUERY = SPEC_GET.partition("?")[2]
+
+
+def _scope(query: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/token/",
+        "raw_path": b"/token/",
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def _at_once(app: Any, queries: list[str]) -> list[int]:
+    """Every query's report sent to *app* concurrently, on one loop: their statuses."""
+    statuses: dict[int, int] = {}
+
+    async def one(i: int, query: str) -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses[i] = message["status"]
+
+        await app(_scope(query), receive, send)
+
+    await asyncio.gather(*(one(i, q) for i, q in enumerate(queries)))
+    return [statuses[i] for i in range(len(queries))]
+
+
+def _queries(n: int) -> list[str]:
+    """*n* reports of the spec's shape, each its own selector."""
+    return [SPEC_QUERY.replace(SELECTOR, f"{i:040X}:{i:08X}") for i in range(n)]
 
 
 def _synchronous(config: Config, value: str) -> Config:
@@ -60,7 +107,6 @@ def test_an_inline_report_is_in_the_spool_when_answered(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param(lambda c: _synchronous(c, "full"), id="synchronous-full"),
         pytest.param(
             lambda c: attrs.evolve(
                 c,
@@ -86,5 +132,60 @@ def test_not_quick(tmp_path: Path, change: object) -> None:
         # (The secret rides along; without authentication it is an extra field.)
         assert call_asgi(app, Raw("GET", SPEC_GET + "&pushSecret=12345678")).status == 200
         assert not receiver.quick("GET", "/token/")
+    finally:
+        app.close()
+
+
+def _spool_files(app: Any) -> Any:
+    return app.receiver.backends[0].storage._files
+
+
+def test_full_reports_share_their_fdatasync_and_are_on_disk_when_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(_synchronous(make_config(tmp_path), "full"))
+    receiver = app.receiver
+    files = _spool_files(app)
+    written_at_sync: list[int] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        written_at_sync.append(files._syncs.written)
+        real(fd)
+
+    try:
+        assert call_asgi(app, Raw("GET", SPEC_GET)).status == 200  # opens the backend
+        assert receiver.quick("GET", "/token/")  # a full spool too, now that it is reached
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        before = files.syncs
+        statuses = asyncio.run(_at_once(app, _queries(200)))
+        assert statuses == [200] * 200
+        syncs = files.syncs - before
+        # One sync covers every report written before it began: far fewer than 200.
+        assert 1 <= syncs < 50, syncs
+        # And every answered report was covered by a sync that returned.
+        assert files._syncs.synced == files._syncs.written == written_at_sync[-1]
+    finally:
+        app.close()
+    with sqlite3.connect(tmp_path / "db.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM registrations").fetchone()[0] == 201
+
+
+def test_a_failed_group_sync_answers_503_to_every_report_it_did_not_cover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(_synchronous(make_config(tmp_path), "full"))
+    try:
+        assert call_asgi(app, Raw("GET", SPEC_GET)).status == 200
+
+        def broken(fd: int) -> None:
+            raise OSError(errno.EIO, "I/O error")
+
+        monkeypatch.setattr(os, "fdatasync", broken)
+        statuses = asyncio.run(_at_once(app, _queries(20)))
+        assert statuses == [503] * 20
+        monkeypatch.undo()
+        # The poisoned file is dropped: the next report starts a new one, and is stored.
+        assert call_asgi(app, Raw("GET", SPEC_GET.replace("QVBB", "ZZZZ"))).status == 200
     finally:
         app.close()
