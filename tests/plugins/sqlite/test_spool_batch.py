@@ -1,0 +1,84 @@
+"""The spool's batch in one statement (``UPSERT_BATCH``): the same rows as a statement
+per report, in the order received, whatever a selector's reports change in between
+(its username, a token reported as null by the iOS delay, extra fields)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pushreport_sqlite._storage as sqlite_storage
+from pushreport_core import Report
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+_text = st.one_of(st.none(), st.sampled_from(["QVBBOTFiRzlhcVd2bW54", "dGVzdA==ZZZZZZZZ", "é✓"]))
+_reports = st.builds(
+    Report,
+    selector=st.sampled_from([f"{i:040X}:7C3A0D14" for i in range(3)]),
+    username=st.one_of(st.none(), st.sampled_from(["alice", "bob"])),
+    token_calls=_text,
+    appid_calls=st.one_of(st.none(), st.just("com.cloudsoftphone.app")),
+    token_msgs=_text,
+    appid_msgs=st.one_of(st.none(), st.just("com.cloudsoftphone.app")),
+    extra=st.dictionaries(
+        st.sampled_from(["a", "b"]), st.sampled_from(["1", "2", ""]), max_size=2
+    ),
+    user_agent=st.one_of(st.none(), st.just("Cloud Softphone/2.0")),
+)
+
+
+def _table(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in sqlite_storage.SCHEMA:
+        conn.execute(statement)
+    return conn
+
+
+def _rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT * FROM registrations ORDER BY selector").fetchall()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_reports, max_size=12), st.lists(_reports, max_size=12))
+def test_a_batch_is_applied_as_one_statement_per_report_would(
+    tmp_path_factory: pytest.TempPathFactory, stored: list[Report], batch: list[Report]
+) -> None:
+    folder = tmp_path_factory.mktemp("batch")
+    items = [(r, T0 + timedelta(seconds=i)) for i, r in enumerate(batch)]
+    earlier = [(r, T0 - timedelta(hours=1, seconds=-i)) for i, r in enumerate(stored)]
+    one, whole = _table(folder / "one.sqlite3"), _table(folder / "whole.sqlite3")
+    try:
+        for conn in (one, whole):
+            sqlite_storage._apply_one_by_one(conn, earlier)
+        assert sqlite_storage._apply_one_by_one(one, items) == len(items)
+        statements: list[str] = []
+        whole.set_trace_callback(statements.append)
+        assert sqlite_storage._apply_reports(whole, items) == len(items)
+        assert _rows(whole) == _rows(one)
+        if items:  # one statement, not one per report
+            upserts = [s for s in statements if s.startswith("INSERT INTO registrations")]
+            assert len(upserts) == 1 and "json_each" in upserts[0]
+    finally:
+        one.close()
+        whole.close()
+
+
+def test_a_batch_that_cannot_be_bound_falls_back_and_drops_only_the_bad_report(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = Report(selector="A" * 40 + ":7C3A0D14", username="alice", token_msgs="QVBBOTFi")
+    bad = Report(selector="B" * 40 + ":7C3A0D14", username=["a"], token_msgs="x")  # type: ignore[arg-type]
+    conn = _table(tmp_path / "db.sqlite3")
+    try:
+        assert sqlite_storage._apply_reports(conn, [(good, T0), (bad, T0)]) == 1
+        assert [r[0] for r in _rows(conn)] == [good.selector]
+        assert "cannot be applied and is dropped" in caplog.text
+    finally:
+        conn.close()
