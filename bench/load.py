@@ -72,6 +72,15 @@ LABELS = {
     "bare_asgi": "bare ASGI app (uvicorn, {n} workers)",
     "normal": "pushreport serve (synchronous=normal)",
     "full": "pushreport serve (synchronous=full)",
+    "postgresql": "pushreport serve (PostgreSQL, spool)",
+}
+#: Issue 16's targets on the uvicorn engine: ratios to the bare ASGI app under the same
+#: server and worker count (and normal's to the bare WSGI app too), p99, and the server
+#: CPU per answer over the bare ASGI app's.
+ASGI_TARGETS = {
+    "normal": {"ratio_asgi": 0.65, "ratio": 1.2, "p99_ms": 15.0, "cpu_over_us": 80.0},
+    "full": {"ratio_asgi": 0.55, "p99_ms": 15.0},
+    "postgresql": {"ratio_asgi": 0.40, "p99_ms": 15.0},
 }
 
 # The gunicorn settings of `pushreport serve` (src/pushreport/_server.py), as flags.
@@ -292,9 +301,12 @@ def pushreport_server(
     workers: int | None = None,
     threads: int = 1,
     engine: str = "gunicorn",
+    postgresql: str | None = None,
 ) -> Server:
     """``pushreport serve`` on *engine* with *workers* (``None``: its default) of
-    *threads* threads each (gunicorn)."""
+    *threads* threads each (gunicorn); with *postgresql* (a DSN), the PostgreSQL
+    backend behind its report spool, in a table of the run's own (dropped by
+    :func:`drop_table`)."""
     if workers is None:
         from pushreport._config import ServerConfig
 
@@ -322,11 +334,37 @@ def pushreport_server(
         settings += f'[storage.sqlite]\nsynchronous = "{synchronous}"\n'
     if threads != 1:
         settings += f"[server]\nthreads = {threads}\n"
+    if postgresql is not None:
+        settings += (
+            '[storage]\nbackends = ["postgresql"]\n[storage.postgresql]\n'
+            f"dsn = {json.dumps(postgresql)}\ntable = {json.dumps(pg_table(workdir))}\n"
+            f"spool = true\nspool_dir = {json.dumps(str(workdir / 'pg.spool'))}\n"
+        )
+        argv.remove("--db")
+        argv.remove(str(db))
     if settings:
         config = workdir / f"{name}.toml"
         config.write_text(settings, encoding="utf-8")
         argv += ["--config", str(config)]
     return Server(name, argv, port, workdir, workers)
+
+
+def pg_table(workdir: Path) -> str:
+    """The run's own PostgreSQL table (named after its temporary folder)."""
+    return "bench_" + "".join(c for c in workdir.name.lower() if c.isalnum())[-12:]
+
+
+def drop_table(dsn: str, table: str) -> None:
+    """Drop the run's table and those named after it (its spool marks, tombstones)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename = %s OR tablename LIKE %s",
+            (table, table + "\\_%"),
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
 
 
 def prefill_databases(workdir: Path, n: int, names: Sequence[str]) -> None:
@@ -382,6 +420,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         servers["full"] = pushreport_server(
             workdir, "full", synchronous="full", engine=args.engine
         )
+        if args.postgresql:
+            servers["postgresql"] = pushreport_server(
+                workdir, "postgresql", engine=args.engine, postgresql=args.postgresql
+            )
         ports = {name: server.port for name, server in servers.items()}
         try:
             for server in servers.values():
@@ -432,6 +474,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for server in servers.values():
                 server.stop()
+            if args.postgresql:
+                drop_table(args.postgresql, pg_table(workdir))
     summary = []
     for name in servers:
         per_round = [r[name] for r in rounds]
@@ -495,7 +539,44 @@ def verdicts(summary: list[dict[str, Any]]) -> list[str]:
             "workers: "
             + ", ".join(f"{name} {_f(by_name[name]['ratio_asgi'], 2)}" for name in TARGETS)
         )
+        lines.extend(asgi_verdicts(by_name))
     return lines
+
+
+def asgi_verdicts(by_name: dict[str, dict[str, Any]]) -> list[str]:
+    """Issue 16's targets (:data:`ASGI_TARGETS`), for the targets that ran."""
+    bare_cpu = by_name["bare_asgi"]["cpu_us"]
+    lines = []
+    for name, goals in ASGI_TARGETS.items():
+        r = by_name.get(name)
+        if r is None:
+            continue
+        parts = []
+        for key, goal in goals.items():
+            if key == "ratio_asgi":
+                value, text = r["ratio_asgi"], "x bare ASGI"
+                ok = value is not None and value >= goal
+                parts.append(f"{_f(value, 2)} {text} (>= {goal:.2f}: {_met(ok)})")
+            elif key == "ratio":
+                value = r["ratio"]
+                ok = value is not None and value >= goal
+                parts.append(f"{_f(value, 2)} x bare WSGI (>= {goal:.2f}: {_met(ok)})")
+            elif key == "p99_ms":
+                value = r["p99_ms"]
+                ok = value is not None and value < goal
+                parts.append(f"p99 {_f(value, 1)} ms (< {goal:g}: {_met(ok)})")
+            else:
+                over = None if r["cpu_us"] is None or bare_cpu is None else r["cpu_us"] - bare_cpu
+                ok = over is not None and over <= goal
+                parts.append(
+                    f"CPU +{_f(over, 0)} µs/answer over bare ASGI (<= {goal:g}: {_met(ok)})"
+                )
+        lines.append(f"issue 16, {name}: " + "; ".join(parts))
+    return lines
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
 
 
 def _has_uvicorn() -> bool:
@@ -592,6 +673,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("gunicorn", "uvicorn"),
         default=None,
         help="the engine of pushreport serve for normal and full (default: serve's, uvicorn)",
+    )
+    parser.add_argument(
+        "--postgresql",
+        metavar="DSN",
+        default=None,
+        help="also drive pushreport serve on the PostgreSQL backend behind its report "
+        "spool, in a table of the run's own on this server (dropped at the end)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 s per target, 1 round: a smoke run"
