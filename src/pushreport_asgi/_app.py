@@ -58,6 +58,8 @@ from pushreport import (
 from pushreport_core import InvalidReport, RequestTooLarge
 from pushreport_core import Request as CoreRequest
 
+from ._sync import GroupSync
+
 __all__ = ["PushReportMiddleware", "create_app", "raw_target"]
 
 Scope = MutableMapping[str, Any]
@@ -119,12 +121,6 @@ def _parsed(text: str) -> dict[str, list[str]]:
     for name, value in parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="replace"):
         values.setdefault(name, []).append(value)
     return values
-
-
-def _retrieved(task: asyncio.Future[None]) -> None:
-    """Mark a sync's failure as seen (each waiter learns its own from the spool)."""
-    if not task.cancelled():
-        task.exception()
 
 
 async def _send(send: Send, answer: Answer) -> None:
@@ -217,8 +213,8 @@ class PushReportMiddleware:
         )
         self._max_body = settings.reporter.max_body
         self._pool: ThreadPoolExecutor | None = None
-        #: The spool sync under way on the service threads, which reports join.
-        self._sync: asyncio.Future[None] | None = None
+        #: The reports waiting for their spool's fdatasync (``full``).
+        self._syncs = GroupSync(self.run)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -323,25 +319,10 @@ class PushReportMiddleware:
         await _send(send, outcome_answer(outcome))
 
     async def _synced(self, outcome: Outcome, pending: PendingSyncs) -> Outcome:
-        """*outcome* once *pending* is on disk (group commit on the loop): one sync at a
-        time runs on the service threads, for every line written before it began;
-        reports written meanwhile wait for it, then for the next, which one of them
-        starts. The loop goes on serving while they wait."""
-        loop = asyncio.get_running_loop()
+        """*outcome* once *pending* is on disk, its sync shared with every report
+        written meanwhile (:mod:`pushreport_asgi._sync`)."""
         try:
-            while not pending.synced():
-                task = self._sync
-                mine = task is None or task.done() or task.get_loop() is not loop
-                if mine:
-                    task = self._sync = asyncio.ensure_future(self.run(pending.sync))
-                    task.add_done_callback(_retrieved)
-                assert task is not None
-                try:
-                    await asyncio.shield(task)
-                except Exception:
-                    if mine:
-                        raise
-                    # Another report's sync failed: this one's own is checked again.
+            await self._syncs.wait(pending)
         except Exception as e:
             return self.receiver.synced(outcome, e)
         return self.receiver.synced(outcome)
