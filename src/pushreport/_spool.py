@@ -46,6 +46,7 @@ from pushreport_core import REPORTED_FIELDS, Report, format_time, parse_time
 __all__ = [
     "SpoolFiles",
     "Unsynced",
+    "current_pid",
     "Item",
     "encode",
     "encode_report",
@@ -132,6 +133,22 @@ def decode(line: str) -> Item:
     if type(now) is not str or type(values[0]) is not str:
         raise ValueError("not a spool line")
     return Report(**dict(zip(STORED, values))), parse_time(now)
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+#: This process's id, as :func:`current_pid` gives it (kept by a fork hook).
+_pid = os.getpid()
+os.register_at_fork(after_in_child=_forked)
+
+
+def current_pid() -> int:
+    """``os.getpid()`` without its system call (glibc no longer caches it): the writers
+    and the spool ask it on every report, to tell a forked child from its parent."""
+    return _pid
 
 
 class _Syncs:
@@ -231,7 +248,7 @@ class SpoolFiles:
     @property
     def own(self) -> str:
         """The name of this process's current file ("" before its first append)."""
-        return self._name if self._pid == os.getpid() else ""
+        return self._name if self._pid == current_pid() else ""
 
     def append(self, line: bytes, *, defer: bool = False) -> Unsynced | None:
         """Append *line* to this process's file; with *fsync*, on disk when it returns,
@@ -242,10 +259,10 @@ class SpoolFiles:
             and the next append starts a new file so that it cannot follow one.
         """
         with self._lock:
-            fd = self._fd if self._pid == os.getpid() else None
+            fd = self._fd if self._pid == current_pid() else None
             while fd is None or self._written >= self.rotate_bytes:
                 if self._quiesce():  # a sync was under way: things may have changed
-                    fd = self._fd if self._pid == os.getpid() else None
+                    fd = self._fd if self._pid == current_pid() else None
                     continue
                 fd = self._start()
             try:

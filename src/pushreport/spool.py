@@ -53,7 +53,15 @@ import attrs
 from pushreport_core import Registration, Report, StorageUnavailable
 
 from ._logs import ThrottledLog
-from ._spool import ROTATE_BYTES, SpoolFiles, Unsynced, encode, encode_report, in_time_order
+from ._spool import (
+    ROTATE_BYTES,
+    SpoolFiles,
+    Unsynced,
+    current_pid,
+    encode,
+    encode_report,
+    in_time_order,
+)
 from .storage import (
     BackendOptions,
     Capabilities,
@@ -342,7 +350,7 @@ class SpooledStorage:
         error = self._refusal()
         if error is not None:
             raise error
-        first = self._applier_pid != os.getpid()
+        first = self._applier_pid != current_pid()
         if first:
             # This process's first report: the backend is opened (and created) now,
             # and fails this report if it cannot be, rather than only its spool.
@@ -367,7 +375,7 @@ class SpooledStorage:
         """Whether a quiet upsert (an append) waits on nothing slow now, but for its
         fsync, which :func:`deferring_syncs` defers: this process has already reached
         the backend (its first report opens it)."""
-        return not self._closed and self._applier_pid == os.getpid()
+        return not self._closed and self._applier_pid == current_pid()
 
     @overload
     def upsert(
