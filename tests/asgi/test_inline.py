@@ -189,3 +189,50 @@ def test_a_failed_group_sync_answers_503_to_every_report_it_did_not_cover(
         assert call_asgi(app, Raw("GET", SPEC_GET.replace("QVBB", "ZZZZ"))).status == 200
     finally:
         app.close()
+
+
+def test_a_slow_sync_does_not_hold_up_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a ``full`` report waits for a sync that takes 0.5 s, the loop answers
+    ``/healthz`` at once, and the report is answered only after the sync returned."""
+    import time
+
+    app = create_app(_synchronous(make_config(tmp_path), "full"))
+    real = os.fdatasync
+    synced_at: list[float] = []
+
+    def slow(fd: int) -> None:
+        time.sleep(0.5)
+        real(fd)
+        synced_at.append(time.monotonic())
+
+    async def scenario() -> tuple[float, float, list[int]]:
+        report = asyncio.ensure_future(_at_once(app, _queries(1)))
+        await asyncio.sleep(0.05)  # the report is written and waits for its sync
+        health = _scope("")
+        health["path"] = "/healthz"
+        health["raw_path"] = b"/healthz"
+        sent: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                sent.append(message["status"])
+
+        await app(health, receive, send)
+        health_at = time.monotonic()
+        statuses = await report
+        return health_at, time.monotonic(), [*sent, *statuses]
+
+    try:
+        assert call_asgi(app, Raw("GET", SPEC_GET)).status == 200  # opens the backend
+        monkeypatch.setattr(os, "fdatasync", slow)
+        health_at, report_at, statuses = asyncio.run(scenario())
+        assert statuses == [200, 200]
+        assert synced_at and health_at < synced_at[0] <= report_at
+    finally:
+        monkeypatch.undo()
+        app.close()
