@@ -31,6 +31,7 @@ import json
 import logging
 import operator
 import os
+import re
 import secrets
 import stat
 import threading
@@ -51,6 +52,9 @@ __all__ = [
     "encode",
     "encode_report",
     "in_time_order",
+    "lines_in_time_order",
+    "line_time",
+    "DecodedLines",
     "FIELDS",
     "ROTATE_BYTES",
     "UNREADABLE",
@@ -456,6 +460,23 @@ class SpoolFiles:
         :raises OSError: it cannot be read, or is no longer a regular file (never
             waits: no symbolic link is followed, a FIFO is not waited on).
         """
+        lines, end, length = self.read_lines(name, offset)
+        return self.decode_lines(name, lines), end, length
+
+    def decode_lines(self, name: str, lines: Iterable[bytes]) -> list[Item]:
+        """The reports of *lines* of file *name*; a line that is not one is skipped, and
+        said so."""
+        reports = []
+        for line in lines:
+            try:
+                reports.append(decode(line.decode()))
+            except (ValueError, TypeError):
+                # Not written by append(): skipped rather than stopping the spool.
+                self.log.error("%s: a line that is not a spooled report is skipped", name)
+        return reports
+
+    def read_lines(self, name: str, offset: int) -> tuple[list[bytes], int, int]:
+        """:meth:`read`, the lines as they are in the file (without their newline)."""
         try:
             fd = os.open(
                 self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -468,14 +489,7 @@ class SpoolFiles:
             f.seek(offset)
             data = f.read()
         end = data.rfind(b"\n") + 1
-        reports = []
-        for line in data[:end].split(b"\n")[:-1]:
-            try:
-                reports.append(decode(line.decode()))
-            except (ValueError, TypeError):
-                # Not written by append(): skipped rather than stopping the spool.
-                self.log.error("%s: a line that is not a spooled report is skipped", name)
-        return reports, offset + end, offset + len(data)
+        return data[:end].split(b"\n")[:-1], offset + end, offset + len(data)
 
     def backlog(self, marks: Mapping[str, int]) -> tuple[int, int, datetime | None]:
         """What waits in the spool past *marks* (the backend's ``spool_marks()``): the
@@ -572,6 +586,63 @@ class SpoolFiles:
             return time.time() - os.stat(self.folder / "applied").st_mtime < seconds
         except OSError:
             return False
+
+
+#: The end of a line as :func:`encode_report` writes it: the time received (as
+#: :func:`~pushreport_core.format_time` writes it, fixed width: text order is time
+#: order), closing the array.
+_LINE_END = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"\]')
+
+
+def line_time(line: bytes) -> bytes | None:
+    """The time a spool line (without its newline) says its report was received, as
+    text, read off its end without decoding it; ``None`` when it does not end so."""
+    return line[-29:-2] if _LINE_END.fullmatch(line, len(line) - 30) else None
+
+
+def lines_in_time_order(
+    files: Iterable[tuple[str, list[bytes]]],
+) -> list[tuple[str, bytes]] | None:
+    """The lines of every file (its name, its lines), merged by the time received as
+    :func:`in_time_order` merges the decoded reports, each with its file's name; ``None``
+    when a line's time cannot be read off its end (it is decoded then)."""
+    keyed = []
+    for name, lines in files:
+        times = [line_time(line) for line in lines]
+        if None in times:
+            return None
+        keyed.append(list(zip(times, [name] * len(lines), lines)))
+    return [(name, line) for _, name, line in heapq.merge(*keyed, key=_first)]
+
+
+_first = operator.itemgetter(0)
+
+
+class DecodedLines(Sequence[Item]):
+    """The reports of spool lines (``(file name, line)``), decoded when first asked
+    for: a backend that applies the lines themselves never pays for it."""
+
+    def __init__(self, files: SpoolFiles, lines: Sequence[tuple[str, bytes]]) -> None:
+        self._files = files
+        self._lines = lines
+        self._items: list[Item] | None = None
+
+    def _decoded(self) -> list[Item]:
+        if self._items is None:
+            items: list[Item] = []
+            for name, line in self._lines:
+                items.extend(self._files.decode_lines(name, (line,)))
+            self._items = items
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._decoded()[index]
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self._decoded())
 
 
 def in_time_order(batches: Iterable[list[Item]]) -> Iterator[Item]:

@@ -55,12 +55,14 @@ from pushreport_core import Registration, Report, StorageUnavailable
 from ._logs import ThrottledLog
 from ._spool import (
     ROTATE_BYTES,
+    DecodedLines,
     SpoolFiles,
     Unsynced,
     current_pid,
     encode,
     encode_report,
     in_time_order,
+    lines_in_time_order,
 )
 from .storage import (
     BackendOptions,
@@ -547,16 +549,16 @@ class SpooledStorage:
         if waiting or probe or not applied.keys() <= sizes.keys():
 
             def take(marks: Mapping[str, int]) -> SpooledBatch:
-                batches, advanced = [], {}
+                read, advanced = [], {}
                 # Every file, not only those found waiting: lines appended since the
                 # scan (a round trip to the backend ago) to a file found idle would
                 # otherwise wait for the next round, behind later lines of another
                 # file read now, and be applied out of the order received.
                 for name in sizes:
                     start = marks.get(name, 0)
-                    items, end, length = files.read(name, start)
+                    lines, end, length = files.read_lines(name, start)
                     if end > start:
-                        batches.append(items)
+                        read.append((name, lines))
                         advanced[name] = end
                     # All of it applied but a line being written or cut short, if any:
                     # which of the two is decided below, by whether a writer holds it.
@@ -564,8 +566,15 @@ class SpooledStorage:
                 # Marks of files deleted before (never of a file listed after `names`
                 # was taken: a name is never used twice).
                 gone = [n for n in marks if n not in sizes and not files.exists(n)]
+                merged = lines_in_time_order(read)
+                if merged is None:  # a line whose time cannot be read off: decode all
+                    items = in_time_order(files.decode_lines(n, lines) for n, lines in read)
+                    return SpooledBatch(items=list(items), marks=advanced, forget=gone)
                 return SpooledBatch(
-                    items=list(in_time_order(batches)), marks=advanced, forget=gone
+                    items=DecodedLines(files, merged),
+                    lines=[line for _, line in merged],
+                    marks=advanced,
+                    forget=gone,
                 )
 
             count = self.storage.apply_spooled(take)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pushreport_sqlite._storage as sqlite_storage
+from pushreport._spool import encode_report
 from pushreport_core import Report
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -82,3 +83,74 @@ def test_a_batch_that_cannot_be_bound_falls_back_and_drops_only_the_bad_report(
         assert "cannot be applied and is dropped" in caplog.text
     finally:
         conn.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_reports, max_size=12), st.lists(_reports, max_size=12))
+def test_spool_lines_are_applied_as_they_are_as_their_reports_would_be(
+    tmp_path_factory: pytest.TempPathFactory, stored: list[Report], batch: list[Report]
+) -> None:
+    folder = tmp_path_factory.mktemp("lines")
+    items = [(r, T0 + timedelta(seconds=i)) for i, r in enumerate(batch)]
+    earlier = [(r, T0 - timedelta(hours=1, seconds=-i)) for i, r in enumerate(stored)]
+    lines = [encode_report(r, now).rstrip(b"\n") for r, now in items]
+    one, whole = _table(folder / "one.sqlite3"), _table(folder / "whole.sqlite3")
+    try:
+        for conn in (one, whole):
+            sqlite_storage._apply_one_by_one(conn, earlier)
+        sqlite_storage._apply_one_by_one(one, items)
+        assert sqlite_storage._apply_lines(whole, lines)
+        assert _rows(whole) == _rows(one)
+    finally:
+        one.close()
+        whole.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(b'["A:1",["a","list"],null,null,"x",null,"{}",null,"%s"]', id="a-list"),
+        pytest.param(b'["A:1","u",null,null,"x",null,"[1]",null,"%s"]', id="extra-no-object"),
+        pytest.param(b'["A:1","u",null,null,"x",null,"{\\"k\\":1}",null,"%s"]', id="extra-number"),
+        pytest.param(b'["A:1","u",null,null,"x",null,"{}",null]', id="too-short"),
+        pytest.param(b'{"selector":"A:1"}', id="an-object"),
+        pytest.param(b'["A:1","u",null,null,"x",null,"{}",null,"%s"', id="no-json"),
+        pytest.param(b'[null,"u",null,null,"x",null,"{}",null,"%s"]', id="no-selector"),
+    ],
+)
+def test_lines_with_one_that_is_no_report_apply_nothing(tmp_path: Path, bad: bytes) -> None:
+    """The caller then applies the decoded items, which skip the bad line (and say so)."""
+    at = b"2024-05-01T12:00:00.000000Z"
+    good = encode_report(Report(selector="B" * 40 + ":7C3A0D14", token_msgs="QVBB"), T0)
+    conn = _table(tmp_path / "db.sqlite3")
+    try:
+        bad_line = bad.replace(b"%s", at)
+        assert not sqlite_storage._apply_lines(conn, [good.rstrip(b"\n"), bad_line])
+        assert _rows(conn) == []
+    finally:
+        conn.close()
+
+
+def test_a_spool_round_applies_the_lines_without_decoding_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import spooled
+
+    storage = spooled(tmp_path / "db.sqlite3", interval=10)
+    try:
+        for i in range(5):
+            storage.upsert(
+                Report(selector=f"{i:040X}:7C3A0D14", username="u", token_msgs="QVBBOTFi"),
+                now=T0 + timedelta(seconds=i),
+                read_back=False,
+            )
+
+        def no(*args: object) -> int:
+            raise AssertionError("the reports were decoded")
+
+        monkeypatch.setattr(sqlite_storage, "_apply_reports", no)
+        assert storage.apply_spool() == 5
+        assert len(storage.find(username="u")) == 5
+    finally:
+        monkeypatch.undo()
+        storage.close()
