@@ -208,7 +208,7 @@ class PushReportMiddleware:
         self._trusted = limits.trusted_proxies
         #: The headers a report's request is read with (in one pass).
         self._read_headers = frozenset(
-            {b"content-type", b"user-agent", b"authorization"}
+            {b"content-length", b"content-type", b"user-agent", b"authorization"}
             | ({self._forwarded} if self._forwarded else set())
         )
         self._max_body = settings.reporter.max_body
@@ -279,14 +279,16 @@ class PushReportMiddleware:
         scope["pushreport.handled"] = True
         method: str = scope.get("method", "GET")
         outcome: Outcome
+        headers = _headers(scope, self._read_headers)
         try:
-            body = await self._read_body(scope, receive)
+            limit = self._max_body
+            declared = declared_length(headers.get(b"content-length"), limit)
+            body = await self._read(receive, declared, limit)
         except Exception as e:  # the body could not be read: no request to hand over
             outcome = self.receiver.refuse(e)
         else:
             client = scope.get("client")
             peer = client[0] if client else None
-            headers = _headers(scope, self._read_headers)
             forwarded = headers.get(self._forwarded) if self._forwarded else None
             request = CoreRequest(
                 method=method,
@@ -326,11 +328,6 @@ class PushReportMiddleware:
         except Exception as e:
             return self.receiver.synced(outcome, e)
         return self.receiver.synced(outcome)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self._max_body
-        declared = declared_length(_header(scope, b"content-length"), limit)
-        return await self._read(receive, declared, limit)
 
     async def _read(self, receive: Receive, declared: int, limit: int) -> bytes:
         """The body (at most *limit* bytes, *declared* by Content-Length or -1), read
