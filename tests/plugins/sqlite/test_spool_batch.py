@@ -46,11 +46,17 @@ def _rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     return conn.execute("SELECT * FROM registrations ORDER BY selector").fetchall()
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.mark.parametrize("given_as", ["reports", "lines"])
+@settings(max_examples=120, deadline=None)
 @given(st.lists(_reports, max_size=12), st.lists(_reports, max_size=12))
-def test_a_batch_is_applied_as_one_statement_per_report_would(
-    tmp_path_factory: pytest.TempPathFactory, stored: list[Report], batch: list[Report]
+def test_a_batch_is_applied_in_one_statement_as_one_per_report_would(
+    tmp_path_factory: pytest.TempPathFactory,
+    given_as: str,
+    stored: list[Report],
+    batch: list[Report],
 ) -> None:
+    """The batch as decoded reports (``_apply_reports``) or as the spool's lines
+    (``_apply_lines``)."""
     folder = tmp_path_factory.mktemp("batch")
     items = [(r, T0 + timedelta(seconds=i)) for i, r in enumerate(batch)]
     earlier = [(r, T0 - timedelta(hours=1, seconds=-i)) for i, r in enumerate(stored)]
@@ -61,7 +67,11 @@ def test_a_batch_is_applied_as_one_statement_per_report_would(
         assert sqlite_storage._apply_one_by_one(one, items) == len(items)
         statements: list[str] = []
         whole.set_trace_callback(statements.append)
-        assert sqlite_storage._apply_reports(whole, items) == len(items)
+        if given_as == "lines":
+            lines = [encode_report(r, now).rstrip(b"\n") for r, now in items]
+            assert sqlite_storage._apply_lines(whole, lines)
+        else:
+            assert sqlite_storage._apply_reports(whole, items) == len(items)
         assert _rows(whole) == _rows(one)
         if items:  # one statement, not one per report
             upserts = [s for s in statements if s.startswith("INSERT INTO registrations")]
@@ -83,27 +93,6 @@ def test_a_batch_that_cannot_be_bound_falls_back_and_drops_only_the_bad_report(
         assert "cannot be applied and is dropped" in caplog.text
     finally:
         conn.close()
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(_reports, max_size=12), st.lists(_reports, max_size=12))
-def test_spool_lines_are_applied_as_they_are_as_their_reports_would_be(
-    tmp_path_factory: pytest.TempPathFactory, stored: list[Report], batch: list[Report]
-) -> None:
-    folder = tmp_path_factory.mktemp("lines")
-    items = [(r, T0 + timedelta(seconds=i)) for i, r in enumerate(batch)]
-    earlier = [(r, T0 - timedelta(hours=1, seconds=-i)) for i, r in enumerate(stored)]
-    lines = [encode_report(r, now).rstrip(b"\n") for r, now in items]
-    one, whole = _table(folder / "one.sqlite3"), _table(folder / "whole.sqlite3")
-    try:
-        for conn in (one, whole):
-            sqlite_storage._apply_one_by_one(conn, earlier)
-        sqlite_storage._apply_one_by_one(one, items)
-        assert sqlite_storage._apply_lines(whole, lines)
-        assert _rows(whole) == _rows(one)
-    finally:
-        one.close()
-        whole.close()
 
 
 @pytest.mark.parametrize(
