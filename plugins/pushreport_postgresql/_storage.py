@@ -48,6 +48,7 @@ from pushreport.storage import (
 from pushreport_core import (
     MERGE_POLICY,
     REGISTRATION_FIELDS,
+    REPORTED_FIELDS,
     Policy,
     Registration,
     Report,
@@ -146,6 +147,37 @@ _COLUMN_TYPES: Mapping[str, str] = {
     "last_seen": "timestamptz",
     "reports": "integer",
 }
+
+
+#: A spool line's values (:attr:`pushreport.storage.SpooledBatch.lines`): the stored
+#: fields in order, extra as JSON text, then the time received.
+SPOOLED_VALUES: tuple[str, ...] = (*REPORTED_FIELDS, "now")
+
+
+def _spooled_check() -> str:
+    """The condition a JSON element ``s.v`` meets to be a report's values: an array of
+    strings or nulls (strings where the column is NOT NULL), extra a JSON object of
+    strings in a string. (Extra that is no JSON at all fails its cast: the caller runs
+    this under a savepoint. The time is the spool's to check: it gives lines only when
+    each one's time reads as it writes them.)"""
+    required = {_KEY, "extra", "now"}
+    checks = ["jsonb_typeof(s.v) = 'array'", f"jsonb_array_length(s.v) = {len(SPOOLED_VALUES)}"]
+    for i, name in enumerate(SPOOLED_VALUES):
+        kinds = "('string')" if name in required else "('string', 'null')"
+        checks.append(f"jsonb_typeof(s.v->{i}) IN {kinds}")
+    extra = f"(s.v->>{SPOOLED_VALUES.index('extra')})::jsonb"
+    checks += [
+        f"jsonb_typeof({extra}) = 'object'",
+        f"NOT EXISTS (SELECT 1 FROM jsonb_each({extra}) AS e"
+        " WHERE jsonb_typeof(e.value) <> 'string')",
+    ]
+    return " AND ".join(checks)
+
+
+_SPOOLED_CHECK = _spooled_check()
+#: A spool line's selector, read off its start (one without quotes or escapes: any
+#: other line sends the batch to its decoded reports).
+_LINE_SELECTOR = re.compile(rb'\["([^"\\]*)",')
 
 
 def _policy_sql(template: str, column: str) -> sql.Composed:
@@ -292,6 +324,43 @@ ON CONFLICT ({key_column}) DO UPDATE SET
                 for c, policy in MERGE_POLICY.items()
             ),
             sets=merge_sets,
+        )
+        # The same for a whole batch of the spool's lines (SpooledBatch.lines: each a
+        # JSON array of SPOOLED_VALUES), in selector order (the order _by_selector
+        # gives). ON CONFLICT may meet a row once per statement, so a batch runs one
+        # statement per "generation" (a selector's first report in the batch, its
+        # second, ...): see _generations.
+        element = {name: f"(s.v->>{i})" for i, name in enumerate(SPOOLED_VALUES)}
+        self.spooled_upsert_lines = sql.SQL("""INSERT INTO {t} AS t ({cols})
+SELECT {values}
+FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS s(v, n)
+WHERE NOT EXISTS (
+    SELECT 1 FROM {r} WHERE selector = {key} AND {now} <= removed_at
+)
+ORDER BY {key} COLLATE "C", s.n
+ON CONFLICT ({key_column}) DO UPDATE SET
+    {sets}""").format(
+            t=t,
+            cols=cols,
+            r=removed,
+            key=sql.SQL(element[_KEY]),
+            now=sql.SQL(element["now"] + "::timestamptz"),
+            key_column=sql.Identifier(_KEY),
+            values=sql.SQL(", ").join(
+                sql.SQL(
+                    NEW_SQL[policy].format(p=element.get(c, ""), now=element["now"], c=c)
+                    + f"::{_COLUMN_TYPES[c]}"
+                )
+                for c, policy in MERGE_POLICY.items()
+            ),
+            sets=merge_sets,
+        )
+        # How many of a batch's lines are not a report's values (its casts would fail,
+        # or store what a report cannot hold): applied from the decoded reports then.
+        self.spooled_lines_invalid = sql.SQL(
+            "SELECT count(*) FROM jsonb_array_elements(%s::jsonb) AS s(v) WHERE NOT ("
+            + _SPOOLED_CHECK
+            + ")"
         )
         self.spool_marks = sql.SQL("SELECT name, applied FROM {} WHERE host = %s").format(
             spool_table
@@ -961,24 +1030,73 @@ class PostgreSQLStorage:
             # whether the table can be written again.
             conn.execute(s.ping)
             batch = take(dict(conn.execute(s.spool_marks, (host,)).fetchall()))
-            params = [_params(report, now) for report, now in batch.items]
             with conn.cursor() as cursor:
-                if params:
-                    # Each selector's lock, as a removal takes it (see remove), in one
-                    # order for every applier (no deadlock between two hosts' batches):
-                    # the tombstone check then sees every removal committed before.
-                    selectors = list({report.selector for report, _ in batch.items})
-                    cursor.execute(s.selector_turns, (s.lock_key, selectors))
-                    cursor.executemany(s.spooled_upsert, [params[i] for i in _by_selector(params)])
+                count = self._apply_lines(cursor, batch.lines) if batch.lines else None
+                if count is None:
+                    params = [_params(report, now) for report, now in batch.items]
+                    count = len(params)
+                    if params:
+                        # Each selector's lock, as a removal takes it (see remove), in
+                        # one order for every applier (no deadlock between two hosts'
+                        # batches): the tombstone check then sees every removal
+                        # committed before.
+                        selectors = list({report.selector for report, _ in batch.items})
+                        cursor.execute(s.selector_turns, (s.lock_key, selectors))
+                        cursor.executemany(
+                            s.spooled_upsert, [params[i] for i in _by_selector(params)]
+                        )
                 if batch.marks:
                     cursor.executemany(
                         s.spool_advance, [(host, n, at) for n, at in batch.marks.items()]
                     )
                 if batch.forget:
                     cursor.execute(s.spool_forget, (host, list(batch.forget)))
-            return len(params)
+            return count
 
         return self._run(work)
+
+    def _apply_lines(self, cursor: psycopg.Cursor[Any], lines: Sequence[bytes]) -> int | None:
+        """Apply the spool's *lines* as they are (:attr:`SpooledBatch.lines`), as the
+        decoded reports would be: the selectors' turns, then one statement per
+        generation (each selector's first report of the batch, then its second, ...:
+        one statement may meet a row only once), each in selector order. How many
+        lines were applied (those a removal outlived count, as in the decoded path), or
+        ``None`` when one of them is not a report: nothing was, under a savepoint, and
+        the caller applies the decoded reports."""
+        s = self._sql
+        selectors: list[bytes] = []
+        for line in lines:
+            m = _LINE_SELECTOR.match(line)
+            if m is None:
+                return None
+            selectors.append(m[1])
+        generations: list[list[bytes]] = []
+        seen: dict[bytes, int] = {}
+        for selector, line in zip(selectors, lines):
+            g = seen.get(selector, 0)
+            seen[selector] = g + 1
+            if g == len(generations):
+                generations.append([])
+            generations[g].append(line)
+        try:
+            whole = (b"[" + b",".join(lines) + b"]").decode("utf-8")
+            texts = [(b"[" + b",".join(g) + b"]").decode("utf-8") for g in generations]
+            turns = [selector.decode("utf-8") for selector in seen]
+        except UnicodeDecodeError:
+            return None
+        cursor.execute("SAVEPOINT lines")
+        try:
+            invalid = cursor.execute(s.spooled_lines_invalid, (whole,)).fetchone()
+            if invalid is None or invalid[0]:
+                raise errors.DataError("a spool line is not a report's values")
+            cursor.execute(s.selector_turns, (s.lock_key, turns))
+            for text in texts:
+                cursor.execute(s.spooled_upsert_lines, (text,))
+        except errors.DataError:
+            cursor.execute("ROLLBACK TO SAVEPOINT lines")
+            return None
+        cursor.execute("RELEASE SAVEPOINT lines")
+        return len(lines)
 
     def limit_state(self) -> PostgreSQLLimitState:
         """The limits' shared state, in the table ``<table>_limits`` of this database:
