@@ -59,10 +59,29 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
     class _Refused(Exception):
         pass
 
+    # Deadlines are checked by one sweep per loop every `period` seconds, over the
+    # connections it serves, rather than by a timer per connection (a timer made and
+    # cancelled for every request cost more than the rest of these limits together).
+    period = min(1.0, timeout / 4)
+    live: dict[Any, set[Any]] = {}
+
+    def sweep(loop: Any) -> None:
+        protocols = live.get(loop)
+        if not protocols:
+            live.pop(loop, None)  # nobody connected: the next connection starts it again
+            return
+        now = loop.time()
+        for protocol in [p for p in protocols if p._deadline is not None and now >= p._deadline]:
+            protocol._deadline = None
+            protocol._timed_out()
+        loop.call_later(period, sweep, loop)
+
     class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _refusal: tuple[int, str] | None = None
         _head: int | None = 0  # bytes of the current head so far; None: head complete
-        _deadline: Any = None
+        #: ``loop.time()`` by which the current request must have come whole (None: no
+        #: request under way).
+        _deadline: float | None = None
         _eof = False
         #: The current head's first bytes (its request line), while it comes.
         _first = b""
@@ -71,11 +90,20 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
             super().connection_made(transport)
             self._refusal = None
             self._head = 0
+            loop = self.loop
             # A connection that never sends a byte is held no longer than a request.
-            self._deadline = self.loop.call_later(timeout, self._timed_out)
+            self._deadline = loop.time() + timeout
+            protocols = live.get(loop)
+            if protocols is None:
+                protocols = live[loop] = set()
+                loop.call_later(period, sweep, loop)
+            protocols.add(self)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_deadline()
+            self._deadline = None
+            protocols = live.get(self.loop)
+            if protocols is not None:
+                protocols.discard(self)
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -83,7 +111,7 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
                 if self._head == 0:
                     self._first = b""
                     if self._deadline is None:
-                        self._deadline = self.loop.call_later(timeout, self._timed_out)
+                        self._deadline = self.loop.time() + timeout
                 if len(self._first) <= MAX_TARGET + 64:
                     self._first += data[: MAX_TARGET + 65 - len(self._first)]
                 self._head += len(data)
@@ -98,32 +126,34 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
                 self._refusal = (414, "request target too long")
                 raise _Refused
 
-        def on_header(self, name: bytes, value: bytes) -> None:
-            if len(name) + len(value) + 2 > max_header:
-                self._refusal = (431, "request header field too large")
-                raise _Refused
-            if len(self.headers) >= max_headers:
-                self._refusal = (431, "too many request header fields")
-                raise _Refused
-            super().on_header(name, value)
-
         def on_headers_complete(self) -> None:
             self._head = None
             if self.parser.get_http_version() not in ("1.0", "1.1"):
                 # llhttp reads a request line without a version as HTTP/0.9.
                 self._refusal = (400, "invalid request line")
                 raise _Refused
-            if self.client and self.client[0] in _LOCAL_PROXIES:
-                # As gunicorn (forwarded_allow_ips): a TLS proxy on this host says the
-                # request came over https (the support page's cookie is Secure then).
-                # Only the scheme: the client's address is [limits]' business.
-                for name, value in self.headers:
-                    if name == b"x-forwarded-proto" and value.lower() == b"https":
-                        self.scope["scheme"] = "https"
+            # The header limits, checked once the head is whole (data_received bounds
+            # its size meanwhile, so a flood costs no memory): one pass, not a call per
+            # header.
+            headers = self.headers
+            if len(headers) > max_headers:
+                self._refusal = (431, "too many request header fields")
+                raise _Refused
+            # As gunicorn (forwarded_allow_ips): a TLS proxy on this host says the
+            # request came over https (the support page's cookie is Secure then). Only
+            # the scheme: the client's address is [limits]' business.
+            client = self.client
+            proxied = client is not None and client[0] in _LOCAL_PROXIES
+            for name, value in headers:
+                if len(name) + len(value) + 2 > max_header:
+                    self._refusal = (431, "request header field too large")
+                    raise _Refused
+                if proxied and name == b"x-forwarded-proto" and value.lower() == b"https":
+                    self.scope["scheme"] = "https"
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
-            self._cancel_deadline()
+            self._deadline = None
             self._head = 0
             super().on_message_complete()
 
@@ -160,7 +190,6 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
                 super().send_400_response(msg)
 
         def _timed_out(self) -> None:
-            self._deadline = None
             if self.transport.is_closing():
                 return
             if self._head == 0 and (self.cycle is None or self.cycle.response_complete):
@@ -172,13 +201,8 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
                 self.cycle.message_event.set()
                 self.transport.close()
 
-        def _cancel_deadline(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
         def _refuse(self, status: int, text: str) -> None:
-            self._cancel_deadline()
+            self._deadline = None
             if self.transport.is_closing():
                 return
             body = (text + "\n").encode("ascii")
@@ -212,6 +236,9 @@ def uvicorn_config(app: Any, *, server: Any, limits: Any) -> Any:
         # Our own access log redacts credentials; uvicorn's would log the raw target.
         access_log=False,
         log_config=None,
+        # The level its loggers have anyway (ours decide), set on them: with none set,
+        # uvicorn formats a TRACE line at every connection made and lost.
+        log_level=logging.getLogger("uvicorn.error").getEffectiveLevel(),
         server_header=False,
         # The client is the peer, or what [limits] client_header says from a trusted
         # proxy: never uvicorn's own reading of X-Forwarded-For.
