@@ -18,24 +18,17 @@ import pushreport_postgresql._storage as pg_storage
 from pushreport._spool import encode_report
 from pushreport.storage import SpooledBatch
 from pushreport_core import Report
+from pushreport_core.testing.strategies import reports
 from pushreport_postgresql import PostgreSQLStorage
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 SELECTORS = [f"{i:040x}:c0f" for i in range(3)]
 
-_text = st.one_of(st.none(), st.sampled_from(["QVBBOTFiRzlhcVd2bW54", "dGVzdA==ZZZZ", "é✓"]))
-_reports = st.builds(
-    Report,
+#: Reports of the conformance kit on a few selectors and usernames, so that a batch
+#: repeats selectors and changes their usernames.
+_reports = reports(
     selector=st.sampled_from(SELECTORS),
     username=st.one_of(st.none(), st.sampled_from(["alice", "bob"])),
-    token_calls=_text,
-    appid_calls=st.one_of(st.none(), st.just("com.cloudsoftphone.app")),
-    token_msgs=_text,
-    appid_msgs=st.one_of(st.none(), st.just("com.cloudsoftphone.app")),
-    extra=st.dictionaries(
-        st.sampled_from(["a", "b"]), st.sampled_from(["1", "2", ""]), max_size=2
-    ),
-    user_agent=st.one_of(st.none(), st.just("Cloud Softphone/2.0")),
 )
 
 

@@ -16,22 +16,15 @@ from hypothesis import strategies as st
 import pushreport_sqlite._storage as sqlite_storage
 from pushreport._spool import encode_report
 from pushreport_core import Report
+from pushreport_core.testing.strategies import reports
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
-_text = st.one_of(st.none(), st.sampled_from(["QVBBOTFiRzlhcVd2bW54", "dGVzdA==ZZZZZZZZ", "é✓"]))
-_reports = st.builds(
-    Report,
+#: Reports of the conformance kit on a few selectors and usernames, so that a batch
+#: repeats selectors and changes their usernames.
+_reports = reports(
     selector=st.sampled_from([f"{i:040X}:7C3A0D14" for i in range(3)]),
     username=st.one_of(st.none(), st.sampled_from(["alice", "bob"])),
-    token_calls=_text,
-    appid_calls=st.one_of(st.none(), st.just("com.cloudsoftphone.app")),
-    token_msgs=_text,
-    appid_msgs=st.one_of(st.none(), st.just("com.cloudsoftphone.app")),
-    extra=st.dictionaries(
-        st.sampled_from(["a", "b"]), st.sampled_from(["1", "2", ""]), max_size=2
-    ),
-    user_agent=st.one_of(st.none(), st.just("Cloud Softphone/2.0")),
 )
 
 
