@@ -8,7 +8,8 @@ not limit, :func:`limited_protocol` does, as gunicorn does for the sync engine: 
 request target over :data:`MAX_TARGET` (414), a header line over ``[limits]
 max_header`` or more than ``max_headers`` of them (431), a request head that grows past
 what those allow (431, so a header flood costs no memory), and a request that has not
-fully arrived ``[server] timeout`` seconds after its first byte (408).
+fully arrived ``[server] timeout`` seconds after its first byte (408; checked every
+min(1 s, timeout / 4)).
 
 The master forks the workers itself (uvicorn's own multi-worker mode re-imports the app
 by name in spawned processes, and a configuration holding secrets does not travel that
@@ -60,8 +61,8 @@ def limited_protocol(*, max_header: int, max_headers: int, timeout: float) -> ty
         pass
 
     # Deadlines are checked by one sweep per loop every `period` seconds, over the
-    # connections it serves, rather than by a timer per connection (a timer made and
-    # cancelled for every request cost more than the rest of these limits together).
+    # connections it serves, rather than by a timer made and cancelled for every
+    # connection: a deadline fires up to `period` late.
     period = min(1.0, timeout / 4)
     live: dict[Any, set[Any]] = {}
 
