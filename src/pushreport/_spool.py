@@ -215,7 +215,7 @@ class SpoolFiles:
     """The spool folder of one backend, as seen from one process.
 
     :meth:`append` is the writers' side (thread-safe; after a ``fork()`` the child
-    starts a file of its own). :meth:`read` and :meth:`finished` are the applier's.
+    starts a file of its own). :meth:`read_lines` and :meth:`finished` are the applier's.
 
     With *fsync*, appends of concurrent threads share their ``fdatasync`` (group
     commit): each writer writes its line under the lock; then one of them, the leader,
@@ -452,17 +452,6 @@ class SpoolFiles:
         os.rename(self.folder / name, target)
         return aside
 
-    def read(self, name: str, offset: int) -> tuple[list[Item], int, int]:
-        """The complete lines of *name* from *offset*: their reports, the offset after
-        the last of them (a line still being written, or cut short, stays) and the
-        file's length as read.
-
-        :raises OSError: it cannot be read, or is no longer a regular file (never
-            waits: no symbolic link is followed, a FIFO is not waited on).
-        """
-        lines, end, length = self.read_lines(name, offset)
-        return self.decode_lines(name, lines), end, length
-
     def decode_lines(self, name: str, lines: Iterable[bytes]) -> list[Item]:
         """The reports of *lines* of file *name*; a line that is not one is skipped, and
         said so."""
@@ -476,7 +465,14 @@ class SpoolFiles:
         return reports
 
     def read_lines(self, name: str, offset: int) -> tuple[list[bytes], int, int]:
-        """:meth:`read`, the lines as they are in the file (without their newline)."""
+        """The complete lines of *name* from *offset*, as they are in the file (without
+        their newline; :meth:`decode_lines` gives their reports), the offset after the
+        last of them (a line still being written, or cut short, stays) and the file's
+        length as read.
+
+        :raises OSError: it cannot be read, or is no longer a regular file (never
+            waits: no symbolic link is followed, a FIFO is not waited on).
+        """
         try:
             fd = os.open(
                 self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC

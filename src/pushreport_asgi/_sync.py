@@ -44,8 +44,6 @@ class GroupSync:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: A sync is under way on the threads.
         self._busy = False
-        #: Group syncs started (for tests and the curious).
-        self.rounds = 0
 
     async def wait(self, pending: PendingSyncs) -> None:
         """Return once *pending* is on disk.
@@ -68,7 +66,6 @@ class GroupSync:
     def _start(self) -> None:
         waiting, self._waiting = self._waiting, []
         self._busy = True
-        self.rounds += 1
         task = asyncio.ensure_future(self._run(lambda: _sync_all(waiting)))
         task.add_done_callback(lambda t: self._done(t, waiting))
 
