@@ -48,7 +48,6 @@ from pushreport.storage import (
 from pushreport_core import (
     MERGE_POLICY,
     REGISTRATION_FIELDS,
-    REPORTED_FIELDS,
     Policy,
     Registration,
     Report,
@@ -149,9 +148,10 @@ _COLUMN_TYPES: Mapping[str, str] = {
 }
 
 
-#: A spool line's values (:attr:`pushreport.storage.SpooledBatch.lines`): the stored
-#: fields in order, extra as JSON text, then the time received.
-SPOOLED_VALUES: tuple[str, ...] = (*REPORTED_FIELDS, "now")
+#: A spool line's values (:attr:`pushreport.storage.SpooledBatch.lines`), as the spool
+#: writes them (:data:`pushreport.spool.FIELDS`): the stored fields in order, extra as
+#: JSON text, then the time received.
+SPOOLED_VALUES: tuple[str, ...] = spool.FIELDS
 
 
 def _spooled_check() -> str:

@@ -191,8 +191,9 @@ RETURNING {_COLUMNS}"""
 
 
 #: A report's values as :data:`UPSERT_BATCH` reads them from each array element: the
-#: stored fields in the order of a spool line (extra as JSON text), then when it came.
-SPOOLED_VALUES: tuple[str, ...] = (*REPORTED_FIELDS, "now")
+#: spool line's (:data:`pushreport.spool.FIELDS`: the stored fields, extra as JSON text,
+#: then when it came).
+SPOOLED_VALUES: tuple[str, ...] = spool.FIELDS
 _PARAMETER = re.compile(r":(\w+)")
 
 

@@ -54,6 +54,7 @@ from pushreport_core import Registration, Report, StorageUnavailable
 
 from ._logs import ThrottledLog
 from ._spool import (
+    FIELDS,
     ROTATE_BYTES,
     DecodedLines,
     SpoolFiles,
@@ -87,6 +88,7 @@ __all__ = [
     "IDLE_WAIT",
     "encode",
     "encode_report",
+    "FIELDS",
 ]
 
 #: ``spool_interval``: seconds between two rounds of the background thread.

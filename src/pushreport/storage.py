@@ -490,9 +490,9 @@ class SpooledBatch:
     #: Files whose marks are no longer needed (the files are gone), to delete with it.
     forget: Sequence[str] = ()
     #: The same reports as the spool's lines, in the same order, when it read them so
-    #: (empty otherwise): each a JSON array of the report's stored fields in the order
-    #: of :data:`~pushreport_core.REPORTED_FIELDS` (``extra`` as a JSON object in text)
-    #: and the time received as :func:`~pushreport_core.format_time` writes it. A
+    #: (empty otherwise): each a JSON array of :data:`pushreport.spool.FIELDS`, the
+    #: report's stored fields (``extra`` as a JSON object in text) and the time received
+    #: as :func:`~pushreport_core.format_time` writes it. A
     #: backend may apply these instead of :attr:`items` (which are then never
     #: decoded), but only all of them: a line it cannot apply sends it to
     #: :attr:`items`, which skip what is not a report.
