@@ -312,7 +312,6 @@ def pushreport_server(
 
         workers = ServerConfig().worker_count(engine)
     port = free_port()
-    db = workdir / f"{name}.sqlite3"
     argv = [
         sys.executable,
         "-m",
@@ -324,8 +323,6 @@ def pushreport_server(
         str(port),
         "--workers",
         str(workers),
-        "--db",
-        str(db),
         "--engine",
         engine,
     ]
@@ -340,8 +337,8 @@ def pushreport_server(
             f"dsn = {json.dumps(postgresql)}\ntable = {json.dumps(pg_table(workdir))}\n"
             f"spool = true\nspool_dir = {json.dumps(str(workdir / 'pg.spool'))}\n"
         )
-        argv.remove("--db")
-        argv.remove(str(db))
+    else:
+        argv += ["--db", str(workdir / f"{name}.sqlite3")]
     if settings:
         config = workdir / f"{name}.toml"
         config.write_text(settings, encoding="utf-8")
