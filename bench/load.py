@@ -17,6 +17,11 @@ Starts, each on its own free loopback port and in its own session:
   worker count of ``pushreport serve --engine uvicorn`` (one per core): the ceiling of
   the event-loop engine (``--engine uvicorn`` runs ``normal`` and ``full`` on it; the
   ratios against it are printed under the table);
+- ``floor`` (unless ``--no-floor``): ``bench/floor_asgi.py`` under uvicorn exactly as
+  ``bare_asgi``, the least work a durable receiver can do per report (validate, append a
+  line to a file of its process's own, a thread that applies the lines to an SQLite file
+  of its own in batches): how far pushreport is from the cheapest durable receiver on
+  the same machine in the same run (the line under the table);
 
 warms each up, then drives them one after the other from a second process (wrk if
 installed, else ``bench/loadgen.py``'s generator) with reports whose selectors vary over
@@ -37,6 +42,7 @@ Every server is killed at the end, on Ctrl-C and on errors. Traffic stays on 127
     python bench/load.py --json              # JSON instead of the table
     python bench/load.py --json out.json     # the table, and JSON into out.json
     python bench/load.py --engine uvicorn    # serve on uvicorn, beside the bare ASGI app
+    python bench/load.py --no-floor          # without the floor (bench/floor_asgi.py)
 """
 
 from __future__ import annotations
@@ -61,7 +67,16 @@ if str(BENCH) not in sys.path:
 
 import loadgen  # noqa: E402
 
-__all__ = ["Server", "bare_server", "pushreport_server", "free_port", "main", "TARGETS"]
+__all__ = [
+    "Server",
+    "bare_server",
+    "bare_asgi_server",
+    "floor_server",
+    "pushreport_server",
+    "free_port",
+    "main",
+    "TARGETS",
+]
 
 HOST = "127.0.0.1"
 #: Targets the issue sets: ratio to bare, and p99 for the crash-safe setting.
@@ -70,6 +85,7 @@ LABELS = {
     "bare": "bare WSGI app (gunicorn, 2 sync)",
     "bare_same": "bare WSGI app (gunicorn, {n} sync)",
     "bare_asgi": "bare ASGI app (uvicorn, {n} workers)",
+    "floor": "floor: least durable receiver (uvicorn, {n} workers)",
     "normal": "pushreport serve (synchronous=normal)",
     "full": "pushreport serve (synchronous=full)",
     "postgresql": "pushreport serve (PostgreSQL, spool)",
@@ -82,6 +98,9 @@ ASGI_TARGETS = {
     "full": {"ratio_asgi": 0.55, "p99_ms": 15.0},
     "postgresql": {"ratio_asgi": 0.40, "p99_ms": 15.0},
 }
+#: The references other than ``bare``: the key of the ratio to each (taken per round,
+#: then the median) and the target it is taken to.
+REFERENCES = {"ratio_same": "bare_same", "ratio_asgi": "bare_asgi", "ratio_floor": "floor"}
 
 # The gunicorn settings of `pushreport serve` (src/pushreport/_server.py), as flags.
 GUNICORN_FLAGS = [
@@ -133,19 +152,31 @@ def _children(pid: int) -> list[int]:
 
 
 class Server:
-    """A server on a loopback port, in its own session; ``stop()`` kills all of it."""
+    """A server on a loopback port, in its own session; ``stop()`` kills all of it.
 
-    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, workers: int) -> None:
+    *env*: variables set for it on top of this process's environment."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        workdir: Path,
+        workers: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.port = port
         self.workdir = workdir
         self.workers_expected = workers
+        self.env = dict(env or {})
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
         env = {k: v for k, v in os.environ.items() if k != "GUNICORN_CMD_ARGS"}
+        env.update(self.env)
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             self.argv,
@@ -268,7 +299,23 @@ def bare_server(workdir: Path, *, workers: int = 2, name: str = "bare") -> Serve
 
 def bare_asgi_server(workdir: Path, *, workers: int, name: str = "bare_asgi") -> Server:
     port = free_port()
-    argv = [
+    return Server(name, _uvicorn_argv("bare_asgi:app", port, workers), port, workdir, workers)
+
+
+def floor_server(workdir: Path, *, workers: int, name: str = "floor") -> Server:
+    """``bench/floor_asgi.py`` under uvicorn as :func:`bare_asgi_server` runs the bare
+    ASGI app, with the lifespan on, its files in ``<workdir>/<name>``."""
+    port = free_port()
+    files = workdir / name
+    files.mkdir()
+    argv = _uvicorn_argv("floor_asgi:app", port, workers, lifespan="on")
+    env = {"PUSHREPORT_FLOOR_DIR": str(files)}
+    return Server(name, argv, port, workdir, workers, env=env)
+
+
+def _uvicorn_argv(app: str, port: int, workers: int, *, lifespan: str = "off") -> list[str]:
+    """uvicorn serving *app* of ``bench/`` as the bench's ASGI references are run."""
+    return [
         sys.executable,
         "-m",
         "uvicorn",
@@ -285,12 +332,11 @@ def bare_asgi_server(workdir: Path, *, workers: int, name: str = "bare_asgi") ->
         "--http",
         "httptools",
         "--lifespan",
-        "off",
+        lifespan,
         "--no-access-log",
         "--no-server-header",
-        "bare_asgi:app",
+        app,
     ]
-    return Server(name, argv, port, workdir, workers)
 
 
 def pushreport_server(
@@ -413,6 +459,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             servers["bare_asgi"] = bare_asgi_server(
                 workdir, workers=ServerConfig().worker_count("uvicorn")
             )
+            if args.floor:
+                servers["floor"] = floor_server(
+                    workdir, workers=ServerConfig().worker_count("uvicorn")
+                )
         servers["normal"] = normal
         servers["full"] = pushreport_server(
             workdir, "full", synchronous="full", engine=args.engine
@@ -459,14 +509,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if server.proc is None or server.proc.poll() is not None:
                         raise RuntimeError(f"{name} died during the run:\n{server.output()}")
                 bare_rps = results["bare"]["rps"]
-                same_rps = results.get("bare_same", {}).get("rps")
-                asgi_rps = results.get("bare_asgi", {}).get("rps")
+                reference_rps = {
+                    key: results.get(name, {}).get("rps") for key, name in REFERENCES.items()
+                }
                 for r in results.values():
                     r["ratio"] = round(r["rps"] / bare_rps, 3) if bare_rps else None
-                    if same_rps:
-                        r["ratio_same"] = round(r["rps"] / same_rps, 3)
-                    if asgi_rps:
-                        r["ratio_asgi"] = round(r["rps"] / asgi_rps, 3)
+                    for key, rps in reference_rps.items():
+                        if rps:
+                            r[key] = round(r["rps"] / rps, 3)
                 rounds.append(results)
         finally:
             for server in servers.values():
@@ -487,8 +537,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": _median([r["p99_ms"] for r in per_round]),
                 "errors": sum(r["errors"] for r in per_round),
                 "ratio": _median([r["ratio"] for r in per_round]),
-                "ratio_same": _median([r.get("ratio_same") for r in per_round]),
-                "ratio_asgi": _median([r.get("ratio_asgi") for r in per_round]),
+                **{key: _median([r.get(key) for r in per_round]) for key in REFERENCES},
                 "cpu_us": _median([r["cpu_us"] for r in per_round]),
             }
         )
@@ -537,12 +586,13 @@ def verdicts(summary: list[dict[str, Any]]) -> list[str]:
             + ", ".join(f"{name} {_f(by_name[name]['ratio_asgi'], 2)}" for name in TARGETS)
         )
         lines.extend(asgi_verdicts(by_name))
+        if "floor" in by_name:
+            lines.append(floor_verdict(by_name))
     return lines
 
 
 def asgi_verdicts(by_name: dict[str, dict[str, Any]]) -> list[str]:
     """Issue 16's targets (:data:`ASGI_TARGETS`), for the targets that ran."""
-    bare_cpu = by_name["bare_asgi"]["cpu_us"]
     lines = []
     for name, goals in ASGI_TARGETS.items():
         r = by_name.get(name)
@@ -563,13 +613,37 @@ def asgi_verdicts(by_name: dict[str, dict[str, Any]]) -> list[str]:
                 ok = value is not None and value < goal
                 parts.append(f"p99 {_f(value, 1)} ms (< {goal:g}: {_met(ok)})")
             else:
-                over = None if r["cpu_us"] is None or bare_cpu is None else r["cpu_us"] - bare_cpu
+                over = _cpu_over(r, by_name["bare_asgi"])
                 ok = over is not None and over <= goal
                 parts.append(
                     f"CPU +{_f(over, 0)} µs/answer over bare ASGI (<= {goal:g}: {_met(ok)})"
                 )
         lines.append(f"issue 16, {name}: " + "; ".join(parts))
     return lines
+
+
+def floor_verdict(by_name: dict[str, dict[str, Any]]) -> str:
+    """Where the floor stands against the bare ASGI app, and pushreport against it: the
+    ratios taken per round, CPU per answer over the reference as in :func:`asgi_verdicts`."""
+    floor, normal = by_name["floor"], by_name["normal"]
+    return (
+        f"floor (least durable receiver, uvicorn ×{floor['workers']}): "
+        f"{_f(floor['ratio_asgi'], 2)} x bare ASGI, "
+        f"CPU {_signed(_cpu_over(floor, by_name['bare_asgi']))} µs/answer over bare ASGI; "
+        f"pushreport normal is {_f(normal['ratio_floor'], 2)} x the floor, "
+        f"{_signed(_cpu_over(normal, floor))} µs/answer over it"
+    )
+
+
+def _cpu_over(r: dict[str, Any], reference: dict[str, Any]) -> float | None:
+    """The server CPU per answer of *r* over *reference*'s (µs), if both were measured."""
+    if r["cpu_us"] is None or reference["cpu_us"] is None:
+        return None
+    return float(r["cpu_us"] - reference["cpu_us"])
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.0f}"
 
 
 def _met(ok: bool) -> str:
@@ -677,6 +751,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="also drive pushreport serve on the PostgreSQL backend behind its report "
         "spool, in a table of the run's own on this server (dropped at the end)",
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also drive the floor, bench/floor_asgi.py under uvicorn as the bare ASGI "
+        "app: the least work a durable receiver can do per report (--no-floor: skip it)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 s per target, 1 round: a smoke run"

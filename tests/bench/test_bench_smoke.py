@@ -75,6 +75,7 @@ def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: 
         "bare WSGI app",
         "pushreport serve (synchronous=normal)",
         "pushreport serve (synchronous=full)",
+        "floor: least durable receiver",
     ):
         m = re.search(
             rf"^{re.escape(label)}.*?\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})"
@@ -96,6 +97,13 @@ def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: 
         re.M,
     ), out
     assert re.search(rf"^full: ratio {NUMBER} vs target >= 0\.50: (met|MISSED)$", out, re.M), out
+    assert re.search(
+        rf"^floor \(least durable receiver, uvicorn ×\d+\): {NUMBER} x bare ASGI, "
+        rf"CPU [+-]{NUMBER} µs/answer over bare ASGI; pushreport normal is {NUMBER} x "
+        rf"the floor, [+-]{NUMBER} µs/answer over it$",
+        out,
+        re.M,
+    ), out
     assert f"{tool}, 32 connections" in out
     assert "; 2,000 registrations stored before" in out
 
@@ -103,12 +111,22 @@ def test_load_quick_prints_the_table_and_stops_its_servers(tool: str, tmp_path: 
     assert report["tool"] == tool and report["prefill"] == 2_000
     targets = [r["target"] for r in report["results"]]
     # bare_same: the bare app with serve's worker count, when that is not 2.
-    # bare_asgi: the bare ASGI app under uvicorn (installed with the test extras).
-    assert [t for t in targets if t != "bare_asgi"] in (
+    # bare_asgi: the bare ASGI app under uvicorn (installed with the test extras), and the
+    # floor (bench/floor_asgi.py) right after it.
+    assert [t for t in targets if t not in ("bare_asgi", "floor")] in (
         ["bare", "normal", "full"],
         ["bare", "bare_same", "normal", "full"],
     )
-    assert "bare_asgi" in targets
+    assert targets[targets.index("bare_asgi") + 1] == "floor"
+    by_name = {r["target"]: r for r in report["results"]}
+    # The floor answered every report it was sent (its validation took them all) and
+    # stands in the ratios of the others.
+    floor = by_name["floor"]
+    assert floor["errors"] == 0 and floor["rps"] > 0 and floor["cpu_us"] > 0, floor
+    assert floor["label"] == f"floor: least durable receiver (uvicorn, {floor['workers']} workers)"
+    assert floor["ratio_floor"] == 1.0
+    normal = by_name["normal"]
+    assert normal["ratio_floor"] == pytest.approx(normal["rps"] / floor["rps"], abs=0.011)
     for r in report["results"]:
         assert set(r) >= {"rps", "p50_ms", "p99_ms", "errors", "ratio", "cpu_us", "port"}
         assert refused(r["port"]), f"{r['target']} still listens on {r['port']}"
