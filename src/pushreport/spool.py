@@ -666,7 +666,9 @@ class SpooledStorage:
             logging.ERROR if exc_info is not None else logging.WARNING,
             "the report spool cannot be applied: %s; refusing reports",
             detail,
-            key=("spool failing", str(error), type(exc_info or error.__cause__).__name__),
+            # What the line says: a lock met in SQLite's statement and one met waiting
+            # for the writers' turn read the same, and are one line a minute.
+            key=("spool failing", detail),
             exc_info=exc_info,
         )
 

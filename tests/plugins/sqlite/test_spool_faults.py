@@ -471,6 +471,33 @@ def test_a_failing_round_is_logged_once_per_interval_with_a_count(
         storage.close()
 
 
+def test_a_lock_met_in_either_place_is_one_line_a_minute(
+    db_path: Path, turn: Turn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writers' turn not had in time and SQLite's own lock both say "sqlite database
+    is locked" (one with no cause, one from sqlite3's error): one line, not one each."""
+    storage = spooled(db_path, busy_timeout=0.01, interval=10)
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        storage.upsert(report(1), now=T0, read_back=False)
+        for _ in range(3):
+            turn.hold()
+            assert within(storage.apply_round) == 0
+            turn.release()
+            locker.execute("BEGIN EXCLUSIVE")
+            assert within(storage.apply_round) == 0
+            locker.execute("ROLLBACK")
+        refused = spool_log_lines(caplog, "cannot be applied")
+        assert [r.getMessage() for r in refused] == [
+            "the report spool cannot be applied: sqlite database is locked; refusing reports"
+        ]
+        assert within(storage.apply_round) == 1
+    finally:
+        turn.release()
+        locker.close()
+        storage.close()
+
+
 def test_an_unexpected_error_in_a_round_refuses_reports_until_a_round_goes_through(
     db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
