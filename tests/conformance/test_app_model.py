@@ -345,7 +345,7 @@ JUDGED = [
     (
         200,
         [("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
-        gzip.compress(b"{}"),
+        gzip.compress(b"{}", mtime=0),
         None,
         None,
     ),
