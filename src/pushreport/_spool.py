@@ -174,6 +174,19 @@ class _Syncs:
         #: "fsyncgate"), so it is never synced again and every line not yet covered fails.
         self.error: OSError | None = None
 
+    def covers(self, line: int) -> bool:
+        """Whether line number *line* is on disk now (never blocks).
+
+        :raises OSError: a sync that did not cover it failed: it never will be (each
+            caller gets an exception of its own: a shared one would gather every
+            thread's traceback).
+        """
+        if self.synced >= line:
+            return True
+        if self.error is not None:
+            raise OSError(self.error.errno, f"report spool sync failed: {self.error}")
+        return False
+
 
 class Unsynced:
     """A line :meth:`SpoolFiles.append` wrote with *defer*: on disk once
@@ -193,12 +206,7 @@ class Unsynced:
 
         :raises OSError: a sync that did not cover it failed: it never will be.
         """
-        syncs = self.syncs
-        if syncs.synced >= self.line:
-            return True
-        if syncs.error is not None:
-            raise OSError(syncs.error.errno, f"report spool sync failed: {syncs.error}")
-        return False
+        return self.syncs.covers(self.line)
 
     def sync(self) -> None:
         """Return once the line is on disk (blocks for a sync).
@@ -295,12 +303,9 @@ class SpoolFiles:
         under way may have begun before the line was written). Called with the lock
         held; a leader lets go of it while it syncs.
 
-        :raises OSError: a sync that did not cover *line* failed (each writer gets an
-            exception of its own: a shared one would gather every thread's traceback).
+        :raises OSError: a sync that did not cover *line* failed (:meth:`_Syncs.covers`).
         """
-        while syncs.synced < line:
-            if syncs.error is not None:
-                raise OSError(syncs.error.errno, f"report spool sync failed: {syncs.error}")
+        while not syncs.covers(line):
             if syncs.syncing:
                 self._synced.wait()
                 continue
